@@ -1,0 +1,19 @@
+//! Lagomorph: an AMQP 0-9-1 message broker that any RabbitMQ client can use unchanged.
+//!
+//! # Module map
+//! The layers, from the wire inwards (arrows only point down, see `tests/layering.rs`):
+//!
+//! - [`protocol`]: the wire format. Pure functions over bytes; imports nothing else of the crate.
+//! - [`session`]: sans-IO connection and channel state machines. Bytes in, bytes out, time passed in.
+//! - [`broker`]: the AMQP model (vhosts, exchanges, bindings, queues, consumers). Knows no wire.
+//! - [`storage`]: persistence behind the [`storage::Store`] trait; sled and in-memory stores.
+//! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.
+//! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod broker;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod storage;

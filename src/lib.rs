@@ -13,6 +13,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod password;
 pub mod protocol;
 pub mod server;
 pub mod session;

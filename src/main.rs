@@ -1,1 +1,137 @@
-fn main() {}
+//! The `lagomorph` binary: parse flags, load configuration, open the store, recover, serve AMQP
+//! (and the management API) until SIGINT or SIGTERM, then shut down gracefully. No logic here.
+
+use clap::Parser;
+use lagomorph::broker::{Broker, BrokerOptions, FlushPolicy, Limits, User};
+use lagomorph::cli::{Cli, Command};
+use lagomorph::config::{Config, FlushMode};
+use lagomorph::storage::{SledStore, Store};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long connections get to close after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashPassword { password }) = &cli.command {
+        println!("{}", lagomorph::password::hash_password(password));
+        return ExitCode::SUCCESS;
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match Config::load(&cli.overrides(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lagomorph: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = lagomorph::logging::init(&config.log) {
+        eprintln!("lagomorph: cannot initialise logging: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lagomorph: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("lagomorph: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let store = SledStore::open(data_dir, config.storage.cache_size_mb * 1024 * 1024)
+        .map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let opts = BrokerOptions {
+        default_vhost: config.default_vhost.clone(),
+        users: config
+            .users
+            .iter()
+            .map(|u| User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                tags: u.tags.clone(),
+            })
+            .collect(),
+        limits: Limits {
+            frame_max: config.amqp.frame_max,
+            channel_max: config.amqp.channel_max,
+            heartbeat: config.amqp.heartbeat,
+            max_message_size: config.amqp.max_message_size,
+        },
+        flush: match config.storage.flush {
+            FlushMode::Batch => FlushPolicy::Batch,
+            FlushMode::Interval => {
+                FlushPolicy::Interval(Duration::from_millis(config.storage.flush_interval_ms))
+            }
+        },
+    };
+    let broker = Broker::new(store, opts);
+    broker.recover().map_err(|e| format!("recovery failed: {e}"))?;
+    let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %addrs.join(", "),
+        data_dir = %data_dir.display(),
+        "Lagomorph started"
+    );
+    let token = CancellationToken::new();
+    let server = tokio::spawn(lagomorph::server::serve(
+        listeners,
+        broker.clone(),
+        usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
+        token.clone(),
+    ));
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+    token.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!("connections did not close in time");
+    }
+    broker.shutdown_store();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

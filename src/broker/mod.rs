@@ -1,1 +1,350 @@
-//! TODO
+//! The AMQP model: vhosts, exchanges, bindings, queues and consumers. Knows no wire and no
+//! sockets; imports `storage` (the trait and its records) and `protocol`'s value types only.
+//!
+//! [`Broker`] is a cheap handle (`Arc` inside) shared by every connection task and the
+//! management API. All state is plain structs behind short `std::sync` locks; nothing here
+//! awaits. Deliveries leave through connection mailboxes ([`consumer::Mailbox`]).
+
+pub mod consumer;
+pub mod error;
+pub mod exchange;
+pub mod group_commit;
+pub mod message;
+pub mod queue;
+mod recovery;
+pub mod vhost;
+
+use crate::storage::Store;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+pub use consumer::{ConnId, Credit, Mailbox, Outbound};
+pub use error::{BrokerError, BrokerResult};
+pub use group_commit::{FlushPolicy, GroupCommit};
+pub use message::{Delivery, Message, QueuedMessage};
+pub use queue::Queue;
+pub use vhost::VHost;
+
+/// A user who may log in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// RabbitMQ-style salted SHA-256 hash (see [`crate::password`]).
+    pub password_hash: String,
+    /// Tags such as `administrator`.
+    pub tags: Vec<String>,
+}
+
+/// Protocol limits offered to clients.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest frame, overhead included.
+    pub frame_max: u32,
+    /// Highest channel number.
+    pub channel_max: u16,
+    /// Heartbeat interval offered, seconds (0 = off).
+    pub heartbeat: u16,
+    /// Largest message body accepted.
+    pub max_message_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a broker is built from.
+#[derive(Clone, Debug)]
+pub struct BrokerOptions {
+    /// The vhost created at start ("/").
+    pub default_vhost: String,
+    /// Users.
+    pub users: Vec<User>,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// When the store is flushed.
+    pub flush: FlushPolicy,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            default_vhost: "/".into(),
+            users: vec![User {
+                name: "guest".into(),
+                password_hash: crate::password::hash_password("guest"),
+                tags: vec!["administrator".into()],
+            }],
+            limits: Limits::default(),
+            flush: FlushPolicy::Batch,
+        }
+    }
+}
+
+/// A connection as the broker lists it (management, shutdown).
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// Id.
+    pub id: ConnId,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Server address.
+    pub local: SocketAddr,
+    /// Logged-in user ("" before login).
+    pub user: RwLock<String>,
+    /// Vhost ("" before open).
+    pub vhost: RwLock<String>,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Open channels.
+    pub channels: AtomicU32,
+    /// Consumers on its channels.
+    pub consumers: std::sync::atomic::AtomicI64,
+    /// Its mailbox (to close it).
+    pub mailbox: Mailbox,
+}
+
+impl ConnectionInfo {
+    /// Adjusts the consumer count.
+    pub fn consumers_changed(&self, delta: i64) {
+        self.consumers.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// Broker-wide counters.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Messages published (accepted from clients).
+    pub published: AtomicU64,
+    /// Messages confirmed to publishers.
+    pub confirmed: AtomicU64,
+    /// Unroutable messages.
+    pub unroutable: AtomicU64,
+}
+
+struct Inner {
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    store: Arc<dyn Store>,
+    commit: Arc<GroupCommit>,
+    users: RwLock<Vec<User>>,
+    connections: DashMap<ConnId, Arc<ConnectionInfo>>,
+    next_conn: AtomicU64,
+    limits: Limits,
+    default_vhost: String,
+    stats: BrokerStats,
+}
+
+/// The broker: a cheap, cloneable handle.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker over `store` with the default vhost. Call [`Broker::recover`] to load what the
+    /// store holds.
+    pub fn new(store: Arc<dyn Store>, opts: BrokerOptions) -> Broker {
+        let commit = GroupCommit::start(Arc::clone(&store), opts.flush);
+        let mut vhosts = HashMap::new();
+        vhosts.insert(
+            opts.default_vhost.clone(),
+            VHost::new(&opts.default_vhost, Arc::clone(&store), Arc::clone(&commit)),
+        );
+        Broker {
+            inner: Arc::new(Inner {
+                vhosts: RwLock::new(vhosts),
+                store,
+                commit,
+                users: RwLock::new(opts.users),
+                connections: DashMap::new(),
+                next_conn: AtomicU64::new(1),
+                limits: opts.limits,
+                default_vhost: opts.default_vhost,
+                stats: BrokerStats::default(),
+            }),
+        }
+    }
+
+    /// Loads durable definitions and persistent messages from the store.
+    pub fn recover(&self) -> BrokerResult<()> {
+        let defs = self.inner.store.load_definitions()?;
+        let mut names: Vec<String> = defs
+            .exchanges
+            .iter()
+            .map(|x| x.vhost.clone())
+            .chain(defs.queues.iter().map(|q| q.vhost.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            self.ensure_vhost(&n);
+        }
+        for vh in self.vhosts() {
+            vh.restore(&defs)?;
+        }
+        Ok(())
+    }
+
+    /// The vhost called `name`, creating it if missing.
+    pub fn ensure_vhost(&self, name: &str) -> Arc<VHost> {
+        let mut map = self.inner.vhosts.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(name.to_string()).or_insert_with(|| {
+            VHost::new(
+                name,
+                Arc::clone(&self.inner.store),
+                Arc::clone(&self.inner.commit),
+            )
+        }))
+    }
+
+    /// The vhost called `name`.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.inner
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All vhosts.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.inner
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The default vhost's name.
+    pub fn default_vhost(&self) -> &str {
+        &self.inner.default_vhost
+    }
+
+    /// Checks a login; returns the user on success.
+    pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
+        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
+        users
+            .iter()
+            .find(|u| u.name == name && crate::password::verify_password(&u.password_hash, password))
+            .cloned()
+    }
+
+    /// The users.
+    pub fn users(&self) -> Vec<User> {
+        self.inner
+            .users
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds or replaces a user.
+    pub fn put_user(&self, user: User) {
+        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
+        users.retain(|u| u.name != user.name);
+        users.push(user);
+    }
+
+    /// Removes a user; false if there was none.
+    pub fn delete_user(&self, name: &str) -> bool {
+        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
+        let before = users.len();
+        users.retain(|u| u.name != name);
+        users.len() != before
+    }
+
+    /// Protocol limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The group-commit coordinator.
+    pub fn commit(&self) -> &Arc<GroupCommit> {
+        &self.inner.commit
+    }
+
+    impl ConnectionInfo {
+    /// Adjusts the consumer count.
+    pub fn consumers_changed(&self, delta: i64) {
+        self.consumers.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// Broker-wide counters.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.inner.stats
+    }
+
+    /// Registers a new connection and returns its info.
+    pub fn register_connection(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        mailbox: Mailbox,
+    ) -> Arc<ConnectionInfo> {
+        let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
+        let info = Arc::new(ConnectionInfo {
+            id,
+            peer,
+            local,
+            user: RwLock::new(String::new()),
+            vhost: RwLock::new(String::new()),
+            connected_at: SystemTime::now(),
+            channels: AtomicU32::new(0),
+            consumers: std::sync::atomic::AtomicI64::new(0),
+            mailbox,
+        });
+        self.inner.connections.insert(id, Arc::clone(&info));
+        info
+    }
+
+    /// Forgets a connection.
+    pub fn unregister_connection(&self, id: ConnId) {
+        self.inner.connections.remove(&id);
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> Vec<Arc<ConnectionInfo>> {
+        self.inner
+            .connections
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// Asks every connection to close with `code` (shutdown: 320).
+    pub fn close_all(&self, code: crate::protocol::ReplyCode, text: &str) {
+        for c in self.connections() {
+            let _ = c.mailbox.send(Outbound::Close {
+                code,
+                text: text.to_string(),
+            });
+        }
+    }
+
+    /// Final flush and stop of the flusher (shutdown).
+    pub fn shutdown_store(&self) {
+        self.inner.commit.flush_now();
+        self.inner.commit.stop();
+    }
+}

@@ -1,0 +1,100 @@
+//! One task per connection: read → session → write, plus the mailbox, timers, store flushes and
+//! shutdown, in one `select!`. All protocol logic lives in the session.
+
+use crate::broker::Broker;
+use crate::protocol::ReplyCode;
+use crate::session::Connection;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Stop taking deliveries from the mailbox while this much output waits to be written.
+const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Runs one client connection to its end.
+#[tracing::instrument(name = "conn", skip_all, fields(peer = %peer))]
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    broker: Broker,
+    token: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let info = broker.register_connection(peer, local, tx);
+    let commit = std::sync::Arc::clone(broker.commit());
+    let mut flushed_rx = commit.subscribe();
+    let mut session = Connection::new(broker, info, Instant::now().into_std());
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut requested = 0u64;
+    let mut shutting_down = false;
+    loop {
+        while let Some(bytes) = session.take_output(Instant::now().into_std()) {
+            if let Err(e) = wr.write_all(&bytes).await {
+                tracing::debug!(error = %e, "write failed");
+                session.handle_disconnect();
+                return;
+            }
+        }
+        if session.is_closed() {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        let wants_flush = session.needs_flush();
+        if let Some(seq) = wants_flush
+            && seq > requested
+        {
+            requested = seq;
+            commit.request_flush();
+        }
+        let deadline = session.poll_timeout().map(Instant::from_std);
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    session.handle_disconnect();
+                    return;
+                }
+                Ok(_) => session.handle_bytes(&mut buf, Instant::now().into_std()),
+            },
+            Some(msg) = rx.recv(), if session.pending_output() < OUTPUT_HIGH_WATER => {
+                let now = Instant::now().into_std();
+                session.handle_outbound(msg, now);
+                // Drain what else is waiting, in one batch, up to the output high-water mark.
+                while session.pending_output() < OUTPUT_HIGH_WATER {
+                    match rx.try_recv() {
+                        Ok(m) => session.handle_outbound(m, now),
+                        Err(_) => break,
+                    }
+                }
+            }
+            r = flushed_rx.changed(), if wants_flush.is_some() => {
+                if r.is_ok() {
+                    let f = *flushed_rx.borrow_and_update();
+                    session.handle_flushed(f);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                session.handle_timeout(Instant::now().into_std());
+            }
+            _ = token.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                session.close(
+                    ReplyCode::ConnectionForced,
+                    "broker forced connection closure with reason 'shutdown'",
+                    Instant::now().into_std(),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Content assembly: a content-bearing method (basic.publish), then its content header, then
+//! body frames until the declared size is reached. Like RabbitMQ's rabbit_command_assembler, a
+//! pure state machine: frames in, a finished command or an error out.
+
+use crate::protocol::ReplyCode;
+use crate::protocol::frame::ContentHeader;
+use crate::protocol::method::BasicPublish;
+use bytes::{Bytes, BytesMut};
+
+use super::error::AmqpError;
+
+/// A fully assembled publish.
+#[derive(Debug)]
+pub struct Publish {
+    /// The method.
+    pub method: BasicPublish,
+    /// The content header.
+    pub header: ContentHeader,
+    /// The body (zero-copy when it came in one frame).
+    pub body: Bytes,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Header(BasicPublish),
+    Body {
+        method: BasicPublish,
+        header: ContentHeader,
+        first: Option<Bytes>,
+        rest: Option<BytesMut>,
+        received: u64,
+    },
+}
+
+/// Per-channel assembly state.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    state: State,
+}
+
+fn unexpected(detail: &str) -> AmqpError {
+    AmqpError::connection(ReplyCode::UnexpectedFrame, detail)
+}
+
+impl Assembler {
+    /// True when no publish is in progress (a method frame is expected).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle)
+    }
+
+    /// Starts a publish; the header comes next.
+    pub fn start(&mut self, method: BasicPublish) {
+        self.state = State::Header(method);
+    }
+
+    /// Drops any publish in progress (channel closed).
+    pub fn reset(&mut self) {
+        self.state = State::Idle;
+    }
+
+    /// The size the current header announced, once it has come (for early size checks).
+    pub fn expected_size(&self) -> Option<u64> {
+        match &self.state {
+            State::Body { header, .. } => Some(header.body_size),
+            _ => None,
+        }
+    }
+
+    /// A content header frame. Returns the publish when the body is empty.
+    pub fn header(&mut self, header: ContentHeader) -> Result<Option<Publish>, AmqpError> {
+        match std::mem::take(&mut self.state) {
+            State::Header(method) => {
+                if header.class_id != 60 {
+                    return Err(unexpected(&format!(
+                        "expected content header for class 60, got class {}",
+                        header.class_id
+                    )));
+                }
+                if header.body_size == 0 {
+                    return Ok(Some(Publish {
+                        method,
+                        header,
+                        body: Bytes::new(),
+                    }));
+                }
+                self.state = State::Body {
+                    method,
+                    header,
+                    first: None,
+                    rest: None,
+                    received: 0,
+                };
+                Ok(None)
+            }
+            State::Idle => Err(unexpected("content header frame without a content method")),
+            State::Body { .. } => Err(unexpected(
+                "expected content body, got content header frame instead",
+            )),
+        }
+    }
+
+    /// A body frame. Returns the publish once the declared size is reached.
+    pub fn body(&mut self, payload: Bytes) -> Result<Option<Publish>, AmqpError> {
+        let State::Body {
+            method,
+            header,
+            mut first,
+            mut rest,
+            received,
+        } = std::mem::take(&mut self.state)
+        else {
+            return Err(unexpected("content body frame without a content header"));
+        };
+        let received = received + payload.len() as u64;
+        if received > header.body_size {
+            return Err(AmqpError::connection(
+                ReplyCode::FrameError,
+                format!(
+                    "content body exceeds the declared size {} (got {received})",
+                    header.body_size
+                ),
+            ));
+        }
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(payload),
+            (Some(f), None) => {
+                // A second frame: from now on copy into one buffer of the declared size.
+                let cap = usize::try_from(header.body_size).unwrap_or(usize::MAX);
+                let mut buf = BytesMut::with_capacity(cap.min(64 << 20));
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&payload);
+                rest = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&payload),
+        }
+        if received == header.body_size {
+            let body = match (first, rest) {
+                (_, Some(buf)) => buf.freeze(),
+                (Some(f), None) => f,
+                (None, None) => Bytes::new(),
+            };
+            return Ok(Some(Publish {
+                method,
+                header,
+                body,
+            }));
+        }
+        self.state = State::Body {
+            method,
+            header,
+            first,
+            rest,
+            received,
+        };
+        Ok(None)
+    }
+}

@@ -1,0 +1,73 @@
+//! The layering rules of STYLE.md, checked like rust-analyzer's tidy tests: the core knows no
+//! sockets and no outer layers, the protocol imports nothing of the crate, and every module
+//! opens with a `//!` doc saying what it owns.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn files(sub: &str) -> Vec<(PathBuf, String)> {
+    let mut v = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(sub), &mut v);
+    v.into_iter()
+        .map(|p| {
+            let s = fs::read_to_string(&p).expect("read");
+            (p, s)
+        })
+        .collect()
+}
+
+#[test]
+fn core_layers_know_no_sockets_or_outer_layers() {
+    for layer in ["protocol", "session", "broker", "storage"] {
+        for (p, s) in files(layer) {
+            for bad in ["tokio::net", "crate::server", "crate::management", "std::net::TcpStream"] {
+                assert!(!s.contains(bad), "{} uses {bad}", p.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn protocol_imports_nothing_else_of_the_crate() {
+    for (p, s) in files("protocol") {
+        for line in s.lines().filter(|l| l.contains("crate::")) {
+            assert!(line.contains("crate::protocol"), "{}: {line}", p.display());
+        }
+    }
+}
+
+#[test]
+fn storage_and_broker_do_not_reach_up() {
+    for (p, s) in files("storage") {
+        for bad in ["crate::broker", "crate::session", "crate::config"] {
+            assert!(!s.contains(bad), "{} uses {bad}", p.display());
+        }
+    }
+    for (p, s) in files("broker") {
+        for bad in ["crate::session", "crate::config"] {
+            assert!(!s.contains(bad), "{} uses {bad}", p.display());
+        }
+    }
+}
+
+#[test]
+fn every_module_has_a_leading_doc() {
+    let mut all = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut all);
+    for p in all {
+        let s = fs::read_to_string(&p).expect("read");
+        let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        assert!(first.starts_with("//!"), "{} does not open with a //! doc", p.display());
+    }
+}

@@ -1,0 +1,256 @@
+//! Test support: a real broker on 127.0.0.1:0 with a temporary data directory, and lapin
+//! helpers. Each integration test file does `mod support;`.
+#![allow(dead_code, unreachable_pub)]
+
+use lagomorph::broker::{Broker, BrokerOptions};
+use lagomorph::storage::{SledStore, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running broker.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    pub dir: PathBuf,
+    token: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Starts a broker on a fresh temporary sled directory.
+pub async fn start() -> TestBroker {
+    start_with(BrokerOptions::default()).await
+}
+
+/// Starts a broker with options on a fresh temporary directory.
+pub async fn start_with(opts: BrokerOptions) -> TestBroker {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let mut b = start_in(&dir, opts).await;
+    b._tmp = Some(tmp);
+    b
+}
+
+/// Starts a broker on `dir` (for restart tests).
+pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 16 << 20).expect("open store"));
+    let broker = Broker::new(store, opts);
+    broker.recover().expect("recover");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(lagomorph::server::serve(
+        vec![listener],
+        broker.clone(),
+        1000,
+        token.clone(),
+    ));
+    TestBroker {
+        addr,
+        broker,
+        dir: dir.to_path_buf(),
+        token,
+        handle: Some(handle),
+        _tmp: None,
+    }
+}
+
+impl TestBroker {
+    /// amqp://guest:guest@addr/%2f
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// A lapin connection.
+    pub async fn connect(&self) -> lapin::Connection {
+        lapin::Connection::connect(&self.uri(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    /// A connection and a channel.
+    pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let c = self.connect().await;
+        let ch = c.create_channel().await.expect("channel");
+        (c, ch)
+    }
+
+    /// Graceful stop: connections get 320, the store is flushed. Returns the data dir's TempDir
+    /// (kept alive) so a restart can reuse it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+        self.broker.shutdown_store();
+        self._tmp.take()
+    }
+}
+
+/// Bounded wait for a future, so a broken broker fails a test instead of hanging it.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("timed out after 10 s")
+}
+
+/// The reply code and text of an AMQP error, if `e` is one.
+pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(a) => Some((a.get_id(), a.get_message().as_str().to_string())),
+        _ => None,
+    }
+}
+
+/// Asserts that `r` failed with `code` and `text`.
+#[track_caller]
+pub fn assert_amqp_err<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, text: &str) {
+    let e = r.expect_err("expected an AMQP error");
+    let got = amqp_error(&e).unwrap_or_else(|| panic!("not an AMQP error: {e:?}"));
+    assert_eq!(got, (code, text.to_string()));
+}
+
+/// A unique name for test objects.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub mod raw {
+    //! A raw AMQP client built on our own codec, for what real clients refuse to send.
+    use bytes::BytesMut;
+    use lagomorph::protocol::frame::{self, Frame, PROTOCOL_HEADER};
+    use lagomorph::protocol::method::*;
+    use lagomorph::protocol::types::{FieldTable, LongStr, ShortStr};
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub struct Raw {
+        pub stream: TcpStream,
+        buf: BytesMut,
+    }
+
+    impl Raw {
+        /// Connects and sends the protocol header only.
+        pub async fn connect_bare(addr: SocketAddr) -> Raw {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            Raw { stream, buf: BytesMut::new() }
+        }
+
+        /// Connects and completes the handshake as guest on "/", with our tune values.
+        pub async fn connect(addr: SocketAddr) -> Raw {
+            Self::connect_tuned(addr, 0, 131072, 0).await
+        }
+
+        pub async fn connect_tuned(addr: SocketAddr, channel_max: u16, frame_max: u32, heartbeat: u16) -> Raw {
+            let mut r = Self::connect_bare(addr).await;
+            r.send_bytes(PROTOCOL_HEADER).await;
+            match r.recv().await {
+                Frame::Method { method: Method::ConnectionStart(_), .. } => {}
+                f => panic!("expected start, got {f:?}"),
+            }
+            r.send(0, ConnectionStartOk {
+                client_properties: FieldTable::new(),
+                mechanism: ShortStr::from_static("PLAIN"),
+                response: LongStr::from("\0guest\0guest"),
+                locale: ShortStr::from_static("en_US"),
+            }.into()).await;
+            match r.recv().await {
+                Frame::Method { method: Method::ConnectionTune(_), .. } => {}
+                f => panic!("expected tune, got {f:?}"),
+            }
+            r.send(0, ConnectionTuneOk { channel_max, frame_max, heartbeat }.into()).await;
+            r.send(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }.into()).await;
+            match r.recv().await {
+                Frame::Method { method: Method::ConnectionOpenOk(_), .. } => {}
+                f => panic!("expected open-ok, got {f:?}"),
+            }
+            r
+        }
+
+        pub async fn send_bytes(&mut self, b: &[u8]) {
+            self.stream.write_all(b).await.expect("write");
+        }
+
+        pub async fn send(&mut self, ch: u16, m: Method) {
+            let mut b = BytesMut::new();
+            frame::encode_method(ch, &m, &mut b);
+            self.send_bytes(&b).await;
+        }
+
+        pub async fn send_frame(&mut self, f: &Frame) {
+            let mut b = BytesMut::new();
+            frame::encode(f, &mut b);
+            self.send_bytes(&b).await;
+        }
+
+        /// Next frame, skipping heartbeats; panics after 10 s or on EOF.
+        pub async fn recv(&mut self) -> Frame {
+            self.try_recv().await.expect("connection closed while a frame was expected")
+        }
+
+        /// Next frame, or None on EOF.
+        pub async fn try_recv(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = frame::decode(&mut self.buf, 1 << 24).expect("valid frame from broker") {
+                    if matches!(f, Frame::Heartbeat) {
+                        continue;
+                    }
+                    return Some(f);
+                }
+                let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("timed out waiting for a frame")
+                    .ok()?;
+                if n == 0 {
+                    return None;
+                }
+            }
+        }
+
+        /// Reads until a connection.close arrives; answers close-ok; returns (code, text, class, method).
+        pub async fn expect_connection_close(&mut self) -> (u16, String, u16, u16) {
+            loop {
+                match self.recv().await {
+                    Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                        self.send(0, ConnectionCloseOk::default().into()).await;
+                        return (c.reply_code, c.reply_text.to_string(), c.class_id, c.method_id);
+                    }
+                    _ => continue,
+                }
+            }
+        }
+
+        /// Reads until a channel.close arrives on `ch`; returns (code, text).
+        pub async fn expect_channel_close(&mut self, ch: u16) -> (u16, String) {
+            loop {
+                match self.recv().await {
+                    Frame::Method { channel, method: Method::ChannelClose(c) } if channel == ch => {
+                        self.send(ch, ChannelCloseOk::default().into()).await;
+                        return (c.reply_code, c.reply_text.to_string());
+                    }
+                    Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                        panic!("connection closed instead: {} {}", c.reply_code, c.reply_text)
+                    }
+                    _ => continue,
+                }
+            }
+        }
+
+        pub async fn open_channel(&mut self, ch: u16) {
+            self.send(ch, ChannelOpen::default().into()).await;
+            match self.recv().await {
+                Frame::Method { method: Method::ChannelOpenOk(_), channel } if channel == ch => {}
+                f => panic!("expected channel.open-ok, got {f:?}"),
+            }
+        }
+    }
+}

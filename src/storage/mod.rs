@@ -26,13 +26,10 @@ use bytes::Bytes;
 
 pub mod memory;
 pub mod record;
-
+pub mod sled_store;
 
 pub use memory::MemoryStore;
-
-
-
-
+pub use sled_store::SledStore;
 
 /// Why a storage operation failed. The broker treats every one of these as fatal for the
 /// operation (connection error 541), except that a damaged record met while loading is

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::Store;
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore,
-    StoreError, StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, StoreError,
+    StoredMessage,
 };
-use super::Store;
 
 /// Definitions keyed by their encoded keys (ordered, so loading is deterministic).
 #[derive(Default)]
@@ -86,7 +86,9 @@ impl Store for MemoryStore {
     }
 
     fn put_binding(&self, r: &BindingRecord) -> Result<(), StoreError> {
-        self.defs().bindings.insert(record::binding_key(r), r.clone());
+        self.defs()
+            .bindings
+            .insert(record::binding_key(r), r.clone());
         Ok(())
     }
 

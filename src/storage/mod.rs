@@ -31,6 +31,9 @@ pub mod sled_store;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
+#[cfg(test)]
+mod tests;
+
 /// Why a storage operation failed. The broker treats every one of these as fatal for the
 /// operation (connection error 541), except that a damaged record met while loading is
 /// quarantined rather than returned.

@@ -139,7 +139,8 @@ pub fn decode_exchange(buf: &[u8]) -> Result<ExchangeRecord, DecodeError> {
 
 /// Encodes a queue definition.
 pub fn encode_queue(r: &QueueRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 3 * 4 + 1 + r.vhost.len() + r.name.len() + r.arguments.len());
+    let mut out =
+        Vec::with_capacity(1 + 3 * 4 + 1 + r.vhost.len() + r.name.len() + r.arguments.len());
     out.push(SCHEMA_VERSION);
     put_field(&mut out, r.vhost.as_bytes());
     put_field(&mut out, r.name.as_bytes());
@@ -387,7 +388,10 @@ mod tests {
         assert_eq!(decode_queue(&[]), Err(DecodeError("empty value")));
         let mut v2 = good.clone();
         v2[0] = 2;
-        assert_eq!(decode_queue(&v2), Err(DecodeError("unknown schema version")));
+        assert_eq!(
+            decode_queue(&v2),
+            Err(DecodeError("unknown schema version"))
+        );
         let mut trailing = good.clone();
         trailing.push(0);
         assert_eq!(decode_queue(&trailing), Err(DecodeError("trailing bytes")));

@@ -1,1 +1,203 @@
-//! TODO
+//! Persistence behind a trait: durable definitions and queued messages, as opaque records.
+//!
+//! This module owns what survives a restart and what is paged out of memory:
+//! - definitions of durable exchanges, queues and bindings ([`ExchangeRecord`], [`QueueRecord`],
+//!   [`BindingRecord`]), written with `put_*`/`delete_*` and read back once with
+//!   [`Store::load_definitions`];
+//! - one message area per queue ([`QueueStore`], from [`Store::open_queue`]), keyed by a `u64` id the
+//!   broker assigns in queue order. Durable areas hold persistent messages across restarts; scratch
+//!   areas (`durable = false`) hold transient messages paged out of a full in-memory window and are
+//!   emptied when opened;
+//! - group commit: [`Store::flush`] makes everything written so far durable with one fsync.
+//!
+//! It knows records, not broker types: AMQP property lists and argument tables arrive already
+//! encoded, as opaque [`Bytes`]. The on-disk encoding lives in [`record`] (versioned, checked
+//! decoding). Two implementations: [`SledStore`] (on disk) and [`MemoryStore`] (tests, and a broker
+//! run without a data directory).
+//!
+//! Layering: storage imports nothing from the crate (not `crate::broker`, `crate::session`,
+//! `crate::server`, `crate::management`) and never touches the network. Damaged records never panic:
+//! they are logged with `tracing::error!`, moved aside into a quarantine and skipped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub mod memory;
+pub mod record;
+pub mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+#[cfg(test)]
+mod tests;
+
+/// Why a storage operation failed. The broker treats every one of these as fatal for the
+/// operation (connection error 541), except that a damaged record met while loading is
+/// quarantined rather than returned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another store in this one) holds the data directory's lock.
+    #[error("data directory {path} is in use by another process")]
+    Locked {
+        /// The data directory that could not be locked.
+        path: PathBuf,
+    },
+    /// The underlying storage engine or file system failed.
+    #[error("storage I/O: {0}")]
+    Io(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// A printable form of the record's key (tree and key bytes).
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// A durable exchange's definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeRecord {
+    /// Virtual host the exchange lives in.
+    pub vhost: String,
+    /// Exchange name.
+    pub name: String,
+    /// Exchange type (`direct`, `fanout`, `topic`, `headers`, ...).
+    pub kind: String,
+    /// Delete when the last binding from it goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it directly.
+    pub internal: bool,
+    /// AMQP-encoded argument table, opaque here.
+    pub arguments: Bytes,
+}
+
+/// A durable queue's definition (exclusive queues are never stored).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueRecord {
+    /// Virtual host the queue lives in.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Delete when the last consumer goes.
+    pub auto_delete: bool,
+    /// AMQP-encoded argument table, opaque here.
+    pub arguments: Bytes,
+}
+
+/// A durable binding. All fields together are its identity: binding twice is one binding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingRecord {
+    /// Virtual host of both ends.
+    pub vhost: String,
+    /// Source exchange.
+    pub source: String,
+    /// Destination queue or exchange.
+    pub destination: String,
+    /// Whether `destination` names an exchange (exchange-to-exchange binding).
+    pub destination_is_exchange: bool,
+    /// Binding key.
+    pub routing_key: String,
+    /// AMQP-encoded argument table, opaque here.
+    pub arguments: Bytes,
+}
+
+/// Everything [`Store::load_definitions`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Definitions {
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeRecord>,
+    /// Durable queues.
+    pub queues: Vec<QueueRecord>,
+    /// Durable bindings.
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// One stored copy of a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageRecord {
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// AMQP-encoded content-header property flags and property list, opaque here.
+    pub properties: Bytes,
+    /// Message body.
+    pub body: Bytes,
+}
+
+/// A message read back from a [`QueueStore`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    /// Its id in the queue (queue order).
+    pub id: u64,
+    /// Whether it was delivered at least once ([`QueueStore::mark_delivered`]): it comes back with
+    /// `redelivered = true`.
+    pub delivered: bool,
+    /// The message itself.
+    pub record: MessageRecord,
+}
+
+/// The broker's persistent store: definitions plus one [`QueueStore`] per queue.
+///
+/// Writes become durable at the next [`Store::flush`]; nothing here fsyncs on its own hot path.
+pub trait Store: Send + Sync + 'static {
+    /// Stores (or replaces) a durable exchange's definition.
+    fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError>;
+    /// Removes an exchange's definition; absent is not an error.
+    fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError>;
+    /// Stores (or replaces) a durable queue's definition.
+    fn put_queue(&self, r: &QueueRecord) -> Result<(), StoreError>;
+    /// Deletes the queue's definition AND all its messages (durable and scratch).
+    ///
+    /// A [`QueueStore`] handle obtained earlier for this queue must not be used afterwards; open a
+    /// new one if the queue is declared again.
+    fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError>;
+    /// Stores a binding; idempotent.
+    fn put_binding(&self, r: &BindingRecord) -> Result<(), StoreError>;
+    /// Removes the binding equal to `r` in every field (arguments included); absent is not an error.
+    fn delete_binding(&self, r: &BindingRecord) -> Result<(), StoreError>;
+    /// All stored definitions. Damaged records are logged, quarantined and left out.
+    fn load_definitions(&self) -> Result<Definitions, StoreError>;
+    /// A handle for one queue's messages. `durable = false`: a scratch area for paging transient
+    /// messages, emptied at open (and at every restart).
+    ///
+    /// Opening the same queue again while a handle is alive returns the same handle (and does not
+    /// empty a scratch area that is in use).
+    fn open_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        durable: bool,
+    ) -> Result<Arc<dyn QueueStore>, StoreError>;
+    /// fsync everything written so far (group commit). Called from a dedicated thread, never under
+    /// a lock.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// One queue's stored messages, keyed by the broker's `u64` ids (ascending = queue order).
+pub trait QueueStore: Send + Sync + 'static {
+    /// Stores a message under `id`. An id already present has its record replaced (its delivered
+    /// flag is unchanged); the broker never reuses ids.
+    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError>;
+    /// Records that message `id` was delivered, so it comes back with `redelivered = true`.
+    /// Absent ids are ignored.
+    fn mark_delivered(&self, id: u64) -> Result<(), StoreError>;
+    /// Removes message `id` (ack, or paged back in); absent is not an error.
+    fn remove(&self, id: u64) -> Result<(), StoreError>;
+    /// Up to `limit` messages with id >= from_id, in id order (damaged ones quarantined and skipped).
+    fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Number of messages stored.
+    fn len(&self) -> usize;
+    /// Whether no message is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The highest id stored (to continue numbering after restart), `None` when empty.
+    fn last_id(&self) -> Option<u64>;
+    /// Remove every message (queue.purge).
+    fn clear(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,215 @@
+//! [`MemoryStore`]: a [`Store`] that keeps everything in RAM.
+//!
+//! Owns nothing but its maps; used by the broker's and session's tests, and by a broker run without
+//! a data directory. It behaves like [`SledStore`](super::SledStore) in every observable way except
+//! that nothing survives the process (and `flush` has nothing to do). Keys are the same encoded keys
+//! as on disk ([`record`](super::record)), so identity rules (e.g. a binding is all its fields)
+//! cannot drift between the two stores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::Store;
+use super::record;
+use super::{
+    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, StoreError,
+    StoredMessage,
+};
+
+/// Definitions keyed by their encoded keys (ordered, so loading is deterministic).
+#[derive(Default)]
+struct Defs {
+    exchanges: BTreeMap<Vec<u8>, ExchangeRecord>,
+    queues: BTreeMap<Vec<u8>, QueueRecord>,
+    bindings: BTreeMap<Vec<u8>, BindingRecord>,
+    /// Open message areas by `(durable, vhost/name key)`.
+    areas: HashMap<(bool, Vec<u8>), Arc<MemoryQueue>>,
+}
+
+/// An in-memory [`Store`]. Cheap to create; `Default` gives an empty one.
+#[derive(Default)]
+pub struct MemoryStore {
+    defs: Mutex<Defs>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn defs(&self) -> MutexGuard<'_, Defs> {
+        // A panic while holding this lock cannot leave the maps half-updated (each operation is a
+        // single map insert/remove), so a poisoned lock is still consistent.
+        self.defs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError> {
+        let key = record::exchange_key(&r.vhost, &r.name);
+        self.defs().exchanges.insert(key, r.clone());
+        Ok(())
+    }
+
+    fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        self.defs()
+            .exchanges
+            .remove(&record::exchange_key(vhost, name));
+        Ok(())
+    }
+
+    fn put_queue(&self, r: &QueueRecord) -> Result<(), StoreError> {
+        let key = record::queue_key(&r.vhost, &r.name);
+        self.defs().queues.insert(key, r.clone());
+        Ok(())
+    }
+
+    fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        let key = record::queue_key(vhost, name);
+        let mut defs = self.defs();
+        for durable in [true, false] {
+            if let Some(area) = defs.areas.remove(&(durable, key.clone())) {
+                area.deleted.store(true, Ordering::Release);
+                area.messages().clear();
+            }
+        }
+        defs.queues.remove(&key);
+        Ok(())
+    }
+
+    fn put_binding(&self, r: &BindingRecord) -> Result<(), StoreError> {
+        self.defs()
+            .bindings
+            .insert(record::binding_key(r), r.clone());
+        Ok(())
+    }
+
+    fn delete_binding(&self, r: &BindingRecord) -> Result<(), StoreError> {
+        self.defs().bindings.remove(&record::binding_key(r));
+        Ok(())
+    }
+
+    fn load_definitions(&self) -> Result<Definitions, StoreError> {
+        let defs = self.defs();
+        Ok(Definitions {
+            exchanges: defs.exchanges.values().cloned().collect(),
+            queues: defs.queues.values().cloned().collect(),
+            bindings: defs.bindings.values().cloned().collect(),
+        })
+    }
+
+    fn open_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        durable: bool,
+    ) -> Result<Arc<dyn QueueStore>, StoreError> {
+        let key = (durable, record::queue_key(vhost, name));
+        let area = self.defs().areas.entry(key).or_default().clone();
+        Ok(area)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One stored message: its delivered flag and record.
+struct Entry {
+    delivered: bool,
+    record: MessageRecord,
+}
+
+/// A queue's message area in memory.
+#[derive(Default)]
+struct MemoryQueue {
+    messages: Mutex<BTreeMap<u64, Entry>>,
+    /// Set by `delete_queue`: further use is an error, as with the sled store.
+    deleted: AtomicBool,
+}
+
+impl MemoryQueue {
+    fn check_live(&self) -> Result<(), StoreError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(StoreError::Io(
+                "message store used after its queue was deleted".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn messages(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+        // Each operation is one map call, so a poisoned map is still consistent.
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl QueueStore for MemoryQueue {
+    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
+        self.check_live()?;
+        let mut msgs = self.messages();
+        match msgs.get_mut(&id) {
+            Some(e) => e.record = m.clone(),
+            None => {
+                msgs.insert(
+                    id,
+                    Entry {
+                        delivered: false,
+                        record: m.clone(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {
+        self.check_live()?;
+        if let Some(e) = self.messages().get_mut(&id) {
+            e.delivered = true;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, id: u64) -> Result<(), StoreError> {
+        self.check_live()?;
+        self.messages().remove(&id);
+        Ok(())
+    }
+
+    fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.check_live()?;
+        Ok(self
+            .messages()
+            .range(from_id..)
+            .take(limit)
+            .map(|(&id, e)| StoredMessage {
+                id,
+                delivered: e.delivered,
+                record: e.record.clone(),
+            })
+            .collect())
+    }
+
+    fn len(&self) -> usize {
+        self.messages().len()
+    }
+
+    fn last_id(&self) -> Option<u64> {
+        self.messages().last_key_value().map(|(&id, _)| id)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        self.check_live()?;
+        self.messages().clear();
+        Ok(())
+    }
+}

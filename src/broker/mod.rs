@@ -283,14 +283,7 @@ impl Broker {
         &self.inner.commit
     }
 
-    impl ConnectionInfo {
-    /// Adjusts the consumer count.
-    pub fn consumers_changed(&self, delta: i64) {
-        self.consumers.fetch_add(delta, Ordering::Relaxed);
-    }
-}
-
-/// Broker-wide counters.
+    /// Broker-wide counters.
     pub fn stats(&self) -> &BrokerStats {
         &self.inner.stats
     }

@@ -11,13 +11,13 @@ use super::error::AmqpError;
 
 /// A fully assembled publish.
 #[derive(Debug)]
-pub struct Publish {
+pub(crate) struct Publish {
     /// The method.
-    pub method: BasicPublish,
+    pub(crate) method: BasicPublish,
     /// The content header.
-    pub header: ContentHeader,
+    pub(crate) header: ContentHeader,
     /// The body (zero-copy when it came in one frame).
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +36,7 @@ enum State {
 
 /// Per-channel assembly state.
 #[derive(Debug, Default)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     state: State,
 }
 
@@ -46,30 +46,22 @@ fn unexpected(detail: &str) -> AmqpError {
 
 impl Assembler {
     /// True when no publish is in progress (a method frame is expected).
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)
     }
 
     /// Starts a publish; the header comes next.
-    pub fn start(&mut self, method: BasicPublish) {
+    pub(crate) fn start(&mut self, method: BasicPublish) {
         self.state = State::Header(method);
     }
 
     /// Drops any publish in progress (channel closed).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.state = State::Idle;
     }
 
-    /// The size the current header announced, once it has come (for early size checks).
-    pub fn expected_size(&self) -> Option<u64> {
-        match &self.state {
-            State::Body { header, .. } => Some(header.body_size),
-            _ => None,
-        }
-    }
-
     /// A content header frame. Returns the publish when the body is empty.
-    pub fn header(&mut self, header: ContentHeader) -> Result<Option<Publish>, AmqpError> {
+    pub(crate) fn header(&mut self, header: ContentHeader) -> Result<Option<Publish>, AmqpError> {
         match std::mem::take(&mut self.state) {
             State::Header(method) => {
                 if header.class_id != 60 {
@@ -102,7 +94,7 @@ impl Assembler {
     }
 
     /// A body frame. Returns the publish once the declared size is reached.
-    pub fn body(&mut self, payload: Bytes) -> Result<Option<Publish>, AmqpError> {
+    pub(crate) fn body(&mut self, payload: Bytes) -> Result<Option<Publish>, AmqpError> {
         let State::Body {
             method,
             header,

@@ -5,7 +5,7 @@ use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, generate_name};
 use crate::broker::{Credit, Delivery, Message, Queue, QueuedMessage};
 use crate::protocol::ReplyCode;
-use crate::protocol::frame::{encode_content, encode_method};
+use crate::protocol::frame::encode_content;
 use crate::protocol::method::*;
 use crate::protocol::types::{LongStr, ShortStr};
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::assembler::{Assembler, Publish};
 use super::confirms::Confirms;
 use super::connection::Ctx;
-use super::error::{AmqpError, Scope};
+use super::error::AmqpError;
 
 /// A consumer on this channel.
 #[derive(Debug)]
@@ -655,10 +655,6 @@ impl Channel {
         self.apply_settles(all);
     }
 
-    /// Scope helper for errors raised about this channel.
-    pub(crate) fn scope(&self) -> Scope {
-        Scope::Channel(self.id)
-    }
 }
 
 /// channel.open-ok's reserved long string.
@@ -667,9 +663,4 @@ pub(crate) fn open_ok() -> Method {
         reserved_1: LongStr::default(),
     }
     .into()
-}
-
-/// Encodes a method into the connection's output (used through [`Ctx::send`]).
-pub(crate) fn write_method(out: &mut bytes::BytesMut, ch: u16, m: &Method) {
-    encode_method(ch, m, out);
 }

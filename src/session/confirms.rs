@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 /// Confirm-mode state of a channel.
 #[derive(Debug)]
-pub struct Confirms {
+pub(crate) struct Confirms {
     next_seq: u64,
     /// (sequence, store write it waits for; 0 = none), in sequence order.
     pending: VecDeque<(u64, u64)>,
@@ -25,19 +25,19 @@ impl Default for Confirms {
 
 /// One confirm to send.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Confirm {
+pub(crate) struct Confirm {
     /// Delivery tag (sequence number).
-    pub tag: u64,
+    pub(crate) tag: u64,
     /// Covers every earlier unconfirmed sequence too.
-    pub multiple: bool,
+    pub(crate) multiple: bool,
     /// basic.nack instead of basic.ack.
-    pub nack: bool,
+    pub(crate) nack: bool,
 }
 
 impl Confirms {
     /// Records a publish that waits for store write `flush_seq` (0 if nothing to wait for);
     /// returns its sequence number.
-    pub fn publish(&mut self, flush_seq: u64) -> u64 {
+    pub(crate) fn publish(&mut self, flush_seq: u64) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_back((seq, flush_seq));
@@ -45,7 +45,7 @@ impl Confirms {
     }
 
     /// Records a publish the broker refused; it will be nacked.
-    pub fn refuse(&mut self) -> u64 {
+    pub(crate) fn refuse(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.nacks.push(seq);
@@ -53,7 +53,7 @@ impl Confirms {
     }
 
     /// The highest store write a pending confirm waits for, if any waits.
-    pub fn needs_flush(&self, flushed: u64) -> Option<u64> {
+    pub(crate) fn needs_flush(&self, flushed: u64) -> Option<u64> {
         self.pending
             .iter()
             .map(|&(_, f)| f)
@@ -62,13 +62,13 @@ impl Confirms {
     }
 
     /// True when nothing is pending.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.nacks.is_empty()
     }
 
     /// Takes the confirms that may go out now that writes up to `flushed` are on disk: the
     /// longest ready prefix as one ack (multiple when it covers more than one), plus nacks.
-    pub fn take_ready(&mut self, flushed: u64, out: &mut Vec<Confirm>) {
+    pub(crate) fn take_ready(&mut self, flushed: u64, out: &mut Vec<Confirm>) {
         for tag in self.nacks.drain(..) {
             out.push(Confirm {
                 tag,

@@ -1,1 +1,1151 @@
-//! Configuration (TODO).
+//! Broker configuration: plain data loaded from a TOML file, `LAGOMORPH_*` environment variables and
+//! command-line overrides.
+//!
+//! This module owns the shape of every setting, its default, its validation, the precedence rules
+//! (built-in defaults, then the file, then the environment, then flags; each later source wins) and
+//! the RabbitMQ-compatible password hashes that the file stores. It imports nothing else of the
+//! crate and does no I/O beyond reading the config file: `main` calls [`Config::load`] and hands the
+//! validated [`Config`] to the server and the management API.
+//!
+//! Every error names what is wrong and where (`config key `amqp.frame_max`: ...`, `unknown key
+//! `amqp.bogus` in ./lagomorph.toml`, `environment variable LAGOMORPH_HEARTBEAT: ...`); `main`
+//! prints it and exits with [`ConfigError::EXIT_CODE`].
+//!
+//! The shipped `config/lagomorph.toml` lists every key with its default; `tests/config.rs` checks
+//! that it parses to exactly [`Config::default`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+
+/// The IANA port for AMQP 0-9-1 without TLS.
+pub const DEFAULT_AMQP_PORT: u16 = 5672;
+/// RabbitMQ's management HTTP port.
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
+/// The smallest `amqp.frame_max` we accept. AMQP 0-9-1 (section 4.2.3) lets a peer assume frames
+/// of at least 4096 octets, so advertising less would break conforming clients.
+pub const MIN_FRAME_MAX: u32 = 4096;
+/// The largest `amqp.frame_max` we accept (2 GiB); frame sizes beyond that overflow the signed
+/// 32-bit sizes many clients use.
+pub const MAX_FRAME_MAX: u32 = 1 << 31;
+/// The largest `amqp.max_message_size` we accept: RabbitMQ's hard cap of 512 MiB.
+pub const MAX_MESSAGE_SIZE_LIMIT: u32 = 512 * 1024 * 1024;
+/// AMQP short strings (virtual host names) hold at most 255 octets.
+const MAX_SHORTSTR: usize = 255;
+/// User tags RabbitMQ knows; `none` is accepted as an explicit "no tags".
+pub const KNOWN_TAGS: &[&str] = &[
+    "administrator",
+    "management",
+    "monitoring",
+    "policymaker",
+    "impersonator",
+    "none",
+];
+/// Log levels accepted as bare words in `log.level` (other directives need `target=level`).
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// The built-in `guest` user's password hash: RabbitMQ's SHA-256 scheme applied to `"guest"` with
+/// the fixed salt `ee cb b8 ba`.
+///
+/// The salt is fixed, not drawn at start-up, so that [`Config::default`] is deterministic and equal
+/// to the shipped `config/lagomorph.toml`. That costs nothing: the password is public anyway, and
+/// the default listeners are loopback only.
+pub const DEFAULT_GUEST_PASSWORD_HASH: &str = "7su4utwuXx30jUmgTK5FXeRSfJJppGv5BwoHzo1kP779y9v/";
+
+/// Environment variable naming the config file, used when `--config` is not given.
+pub const ENV_CONFIG: &str = "LAGOMORPH_CONFIG";
+
+/// The whole broker configuration. Every field has a default, so an empty file (or none) is valid.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The AMQP 0-9-1 listeners and the limits negotiated with clients.
+    pub amqp: AmqpConfig,
+    /// Where and how messages and definitions are persisted.
+    pub storage: StorageConfig,
+    /// The users that may log in. Giving any `[[users]]` in the file replaces the built-in `guest`.
+    pub users: Vec<UserConfig>,
+    /// The virtual host created at first start (RabbitMQ's is `/`).
+    pub default_vhost: String,
+    /// Log level and format.
+    pub log: LogConfig,
+    /// The HTTP management API.
+    pub management: ManagementConfig,
+    /// The memory alarm that blocks publishers.
+    pub memory: MemoryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            amqp: AmqpConfig::default(),
+            storage: StorageConfig::default(),
+            users: vec![UserConfig::default()],
+            default_vhost: "/".to_owned(),
+            log: LogConfig::default(),
+            management: ManagementConfig::default(),
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+/// `[amqp]`: listeners and the limits the broker proposes in connection.tune.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// Addresses to accept AMQP connections on. The default is both loopback addresses,
+    /// `127.0.0.1:5672` and `[::1]:5672`, because clients resolve `localhost` to either.
+    pub listeners: Vec<SocketAddr>,
+    /// Largest frame, in octets, proposed in connection.tune (4096..=2^31).
+    pub frame_max: u32,
+    /// Most channels per connection proposed in connection.tune (1..=65535).
+    pub channel_max: u16,
+    /// Heartbeat interval in seconds proposed in connection.tune; 0 turns heartbeats off.
+    pub heartbeat: u16,
+    /// Largest message body in octets; a bigger publish is refused (at most 512 MiB).
+    pub max_message_size: u32,
+    /// Most simultaneous client connections; further connections wait to be accepted.
+    pub max_connections: u32,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            listeners: vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_AMQP_PORT),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), DEFAULT_AMQP_PORT),
+            ],
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[storage]`: the data directory and the durability policy.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for definitions and persistent messages; relative paths are relative to the
+    /// working directory. Created if missing.
+    pub data_dir: PathBuf,
+    /// When writes reach the disk, see [`FlushMode`].
+    pub flush: FlushMode,
+    /// With [`FlushMode::Interval`]: the longest time in milliseconds between fsyncs (at least 1).
+    /// Ignored with [`FlushMode::Batch`].
+    pub flush_interval_ms: u64,
+    /// Storage engine page cache size in MiB.
+    pub cache_size_mb: u64,
+    /// Messages kept in RAM per queue; older ones are paged out to disk and read back on demand,
+    /// so a long backlog does not grow memory (at least 1).
+    pub queue_memory_window: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            flush: FlushMode::Batch,
+            flush_interval_ms: 0,
+            cache_size_mb: 64,
+            queue_memory_window: 10_000,
+        }
+    }
+}
+
+/// When persistent writes are forced to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// fsync once per batch of writes before confirming any publish in it (group commit): a
+    /// confirmed message survives a crash. The default.
+    #[default]
+    Batch,
+    /// fsync at most every `storage.flush_interval_ms`; confirms wait for that fsync, so
+    /// throughput rises and confirm latency grows by up to the interval.
+    Interval,
+}
+
+impl FlushMode {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushMode::Batch => "batch",
+            FlushMode::Interval => "interval",
+        }
+    }
+}
+
+impl fmt::Display for FlushMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FlushMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "batch" => Ok(FlushMode::Batch),
+            "interval" => Ok(FlushMode::Interval),
+            _ => Err(format!(
+                "unknown flush mode `{s}`, expected `batch` or `interval`"
+            )),
+        }
+    }
+}
+
+/// One `[[users]]` entry. `name` and `password_hash` are required; `tags` defaults to none.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name (PLAIN / AMQPLAIN user).
+    pub name: String,
+    /// RabbitMQ-format salted hash, see [`hash_password`]; `lagomorph hash-password` prints one.
+    pub password_hash: String,
+    /// RabbitMQ user tags, each one of [`KNOWN_TAGS`].
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl UserConfig {
+    /// A user with a freshly salted hash of `password`.
+    pub fn new(name: &str, password: &str, tags: &[&str]) -> Self {
+        UserConfig {
+            name: name.to_owned(),
+            password_hash: hash_password(password),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    /// Whether the user carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Whether `password` is this user's password.
+    pub fn check_password(&self, password: &str) -> bool {
+        verify_password(&self.password_hash, password)
+    }
+}
+
+/// The built-in user: `guest` / `guest`, tagged `administrator`, as RabbitMQ ships.
+impl Default for UserConfig {
+    fn default() -> Self {
+        UserConfig {
+            name: "guest".to_owned(),
+            password_hash: DEFAULT_GUEST_PASSWORD_HASH.to_owned(),
+            tags: vec!["administrator".to_owned()],
+        }
+    }
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or `RUST_LOG`-style directives
+    /// such as `info,lagomorph::server=debug`. Targets need `=level`.
+    pub level: String,
+    /// Output format on stderr.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines. The default.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "unknown log format `{s}`, expected `text` or `json`"
+            )),
+        }
+    }
+}
+
+/// `[management]`: the HTTP management API.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Whether to serve the management API at all.
+    pub enabled: bool,
+    /// Address of the management HTTP listener.
+    pub listen: SocketAddr,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            enabled: true,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_MANAGEMENT_PORT),
+        }
+    }
+}
+
+/// `[memory]`: the memory alarm. Above the watermark, publishing connections are blocked
+/// (connection.blocked) until memory falls again, as in RabbitMQ.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// The watermark in MiB. 0, the default, means automatic: 40% of the machine's RAM,
+    /// RabbitMQ's default (`vm_memory_high_watermark.relative = 0.4`).
+    pub high_watermark_mb: u64,
+}
+
+impl MemoryConfig {
+    /// The watermark in bytes, given the machine's total RAM (`None` if it cannot be read).
+    /// `None` means no memory alarm: automatic mode on a machine whose RAM is unknown.
+    pub fn high_watermark_bytes(&self, total_ram_bytes: Option<u64>) -> Option<u64> {
+        if self.high_watermark_mb > 0 {
+            Some(self.high_watermark_mb.saturating_mul(1024 * 1024))
+        } else {
+            total_ram_bytes.map(|ram| ram / 5 * 2)
+        }
+    }
+}
+
+/// Settings given on the command line; each, when present, beats the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--config`: the config file (beats `LAGOMORPH_CONFIG`).
+    pub config: Option<PathBuf>,
+    /// `--data-dir`: `storage.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen` (repeatable): when non-empty, replaces `amqp.listeners`.
+    pub listen: Vec<SocketAddr>,
+    /// `--log-level`: `log.level`.
+    pub log_level: Option<String>,
+    /// `--management-listen`: `management.listen`.
+    pub management_listen: Option<SocketAddr>,
+}
+
+/// Why a configuration was refused. Each message names the key, variable or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("invalid TOML in {origin} at line {line}, column {column}: {message}")]
+    Syntax {
+        /// Where the text came from (a path, or "TOML input").
+        origin: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// The file has a key the broker does not know (often a typo).
+    #[error("unknown key `{key}` in {origin}")]
+    UnknownKey {
+        /// Dotted path of the key, e.g. `amqp.bogus` or `users[0].pasword`.
+        key: String,
+        /// Where the text came from.
+        origin: String,
+    },
+    /// A value in the file has the wrong type or cannot be parsed.
+    #[error("config key `{key}` in {origin}: {message}")]
+    BadValue {
+        /// Dotted path of the key.
+        key: String,
+        /// Where the text came from.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `LAGOMORPH_*` environment variable cannot be parsed.
+    #[error("environment variable {var}: {message}")]
+    BadEnv {
+        /// The variable, e.g. `LAGOMORPH_HEARTBEAT`.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The merged configuration breaks a rule (range, uniqueness, known names).
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong, with the offending value.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The process exit code for a bad configuration.
+    pub const EXIT_CODE: i32 = 2;
+
+    /// The config key at fault, when the error is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. }
+            | ConfigError::BadValue { key, .. }
+            | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } | ConfigError::BadEnv { .. } => {
+                None
+            }
+        }
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Builds the configuration: built-in defaults, then the file (`overrides.config`, else
+    /// `$LAGOMORPH_CONFIG`, else none), then the `LAGOMORPH_*` variables read through `env`, then
+    /// `overrides`; then [`validate`](Self::validate)s the result.
+    ///
+    /// `env` is a lookup such as `|k| std::env::var(k).ok()`; tests pass a map instead of
+    /// touching the process environment. An empty variable counts as unset.
+    pub fn load(
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let env = |name: &str| env(name).filter(|value| !value.is_empty());
+        let path = overrides
+            .config
+            .clone()
+            .or_else(|| env(ENV_CONFIG).map(PathBuf::from));
+        let mut config = match &path {
+            Some(path) => read_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(&env)?;
+        config.apply_overrides(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates one config file over the defaults (no environment, no flags).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let config = read_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text over the defaults and validates it.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        let config = parse_toml(s, "TOML input")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the `LAGOMORPH_*` variables of [`ENV_VARS`] found by `env` (unset or empty ones
+    /// are skipped). Does not validate.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for var in ENV_VARS {
+            if let Some(value) = env(var.name).filter(|v| !v.is_empty()) {
+                (var.apply)(self, value.trim()).map_err(|message| ConfigError::BadEnv {
+                    var: var.name.to_owned(),
+                    message,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies command-line overrides. Does not validate.
+    pub fn apply_overrides(&mut self, overrides: &Overrides) {
+        if let Some(dir) = &overrides.data_dir {
+            self.storage.data_dir = dir.clone();
+        }
+        if !overrides.listen.is_empty() {
+            self.amqp.listeners = overrides.listen.clone();
+        }
+        if let Some(level) = &overrides.log_level {
+            self.log.level = level.clone();
+        }
+        if let Some(addr) = overrides.management_listen {
+            self.management.listen = addr;
+        }
+    }
+
+    /// Checks every rule the types cannot express; the error names the first key that breaks one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_amqp()?;
+        self.validate_storage()?;
+        self.validate_users()?;
+        if self.default_vhost.is_empty() || self.default_vhost.len() > MAX_SHORTSTR {
+            return Err(invalid(
+                "default_vhost",
+                format!(
+                    "must be 1 to {MAX_SHORTSTR} bytes long, got {} bytes",
+                    self.default_vhost.len()
+                ),
+            ));
+        }
+        validate_log_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
+        if self.management.enabled && self.amqp.listeners.contains(&self.management.listen) {
+            return Err(invalid(
+                "management.listen",
+                format!(
+                    "{} is also an AMQP listener (amqp.listeners)",
+                    self.management.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_amqp(&self) -> Result<(), ConfigError> {
+        let amqp = &self.amqp;
+        if amqp.listeners.is_empty() {
+            return Err(invalid("amqp.listeners", "must list at least one address"));
+        }
+        for (i, addr) in amqp.listeners.iter().enumerate() {
+            if amqp.listeners[..i].contains(addr) {
+                return Err(invalid("amqp.listeners", format!("{addr} is listed twice")));
+            }
+        }
+        if amqp.frame_max < MIN_FRAME_MAX {
+            return Err(invalid(
+                "amqp.frame_max",
+                format!("must be at least {MIN_FRAME_MAX}, got {}", amqp.frame_max),
+            ));
+        }
+        if amqp.frame_max > MAX_FRAME_MAX {
+            return Err(invalid(
+                "amqp.frame_max",
+                format!("must be at most {MAX_FRAME_MAX}, got {}", amqp.frame_max),
+            ));
+        }
+        if amqp.channel_max == 0 {
+            return Err(invalid(
+                "amqp.channel_max",
+                "must be between 1 and 65535, got 0",
+            ));
+        }
+        if amqp.max_message_size == 0 || amqp.max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(invalid(
+                "amqp.max_message_size",
+                format!(
+                    "must be between 1 and {MAX_MESSAGE_SIZE_LIMIT} (512 MiB), got {}",
+                    amqp.max_message_size
+                ),
+            ));
+        }
+        if amqp.max_connections == 0 {
+            return Err(invalid("amqp.max_connections", "must be at least 1, got 0"));
+        }
+        Ok(())
+    }
+
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let storage = &self.storage;
+        if storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        if storage.flush == FlushMode::Interval && storage.flush_interval_ms == 0 {
+            return Err(invalid(
+                "storage.flush_interval_ms",
+                "must be at least 1 when storage.flush = \"interval\", got 0",
+            ));
+        }
+        if storage.queue_memory_window == 0 {
+            return Err(invalid(
+                "storage.queue_memory_window",
+                "must be at least 1, got 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() {
+                return Err(invalid(format!("users[{i}].name"), "must not be empty"));
+            }
+            if self.users[..i].iter().any(|u| u.name == user.name) {
+                return Err(invalid(
+                    format!("users[{i}].name"),
+                    format!("user `{}` is defined twice", user.name),
+                ));
+            }
+            if !is_password_hash(&user.password_hash) {
+                return Err(invalid(
+                    format!("users[{i}].password_hash"),
+                    format!(
+                        "user `{}`: not a RabbitMQ SHA-256 password hash (base64 of 36 bytes); \
+                         make one with `lagomorph hash-password <password>`",
+                        user.name
+                    ),
+                ));
+            }
+            if let Some(tag) = user.tags.iter().find(|t| !KNOWN_TAGS.contains(&t.as_str())) {
+                return Err(invalid(
+                    format!("users[{i}].tags"),
+                    format!(
+                        "user `{}`: unknown tag `{tag}`, expected one of {}",
+                        user.name,
+                        KNOWN_TAGS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user called `name`, if configured.
+    pub fn find_user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// Checks `log.level`: non-empty, valid `EnvFilter` directives, and a bare word must be a level
+/// (a bare target like `verbose` would parse, but silently mean "target verbose at trace").
+fn validate_log_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("must not be empty; use a level such as `info`".to_owned());
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "unknown level `{directive}`, expected one of {} or `target=level` directives",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|e| format!("invalid directives `{level}`: {e}"))
+}
+
+/// One `LAGOMORPH_*` environment variable and the key it sets.
+#[derive(Clone, Copy)]
+pub struct EnvVar {
+    /// The variable's name.
+    pub name: &'static str,
+    /// The config key it sets.
+    pub key: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_value<T: FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("invalid value `{value}`: {e}"))
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("invalid value `{value}`: expected true or false")),
+    }
+}
+
+fn parse_addr_list(value: &str) -> Result<Vec<SocketAddr>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_value)
+        .collect()
+}
+
+/// Every environment variable the broker reads besides [`ENV_CONFIG`]. Each beats the file and
+/// loses to a flag. `config/lagomorph.toml` documents the same list.
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "LAGOMORPH_LISTEN",
+        key: "amqp.listeners",
+        apply: |c, v| {
+            c.amqp.listeners = parse_addr_list(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_FRAME_MAX",
+        key: "amqp.frame_max",
+        apply: |c, v| {
+            c.amqp.frame_max = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_CHANNEL_MAX",
+        key: "amqp.channel_max",
+        apply: |c, v| {
+            c.amqp.channel_max = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_HEARTBEAT",
+        key: "amqp.heartbeat",
+        apply: |c, v| {
+            c.amqp.heartbeat = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_MAX_MESSAGE_SIZE",
+        key: "amqp.max_message_size",
+        apply: |c, v| {
+            c.amqp.max_message_size = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_MAX_CONNECTIONS",
+        key: "amqp.max_connections",
+        apply: |c, v| {
+            c.amqp.max_connections = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_DATA_DIR",
+        key: "storage.data_dir",
+        apply: |c, v| {
+            c.storage.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_FLUSH",
+        key: "storage.flush",
+        apply: |c, v| {
+            c.storage.flush = v.parse()?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_FLUSH_INTERVAL_MS",
+        key: "storage.flush_interval_ms",
+        apply: |c, v| {
+            c.storage.flush_interval_ms = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_CACHE_SIZE_MB",
+        key: "storage.cache_size_mb",
+        apply: |c, v| {
+            c.storage.cache_size_mb = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_QUEUE_MEMORY_WINDOW",
+        key: "storage.queue_memory_window",
+        apply: |c, v| {
+            c.storage.queue_memory_window = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_DEFAULT_VHOST",
+        key: "default_vhost",
+        apply: |c, v| {
+            c.default_vhost = v.to_owned();
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_LOG_LEVEL",
+        key: "log.level",
+        apply: |c, v| {
+            c.log.level = v.to_owned();
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_LOG_FORMAT",
+        key: "log.format",
+        apply: |c, v| {
+            c.log.format = v.parse()?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_MANAGEMENT_ENABLED",
+        key: "management.enabled",
+        apply: |c, v| {
+            c.management.enabled = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_MANAGEMENT_LISTEN",
+        key: "management.listen",
+        apply: |c, v| {
+            c.management.listen = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_HIGH_WATERMARK_MB",
+        key: "memory.high_watermark_mb",
+        apply: |c, v| {
+            c.memory.high_watermark_mb = parse_value(v)?;
+            Ok(())
+        },
+    },
+];
+
+fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_toml(&text, &path.display().to_string())
+}
+
+/// Parses TOML over the defaults without validating. serde's errors do not say which key failed,
+/// so on failure the document is checked key by key against the serialized defaults: an unknown
+/// key, or a value that fails on its own, is reported with its full path.
+fn parse_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+        ConfigError::Syntax {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    match doc.clone().try_into::<Config>() {
+        Ok(config) => Ok(config),
+        Err(error) => {
+            // Find the key to blame; if no single key fails, report serde's message as is.
+            let template = toml::Table::try_from(Config::default())
+                .expect("invariant: the default Config serializes to a TOML table");
+            check_table(&doc, &template, &mut Vec::new(), origin, &|t| t)?;
+            Err(ConfigError::BadValue {
+                key: "(document)".to_owned(),
+                origin: origin.to_owned(),
+                message: error.message().to_owned(),
+            })
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// One step of a key path: a table key or an array index.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn render_path(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Checks `doc` (a table at `path`) against `template` (the defaults at the same place).
+/// `embed` wraps a table standing at `path` into a whole document, filling everything else from
+/// the defaults, so that one value can be tried on its own with the real deserializer.
+fn check_table(
+    doc: &toml::Table,
+    template: &toml::Table,
+    path: &mut Vec<Segment>,
+    origin: &str,
+    embed: &dyn Fn(toml::Table) -> toml::Table,
+) -> Result<(), ConfigError> {
+    for (key, value) in doc {
+        path.push(Segment::Key(key.clone()));
+        let Some(expected) = template.get(key) else {
+            return Err(ConfigError::UnknownKey {
+                key: render_path(path),
+                origin: origin.to_owned(),
+            });
+        };
+        // `embed_here` puts a value at `path` (this key) into a whole document.
+        let embed_here = |v: toml::Value| {
+            let mut outer = template.clone();
+            outer.insert(key.clone(), v);
+            embed(outer)
+        };
+        match (value, expected, first_table(expected)) {
+            (toml::Value::Table(sub), toml::Value::Table(sub_template), _) => {
+                check_table(sub, sub_template, path, origin, &|t| {
+                    embed_here(toml::Value::Table(t))
+                })?;
+            }
+            (toml::Value::Array(items), _, Some(item_template)) => {
+                // An array of tables such as [[users]]: check each entry against the first
+                // default entry.
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Segment::Index(i));
+                    match item {
+                        toml::Value::Table(item) => {
+                            check_table(item, item_template, path, origin, &|t| {
+                                embed_here(toml::Value::Array(vec![toml::Value::Table(t)]))
+                            })?;
+                        }
+                        other => try_value(
+                            embed_here(toml::Value::Array(vec![other.clone()])),
+                            path,
+                            origin,
+                            Some(other),
+                        )?,
+                    }
+                    path.pop();
+                }
+            }
+            _ => try_value(embed_here(value.clone()), path, origin, Some(value))?,
+        }
+        path.pop();
+    }
+    // Every key passed alone; now the table as a whole (this catches missing required keys).
+    try_value(embed(doc.clone()), path, origin, None)
+}
+
+/// The first entry of an array of tables in the defaults (the template for `[[users]]`).
+fn first_table(value: &toml::Value) -> Option<&toml::Table> {
+    match value {
+        toml::Value::Array(items) => match items.first() {
+            Some(toml::Value::Table(table)) => Some(table),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Deserializes a whole document; on failure, blames `path`, quoting `value` when serde's
+/// message does not already show it (socket address errors, for one, do not).
+fn try_value(
+    doc: toml::Table,
+    path: &[Segment],
+    origin: &str,
+    value: Option<&toml::Value>,
+) -> Result<(), ConfigError> {
+    let Err(error) = doc.try_into::<Config>() else {
+        return Ok(());
+    };
+    let mut message = error.message().to_owned();
+    if let Some(value) = value {
+        let shown = value.to_string();
+        let needle = match value {
+            toml::Value::String(s) => s.as_str(),
+            _ => shown.as_str(),
+        };
+        if !message.contains(needle) {
+            message.push_str(&format!(", got {shown}"));
+        }
+    }
+    Err(ConfigError::BadValue {
+        key: if path.is_empty() {
+            "(document)".to_owned()
+        } else {
+            render_path(path)
+        },
+        origin: origin.to_owned(),
+        message,
+    })
+}
+
+/// Salt length of RabbitMQ's password hashes (32 bits).
+const SALT_LEN: usize = 4;
+
+/// Hashes `password` the way RabbitMQ's `rabbit_password_hashing_sha256` does, with a random
+/// 4-byte salt: `base64(salt ++ sha256(salt ++ utf8(password)))`. The result can be used in a
+/// RabbitMQ definitions file and vice versa.
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; SALT_LEN];
+    // The OS random source failing (no /dev/urandom, no getrandom syscall) leaves nothing
+    // sensible to do; it does not happen on supported platforms.
+    getrandom::fill(&mut salt).expect("invariant: the OS random number generator is available");
+    hash_password_with_salt(salt, password)
+}
+
+/// [`hash_password`] with a given salt; for reproducible hashes (tests, the built-in guest).
+pub fn hash_password_with_salt(salt: [u8; 4], password: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(password.as_bytes())
+        .finalize();
+    let mut bytes = Vec::with_capacity(SALT_LEN + digest.len());
+    bytes.extend_from_slice(&salt);
+    bytes.extend_from_slice(&digest);
+    BASE64.encode(bytes)
+}
+
+/// Whether `password` matches `hash`. Accepts RabbitMQ's SHA-256 hashes (36 bytes decoded) and,
+/// for definitions from brokers set to `rabbit_password_hashing_sha512`, SHA-512 ones (68 bytes).
+/// Returns false on a malformed hash. The digest comparison does not stop at the first
+/// difference.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    let Ok(bytes) = BASE64.decode(hash) else {
+        return false;
+    };
+    if bytes.len() < SALT_LEN {
+        return false;
+    }
+    let (salt, expected) = bytes.split_at(SALT_LEN);
+    match expected.len() {
+        32 => {
+            let actual = Sha256::new()
+                .chain_update(salt)
+                .chain_update(password.as_bytes())
+                .finalize();
+            constant_time_eq(&actual, expected)
+        }
+        64 => {
+            let actual = Sha512::new()
+                .chain_update(salt)
+                .chain_update(password.as_bytes())
+                .finalize();
+            constant_time_eq(&actual, expected)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `hash` is well-formed for [`verify_password`] (base64 of salt + SHA-256 or SHA-512).
+pub fn is_password_hash(hash: &str) -> bool {
+    BASE64
+        .decode(hash)
+        .is_ok_and(|b| b.len() == SALT_LEN + 32 || b.len() == SALT_LEN + 64)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_guest_hash_is_guest() {
+        assert!(verify_password(DEFAULT_GUEST_PASSWORD_HASH, "guest"));
+        assert_eq!(
+            hash_password_with_salt([0xee, 0xcb, 0xb8, 0xba], "guest"),
+            DEFAULT_GUEST_PASSWORD_HASH
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn render_path_quotes_odd_keys() {
+        let path = [
+            Segment::Key("users".into()),
+            Segment::Index(2),
+            Segment::Key("a.b".into()),
+        ];
+        assert_eq!(render_path(&path), "users[2].\"a.b\"");
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 99), (1, 3));
+        // An offset inside a multi-byte character counts from the character's start.
+        assert_eq!(line_column("é\nx", 1), (1, 1));
+    }
+
+    #[test]
+    fn watermark() {
+        let auto = MemoryConfig::default();
+        assert_eq!(auto.high_watermark_bytes(Some(1000)), Some(400));
+        assert_eq!(auto.high_watermark_bytes(None), None);
+        let fixed = MemoryConfig {
+            high_watermark_mb: 2,
+        };
+        assert_eq!(fixed.high_watermark_bytes(None), Some(2 * 1024 * 1024));
+    }
+}

@@ -9,10 +9,15 @@
 //! - [`storage`]: persistence behind the [`storage::Store`] trait; sled and in-memory stores.
 //! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.
 //! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
+//! - [`cli`]: command-line flags (clap) that become config overrides; `hash-password`.
+//! - [`password`]: RabbitMQ-compatible salted password hashes (a leaf: imports nothing).
+//! - [`logging`]: the global tracing subscriber (text or JSON on stderr).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod password;
 pub mod protocol;
 pub mod server;

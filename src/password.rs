@@ -1,59 +1,77 @@
 //! Password hashes in RabbitMQ's `rabbit_password_hashing_sha256` scheme:
 //! `base64(salt ++ sha256(salt ++ password))` with a 4-byte random salt, so user definitions can
-//! move between RabbitMQ and Lagomorph. Imports nothing else of the crate.
+//! move between RabbitMQ and Lagomorph. A leaf module: imports nothing else of the crate, so both
+//! `config` and `broker` use it.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use sha2::{Digest, Sha256};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256, Sha512};
 
-/// Hashes `password` with a fresh random salt.
+/// Salt length of RabbitMQ's password hashes (32 bits).
+const SALT_LEN: usize = 4;
+
+/// Hashes `password` the way RabbitMQ's `rabbit_password_hashing_sha256` does, with a random
+/// 4-byte salt: `base64(salt ++ sha256(salt ++ utf8(password)))`. The result can be used in a
+/// RabbitMQ definitions file and vice versa.
 pub fn hash_password(password: &str) -> String {
-    let mut salt = [0u8; 4];
-    // Without OS randomness a fixed salt still yields a valid (if weaker) hash.
-    let _ = getrandom::fill(&mut salt);
-    hash_with_salt(salt, password)
+    let mut salt = [0u8; SALT_LEN];
+    // The OS random source failing (no /dev/urandom, no getrandom syscall) leaves nothing
+    // sensible to do; it does not happen on supported platforms.
+    getrandom::fill(&mut salt).expect("invariant: the OS random number generator is available");
+    hash_password_with_salt(salt, password)
 }
 
-/// Hashes `password` with the given salt.
-pub fn hash_with_salt(salt: [u8; 4], password: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(password.as_bytes());
-    let mut out = salt.to_vec();
-    out.extend_from_slice(&h.finalize());
-    STANDARD.encode(out)
+/// [`hash_password`] with a given salt; for reproducible hashes (tests, the built-in guest).
+pub fn hash_password_with_salt(salt: [u8; 4], password: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(salt)
+        .chain_update(password.as_bytes())
+        .finalize();
+    let mut bytes = Vec::with_capacity(SALT_LEN + digest.len());
+    bytes.extend_from_slice(&salt);
+    bytes.extend_from_slice(&digest);
+    BASE64.encode(bytes)
 }
 
-/// True when `password` matches `hash`; false for a malformed hash.
+/// Whether `password` matches `hash`. Accepts RabbitMQ's SHA-256 hashes (36 bytes decoded) and,
+/// for definitions from brokers set to `rabbit_password_hashing_sha512`, SHA-512 ones (68 bytes).
+/// Returns false on a malformed hash. The digest comparison does not stop at the first
+/// difference.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    let Ok(raw) = STANDARD.decode(hash.trim()) else {
+    let Ok(bytes) = BASE64.decode(hash) else {
         return false;
     };
-    if raw.len() != 4 + 32 {
+    if bytes.len() < SALT_LEN {
         return false;
     }
-    let mut salt = [0u8; 4];
-    salt.copy_from_slice(&raw[..4]);
-    let Ok(expected) = STANDARD.decode(hash_with_salt(salt, password)) else {
-        return false;
-    };
-    // Compare without an early exit.
-    raw.iter()
-        .zip(expected.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_and_mismatch() {
-        let h = hash_password("guest");
-        assert!(verify_password(&h, "guest"));
-        assert!(!verify_password(&h, "guesT"));
-        assert!(!verify_password("not base64!", "guest"));
-        assert!(!verify_password("Z3Vlc3Q=", "guest"));
+    let (salt, expected) = bytes.split_at(SALT_LEN);
+    match expected.len() {
+        32 => {
+            let actual = Sha256::new()
+                .chain_update(salt)
+                .chain_update(password.as_bytes())
+                .finalize();
+            constant_time_eq(&actual, expected)
+        }
+        64 => {
+            let actual = Sha512::new()
+                .chain_update(salt)
+                .chain_update(password.as_bytes())
+                .finalize();
+            constant_time_eq(&actual, expected)
+        }
+        _ => false,
     }
 }
+
+/// Whether `hash` is well-formed for [`verify_password`] (base64 of salt + SHA-256 or SHA-512).
+pub fn is_password_hash(hash: &str) -> bool {
+    BASE64
+        .decode(hash)
+        .is_ok_and(|b| b.len() == SALT_LEN + 32 || b.len() == SALT_LEN + 64)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+

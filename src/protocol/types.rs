@@ -3,8 +3,17 @@
 //! Field-table value tags follow RabbitMQ's errata, not the 0-9-1 spec's table, because that is
 //! what real clients send (see `amqp-spec/README.md`). Strings are `Bytes` slices so a decoded
 //! frame can borrow from the read buffer without copying.
+//!
+//! Also the field-table codec ([`encode_table`], [`decode_table`]): every value type of the
+//! errata, nested to at most [`MAX_NESTING`] levels so hostile input cannot exhaust the stack.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::number::complete::{
+    be_f32, be_f64, be_i8, be_i16, be_i32, be_i64, be_u8, be_u16, be_u32, be_u64,
+};
+
+use super::error::FrameError;
+use super::wire::{self, PResult, fail, finish};
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
@@ -326,5 +335,327 @@ impl FieldTable {
 impl From<Vec<(ShortStr, FieldValue)>> for FieldTable {
     fn from(v: Vec<(ShortStr, FieldValue)>) -> Self {
         FieldTable(v)
+    }
+}
+
+/// The deepest nesting of field tables and arrays the decoder accepts (the top-level table
+/// is level 1). Real clients nest two or three levels; the cap keeps recursion bounded.
+pub const MAX_NESTING: usize = 64;
+
+/// Writes `t` as the wire carries it: a u32 byte length, then each entry as short-string
+/// name, type tag and value.
+pub fn encode_table(t: &FieldTable, buf: &mut BytesMut) {
+    buf.reserve(t.encoded_len());
+    put_table(t, buf);
+}
+
+/// Decodes one field table that fills all of `payload`, u32 length prefix included.
+/// Strings and byte arrays are slices of `payload`.
+pub fn decode_table(payload: &Bytes) -> Result<FieldTable, FrameError> {
+    finish("field table", parse_table(payload, payload, 1))
+}
+
+impl FieldTable {
+    /// Bytes this table takes on the wire, its u32 length prefix included.
+    pub fn encoded_len(&self) -> usize {
+        4 + self
+            .0
+            .iter()
+            .map(|(k, v)| 1 + k.len() + v.encoded_len())
+            .sum::<usize>()
+    }
+}
+
+impl FieldValue {
+    /// The errata type tag this value is written with.
+    pub fn tag(&self) -> u8 {
+        match self {
+            FieldValue::Bool(_) => b't',
+            FieldValue::I8(_) => b'b',
+            FieldValue::U8(_) => b'B',
+            FieldValue::I16(_) => b's',
+            FieldValue::U16(_) => b'u',
+            FieldValue::I32(_) => b'I',
+            FieldValue::U32(_) => b'i',
+            FieldValue::I64(_) => b'l',
+            FieldValue::F32(_) => b'f',
+            FieldValue::F64(_) => b'd',
+            FieldValue::Decimal(_) => b'D',
+            FieldValue::LongStr(_) => b'S',
+            FieldValue::ByteArray(_) => b'x',
+            FieldValue::Array(_) => b'A',
+            FieldValue::Timestamp(_) => b'T',
+            FieldValue::Table(_) => b'F',
+            FieldValue::Void => b'V',
+        }
+    }
+
+    /// Bytes this value takes on the wire, its type tag included.
+    pub fn encoded_len(&self) -> usize {
+        1 + match self {
+            FieldValue::Bool(_) | FieldValue::I8(_) | FieldValue::U8(_) => 1,
+            FieldValue::I16(_) | FieldValue::U16(_) => 2,
+            FieldValue::I32(_) | FieldValue::U32(_) | FieldValue::F32(_) => 4,
+            FieldValue::I64(_) | FieldValue::F64(_) | FieldValue::Timestamp(_) => 8,
+            FieldValue::Decimal(_) => 5,
+            FieldValue::LongStr(s) => 4 + s.len(),
+            FieldValue::ByteArray(b) => 4 + b.len(),
+            FieldValue::Array(a) => 4 + a.iter().map(FieldValue::encoded_len).sum::<usize>(),
+            FieldValue::Table(t) => t.encoded_len(),
+            FieldValue::Void => 0,
+        }
+    }
+}
+
+/// Writes a table without reserving: the length prefix is back-filled once the entries are
+/// written, so nested tables cost one pass.
+pub(super) fn put_table(t: &FieldTable, buf: &mut BytesMut) {
+    let at = buf.len();
+    buf.put_u32(0);
+    for (k, v) in &t.0 {
+        wire::put_short_str(buf, k);
+        put_value(v, buf);
+    }
+    backfill_len(buf, at);
+}
+
+fn put_array(a: &[FieldValue], buf: &mut BytesMut) {
+    let at = buf.len();
+    buf.put_u32(0);
+    for v in a {
+        put_value(v, buf);
+    }
+    backfill_len(buf, at);
+}
+
+/// Writes the length of what follows the u32 placeholder at `at`.
+fn backfill_len(buf: &mut BytesMut, at: usize) {
+    let len = wire::len_u32(buf.len() - at - 4);
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_value(v: &FieldValue, buf: &mut BytesMut) {
+    buf.put_u8(v.tag());
+    match v {
+        FieldValue::Bool(b) => buf.put_u8(u8::from(*b)),
+        FieldValue::I8(x) => buf.put_i8(*x),
+        FieldValue::U8(x) => buf.put_u8(*x),
+        FieldValue::I16(x) => buf.put_i16(*x),
+        FieldValue::U16(x) => buf.put_u16(*x),
+        FieldValue::I32(x) => buf.put_i32(*x),
+        FieldValue::U32(x) => buf.put_u32(*x),
+        FieldValue::I64(x) => buf.put_i64(*x),
+        FieldValue::F32(x) => buf.put_f32(*x),
+        FieldValue::F64(x) => buf.put_f64(*x),
+        FieldValue::Decimal(d) => {
+            buf.put_u8(d.scale);
+            buf.put_u32(d.value);
+        }
+        FieldValue::LongStr(s) => wire::put_long_str(buf, s),
+        FieldValue::ByteArray(b) => {
+            buf.put_u32(wire::len_u32(b.len()));
+            buf.put_slice(b);
+        }
+        FieldValue::Array(a) => put_array(a, buf),
+        FieldValue::Timestamp(t) => buf.put_u64(*t),
+        FieldValue::Table(t) => put_table(t, buf),
+        FieldValue::Void => {}
+    }
+}
+
+/// Parses a table (u32 length, then entries) at nesting level `depth` (1 = top level).
+/// The declared length must fit in the remaining input before any entry is looked at.
+pub(super) fn parse_table<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, FieldTable> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    let mut entries = Vec::new();
+    while !body.is_empty() {
+        let (r, key) = wire::short_str(p, body)?;
+        let (r, value) = parse_value(p, r, depth)?;
+        entries.push((key, value));
+        body = r;
+    }
+    Ok((rest, FieldTable(entries)))
+}
+
+fn parse_array<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, Vec<FieldValue>> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    let mut values = Vec::new();
+    while !body.is_empty() {
+        let (r, value) = parse_value(p, body, depth)?;
+        values.push(value);
+        body = r;
+    }
+    Ok((rest, values))
+}
+
+/// One tagged value inside a table or array at nesting level `depth`.
+fn parse_value<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, FieldValue> {
+    let (i, tag) = be_u8(i)?;
+    match tag {
+        b't' => be_u8(i).map(|(i, v)| (i, FieldValue::Bool(v != 0))),
+        b'b' => be_i8(i).map(|(i, v)| (i, FieldValue::I8(v))),
+        b'B' => be_u8(i).map(|(i, v)| (i, FieldValue::U8(v))),
+        b's' => be_i16(i).map(|(i, v)| (i, FieldValue::I16(v))),
+        b'u' => be_u16(i).map(|(i, v)| (i, FieldValue::U16(v))),
+        b'I' => be_i32(i).map(|(i, v)| (i, FieldValue::I32(v))),
+        b'i' => be_u32(i).map(|(i, v)| (i, FieldValue::U32(v))),
+        // RabbitMQ reads both `l` and the spec's `L` as signed 64-bit (errata, issue 1093).
+        b'l' | b'L' => be_i64(i).map(|(i, v)| (i, FieldValue::I64(v))),
+        b'f' => be_f32(i).map(|(i, v)| (i, FieldValue::F32(v))),
+        b'd' => be_f64(i).map(|(i, v)| (i, FieldValue::F64(v))),
+        b'D' => {
+            let (i, f) = wire::fixed::<5>(i)?;
+            let value = u32::from_be_bytes([f[1], f[2], f[3], f[4]]);
+            Ok((i, FieldValue::Decimal(Decimal { scale: f[0], value })))
+        }
+        b'S' => wire::long_str(p, i).map(|(i, s)| (i, FieldValue::LongStr(s))),
+        b'x' => wire::long_data(i).map(|(i, b)| (i, FieldValue::ByteArray(p.slice_ref(b)))),
+        b'A' => parse_array(p, i, depth + 1).map(|(i, a)| (i, FieldValue::Array(a))),
+        b'T' => be_u64(i).map(|(i, v)| (i, FieldValue::Timestamp(v))),
+        b'F' => parse_table(p, i, depth + 1).map(|(i, t)| (i, FieldValue::Table(t))),
+        b'V' => Ok((i, FieldValue::Void)),
+        other => fail(FrameError::UnknownFieldType(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &'static str) -> ShortStr {
+        ShortStr::from_static(s)
+    }
+
+    fn every_type() -> FieldTable {
+        let inner = FieldTable(vec![(key("deep"), FieldValue::Bool(false))]);
+        FieldTable(vec![
+            (key("t"), FieldValue::Bool(true)),
+            (key("b"), FieldValue::I8(-5)),
+            (key("B"), FieldValue::U8(250)),
+            (key("s"), FieldValue::I16(-300)),
+            (key("u"), FieldValue::U16(60000)),
+            (key("I"), FieldValue::I32(-70000)),
+            (key("i"), FieldValue::U32(4_000_000_000)),
+            (key("l"), FieldValue::I64(-5_000_000_000)),
+            (key("f"), FieldValue::F32(1.5)),
+            (key("d"), FieldValue::F64(-2.25)),
+            (
+                key("D"),
+                FieldValue::Decimal(Decimal {
+                    scale: 2,
+                    value: 12345,
+                }),
+            ),
+            (key("S"), FieldValue::LongStr(LongStr::from("hello"))),
+            (
+                key("x"),
+                FieldValue::ByteArray(Bytes::from_static(&[0, 255])),
+            ),
+            (
+                key("A"),
+                FieldValue::Array(vec![FieldValue::U8(1), FieldValue::Table(inner.clone())]),
+            ),
+            (key("T"), FieldValue::Timestamp(1_700_000_000)),
+            (key("F"), FieldValue::Table(inner)),
+            (key("V"), FieldValue::Void),
+        ])
+    }
+
+    #[test]
+    fn every_value_type_round_trips() {
+        let t = every_type();
+        let mut buf = BytesMut::new();
+        encode_table(&t, &mut buf);
+        assert_eq!(buf.len(), t.encoded_len());
+        assert_eq!(decode_table(&buf.freeze()), Ok(t));
+    }
+
+    #[test]
+    fn known_bytes() {
+        // {"a": 'S' "xy", "n": 'I' 7}
+        let wire = b"\x00\x00\x00\x10\x01aS\x00\x00\x00\x02xy\x01nI\x00\x00\x00\x07";
+        let t = FieldTable(vec![
+            (key("a"), FieldValue::LongStr(LongStr::from("xy"))),
+            (key("n"), FieldValue::I32(7)),
+        ]);
+        let mut buf = BytesMut::new();
+        encode_table(&t, &mut buf);
+        assert_eq!(&buf[..], &wire[..]);
+        assert_eq!(decode_table(&Bytes::from_static(wire)), Ok(t));
+    }
+
+    #[test]
+    fn capital_l_reads_as_signed_64() {
+        let wire = b"\x00\x00\x00\x0b\x01kL\xff\xff\xff\xff\xff\xff\xff\xfe";
+        let t = decode_table(&Bytes::from_static(wire)).expect("decodes");
+        assert_eq!(t.get("k"), Some(&FieldValue::I64(-2)));
+    }
+
+    #[test]
+    fn unknown_type_tag_is_a_syntax_error() {
+        let wire = b"\x00\x00\x00\x03\x01kZ";
+        let e = decode_table(&Bytes::from_static(wire)).unwrap_err();
+        assert_eq!(e, FrameError::UnknownFieldType(b'Z'));
+        assert_eq!(e.reply_code().code(), 502);
+    }
+
+    #[test]
+    fn declared_length_must_fit() {
+        let wire = b"\x00\x00\x10\x00\x01kV";
+        assert_eq!(
+            decode_table(&Bytes::from_static(wire)),
+            Err(FrameError::Truncated("field table"))
+        );
+        // An entry that runs past the table's own length, though not past the payload.
+        let wire = b"\x00\x00\x00\x03\x01kI\x00\x00\x00\x01";
+        assert!(decode_table(&Bytes::from_static(wire)).is_err());
+    }
+
+    fn nested(levels: usize) -> FieldTable {
+        let mut t = FieldTable::new();
+        for _ in 1..levels {
+            t = FieldTable(vec![(key("n"), FieldValue::Table(t))]);
+        }
+        t
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let ok = nested(MAX_NESTING);
+        let mut buf = BytesMut::new();
+        encode_table(&ok, &mut buf);
+        assert_eq!(decode_table(&buf.freeze()), Ok(ok));
+
+        let mut buf = BytesMut::new();
+        encode_table(&nested(MAX_NESTING + 1), &mut buf);
+        assert_eq!(
+            decode_table(&buf.freeze()),
+            Err(FrameError::TooDeep(MAX_NESTING))
+        );
+    }
+
+    #[test]
+    fn very_deep_hostile_nesting_does_not_overflow_the_stack() {
+        // 100k levels of arrays, each `A` + length: far past the cap, small in bytes.
+        let levels = 100_000usize;
+        let mut v = Vec::new();
+        v.extend_from_slice(&(0u32).to_be_bytes()); // patched below
+        for l in 0..levels {
+            v.push(b'A');
+            let remaining = (levels - l - 1) * 5;
+            v.extend_from_slice(&u32::try_from(remaining).unwrap_or(0).to_be_bytes());
+        }
+        let total = u32::try_from(v.len() - 4 + 2).unwrap_or(0);
+        let mut wire = total.to_be_bytes().to_vec();
+        wire.extend_from_slice(b"\x01k");
+        wire.extend_from_slice(&v[4..]);
+        let e = decode_table(&Bytes::from(wire)).unwrap_err();
+        assert_eq!(e, FrameError::TooDeep(MAX_NESTING));
     }
 }

@@ -1,0 +1,668 @@
+//! Frames: the protocol header, and method / content-header / body / heartbeat frames.
+//!
+//! A frame is `type: u8, channel: u16, size: u32`, `size` bytes of payload, then 0xCE.
+//! [`decode`] checks the type, the size against frame_max and the end octet from the 7-byte
+//! header before it parses anything, so a peer cannot make us buffer more than frame_max, and
+//! body payloads are split off the read buffer without copying. Which frame may follow which
+//! (method, header, bodies) is the session's business, not this module's.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::error::FrameError;
+use super::method::Method;
+use super::properties::{self, BasicProperties};
+use super::wire::{self, finish};
+
+/// What a client sends first: AMQP 0-9-1. Also what we answer to any other header.
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+/// The octet that ends every frame.
+pub const FRAME_END: u8 = 0xCE;
+/// Bytes a frame adds to its payload: the 7-byte header and the end octet.
+pub const FRAME_OVERHEAD: usize = 8;
+/// The smallest frame_max a peer may negotiate; frames up to this size are always allowed.
+pub const FRAME_MIN_SIZE: u32 = 4096;
+
+/// Frame type octet of a method frame.
+pub const FRAME_METHOD: u8 = 1;
+/// Frame type octet of a content header frame.
+pub const FRAME_HEADER: u8 = 2;
+/// Frame type octet of a content body frame.
+pub const FRAME_BODY: u8 = 3;
+/// Frame type octet of a heartbeat frame.
+pub const FRAME_HEARTBEAT: u8 = 8;
+
+/// The basic class: the only one whose methods carry content.
+const BASIC_CLASS_ID: u16 = 60;
+
+/// A content header: the class and size of the content that follows, and its properties.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContentHeader {
+    /// The class of the method this content belongs to (60, basic).
+    pub class_id: u16,
+    /// Total bytes of the body frames that follow.
+    pub body_size: u64,
+    /// The basic properties.
+    pub properties: BasicProperties,
+}
+
+/// One decoded frame.
+///
+/// A header frame holds all 14 properties inline (about 390 bytes); boxing them would cost
+/// an allocation per message, while a frame is decoded and consumed in place.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// A method frame.
+    Method {
+        /// The channel, 0 for the connection class.
+        channel: u16,
+        /// The method and its arguments.
+        method: Method,
+    },
+    /// A content header frame.
+    Header {
+        /// The channel.
+        channel: u16,
+        /// The header.
+        header: ContentHeader,
+    },
+    /// A content body frame: a slice of the message body.
+    Body {
+        /// The channel.
+        channel: u16,
+        /// The bytes, shared with the read buffer.
+        payload: Bytes,
+    },
+    /// A heartbeat (always channel 0 on the wire).
+    Heartbeat,
+}
+
+/// Consumes one whole frame from the front of `buf`. `Ok(None)` when more bytes are needed
+/// (`buf` is then untouched, apart from capacity reserved for the announced frame).
+///
+/// Checks the type, that the size (8 bytes of overhead included, as RabbitMQ counts
+/// frame_max) is at most `frame_max`, and the end octet, all before parsing; `frame_max == 0`
+/// means no limit beyond the u32 size field. Body payloads are zero-copy
+/// (`split_to().freeze()`), and so are the strings of methods and properties.
+pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
+    let Some(head) = buf.first_chunk::<7>() else {
+        return Ok(None);
+    };
+    let kind = head[0];
+    let channel = u16::from_be_bytes([head[1], head[2]]);
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]);
+    if !matches!(
+        kind,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
+        return Err(FrameError::UnknownFrameType(kind));
+    }
+    let whole = u64::from(size) + FRAME_OVERHEAD as u64;
+    if frame_max != 0 && whole > u64::from(frame_max) {
+        return Err(FrameError::TooLarge {
+            size: whole,
+            max: frame_max,
+        });
+    }
+    // Cannot fail where usize is 64 bits; on 32 bits a frame this large is refused.
+    let Ok(whole) = usize::try_from(whole) else {
+        return Err(FrameError::TooLarge {
+            size: whole,
+            max: frame_max,
+        });
+    };
+    if buf.len() < whole {
+        // The size is within frame_max, so reserving it is bounded by configuration.
+        buf.reserve(whole - buf.len());
+        return Ok(None);
+    }
+    let end = buf[whole - 1];
+    if end != FRAME_END {
+        return Err(FrameError::BadFrameEnd(end));
+    }
+    if kind == FRAME_HEARTBEAT {
+        if channel != 0 {
+            return Err(FrameError::HeartbeatOnChannel(channel));
+        }
+        if size != 0 {
+            return Err(FrameError::BadHeartbeat(size));
+        }
+        buf.advance(whole);
+        return Ok(Some(Frame::Heartbeat));
+    }
+    let mut frame = buf.split_to(whole);
+    frame.advance(7);
+    frame.truncate(whole - FRAME_OVERHEAD);
+    let payload = frame.freeze();
+    Ok(Some(match kind {
+        FRAME_METHOD => Frame::Method {
+            channel,
+            method: Method::decode(&payload)?,
+        },
+        FRAME_HEADER => Frame::Header {
+            channel,
+            header: decode_content_header(&payload)?,
+        },
+        _ => Frame::Body { channel, payload },
+    }))
+}
+
+/// A content header payload: class id, weight (must be 0), body size, properties.
+fn decode_content_header(payload: &Bytes) -> Result<ContentHeader, FrameError> {
+    const WHAT: &str = "content header";
+    let Some((head, rest)) = payload.split_first_chunk::<12>() else {
+        return Err(FrameError::Truncated(WHAT));
+    };
+    let class_id = u16::from_be_bytes([head[0], head[1]]);
+    let weight = u16::from_be_bytes([head[2], head[3]]);
+    let body_size = u64::from_be_bytes([
+        head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11],
+    ]);
+    if class_id != BASIC_CLASS_ID {
+        return Err(FrameError::UnexpectedContentClass(class_id));
+    }
+    if weight != 0 {
+        return Err(FrameError::NonZeroWeight(weight));
+    }
+    let properties = finish(WHAT, properties::parse_properties(payload, rest))?;
+    Ok(ContentHeader {
+        class_id,
+        body_size,
+        properties,
+    })
+}
+
+/// Writes a 7-byte frame header with a size placeholder; [`end_frame`] fills it in.
+fn begin_frame(kind: u8, channel: u16, buf: &mut BytesMut) -> usize {
+    let at = buf.len();
+    buf.put_u8(kind);
+    buf.put_u16(channel);
+    buf.put_u32(0);
+    at
+}
+
+/// Back-fills the size of the frame begun at `at` and writes the end octet.
+fn end_frame(at: usize, buf: &mut BytesMut) {
+    let size = wire::len_u32(buf.len() - at - 7);
+    buf[at + 3..at + 7].copy_from_slice(&size.to_be_bytes());
+    buf.put_u8(FRAME_END);
+}
+
+/// Writes any frame. Body payloads are copied into `buf`; frame_max is the caller's concern
+/// (use [`encode_content`] to split a body).
+pub fn encode(frame: &Frame, buf: &mut BytesMut) {
+    match frame {
+        Frame::Method { channel, method } => encode_method(*channel, method, buf),
+        Frame::Header { channel, header } => {
+            buf.reserve(FRAME_OVERHEAD + 12 + header.properties.encoded_len());
+            let at = begin_frame(FRAME_HEADER, *channel, buf);
+            buf.put_u16(header.class_id);
+            buf.put_u16(0);
+            buf.put_u64(header.body_size);
+            properties::put_properties(&header.properties, buf);
+            end_frame(at, buf);
+        }
+        Frame::Body { channel, payload } => encode_body(*channel, payload, buf),
+        Frame::Heartbeat => encode_heartbeat(buf),
+    }
+}
+
+/// Writes a method frame, reserving its exact size first.
+pub fn encode_method(channel: u16, method: &Method, buf: &mut BytesMut) {
+    buf.reserve(FRAME_OVERHEAD + method.encoded_len());
+    let at = begin_frame(FRAME_METHOD, channel, buf);
+    method.encode(buf);
+    end_frame(at, buf);
+}
+
+fn encode_body(channel: u16, body: &[u8], buf: &mut BytesMut) {
+    buf.reserve(FRAME_OVERHEAD + body.len());
+    buf.put_u8(FRAME_BODY);
+    buf.put_u16(channel);
+    buf.put_u32(wire::len_u32(body.len()));
+    buf.put_slice(body);
+    buf.put_u8(FRAME_END);
+}
+
+/// Writes a content header frame and the body frames, each frame (overhead included) at
+/// most `frame_max` bytes; an empty body has no body frames. A `frame_max` of 0 means no
+/// limit, and one below [`FRAME_MIN_SIZE`] is raised to it (every peer accepts that much).
+/// The header frame is not split: properties must fit in one frame.
+pub fn encode_content(
+    channel: u16,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+    buf: &mut BytesMut,
+) {
+    let chunk = match frame_max {
+        0 => u32::MAX as usize - FRAME_OVERHEAD,
+        m => m.max(FRAME_MIN_SIZE) as usize - FRAME_OVERHEAD,
+    };
+    let frames = body.len().div_ceil(chunk);
+    buf.reserve(
+        FRAME_OVERHEAD + 12 + properties.encoded_len() + body.len() + frames * FRAME_OVERHEAD,
+    );
+    let at = begin_frame(FRAME_HEADER, channel, buf);
+    buf.put_u16(class_id);
+    buf.put_u16(0);
+    buf.put_u64(body.len() as u64);
+    properties::put_properties(properties, buf);
+    end_frame(at, buf);
+    for part in body.chunks(chunk) {
+        encode_body(channel, part, buf);
+    }
+}
+
+/// Writes a heartbeat frame (channel 0, empty payload).
+pub fn encode_heartbeat(buf: &mut BytesMut) {
+    buf.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+/// The 8-byte protocol header at the start of a connection: `Ok(None)` if fewer than 8
+/// bytes; `Ok(Some(()))` and consumed when it is AMQP 0-9-1; [`FrameError::BadProtocolHeader`]
+/// otherwise (the driver then writes [`PROTOCOL_HEADER`] and closes).
+///
+/// A prefix that already differs from `AMQP` fails at once, so an HTTP or TLS client is
+/// refused without waiting for 8 bytes.
+pub fn decode_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, FrameError> {
+    let n = buf.len().min(4);
+    if buf[..n] != PROTOCOL_HEADER[..n] {
+        return Err(FrameError::BadProtocolHeader);
+    }
+    if buf.len() < PROTOCOL_HEADER.len() {
+        return Ok(None);
+    }
+    if buf[..8] != PROTOCOL_HEADER[..] {
+        return Err(FrameError::BadProtocolHeader);
+    }
+    buf.advance(8);
+    Ok(Some(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::method::*;
+    use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr};
+
+    fn s(v: &'static str) -> ShortStr {
+        ShortStr::from_static(v)
+    }
+
+    fn round_trip(frame: Frame) {
+        let mut buf = BytesMut::new();
+        encode(&frame, &mut buf);
+        let bytes = buf.clone();
+        assert_eq!(decode(&mut buf, 131_072), Ok(Some(frame)), "{bytes:?}");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn protocol_header() {
+        let mut buf = BytesMut::from(&b"AMQP\x00\x00"[..]);
+        assert_eq!(decode_protocol_header(&mut buf), Ok(None));
+        assert_eq!(buf.len(), 6);
+        buf.extend_from_slice(b"\x09\x01rest");
+        assert_eq!(decode_protocol_header(&mut buf), Ok(Some(())));
+        assert_eq!(&buf[..], b"rest");
+
+        for bad in [
+            &b"AMQP\x00\x00\x09\x00"[..],
+            b"AMQP\x01\x01\x00\x09",
+            b"GET / HTTP/1.1",
+        ] {
+            let mut buf = BytesMut::from(bad);
+            assert_eq!(
+                decode_protocol_header(&mut buf),
+                Err(FrameError::BadProtocolHeader)
+            );
+        }
+        // Refused before 8 bytes arrive when the prefix is already wrong.
+        let mut buf = BytesMut::from(&b"GE"[..]);
+        assert_eq!(
+            decode_protocol_header(&mut buf),
+            Err(FrameError::BadProtocolHeader)
+        );
+        let mut empty = BytesMut::new();
+        assert_eq!(decode_protocol_header(&mut empty), Ok(None));
+    }
+
+    #[test]
+    fn heartbeat_bytes() {
+        let mut buf = BytesMut::new();
+        encode_heartbeat(&mut buf);
+        assert_eq!(&buf[..], b"\x08\x00\x00\x00\x00\x00\x00\xce");
+        assert_eq!(decode(&mut buf, 4096), Ok(Some(Frame::Heartbeat)));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn heartbeat_on_channel_or_with_payload() {
+        let mut buf = BytesMut::from(&b"\x08\x00\x05\x00\x00\x00\x00\xce"[..]);
+        let e = decode(&mut buf, 4096).unwrap_err();
+        assert_eq!(e, FrameError::HeartbeatOnChannel(5));
+        assert_eq!(e.reply_code().code(), 505);
+        let mut buf = BytesMut::from(&b"\x08\x00\x00\x00\x00\x00\x01x\xce"[..]);
+        assert_eq!(decode(&mut buf, 4096), Err(FrameError::BadHeartbeat(1)));
+    }
+
+    #[test]
+    fn method_frame_known_bytes() {
+        // channel.open on channel 1: class 20, method 10, reserved-1 "".
+        let wire = b"\x01\x00\x01\x00\x00\x00\x05\x00\x14\x00\x0a\x00\xce";
+        let mut buf = BytesMut::new();
+        encode_method(1, &ChannelOpen::default().into(), &mut buf);
+        assert_eq!(&buf[..], &wire[..]);
+        assert_eq!(
+            decode(&mut buf, 4096),
+            Ok(Some(Frame::Method {
+                channel: 1,
+                method: Method::ChannelOpen(ChannelOpen::default())
+            }))
+        );
+    }
+
+    #[test]
+    fn basic_publish_known_bytes() {
+        let m = BasicPublish {
+            reserved_1: 0,
+            exchange: s("ex"),
+            routing_key: s("rk"),
+            mandatory: true,
+            immediate: false,
+        };
+        let mut buf = BytesMut::new();
+        encode_method(3, &m.clone().into(), &mut buf);
+        let wire = b"\x01\x00\x03\x00\x00\x00\x0d\x00\x3c\x00\x28\x00\x00\x02ex\x02rk\x01\xce";
+        assert_eq!(&buf[..], &wire[..]);
+        let Ok(Some(Frame::Method { channel: 3, method })) = decode(&mut buf, 4096) else {
+            panic!("decodes");
+        };
+        assert_eq!(method, Method::BasicPublish(m));
+        assert_eq!(method.name(), "basic.publish");
+        assert!(method.has_content());
+    }
+
+    #[test]
+    fn bit_packing_queue_declare() {
+        let m = QueueDeclare {
+            reserved_1: 0,
+            queue: s("q"),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: true,
+            no_wait: true,
+            arguments: FieldTable::new(),
+        };
+        let mut buf = BytesMut::new();
+        Method::from(m.clone()).encode(&mut buf);
+        // class 50, method 10, reserved short, "q", bits durable(1)|auto-delete(3)|no-wait(4).
+        assert_eq!(
+            &buf[..],
+            b"\x00\x32\x00\x0a\x00\x00\x01q\x1a\x00\x00\x00\x00"
+        );
+        assert_eq!(Method::decode(&buf.freeze()), Ok(Method::QueueDeclare(m)));
+    }
+
+    #[test]
+    fn connection_start_round_trip() {
+        let caps = FieldTable(vec![(s("publisher_confirms"), FieldValue::Bool(true))]);
+        let m = ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: FieldTable(vec![
+                (
+                    s("product"),
+                    FieldValue::LongStr(LongStr::from("Lagomorph")),
+                ),
+                (s("capabilities"), FieldValue::Table(caps)),
+            ]),
+            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            locales: LongStr::from("en_US"),
+        };
+        round_trip(Frame::Method {
+            channel: 0,
+            method: m.into(),
+        });
+    }
+
+    #[test]
+    fn rabbitmq_extensions() {
+        for (m, class, id) in [
+            (
+                Method::from(ConnectionBlocked {
+                    reason: s("low on memory"),
+                }),
+                10,
+                60,
+            ),
+            (ConnectionUnblocked.into(), 10, 61),
+            (
+                ConnectionUpdateSecret {
+                    new_secret: LongStr::from("token"),
+                    reason: s("refresh"),
+                }
+                .into(),
+                10,
+                70,
+            ),
+            (ConnectionUpdateSecretOk.into(), 10, 71),
+        ] {
+            assert_eq!((m.class_id(), m.method_id()), (class, id));
+            round_trip(Frame::Method {
+                channel: 0,
+                method: m,
+            });
+        }
+        assert_eq!(ConfirmSelect::CLASS_ID, 85);
+        let confirm = Method::from(ConfirmSelect { nowait: true });
+        assert_eq!((confirm.class_id(), confirm.method_id()), (85, 10));
+        assert_eq!(confirm.name(), "confirm.select");
+    }
+
+    #[test]
+    fn content_round_trip_and_splitting() {
+        let props = BasicProperties {
+            content_type: Some(s("text/plain")),
+            delivery_mode: Some(2),
+            ..Default::default()
+        };
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut buf = BytesMut::new();
+        encode_content(7, 60, &props, &body, 4096, &mut buf);
+        let mut frames = Vec::new();
+        while let Some(f) = decode(&mut buf, 4096).expect("valid") {
+            frames.push(f);
+        }
+        assert!(buf.is_empty());
+        assert_eq!(frames.len(), 4, "header + 3 bodies of at most 4088 bytes");
+        assert_eq!(
+            frames[0],
+            Frame::Header {
+                channel: 7,
+                header: ContentHeader {
+                    class_id: 60,
+                    body_size: 10_000,
+                    properties: props
+                }
+            }
+        );
+        let mut got = Vec::new();
+        for f in &frames[1..] {
+            let Frame::Body {
+                channel: 7,
+                payload,
+            } = f
+            else {
+                panic!("body frame expected");
+            };
+            assert!(payload.len() + FRAME_OVERHEAD <= 4096);
+            got.extend_from_slice(payload);
+        }
+        assert_eq!(got, body);
+
+        let mut buf = BytesMut::new();
+        encode_content(1, 60, &BasicProperties::default(), &[], 4096, &mut buf);
+        assert_eq!(
+            decode(&mut buf, 4096)
+                .ok()
+                .flatten()
+                .map(|_| buf.is_empty()),
+            Some(true),
+            "an empty body is a header frame alone"
+        );
+    }
+
+    #[test]
+    fn body_is_zero_copy() {
+        let mut buf = BytesMut::new();
+        encode(
+            &Frame::Body {
+                channel: 2,
+                payload: Bytes::from_static(b"hello"),
+            },
+            &mut buf,
+        );
+        let start = buf.as_ptr();
+        let Ok(Some(Frame::Body { payload, .. })) = decode(&mut buf, 4096) else {
+            panic!("body");
+        };
+        assert_eq!(&payload[..], b"hello");
+        assert_eq!(payload.as_ptr(), start.wrapping_add(7));
+    }
+
+    #[test]
+    fn partial_input_needs_more_and_leaves_buf() {
+        let mut whole = BytesMut::new();
+        encode_method(1, &BasicQos::default().into(), &mut whole);
+        for n in 0..whole.len() {
+            let mut part = BytesMut::from(&whole[..n]);
+            assert_eq!(decode(&mut part, 4096), Ok(None), "prefix of {n}");
+            assert_eq!(&part[..], &whole[..n]);
+        }
+    }
+
+    #[test]
+    fn frame_max_is_checked_from_the_header_alone() {
+        // Announces 4089 payload bytes = 4097 with overhead; only the header has arrived.
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x0f\xf9"[..]);
+        assert_eq!(
+            decode(&mut buf, 4096),
+            Err(FrameError::TooLarge {
+                size: 4097,
+                max: 4096
+            })
+        );
+        // Exactly frame_max is fine.
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x0f\xf8"[..]);
+        assert_eq!(decode(&mut buf, 4096), Ok(None));
+        // A hostile 4 GiB announcement is refused without reserving anything.
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\xff\xff\xff\xff"[..]);
+        assert!(matches!(
+            decode(&mut buf, 131_072),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn bad_type_and_bad_end() {
+        let mut buf = BytesMut::from(&b"\x04\x00\x00\x00\x00\x00\x00\xce"[..]);
+        assert_eq!(decode(&mut buf, 4096), Err(FrameError::UnknownFrameType(4)));
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x00\x01xA"[..]);
+        let e = decode(&mut buf, 4096).unwrap_err();
+        assert_eq!(e, FrameError::BadFrameEnd(b'A'));
+        assert_eq!(e.reply_code().code(), 501);
+    }
+
+    #[test]
+    fn malformed_method_payloads() {
+        let cases: [(&[u8], FrameError); 4] = [
+            (b"\x00\x3c", FrameError::Truncated("method frame")),
+            (
+                b"\x00\x3c\x00\x28\x00\x00\x05ab",
+                FrameError::Truncated("basic.publish"),
+            ),
+            (
+                b"\x00\x3c\x00\x28\x00\x00\x00\x00\x00\x00",
+                FrameError::TrailingBytes {
+                    what: "basic.publish",
+                    extra: 1,
+                },
+            ),
+            (
+                b"\x00\x3c\x03\xe7",
+                FrameError::UnknownMethod {
+                    class_id: 60,
+                    method_id: 999,
+                },
+            ),
+        ];
+        for (payload, want) in cases {
+            assert_eq!(Method::decode(&Bytes::copy_from_slice(payload)), Err(want));
+        }
+        let bad_utf8 = Bytes::from_static(b"\x00\x3c\x00\x28\x00\x00\x01\xff\x00\x00");
+        let e = Method::decode(&bad_utf8).unwrap_err();
+        assert_eq!(e, FrameError::NotUtf8("basic.publish"));
+        assert_eq!(e.reply_code().code(), 501);
+    }
+
+    #[test]
+    fn content_header_checks() {
+        let mut ok = BytesMut::new();
+        encode(
+            &Frame::Header {
+                channel: 1,
+                header: ContentHeader {
+                    class_id: 60,
+                    body_size: 3,
+                    properties: BasicProperties::default(),
+                },
+            },
+            &mut ok,
+        );
+        assert_eq!(
+            &ok[..],
+            b"\x02\x00\x01\x00\x00\x00\x0e\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\xce"
+        );
+        let mut wrong_class = ok.clone();
+        wrong_class[8] = 50;
+        assert_eq!(
+            decode(&mut wrong_class, 4096),
+            Err(FrameError::UnexpectedContentClass(50))
+        );
+        let mut weight = ok.clone();
+        weight[10] = 1;
+        assert_eq!(decode(&mut weight, 4096), Err(FrameError::NonZeroWeight(1)));
+        let mut short = BytesMut::from(&b"\x02\x00\x01\x00\x00\x00\x02\x00\x3c\xce"[..]);
+        assert_eq!(
+            decode(&mut short, 4096),
+            Err(FrameError::Truncated("content header"))
+        );
+    }
+
+    #[test]
+    fn several_frames_in_one_buffer() {
+        let mut buf = BytesMut::new();
+        encode_method(
+            1,
+            &BasicAck {
+                delivery_tag: 5,
+                multiple: true,
+            }
+            .into(),
+            &mut buf,
+        );
+        encode_heartbeat(&mut buf);
+        encode_method(0, &ConnectionCloseOk.into(), &mut buf);
+        let mut n = 0;
+        while let Some(_f) = decode(&mut buf, 4096).expect("valid") {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! Wire primitives shared by the generated method codec, field tables and content properties.
+//!
+//! Decoding is nom over `&[u8]` slices of one frame payload held in a `Bytes`; strings are
+//! cut out of that `Bytes` with `slice_ref`, so a decoded method borrows the read buffer
+//! instead of copying. nom's error type [`WireError`] stays in this module's callers and is
+//! turned into a [`FrameError`] by [`finish`] before anything leaves `protocol`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use nom::IResult;
+use nom::error::{ErrorKind, ParseError};
+
+use super::error::FrameError;
+use super::types::{LongStr, ShortStr};
+
+/// The error type of every parser here: input ran out, or a typed problem found mid-parse.
+#[derive(Debug)]
+pub(super) enum WireError {
+    /// A field ran past the end of its payload; [`finish`] names what was being decoded.
+    Short,
+    /// A specific problem, reported as is.
+    Frame(FrameError),
+}
+
+impl<I> ParseError<I> for WireError {
+    fn from_error_kind(_input: I, _kind: ErrorKind) -> Self {
+        // Every nom primitive we use fails only when input runs out.
+        WireError::Short
+    }
+
+    fn append(_input: I, _kind: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+/// nom's result over a payload slice, with [`WireError`].
+pub(super) type PResult<'a, O> = IResult<&'a [u8], O, WireError>;
+
+/// A typed failure, as nom's unrecoverable error.
+pub(super) fn fail<T>(e: FrameError) -> Result<T, nom::Err<WireError>> {
+    Err(nom::Err::Failure(WireError::Frame(e)))
+}
+
+/// Converts a complete parse of `what` into the codec's result: leftover bytes are an error
+/// (RabbitMQ's method decoders match the payload exactly), nom errors become [`FrameError`].
+pub(super) fn finish<T>(what: &'static str, r: PResult<'_, T>) -> Result<T, FrameError> {
+    match r {
+        Ok(([], v)) => Ok(v),
+        Ok((rest, _)) => Err(FrameError::TrailingBytes {
+            what,
+            extra: rest.len(),
+        }),
+        Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(match e {
+            WireError::Short => FrameError::Truncated(what),
+            WireError::Frame(FrameError::NotUtf8(_)) => FrameError::NotUtf8(what),
+            WireError::Frame(f) => f,
+        }),
+        Err(nom::Err::Incomplete(_)) => Err(FrameError::Truncated(what)),
+    }
+}
+
+/// `N` octets at once, as an array: one bounds check for a run of fixed-size fields.
+pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
+    match i.split_first_chunk::<N>() {
+        Some((head, rest)) => Ok((rest, head)),
+        None => Err(nom::Err::Error(WireError::Short)),
+    }
+}
+
+/// A short string: length octet, then that many bytes of UTF-8, sliced out of `p`.
+pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
+    let (i, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
+    match ShortStr::from_bytes(p.slice_ref(s)) {
+        Ok(s) => Ok((i, s)),
+        // The length octet cannot exceed 255, so the only failure is UTF-8.
+        Err(_) => fail(FrameError::NotUtf8("")),
+    }
+}
+
+/// A long string: u32 length, then that many bytes, sliced out of `p`.
+pub(super) fn long_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, LongStr> {
+    let (i, s) = long_data(i)?;
+    Ok((i, LongStr(p.slice_ref(s))))
+}
+
+/// A u32 length, then that many bytes. nom checks the length against the remaining input
+/// before taking it, so a hostile length allocates nothing.
+pub(super) fn long_data(i: &[u8]) -> PResult<'_, &[u8]> {
+    nom::multi::length_data(nom::number::complete::be_u32).parse_complete(i)
+}
+
+use nom::Parser as _;
+
+/// A length as the u32 the wire carries. Nothing that fits in a frame is 4 GiB long; a
+/// larger value saturates (and the frame is then rejected by the peer) rather than panic.
+pub(super) fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Writes a short string (length octet + bytes). The type guarantees at most 255 bytes.
+pub(super) fn put_short_str(buf: &mut BytesMut, s: &ShortStr) {
+    let b = s.as_bytes();
+    buf.put_u8(u8::try_from(b.len()).unwrap_or(u8::MAX));
+    buf.put_slice(b);
+}
+
+/// Writes a long string (u32 length + bytes).
+pub(super) fn put_long_str(buf: &mut BytesMut, s: &LongStr) {
+    buf.put_u32(len_u32(s.0.len()));
+    buf.put_slice(&s.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_str_is_zero_copy_and_checked() {
+        let p = Bytes::from_static(b"\x03abcX");
+        let (rest, s) = short_str(&p, &p).expect("parses");
+        assert_eq!(s, "abc");
+        assert_eq!(rest, b"X");
+        assert_eq!(s.as_bytes().as_ptr(), p[1..].as_ptr(), "sliced, not copied");
+
+        let short = Bytes::from_static(b"\x05ab");
+        assert_eq!(
+            finish("t", short_str(&short, &short)),
+            Err(FrameError::Truncated("t"))
+        );
+        let bad = Bytes::from_static(b"\x02\xff\xfe");
+        assert_eq!(
+            finish("t", short_str(&bad, &bad)),
+            Err(FrameError::NotUtf8("t"))
+        );
+    }
+
+    #[test]
+    fn hostile_long_length_is_rejected_without_allocating() {
+        let p = Bytes::from_static(b"\xff\xff\xff\xffabc");
+        assert_eq!(
+            finish("t", long_str(&p, &p)),
+            Err(FrameError::Truncated("t"))
+        );
+    }
+
+    #[test]
+    fn finish_rejects_trailing_bytes() {
+        let p = Bytes::from_static(b"\x01aZZ");
+        assert_eq!(
+            finish("m", short_str(&p, &p)),
+            Err(FrameError::TrailingBytes {
+                what: "m",
+                extra: 2
+            })
+        );
+    }
+}

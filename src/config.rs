@@ -19,8 +19,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use crate::password::{
+    hash_password, hash_password_with_salt, is_password_hash, verify_password,
+};
 use serde::{Deserialize, Serialize};
-pub use crate::password::{hash_password, hash_password_with_salt, is_password_hash, verify_password};
 
 /// The IANA port for AMQP 0-9-1 without TLS.
 pub const DEFAULT_AMQP_PORT: u16 = 5672;

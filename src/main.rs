@@ -32,7 +32,10 @@ fn main() -> ExitCode {
         eprintln!("lagomorph: cannot initialise logging: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lagomorph: cannot start the runtime: {e}");
@@ -81,7 +84,9 @@ async fn run(config: Config) -> Result<(), String> {
         },
     };
     let broker = Broker::new(store, opts);
-    broker.recover().map_err(|e| format!("recovery failed: {e}"))?;
+    broker
+        .recover()
+        .map_err(|e| format!("recovery failed: {e}"))?;
     let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
         .await
         .map_err(|e| e.to_string())?;

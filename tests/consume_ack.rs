@@ -11,22 +11,35 @@ use support::{assert_amqp_err, start, unique, within};
 
 async fn declare(ch: &Channel) -> String {
     let q = unique("q");
-    within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()))
-        .await
-        .expect("declare");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
     q
 }
 
 async fn publish_n(ch: &Channel, q: &str, n: usize) {
     for i in 0..n {
-        within(ch.basic_publish("".into(), q.into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default()))
-            .await
-            .expect("publish");
+        within(ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            i.to_string().as_bytes(),
+            BasicProperties::default(),
+        ))
+        .await
+        .expect("publish");
     }
 }
 
 async fn next(c: &mut Consumer) -> Delivery {
-    within(c.next()).await.expect("stream open").expect("delivery")
+    within(c.next())
+        .await
+        .expect("stream open")
+        .expect("delivery")
 }
 
 fn body(d: &Delivery) -> String {
@@ -39,9 +52,14 @@ async fn fifo_tags_from_one_and_server_consumer_tags() {
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
     publish_n(&ch, &q, 5).await;
-    let mut c = within(ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()))
-        .await
-        .expect("consume");
+    let mut c = within(ch.basic_consume(
+        q.as_str().into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     assert!(c.tag().as_str().starts_with("amq.ctag-"), "{}", c.tag());
     for i in 0..5u64 {
         let d = next(&mut c).await;
@@ -57,8 +75,28 @@ async fn round_robin_across_consumers() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
-    let mut a = within(ch.basic_consume(q.as_str().into(), "a".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())).await.expect("a");
-    let mut z = within(ch.basic_consume(q.as_str().into(), "z".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())).await.expect("z");
+    let mut a = within(ch.basic_consume(
+        q.as_str().into(),
+        "a".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("a");
+    let mut z = within(ch.basic_consume(
+        q.as_str().into(),
+        "z".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("z");
     publish_n(&ch, &q, 4).await;
     let got_a = [body(&next(&mut a).await), body(&next(&mut a).await)];
     let got_z = [body(&next(&mut z).await), body(&next(&mut z).await)];
@@ -72,19 +110,48 @@ async fn prefetch_limits_unacked_deliveries() {
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
     publish_n(&ch, &q, 10).await;
-    within(ch.basic_qos(3, BasicQosOptions::default())).await.expect("qos");
-    let mut c = within(ch.basic_consume(q.as_str().into(), "p".into(), BasicConsumeOptions::default(), FieldTable::default())).await.expect("consume");
+    within(ch.basic_qos(3, BasicQosOptions::default()))
+        .await
+        .expect("qos");
+    let mut c = within(ch.basic_consume(
+        q.as_str().into(),
+        "p".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     let first: Vec<Delivery> = vec![next(&mut c).await, next(&mut c).await, next(&mut c).await];
     // Three unacked: the queue must hold the other seven. Passive declare shows it.
     let ch2 = within(_c.create_channel()).await.expect("channel");
-    let seen = within(ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await.expect("passive");
+    let seen = within(ch2.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
     assert_eq!(seen.message_count(), 7);
     // Acking one (multiple) frees three slots.
-    within(ch.basic_ack(first[2].delivery_tag, BasicAckOptions { multiple: true })).await.expect("ack");
+    within(ch.basic_ack(first[2].delivery_tag, BasicAckOptions { multiple: true }))
+        .await
+        .expect("ack");
     for want in ["3", "4", "5"] {
         assert_eq!(body(&next(&mut c).await), want);
     }
-    let seen = within(ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await.expect("passive");
+    let seen = within(ch2.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
     assert_eq!(seen.message_count(), 4);
 }
 
@@ -98,8 +165,21 @@ async fn reject_and_nack_requeue_mark_redelivered_and_keep_order() {
     let m0 = within(g(false)).await.expect("get").expect("m0");
     assert_eq!(m0.message_count, 2);
     let m1 = within(g(false)).await.expect("get").expect("m1");
-    within(ch.basic_reject(m1.delivery.delivery_tag, BasicRejectOptions { requeue: true })).await.expect("reject");
-    within(ch.basic_nack(m0.delivery.delivery_tag, BasicNackOptions { requeue: true, multiple: false })).await.expect("nack");
+    within(ch.basic_reject(
+        m1.delivery.delivery_tag,
+        BasicRejectOptions { requeue: true },
+    ))
+    .await
+    .expect("reject");
+    within(ch.basic_nack(
+        m0.delivery.delivery_tag,
+        BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        },
+    ))
+    .await
+    .expect("nack");
     // Both go back to their original places, ahead of "2".
     let again: Vec<(String, bool)> = {
         let mut v = Vec::new();
@@ -109,7 +189,10 @@ async fn reject_and_nack_requeue_mark_redelivered_and_keep_order() {
         }
         v
     };
-    assert_eq!(again, vec![("0".into(), true), ("1".into(), true), ("2".into(), false)]);
+    assert_eq!(
+        again,
+        vec![("0".into(), true), ("1".into(), true), ("2".into(), false)]
+    );
     assert!(within(g(true)).await.expect("get").is_none(), "get-empty");
 }
 
@@ -119,9 +202,29 @@ async fn reject_without_requeue_drops() {
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
     publish_n(&ch, &q, 2).await;
-    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions::default())).await.expect("get").expect("m");
-    within(ch.basic_nack(m.delivery.delivery_tag, BasicNackOptions { requeue: false, multiple: false })).await.expect("nack");
-    let left = within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await.expect("passive");
+    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions::default()))
+        .await
+        .expect("get")
+        .expect("m");
+    within(ch.basic_nack(
+        m.delivery.delivery_tag,
+        BasicNackOptions {
+            requeue: false,
+            multiple: false,
+        },
+    ))
+    .await
+    .expect("nack");
+    let left = within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
     assert_eq!(left.message_count(), 1);
 }
 
@@ -131,17 +234,30 @@ async fn unacked_messages_return_when_the_channel_closes() {
     let (c, ch) = b.channel().await;
     let q = declare(&ch).await;
     publish_n(&ch, &q, 3).await;
-    let mut cons = within(ch.basic_consume(q.as_str().into(), "x".into(), BasicConsumeOptions::default(), FieldTable::default())).await.expect("consume");
+    let mut cons = within(ch.basic_consume(
+        q.as_str().into(),
+        "x".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     for _ in 0..3 {
         next(&mut cons).await;
     }
     within(ch.close(200, "bye".into())).await.expect("close");
     let ch2 = within(c.create_channel()).await.expect("channel");
     let mut got = Vec::new();
-    while let Some(m) = within(ch2.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get") {
+    while let Some(m) = within(ch2.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("get")
+    {
         got.push((body(&m.delivery), m.delivery.redelivered));
     }
-    assert_eq!(got, vec![("0".into(), true), ("1".into(), true), ("2".into(), true)]);
+    assert_eq!(
+        got,
+        vec![("0".into(), true), ("1".into(), true), ("2".into(), true)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,24 +266,19 @@ async fn recover_requeues_unacked() {
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
     publish_n(&ch, &q, 1).await;
-    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions::default())).await.expect("get").expect("m");
+    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions::default()))
+        .await
+        .expect("get")
+        .expect("m");
     assert!(!m.delivery.redelivered);
-    within(ch.basic_recover(BasicRecoverOptions { requeue: true })).await.expect("recover");
-    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })).await.expect("get").expect("again");
+    within(ch.basic_recover(BasicRecoverOptions { requeue: true }))
+        .await
+        .expect("recover");
+    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("get")
+        .expect("again");
     assert!(m.delivery.redelivered);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_delivery_tag_is_precondition_failed() {
-    let b = start().await;
-    let (_c, ch) = b.channel().await;
-    within(ch.basic_ack(82, BasicAckOptions::default())).await.expect("ack is async");
-    // The error arrives as channel.close; the next synchronous call sees it.
-    assert_amqp_err(
-        within(ch.queue_declare("".into(), QueueDeclareOptions::default(), FieldTable::default())).await,
-        406,
-        "PRECONDITION_FAILED - unknown delivery tag 82",
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +286,23 @@ async fn duplicate_consumer_tag_is_not_allowed() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
-    within(ch.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())).await.expect("first");
+    // Kept alive: lapin cancels a consumer when it is dropped.
+    let _first = within(ch.basic_consume(
+        q.as_str().into(),
+        "dup".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("first");
     assert_amqp_err(
-        within(ch.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())).await,
+        within(ch.basic_consume(
+            q.as_str().into(),
+            "dup".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await,
         530,
         "NOT_ALLOWED - attempt to reuse consumer tag 'dup'",
     );
@@ -188,12 +313,26 @@ async fn exclusive_consumer_locks_out_others() {
     let b = start().await;
     let (c, ch) = b.channel().await;
     let q = declare(&ch).await;
-    within(ch.basic_consume(q.as_str().into(), "only".into(), BasicConsumeOptions { exclusive: true, ..Default::default() }, FieldTable::default()))
-        .await
-        .expect("exclusive");
+    let _only = within(ch.basic_consume(
+        q.as_str().into(),
+        "only".into(),
+        BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("exclusive");
     let ch2 = within(c.create_channel()).await.expect("channel");
     assert_amqp_err(
-        within(ch2.basic_consume(q.as_str().into(), "other".into(), BasicConsumeOptions::default(), FieldTable::default())).await,
+        within(ch2.basic_consume(
+            q.as_str().into(),
+            "other".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await,
         403,
         &format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"),
     );
@@ -204,11 +343,34 @@ async fn channel_flow_pauses_deliveries() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
     let q = declare(&ch).await;
-    within(ch.channel_flow(ChannelFlowOptions { active: false })).await.expect("flow off");
-    let mut c = within(ch.basic_consume(q.as_str().into(), "f".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())).await.expect("consume");
+    within(ch.channel_flow(ChannelFlowOptions { active: false }))
+        .await
+        .expect("flow off");
+    let mut c = within(ch.basic_consume(
+        q.as_str().into(),
+        "f".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     publish_n(&ch, &q, 1).await;
-    let q2 = within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await.expect("passive");
+    let q2 = within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
     assert_eq!(q2.message_count(), 1, "held while flow is off");
-    within(ch.channel_flow(ChannelFlowOptions { active: true })).await.expect("flow on");
+    within(ch.channel_flow(ChannelFlowOptions { active: true }))
+        .await
+        .expect("flow on");
     assert_eq!(body(&next(&mut c).await), "0");
 }

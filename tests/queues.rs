@@ -3,34 +3,73 @@
 
 mod support;
 
+use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 use support::{assert_amqp_err, start, unique, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declare_ok_carries_counts_and_server_names() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
-    let anon = within(ch.queue_declare("".into(), QueueDeclareOptions::default(), FieldTable::default())).await.expect("declare");
-    assert!(anon.name().as_str().starts_with("amq.gen-"), "{}", anon.name());
+    let anon = within(ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    assert!(
+        anon.name().as_str().starts_with("amq.gen-"),
+        "{}",
+        anon.name()
+    );
     let q = unique("counts");
-    within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())).await.expect("declare");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
     for _ in 0..3 {
-        within(ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"x", BasicProperties::default()))
-            .await
-            .expect("publish");
-    }
-    let again = within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()))
-        .await
-        .expect("passive");
-    assert_eq!((again.message_count(), again.consumer_count()), (3, 0));
-    let purged = within(ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())).await.expect("purge");
-    assert_eq!(purged, 3);
-    within(ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"x", BasicProperties::default()))
+        within(ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        ))
         .await
         .expect("publish");
-    let deleted = within(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())).await.expect("delete");
+    }
+    let again = within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
+    assert_eq!((again.message_count(), again.consumer_count()), (3, 0));
+    let purged = within(ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 3);
+    within(ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        BasicPublishOptions::default(),
+        b"x",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("publish");
+    let deleted = within(ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete");
     assert_eq!(deleted, 1);
 }
 
@@ -39,19 +78,44 @@ async fn exclusive_queue_is_locked_for_others_and_dies_with_its_connection() {
     let b = start().await;
     let (c1, ch1) = b.channel().await;
     let q = unique("excl");
-    within(ch1.queue_declare(q.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()))
-        .await
-        .expect("declare");
+    within(ch1.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
     let (_c2, ch2) = b.channel().await;
     assert_amqp_err(
-        within(ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await,
+        within(ch2.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await,
         405,
-        &format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."),
+        &format!(
+            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+        ),
     );
     within(c1.close(200, "bye".into())).await.expect("close");
     let ch3 = within(_c2.create_channel()).await.expect("channel");
     assert_amqp_err(
-        within(ch3.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await,
+        within(ch3.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await,
         404,
         &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
     );
@@ -62,14 +126,38 @@ async fn auto_delete_queue_goes_with_its_last_consumer() {
     let b = start().await;
     let (c, ch) = b.channel().await;
     let q = unique("autodel");
-    within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()))
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    within(ch.basic_consume(
+        q.as_str().into(),
+        "c1".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
+    within(ch.basic_cancel("c1".into(), BasicCancelOptions::default()))
         .await
-        .expect("declare");
-    within(ch.basic_consume(q.as_str().into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default())).await.expect("consume");
-    within(ch.basic_cancel("c1".into(), BasicCancelOptions::default())).await.expect("cancel");
+        .expect("cancel");
     let ch2 = within(c.create_channel()).await.expect("channel");
     assert_amqp_err(
-        within(ch2.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())).await,
+        within(ch2.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await,
         404,
         &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
     );
@@ -80,18 +168,54 @@ async fn delete_if_unused_and_if_empty() {
     let b = start().await;
     let (c, ch) = b.channel().await;
     let q = unique("guarded");
-    within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())).await.expect("declare");
-    within(ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"x", BasicProperties::default())).await.expect("publish");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    within(ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        BasicPublishOptions::default(),
+        b"x",
+        BasicProperties::default(),
+    ))
+    .await
+    .expect("publish");
     assert_amqp_err(
-        within(ch.queue_delete(q.as_str().into(), QueueDeleteOptions { if_empty: true, ..Default::default() })).await,
+        within(ch.queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        ))
+        .await,
         406,
         &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"),
     );
     let ch = within(c.create_channel()).await.expect("channel");
-    within(ch.basic_consume(q.as_str().into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())).await.expect("consume");
+    // Kept alive: lapin cancels a consumer when it is dropped.
+    let _consumer = within(ch.basic_consume(
+        q.as_str().into(),
+        "c".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     let ch2 = within(c.create_channel()).await.expect("channel");
     assert_amqp_err(
-        within(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions { if_unused: true, ..Default::default() })).await,
+        within(ch2.queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        ))
+        .await,
         406,
         &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"),
     );
@@ -102,17 +226,33 @@ async fn deleting_a_queue_cancels_its_consumers() {
     let b = start().await;
     let (c, ch) = b.channel().await;
     let q = unique("cancelled");
-    within(ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())).await.expect("declare");
-    let consumer = within(ch.basic_consume(q.as_str().into(), "watch".into(), BasicConsumeOptions::default(), FieldTable::default()))
-        .await
-        .expect("consume");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    let consumer = within(ch.basic_consume(
+        q.as_str().into(),
+        "watch".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
     let ch2 = within(c.create_channel()).await.expect("channel");
-    within(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())).await.expect("delete");
+    within(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete");
     // lapin ends the consumer stream when the broker sends basic.cancel.
     use futures_lite::StreamExt;
     let mut consumer = consumer;
     let next = within(consumer.next()).await;
-    assert!(next.is_none(), "consumer stream ended by basic.cancel, got {next:?}");
+    assert!(
+        next.is_none(),
+        "consumer stream ended by basic.cancel, got {next:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,15 +260,42 @@ async fn exchange_delete_if_unused() {
     let b = start().await;
     let (_c, ch) = b.channel().await;
     let x = unique("xdel");
-    within(ch.exchange_declare(x.as_str().into(), lapin::ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()))
-        .await
-        .expect("declare");
-    let q = within(ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())).await.expect("q");
-    within(ch.queue_bind(q.name().as_str().into(), x.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default()))
-        .await
-        .expect("bind");
+    within(ch.exchange_declare(
+        x.as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    let q = within(ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("q");
+    within(ch.queue_bind(
+        q.name().as_str().into(),
+        x.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
     assert_amqp_err(
-        within(ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions { if_unused: true, ..Default::default() })).await,
+        within(ch.exchange_delete(
+            x.as_str().into(),
+            ExchangeDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        ))
+        .await,
         406,
         &format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use"),
     );

@@ -34,6 +34,7 @@ pub struct GroupCommit {
     pub flush_micros_total: AtomicU64,
     /// Number of flushes done.
     pub flush_count: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -59,12 +60,14 @@ impl GroupCommit {
             policy,
             flush_micros_total: AtomicU64::new(0),
             flush_count: AtomicU64::new(0),
+            thread: Mutex::new(None),
         });
         let worker = Arc::clone(&gc);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("lagomorph-flusher".into())
             .spawn(move || worker.run())
             .expect("invariant: the OS can start one thread at startup");
+        *gc.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         gc
     }
 
@@ -95,15 +98,24 @@ impl GroupCommit {
         self.cond.notify_one();
     }
 
-    /// Flushes on the caller's thread (shutdown).
+    /// Flushes on the caller's thread (shutdown), whether or not writes were counted.
     pub fn flush_now(&self) {
-        self.flush_once();
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
     }
 
-    /// Stops the flusher thread after one last flush.
+    /// Stops the flusher thread after one last flush, and waits for it, so the store is
+    /// released when the broker is dropped.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.request_flush();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
     }
 
     fn flush_once(&self) {

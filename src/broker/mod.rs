@@ -245,7 +245,9 @@ impl Broker {
         let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
         users
             .iter()
-            .find(|u| u.name == name && crate::password::verify_password(&u.password_hash, password))
+            .find(|u| {
+                u.name == name && crate::password::verify_password(&u.password_hash, password)
+            })
             .cloned()
     }
 

@@ -174,7 +174,10 @@ impl Queue {
         store: Option<Arc<dyn QueueStore>>,
         commit: Arc<GroupCommit>,
     ) -> Arc<Queue> {
-        let next_id = store.as_ref().and_then(|s| s.last_id()).map_or(1, |id| id + 1);
+        let next_id = store
+            .as_ref()
+            .and_then(|s| s.last_id())
+            .map_or(1, |id| id + 1);
         Arc::new(Queue {
             name,
             vhost,
@@ -314,16 +317,21 @@ impl Queue {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        let touched = !ops.delivered.is_empty() || !ops.remove.is_empty();
         for id in ops.delivered {
             store.mark_delivered(id)?;
         }
         for id in ops.remove {
             store.remove(id)?;
         }
+        if touched {
+            self.commit.note_write();
+        }
         Ok(())
     }
 
-    /// Adds a consumer. Fails with 403 when an exclusive consumer is involved.
+    /// Adds a consumer. Fails with 403 when an exclusive consumer is involved. Does not
+    /// dispatch: the caller sends consume-ok first, then calls [`Queue::dispatch`].
     pub fn consume(self: &Arc<Self>, handle: ConsumerHandle) -> BrokerResult<()> {
         {
             let mut st = self.lock();
@@ -338,7 +346,6 @@ impl Queue {
             st.consumers.push(handle);
             st.had_consumer = true;
         }
-        self.dispatch();
         Ok(())
     }
 
@@ -371,8 +378,13 @@ impl Queue {
 
     fn settle(&self, msgs: &[QueuedMessage]) -> BrokerResult<()> {
         if let Some(store) = &self.store {
+            let mut n = 0;
             for m in msgs.iter().filter(|m| m.persisted) {
                 store.remove(m.id)?;
+                n += 1;
+            }
+            if n > 0 {
+                self.commit.note_write();
             }
         }
         let mut st = self.lock();
@@ -442,6 +454,7 @@ impl Queue {
             } else if !qm.redelivered {
                 store.mark_delivered(qm.id)?;
             }
+            self.commit.note_write();
         }
         Ok(Some(GetResult {
             message: qm,

@@ -200,7 +200,11 @@ impl VHost {
                 return Err(mismatch("type", kind.as_str(), x.kind.as_str()));
             }
             if x.durable != spec.durable {
-                return Err(mismatch("durable", bool_text(spec.durable), bool_text(x.durable)));
+                return Err(mismatch(
+                    "durable",
+                    bool_text(spec.durable),
+                    bool_text(x.durable),
+                ));
             }
             if x.auto_delete != spec.auto_delete {
                 return Err(mismatch(
@@ -265,12 +269,21 @@ impl VHost {
         self.remove_exchange_locked(&mut defs, &x)
     }
 
-    fn remove_exchange_locked(&self, defs: &mut Definitions, x: &Arc<Exchange>) -> BrokerResult<()> {
+    fn remove_exchange_locked(
+        &self,
+        defs: &mut Definitions,
+        x: &Arc<Exchange>,
+    ) -> BrokerResult<()> {
         defs.exchanges.remove(&*x.name);
         x.mark_deleted();
         if x.durable {
             for b in x.bindings() {
-                self.store.delete_binding(&self.binding_record(&x.name, &b.destination, &b.routing_key, &b.arguments))?;
+                self.store.delete_binding(&self.binding_record(
+                    &x.name,
+                    &b.destination,
+                    &b.routing_key,
+                    &b.arguments,
+                ))?;
             }
             self.store.delete_exchange(&self.name, &x.name)?;
             self.commit.note_write();
@@ -414,7 +427,12 @@ impl VHost {
     }
 
     /// queue.declare. Returns the queue and whether it was created.
-    pub fn declare_queue(&self, spec: &QueueSpec, passive: bool, conn: ConnId) -> BrokerResult<Arc<Queue>> {
+    pub fn declare_queue(
+        &self,
+        spec: &QueueSpec,
+        passive: bool,
+        conn: ConnId,
+    ) -> BrokerResult<Arc<Queue>> {
         if passive {
             return self.queue_for(&spec.name, conn);
         }
@@ -542,7 +560,10 @@ impl VHost {
     /// Deletes an auto-delete queue whose last consumer went, if it is still that queue.
     pub fn auto_delete_queue(&self, q: &Arc<Queue>) {
         let mut defs = self.write();
-        if defs.queues.get(&*q.name).is_some_and(|cur| Arc::ptr_eq(cur, q))
+        if defs
+            .queues
+            .get(&*q.name)
+            .is_some_and(|cur| Arc::ptr_eq(cur, q))
             && q.consumer_count() == 0
             && let Err(e) = self.remove_queue_locked(&mut defs, q)
         {

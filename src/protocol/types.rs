@@ -25,8 +25,16 @@ pub const SHORT_STR_MAX: usize = 255;
 ///
 /// Invariant: the bytes are valid UTF-8 and at most [`SHORT_STR_MAX`] long. Every constructor
 /// checks this, so `as_str` never fails.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ShortStr(Bytes);
+
+/// Hashes as the `str` it holds, so maps keyed by `ShortStr` can be queried with `&str`
+/// (`Borrow<str>` requires equal hashes).
+impl std::hash::Hash for ShortStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 /// Why a value cannot be a [`ShortStr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -48,8 +48,12 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     let tracker = TaskTracker::new();
     for listener in listeners {
-        let (broker, limit, token, conns) =
-            (broker.clone(), Arc::clone(&limit), token.clone(), tracker.clone());
+        let (broker, limit, token, conns) = (
+            broker.clone(),
+            Arc::clone(&limit),
+            token.clone(),
+            tracker.clone(),
+        );
         tracker.spawn(accept_loop(listener, broker, limit, token, conns));
     }
     tracker.close();

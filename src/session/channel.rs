@@ -69,7 +69,13 @@ pub(crate) struct Channel {
     last_queue: Option<Arc<str>>,
 }
 
-fn err(ch: u16, code: ReplyCode, text: impl std::fmt::Display, class: u16, method: u16) -> AmqpError {
+fn err(
+    ch: u16,
+    code: ReplyCode,
+    text: impl std::fmt::Display,
+    class: u16,
+    method: u16,
+) -> AmqpError {
     AmqpError::channel(ch, code, text).on(class, method)
 }
 
@@ -100,17 +106,32 @@ impl Channel {
         self.consumers.len()
     }
 
-    fn queue_name<'a>(&'a self, name: &'a str, class: u16, method: u16) -> Result<&'a str, AmqpError> {
+    fn queue_name<'a>(
+        &'a self,
+        name: &'a str,
+        class: u16,
+        method: u16,
+    ) -> Result<&'a str, AmqpError> {
         if !name.is_empty() {
             return Ok(name);
         }
         self.last_queue.as_deref().ok_or_else(|| {
-            err(self.id, ReplyCode::NotFound, "no previously declared queue", class, method)
+            err(
+                self.id,
+                ReplyCode::NotFound,
+                "no previously declared queue",
+                class,
+                method,
+            )
         })
     }
 
     /// Handles a method frame other than channel open/close (the connection does those).
-    pub(crate) fn handle_method(&mut self, ctx: &mut Ctx<'_>, method: Method) -> Result<(), AmqpError> {
+    pub(crate) fn handle_method(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        method: Method,
+    ) -> Result<(), AmqpError> {
         let (class, mid) = (method.class_id(), method.method_id());
         let ch = self.id;
         let broker_err = |e| AmqpError::from_broker(ch, e).on(class, mid);
@@ -130,7 +151,13 @@ impl Channel {
                         }
                         return Ok(());
                     }
-                    return Err(err(ch, ReplyCode::AccessRefused, "operation not permitted on the default exchange", class, mid));
+                    return Err(err(
+                        ch,
+                        ReplyCode::AccessRefused,
+                        "operation not permitted on the default exchange",
+                        class,
+                        mid,
+                    ));
                 }
                 if !m.passive && crate::broker::exchange::ExchangeKind::parse(&m.kind).is_none() {
                     return Err(AmqpError::connection(
@@ -147,7 +174,9 @@ impl Channel {
                     internal: m.internal,
                     arguments: m.arguments,
                 };
-                ctx.vhost.declare_exchange(&spec, m.passive).map_err(broker_err)?;
+                ctx.vhost
+                    .declare_exchange(&spec, m.passive)
+                    .map_err(broker_err)?;
                 if !m.no_wait {
                     ctx.send(ch, &ExchangeDeclareOk::default().into());
                 }
@@ -164,7 +193,14 @@ impl Channel {
             }
             Method::ExchangeBind(m) => {
                 ctx.vhost
-                    .bind(&m.source, &m.destination, true, &m.routing_key, &m.arguments, ctx.conn)
+                    .bind(
+                        &m.source,
+                        &m.destination,
+                        true,
+                        &m.routing_key,
+                        &m.arguments,
+                        ctx.conn,
+                    )
                     .map_err(broker_err)?;
                 if !m.no_wait {
                     ctx.send(ch, &ExchangeBindOk::default().into());
@@ -172,7 +208,14 @@ impl Channel {
             }
             Method::ExchangeUnbind(m) => {
                 ctx.vhost
-                    .unbind(&m.source, &m.destination, true, &m.routing_key, &m.arguments, ctx.conn)
+                    .unbind(
+                        &m.source,
+                        &m.destination,
+                        true,
+                        &m.routing_key,
+                        &m.arguments,
+                        ctx.conn,
+                    )
                     .map_err(broker_err)?;
                 if !m.no_wait {
                     ctx.send(ch, &ExchangeUnbindOk::default().into());
@@ -186,7 +229,10 @@ impl Channel {
                     auto_delete: m.auto_delete,
                     arguments: m.arguments,
                 };
-                let q = ctx.vhost.declare_queue(&spec, m.passive, ctx.conn).map_err(broker_err)?;
+                let q = ctx
+                    .vhost
+                    .declare_queue(&spec, m.passive, ctx.conn)
+                    .map_err(broker_err)?;
                 self.last_queue = Some(Arc::clone(&q.name));
                 if !m.no_wait {
                     ctx.send(
@@ -203,7 +249,14 @@ impl Channel {
             Method::QueueBind(m) => {
                 let queue = self.queue_name(&m.queue, class, mid)?.to_string();
                 ctx.vhost
-                    .bind(&m.exchange, &queue, false, &m.routing_key, &m.arguments, ctx.conn)
+                    .bind(
+                        &m.exchange,
+                        &queue,
+                        false,
+                        &m.routing_key,
+                        &m.arguments,
+                        ctx.conn,
+                    )
                     .map_err(broker_err)?;
                 if !m.no_wait {
                     ctx.send(ch, &QueueBindOk::default().into());
@@ -212,7 +265,14 @@ impl Channel {
             Method::QueueUnbind(m) => {
                 let queue = self.queue_name(&m.queue, class, mid)?.to_string();
                 ctx.vhost
-                    .unbind(&m.exchange, &queue, false, &m.routing_key, &m.arguments, ctx.conn)
+                    .unbind(
+                        &m.exchange,
+                        &queue,
+                        false,
+                        &m.routing_key,
+                        &m.arguments,
+                        ctx.conn,
+                    )
                     .map_err(broker_err)?;
                 ctx.send(ch, &QueueUnbindOk::default().into());
             }
@@ -226,7 +286,10 @@ impl Channel {
             }
             Method::QueueDelete(m) => {
                 let queue = self.queue_name(&m.queue, class, mid)?.to_string();
-                let n = match ctx.vhost.delete_queue(&queue, m.if_unused, m.if_empty, ctx.conn) {
+                let n = match ctx
+                    .vhost
+                    .delete_queue(&queue, m.if_unused, m.if_empty, ctx.conn)
+                {
                     Ok(n) => n,
                     // Deleting what does not exist succeeds, as in RabbitMQ.
                     Err(crate::broker::BrokerError::NotFound(_)) => 0,
@@ -262,12 +325,21 @@ impl Channel {
                     }
                 }
                 if !m.no_wait {
-                    ctx.send(ch, &BasicCancelOk { consumer_tag: m.consumer_tag }.into());
+                    ctx.send(
+                        ch,
+                        &BasicCancelOk {
+                            consumer_tag: m.consumer_tag,
+                        }
+                        .into(),
+                    );
                 }
             }
             Method::BasicPublish(m) => {
                 if m.immediate {
-                    return Err(AmqpError::connection(ReplyCode::NotImplemented, "immediate=true").on(class, mid));
+                    return Err(
+                        AmqpError::connection(ReplyCode::NotImplemented, "immediate=true")
+                            .on(class, mid),
+                    );
                 }
                 self.assembler.start(m);
             }
@@ -293,7 +365,9 @@ impl Channel {
                         );
                         encode_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max, ctx.out);
                         if m.no_ack {
-                            q.stats.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            q.stats
+                                .acked
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         } else {
                             self.unacked.push_back(Unacked {
                                 tag,
@@ -305,13 +379,23 @@ impl Channel {
                     }
                 }
             }
-            Method::BasicAck(m) => self.settle(m.delivery_tag, m.multiple, Settle::Ack, class, mid)?,
+            Method::BasicAck(m) => {
+                self.settle(m.delivery_tag, m.multiple, Settle::Ack, class, mid)?
+            }
             Method::BasicReject(m) => {
-                let how = if m.requeue { Settle::Requeue } else { Settle::Discard };
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
                 self.settle(m.delivery_tag, false, how, class, mid)?;
             }
             Method::BasicNack(m) => {
-                let how = if m.requeue { Settle::Requeue } else { Settle::Discard };
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
                 self.settle(m.delivery_tag, m.multiple, how, class, mid)?;
             }
             Method::BasicRecoverAsync(_) => self.recover(),
@@ -321,7 +405,13 @@ impl Channel {
             }
             Method::ConfirmSelect(m) => {
                 if self.tx.is_some() {
-                    return Err(err(ch, ReplyCode::PreconditionFailed, "cannot switch from tx to confirm mode", class, mid));
+                    return Err(err(
+                        ch,
+                        ReplyCode::PreconditionFailed,
+                        "cannot switch from tx to confirm mode",
+                        class,
+                        mid,
+                    ));
                 }
                 if self.confirms.is_none() {
                     self.confirms = Some(Confirms::default());
@@ -332,7 +422,13 @@ impl Channel {
             }
             Method::TxSelect(_) => {
                 if self.confirms.is_some() {
-                    return Err(err(ch, ReplyCode::PreconditionFailed, "cannot switch from confirm to tx mode", class, mid));
+                    return Err(err(
+                        ch,
+                        ReplyCode::PreconditionFailed,
+                        "cannot switch from confirm to tx mode",
+                        class,
+                        mid,
+                    ));
                 }
                 if self.tx.is_none() {
                     self.tx = Some(Tx::default());
@@ -341,7 +437,13 @@ impl Channel {
             }
             Method::TxCommit(_) => {
                 let Some(tx) = self.tx.take() else {
-                    return Err(err(ch, ReplyCode::PreconditionFailed, "channel is not transactional", class, mid));
+                    return Err(err(
+                        ch,
+                        ReplyCode::PreconditionFailed,
+                        "channel is not transactional",
+                        class,
+                        mid,
+                    ));
                 };
                 self.tx = Some(Tx::default());
                 for p in tx.publishes {
@@ -352,7 +454,13 @@ impl Channel {
             }
             Method::TxRollback(_) => {
                 let Some(tx) = self.tx.take() else {
-                    return Err(err(ch, ReplyCode::PreconditionFailed, "channel is not transactional", class, mid));
+                    return Err(err(
+                        ch,
+                        ReplyCode::PreconditionFailed,
+                        "channel is not transactional",
+                        class,
+                        mid,
+                    ));
                 };
                 self.tx = Some(Tx::default());
                 // Settlements are undone: the deliveries are unacked again.
@@ -406,12 +514,20 @@ impl Channel {
             transit: Arc::clone(&transit),
             mailbox: ctx.mailbox.clone(),
         };
-        // consume-ok goes out before the queue can push anything into the mailbox.
+        q.consume(handle)
+            .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
+        // consume-ok goes out before the queue pushes anything into the mailbox.
         if !m.no_wait {
-            ctx.send(ch, &BasicConsumeOk { consumer_tag: tag.clone() }.into());
+            ctx.send(
+                ch,
+                &BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                }
+                .into(),
+            );
         }
-        q.consume(handle).map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
         ctx.info.consumers_changed(1);
+        q.dispatch();
         self.consumers.insert(
             tag,
             ConsumerState {
@@ -445,7 +561,10 @@ impl Channel {
             return Err(err(
                 ch,
                 ReplyCode::PreconditionFailed,
-                format_args!("user_id property set to '{uid}' but authenticated user was '{}'", ctx.user),
+                format_args!(
+                    "user_id property set to '{uid}' but authenticated user was '{}'",
+                    ctx.user
+                ),
                 60,
                 40,
             ));
@@ -455,7 +574,10 @@ impl Channel {
             return Err(err(
                 ch,
                 ReplyCode::AccessRefused,
-                format_args!("cannot publish to internal exchange '{}' in vhost '{}'", x.name, ctx.vhost.name),
+                format_args!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    x.name, ctx.vhost.name
+                ),
                 60,
                 40,
             ));
@@ -468,7 +590,9 @@ impl Channel {
             body: p.body,
         });
         let stats = ctx.broker.stats();
-        stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = match ctx.vhost.publish_to(&x, Arc::clone(&msg)) {
             Ok(o) => o,
             Err(e) => {
@@ -479,7 +603,9 @@ impl Channel {
             }
         };
         if outcome.routed == 0 {
-            stats.unroutable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .unroutable
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if mandatory {
                 ctx.send(
                     ch,
@@ -495,7 +621,11 @@ impl Channel {
             }
         }
         if let Some(c) = &mut self.confirms {
-            let wait = if outcome.persisted { ctx.broker.commit().written() } else { 0 };
+            let wait = if outcome.persisted {
+                ctx.broker.commit().written()
+            } else {
+                0
+            };
             c.publish(wait);
         }
         Ok(())
@@ -503,7 +633,11 @@ impl Channel {
 
     /// A delivery from the mailbox for a consumer of this channel.
     pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_>, d: Delivery) {
-        let Some(c) = self.consumers.get(d.consumer_tag.as_str()).filter(|_| !self.closing) else {
+        let Some(c) = self
+            .consumers
+            .get(d.consumer_tag.as_str())
+            .filter(|_| !self.closing)
+        else {
             // Cancelled or closing: the message goes back untouched.
             d.queue.undeliver(d.message, d.no_ack);
             if !d.no_ack {
@@ -525,7 +659,14 @@ impl Channel {
             }
             .into(),
         );
-        encode_content(self.id, 60, &msg.properties, &msg.body, ctx.frame_max, ctx.out);
+        encode_content(
+            self.id,
+            60,
+            &msg.properties,
+            &msg.body,
+            ctx.frame_max,
+            ctx.out,
+        );
         if c.transit.release(1) {
             d.queue.dispatch();
         }
@@ -544,8 +685,22 @@ impl Channel {
         self.consumers.remove(tag).is_some()
     }
 
-    fn take_unacked(&mut self, tag: u64, multiple: bool, class: u16, mid: u16) -> Result<Vec<Unacked>, AmqpError> {
-        let unknown = || err(self.id, ReplyCode::PreconditionFailed, format_args!("unknown delivery tag {tag}"), class, mid);
+    fn take_unacked(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        class: u16,
+        mid: u16,
+    ) -> Result<Vec<Unacked>, AmqpError> {
+        let unknown = || {
+            err(
+                self.id,
+                ReplyCode::PreconditionFailed,
+                format_args!("unknown delivery tag {tag}"),
+                class,
+                mid,
+            )
+        };
         if multiple {
             if tag == 0 {
                 return Ok(self.unacked.drain(..).collect());
@@ -563,7 +718,14 @@ impl Channel {
         }
     }
 
-    fn settle(&mut self, tag: u64, multiple: bool, how: Settle, class: u16, mid: u16) -> Result<(), AmqpError> {
+    fn settle(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+        class: u16,
+        mid: u16,
+    ) -> Result<(), AmqpError> {
         let taken = self.take_unacked(tag, multiple, class, mid)?;
         if let Some(tx) = &mut self.tx {
             tx.settles.extend(taken.into_iter().map(|u| (u, how)));
@@ -636,7 +798,11 @@ impl Channel {
 
     /// basic.recover: every unacked delivery goes back to its queue.
     fn recover(&mut self) {
-        let all: Vec<(Unacked, Settle)> = self.unacked.drain(..).map(|u| (u, Settle::Requeue)).collect();
+        let all: Vec<(Unacked, Settle)> = self
+            .unacked
+            .drain(..)
+            .map(|u| (u, Settle::Requeue))
+            .collect();
         self.apply_settles(all);
     }
 
@@ -651,10 +817,13 @@ impl Channel {
                 ctx.vhost.auto_delete_queue(&c.queue);
             }
         }
-        let all: Vec<(Unacked, Settle)> = self.unacked.drain(..).map(|u| (u, Settle::Requeue)).collect();
+        let all: Vec<(Unacked, Settle)> = self
+            .unacked
+            .drain(..)
+            .map(|u| (u, Settle::Requeue))
+            .collect();
         self.apply_settles(all);
     }
-
 }
 
 /// channel.open-ok's reserved long string.

@@ -11,13 +11,13 @@
 //! open-ok. After a connection.close is sent, everything but close and close-ok is discarded.
 
 use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Outbound, User, VHost};
+use crate::protocol::ReplyCode;
 use crate::protocol::frame::{
     ContentHeader, FRAME_MIN_SIZE, Frame, PROTOCOL_HEADER, decode, decode_protocol_header,
     encode_heartbeat, encode_method,
 };
 use crate::protocol::method::*;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
-use crate::protocol::ReplyCode;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -128,7 +128,10 @@ fn server_properties() -> FieldTable {
         (key("platform"), text("Rust")),
         (key("cluster_name"), text("lagomorph")),
         (key("copyright"), text("Lagomorph contributors")),
-        (key("information"), text("Licensed under the Apache License 2.0")),
+        (
+            key("information"),
+            text("Licensed under the Apache License 2.0"),
+        ),
         (key("capabilities"), FieldValue::Table(caps)),
     ])
 }
@@ -186,10 +189,13 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let hb = self.heartbeat.filter(|_| self.state == State::Running).map(|hb| {
-            // Send a heartbeat after half an interval of silence; give up after two intervals.
-            (self.last_send + hb / 2).min(self.last_recv + hb * 2)
-        });
+        let hb = self
+            .heartbeat
+            .filter(|_| self.state == State::Running)
+            .map(|hb| {
+                // Send a heartbeat after half an interval of silence; give up after two intervals.
+                (self.last_send + hb / 2).min(self.last_recv + hb * 2)
+            });
         match (hb, self.close_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -271,7 +277,9 @@ impl Connection {
     pub fn handle_outbound(&mut self, msg: Outbound, now: Instant) {
         match msg {
             Outbound::Deliver(d) => {
-                let (Some(vhost), Some(ch)) = (self.vhost.clone(), self.channels.get_mut(&d.channel)) else {
+                let (Some(vhost), Some(ch)) =
+                    (self.vhost.clone(), self.channels.get_mut(&d.channel))
+                else {
                     d.queue.undeliver(d.message, d.no_ack);
                     return;
                 };
@@ -292,27 +300,43 @@ impl Connection {
                 };
                 ch.deliver(&mut ctx, d);
             }
-            Outbound::ConsumerCancelled { channel, consumer_tag } => {
+            Outbound::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
                 if let Some(ch) = self.channels.get_mut(&channel)
                     && ch.consumer_cancelled(&consumer_tag)
                 {
                     self.info.consumers_changed(-1);
-                    if self.caps.consumer_cancel_notify && !ch.closing && self.state == State::Running {
+                    if self.caps.consumer_cancel_notify
+                        && !ch.closing
+                        && self.state == State::Running
+                    {
                         encode_method(
                             channel,
-                            &BasicCancel { consumer_tag, no_wait: true }.into(),
+                            &BasicCancel {
+                                consumer_tag,
+                                no_wait: true,
+                            }
+                            .into(),
                             &mut self.out,
                         );
                     }
                 }
             }
             Outbound::Close { code, text } => {
-                if matches!(self.state, State::Running | State::Open | State::TuneOk | State::StartOk) {
+                if matches!(
+                    self.state,
+                    State::Running | State::Open | State::TuneOk | State::StartOk
+                ) {
                     self.raise(AmqpError::connection(code, text), now);
                 }
             }
             Outbound::Blocked(reason) => {
-                if self.caps.connection_blocked && self.state == State::Running && self.blocked != reason {
+                if self.caps.connection_blocked
+                    && self.state == State::Running
+                    && self.blocked != reason
+                {
                     let m: Method = match &reason {
                         Some(r) => ConnectionBlocked { reason: short(r) }.into(),
                         None => ConnectionUnblocked::default().into(),
@@ -326,7 +350,13 @@ impl Connection {
 
     /// Closes the connection from our side (shutdown, management): connection.close `code`.
     pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) {
-        self.handle_outbound(Outbound::Close { code, text: text.to_string() }, now);
+        self.handle_outbound(
+            Outbound::Close {
+                code,
+                text: text.to_string(),
+            },
+            now,
+        );
     }
 
     fn start(&mut self) {
@@ -383,8 +413,14 @@ impl Connection {
             State::Running => self.running(frame, now),
             State::Closing => {
                 match frame {
-                    Frame::Method { method: Method::ConnectionCloseOk(_), .. } => self.finish(),
-                    Frame::Method { method: Method::ConnectionClose(_), .. } => {
+                    Frame::Method {
+                        method: Method::ConnectionCloseOk(_),
+                        ..
+                    } => self.finish(),
+                    Frame::Method {
+                        method: Method::ConnectionClose(_),
+                        ..
+                    } => {
                         encode_method(0, &ConnectionCloseOk::default().into(), &mut self.out);
                         self.finish();
                     }
@@ -402,7 +438,10 @@ impl Connection {
             if matches!(frame, Frame::Heartbeat) {
                 return Ok(());
             }
-            return Err(AmqpError::connection(ReplyCode::CommandInvalid, "expected a connection method on channel 0"));
+            return Err(AmqpError::connection(
+                ReplyCode::CommandInvalid,
+                "expected a connection method on channel 0",
+            ));
         };
         match (self.state, method) {
             (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m),
@@ -491,7 +530,11 @@ impl Connection {
 
     fn tune_ok(&mut self, m: ConnectionTuneOk) -> Result<(), AmqpError> {
         let l = self.broker.limits();
-        let frame_max = if m.frame_max == 0 { l.frame_max } else { m.frame_max.min(l.frame_max) };
+        let frame_max = if m.frame_max == 0 {
+            l.frame_max
+        } else {
+            m.frame_max.min(l.frame_max)
+        };
         if frame_max < FRAME_MIN_SIZE {
             return Err(AmqpError::connection(
                 ReplyCode::NotAllowed,
@@ -500,7 +543,11 @@ impl Connection {
             .on(10, 31));
         }
         self.frame_max = frame_max;
-        self.channel_max = if m.channel_max == 0 { l.channel_max } else { m.channel_max.min(l.channel_max) };
+        self.channel_max = if m.channel_max == 0 {
+            l.channel_max
+        } else {
+            m.channel_max.min(l.channel_max)
+        };
         self.heartbeat = (m.heartbeat > 0).then(|| Duration::from_secs(u64::from(m.heartbeat)));
         self.state = State::Open;
         Ok(())
@@ -526,8 +573,16 @@ impl Connection {
         encode_method(0, &ConnectionOpenOk::default().into(), &mut self.out);
         self.state = State::Running;
         self.close_deadline = None;
-        if let Some(r) = self.blocked.clone().filter(|_| self.caps.connection_blocked) {
-            encode_method(0, &ConnectionBlocked { reason: short(&r) }.into(), &mut self.out);
+        if let Some(r) = self
+            .blocked
+            .clone()
+            .filter(|_| self.caps.connection_blocked)
+        {
+            encode_method(
+                0,
+                &ConnectionBlocked { reason: short(&r) }.into(),
+                &mut self.out,
+            );
         }
         Ok(())
     }
@@ -540,7 +595,10 @@ impl Connection {
             Frame::Header { channel, header } => self.content_header(channel, header),
             Frame::Body { channel, payload } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
-                    return Err(AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'"));
+                    return Err(AmqpError::connection(
+                        ReplyCode::ChannelError,
+                        "expected 'channel.open'",
+                    ));
                 };
                 if ch.closing {
                     return Ok(());
@@ -570,7 +628,11 @@ impl Connection {
             }
             Method::ConnectionCloseOk(_) => Ok(()),
             Method::ConnectionUpdateSecret(_) => {
-                encode_method(0, &ConnectionUpdateSecretOk::default().into(), &mut self.out);
+                encode_method(
+                    0,
+                    &ConnectionUpdateSecretOk::default().into(),
+                    &mut self.out,
+                );
                 Ok(())
             }
             m => Err(AmqpError::connection(
@@ -588,21 +650,34 @@ impl Connection {
                 if channel > self.channel_max {
                     return Err(AmqpError::connection(
                         ReplyCode::NotAllowed,
-                        format_args!("channel number {channel} exceeds the negotiated channel_max {}", self.channel_max),
+                        format_args!(
+                            "channel number {channel} exceeds the negotiated channel_max {}",
+                            self.channel_max
+                        ),
                     )
                     .on(class, mid));
                 }
                 if self.channels.contains_key(&channel) {
-                    return Err(AmqpError::connection(ReplyCode::ChannelError, "second 'channel.open' seen").on(class, mid));
+                    return Err(AmqpError::connection(
+                        ReplyCode::ChannelError,
+                        "second 'channel.open' seen",
+                    )
+                    .on(class, mid));
                 }
                 self.channels.insert(channel, Channel::new(channel));
-                self.info.channels.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.info
+                    .channels
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 encode_method(channel, &open_ok(), &mut self.out);
                 return Ok(());
             }
             Method::ChannelClose(_) => {
                 if !self.channels.contains_key(&channel) {
-                    return Err(AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'").on(class, mid));
+                    return Err(AmqpError::connection(
+                        ReplyCode::ChannelError,
+                        "expected 'channel.open'",
+                    )
+                    .on(class, mid));
                 }
                 self.cleanup_channel(channel, false);
                 encode_method(channel, &ChannelCloseOk::default().into(), &mut self.out);
@@ -617,7 +692,10 @@ impl Connection {
             _ => {}
         }
         let Some(ch) = self.channels.get(&channel) else {
-            return Err(AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'").on(class, mid));
+            return Err(
+                AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'")
+                    .on(class, mid),
+            );
         };
         if ch.closing {
             return Ok(());
@@ -642,7 +720,10 @@ impl Connection {
     fn content_header(&mut self, channel: u16, header: ContentHeader) -> Result<(), AmqpError> {
         let max = u64::from(self.broker.limits().max_message_size);
         let Some(ch) = self.channels.get_mut(&channel) else {
-            return Err(AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'"));
+            return Err(AmqpError::connection(
+                ReplyCode::ChannelError,
+                "expected 'channel.open'",
+            ));
         };
         if ch.closing {
             return Ok(());
@@ -670,10 +751,16 @@ impl Connection {
         f: impl FnOnce(&mut Channel, &mut Ctx<'_>) -> Result<R, AmqpError>,
     ) -> Result<R, AmqpError> {
         let Some(vhost) = self.vhost.clone() else {
-            return Err(AmqpError::connection(ReplyCode::CommandInvalid, "connection not open"));
+            return Err(AmqpError::connection(
+                ReplyCode::CommandInvalid,
+                "connection not open",
+            ));
         };
         let Some(ch) = self.channels.get_mut(&channel) else {
-            return Err(AmqpError::connection(ReplyCode::ChannelError, "expected 'channel.open'"));
+            return Err(AmqpError::connection(
+                ReplyCode::ChannelError,
+                "expected 'channel.open'",
+            ));
         };
         let user = self.user.as_ref().map_or("", |u| u.name.as_str());
         let mut ctx = Ctx {
@@ -698,26 +785,42 @@ impl Connection {
         self.flushed = flushed;
         let mut confirmed = 0u64;
         for (id, ch) in self.channels.iter_mut() {
-            let Some(c) = ch.confirms.as_mut().filter(|c| !c.is_idle()) else { continue };
+            let Some(c) = ch.confirms.as_mut().filter(|c| !c.is_idle()) else {
+                continue;
+            };
             self.confirm_buf.clear();
             c.take_ready(flushed, &mut self.confirm_buf);
             for cf in &self.confirm_buf {
                 let m: Method = if cf.nack {
-                    BasicNack { delivery_tag: cf.tag, multiple: cf.multiple, requeue: false }.into()
+                    BasicNack {
+                        delivery_tag: cf.tag,
+                        multiple: cf.multiple,
+                        requeue: false,
+                    }
+                    .into()
                 } else {
-                    BasicAck { delivery_tag: cf.tag, multiple: cf.multiple }.into()
+                    BasicAck {
+                        delivery_tag: cf.tag,
+                        multiple: cf.multiple,
+                    }
+                    .into()
                 };
                 encode_method(*id, &m, &mut self.out);
                 confirmed += 1;
             }
         }
         if confirmed > 0 {
-            self.broker.stats().confirmed.fetch_add(confirmed, std::sync::atomic::Ordering::Relaxed);
+            self.broker
+                .stats()
+                .confirmed
+                .fetch_add(confirmed, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     fn cleanup_channel(&mut self, id: u16, keep_closing: bool) {
-        let Some(vhost) = self.vhost.clone() else { return };
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
         let user = self.user.as_ref().map_or("", |u| u.name.as_str());
         if let Some(ch) = self.channels.get_mut(&id) {
             let mut ctx = Ctx {
@@ -736,12 +839,19 @@ impl Connection {
             } else {
                 self.channels.remove(&id);
             }
-            self.info.channels.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.info
+                .channels
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     fn cleanup_all(&mut self) {
-        let ids: Vec<u16> = self.channels.iter().filter(|(_, c)| !c.closing).map(|(id, _)| *id).collect();
+        let ids: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             self.cleanup_channel(id, false);
         }
@@ -777,7 +887,9 @@ impl Connection {
 
     /// Unacked deliveries on a channel (tests).
     pub fn unacked(&self, channel: u16) -> usize {
-        self.channels.get(&channel).map_or(0, |c| c.unacked_count() + c.consumer_count() * 0)
+        self.channels
+            .get(&channel)
+            .map_or(0, |c| c.unacked_count() + c.consumer_count() * 0)
     }
 }
 

@@ -103,7 +103,9 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
 /// The reply code and text of an AMQP error, if `e` is one.
 pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
     match e.kind() {
-        lapin::ErrorKind::ProtocolError(a) => Some((a.get_id(), a.get_message().as_str().to_string())),
+        lapin::ErrorKind::ProtocolError(a) => {
+            Some((a.get_id(), a.get_message().as_str().to_string()))
+        }
         _ => None,
     }
 }
@@ -120,7 +122,11 @@ pub fn assert_amqp_err<T: std::fmt::Debug>(r: lapin::Result<T>, code: u16, text:
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub mod raw {
@@ -142,7 +148,10 @@ pub mod raw {
         /// Connects and sends the protocol header only.
         pub async fn connect_bare(addr: SocketAddr) -> Raw {
             let stream = TcpStream::connect(addr).await.expect("connect");
-            Raw { stream, buf: BytesMut::new() }
+            Raw {
+                stream,
+                buf: BytesMut::new(),
+            }
         }
 
         /// Connects and completes the handshake as guest on "/", with our tune values.
@@ -150,27 +159,63 @@ pub mod raw {
             Self::connect_tuned(addr, 0, 131072, 0).await
         }
 
-        pub async fn connect_tuned(addr: SocketAddr, channel_max: u16, frame_max: u32, heartbeat: u16) -> Raw {
+        pub async fn connect_tuned(
+            addr: SocketAddr,
+            channel_max: u16,
+            frame_max: u32,
+            heartbeat: u16,
+        ) -> Raw {
             let mut r = Self::connect_bare(addr).await;
             r.send_bytes(PROTOCOL_HEADER).await;
             match r.recv().await {
-                Frame::Method { method: Method::ConnectionStart(_), .. } => {}
+                Frame::Method {
+                    method: Method::ConnectionStart(_),
+                    ..
+                } => {}
                 f => panic!("expected start, got {f:?}"),
             }
-            r.send(0, ConnectionStartOk {
-                client_properties: FieldTable::new(),
-                mechanism: ShortStr::from_static("PLAIN"),
-                response: LongStr::from("\0guest\0guest"),
-                locale: ShortStr::from_static("en_US"),
-            }.into()).await;
+            r.send(
+                0,
+                ConnectionStartOk {
+                    client_properties: FieldTable::new(),
+                    mechanism: ShortStr::from_static("PLAIN"),
+                    response: LongStr::from("\0guest\0guest"),
+                    locale: ShortStr::from_static("en_US"),
+                }
+                .into(),
+            )
+            .await;
             match r.recv().await {
-                Frame::Method { method: Method::ConnectionTune(_), .. } => {}
+                Frame::Method {
+                    method: Method::ConnectionTune(_),
+                    ..
+                } => {}
                 f => panic!("expected tune, got {f:?}"),
             }
-            r.send(0, ConnectionTuneOk { channel_max, frame_max, heartbeat }.into()).await;
-            r.send(0, ConnectionOpen { virtual_host: ShortStr::from_static("/"), ..Default::default() }.into()).await;
+            r.send(
+                0,
+                ConnectionTuneOk {
+                    channel_max,
+                    frame_max,
+                    heartbeat,
+                }
+                .into(),
+            )
+            .await;
+            r.send(
+                0,
+                ConnectionOpen {
+                    virtual_host: ShortStr::from_static("/"),
+                    ..Default::default()
+                }
+                .into(),
+            )
+            .await;
             match r.recv().await {
-                Frame::Method { method: Method::ConnectionOpenOk(_), .. } => {}
+                Frame::Method {
+                    method: Method::ConnectionOpenOk(_),
+                    ..
+                } => {}
                 f => panic!("expected open-ok, got {f:?}"),
             }
             r
@@ -194,22 +239,29 @@ pub mod raw {
 
         /// Next frame, skipping heartbeats; panics after 10 s or on EOF.
         pub async fn recv(&mut self) -> Frame {
-            self.try_recv().await.expect("connection closed while a frame was expected")
+            self.try_recv()
+                .await
+                .expect("connection closed while a frame was expected")
         }
 
         /// Next frame, or None on EOF.
         pub async fn try_recv(&mut self) -> Option<Frame> {
             loop {
-                if let Some(f) = frame::decode(&mut self.buf, 1 << 24).expect("valid frame from broker") {
+                if let Some(f) =
+                    frame::decode(&mut self.buf, 1 << 24).expect("valid frame from broker")
+                {
                     if matches!(f, Frame::Heartbeat) {
                         continue;
                     }
                     return Some(f);
                 }
-                let n = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
-                    .await
-                    .expect("timed out waiting for a frame")
-                    .ok()?;
+                let n = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    self.stream.read_buf(&mut self.buf),
+                )
+                .await
+                .expect("timed out waiting for a frame")
+                .ok()?;
                 if n == 0 {
                     return None;
                 }
@@ -220,9 +272,17 @@ pub mod raw {
         pub async fn expect_connection_close(&mut self) -> (u16, String, u16, u16) {
             loop {
                 match self.recv().await {
-                    Frame::Method { method: Method::ConnectionClose(c), .. } => {
+                    Frame::Method {
+                        method: Method::ConnectionClose(c),
+                        ..
+                    } => {
                         self.send(0, ConnectionCloseOk::default().into()).await;
-                        return (c.reply_code, c.reply_text.to_string(), c.class_id, c.method_id);
+                        return (
+                            c.reply_code,
+                            c.reply_text.to_string(),
+                            c.class_id,
+                            c.method_id,
+                        );
                     }
                     _ => continue,
                 }
@@ -233,22 +293,65 @@ pub mod raw {
         pub async fn expect_channel_close(&mut self, ch: u16) -> (u16, String) {
             loop {
                 match self.recv().await {
-                    Frame::Method { channel, method: Method::ChannelClose(c) } if channel == ch => {
+                    Frame::Method {
+                        channel,
+                        method: Method::ChannelClose(c),
+                    } if channel == ch => {
                         self.send(ch, ChannelCloseOk::default().into()).await;
                         return (c.reply_code, c.reply_text.to_string());
                     }
-                    Frame::Method { method: Method::ConnectionClose(c), .. } => {
-                        panic!("connection closed instead: {} {}", c.reply_code, c.reply_text)
+                    Frame::Method {
+                        method: Method::ConnectionClose(c),
+                        ..
+                    } => {
+                        panic!(
+                            "connection closed instead: {} {}",
+                            c.reply_code, c.reply_text
+                        )
                     }
                     _ => continue,
                 }
             }
         }
 
+        /// basic.publish with a content header and one body frame.
+        pub async fn publish(
+            &mut self,
+            ch: u16,
+            exchange: &str,
+            key: &str,
+            body: &[u8],
+            immediate: bool,
+        ) {
+            let mut b = BytesMut::new();
+            let m: Method = BasicPublish {
+                exchange: ShortStr::try_from(exchange).expect("name"),
+                routing_key: ShortStr::try_from(key).expect("key"),
+                immediate,
+                ..Default::default()
+            }
+            .into();
+            frame::encode_method(ch, &m, &mut b);
+            frame::encode_content(ch, 60, &Default::default(), body, 131072, &mut b);
+            self.send_bytes(&b).await;
+        }
+
+        /// Sends a method and waits for the reply on that channel.
+        pub async fn call(&mut self, ch: u16, m: Method) -> Method {
+            self.send(ch, m).await;
+            match self.recv().await {
+                Frame::Method { method, .. } => method,
+                f => panic!("expected a method, got {f:?}"),
+            }
+        }
+
         pub async fn open_channel(&mut self, ch: u16) {
             self.send(ch, ChannelOpen::default().into()).await;
             match self.recv().await {
-                Frame::Method { method: Method::ChannelOpenOk(_), channel } if channel == ch => {}
+                Frame::Method {
+                    method: Method::ChannelOpenOk(_),
+                    channel,
+                } if channel == ch => {}
                 f => panic!("expected channel.open-ok, got {f:?}"),
             }
         }

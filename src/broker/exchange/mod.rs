@@ -205,8 +205,7 @@ impl Exchange {
             _ => None,
         };
         let mut b = self.write();
-        if b
-            .all
+        if b.all
             .iter()
             .any(|x| x.same(&destination, routing_key, &arguments))
         {

@@ -530,19 +530,19 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     let _ = writeln!(out, "/// The class id.");
     let _ = writeln!(
         out,
-        "pub fn class_id(&self) -> u16 {{ match self {{ {} }} }}",
+        "pub fn class_id(&self) -> u16 {{ match self {{ {} }} }}\n",
         arms(&|m| m.class_id.to_string())
     );
     let _ = writeln!(out, "/// The method id within its class.");
     let _ = writeln!(
         out,
-        "pub fn method_id(&self) -> u16 {{ match self {{ {} }} }}",
+        "pub fn method_id(&self) -> u16 {{ match self {{ {} }} }}\n",
         arms(&|m| m.id.to_string())
     );
     let _ = writeln!(out, "/// The spec's name, e.g. `\"basic.publish\"`.");
     let _ = writeln!(
         out,
-        "pub fn name(&self) -> &'static str {{ match self {{ {} }} }}",
+        "pub fn name(&self) -> &'static str {{ match self {{ {} }} }}\n",
         arms(&|m| format!("\"{}\"", wire_name(m)))
     );
     let content: Vec<String> = methods
@@ -562,7 +562,7 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     );
     let _ = writeln!(
         out,
-        "pub fn has_content(&self) -> bool {{ matches!(self, {}) }}",
+        "pub fn has_content(&self) -> bool {{ matches!(self, {}) }}\n",
         content.join(" | ")
     );
 
@@ -603,7 +603,7 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     );
     let _ = writeln!(
         out,
-        "pub fn encoded_len(&self) -> usize {{ 4 + match self {{ {} }} }}",
+        "pub fn encoded_len(&self) -> usize {{ 4 + match self {{ {} }} }}\n",
         methods
             .iter()
             .map(|m| format!("Method::{}(m) => m.encoded_len(),\n", struct_name(m)))

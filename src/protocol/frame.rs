@@ -262,19 +262,13 @@ pub fn encode_heartbeat(buf: &mut BytesMut) {
 
 /// The 8-byte protocol header at the start of a connection: `Ok(None)` if fewer than 8
 /// bytes; `Ok(Some(()))` and consumed when it is AMQP 0-9-1; [`FrameError::BadProtocolHeader`]
-/// otherwise (the driver then writes [`PROTOCOL_HEADER`] and closes).
-///
-/// A prefix that already differs from `AMQP` fails at once, so an HTTP or TLS client is
-/// refused without waiting for 8 bytes.
+/// otherwise (the driver then writes [`PROTOCOL_HEADER`] and closes, as the spec asks and
+/// RabbitMQ does; RabbitMQ's extra acceptance of the 0-9 header is not copied).
 pub fn decode_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, FrameError> {
-    let n = buf.len().min(4);
-    if buf[..n] != PROTOCOL_HEADER[..n] {
-        return Err(FrameError::BadProtocolHeader);
-    }
-    if buf.len() < PROTOCOL_HEADER.len() {
+    let Some(head) = buf.first_chunk::<8>() else {
         return Ok(None);
-    }
-    if buf[..8] != PROTOCOL_HEADER[..] {
+    };
+    if head != PROTOCOL_HEADER {
         return Err(FrameError::BadProtocolHeader);
     }
     buf.advance(8);
@@ -319,12 +313,9 @@ mod tests {
                 Err(FrameError::BadProtocolHeader)
             );
         }
-        // Refused before 8 bytes arrive when the prefix is already wrong.
+        // Fewer than 8 bytes is always "need more", even when they already look wrong.
         let mut buf = BytesMut::from(&b"GE"[..]);
-        assert_eq!(
-            decode_protocol_header(&mut buf),
-            Err(FrameError::BadProtocolHeader)
-        );
+        assert_eq!(decode_protocol_header(&mut buf), Ok(None));
         let mut empty = BytesMut::new();
         assert_eq!(decode_protocol_header(&mut empty), Ok(None));
     }

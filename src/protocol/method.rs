@@ -3308,6 +3308,7 @@ impl Method {
             Method::ConfirmSelectOk(_) => 85,
         }
     }
+
     /// The method id within its class.
     pub fn method_id(&self) -> u16 {
         match self {
@@ -3377,6 +3378,7 @@ impl Method {
             Method::ConfirmSelectOk(_) => 11,
         }
     }
+
     /// The spec's name, e.g. `"basic.publish"`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -3446,6 +3448,7 @@ impl Method {
             Method::ConfirmSelectOk(_) => "confirm.select-ok",
         }
     }
+
     /// True for the methods followed by content: `basic.publish`, `basic.return`, `basic.deliver`, `basic.get-ok`.
     pub fn has_content(&self) -> bool {
         matches!(
@@ -3456,6 +3459,7 @@ impl Method {
                 | Method::BasicGetOk(_)
         )
     }
+
     /// Decodes a method frame's payload: class id, method id, then the arguments, which must
     /// fill the payload exactly. Strings are zero-copy slices of `payload`.
     pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {
@@ -3803,6 +3807,7 @@ impl Method {
             Method::ConfirmSelectOk(m) => m.encoded_len(),
         }
     }
+
     /// Writes class id, method id and arguments (a method frame's payload), reserving the
     /// exact space first.
     pub fn encode(&self, buf: &mut BytesMut) {

@@ -1,0 +1,121 @@
+//! Criterion benchmarks of the frame codec's hot paths: a small publish (basic.publish +
+//! content header + 16-byte body) decoded and encoded, and a 1 MiB message split into
+//! frame_max-sized (131072) body frames. Run: `cargo bench --bench codec`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lagomorph::protocol::Frame;
+use lagomorph::protocol::frame;
+use lagomorph::protocol::method::{BasicPublish, Method};
+use lagomorph::protocol::properties::BasicProperties;
+use lagomorph::protocol::types::ShortStr;
+
+const FRAME_MAX: u32 = 131_072;
+/// Publish commands per iteration of the small-message benchmarks.
+const BATCH: usize = 1000;
+
+fn publish() -> Method {
+    Method::from(BasicPublish {
+        reserved_1: 0,
+        exchange: ShortStr::from_static("amq.direct"),
+        routing_key: ShortStr::from_static("bench-queue"),
+        mandatory: false,
+        immediate: false,
+    })
+}
+
+fn props() -> BasicProperties {
+    BasicProperties {
+        content_type: Some(ShortStr::from_static("application/octet-stream")),
+        delivery_mode: Some(2),
+        ..Default::default()
+    }
+}
+
+fn encode_publish(m: &Method, p: &BasicProperties, body: &[u8], buf: &mut BytesMut) {
+    frame::encode_method(1, m, buf);
+    frame::encode_content(1, 60, p, body, FRAME_MAX, buf);
+}
+
+/// Decodes every frame in `buf`, returning how many there were.
+fn decode_all(buf: &mut BytesMut) -> usize {
+    let mut n = 0;
+    while let Some(f) = frame::decode(buf, FRAME_MAX).expect("valid frames") {
+        black_box(&f);
+        n += 1;
+    }
+    n
+}
+
+fn small_publish(c: &mut Criterion) {
+    let (m, p, body) = (publish(), props(), [7u8; 16]);
+    let mut wire = BytesMut::new();
+    for _ in 0..BATCH {
+        encode_publish(&m, &p, &body, &mut wire);
+    }
+    let mut g = c.benchmark_group("publish_16B");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("decode", |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&wire[..]),
+            |buf| assert_eq!(decode_all(buf), 3 * BATCH),
+            BatchSize::LargeInput,
+        )
+    });
+    let mut out = BytesMut::with_capacity(wire.len());
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            for _ in 0..BATCH {
+                encode_publish(black_box(&m), black_box(&p), black_box(&body), &mut out);
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+fn large_message(c: &mut Criterion) {
+    let (m, p) = (publish(), props());
+    let body: Vec<u8> = (0..1 << 20).map(|i: u32| i as u8).collect();
+    let mut wire = BytesMut::new();
+    encode_publish(&m, &p, &body, &mut wire);
+    let mut g = c.benchmark_group("publish_1MiB");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("decode", |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&wire[..]),
+            |buf| {
+                let mut size = 0;
+                while let Some(f) = frame::decode(buf, FRAME_MAX).expect("valid frames") {
+                    if let Frame::Body { payload, .. } = &f {
+                        size += payload.len();
+                    }
+                }
+                assert_eq!(size, 1 << 20);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let mut out = BytesMut::with_capacity(wire.len());
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_publish(black_box(&m), black_box(&p), black_box(&body), &mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = small_publish, large_message
+}
+criterion_main!(benches);

@@ -102,6 +102,19 @@ fn short(s: &str) -> ShortStr {
     ShortStr::try_from(s).unwrap_or_default()
 }
 
+/// A reply text as a short string: over 255 bytes it keeps the first 252 (at a character
+/// boundary) and appends "...", as RabbitMQ does.
+fn reply_text(s: &str) -> ShortStr {
+    if s.len() <= 255 {
+        return short(s);
+    }
+    let mut end = 252;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    short(&format!("{}...", &s[..end]))
+}
+
 fn key(s: &'static str) -> ShortStr {
     ShortStr::from_static(s)
 }
@@ -378,7 +391,7 @@ impl Connection {
                 tracing::warn!(conn = self.info.id.0, channel = id, code = e.code.code(), text = %e.text, "channel error");
                 let m = ChannelClose {
                     reply_code: e.code.code(),
-                    reply_text: short(&e.text),
+                    reply_text: reply_text(&e.text),
                     class_id: e.class_id,
                     method_id: e.method_id,
                 };
@@ -396,7 +409,7 @@ impl Connection {
                 }
                 let m = ConnectionClose {
                     reply_code: e.code.code(),
-                    reply_text: short(&e.text),
+                    reply_text: reply_text(&e.text),
                     class_id: e.class_id,
                     method_id: e.method_id,
                 };
@@ -896,5 +909,19 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::reply_text;
+
+    #[test]
+    fn long_reply_texts_are_cut_like_rabbitmq() {
+        let long = format!("NOT_FOUND - {}", "é".repeat(200));
+        let t = reply_text(&long);
+        assert!(t.len() <= 255);
+        assert!(t.as_str().ends_with("..."));
+        assert_eq!(reply_text("short").as_str(), "short");
     }
 }

@@ -10,6 +10,8 @@ mod channel;
 mod confirms;
 mod connection;
 pub mod error;
+#[cfg(test)]
+mod tests;
 
 pub use connection::Connection;
 pub use error::{AmqpError, Scope};

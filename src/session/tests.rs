@@ -1,0 +1,326 @@
+//! Scripted conversations with the sans-IO session: bytes in at fixed instants, bytes out,
+//! no sockets and no runtime. Each test drives a [`Connection`] over a broker on a
+//! [`MemoryStore`], the way h2's mock-IO tests do.
+
+use super::Connection;
+use crate::broker::{Broker, BrokerOptions, Outbound};
+use crate::protocol::frame::{self, Frame, PROTOCOL_HEADER};
+use crate::protocol::method::*;
+use crate::protocol::properties::BasicProperties;
+use crate::protocol::types::{LongStr, ShortStr};
+use crate::storage::MemoryStore;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+struct Script {
+    conn: Connection,
+    mailbox: mpsc::UnboundedReceiver<Outbound>,
+    now: Instant,
+    inbox: BytesMut,
+}
+
+impl Script {
+    fn new() -> Script {
+        let broker = Broker::new(Arc::new(MemoryStore::new()), BrokerOptions::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peer = "127.0.0.1:40000".parse().expect("addr");
+        let info = broker.register_connection(peer, peer, tx);
+        let now = Instant::now();
+        Script {
+            conn: Connection::new(broker, info, now),
+            mailbox: rx,
+            now,
+            inbox: BytesMut::new(),
+        }
+    }
+
+    fn send_bytes(&mut self, b: &[u8]) {
+        let mut buf = BytesMut::from(b);
+        self.conn.handle_bytes(&mut buf, self.now);
+        assert!(buf.is_empty(), "session left {} bytes unread", buf.len());
+    }
+
+    fn send(&mut self, ch: u16, m: Method) {
+        let mut b = BytesMut::new();
+        frame::encode_method(ch, &m, &mut b);
+        self.send_bytes(&b);
+    }
+
+    /// Everything the session wrote, as frames.
+    fn output(&mut self) -> Vec<Frame> {
+        if let Some(b) = self.conn.take_output(self.now) {
+            self.inbox.extend_from_slice(&b);
+        }
+        let mut out = Vec::new();
+        while let Some(f) = frame::decode(&mut self.inbox, 1 << 20).expect("valid output") {
+            out.push(f);
+        }
+        out
+    }
+
+    fn methods(&mut self) -> Vec<Method> {
+        self.output()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Method { method, .. } => Some(method),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Delivers what the broker put in the mailbox.
+    fn pump(&mut self) {
+        while let Ok(m) = self.mailbox.try_recv() {
+            self.conn.handle_outbound(m, self.now);
+        }
+    }
+
+    fn open(heartbeat: u16) -> Script {
+        let mut s = Script::new();
+        s.send_bytes(PROTOCOL_HEADER);
+        assert!(matches!(s.methods()[..], [Method::ConnectionStart(_)]));
+        s.send(
+            0,
+            ConnectionStartOk {
+                mechanism: ShortStr::from_static("PLAIN"),
+                response: LongStr::from("\0guest\0guest"),
+                locale: ShortStr::from_static("en_US"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert!(matches!(s.methods()[..], [Method::ConnectionTune(_)]));
+        s.send(
+            0,
+            ConnectionTuneOk {
+                channel_max: 0,
+                frame_max: 4096,
+                heartbeat,
+            }
+            .into(),
+        );
+        s.send(
+            0,
+            ConnectionOpen {
+                virtual_host: ShortStr::from_static("/"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert!(matches!(s.methods()[..], [Method::ConnectionOpenOk(_)]));
+        s.send(1, ChannelOpen::default().into());
+        assert!(matches!(s.methods()[..], [Method::ChannelOpenOk(_)]));
+        s
+    }
+
+    fn publish(&mut self, key: &str, body: &[u8]) {
+        let mut b = BytesMut::new();
+        frame::encode_method(
+            1,
+            &BasicPublish {
+                routing_key: ShortStr::try_from(key).expect("key"),
+                ..Default::default()
+            }
+            .into(),
+            &mut b,
+        );
+        frame::encode_content(1, 60, &BasicProperties::default(), body, 4096, &mut b);
+        self.send_bytes(&b);
+    }
+}
+
+#[test]
+fn handshake_publish_get_ack() {
+    let mut s = Script::open(0);
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(matches!(&s.methods()[..], [Method::QueueDeclareOk(ok)] if ok.message_count == 0));
+    // A body larger than frame_max arrives in several frames and leaves as several frames.
+    let body = vec![7u8; 10_000];
+    s.publish("q", &body);
+    s.send(
+        1,
+        BasicGet {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let out = s.output();
+    assert!(
+        matches!(&out[0], Frame::Method { method: Method::BasicGetOk(ok), .. } if ok.delivery_tag == 1 && ok.message_count == 0)
+    );
+    let got: Vec<u8> = out[2..]
+        .iter()
+        .flat_map(|f| match f {
+            Frame::Body { payload, .. } => payload.to_vec(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(got, body);
+    assert!(
+        out[2..]
+            .iter()
+            .all(|f| matches!(f, Frame::Body { payload, .. } if payload.len() <= 4096 - 8))
+    );
+    assert_eq!(s.conn.unacked(1), 1);
+    s.send(
+        1,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        }
+        .into(),
+    );
+    assert_eq!(s.conn.unacked(1), 0);
+}
+
+#[test]
+fn confirms_coalesce_within_one_read() {
+    let mut s = Script::open(0);
+    s.send(1, ConfirmSelect { nowait: true }.into());
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            no_wait: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    // Three publishes in one read: one ack with multiple for all three.
+    let mut b = BytesMut::new();
+    for _ in 0..3 {
+        frame::encode_method(
+            1,
+            &BasicPublish {
+                routing_key: ShortStr::from_static("q"),
+                ..Default::default()
+            }
+            .into(),
+            &mut b,
+        );
+        frame::encode_content(1, 60, &BasicProperties::default(), b"x", 4096, &mut b);
+    }
+    s.send_bytes(&b);
+    assert_eq!(
+        s.methods(),
+        vec![
+            BasicAck {
+                delivery_tag: 3,
+                multiple: true
+            }
+            .into()
+        ]
+    );
+}
+
+#[test]
+fn consumer_gets_deliveries_through_the_mailbox() {
+    let mut s = Script::open(0);
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    s.send(
+        1,
+        BasicConsume {
+            queue: ShortStr::from_static("q"),
+            consumer_tag: ShortStr::from_static("c"),
+            no_ack: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    let m = s.methods();
+    assert!(
+        matches!(&m[..], [Method::QueueDeclareOk(_), Method::BasicConsumeOk(ok)] if ok.consumer_tag == "c")
+    );
+    s.publish("q", b"hello");
+    assert!(s.methods().is_empty(), "the delivery waits in the mailbox");
+    s.pump();
+    assert!(
+        matches!(&s.methods()[..], [Method::BasicDeliver(d)] if d.delivery_tag == 1 && !d.redelivered)
+    );
+}
+
+#[test]
+fn heartbeats_go_out_and_a_silent_peer_is_dropped() {
+    let mut s = Script::open(10);
+    let start = s.now;
+    assert_eq!(s.conn.poll_timeout(), Some(start + Duration::from_secs(5)));
+    s.now = start + Duration::from_secs(5);
+    s.conn.handle_timeout(s.now);
+    assert_eq!(s.output(), vec![Frame::Heartbeat]);
+    assert!(!s.conn.is_closed());
+    s.now = start + Duration::from_secs(20);
+    s.conn.handle_timeout(s.now);
+    assert!(
+        s.conn.is_closed(),
+        "two intervals of silence end the connection"
+    );
+}
+
+#[test]
+fn channel_error_closes_only_the_channel_and_discards_until_close_ok() {
+    let mut s = Script::open(0);
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("missing"),
+            passive: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(
+        matches!(&s.methods()[..], [Method::ChannelClose(c)] if c.reply_code == 404 && c.class_id == 50 && c.method_id == 10)
+    );
+    // Until close-ok, other methods on the channel are dropped.
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(s.methods().is_empty());
+    s.send(1, ChannelCloseOk::default().into());
+    s.send(1, ChannelOpen::default().into());
+    assert!(matches!(s.methods()[..], [Method::ChannelOpenOk(_)]));
+}
+
+#[test]
+fn after_connection_close_only_close_ok_counts() {
+    let mut s = Script::open(0);
+    s.conn.close(
+        crate::protocol::ReplyCode::ConnectionForced,
+        "broker forced connection closure with reason 'shutdown'",
+        s.now,
+    );
+    assert!(matches!(&s.methods()[..], [Method::ConnectionClose(c)] if c.reply_code == 320));
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(s.methods().is_empty(), "discarded while closing");
+    s.send(0, ConnectionCloseOk::default().into());
+    assert!(s.conn.is_closed());
+}

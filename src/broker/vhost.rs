@@ -628,7 +628,7 @@ impl VHost {
             }
             // Alternate exchange: only when nothing at all was routed (RabbitMQ's rule).
             match alternate.take() {
-                Some(ae) if out.is_empty() && !visited.iter().any(|v| *v == ae) => {
+                Some(ae) if out.is_empty() && !visited.contains(&ae) => {
                     visited.push(Arc::clone(&ae));
                     if let Ok(x) = self.exchange(&ae) {
                         alternate = x.alternate.clone();

@@ -20,6 +20,8 @@ pub(crate) struct Publish {
     pub(crate) body: Bytes,
 }
 
+// One per channel and moved only on frame boundaries: boxing would cost an allocation per publish.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 enum State {
     #[default]

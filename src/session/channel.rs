@@ -101,11 +101,6 @@ impl Channel {
         self.unacked.len()
     }
 
-    /// Number of consumers.
-    pub(crate) fn consumer_count(&self) -> usize {
-        self.consumers.len()
-    }
-
     fn queue_name<'a>(
         &'a self,
         name: &'a str,
@@ -147,7 +142,7 @@ impl Channel {
                 if m.exchange.is_empty() {
                     if m.passive {
                         if !m.no_wait {
-                            ctx.send(ch, &ExchangeDeclareOk::default().into());
+                            ctx.send(ch, &ExchangeDeclareOk.into());
                         }
                         return Ok(());
                     }
@@ -178,7 +173,7 @@ impl Channel {
                     .declare_exchange(&spec, m.passive)
                     .map_err(broker_err)?;
                 if !m.no_wait {
-                    ctx.send(ch, &ExchangeDeclareOk::default().into());
+                    ctx.send(ch, &ExchangeDeclareOk.into());
                 }
             }
             Method::ExchangeDelete(m) => {
@@ -188,7 +183,7 @@ impl Channel {
                     Err(e) => return Err(broker_err(e)),
                 }
                 if !m.no_wait {
-                    ctx.send(ch, &ExchangeDeleteOk::default().into());
+                    ctx.send(ch, &ExchangeDeleteOk.into());
                 }
             }
             Method::ExchangeBind(m) => {
@@ -203,7 +198,7 @@ impl Channel {
                     )
                     .map_err(broker_err)?;
                 if !m.no_wait {
-                    ctx.send(ch, &ExchangeBindOk::default().into());
+                    ctx.send(ch, &ExchangeBindOk.into());
                 }
             }
             Method::ExchangeUnbind(m) => {
@@ -218,7 +213,7 @@ impl Channel {
                     )
                     .map_err(broker_err)?;
                 if !m.no_wait {
-                    ctx.send(ch, &ExchangeUnbindOk::default().into());
+                    ctx.send(ch, &ExchangeUnbindOk.into());
                 }
             }
             Method::QueueDeclare(m) => {
@@ -259,7 +254,7 @@ impl Channel {
                     )
                     .map_err(broker_err)?;
                 if !m.no_wait {
-                    ctx.send(ch, &QueueBindOk::default().into());
+                    ctx.send(ch, &QueueBindOk.into());
                 }
             }
             Method::QueueUnbind(m) => {
@@ -274,7 +269,7 @@ impl Channel {
                         ctx.conn,
                     )
                     .map_err(broker_err)?;
-                ctx.send(ch, &QueueUnbindOk::default().into());
+                ctx.send(ch, &QueueUnbindOk.into());
             }
             Method::QueuePurge(m) => {
                 let queue = self.queue_name(&m.queue, class, mid)?;
@@ -314,7 +309,7 @@ impl Channel {
                 } else {
                     self.consumer_prefetch = u32::from(m.prefetch_count);
                 }
-                ctx.send(ch, &BasicQosOk::default().into());
+                ctx.send(ch, &BasicQosOk.into());
             }
             Method::BasicConsume(m) => self.consume(ctx, m)?,
             Method::BasicCancel(m) => {
@@ -401,7 +396,7 @@ impl Channel {
             Method::BasicRecoverAsync(_) => self.recover(),
             Method::BasicRecover(_) => {
                 self.recover();
-                ctx.send(ch, &BasicRecoverOk::default().into());
+                ctx.send(ch, &BasicRecoverOk.into());
             }
             Method::ConfirmSelect(m) => {
                 if self.tx.is_some() {
@@ -417,7 +412,7 @@ impl Channel {
                     self.confirms = Some(Confirms::default());
                 }
                 if !m.nowait {
-                    ctx.send(ch, &ConfirmSelectOk::default().into());
+                    ctx.send(ch, &ConfirmSelectOk.into());
                 }
             }
             Method::TxSelect(_) => {
@@ -433,7 +428,7 @@ impl Channel {
                 if self.tx.is_none() {
                     self.tx = Some(Tx::default());
                 }
-                ctx.send(ch, &TxSelectOk::default().into());
+                ctx.send(ch, &TxSelectOk.into());
             }
             Method::TxCommit(_) => {
                 let Some(tx) = self.tx.take() else {
@@ -449,8 +444,8 @@ impl Channel {
                 for p in tx.publishes {
                     self.route(ctx, p)?;
                 }
-                self.apply_settles(tx.settles.into_iter().map(|(u, s)| (u, s)).collect());
-                ctx.send(ch, &TxCommitOk::default().into());
+                self.apply_settles(tx.settles);
+                ctx.send(ch, &TxCommitOk.into());
             }
             Method::TxRollback(_) => {
                 let Some(tx) = self.tx.take() else {
@@ -468,7 +463,7 @@ impl Channel {
                     let pos = self.unacked.partition_point(|x| x.tag < u.tag);
                     self.unacked.insert(pos, u);
                 }
-                ctx.send(ch, &TxRollbackOk::default().into());
+                ctx.send(ch, &TxRollbackOk.into());
             }
             other => {
                 return Err(AmqpError::connection(

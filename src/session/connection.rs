@@ -352,7 +352,7 @@ impl Connection {
                 {
                     let m: Method = match &reason {
                         Some(r) => ConnectionBlocked { reason: short(r) }.into(),
-                        None => ConnectionUnblocked::default().into(),
+                        None => ConnectionUnblocked.into(),
                     };
                     encode_method(0, &m, &mut self.out);
                 }
@@ -434,7 +434,7 @@ impl Connection {
                         method: Method::ConnectionClose(_),
                         ..
                     } => {
-                        encode_method(0, &ConnectionCloseOk::default().into(), &mut self.out);
+                        encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
                         self.finish();
                     }
                     _ => {}
@@ -461,7 +461,7 @@ impl Connection {
             (State::TuneOk, Method::ConnectionTuneOk(m)) => self.tune_ok(m),
             (State::Open, Method::ConnectionOpen(m)) => self.open(m),
             (_, Method::ConnectionClose(_)) => {
-                encode_method(0, &ConnectionCloseOk::default().into(), &mut self.out);
+                encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
                 self.finish();
                 Ok(())
             }
@@ -635,17 +635,13 @@ impl Connection {
                     "client closed connection"
                 );
                 self.cleanup_all();
-                encode_method(0, &ConnectionCloseOk::default().into(), &mut self.out);
+                encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
                 self.finish();
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => Ok(()),
             Method::ConnectionUpdateSecret(_) => {
-                encode_method(
-                    0,
-                    &ConnectionUpdateSecretOk::default().into(),
-                    &mut self.out,
-                );
+                encode_method(0, &ConnectionUpdateSecretOk.into(), &mut self.out);
                 Ok(())
             }
             m => Err(AmqpError::connection(
@@ -693,7 +689,7 @@ impl Connection {
                     .on(class, mid));
                 }
                 self.cleanup_channel(channel, false);
-                encode_method(channel, &ChannelCloseOk::default().into(), &mut self.out);
+                encode_method(channel, &ChannelCloseOk.into(), &mut self.out);
                 return Ok(());
             }
             Method::ChannelCloseOk(_) => {
@@ -900,9 +896,7 @@ impl Connection {
 
     /// Unacked deliveries on a channel (tests).
     pub fn unacked(&self, channel: u16) -> usize {
-        self.channels
-            .get(&channel)
-            .map_or(0, |c| c.unacked_count() + c.consumer_count() * 0)
+        self.channels.get(&channel).map_or(0, |c| c.unacked_count())
     }
 }
 

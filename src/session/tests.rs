@@ -298,7 +298,7 @@ fn channel_error_closes_only_the_channel_and_discards_until_close_ok() {
         .into(),
     );
     assert!(s.methods().is_empty());
-    s.send(1, ChannelCloseOk::default().into());
+    s.send(1, ChannelCloseOk.into());
     s.send(1, ChannelOpen::default().into());
     assert!(matches!(s.methods()[..], [Method::ChannelOpenOk(_)]));
 }
@@ -321,6 +321,6 @@ fn after_connection_close_only_close_ok_counts() {
         .into(),
     );
     assert!(s.methods().is_empty(), "discarded while closing");
-    s.send(0, ConnectionCloseOk::default().into());
+    s.send(0, ConnectionCloseOk.into());
     assert!(s.conn.is_closed());
 }

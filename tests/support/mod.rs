@@ -276,7 +276,7 @@ pub mod raw {
                         method: Method::ConnectionClose(c),
                         ..
                     } => {
-                        self.send(0, ConnectionCloseOk::default().into()).await;
+                        self.send(0, ConnectionCloseOk.into()).await;
                         return (
                             c.reply_code,
                             c.reply_text.to_string(),
@@ -297,7 +297,7 @@ pub mod raw {
                         channel,
                         method: Method::ChannelClose(c),
                     } if channel == ch => {
-                        self.send(ch, ChannelCloseOk::default().into()).await;
+                        self.send(ch, ChannelCloseOk.into()).await;
                         return (c.reply_code, c.reply_text.to_string());
                     }
                     Frame::Method {

@@ -82,6 +82,7 @@ async fn run(config: Config) -> Result<(), String> {
                 FlushPolicy::Interval(Duration::from_millis(config.storage.flush_interval_ms))
             }
         },
+        queue_window: config.storage.queue_memory_window,
     };
     let broker = Broker::new(store, opts);
     broker

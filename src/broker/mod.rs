@@ -75,6 +75,8 @@ pub struct BrokerOptions {
     pub limits: Limits,
     /// When the store is flushed.
     pub flush: FlushPolicy,
+    /// Ready messages each queue keeps in memory; the rest are paged to the store.
+    pub queue_window: usize,
 }
 
 impl Default for BrokerOptions {
@@ -88,6 +90,7 @@ impl Default for BrokerOptions {
             }],
             limits: Limits::default(),
             flush: FlushPolicy::Batch,
+            queue_window: 10_000,
         }
     }
 }
@@ -142,6 +145,7 @@ struct Inner {
     next_conn: AtomicU64,
     limits: Limits,
     default_vhost: String,
+    queue_window: usize,
     stats: BrokerStats,
 }
 
@@ -165,7 +169,12 @@ impl Broker {
         let mut vhosts = HashMap::new();
         vhosts.insert(
             opts.default_vhost.clone(),
-            VHost::new(&opts.default_vhost, Arc::clone(&store), Arc::clone(&commit)),
+            VHost::new(
+                &opts.default_vhost,
+                Arc::clone(&store),
+                Arc::clone(&commit),
+                opts.queue_window,
+            ),
         );
         Broker {
             inner: Arc::new(Inner {
@@ -177,6 +186,7 @@ impl Broker {
                 next_conn: AtomicU64::new(1),
                 limits: opts.limits,
                 default_vhost: opts.default_vhost,
+                queue_window: opts.queue_window,
                 stats: BrokerStats::default(),
             }),
         }
@@ -210,6 +220,7 @@ impl Broker {
                 name,
                 Arc::clone(&self.inner.store),
                 Arc::clone(&self.inner.commit),
+                self.inner.queue_window,
             )
         }))
     }

@@ -15,7 +15,7 @@
 
 use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
-use crate::storage::{MessageRecord, QueueStore, StoreError};
+use crate::storage::{MessageRecord, QueueStore, Store, StoreError};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,17 +53,30 @@ pub struct QueueStats {
     pub acked: AtomicU64,
 }
 
-/// The ready messages of a queue, ordered by id.
+/// The ready messages of a queue, ordered by id: a head in memory and, when the queue holds
+/// more than its memory window, a tail paged out to the store.
+///
+/// Invariant: every paged message has an id >= `paged_start`, every message in memory an id
+/// below it. A message is paged only when its id is above every id in memory, so the store's
+/// ids from `paged_start` on are exactly the paged messages, and reading them back in id order
+/// keeps the queue's order.
 #[derive(Debug, Default)]
 pub struct ReadyList {
     items: VecDeque<QueuedMessage>,
     bytes: usize,
+    /// Messages in the store, not in memory.
+    paged: usize,
+    /// Lowest id that may be paged.
+    paged_start: u64,
+    /// Highest id ever held in memory (in `items`, delivered, or read back).
+    max_mem_id: u64,
 }
 
 impl ReadyList {
-    /// Adds a message in id order (almost always at the back).
+    /// Adds a message to memory in id order (almost always at the back).
     fn insert(&mut self, qm: QueuedMessage) {
         self.bytes += qm.msg.body.len();
+        self.max_mem_id = self.max_mem_id.max(qm.id);
         match self.items.back() {
             Some(last) if last.id > qm.id => {
                 let pos = self.items.partition_point(|m| m.id < qm.id);
@@ -84,24 +97,49 @@ impl ReadyList {
         self.items.push_front(qm);
     }
 
-    /// Number of ready messages.
+    /// True when a message with `id` must go to the store rather than to memory.
+    fn must_page(&self, id: u64, window: usize) -> bool {
+        id > self.max_mem_id && (self.paged > 0 || self.items.len() >= window)
+    }
+
+    /// Records that message `id` was written to the store instead of memory.
+    fn note_paged(&mut self, id: u64) {
+        if self.paged == 0 {
+            self.paged_start = id;
+        }
+        self.paged += 1;
+    }
+
+    /// Number of ready messages, in memory and paged.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.paged
     }
 
     /// True when no message is ready.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.paged == 0
     }
 
-    /// Body bytes held.
+    /// Ready messages held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Ready messages paged out to the store.
+    pub fn paged(&self) -> usize {
+        self.paged
+    }
+
+    /// Body bytes held in memory.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    fn drain(&mut self) -> Vec<QueuedMessage> {
+    /// Takes the in-memory messages and forgets the paged ones (the caller clears the store).
+    fn drain(&mut self) -> (Vec<QueuedMessage>, u64, usize) {
         self.bytes = 0;
-        self.items.drain(..).collect()
+        let paged = (self.paged_start, std::mem::take(&mut self.paged));
+        (self.items.drain(..).collect(), paged.0, paged.1)
     }
 }
 
@@ -140,6 +178,11 @@ pub struct Queue {
     /// Counters.
     pub stats: QueueStats,
     store: Option<Arc<dyn QueueStore>>,
+    /// Where paged-out transient messages go: opened on first use, emptied at every start.
+    scratch: std::sync::OnceLock<Arc<dyn QueueStore>>,
+    root: Arc<dyn Store>,
+    /// Ready messages kept in memory before the rest are paged to the store.
+    window: usize,
     commit: Arc<GroupCommit>,
     state: Mutex<QueueState>,
     next_id: AtomicU64,
@@ -172,6 +215,8 @@ impl Queue {
         auto_delete: bool,
         args: QueueArgs,
         store: Option<Arc<dyn QueueStore>>,
+        root: Arc<dyn Store>,
+        window: usize,
         commit: Arc<GroupCommit>,
     ) -> Arc<Queue> {
         let next_id = store
@@ -187,6 +232,9 @@ impl Queue {
             args,
             stats: QueueStats::default(),
             store,
+            scratch: std::sync::OnceLock::new(),
+            root,
+            window: window.max(1),
             commit,
             state: Mutex::new(QueueState::default()),
             next_id: AtomicU64::new(next_id),
@@ -230,19 +278,115 @@ impl Queue {
         let mut ops = StoreOps::default();
         {
             let mut st = self.lock();
-            st.ready.insert(qm);
+            if st.ready.must_page(id, self.window) {
+                // Beyond the memory window: the message waits in the store. A persistent copy
+                // is there already; a transient one goes to the scratch area. (sled buffers
+                // this write in memory; it is not a syscall.)
+                if !qm.persisted {
+                    self.scratch()?.put(id, &to_record(&qm.msg))?;
+                }
+                st.ready.note_paged(id);
+            } else {
+                st.ready.insert(qm);
+            }
             self.dispatch_locked(&mut st, &mut ops);
         }
         self.apply(ops)?;
         Ok(persisted)
     }
 
-    /// Restores messages read back from the store at startup.
-    pub(crate) fn restore(&self, msgs: Vec<QueuedMessage>) {
+    fn scratch(&self) -> Result<&Arc<dyn QueueStore>, StoreError> {
+        if let Some(s) = self.scratch.get() {
+            return Ok(s);
+        }
+        let s = self.root.open_queue(&self.vhost, &self.name, false)?;
+        Ok(self.scratch.get_or_init(|| s))
+    }
+
+    /// Reads paged messages back into memory, in id order, up to the window. Called with the
+    /// lock held when memory runs low; reads come from sled's cache in the common case.
+    fn refill_locked(&self, st: &mut QueueState) {
+        let want = self.window.saturating_sub(st.ready.in_memory()).max(1);
+        let from = st.ready.paged_start;
+        let read = |s: Option<&Arc<dyn QueueStore>>| -> Vec<crate::storage::StoredMessage> {
+            match s.map(|s| s.read(from, want)) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    tracing::error!(queue = %self.name, error = %e, "reading paged messages failed");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            }
+        };
+        let durable = read(self.store.as_ref());
+        let scratch = read(self.scratch.get());
+        // Merge the two id-ordered lists, keeping the first `want`.
+        let (mut d, mut t) = (
+            durable.into_iter().peekable(),
+            scratch.into_iter().peekable(),
+        );
+        let mut taken = 0;
+        let mut last = None;
+        let mut scratch_ids = Vec::new();
+        while taken < want {
+            let from_durable = match (d.peek(), t.peek()) {
+                (Some(a), Some(b)) => a.id < b.id,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (sm, persisted) = if from_durable {
+                (d.next(), true)
+            } else {
+                (t.next(), false)
+            };
+            let Some(sm) = sm else { break };
+            let id = sm.id;
+            last = Some(id);
+            taken += 1;
+            if !persisted {
+                scratch_ids.push(id);
+            }
+            if let Some(qm) = super::recovery::to_queued(&self.name, sm, persisted) {
+                st.ready.insert(qm);
+            }
+        }
+        match last {
+            Some(l) => {
+                st.ready.paged = st.ready.paged.saturating_sub(taken);
+                st.ready.paged_start = l + 1;
+            }
+            None => {
+                tracing::error!(queue = %self.name, paged = st.ready.paged, "paged messages missing from the store; forgetting them");
+                st.ready.paged = 0;
+            }
+        }
+        if let Some(s) = self.scratch.get() {
+            for id in scratch_ids {
+                if let Err(e) = s.remove(id) {
+                    tracing::error!(queue = %self.name, error = %e, "scratch remove failed");
+                }
+            }
+        }
+    }
+
+    /// Restores the first messages read back from the store at startup; `more` further ones,
+    /// with ids above these, stay paged in the store.
+    pub(crate) fn restore(&self, msgs: Vec<QueuedMessage>, more: usize) {
         let mut st = self.lock();
+        let next = msgs.last().map_or(0, |m| m.id + 1);
         for m in msgs {
             st.ready.insert(m);
         }
+        if more > 0 {
+            st.ready.paged = more;
+            st.ready.paged_start = next;
+        }
+    }
+
+    /// The queue's memory window (ready messages kept in RAM).
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// Pushes ready messages to consumers that have credit, round robin.
@@ -259,6 +403,9 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, ops: &mut StoreOps) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
+            if st.ready.paged() > 0 && st.ready.in_memory() <= self.window / 4 {
+                self.refill_locked(st);
+            }
             let n = st.consumers.len();
             let start = st.next_consumer % n;
             let Some(idx) = (0..n)
@@ -437,6 +584,9 @@ impl Queue {
     pub fn get(&self, no_ack: bool) -> BrokerResult<Option<GetResult>> {
         let (qm, remaining) = {
             let mut st = self.lock();
+            if st.ready.in_memory() == 0 && st.ready.paged() > 0 {
+                self.refill_locked(&mut st);
+            }
             let Some(qm) = st.ready.pop_front() else {
                 return Ok(None);
             };
@@ -464,13 +614,30 @@ impl Queue {
 
     /// Removes every ready message; returns how many.
     pub fn purge(&self) -> BrokerResult<u32> {
-        let drained = self.lock().ready.drain();
+        let mut st = self.lock();
+        let (drained, paged_start, paged) = st.ready.drain();
         if let Some(store) = &self.store {
             for m in drained.iter().filter(|m| m.persisted) {
                 store.remove(m.id)?;
             }
+            if paged > 0 {
+                // Paged persistent messages are every stored id from paged_start on.
+                loop {
+                    let batch = store.read(paged_start, 10_000)?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for m in batch {
+                        store.remove(m.id)?;
+                    }
+                }
+            }
+            self.commit.note_write();
         }
-        Ok(u32::try_from(drained.len()).unwrap_or(u32::MAX))
+        if let Some(s) = self.scratch.get() {
+            s.clear()?;
+        }
+        Ok(u32::try_from(drained.len() + paged).unwrap_or(u32::MAX))
     }
 
     /// Marks the queue deleted and returns its consumers (to notify) and its ready count.
@@ -478,7 +645,7 @@ impl Queue {
         self.deleted.store(true, Ordering::Release);
         let mut st = self.lock();
         let n = st.ready.len();
-        st.ready.drain();
+        let _ = st.ready.drain();
         (
             std::mem::take(&mut st.consumers),
             u32::try_from(n).unwrap_or(u32::MAX),
@@ -493,6 +660,11 @@ impl Queue {
     /// Consumers.
     pub fn consumer_count(&self) -> u32 {
         u32::try_from(self.lock().consumers.len()).unwrap_or(u32::MAX)
+    }
+
+    /// True when some transient messages were paged to the scratch area (delete must drop it).
+    pub(crate) fn has_scratch(&self) -> bool {
+        self.scratch.get().is_some()
     }
 
     /// A consistent snapshot of counts for management: (ready, unacked, consumers, ready bytes).

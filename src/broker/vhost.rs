@@ -73,6 +73,8 @@ pub struct VHost {
     defs: RwLock<Definitions>,
     store: Arc<dyn Store>,
     commit: Arc<GroupCommit>,
+    /// Ready messages each queue keeps in memory before paging the rest to the store.
+    queue_window: usize,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -103,7 +105,12 @@ fn bool_text(b: bool) -> &'static str {
 
 impl VHost {
     /// A vhost with the pre-declared exchanges.
-    pub(crate) fn new(name: &str, store: Arc<dyn Store>, commit: Arc<GroupCommit>) -> Arc<Self> {
+    pub(crate) fn new(
+        name: &str,
+        store: Arc<dyn Store>,
+        commit: Arc<GroupCommit>,
+        queue_window: usize,
+    ) -> Arc<Self> {
         let mut defs = Definitions::default();
         for (n, kind) in PREDECLARED {
             defs.exchanges.insert(
@@ -116,6 +123,7 @@ impl VHost {
             defs: RwLock::new(defs),
             store,
             commit,
+            queue_window,
         })
     }
 
@@ -500,6 +508,8 @@ impl VHost {
             spec.auto_delete,
             args,
             store,
+            Arc::clone(&self.store),
+            self.queue_window,
             Arc::clone(&self.commit),
         );
         defs.queues.insert(name, Arc::clone(&q));
@@ -550,7 +560,7 @@ impl VHost {
                 consumer_tag: c.tag.clone(),
             });
         }
-        if q.durable && q.exclusive.is_none() {
+        if (q.durable && q.exclusive.is_none()) || q.has_scratch() {
             self.store.delete_queue(&self.name, &q.name)?;
             self.commit.note_write();
         }
@@ -707,6 +717,8 @@ impl VHost {
                 q.auto_delete,
                 QueueArgs::parse(args(&q.arguments, &q.name))?,
                 Some(Arc::clone(&store)),
+                Arc::clone(&self.store),
+                self.queue_window,
                 Arc::clone(&self.commit),
             );
             super::recovery::load_messages(&queue, &*store)?;

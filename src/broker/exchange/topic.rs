@@ -12,13 +12,15 @@
 //!   is literal. In a routing key, `*` and `#` are ordinary words.
 //! - So `#` matches every key including `""`; `a.#` matches `a`; `#.#` and `#.#.#` match
 //!   everything; `*.#` matches any key with at least one word (not `""`); `""` as a pattern
-//!   matches only the key `""`; `*` matches `"a"` and `"."`'s words never (two words), but does
-//!   not match `""` (zero words).
+//!   matches only the key `""`; `*` matches `a` and the key `a.`'s second (empty) word, but
+//!   neither `.` (two words) nor `""` (zero words).
 //!
 //! # Speed
 //! [`TopicTrie::route`] walks the trie word by word: one child lookup per literal word, plus the
 //! `*` and `#` edges, so its cost follows the number of matching paths, not the number of
-//! bindings. It allocates nothing (beyond a small fixed stack array) and uses no regexes.
+//! bindings. It uses no regexes and allocates nothing (its per-call memo, below, lives in a small
+//! stack array unless the trie has more than 32 nested `#` nodes). Recursion depth follows the
+//! number of words, which AMQP bounds: keys and binding keys are short strings (≤ 255 bytes).
 //!
 //! A naive walk is exponential for patterns with several `#` (`#.a.#.a.#` against `a.a.a…`),
 //! and a client that may bind could use that to stall publishers. Each node reached through a
@@ -137,6 +139,16 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
 }
 
 impl<T> TopicTrie<T> {
+    /// An empty trie.
+    pub fn new() -> Self {
+        TopicTrie {
+            root: Node::new(NO_SLOT),
+            len: 0,
+            slots: 0,
+            free_slots: Vec::new(),
+        }
+    }
+
     /// Number of `(pattern, value)` pairs held.
     pub fn len(&self) -> usize {
         self.len
@@ -149,16 +161,6 @@ impl<T> TopicTrie<T> {
 }
 
 impl<T: Clone + Eq + Hash> TopicTrie<T> {
-    /// An empty trie.
-    pub fn new() -> Self {
-        TopicTrie {
-            root: Node::new(NO_SLOT),
-            len: 0,
-            slots: 0,
-            free_slots: Vec::new(),
-        }
-    }
-
     /// Adds (pattern, value); false if that exact pair was already there.
     pub fn insert(&mut self, pattern: &str, value: T) -> bool {
         let TopicTrie {
@@ -236,7 +238,7 @@ impl<T: Clone + Eq + Hash> TopicTrie<T> {
     }
 }
 
-impl<T: Clone + Eq + Hash> Default for TopicTrie<T> {
+impl<T> Default for TopicTrie<T> {
     fn default() -> Self {
         Self::new()
     }

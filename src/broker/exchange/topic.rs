@@ -12,13 +12,15 @@
 //!   is literal. In a routing key, `*` and `#` are ordinary words.
 //! - So `#` matches every key including `""`; `a.#` matches `a`; `#.#` and `#.#.#` match
 //!   everything; `*.#` matches any key with at least one word (not `""`); `""` as a pattern
-//!   matches only the key `""`; `*` matches `"a"` and `"."`'s words never (two words), but does
-//!   not match `""` (zero words).
+//!   matches only the key `""`; `*` matches `a` and the key `a.`'s second (empty) word, but
+//!   neither `.` (two words) nor `""` (zero words).
 //!
 //! # Speed
 //! [`TopicTrie::route`] walks the trie word by word: one child lookup per literal word, plus the
 //! `*` and `#` edges, so its cost follows the number of matching paths, not the number of
-//! bindings. It allocates nothing (beyond a small fixed stack array) and uses no regexes.
+//! bindings. It uses no regexes and allocates nothing (its per-call memo, below, lives in a small
+//! stack array unless the trie has more than 32 nested `#` nodes). Recursion depth follows the
+//! number of words, which AMQP bounds: keys and binding keys are short strings (≤ 255 bytes).
 //!
 //! A naive walk is exponential for patterns with several `#` (`#.a.#.a.#` against `a.a.a…`),
 //! and a client that may bind could use that to stall publishers. Each node reached through a
@@ -40,7 +42,7 @@ const UNSEEN: usize = usize::MAX;
 /// Memo slots kept on the stack during a route; more (a trie with many nested `#`) use the heap.
 const STACK_MEMO: usize = 32;
 /// Literal children are a linear-scan vector up to this many, a hash map beyond.
-const SMALL_CHILDREN: usize = 8;
+const SMALL_CHILDREN: usize = 16;
 /// Values bound at one pattern get a hash index (for O(1) insert/remove) beyond this many.
 const LEAF_INDEX_AT: usize = 16;
 
@@ -72,12 +74,31 @@ struct Node<T> {
     values: Leaf<T>,
 }
 
-/// Literal-word children: a short vector is faster to scan than hashing for the usual small
-/// fan-out; wide nodes switch to a hash map (std's randomly keyed hasher, so clients choosing
+/// Literal-word children. Most nodes have a few: they are scanned as a vector of packed 8-byte
+/// prefixes ([`tag`]), contiguous so a scan touches a cache line or two and rarely compares
+/// strings. Wide nodes switch to a hash map (std's randomly keyed hasher, so clients choosing
 /// binding words cannot force collisions).
 enum Children<T> {
-    Small(Vec<(Box<str>, Node<T>)>),
+    Small {
+        /// `tag(word)` of each entry, in the same order.
+        tags: Vec<u64>,
+        entries: Vec<(Box<str>, Node<T>)>,
+    },
     Large(HashMap<Box<str>, Node<T>>),
+}
+
+/// A word's first eight bytes packed into an integer (zero-padded), to compare words quickly; equal
+/// words have equal tags, and equal tags with equal lengths mean equal words up to eight bytes.
+fn tag(word: &str) -> u64 {
+    let bytes = word.as_bytes();
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        // Shorter words: a byte loop, cheaper than `copy_from_slice`'s variable-length memcpy.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |t, (i, &b)| t | u64::from(b) << (8 * i)),
+    }
 }
 
 /// The values bound at one pattern, without duplicates. Iteration (the route path) is over a plain
@@ -118,6 +139,16 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
 }
 
 impl<T> TopicTrie<T> {
+    /// An empty trie.
+    pub fn new() -> Self {
+        TopicTrie {
+            root: Node::new(NO_SLOT),
+            len: 0,
+            slots: 0,
+            free_slots: Vec::new(),
+        }
+    }
+
     /// Number of `(pattern, value)` pairs held.
     pub fn len(&self) -> usize {
         self.len
@@ -130,16 +161,6 @@ impl<T> TopicTrie<T> {
 }
 
 impl<T: Clone + Eq + Hash> TopicTrie<T> {
-    /// An empty trie.
-    pub fn new() -> Self {
-        TopicTrie {
-            root: Node::new(NO_SLOT),
-            len: 0,
-            slots: 0,
-            free_slots: Vec::new(),
-        }
-    }
-
     /// Adds (pattern, value); false if that exact pair was already there.
     pub fn insert(&mut self, pattern: &str, value: T) -> bool {
         let TopicTrie {
@@ -196,13 +217,14 @@ impl<T: Clone + Eq + Hash> TopicTrie<T> {
     /// nested below other `#` nodes (then one small memo array).
     pub fn route<'a>(&'a self, key: &str, f: &mut dyn FnMut(&'a T)) {
         // Positions are byte offsets where the remaining words start; `end` (one past the key)
-        // means no words remain. The empty key has no words at all, so it starts at `end`.
+        // means no words remain.
         let end = key.len() + 1;
-        let start = if key.is_empty() { end } else { 0 };
         let slots = self.slots as usize;
         let mut on_stack;
         let mut on_heap;
-        let memo: &mut [usize] = if slots <= STACK_MEMO {
+        let memo: &mut [usize] = if slots == 0 {
+            &mut []
+        } else if slots <= STACK_MEMO {
             on_stack = [UNSEEN; STACK_MEMO];
             &mut on_stack[..slots]
         } else {
@@ -210,11 +232,13 @@ impl<T: Clone + Eq + Hash> TopicTrie<T> {
             &mut on_heap
         };
         let mut walk = Walk { key, end, memo, f };
+        // The empty key has no words at all, so it starts at `end`.
+        let start = walk.at(if key.is_empty() { end } else { 0 });
         walk.step(&self.root, start);
     }
 }
 
-impl<T: Clone + Eq + Hash> Default for TopicTrie<T> {
+impl<T> Default for TopicTrie<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -284,37 +308,71 @@ struct Walk<'a, 'w, T> {
     f: &'w mut dyn FnMut(&'a T),
 }
 
-impl<'a, T> Walk<'a, '_, T> {
-    /// The word starting at `pos` (< `end`) and the position after it.
-    fn word_at(&self, pos: usize) -> (&str, usize) {
-        let rest = self.key.get(pos..).unwrap_or_default();
-        match rest.find('.') {
+/// A position in the key with its first word split out, so each node visit does not split again.
+#[derive(Clone, Copy)]
+struct At<'k> {
+    /// Byte offset where the remaining words start; `end` when none remain.
+    pos: usize,
+    /// The word at `pos` (empty at `end`).
+    word: &'k str,
+    /// `tag(word)`.
+    tag: u64,
+    /// The position after `word`.
+    next: usize,
+}
+
+impl<'a, 'w, T> Walk<'a, 'w, T> {
+    /// The position `pos`, split.
+    fn at(&self, pos: usize) -> At<'w> {
+        let key = self.key;
+        let rest = match key.get(pos..) {
+            Some(rest) if pos < self.end => rest,
+            _ => {
+                return At {
+                    pos: self.end,
+                    word: "",
+                    tag: 0,
+                    next: self.end,
+                };
+            }
+        };
+        // A byte scan: words are short, and `str::find` costs more to set up than this loop.
+        let (word, next) = match rest.bytes().position(|b| b == b'.') {
             Some(dot) => (&rest[..dot], pos + dot + 1),
             None => (rest, self.end),
+        };
+        At {
+            pos,
+            word,
+            tag: tag(word),
+            next,
         }
     }
 
-    /// Matches the subtree of `node` against the words from `pos` on.
-    fn step(&mut self, node: &'a Node<T>, pos: usize) {
-        if pos == self.end {
+    /// Matches the subtree of `node` against the words from `at` on.
+    fn step(&mut self, node: &'a Node<T>, at: At<'w>) {
+        if at.pos == self.end {
             for value in &node.values.items {
                 (self.f)(value);
             }
             // A trailing `#` may match zero words.
             if let Some(hash) = &node.hash {
-                self.hash(hash, pos);
+                self.hash(hash, at);
             }
             return;
         }
-        let (word, next) = self.word_at(pos);
-        if let Some(child) = node.words.get(word) {
-            self.step(child, next);
-        }
-        if let Some(star) = &node.star {
-            self.step(star, next);
+        let literal = node.words.find(at.word, at.tag);
+        if literal.is_some() || node.star.is_some() {
+            let next = self.at(at.next);
+            if let Some(child) = literal {
+                self.step(child, next);
+            }
+            if let Some(star) = &node.star {
+                self.step(star, next);
+            }
         }
         if let Some(hash) = &node.hash {
-            self.hash(hash, pos);
+            self.hash(hash, at);
         }
     }
 
@@ -325,24 +383,24 @@ impl<'a, T> Walk<'a, '_, T> {
     /// walk covered every position from here on. (Visits to one node arrive in ascending position
     /// order, since every loop here ascends, so in practice any revisit is skipped; a revisit from
     /// an earlier position would simply be explored again, which is correct, only slower.)
-    fn hash(&mut self, node: &'a Node<T>, from: usize) {
+    fn hash(&mut self, node: &'a Node<T>, from: At<'w>) {
         if node.slot != NO_SLOT {
             let Some(seen) = self.memo.get_mut(node.slot as usize) else {
                 debug_assert!(false, "invariant: memo has a cell for every slot");
                 return;
             };
-            if *seen <= from {
+            if *seen <= from.pos {
                 return;
             }
-            *seen = from;
+            *seen = from.pos;
         }
-        let mut pos = from;
+        let mut at = from;
         loop {
-            self.step(node, pos);
-            if pos == self.end {
+            self.step(node, at);
+            if at.pos == self.end {
                 break;
             }
-            pos = self.word_at(pos).1;
+            at = self.at(at.next);
         }
     }
 }
@@ -350,7 +408,10 @@ impl<'a, T> Walk<'a, '_, T> {
 impl<T> Node<T> {
     fn new(slot: u32) -> Self {
         Node {
-            words: Children::Small(Vec::new()),
+            words: Children::Small {
+                tags: Vec::new(),
+                entries: Vec::new(),
+            },
             star: None,
             hash: None,
             slot,
@@ -371,38 +432,69 @@ impl<T> Node<T> {
 }
 
 impl<T> Children<T> {
-    fn get(&self, word: &str) -> Option<&Node<T>> {
+    /// Position of `word` (whose tag is `tag`) in a small node's vectors.
+    fn position(
+        tags: &[u64],
+        entries: &[(Box<str>, Node<T>)],
+        word: &str,
+        tag: u64,
+    ) -> Option<usize> {
+        let mut from = 0;
+        // A tight scan of the tags; the words are compared only on a tag hit.
+        while let Some(hit) = tags.get(from..)?.iter().position(|&t| t == tag) {
+            let i = from + hit;
+            let (w, _) = entries.get(i)?;
+            if w.len() == word.len()
+                && (word.len() <= 8 || w.as_bytes()[8..] == word.as_bytes()[8..])
+            {
+                return Some(i);
+            }
+            from = i + 1;
+        }
+        None
+    }
+
+    /// The child for `word`, given `tag(word)` (the route path computes it once per position).
+    fn find(&self, word: &str, tag: u64) -> Option<&Node<T>> {
         match self {
-            Children::Small(v) => v.iter().find(|(w, _)| **w == *word).map(|(_, n)| n),
+            Children::Small { tags, entries } => {
+                let i = Self::position(tags, entries, word, tag)?;
+                entries.get(i).map(|(_, n)| n)
+            }
             Children::Large(m) => m.get(word),
         }
     }
 
     fn get_mut(&mut self, word: &str) -> Option<&mut Node<T>> {
         match self {
-            Children::Small(v) => v.iter_mut().find(|(w, _)| **w == *word).map(|(_, n)| n),
+            Children::Small { tags, entries } => {
+                let i = Self::position(tags, entries, word, tag(word))?;
+                entries.get_mut(i).map(|(_, n)| n)
+            }
             Children::Large(m) => m.get_mut(word),
         }
     }
 
     /// The child for `word`, created (with no memo slot: literal edges never need one) if absent.
     fn get_or_insert(&mut self, word: &str) -> &mut Node<T> {
-        if let Children::Small(v) = self
-            && v.len() >= SMALL_CHILDREN
-            && !v.iter().any(|(w, _)| **w == *word)
+        let t = tag(word);
+        if let Children::Small { tags, entries } = self
+            && entries.len() >= SMALL_CHILDREN
+            && Self::position(tags, entries, word, t).is_none()
         {
-            *self = Children::Large(std::mem::take(v).into_iter().collect());
+            *self = Children::Large(std::mem::take(entries).into_iter().collect());
         }
         match self {
-            Children::Small(v) => {
-                let pos = match v.iter().position(|(w, _)| **w == *word) {
-                    Some(pos) => pos,
+            Children::Small { tags, entries } => {
+                let i = match Self::position(tags, entries, word, t) {
+                    Some(i) => i,
                     None => {
-                        v.push((word.into(), Node::new(NO_SLOT)));
-                        v.len() - 1
+                        tags.push(t);
+                        entries.push((word.into(), Node::new(NO_SLOT)));
+                        entries.len() - 1
                     }
                 };
-                &mut v[pos].1
+                &mut entries[i].1
             }
             Children::Large(m) => m.entry(word.into()).or_insert_with(|| Node::new(NO_SLOT)),
         }
@@ -410,11 +502,18 @@ impl<T> Children<T> {
 
     fn remove(&mut self, word: &str) {
         match self {
-            Children::Small(v) => v.retain(|(w, _)| **w != *word),
+            Children::Small { tags, entries } => {
+                if let Some(i) = Self::position(tags, entries, word, tag(word)) {
+                    tags.remove(i);
+                    entries.remove(i);
+                }
+            }
             Children::Large(m) => {
                 m.remove(word);
                 if m.len() <= SMALL_CHILDREN / 2 {
-                    *self = Children::Small(std::mem::take(m).into_iter().collect());
+                    let entries: Vec<_> = std::mem::take(m).into_iter().collect();
+                    let tags = entries.iter().map(|(w, _)| tag(w)).collect();
+                    *self = Children::Small { tags, entries };
                 }
             }
         }
@@ -422,7 +521,7 @@ impl<T> Children<T> {
 
     fn is_empty(&self) -> bool {
         match self {
-            Children::Small(v) => v.is_empty(),
+            Children::Small { entries, .. } => entries.is_empty(),
             Children::Large(m) => m.is_empty(),
         }
     }
@@ -737,6 +836,42 @@ mod tests {
         }
         assert!(trie.is_empty());
         assert!(trie.root.is_empty());
+    }
+
+    #[test]
+    fn words_sharing_a_tag_stay_apart() {
+        // Equal first eight bytes, and zero padding that looks like NUL bytes.
+        let words = [
+            "abcdefgh",
+            "abcdefgh1",
+            "abcdefgh2",
+            "abcdefgh12",
+            "ab",
+            "ab\0",
+            "ab\0\0\0\0\0\0",
+            "ab\0\0\0\0\0\0\0",
+            "",
+            "\0",
+        ];
+        for wide in [false, true] {
+            let mut trie = TopicTrie::new();
+            for (i, w) in words.iter().enumerate() {
+                trie.insert(&format!("{w}.x"), i);
+            }
+            if wide {
+                for i in 0..20 {
+                    trie.insert(&format!("filler{i}.x"), 100 + i);
+                }
+                assert!(matches!(trie.root.words, Children::Large(_)));
+            } else {
+                assert!(matches!(trie.root.words, Children::Small { .. }));
+            }
+            for (i, w) in words.iter().enumerate() {
+                assert_eq!(route_set(&trie, &format!("{w}.x")), vec![i], "{w:?}");
+            }
+            assert!(route_set(&trie, "abcdefgh3.x").is_empty());
+            assert!(route_set(&trie, "a.x").is_empty());
+        }
     }
 
     #[test]

@@ -109,6 +109,17 @@ async fn run(config: Config) -> Result<(), String> {
         usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
         token.clone(),
     ));
+    if let Some(wm) = config
+        .memory
+        .high_watermark_bytes(lagomorph::server::total_memory_bytes())
+    {
+        tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
+        tokio::spawn(lagomorph::server::memory_monitor(
+            broker.clone(),
+            wm,
+            token.clone(),
+        ));
+    }
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutting down");
     token.cancel();

@@ -318,3 +318,73 @@ async fn prefetch_size_is_not_implemented() {
         (540, "NOT_IMPLEMENTED - prefetch_size!=0 (10)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_alarm_blocks_and_unblocks_clients_that_asked() {
+    use lagomorph::protocol::types::{FieldTable, FieldValue};
+    let b = start().await;
+    let mut r = Raw::connect_bare(b.addr).await;
+    r.send_bytes(PROTOCOL_HEADER).await;
+    r.recv().await;
+    let caps = FieldTable(vec![(
+        ShortStr::from_static("connection.blocked"),
+        FieldValue::Bool(true),
+    )]);
+    r.send(
+        0,
+        ConnectionStartOk {
+            client_properties: FieldTable(vec![(
+                ShortStr::from_static("capabilities"),
+                FieldValue::Table(caps),
+            )]),
+            mechanism: ShortStr::from_static("PLAIN"),
+            response: LongStr::from("\0guest\0guest"),
+            locale: ShortStr::from_static("en_US"),
+        }
+        .into(),
+    )
+    .await;
+    r.recv().await;
+    r.send(
+        0,
+        ConnectionTuneOk {
+            channel_max: 0,
+            frame_max: 131072,
+            heartbeat: 0,
+        }
+        .into(),
+    )
+    .await;
+    r.send(
+        0,
+        ConnectionOpen {
+            virtual_host: ShortStr::from_static("/"),
+            ..Default::default()
+        }
+        .into(),
+    )
+    .await;
+    assert!(matches!(
+        r.recv().await,
+        Frame::Method {
+            method: Method::ConnectionOpenOk(_),
+            ..
+        }
+    ));
+    assert!(b.broker.set_memory_alarm(true));
+    match r.recv().await {
+        Frame::Method {
+            method: Method::ConnectionBlocked(m),
+            ..
+        } => assert_eq!(m.reason.as_str(), "low on memory"),
+        f => panic!("expected connection.blocked, got {f:?}"),
+    }
+    assert!(b.broker.set_memory_alarm(false));
+    assert!(matches!(
+        r.recv().await,
+        Frame::Method {
+            method: Method::ConnectionUnblocked(_),
+            ..
+        }
+    ));
+}

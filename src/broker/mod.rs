@@ -29,6 +29,9 @@ pub use message::{Delivery, Message, QueuedMessage};
 pub use queue::Queue;
 pub use vhost::VHost;
 
+/// The connection.blocked reason while the memory alarm is set (RabbitMQ's wording).
+pub const MEMORY_ALARM_REASON: &str = "low on memory";
+
 /// A user who may log in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -146,6 +149,7 @@ struct Inner {
     limits: Limits,
     default_vhost: String,
     queue_window: usize,
+    memory_alarm: std::sync::atomic::AtomicBool,
     stats: BrokerStats,
 }
 
@@ -187,6 +191,7 @@ impl Broker {
                 limits: opts.limits,
                 default_vhost: opts.default_vhost,
                 queue_window: opts.queue_window,
+                memory_alarm: std::sync::atomic::AtomicBool::new(false),
                 stats: BrokerStats::default(),
             }),
         }
@@ -346,6 +351,30 @@ impl Broker {
                 text: text.to_string(),
             });
         }
+    }
+
+    /// Raises or clears the memory alarm. Every connection is told (connection.blocked /
+    /// unblocked for clients that announced the capability) and publishing connections stop
+    /// being read until it clears, as in RabbitMQ. Returns true when the state changed.
+    pub fn set_memory_alarm(&self, on: bool) -> bool {
+        if self.inner.memory_alarm.swap(on, Ordering::AcqRel) == on {
+            return false;
+        }
+        if on {
+            tracing::warn!("memory alarm set: publishers are blocked");
+        } else {
+            tracing::info!("memory alarm cleared: publishers unblocked");
+        }
+        let reason = on.then(|| MEMORY_ALARM_REASON.to_string());
+        for c in self.connections() {
+            let _ = c.mailbox.send(Outbound::Blocked(reason.clone()));
+        }
+        true
+    }
+
+    /// True while the memory alarm is set.
+    pub fn memory_alarm(&self) -> bool {
+        self.inner.memory_alarm.load(Ordering::Acquire)
     }
 
     /// Final flush and stop of the flusher (shutdown).

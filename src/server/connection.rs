@@ -60,7 +60,7 @@ pub(crate) async fn run(
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
+            r = rd.read_buf(&mut buf), if session.wants_read() => match r {
                 Ok(0) | Err(_) => {
                     session.handle_disconnect();
                     return;

@@ -86,6 +86,8 @@ pub struct Connection {
     flushed: u64,
     confirm_buf: Vec<Confirm>,
     blocked: Option<String>,
+    /// Set once the client publishes: only publishers are blocked by the memory alarm.
+    has_published: bool,
     cleaned: bool,
 }
 
@@ -172,6 +174,7 @@ impl Connection {
             flushed: 0,
             confirm_buf: Vec::new(),
             blocked: None,
+            has_published: false,
             cleaned: false,
         }
     }
@@ -184,6 +187,12 @@ impl Connection {
     /// True when the socket should be closed once the output is written.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// False while the memory alarm blocks this connection: the driver stops reading its
+    /// socket, so TCP pushes back on the publisher (RabbitMQ's connection.blocked behaviour).
+    pub fn wants_read(&self) -> bool {
+        self.blocked.is_none() || !self.has_published
     }
 
     /// Bytes waiting to be written.
@@ -225,6 +234,10 @@ impl Connection {
             }
             self.finish();
             return;
+        }
+        if !self.wants_read() {
+            // We are not reading: the peer's silence is ours.
+            self.last_recv = now;
         }
         if let (State::Running, Some(hb)) = (self.state, self.heartbeat) {
             if now >= self.last_recv + hb * 2 {
@@ -583,6 +596,9 @@ impl Connection {
             "connection open"
         );
         self.vhost = Some(vh);
+        if self.broker.memory_alarm() {
+            self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
+        }
         encode_method(0, &ConnectionOpenOk::default().into(), &mut self.out);
         self.state = State::Running;
         self.close_deadline = None;
@@ -605,7 +621,10 @@ impl Connection {
             Frame::Heartbeat => Ok(()),
             Frame::Method { channel: 0, method } => self.connection_method(method),
             Frame::Method { channel, method } => self.channel_method(channel, method),
-            Frame::Header { channel, header } => self.content_header(channel, header),
+            Frame::Header { channel, header } => {
+                self.has_published = true;
+                self.content_header(channel, header)
+            }
             Frame::Body { channel, payload } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return Err(AmqpError::connection(

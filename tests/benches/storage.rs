@@ -95,14 +95,17 @@ fn put_remove(c: &mut Criterion) {
         fill(&*backlog, 0, 100_000);
         let mut head = 0u64;
         let mut tail = 100_000u64;
-        group.bench_function(BenchmarkId::new("put_remove_with_100k_backlog", name), |b| {
-            b.iter(|| {
-                backlog.put(tail, &m).expect("put");
-                backlog.remove(head).expect("remove");
-                tail += 1;
-                head += 1;
-            });
-        });
+        group.bench_function(
+            BenchmarkId::new("put_remove_with_100k_backlog", name),
+            |b| {
+                b.iter(|| {
+                    backlog.put(tail, &m).expect("put");
+                    backlog.remove(head).expect("remove");
+                    tail += 1;
+                    head += 1;
+                });
+            },
+        );
     }
     group.finish();
     sled.flush().expect("flush");

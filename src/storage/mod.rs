@@ -143,7 +143,8 @@ pub struct StoredMessage {
 
 /// The broker's persistent store: definitions plus one [`QueueStore`] per queue.
 ///
-/// Writes become durable at the next [`Store::flush`]; nothing here fsyncs on its own hot path.
+/// Writes (including delivered marks) are guaranteed durable only after the next [`Store::flush`];
+/// nothing here fsyncs on its own hot path.
 pub trait Store: Send + Sync + 'static {
     /// Stores (or replaces) a durable exchange's definition.
     fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError>;
@@ -183,8 +184,8 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Stores a message under `id`. An id already present has its record replaced (its delivered
     /// flag is unchanged); the broker never reuses ids.
     fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError>;
-    /// Records that message `id` was delivered, so it comes back with `redelivered = true`.
-    /// Absent ids are ignored.
+    /// Records that message `id` was delivered, so it comes back with `redelivered = true`
+    /// (durable, like every write, after the next [`Store::flush`]). Absent ids are ignored.
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError>;
     /// Removes message `id` (ack, or paged back in); absent is not an error.
     fn remove(&self, id: u64) -> Result<(), StoreError>;

@@ -9,20 +9,25 @@
 //!     [`record::queue_key`], [`record::binding_key`], values encoded by [`record`];
 //!   - `msg:` + [`record::name_key`]: one tree per durable queue's messages, keyed by
 //!     [`record::message_key`] (big-endian id, so sled's order is queue order), with a delivered
-//!     marker ([`record::delivered_key`]) right after each delivered message;
+//!     marker ([`record::delivered_key`]) right after each delivered message that was still
+//!     unacked at a flush (marks are kept in memory until then, so a message delivered and acked
+//!     within one group commit never writes one);
 //!   - `tmp:` + [`record::name_key`]: scratch trees for paged-out transient messages, dropped at
 //!     every open;
 //!   - `quarantine`: damaged records moved aside (key: length-prefixed tree name, then the original
 //!     key; value: the original bytes), so one bad record never stops a restart.
 //!
-//! Durability is group commit: writes go to sled's log in memory and [`Store::flush`] fsyncs them
-//! all at once (sled also flushes in the background every 500 ms). No operation here fsyncs.
+//! Durability is group commit: writes go to sled's log in memory and [`Store::flush`] writes the
+//! pending delivered marks and fsyncs everything at once (sled also syncs its log in the
+//! background every 500 ms, but delivered marks only reach it at a flush). No other operation here
+//! fsyncs; dropping the store flushes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sled::{Db, IVec, Tree};
@@ -40,6 +45,8 @@ const QUARANTINE: &[u8] = b"quarantine";
 const DURABLE_PREFIX: &[u8] = b"msg:";
 const SCRATCH_PREFIX: &[u8] = b"tmp:";
 const LOCK_FILE: &str = "lagomorph.lock";
+/// How long `open` waits for a just-dropped store of this process to release sled's file lock.
+const SLED_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// Open message areas by `(durable, name key)`.
 type Areas = HashMap<(bool, Vec<u8>), Arc<SledQueue>>;
@@ -55,6 +62,8 @@ pub struct SledStore {
     /// Open message areas by `(durable, name key)`, so every caller shares one handle (and one
     /// message count) per queue.
     areas: Mutex<Areas>,
+    /// Queues with delivered marks not yet written (see [`Marks`]).
+    dirty: Arc<DirtyList>,
     /// Held (locked) for as long as the store lives; declared last so it is released last.
     _lock: File,
 }
@@ -82,11 +91,20 @@ impl SledStore {
             ))
         })?;
         let lock = lock_dir(&path)?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| open_err(&path, e))?;
+        let config = sled::Config::new().path(&path).cache_capacity(cache_bytes);
+        // With our lock taken, sled's lock can only be held by a store of this process that has
+        // just been dropped: sled's background IO jobs keep its file open for a moment after the
+        // `Db` goes. Wait for them, boundedly; a handle that stays alive still ends in `Locked`.
+        let deadline = Instant::now() + SLED_RELEASE_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_sled_lock_error(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(open_err(&path, e)),
+            }
+        };
         // Transient messages never outlive the broker run that paged them out.
         for name in db.tree_names() {
             if name.starts_with(SCRATCH_PREFIX) {
@@ -102,6 +120,7 @@ impl SledStore {
             bindings: db.open_tree(BINDINGS).map_err(io)?,
             quarantine,
             areas: Mutex::new(HashMap::new()),
+            dirty: Arc::new(Mutex::new(Vec::new())),
             path,
             db,
             _lock: lock,
@@ -113,15 +132,19 @@ impl SledStore {
         &self.path
     }
 
+    /// Any sled tree of this store, for tests that inspect or damage records directly.
+    #[cfg(test)]
+    pub(super) fn raw_tree(&self, name: &[u8]) -> Tree {
+        self.db.open_tree(name).expect("test hook: open tree")
+    }
+
     /// How many damaged records have been moved to the quarantine (in this run or earlier ones).
     pub fn quarantined(&self) -> usize {
         self.quarantine.tree.len()
     }
 
     fn areas(&self) -> MutexGuard<'_, Areas> {
-        // Each critical section is a single map operation plus sled calls that leave the map
-        // unchanged on error, so a poisoned map is still consistent.
-        self.areas.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.areas)
     }
 
     /// Decodes every record of a definitions tree, quarantining those that fail to decode or
@@ -239,16 +262,58 @@ impl Store for SledStore {
             self.db.drop_tree(&tree_name).map_err(io)?;
         }
         let tree = self.db.open_tree(&tree_name).map_err(io)?;
-        let area = Arc::new(SledQueue::open(tree, tree_name, self.quarantine.clone())?);
+        let area = SledQueue::open(
+            tree,
+            tree_name,
+            self.quarantine.clone(),
+            Arc::clone(&self.dirty),
+        )?;
         areas.insert((durable, key), area.clone());
         Ok(area)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut *lock(&self.dirty));
+        for (i, queue) in dirty.iter().enumerate() {
+            let Some(queue) = queue.upgrade() else {
+                continue;
+            };
+            if let Err(e) = queue.write_marks() {
+                // Keep the rest for the next flush.
+                lock(&self.dirty).extend(dirty.get(i..).unwrap_or_default().iter().cloned());
+                return Err(e);
+            }
+        }
         self.db.flush().map_err(io)?;
         Ok(())
     }
 }
+
+impl Drop for SledStore {
+    /// A store dropped without a final flush still writes its delivered marks and syncs, so a
+    /// clean shutdown never loses them.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, path = %self.path.display(), "final flush failed");
+        }
+    }
+}
+
+/// Delivered marks of one queue.
+///
+/// Marking is the one write on the delivery path, and most deliveries are acked before the next
+/// group commit, so marks are kept here and written as sled keys only at [`Store::flush`]: a
+/// delivery acked within the same batch costs no write at all for its mark.
+#[derive(Default)]
+struct Marks {
+    /// Marked, not yet written.
+    pending: BTreeSet<u64>,
+    /// Written as a marker key (by a flush, or found at open).
+    written: HashSet<u64>,
+}
+
+/// Queues with pending marks, for the next flush to write.
+type DirtyList = Mutex<Vec<Weak<SledQueue>>>;
 
 /// One queue's message tree. Keeps the count in memory (sled's `len` is a full scan).
 struct SledQueue {
@@ -256,15 +321,27 @@ struct SledQueue {
     tree_name: Vec<u8>,
     quarantine: Quarantine,
     count: AtomicUsize,
+    marks: Mutex<Marks>,
     /// Set by `delete_queue`: the tree is gone, so further use is an error, not a silent write.
     deleted: AtomicBool,
+    /// This queue, to put on `dirty` without an `Arc<Self>` receiver.
+    me: Weak<SledQueue>,
+    /// The store's list of queues with pending marks.
+    dirty: Arc<DirtyList>,
 }
 
 impl SledQueue {
-    /// Wraps a message tree, counting its messages and removing delivered markers whose message
-    /// is gone (left by a crash between an ack's two removals) or keys that are not ours.
-    fn open(tree: Tree, tree_name: Vec<u8>, quarantine: Quarantine) -> Result<Self, StoreError> {
+    /// Wraps a message tree, counting its messages and delivered markers, removing markers whose
+    /// message is gone (left by a crash between an ack's two removals) and quarantining keys that
+    /// are not ours.
+    fn open(
+        tree: Tree,
+        tree_name: Vec<u8>,
+        quarantine: Quarantine,
+        dirty: Arc<DirtyList>,
+    ) -> Result<Arc<Self>, StoreError> {
         let mut count = 0;
+        let mut written = HashSet::new();
         let mut last_message = None;
         for item in tree.iter() {
             let (key, value) = item.map_err(io)?;
@@ -273,7 +350,9 @@ impl SledQueue {
                     count += 1;
                     last_message = Some(id);
                 }
-                Some(MessageKey::Delivered(id)) if last_message == Some(id) => {}
+                Some(MessageKey::Delivered(id)) if last_message == Some(id) => {
+                    written.insert(id);
+                }
                 Some(MessageKey::Delivered(_)) => {
                     tree.remove(&key).map_err(io)?;
                 }
@@ -283,13 +362,23 @@ impl SledQueue {
                 }
             }
         }
-        Ok(SledQueue {
+        Ok(Arc::new_cyclic(|me| SledQueue {
             tree,
             tree_name,
             quarantine,
             count: AtomicUsize::new(count),
+            marks: Mutex::new(Marks {
+                pending: BTreeSet::new(),
+                written,
+            }),
             deleted: AtomicBool::new(false),
-        })
+            me: me.clone(),
+            dirty,
+        }))
+    }
+
+    fn marks(&self) -> MutexGuard<'_, Marks> {
+        lock(&self.marks)
     }
 
     fn check_live(&self) -> Result<(), StoreError> {
@@ -300,6 +389,28 @@ impl SledQueue {
             )));
         }
         Ok(())
+    }
+
+    /// Writes the pending marks as marker keys (called by [`Store::flush`] before the fsync).
+    ///
+    /// One mark per critical section: an ack racing the flush either takes the mark out of
+    /// `pending` first (nothing is written) or finds it in `written` afterwards (and deletes the
+    /// marker), and never waits for more than one insert.
+    fn write_marks(&self) -> Result<(), StoreError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        loop {
+            let mut marks = self.marks();
+            let Some(id) = marks.pending.pop_first() else {
+                return Ok(());
+            };
+            if let Err(e) = self.tree.insert(record::delivered_key(id), IVec::default()) {
+                marks.pending.insert(id);
+                return Err(io(e));
+            }
+            marks.written.insert(id);
+        }
     }
 
     /// Moves a damaged message aside and forgets it.
@@ -335,24 +446,42 @@ impl QueueStore for SledQueue {
 
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
-        // A marker with no message would wrongly flag a later message that reused the id.
-        if self
-            .tree
-            .contains_key(record::message_key(id))
-            .map_err(io)?
-        {
-            self.tree
-                .insert(record::delivered_key(id), IVec::default())
-                .map_err(io)?;
+        let was_clean = {
+            let mut marks = self.marks();
+            if marks.pending.contains(&id) || marks.written.contains(&id) {
+                return Ok(());
+            }
+            // A mark with no message would wrongly flag a later message with that id. Checked
+            // under the lock so an ack of `id` cannot slip in between.
+            if !self
+                .tree
+                .contains_key(record::message_key(id))
+                .map_err(io)?
+            {
+                return Ok(());
+            }
+            let was_clean = marks.pending.is_empty();
+            marks.pending.insert(id);
+            was_clean
+        };
+        if was_clean {
+            lock(&self.dirty).push(self.me.clone());
         }
         Ok(())
     }
 
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
+        let had_marker = {
+            let mut marks = self.marks();
+            marks.pending.remove(&id);
+            marks.written.remove(&id)
+        };
         // Marker first: a crash in between leaves a message that comes back not redelivered,
-        // never an orphan marker. Removing an absent key is a lookup, not a write.
-        self.tree.remove(record::delivered_key(id)).map_err(io)?;
+        // never an orphan marker.
+        if had_marker {
+            self.tree.remove(record::delivered_key(id)).map_err(io)?;
+        }
         if self
             .tree
             .remove(record::message_key(id))
@@ -374,11 +503,6 @@ impl QueueStore for SledQueue {
             let (key, value) = item.map_err(io)?;
             match record::parse_message_key(&key) {
                 Some(MessageKey::Message(id)) => {
-                    // Stop at the first message past the limit; its predecessor's marker (if
-                    // any) sorts before it, so it has been seen.
-                    if out.len() == limit {
-                        break;
-                    }
                     let buf = Bytes::from_owner(value);
                     match record::decode_message(buf.clone()) {
                         Ok(record) => out.push(StoredMessage {
@@ -388,15 +512,19 @@ impl QueueStore for SledQueue {
                         }),
                         Err(reason) => self.quarantine_message(&key, &buf, reason)?,
                     }
-                }
-                Some(MessageKey::Delivered(id)) => {
-                    if let Some(last) = out.last_mut().filter(|m| m.id == id) {
-                        last.delivered = true;
+                    if out.len() == limit {
+                        break;
                     }
-                    // Otherwise the marker's message was quarantined or removed concurrently:
-                    // leave it, the next open cleans it up.
                 }
+                // Marks are tracked in memory (`written` mirrors the marker keys).
+                Some(MessageKey::Delivered(_)) => {}
                 None => self.quarantine_message(&key, &value, DecodeError("malformed key"))?,
+            }
+        }
+        let marks = self.marks();
+        if !marks.pending.is_empty() || !marks.written.is_empty() {
+            for m in &mut out {
+                m.delivered = marks.pending.contains(&m.id) || marks.written.contains(&m.id);
             }
         }
         Ok(out)
@@ -421,6 +549,11 @@ impl QueueStore for SledQueue {
 
     fn clear(&self) -> Result<(), StoreError> {
         self.check_live()?;
+        {
+            let mut marks = self.marks();
+            marks.pending.clear();
+            marks.written.clear();
+        }
         // Key by key (not `Tree::clear`) so the count stays exact if a put races the purge.
         for key in self.tree.iter().keys() {
             let key = key.map_err(io)?;
@@ -496,16 +629,27 @@ fn lock_dir(path: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Whether sled failed to open because another handle holds its file lock (sled 0.34 reports
+/// this only as an `Other` I/O error with this text).
+fn is_sled_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(ioe) if ioe.to_string().contains("could not acquire lock"))
+}
+
 /// Maps sled's open error, recognising its own file-lock failure as [`StoreError::Locked`].
 fn open_err(path: &Path, e: sled::Error) -> StoreError {
-    match &e {
-        sled::Error::Io(ioe) if ioe.to_string().contains("could not acquire lock") => {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
+    if is_sled_lock_error(&e) {
+        StoreError::Locked {
+            path: path.to_path_buf(),
         }
-        _ => io(e),
+    } else {
+        io(e)
     }
+}
+
+/// Locks a mutex whose every critical section leaves its data consistent before anything can
+/// panic, so a poisoned lock is still safe to use.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn io(e: sled::Error) -> StoreError {

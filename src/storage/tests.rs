@@ -552,9 +552,10 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         s.flush().expect("flush");
     }
     {
-        // Damage the store behind the broker's back, through sled directly.
-        let db = sled::open(dir.path()).expect("raw open");
-        let exchanges = db.open_tree(b"exchanges").expect("tree");
+        // Damage the store behind the broker's back, through sled directly (before anything
+        // reads the records in this run).
+        let s = open(&dir);
+        let exchanges = s.raw_tree(b"exchanges");
         exchanges
             .insert(record::exchange_key("/", "bad"), &b"\x01garbage"[..])
             .expect("insert");
@@ -565,11 +566,10 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
                 record::encode_exchange(&good_exchange),
             )
             .expect("insert");
-        db.open_tree(b"queues")
-            .expect("tree")
+        s.raw_tree(b"queues")
             .insert(record::queue_key("/", "v9"), &b"\x09future"[..])
             .expect("insert");
-        let msgs = db.open_tree(area_name("/", "q")).expect("tree");
+        let msgs = s.raw_tree(&area_name("/", "q"));
         msgs.insert(record::message_key(2), &b"\x01\xff\xff\xff\xff"[..])
             .expect("insert");
         msgs.insert(&b"short"[..], &b"x"[..])
@@ -577,7 +577,7 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         // A delivered marker whose message is gone (a crash between an ack's two removals).
         msgs.insert(record::delivered_key(9), &b""[..])
             .expect("insert orphan marker");
-        db.flush().expect("flush");
+        s.flush().expect("flush");
     }
     {
         let s = open(&dir);
@@ -647,4 +647,93 @@ fn sled_lock_alone_also_maps_to_locked() {
     }
     drop(handle);
     open(&dir);
+}
+
+/// The delivered-marker keys on disk in a durable queue's tree, read with sled directly in a
+/// freshly opened store (before `open_queue` cleans anything up).
+fn raw_markers(dir: &tempfile::TempDir, vhost: &str, name: &str) -> Vec<u64> {
+    let s = open(dir);
+    s.raw_tree(&area_name(vhost, name))
+        .iter()
+        .keys()
+        .filter_map(|k| match record::parse_message_key(&k.expect("key")) {
+            Some(record::MessageKey::Delivered(id)) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn delivered_marks_are_written_at_flush_only_for_unacked_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q", true).expect("open");
+        for id in 1..=5 {
+            q.put(id, &msg(id)).expect("put");
+            q.mark_delivered(id).expect("mark");
+        }
+        // Acked within the batch: its mark never reaches the disk.
+        q.remove(2).expect("ack");
+        s.flush().expect("flush");
+        // Acked after the flush wrote its mark: the marker goes with it.
+        q.remove(3).expect("ack");
+        s.flush().expect("flush");
+    }
+    assert_eq!(raw_markers(&dir, "/", "q"), [1, 4, 5]);
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q", true).expect("open");
+        assert_eq!(ids(&*q), [1, 4, 5]);
+        assert_eq!(delivered_ids(&*q), [1, 4, 5]);
+        q.put(6, &msg(6)).expect("put");
+        q.mark_delivered(6).expect("mark");
+        q.remove(4).expect("ack");
+        // No explicit flush: dropping the store writes the pending mark.
+    }
+    assert_eq!(raw_markers(&dir, "/", "q"), [1, 5, 6]);
+    let s = open(&dir);
+    let q = s.open_queue("/", "q", true).expect("open");
+    assert_eq!(delivered_ids(&*q), [1, 5, 6]);
+}
+
+#[test]
+fn flushes_racing_marks_and_acks_leave_no_orphan_markers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut unacked_delivered = BTreeSet::new();
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q", true).expect("open");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let flusher = scope.spawn(|| {
+                let mut flushes = 0u32;
+                // Bounded: stops when the writers are done, or after 10 000 flushes.
+                while !done.load(std::sync::atomic::Ordering::Acquire) && flushes < 10_000 {
+                    s.flush().expect("flush");
+                    flushes += 1;
+                }
+                flushes
+            });
+            for id in 0..3000u64 {
+                q.put(id, &msg(id)).expect("put");
+                q.mark_delivered(id).expect("mark");
+                // Ack two of every three, some right away (often before a flush), some later
+                // (often after one wrote their mark).
+                match id % 3 {
+                    0 => q.remove(id).expect("ack"),
+                    1 if id >= 30 => q.remove(id - 30).expect("ack later"),
+                    _ => {}
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+            assert!(flusher.join().expect("flusher") > 0);
+        });
+        for m in q.read(0, usize::MAX).expect("read") {
+            assert!(m.delivered);
+            unacked_delivered.insert(m.id);
+        }
+    }
+    let markers: BTreeSet<u64> = raw_markers(&dir, "/", "q").into_iter().collect();
+    assert_eq!(markers, unacked_delivered);
 }

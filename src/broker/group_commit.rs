@@ -12,6 +12,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often writes that no confirm waits for are flushed anyway.
+const BACKGROUND_FLUSH: Duration = Duration::from_millis(200);
+
 /// When the flusher thread flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -141,8 +144,14 @@ impl GroupCommit {
                 let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
                 match self.policy {
                     FlushPolicy::Batch => {
-                        while !*wake {
-                            wake = self.cond.wait(wake).unwrap_or_else(|e| e.into_inner());
+                        // Someone waits for a flush, or writes nobody waits for (publishes
+                        // without confirms, acks, delivered marks) are due one anyway.
+                        if !*wake {
+                            wake = self
+                                .cond
+                                .wait_timeout(wake, BACKGROUND_FLUSH)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
                         }
                     }
                     FlushPolicy::Interval(d) => {

@@ -418,7 +418,7 @@ impl Connection {
                 if e.code == ReplyCode::ConnectionForced {
                     tracing::info!(conn = self.info.id.0, peer = %self.info.peer, text = %e.text, "closing connection");
                 } else {
-                    tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, code = e.code.code(), text = %e.text, "connection error");
+                    tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %self.user_name(), vhost = %self.vhost_name(), code = e.code.code(), text = %e.text, "connection error; closing");
                 }
                 let m = ConnectionClose {
                     reply_code: e.code.code(),
@@ -649,9 +649,11 @@ impl Connection {
                 tracing::info!(
                     conn = self.info.id.0,
                     peer = %self.info.peer,
+                    user = %self.user_name(),
+                    vhost = %self.vhost_name(),
                     code = m.reply_code,
                     text = %m.reply_text,
-                    "client closed connection"
+                    "connection closed by client"
                 );
                 self.cleanup_all();
                 encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
@@ -900,10 +902,24 @@ impl Connection {
         }
     }
 
+    fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("", |u| u.name.as_str())
+    }
+
+    fn vhost_name(&self) -> &str {
+        self.vhost.as_ref().map_or("", |v| &v.name)
+    }
+
     /// The socket ended (peer closed, IO error): release everything.
     pub fn handle_disconnect(&mut self) {
         if self.state != State::Closed {
-            tracing::info!(conn = self.info.id.0, peer = %self.info.peer, "client disconnected");
+            tracing::info!(
+                conn = self.info.id.0,
+                peer = %self.info.peer,
+                user = %self.user_name(),
+                vhost = %self.vhost_name(),
+                "connection closed: client went away without connection.close"
+            );
         }
         self.finish();
     }

@@ -328,11 +328,25 @@ fn after_connection_close_only_close_ok_counts() {
 #[test]
 fn memory_alarm_stops_reading_publishers_only() {
     let mut s = Script::open(0);
-    s.conn.handle_outbound(Outbound::Blocked(Some("low on memory".into())), s.now);
-    assert!(s.conn.wants_read(), "a connection that never published is still read");
-    s.send(1, QueueDeclare { queue: ShortStr::from_static("q"), ..Default::default() }.into());
+    s.conn
+        .handle_outbound(Outbound::Blocked(Some("low on memory".into())), s.now);
+    assert!(
+        s.conn.wants_read(),
+        "a connection that never published is still read"
+    );
+    s.send(
+        1,
+        QueueDeclare {
+            queue: ShortStr::from_static("q"),
+            ..Default::default()
+        }
+        .into(),
+    );
     s.publish("q", b"x");
-    assert!(!s.conn.wants_read(), "a publisher is not read while the alarm is set");
+    assert!(
+        !s.conn.wants_read(),
+        "a publisher is not read while the alarm is set"
+    );
     s.conn.handle_outbound(Outbound::Blocked(None), s.now);
     assert!(s.conn.wants_read());
 }

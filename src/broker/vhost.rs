@@ -341,18 +341,8 @@ impl VHost {
         args: &FieldTable,
         conn: ConnId,
     ) -> BrokerResult<()> {
-        if source.is_empty() || (dest_is_exchange && dest.is_empty()) {
-            return Err(BrokerError::AccessRefused(
-                "operation not permitted on the default exchange".into(),
-            ));
-        }
         let defs = self.write();
-        let destination = self.resolve_dest(&defs, dest, dest_is_exchange, conn)?;
-        let x = defs
-            .exchanges
-            .get(source)
-            .cloned()
-            .ok_or_else(|| no_exchange(source, &self.name))?;
+        let (x, destination) = self.binding_ends(&defs, source, dest, dest_is_exchange, conn)?;
         let added = x
             .bind(destination.clone(), key, args.clone())
             .map_err(BrokerError::PreconditionFailed)?;
@@ -362,6 +352,30 @@ impl VHost {
             self.commit.note_write();
         }
         Ok(())
+    }
+
+    /// The source exchange and the destination of a (un)bind: 403 for the default exchange,
+    /// 404 for what does not exist, 405 for another connection's exclusive queue.
+    fn binding_ends(
+        &self,
+        defs: &Definitions,
+        source: &str,
+        dest: &str,
+        dest_is_exchange: bool,
+        conn: ConnId,
+    ) -> BrokerResult<(Arc<Exchange>, Destination)> {
+        if source.is_empty() || (dest_is_exchange && dest.is_empty()) {
+            return Err(BrokerError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        let destination = self.resolve_dest(defs, dest, dest_is_exchange, conn)?;
+        let x = defs
+            .exchanges
+            .get(source)
+            .cloned()
+            .ok_or_else(|| no_exchange(source, &self.name))?;
+        Ok((x, destination))
     }
 
     fn resolve_dest(
@@ -398,18 +412,8 @@ impl VHost {
         args: &FieldTable,
         conn: ConnId,
     ) -> BrokerResult<()> {
-        if source.is_empty() || (dest_is_exchange && dest.is_empty()) {
-            return Err(BrokerError::AccessRefused(
-                "operation not permitted on the default exchange".into(),
-            ));
-        }
         let mut defs = self.write();
-        let destination = self.resolve_dest(&defs, dest, dest_is_exchange, conn)?;
-        let x = defs
-            .exchanges
-            .get(source)
-            .cloned()
-            .ok_or_else(|| no_exchange(source, &self.name))?;
+        let (x, destination) = self.binding_ends(&defs, source, dest, dest_is_exchange, conn)?;
         self.unbind_locked(&mut defs, &x, &destination, key, args)
     }
 

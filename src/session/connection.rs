@@ -303,28 +303,12 @@ impl Connection {
     pub fn handle_outbound(&mut self, msg: Outbound, now: Instant) {
         match msg {
             Outbound::Deliver(d) => {
-                let (Some(vhost), Some(ch)) =
-                    (self.vhost.clone(), self.channels.get_mut(&d.channel))
-                else {
-                    d.queue.undeliver(d.message, d.no_ack);
-                    return;
-                };
-                if self.state != State::Running {
+                if self.state != State::Running || !self.channels.contains_key(&d.channel) {
                     d.queue.undeliver(d.message, d.no_ack);
                     return;
                 }
-                let user = self.user.as_ref().map_or("", |u| u.name.as_str());
-                let mut ctx = Ctx {
-                    broker: &self.broker,
-                    vhost: &vhost,
-                    conn: self.info.id,
-                    mailbox: &self.info.mailbox,
-                    info: &self.info,
-                    out: &mut self.out,
-                    frame_max: self.frame_max,
-                    user,
-                };
-                ch.deliver(&mut ctx, d);
+                let channel = d.channel;
+                self.on_channel(channel, |ch, ctx| ch.deliver(ctx, d));
             }
             Outbound::ConsumerCancelled {
                 channel,
@@ -774,25 +758,15 @@ impl Connection {
         }
     }
 
-    /// Runs `f` on a channel with a context borrowed from the connection.
-    fn with_channel<R>(
+    /// Runs `f` on a channel with a context borrowed from the connection; `None` when the
+    /// connection is not open or the channel does not exist.
+    fn on_channel<R>(
         &mut self,
         channel: u16,
-        f: impl FnOnce(&mut Channel, &mut Ctx<'_>) -> Result<R, AmqpError>,
-    ) -> Result<R, AmqpError> {
-        let Some(vhost) = self.vhost.clone() else {
-            return Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                "connection not open",
-            ));
-        };
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return Err(AmqpError::connection(
-                ReplyCode::ChannelError,
-                "expected 'channel.open'",
-            ));
-        };
-        let user = self.user.as_ref().map_or("", |u| u.name.as_str());
+        f: impl FnOnce(&mut Channel, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let vhost = self.vhost.clone()?;
+        let ch = self.channels.get_mut(&channel)?;
         let mut ctx = Ctx {
             broker: &self.broker,
             vhost: &vhost,
@@ -801,9 +775,23 @@ impl Connection {
             info: &self.info,
             out: &mut self.out,
             frame_max: self.frame_max,
-            user,
+            user: self.user.as_ref().map_or("", |u| u.name.as_str()),
         };
-        f(ch, &mut ctx)
+        Some(f(ch, &mut ctx))
+    }
+
+    /// [`Connection::on_channel`] for methods: a missing channel is a connection error.
+    fn with_channel<R>(
+        &mut self,
+        channel: u16,
+        f: impl FnOnce(&mut Channel, &mut Ctx<'_>) -> Result<R, AmqpError>,
+    ) -> Result<R, AmqpError> {
+        self.on_channel(channel, f).unwrap_or_else(|| {
+            Err(AmqpError::connection(
+                ReplyCode::ChannelError,
+                "expected 'channel.open'",
+            ))
+        })
     }
 
     /// Sends the confirms whose writes are flushed.
@@ -848,31 +836,19 @@ impl Connection {
     }
 
     fn cleanup_channel(&mut self, id: u16, keep_closing: bool) {
-        let Some(vhost) = self.vhost.clone() else {
+        if self.on_channel(id, |ch, ctx| ch.cleanup(ctx)).is_none() {
             return;
-        };
-        let user = self.user.as_ref().map_or("", |u| u.name.as_str());
-        if let Some(ch) = self.channels.get_mut(&id) {
-            let mut ctx = Ctx {
-                broker: &self.broker,
-                vhost: &vhost,
-                conn: self.info.id,
-                mailbox: &self.info.mailbox,
-                info: &self.info,
-                out: &mut self.out,
-                frame_max: self.frame_max,
-                user,
-            };
-            ch.cleanup(&mut ctx);
-            if keep_closing {
-                ch.closing = true;
-            } else {
-                self.channels.remove(&id);
-            }
-            self.info
-                .channels
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
+        if keep_closing {
+            if let Some(ch) = self.channels.get_mut(&id) {
+                ch.closing = true;
+            }
+        } else {
+            self.channels.remove(&id);
+        }
+        self.info
+            .channels
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn cleanup_all(&mut self) {

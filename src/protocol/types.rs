@@ -72,6 +72,24 @@ impl ShortStr {
         Ok(ShortStr(b))
     }
 
+    /// Length in bytes. Cheaper than `.as_str().len()`, which re-checks UTF-8 (as does
+    /// every `Deref` to `str`), so this inherent method is what `s.len()` calls.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty string (without the UTF-8 check `Deref` would do).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Wraps bytes the wire decoder has already checked: at most 255 bytes (one length
+    /// octet) and valid UTF-8.
+    pub(super) fn from_checked(b: Bytes) -> Self {
+        debug_assert!(b.len() <= SHORT_STR_MAX && std::str::from_utf8(&b).is_ok());
+        ShortStr(b)
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // Every constructor checked UTF-8; fall back to "" rather than panic if that ever broke.

@@ -36,12 +36,14 @@ impl<I> ParseError<I> for WireError {
 pub(super) type PResult<'a, O> = IResult<&'a [u8], O, WireError>;
 
 /// A typed failure, as nom's unrecoverable error.
+#[inline]
 pub(super) fn fail<T>(e: FrameError) -> Result<T, nom::Err<WireError>> {
     Err(nom::Err::Failure(WireError::Frame(e)))
 }
 
 /// Converts a complete parse of `what` into the codec's result: leftover bytes are an error
 /// (RabbitMQ's method decoders match the payload exactly), nom errors become [`FrameError`].
+#[inline]
 pub(super) fn finish<T>(what: &'static str, r: PResult<'_, T>) -> Result<T, FrameError> {
     match r {
         Ok(([], v)) => Ok(v),
@@ -59,6 +61,7 @@ pub(super) fn finish<T>(what: &'static str, r: PResult<'_, T>) -> Result<T, Fram
 }
 
 /// `N` octets at once, as an array: one bounds check for a run of fixed-size fields.
+#[inline]
 pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
     match i.split_first_chunk::<N>() {
         Some((head, rest)) => Ok((rest, head)),
@@ -67,16 +70,20 @@ pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
 }
 
 /// A short string: length octet, then that many bytes of UTF-8, sliced out of `p`.
+/// Names and routing keys are nearly always ASCII, which `is_ascii` checks a word at a time;
+/// only other text goes through the full UTF-8 check.
+#[inline]
 pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
-    let (i, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
-    match ShortStr::from_bytes(p.slice_ref(s)) {
-        Ok(s) => Ok((i, s)),
-        // The length octet cannot exceed 255, so the only failure is UTF-8.
-        Err(_) => fail(FrameError::NotUtf8("")),
+    let (rest, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
+    if !s.is_ascii() && std::str::from_utf8(s).is_err() {
+        return fail(FrameError::NotUtf8(""));
     }
+    // The length came from one octet, so it is at most 255.
+    Ok((rest, ShortStr::from_checked(p.slice_ref(s))))
 }
 
 /// A long string: u32 length, then that many bytes, sliced out of `p`.
+#[inline]
 pub(super) fn long_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, LongStr> {
     let (i, s) = long_data(i)?;
     Ok((i, LongStr(p.slice_ref(s))))
@@ -84,6 +91,7 @@ pub(super) fn long_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, LongStr> {
 
 /// A u32 length, then that many bytes. nom checks the length against the remaining input
 /// before taking it, so a hostile length allocates nothing.
+#[inline]
 pub(super) fn long_data(i: &[u8]) -> PResult<'_, &[u8]> {
     nom::multi::length_data(nom::number::complete::be_u32).parse_complete(i)
 }
@@ -97,6 +105,7 @@ pub(super) fn len_u32(n: usize) -> u32 {
 }
 
 /// Writes a short string (length octet + bytes). The type guarantees at most 255 bytes.
+#[inline]
 pub(super) fn put_short_str(buf: &mut BytesMut, s: &ShortStr) {
     let b = s.as_bytes();
     buf.put_u8(u8::try_from(b.len()).unwrap_or(u8::MAX));
@@ -104,6 +113,7 @@ pub(super) fn put_short_str(buf: &mut BytesMut, s: &ShortStr) {
 }
 
 /// Writes a long string (u32 length + bytes).
+#[inline]
 pub(super) fn put_long_str(buf: &mut BytesMut, s: &LongStr) {
     buf.put_u32(len_u32(s.0.len()));
     buf.put_slice(&s.0);

@@ -1,11 +1,15 @@
 //! Criterion benchmarks of the frame codec's hot paths: a small publish (basic.publish +
 //! content header + 16-byte body) decoded and encoded, and a 1 MiB message split into
 //! frame_max-sized (131072) body frames. Run: `cargo bench --bench codec`.
+//!
+//! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) rather than wall
+//! time: the build machine is shared, and time spent descheduled is not the codec's.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lagomorph::protocol::Frame;
 use lagomorph::protocol::frame;
@@ -16,6 +20,40 @@ use lagomorph::protocol::types::ShortStr;
 const FRAME_MAX: u32 = 131_072;
 /// Publish commands per iteration of the small-message benchmarks.
 const BATCH: usize = 1000;
+
+/// CPU time of the current thread.
+struct OnCpu;
+
+static WALL: WallTime = WallTime;
+
+fn cpu_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+impl Measurement for OnCpu {
+    type Intermediate = u64;
+    type Value = Duration;
+
+    fn start(&self) -> u64 {
+        cpu_nanos()
+    }
+    fn end(&self, start: u64) -> Duration {
+        Duration::from_nanos(cpu_nanos().saturating_sub(start))
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL.formatter()
+    }
+}
 
 fn publish() -> Method {
     Method::from(BasicPublish {
@@ -50,7 +88,7 @@ fn decode_all(buf: &mut BytesMut) -> usize {
     n
 }
 
-fn small_publish(c: &mut Criterion) {
+fn small_publish(c: &mut Criterion<OnCpu>) {
     let (m, p, body) = (publish(), props(), [7u8; 16]);
     let mut wire = BytesMut::new();
     for _ in 0..BATCH {
@@ -78,7 +116,7 @@ fn small_publish(c: &mut Criterion) {
     g.finish();
 }
 
-fn large_message(c: &mut Criterion) {
+fn large_message(c: &mut Criterion<OnCpu>) {
     let (m, p) = (publish(), props());
     let body: Vec<u8> = (0..1 << 20).map(|i: u32| i as u8).collect();
     let mut wire = BytesMut::new();
@@ -114,6 +152,7 @@ fn large_message(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
+        .with_measurement(OnCpu)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     targets = small_publish, large_message

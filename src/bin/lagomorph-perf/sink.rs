@@ -1,0 +1,218 @@
+//! `sink`: a server that speaks just enough AMQP for producers and discards every message. It
+//! measures this tool's own ceiling: a load generator that cannot publish much faster into a
+//! sink than into a broker is measuring itself, not the broker.
+//!
+//! It answers the handshake (start, tune, open), channel.open, confirm.select, exchange and
+//! queue declares, binds, purges, deletes, basic.qos and basic.consume, and in confirm mode
+//! acks every publish with one basic.ack (multiple) per read. Frames are fully decoded with
+//! the project's codec, as a broker would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use lagomorph::protocol::frame::{self, Frame};
+use lagomorph::protocol::method::*;
+use lagomorph::protocol::types::{FieldTable, LongStr, ShortStr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::READ_CHUNK;
+use crate::report::group;
+
+/// The frame_max the sink offers.
+const FRAME_MAX: u32 = 131_072;
+
+/// Runs the sink until `stop`; prints the message rate to stderr once a second.
+pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken) {
+    let received = Arc::new(AtomicU64::new(0));
+    let rate = {
+        let (received, stop) = (Arc::clone(&received), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut prev = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let cur = received.load(Ordering::Relaxed);
+                if cur != prev {
+                    eprintln!("sink: {} msg/s", group(cur - prev));
+                }
+                prev = cur;
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => {
+                    let (received, stop) = (Arc::clone(&received), stop.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = connection(s, received) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    eprintln!("sink: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.cancelled() => break,
+        }
+    }
+    let _ = rate.await;
+}
+
+/// Per-channel confirm state.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChannelState {
+    confirm: bool,
+    published: u64,
+    acked: u64,
+}
+
+/// One connection; ends on EOF, error or connection.close.
+async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Result<()> {
+    let _ = s.set_nodelay(true);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match frame::decode_protocol_header(&mut rbuf) {
+            Ok(Some(())) => break,
+            Ok(None) => {
+                if s.read_buf(&mut rbuf).await? == 0 {
+                    return Ok(());
+                }
+            }
+            Err(_) => {
+                s.write_all(frame::PROTOCOL_HEADER).await?;
+                return Ok(());
+            }
+        }
+    }
+    frame::encode_method(
+        0,
+        &Method::ConnectionStart(ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: FieldTable::new(),
+            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            locales: LongStr::from("en_US"),
+        }),
+        &mut out,
+    );
+    s.write_all(&out).await?;
+    out.clear();
+    let mut channels: Vec<ChannelState> = vec![ChannelState::default(); 2];
+    loop {
+        let mut messages = 0u64;
+        loop {
+            let f = match frame::decode(&mut rbuf, FRAME_MAX) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => return Ok(()),
+            };
+            let Frame::Method { channel, method } = f else {
+                continue; // headers, bodies, heartbeats: discarded
+            };
+            let ch = usize::from(channel);
+            if ch >= channels.len() {
+                channels.resize(ch + 1, ChannelState::default());
+            }
+            let reply = match method {
+                Method::BasicPublish(_) => {
+                    messages += 1;
+                    channels[ch].published += 1;
+                    None
+                }
+                Method::ConnectionStartOk(_) => Some(Method::ConnectionTune(ConnectionTune {
+                    channel_max: 2047,
+                    frame_max: FRAME_MAX,
+                    heartbeat: 0,
+                })),
+                Method::ConnectionTuneOk(_) => None,
+                Method::ConnectionOpen(_) => Some(Method::ConnectionOpenOk(ConnectionOpenOk {
+                    reserved_1: ShortStr::EMPTY,
+                })),
+                Method::ConnectionClose(_) => {
+                    frame::encode_method(
+                        0,
+                        &Method::ConnectionCloseOk(ConnectionCloseOk),
+                        &mut out,
+                    );
+                    s.write_all(&out).await?;
+                    return Ok(());
+                }
+                Method::ChannelOpen(_) => {
+                    channels[ch] = ChannelState::default();
+                    Some(Method::ChannelOpenOk(ChannelOpenOk {
+                        reserved_1: LongStr::default(),
+                    }))
+                }
+                Method::ChannelClose(_) => Some(Method::ChannelCloseOk(ChannelCloseOk)),
+                Method::ConfirmSelect(_) => {
+                    channels[ch].confirm = true;
+                    Some(Method::ConfirmSelectOk(ConfirmSelectOk))
+                }
+                Method::ExchangeDeclare(_) => Some(Method::ExchangeDeclareOk(ExchangeDeclareOk)),
+                Method::QueueDeclare(q) => Some(Method::QueueDeclareOk(QueueDeclareOk {
+                    queue: q.queue,
+                    message_count: 0,
+                    consumer_count: 0,
+                })),
+                Method::QueueBind(_) => Some(Method::QueueBindOk(QueueBindOk)),
+                Method::QueuePurge(_) => {
+                    Some(Method::QueuePurgeOk(QueuePurgeOk { message_count: 0 }))
+                }
+                Method::QueueDelete(_) => {
+                    Some(Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 }))
+                }
+                Method::BasicQos(_) => Some(Method::BasicQosOk(BasicQosOk)),
+                Method::BasicConsume(c) => Some(Method::BasicConsumeOk(BasicConsumeOk {
+                    consumer_tag: if c.consumer_tag.is_empty() {
+                        ShortStr::from_static("sink")
+                    } else {
+                        c.consumer_tag
+                    },
+                })),
+                _ => None,
+            };
+            if let Some(m) = reply {
+                frame::encode_method(channel, &m, &mut out);
+            }
+        }
+        for (ch, st) in channels.iter_mut().enumerate() {
+            if st.confirm && st.published > st.acked {
+                frame::encode_method(
+                    ch as u16,
+                    &Method::BasicAck(BasicAck {
+                        delivery_tag: st.published,
+                        multiple: true,
+                    }),
+                    &mut out,
+                );
+                st.acked = st.published;
+            }
+        }
+        if messages > 0 {
+            received.fetch_add(messages, Ordering::Relaxed);
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        if s.read_buf(&mut rbuf).await? == 0 {
+            return Ok(());
+        }
+    }
+}

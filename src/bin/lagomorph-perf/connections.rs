@@ -49,6 +49,10 @@ impl ConnectionsSummary {
             .uint("opened", u64::from(self.opened))
             .float("open_seconds", self.open_seconds)
             .strs("errors", &self.errors)
+            .bool(
+                "clean",
+                self.opened == self.requested && self.errors.is_empty(),
+            )
             .finish()
     }
 }

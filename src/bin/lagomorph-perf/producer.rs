@@ -32,8 +32,6 @@ const BATCH_BYTES: usize = 128 * 1024;
 const BATCH_MAX: u64 = 2000;
 /// The channel producers publish on.
 const CHANNEL: u16 = 1;
-/// How long to wait for the reader task after connection.close.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What a producer publishes.
 #[derive(Debug, Clone)]
@@ -241,7 +239,9 @@ impl Producer {
                 }
             }
         }
-        // Graceful close; the reader task ends on close-ok (or EOF).
+        // Graceful close; the reader task ends on close-ok (or EOF). Waiting for close-ok
+        // matters: a broker may drop unconfirmed publishes it has not yet routed when the
+        // socket goes first (RabbitMQ does, "client unexpectedly closed TCP connection").
         let mut buf = BytesMut::new();
         frame::encode_method(
             0,
@@ -255,7 +255,9 @@ impl Producer {
         );
         let _ = wr.write_all(&buf).await;
         // On timeout the reader task is left to end with the socket.
-        let _ = tokio::time::timeout(CLOSE_WAIT, reader).await;
+        if tokio::time::timeout(drain, reader).await.is_err() {
+            shared.fail(format!("no connection.close-ok within {drain:?}"));
+        }
         out.confirmed = shared.confirmed.load(Ordering::Relaxed);
         out.nacked = shared.nacked.load(Ordering::Relaxed);
         out.error = shared.error();

@@ -195,17 +195,26 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
         .map(|(r, n)| n * r.queues.iter().filter(|q| consumed_queues[**q]).count() as u64)
         .sum();
     let want = match args.cmessages {
-        Some(c) => (c * u64::from(args.consumers)).min(if args.producers > 0 {
-            expected_deliveries
-        } else {
-            u64::MAX
-        }),
+        Some(c) => (c * u64::from(args.consumers)).min(expected_deliveries),
         None => expected_deliveries,
     };
+    let mut seen: Vec<ConsumerOutcome> = Vec::new();
+    if args.producers == 0 {
+        // Consumers alone (e.g. draining an earlier run, or fed by `sink`): until their
+        // --cmessages or the time limit.
+        while !consumers.is_empty() && !stop_producers.is_cancelled() {
+            while let Some(r) = consumers.try_join_next() {
+                match r {
+                    Ok(o) => seen.push(o),
+                    Err(e) => errors.push(format!("consumer task failed: {e}")),
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
     let drain_started = Instant::now();
     let mut last_progress = (counters.delivered.load(Ordering::Relaxed), Instant::now());
-    let mut seen: Vec<ConsumerOutcome> = Vec::new();
-    while !consumers.is_empty() {
+    while args.producers > 0 && !consumers.is_empty() {
         while let Some(r) = consumers.try_join_next() {
             match r {
                 Ok(o) => seen.push(o),

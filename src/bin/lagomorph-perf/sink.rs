@@ -5,7 +5,9 @@
 //! It answers the handshake (start, tune, open), channel.open, confirm.select, exchange and
 //! queue declares, binds, purges, deletes, basic.qos and basic.consume, and in confirm mode
 //! acks every publish with one basic.ack (multiple) per read. Frames are fully decoded with
-//! the project's codec, as a broker would.
+//! the project's codec, as a broker would. A consumer gets an endless stream of 16-byte
+//! deliveries, as fast as it reads them (prefetch is ignored), which measures the consumer
+//! side's ceiling the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use lagomorph::protocol::frame::{self, Frame};
 use lagomorph::protocol::method::*;
+use lagomorph::protocol::properties::BasicProperties;
 use lagomorph::protocol::types::{FieldTable, LongStr, ShortStr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::READ_CHUNK;
 use crate::report::group;
+use crate::stats;
 
 /// The frame_max the sink offers.
 const FRAME_MAX: u32 = 131_072;
@@ -78,11 +82,23 @@ struct ChannelState {
     acked: u64,
 }
 
+/// A consumer the sink feeds.
+#[derive(Debug)]
+struct Feed {
+    channel: u16,
+    tag: ShortStr,
+    next_seq: u32,
+    delivery_tag: u64,
+}
+
+/// Bytes of deliveries per write when feeding consumers.
+const FEED_BYTES: usize = 128 * 1024;
+
 /// One connection; ends on EOF, error or connection.close.
 async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Result<()> {
     let _ = s.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(FEED_BYTES * 2);
     loop {
         match frame::decode_protocol_header(&mut rbuf) {
             Ok(Some(())) => break,
@@ -108,111 +124,178 @@ async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Resu
         }),
         &mut out,
     );
-    s.write_all(&out).await?;
-    out.clear();
     let mut channels: Vec<ChannelState> = vec![ChannelState::default(); 2];
+    let mut feeds: Vec<Feed> = Vec::new();
     loop {
-        let mut messages = 0u64;
-        loop {
-            let f = match frame::decode(&mut rbuf, FRAME_MAX) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => return Ok(()),
-            };
-            let Frame::Method { channel, method } = f else {
-                continue; // headers, bodies, heartbeats: discarded
-            };
-            let ch = usize::from(channel);
-            if ch >= channels.len() {
-                channels.resize(ch + 1, ChannelState::default());
-            }
-            let reply = match method {
-                Method::BasicPublish(_) => {
-                    messages += 1;
-                    channels[ch].published += 1;
-                    None
-                }
-                Method::ConnectionStartOk(_) => Some(Method::ConnectionTune(ConnectionTune {
-                    channel_max: 2047,
-                    frame_max: FRAME_MAX,
-                    heartbeat: 0,
-                })),
-                Method::ConnectionTuneOk(_) => None,
-                Method::ConnectionOpen(_) => Some(Method::ConnectionOpenOk(ConnectionOpenOk {
-                    reserved_1: ShortStr::EMPTY,
-                })),
-                Method::ConnectionClose(_) => {
-                    frame::encode_method(
-                        0,
-                        &Method::ConnectionCloseOk(ConnectionCloseOk),
-                        &mut out,
-                    );
-                    s.write_all(&out).await?;
-                    return Ok(());
-                }
-                Method::ChannelOpen(_) => {
-                    channels[ch] = ChannelState::default();
-                    Some(Method::ChannelOpenOk(ChannelOpenOk {
-                        reserved_1: LongStr::default(),
-                    }))
-                }
-                Method::ChannelClose(_) => Some(Method::ChannelCloseOk(ChannelCloseOk)),
-                Method::ConfirmSelect(_) => {
-                    channels[ch].confirm = true;
-                    Some(Method::ConfirmSelectOk(ConfirmSelectOk))
-                }
-                Method::ExchangeDeclare(_) => Some(Method::ExchangeDeclareOk(ExchangeDeclareOk)),
-                Method::QueueDeclare(q) => Some(Method::QueueDeclareOk(QueueDeclareOk {
-                    queue: q.queue,
-                    message_count: 0,
-                    consumer_count: 0,
-                })),
-                Method::QueueBind(_) => Some(Method::QueueBindOk(QueueBindOk)),
-                Method::QueuePurge(_) => {
-                    Some(Method::QueuePurgeOk(QueuePurgeOk { message_count: 0 }))
-                }
-                Method::QueueDelete(_) => {
-                    Some(Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 }))
-                }
-                Method::BasicQos(_) => Some(Method::BasicQosOk(BasicQosOk)),
-                Method::BasicConsume(c) => Some(Method::BasicConsumeOk(BasicConsumeOk {
-                    consumer_tag: if c.consumer_tag.is_empty() {
-                        ShortStr::from_static("sink")
-                    } else {
-                        c.consumer_tag
-                    },
-                })),
-                _ => None,
-            };
-            if let Some(m) = reply {
-                frame::encode_method(channel, &m, &mut out);
-            }
-        }
-        for (ch, st) in channels.iter_mut().enumerate() {
-            if st.confirm && st.published > st.acked {
-                frame::encode_method(
-                    ch as u16,
-                    &Method::BasicAck(BasicAck {
-                        delivery_tag: st.published,
-                        multiple: true,
-                    }),
-                    &mut out,
-                );
-                st.acked = st.published;
-            }
-        }
-        if messages > 0 {
-            received.fetch_add(messages, Ordering::Relaxed);
-        }
-        if !out.is_empty() {
+        let closing = process(&mut rbuf, &mut channels, &mut feeds, &mut out, &received);
+        if closing {
             s.write_all(&out).await?;
-            out.clear();
-        }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
-        }
-        if s.read_buf(&mut rbuf).await? == 0 {
             return Ok(());
         }
+        if feeds.is_empty() {
+            if !out.is_empty() {
+                s.write_all(&out).await?;
+                out.clear();
+            }
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            if s.read_buf(&mut rbuf).await? == 0 {
+                return Ok(());
+            }
+        } else {
+            feed(&mut feeds, &mut out);
+            s.write_all(&out).await?;
+            out.clear();
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            match s.try_read_buf(&mut rbuf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
+}
+
+/// Appends about [`FEED_BYTES`] of deliveries, round-robin over the consumers. Bodies are 16
+/// bytes: producer 0, the consumer's next sequence, send time 0 (latency is meaningless
+/// against the sink; continuity is not).
+fn feed(feeds: &mut [Feed], out: &mut BytesMut) {
+    let properties = BasicProperties {
+        delivery_mode: Some(1),
+        ..BasicProperties::default()
+    };
+    let mut body = [0u8; stats::BODY_HEADER];
+    while out.len() < FEED_BYTES {
+        for f in feeds.iter_mut() {
+            f.delivery_tag += 1;
+            frame::encode_method(
+                f.channel,
+                &Method::BasicDeliver(BasicDeliver {
+                    consumer_tag: f.tag.clone(),
+                    delivery_tag: f.delivery_tag,
+                    redelivered: false,
+                    exchange: ShortStr::EMPTY,
+                    routing_key: ShortStr::from_static("sink"),
+                }),
+                out,
+            );
+            stats::put_body_header(&mut body, 0, f.next_seq, 0);
+            f.next_seq = f.next_seq.wrapping_add(1);
+            frame::encode_content(f.channel, 60, &properties, &body, FRAME_MAX, out);
+        }
+    }
+}
+
+/// Decodes every frame in `rbuf` and encodes the replies into `out`; true once the client
+/// sent connection.close (close-ok is then in `out`).
+fn process(
+    rbuf: &mut BytesMut,
+    channels: &mut Vec<ChannelState>,
+    feeds: &mut Vec<Feed>,
+    out: &mut BytesMut,
+    received: &AtomicU64,
+) -> bool {
+    let mut messages = 0u64;
+    loop {
+        let f = match frame::decode(rbuf, FRAME_MAX) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                // Not worth an error reply: the sink only ever talks to this tool.
+                frame::encode_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk), out);
+                return true;
+            }
+        };
+        let Frame::Method { channel, method } = f else {
+            continue; // headers, bodies, heartbeats: discarded
+        };
+        let ch = usize::from(channel);
+        if ch >= channels.len() {
+            channels.resize(ch + 1, ChannelState::default());
+        }
+        let reply = match method {
+            Method::BasicPublish(_) => {
+                messages += 1;
+                channels[ch].published += 1;
+                None
+            }
+            Method::ConnectionStartOk(_) => Some(Method::ConnectionTune(ConnectionTune {
+                channel_max: 2047,
+                frame_max: FRAME_MAX,
+                heartbeat: 0,
+            })),
+            Method::ConnectionOpen(_) => Some(Method::ConnectionOpenOk(ConnectionOpenOk {
+                reserved_1: ShortStr::EMPTY,
+            })),
+            Method::ConnectionClose(_) => {
+                frame::encode_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk), out);
+                return true;
+            }
+            Method::ChannelOpen(_) => {
+                channels[ch] = ChannelState::default();
+                Some(Method::ChannelOpenOk(ChannelOpenOk {
+                    reserved_1: LongStr::default(),
+                }))
+            }
+            Method::ChannelClose(_) => {
+                feeds.retain(|f| f.channel != channel);
+                Some(Method::ChannelCloseOk(ChannelCloseOk))
+            }
+            Method::ConfirmSelect(_) => {
+                channels[ch].confirm = true;
+                Some(Method::ConfirmSelectOk(ConfirmSelectOk))
+            }
+            Method::ExchangeDeclare(_) => Some(Method::ExchangeDeclareOk(ExchangeDeclareOk)),
+            Method::QueueDeclare(q) => Some(Method::QueueDeclareOk(QueueDeclareOk {
+                queue: q.queue,
+                message_count: 0,
+                consumer_count: 0,
+            })),
+            Method::QueueBind(_) => Some(Method::QueueBindOk(QueueBindOk)),
+            Method::QueuePurge(_) => Some(Method::QueuePurgeOk(QueuePurgeOk { message_count: 0 })),
+            Method::QueueDelete(_) => {
+                Some(Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 }))
+            }
+            Method::BasicQos(_) => Some(Method::BasicQosOk(BasicQosOk)),
+            Method::BasicConsume(c) => {
+                let tag = if c.consumer_tag.is_empty() {
+                    ShortStr::from_static("sink")
+                } else {
+                    c.consumer_tag
+                };
+                feeds.push(Feed {
+                    channel,
+                    tag: tag.clone(),
+                    next_seq: 0,
+                    delivery_tag: 0,
+                });
+                Some(Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }))
+            }
+            _ => None, // acks, tune-ok...
+        };
+        if let Some(m) = reply {
+            frame::encode_method(channel, &m, out);
+        }
+    }
+    for (ch, st) in channels.iter_mut().enumerate() {
+        if st.confirm && st.published > st.acked {
+            frame::encode_method(
+                ch as u16,
+                &Method::BasicAck(BasicAck {
+                    delivery_tag: st.published,
+                    multiple: true,
+                }),
+                out,
+            );
+            st.acked = st.published;
+        }
+    }
+    if messages > 0 {
+        received.fetch_add(messages, Ordering::Relaxed);
+    }
+    false
 }

@@ -1,14 +1,15 @@
 //! A consumer: one connection, one channel, one basic.consume.
 //!
-//! Every read is decoded in one pass (`frame::decode` until the buffer runs dry), deliveries are
-//! reassembled (deliver → header → bodies), checked by the [`Tracker`] against the receive time
-//! of that read, and the acks they call for are written back with one `write` per read.
+//! Every read is decoded in one pass (until the buffer runs dry; the hot frames by the
+//! [`scan`](crate::scan) fast path, the rest by `frame::decode`), deliveries are reassembled
+//! (deliver → header → bodies), checked by the [`Tracker`] against the receive time of that
+//! read, and the acks they call for are written back with one `write` per read.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use lagomorph::protocol::frame::{self, Frame};
 use lagomorph::protocol::method::{BasicAck, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientError, Conn, READ_CHUNK, Uri, describe};
+use crate::scan::{Scanned, scan};
 use crate::stats::{self, BODY_HEADER, Counters, Tracker};
 
 /// The channel consumers use.
@@ -149,6 +151,126 @@ impl Consumer {
     }
 }
 
+/// One step of a delivery, from the scanner or the codec.
+#[derive(Debug, Clone, Copy)]
+enum Part<'a> {
+    Deliver(u64),
+    Header(u64),
+    Body(&'a [u8]),
+}
+
+/// Advances the reassembly by one part; returns a finished delivery (tag, body head).
+fn assemble(
+    state: &mut Assembly,
+    part: Part<'_>,
+) -> Result<Option<(u64, [u8; BODY_HEADER], usize)>, ClientError> {
+    match (*state, part) {
+        (Assembly::Idle, Part::Deliver(tag)) => {
+            *state = Assembly::Header { tag };
+            Ok(None)
+        }
+        (Assembly::Header { tag }, Part::Header(0)) => {
+            *state = Assembly::Idle;
+            Ok(Some((tag, [0; BODY_HEADER], 0)))
+        }
+        (Assembly::Header { tag }, Part::Header(size)) => {
+            *state = Assembly::Body {
+                tag,
+                remaining: size,
+                head: [0; BODY_HEADER],
+                have: 0,
+            };
+            Ok(None)
+        }
+        (
+            Assembly::Body {
+                tag,
+                remaining,
+                mut head,
+                mut have,
+            },
+            Part::Body(payload),
+        ) => {
+            let take = (BODY_HEADER - have).min(payload.len());
+            head[have..have + take].copy_from_slice(&payload[..take]);
+            have += take;
+            let remaining = remaining.saturating_sub(payload.len() as u64);
+            if remaining == 0 {
+                *state = Assembly::Idle;
+                Ok(Some((tag, head, have)))
+            } else {
+                *state = Assembly::Body {
+                    tag,
+                    remaining,
+                    head,
+                    have,
+                };
+                Ok(None)
+            }
+        }
+        (s, p) => Err(ClientError::Unexpected(format!(
+            "{} while {}",
+            match p {
+                Part::Deliver(_) => "basic.deliver",
+                Part::Header(_) => "a content header",
+                Part::Body(_) => "a content body",
+            },
+            match s {
+                Assembly::Idle => "between messages",
+                Assembly::Header { .. } => "waiting for a content header",
+                Assembly::Body { .. } => "waiting for a content body",
+            }
+        ))),
+    }
+}
+
+/// A frame the scanner left to the codec: a part of a delivery, nothing, or the end.
+fn other_frame(f: Frame) -> Result<Option<OwnedPart>, ClientError> {
+    match f {
+        Frame::Method {
+            method: Method::BasicDeliver(d),
+            ..
+        } => Ok(Some(OwnedPart::Deliver(d.delivery_tag))),
+        Frame::Header { header, .. } => Ok(Some(OwnedPart::Header(header.body_size))),
+        Frame::Body { payload, .. } => Ok(Some(OwnedPart::Body(payload))),
+        Frame::Heartbeat => Ok(None),
+        Frame::Method {
+            method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
+            ..
+        } => Ok(None),
+        Frame::Method {
+            method: Method::ChannelClose(c),
+            ..
+        } => Err(ClientError::Closed {
+            scope: "channel",
+            code: c.reply_code,
+            text: c.reply_text.to_string(),
+        }),
+        Frame::Method {
+            method: Method::ConnectionClose(c),
+            ..
+        } => Err(ClientError::Closed {
+            scope: "connection",
+            code: c.reply_code,
+            text: c.reply_text.to_string(),
+        }),
+        Frame::Method {
+            method: Method::BasicCancel(_),
+            ..
+        } => Err(ClientError::Unexpected(
+            "basic.cancel (the queue went away)".into(),
+        )),
+        other => Err(ClientError::Unexpected(describe(&other))),
+    }
+}
+
+/// A [`Part`] that owns its body bytes (from the codec).
+enum OwnedPart {
+    Deliver(u64),
+    Header(u64),
+    Body(bytes::Bytes),
+}
+
 /// The read-decode-ack loop.
 async fn consume(
     cfg: &ConsumerConfig,
@@ -165,112 +287,44 @@ async fn consume(
     let mut last_tag: u64 = 0;
     let mut received: u64 = 0;
     let mut now = Instant::now();
+    let limit = cfg.limit.unwrap_or(u64::MAX);
     loop {
         let now_ns = stats::ns_since_origin(now);
         let mut batch: u64 = 0;
         let mut acked: u64 = 0;
-        while let Some(f) = frame::decode(rbuf, frame_max)? {
-            let complete = match (state, f) {
-                (
-                    Assembly::Idle,
-                    Frame::Method {
-                        method: Method::BasicDeliver(d),
-                        ..
-                    },
-                ) => {
-                    state = Assembly::Header {
-                        tag: d.delivery_tag,
+        let mut pos = 0;
+        while received < limit {
+            let done = match scan(&rbuf[pos..], frame_max)? {
+                Scanned::Incomplete => break,
+                Scanned::Deliver { delivery_tag, len } => {
+                    pos += len;
+                    assemble(&mut state, Part::Deliver(delivery_tag))?
+                }
+                Scanned::Header { body_size, len } => {
+                    pos += len;
+                    assemble(&mut state, Part::Header(body_size))?
+                }
+                Scanned::Body { payload, len } => {
+                    let p = &rbuf[pos + payload.start..pos + payload.end];
+                    pos += len;
+                    assemble(&mut state, Part::Body(p))?
+                }
+                Scanned::Publish { .. } | Scanned::Other => {
+                    rbuf.advance(pos);
+                    pos = 0;
+                    let Some(f) = frame::decode(rbuf, frame_max)? else {
+                        // The scanner saw a whole frame, so the codec does too.
+                        return Err(ClientError::Unexpected("frame vanished".into()));
                     };
-                    None
-                }
-                (Assembly::Header { tag }, Frame::Header { header, .. }) => {
-                    if header.body_size == 0 {
-                        state = Assembly::Idle;
-                        Some((tag, [0u8; BODY_HEADER], 0))
-                    } else {
-                        state = Assembly::Body {
-                            tag,
-                            remaining: header.body_size,
-                            head: [0; BODY_HEADER],
-                            have: 0,
-                        };
-                        None
+                    match other_frame(f)? {
+                        None => None,
+                        Some(OwnedPart::Deliver(t)) => assemble(&mut state, Part::Deliver(t))?,
+                        Some(OwnedPart::Header(n)) => assemble(&mut state, Part::Header(n))?,
+                        Some(OwnedPart::Body(b)) => assemble(&mut state, Part::Body(&b))?,
                     }
                 }
-                (
-                    Assembly::Body {
-                        tag,
-                        remaining,
-                        mut head,
-                        mut have,
-                    },
-                    Frame::Body { payload, .. },
-                ) => {
-                    let take = (BODY_HEADER - have).min(payload.len());
-                    head[have..have + take].copy_from_slice(&payload[..take]);
-                    have += take;
-                    let remaining = remaining.saturating_sub(payload.len() as u64);
-                    if remaining == 0 {
-                        state = Assembly::Idle;
-                        Some((tag, head, have))
-                    } else {
-                        state = Assembly::Body {
-                            tag,
-                            remaining,
-                            head,
-                            have,
-                        };
-                        None
-                    }
-                }
-                (_, Frame::Heartbeat) => None,
-                (
-                    _,
-                    Frame::Method {
-                        method: Method::ChannelClose(c),
-                        ..
-                    },
-                ) => {
-                    return Err(ClientError::Closed {
-                        scope: "channel",
-                        code: c.reply_code,
-                        text: c.reply_text.to_string(),
-                    });
-                }
-                (
-                    _,
-                    Frame::Method {
-                        method: Method::ConnectionClose(c),
-                        ..
-                    },
-                ) => {
-                    return Err(ClientError::Closed {
-                        scope: "connection",
-                        code: c.reply_code,
-                        text: c.reply_text.to_string(),
-                    });
-                }
-                (
-                    _,
-                    Frame::Method {
-                        method: Method::BasicCancel(_),
-                        ..
-                    },
-                ) => {
-                    return Err(ClientError::Unexpected(
-                        "basic.cancel (the queue went away)".into(),
-                    ));
-                }
-                (
-                    Assembly::Idle,
-                    Frame::Method {
-                        method: Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
-                        ..
-                    },
-                ) => None,
-                (_, other) => return Err(ClientError::Unexpected(describe(&other))),
             };
-            let Some((tag, head, have)) = complete else {
+            let Some((tag, head, have)) = done else {
                 continue;
             };
             out.tracker.record(&head[..have], now_ns);
@@ -292,10 +346,8 @@ async fn consume(
                     pending_acks = 0;
                 }
             }
-            if cfg.limit.is_some_and(|l| received >= l) {
-                break;
-            }
         }
+        rbuf.advance(pos);
         if batch > 0 {
             out.last_delivery = Some(now);
             counters.delivered.fetch_add(batch, Ordering::Relaxed);
@@ -303,7 +355,7 @@ async fn consume(
                 .acked
                 .fetch_add(if cfg.auto_ack { batch } else { acked }, Ordering::Relaxed);
         }
-        if cfg.limit.is_some_and(|l| received >= l) {
+        if received >= limit {
             // Ack what is left, then stop.
             if pending_acks > 0 {
                 frame::encode_method(

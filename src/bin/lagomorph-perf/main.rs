@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: flags; [`topology`]: what a run declares and where messages go;
 //! - [`client`]: a small client on the project's codec; [`producer`], [`consumer`]: the loops;
+//! - [`scan`]: the read fast path for deliver/publish, header and body frames;
 //! - [`stats`], [`histogram`]: counters, body format, continuity and latency;
 //! - [`run`]: a load run end to end; [`report`]: live rates and the summary (text or JSON);
 //! - [`sink`]: a discard server for the tool's own ceiling; [`connections`]: many idle
@@ -18,6 +19,7 @@ mod histogram;
 mod producer;
 mod report;
 mod run;
+mod scan;
 mod sink;
 mod stats;
 mod topology;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use lagomorph::protocol::frame::{self, Frame};
 use lagomorph::protocol::method::*;
 use lagomorph::protocol::properties::BasicProperties;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::READ_CHUNK;
 use crate::report::group;
+use crate::scan::{Scanned, scan};
 use crate::stats;
 
 /// The frame_max the sink offers.
@@ -82,13 +83,52 @@ struct ChannelState {
     acked: u64,
 }
 
-/// A consumer the sink feeds.
+/// A consumer the sink feeds: one delivery (method, header, 16-byte body) encoded once, of
+/// which only the delivery tag and the sequence change.
 #[derive(Debug)]
 struct Feed {
     channel: u16,
-    tag: ShortStr,
+    template: Vec<u8>,
+    tag_at: usize,
+    seq_at: usize,
     next_seq: u32,
     delivery_tag: u64,
+}
+
+impl Feed {
+    fn new(channel: u16, tag: &ShortStr) -> Feed {
+        let mut b = BytesMut::new();
+        frame::encode_method(
+            channel,
+            &Method::BasicDeliver(BasicDeliver {
+                consumer_tag: tag.clone(),
+                delivery_tag: 0,
+                redelivered: false,
+                exchange: ShortStr::EMPTY,
+                routing_key: ShortStr::from_static("sink"),
+            }),
+            &mut b,
+        );
+        // frame header (7), class and method ids (4), the tag's length octet and bytes
+        let tag_at = 7 + 4 + 1 + tag.len();
+        let properties = BasicProperties {
+            delivery_mode: Some(1),
+            ..BasicProperties::default()
+        };
+        let mut body = [0u8; stats::BODY_HEADER];
+        stats::put_body_header(&mut body, 0, 0, 0);
+        frame::encode_content(channel, 60, &properties, &body, FRAME_MAX, &mut b);
+        // the body is the last 16 bytes before the end octet; the sequence is its bytes 4..8
+        let seq_at = b.len() - 1 - stats::BODY_HEADER + 4;
+        Feed {
+            channel,
+            template: b.to_vec(),
+            tag_at,
+            seq_at,
+            next_seq: 0,
+            delivery_tag: 0,
+        }
+    }
 }
 
 /// Bytes of deliveries per write when feeding consumers.
@@ -164,28 +204,15 @@ async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Resu
 /// bytes: producer 0, the consumer's next sequence, send time 0 (latency is meaningless
 /// against the sink; continuity is not).
 fn feed(feeds: &mut [Feed], out: &mut BytesMut) {
-    let properties = BasicProperties {
-        delivery_mode: Some(1),
-        ..BasicProperties::default()
-    };
-    let mut body = [0u8; stats::BODY_HEADER];
     while out.len() < FEED_BYTES {
         for f in feeds.iter_mut() {
             f.delivery_tag += 1;
-            frame::encode_method(
-                f.channel,
-                &Method::BasicDeliver(BasicDeliver {
-                    consumer_tag: f.tag.clone(),
-                    delivery_tag: f.delivery_tag,
-                    redelivered: false,
-                    exchange: ShortStr::EMPTY,
-                    routing_key: ShortStr::from_static("sink"),
-                }),
-                out,
-            );
-            stats::put_body_header(&mut body, 0, f.next_seq, 0);
+            let t = f.tag_at;
+            f.template[t..t + 8].copy_from_slice(&f.delivery_tag.to_be_bytes());
+            let q = f.seq_at;
+            f.template[q..q + 4].copy_from_slice(&f.next_seq.to_be_bytes());
             f.next_seq = f.next_seq.wrapping_add(1);
-            frame::encode_content(f.channel, 60, &properties, &body, FRAME_MAX, out);
+            out.extend_from_slice(&f.template);
         }
     }
 }
@@ -200,7 +227,34 @@ fn process(
     received: &AtomicU64,
 ) -> bool {
     let mut messages = 0u64;
+    let mut pos = 0;
     loop {
+        // Publishes, headers and bodies are counted or skipped in place; the rest is decoded.
+        match scan(&rbuf[pos..], FRAME_MAX) {
+            Ok(Scanned::Incomplete) => break,
+            Ok(Scanned::Publish { channel, len }) => {
+                pos += len;
+                messages += 1;
+                let ch = usize::from(channel);
+                if ch >= channels.len() {
+                    channels.resize(ch + 1, ChannelState::default());
+                }
+                channels[ch].published += 1;
+                continue;
+            }
+            Ok(
+                Scanned::Header { len, .. }
+                | Scanned::Body { len, .. }
+                | Scanned::Deliver { len, .. },
+            ) => {
+                pos += len;
+                continue;
+            }
+            Ok(Scanned::Other) | Err(_) => {
+                rbuf.advance(pos);
+                pos = 0;
+            }
+        }
         let f = match frame::decode(rbuf, FRAME_MAX) {
             Ok(Some(f)) => f,
             Ok(None) => break,
@@ -267,12 +321,7 @@ fn process(
                 } else {
                     c.consumer_tag
                 };
-                feeds.push(Feed {
-                    channel,
-                    tag: tag.clone(),
-                    next_seq: 0,
-                    delivery_tag: 0,
-                });
+                feeds.push(Feed::new(channel, &tag));
                 Some(Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: tag }))
             }
             _ => None, // acks, tune-ok...
@@ -281,6 +330,7 @@ fn process(
             frame::encode_method(channel, &m, out);
         }
     }
+    rbuf.advance(pos);
     for (ch, st) in channels.iter_mut().enumerate() {
         if st.confirm && st.published > st.acked {
             frame::encode_method(

@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Renders docs/BENCHMARKS.md from the JSON lines bench/compare.sh collects.
+
+Each line is either a tool-ceiling run ({"ceiling": name, "summary": ...}) or a broker run
+({"scenario", "broker", "round", "rc", "wall_s", "cpu_s", "peak_rss_kb", "tool_cpu_s",
+"summary"}), where "summary" is lagomorph-perf's --json output. Figures are medians over the
+rounds; ratios compare the medians.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+SCENARIOS = [
+    ("1", "16 B transient, 1 producer, 1 queue, 1 consumer, auto-ack"),
+    ("2", "as 1 with manual acks (each message), prefetch 1000"),
+    ("3", "as 1 with 4 KiB bodies"),
+    ("4", "persistent, confirms (window 1000), durable queue, manual acks, prefetch 1000"),
+    ("5", "fanout to 10 queues, 10 consumers, auto-ack"),
+    ("6", "topic exchange with 1,000 bindings, auto-ack"),
+    ("7a", "latency at 1,000 msg/s, auto-ack"),
+    ("7b", "latency at 10,000 msg/s, auto-ack"),
+    ("8", "backlog: fill N x 16 B with no consumer, then drain"),
+    ("9", "1,000 connections with one channel each"),
+    ("10", "100 queues, each with its own producer and consumer, auto-ack"),
+]
+TITLE = dict(SCENARIOS)
+BROKERS = ("lagomorph", "rabbitmq")
+NAME = {"lagomorph": "Lagomorph", "rabbitmq": "RabbitMQ"}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_int(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def fmt(x, digits=1):
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def ratio(a, b, digits=1):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.{digits}f}x"
+
+
+def us(x):
+    if x is None:
+        return "–"
+    if x >= 1_000_000:
+        return f"{x / 1e6:.2f} s"
+    if x >= 1000:
+        return f"{x / 1000:.1f} ms"
+    return f"{x:.0f} µs"
+
+
+class Runs:
+    """Runs of one scenario on one broker."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.ok = [r for r in rows if r["summary"] is not None]
+
+    def s(self, key):
+        return med([r["summary"].get(key) for r in self.ok])
+
+    def lat(self, key):
+        return med([r["summary"].get("latency", {}).get(key) for r in self.ok])
+
+    def backlog(self, key):
+        return med([(r["summary"].get("backlog") or {}).get(key) for r in self.ok])
+
+    def cpu_us_per_msg(self):
+        vals = []
+        for r in self.ok:
+            n = r["summary"].get("published") or r["summary"].get("opened")
+            if n:
+                vals.append(r["cpu_s"] * 1e6 / n)
+        return med(vals)
+
+    def tool_cpu_us_per_msg(self):
+        vals = []
+        for r in self.ok:
+            n = r["summary"].get("published")
+            if n and r.get("tool_cpu_s") is not None:
+                vals.append(r["tool_cpu_s"] * 1e6 / n)
+        return med(vals)
+
+    def rss_mb(self):
+        return med([r["peak_rss_kb"] / 1024 for r in self.rows])
+
+    def max_rss_mb(self):
+        return max((r["peak_rss_kb"] / 1024 for r in self.rows), default=None)
+
+
+def machine():
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return model, os.cpu_count(), mem, f"{platform.system()} {platform.release()}"
+
+
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("out")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--time", type=float, default=10)
+    ap.add_argument("--backlog", type=int, default=1_000_000)
+    ap.add_argument("--rabbitmq", default="unknown")
+    ap.add_argument("--command", default="bench/compare.sh")
+    ap.add_argument("--elapsed", type=int, default=0)
+    ap.add_argument("--load", default="")
+    a = ap.parse_args()
+
+    rows, ceilings = [], {}
+    for line in open(a.results):
+        line = line.strip()
+        if not line:
+            continue
+        d = json.loads(line)
+        if "ceiling" in d:
+            ceilings[d["ceiling"]] = d["summary"]
+        else:
+            rows.append(d)
+    runs = {(s, b): Runs([r for r in rows if r["scenario"] == s and r["broker"] == b])
+            for s, _ in SCENARIOS for b in BROKERS}
+    present = [s for s, _ in SCENARIOS if runs[(s, "lagomorph")].rows or runs[(s, "rabbitmq")].rows]
+
+    L = lambda s: runs[(s, "lagomorph")]
+    R = lambda s: runs[(s, "rabbitmq")]
+    out = []
+    w = out.append
+    model, ncpu, mem, kernel = machine()
+    commit = sh("git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD")
+    erlang = sh("dpkg-query", "-W", "-f", "${Version}", "erlang-base")
+    w("# Benchmarks: Lagomorph vs RabbitMQ\n")
+    w(f"Generated by `{a.command.strip()}` on {datetime.date.today().isoformat()} "
+      f"({a.elapsed // 60} min {a.elapsed % 60} s), with `lagomorph-perf` against both brokers in the "
+      f"same run, alternating Lagomorph and RabbitMQ, {a.rounds} round(s) per scenario, "
+      f"{a.time:g} s per timed run. Figures are medians over the rounds.\n")
+    w("| | |\n|---|---|")
+    w(f"| Machine | {model}, {ncpu} CPUs (`nproc`), {mem} RAM, {kernel} |")
+    w(f"| Load average at start | {a.load or 'n/a'} (the machine is shared; absolute rates are noisy, ratios less so) |")
+    w(f"| Lagomorph | commit `{commit or 'unknown'}`, release build |")
+    w(f"| RabbitMQ | {a.rabbitmq} (Debian package, Erlang {erlang or 'unknown'}), default configuration, no plugins |")
+    w("| Client | `lagomorph-perf` (this repository), on the same 2 cores as the broker |\n")
+    w("**How the figures are taken.** Each broker runs on loopback with a fresh data directory "
+      "(RabbitMQ: its own node name, ports, `RABBITMQ_MNESIA_BASE` and `RABBITMQ_LOG_BASE`). "
+      "Both are started per scenario (per round for 8 and 9). *CPU per message* is the broker "
+      "process's utime + stime (`/proc/PID/stat`) over the run divided by the messages published "
+      "(a fanout message counts once). *Peak RSS* is the larger of `VmHWM` (reset through "
+      "`/proc/PID/clear_refs` before each run) and `VmRSS` sampled every 0.2 s. *Delivered msg/s* "
+      "counts deliveries from the start of publishing to the last delivery, so a broker that "
+      "buffers and drains late is not flattered. Latency is end to end, from the send time in "
+      "the body to the consumer's read.\n")
+    w("Reproduce: `bench/compare.sh` (full, about 30-40 min) or `bench/compare.sh --quick` "
+      "(1 round, 5 s runs, 200k backlog). The script installs `rabbitmq-server` with apt when "
+      "missing and stops only the processes it started. Raw per-run records are in "
+      "`docs/BENCHMARKS.jsonl`.\n")
+
+    # Targets
+    w("## Against the targets\n")
+    w("| Target | Lagomorph | RabbitMQ | Ratio | Met |")
+    w("|---|---|---|---|---|")
+
+    def target_row(label, lv, rv, ratio_v, ok, fmt_v=fmt):
+        w(f"| {label} | {fmt_v(lv)} | {fmt_v(rv)} | {ratio_v} | {'yes' if ok else ('no' if ok is not None else 'n/a')} |")
+
+    for s, limit in [("1", 10), ("2", 10), ("5", 10), ("6", 10), ("10", 10), ("3", 5), ("4", 5)]:
+        if s not in present:
+            continue
+        lv, rv = L(s).cpu_us_per_msg(), R(s).cpu_us_per_msg()
+        ok = None if lv is None or rv is None else rv / lv >= limit
+        target_row(f"({s}) broker CPU µs/msg ≤ 1/{limit} of RabbitMQ", lv, rv,
+                   ratio(rv, lv), ok, lambda x: fmt(x, 2))
+    for s, limit in [("1", 3), ("2", 3), ("5", 3), ("10", 3), ("4", 5)]:
+        if s not in present:
+            continue
+        lv, rv = L(s).s("consume_rate"), R(s).s("consume_rate")
+        ok = None if lv is None or rv is None or rv == 0 else lv / rv >= limit
+        target_row(f"({s}) delivered msg/s ≥ {limit}x RabbitMQ", lv, rv, ratio(lv, rv), ok, fmt_int)
+    for s in ("7a", "7b"):
+        if s not in present:
+            continue
+        lv, rv = L(s).lat("p99_us"), R(s).lat("p99_us")
+        ok = None if lv is None or rv is None else lv <= rv / 2
+        target_row(f"({s}) p99 latency ≤ 1/2 of RabbitMQ", lv, rv, ratio(rv, lv), ok, us)
+    if "8" in present:
+        lv, rv = L("8").backlog("drain_rate"), R("8").backlog("drain_rate")
+        ok = None if lv is None or rv is None or rv == 0 else lv / rv >= 5
+        target_row("(8) backlog drain msg/s ≥ 5x RabbitMQ", lv, rv, ratio(lv, rv), ok, fmt_int)
+        lv, rv = L("8").max_rss_mb(), R("8").max_rss_mb()
+        target_row("(8) backlog peak RSS ≤ 100 MB (MB)", lv, rv, ratio(rv, lv),
+                   None if lv is None else lv <= 100, lambda x: fmt(x, 0))
+    if "9" in present:
+        lv, rv = L("9").max_rss_mb(), R("9").max_rss_mb()
+        target_row("(9) 1,000 connections: RSS ≤ 30 MB (MB)", lv, rv, ratio(rv, lv),
+                   None if lv is None else lv <= 30, lambda x: fmt(x, 0))
+    w("")
+
+    # Throughput
+    w("## Throughput\n")
+    w("| # | Scenario | Lagomorph delivered msg/s | RabbitMQ delivered msg/s | Ratio | Lagomorph published msg/s | RabbitMQ published msg/s |")
+    w("|---|---|---|---|---|---|---|")
+    for s in present:
+        if s == "9":
+            continue
+        lv, rv = L(s).s("consume_rate"), R(s).s("consume_rate")
+        w(f"| {s} | {TITLE[s]} | {fmt_int(lv)} | {fmt_int(rv)} | {ratio(lv, rv)} | "
+          f"{fmt_int(L(s).s('publish_rate'))} | {fmt_int(R(s).s('publish_rate'))} |")
+    w("")
+
+    # CPU and memory
+    w("## Broker CPU and memory\n")
+    w("| # | Lagomorph CPU µs/msg | RabbitMQ CPU µs/msg | RabbitMQ / Lagomorph | Lagomorph peak RSS MB | RabbitMQ peak RSS MB | tool CPU µs/msg (L / R) |")
+    w("|---|---|---|---|---|---|---|")
+    for s in present:
+        lv, rv = L(s).cpu_us_per_msg(), R(s).cpu_us_per_msg()
+        unit = " (per connection)" if s == "9" else ""
+        w(f"| {s} | {fmt(lv, 2)}{unit} | {fmt(rv, 2)}{unit} | {ratio(rv, lv)} | "
+          f"{fmt(L(s).rss_mb(), 0)} | {fmt(R(s).rss_mb(), 0)} | "
+          f"{fmt(L(s).tool_cpu_us_per_msg(), 2)} / {fmt(R(s).tool_cpu_us_per_msg(), 2)} |")
+    w("")
+
+    # Latency
+    w("## Latency (end to end)\n")
+    w("In the unthrottled scenarios the producer runs ahead of the consumer, so latency there "
+      "is mostly time spent queued; scenarios 7a and 7b are the latency measurements.\n")
+    w("| # | Lagomorph p50 / p99 / p99.9 / max | RabbitMQ p50 / p99 / p99.9 / max | p99 RabbitMQ / Lagomorph |")
+    w("|---|---|---|---|")
+    for s in present:
+        if s in ("8", "9"):
+            continue
+        def q(x):
+            return " / ".join(us(x.lat(k)) for k in ("p50_us", "p99_us", "p999_us", "max_us"))
+        w(f"| {s} | {q(L(s))} | {q(R(s))} | {ratio(R(s).lat('p99_us'), L(s).lat('p99_us'))} |")
+    w("")
+
+    if "8" in present:
+        w(f"## Backlog (scenario 8, {a.backlog:,} messages)\n")
+        w("Fill ends when the queue holds every message (checked with a passive queue.declare); "
+          "drain runs from the consumer's start to the last delivery.\n")
+        w("| Broker | fill s | fill msg/s | drain s | drain msg/s | peak RSS MB | CPU µs/msg (fill + drain) |")
+        w("|---|---|---|---|---|---|---|")
+        for b in BROKERS:
+            x = runs[("8", b)]
+            w(f"| {NAME[b]} | {fmt(x.backlog('fill_seconds'), 2)} | {fmt_int(x.backlog('fill_rate'))} | "
+              f"{fmt(x.backlog('drain_seconds'), 2)} | {fmt_int(x.backlog('drain_rate'))} | "
+              f"{fmt(x.max_rss_mb(), 0)} | {fmt(x.cpu_us_per_msg(), 2)} |")
+        w("")
+    if "9" in present:
+        w("## Connections (scenario 9)\n")
+        w("| Broker | opened | time to open all (50 handshakes in flight) | peak RSS MB | broker CPU ms per connection |")
+        w("|---|---|---|---|---|")
+        for b in BROKERS:
+            x = runs[("9", b)]
+            cpu = x.cpu_us_per_msg()
+            w(f"| {NAME[b]} | {fmt_int(x.s('opened'))} | {fmt(x.s('open_seconds'), 3)} s | "
+              f"{fmt(x.max_rss_mb(), 0)} | {fmt(None if cpu is None else cpu / 1000, 2)} |")
+        w("")
+
+    # Tool ceiling
+    if ceilings:
+        best_pub = max((r["summary"].get("publish_rate") or 0 for r in rows if r["summary"]), default=0)
+        best_del = max((r["summary"].get("consume_rate") or 0 for r in rows if r["summary"]), default=0)
+        w("## The tool's ceiling\n")
+        w("`lagomorph-perf sink` accepts the handshake, answers declares and confirms, discards "
+          "publishes and feeds consumers an endless stream of 16-byte deliveries. What the tool "
+          "reaches against it is its own ceiling on this machine; it must be at least 3x every "
+          "broker figure it reports.\n")
+        w(f"| Run | Tool rate msg/s | Highest broker figure of the same kind | Headroom |")
+        w("|---|---|---|---|")
+        for name, d in ceilings.items():
+            if name.startswith("publish"):
+                rate, best = d.get("publish_rate"), best_pub
+            else:
+                rate, best = d.get("consume_rate"), best_del
+            w(f"| {name} | {fmt_int(rate)} | {fmt_int(best)} | {ratio(rate, best)} |")
+        w("")
+
+    # Correctness
+    w("## Correctness\n")
+    bad = [r for r in rows if r["summary"] is None or not r["summary"].get("clean", True)]
+    w("Every run checks each message: producers number them, consumers check per-producer "
+      "continuity. " + ("Every run was clean: 0 lost, 0 duplicated, 0 out of order."
+                        if not bad else "Runs that were not clean:") + "\n")
+    if bad:
+        w("| # | Broker | Round | exit | lost | dup | out of order | errors |")
+        w("|---|---|---|---|---|---|---|---|")
+        for r in bad:
+            d = r["summary"] or {}
+            errs = "; ".join(d.get("errors", []))[:200] or ("no summary" if not d else "")
+            w(f"| {r['scenario']} | {NAME[r['broker']]} | {r['round']} | {r['rc']} | {d.get('lost', '–')} | "
+              f"{d.get('duplicated', '–')} | {d.get('out_of_order', '–')} | {errs} |")
+        w("")
+
+    # Raw
+    w("## Every run\n")
+    w("| # | Broker | Round | published | delivered msg/s | broker CPU s | CPU µs/msg | peak RSS MB | p99 | clean |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for s in present:
+        for r in sorted([r for r in rows if r["scenario"] == s], key=lambda r: (r["round"], r["broker"])):
+            d = r["summary"] or {}
+            n = d.get("published") or d.get("opened")
+            w(f"| {s} | {NAME[r['broker']]} | {r['round']} | {fmt_int(n)} | {fmt_int(d.get('consume_rate'))} | "
+              f"{r['cpu_s']:.2f} | {fmt(r['cpu_s'] * 1e6 / n, 2) if n else '–'} | {r['peak_rss_kb'] / 1024:.0f} | "
+              f"{us((d.get('latency') or {}).get('p99_us'))} | {'yes' if d.get('clean') else 'no'} |")
+    w("")
+    with open(a.out, "w") as f:
+        f.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1049,13 +1049,13 @@ async fn listing_ten_thousand_queues() {
     let r = m.get("/api/queues").await;
     let full = started.elapsed();
     assert_eq!(r.json.as_array().map(Vec::len), Some(10_000));
+    let bytes = r.text.len();
     let started = Instant::now();
     let r = m.get("/api/overview").await;
     let overview = started.elapsed();
     assert_eq!(r.json["object_totals"]["queues"], 10_000);
     println!(
-        "10,000 queues: page of 500 in {paged:?}, full list ({} bytes) in {full:?}, overview in {overview:?}",
-        r.text.len()
+        "10,000 queues (client parse included): page of 500 in {paged:?}, full list ({bytes} bytes) in {full:?}, overview in {overview:?}"
     );
 }
 

@@ -5,8 +5,12 @@
 //! paginated envelope `{filtered_count, item_count, items, page, page_count, page_size,
 //! total_count}`. Sorting and filtering run on the JSON items, so any field can be a sort key.
 
+use super::dto::to_value;
 use super::error::{ApiError, ApiResult};
+use axum::Json;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use regex::Regex;
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -24,6 +28,27 @@ enum NameFilter {
     Substring(String),
     /// Unanchored regular expression.
     Regex(Regex),
+}
+
+impl NameFilter {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            NameFilter::Substring(s) => name.to_lowercase().contains(s.as_str()),
+            NameFilter::Regex(r) => r.is_match(name),
+        }
+    }
+}
+
+/// The paginated envelope.
+#[derive(Serialize)]
+struct Page<D> {
+    filtered_count: usize,
+    item_count: usize,
+    items: Vec<D>,
+    page: usize,
+    page_count: usize,
+    page_size: usize,
+    total_count: usize,
 }
 
 /// Parsed listing parameters.
@@ -94,6 +119,78 @@ impl ListQuery {
         })
     }
 
+    /// Like [`ListQuery::respond`] for many objects: when the listing is sorted by name (the
+    /// default) and has no `columns`, filtering, sorting and pagination run on the cheap
+    /// `(vhost, name)` keys and only the answered page is built and serialized straight from
+    /// its DTOs. Other sorts build every item as JSON first. This keeps a page of 10,000
+    /// queues cheap.
+    pub(crate) fn respond_lazy<T, D: Serialize>(
+        &self,
+        mut items: Vec<T>,
+        key: impl Fn(&T) -> (&str, &str),
+        build: impl Fn(&T) -> D,
+    ) -> ApiResult<Response> {
+        let by_name = match self.sort.as_deref() {
+            None => true,
+            Some([k]) => k == "name",
+            Some(_) => false,
+        };
+        if !by_name || self.columns.is_some() {
+            let values = items.iter().map(|t| to_value(&build(t))).collect();
+            return Ok(Json(self.respond(values, &["vhost", "name"])?).into_response());
+        }
+        let total = items.len();
+        if let Some(f) = &self.name {
+            items.retain(|t| f.matches(key(t).1));
+        }
+        if self.sort.is_some() {
+            items.sort_by(|a, b| key(a).1.cmp(key(b).1));
+        } else {
+            items.sort_by(|a, b| key(a).cmp(&key(b)));
+        }
+        if self.sort_reverse {
+            items.reverse();
+        }
+        let filtered = items.len();
+        let Some(page) = self.page else {
+            let all: Vec<D> = items.iter().map(build).collect();
+            return Ok(Json(all).into_response());
+        };
+        let page_count = self.check_page(page, filtered)?;
+        let window: Vec<D> = items
+            .iter()
+            .skip((page - 1).saturating_mul(self.page_size))
+            .take(self.page_size)
+            .map(build)
+            .collect();
+        Ok(Json(Page {
+            filtered_count: filtered,
+            item_count: window.len(),
+            items: window,
+            page,
+            page_count,
+            page_size: self.page_size,
+            total_count: total,
+        })
+        .into_response())
+    }
+
+    /// The page count, or RabbitMQ's `page_out_of_range`.
+    fn check_page(&self, page: usize, filtered: usize) -> ApiResult<usize> {
+        let page_count = filtered.div_ceil(self.page_size);
+        if page > 1 && page > page_count {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "page_out_of_range",
+                format!(
+                    "Page out of range, page: {page} page size: {}, len: {filtered}",
+                    self.page_size
+                ),
+            ));
+        }
+        Ok(page_count)
+    }
+
     /// Only `columns`, for single-object answers.
     pub(crate) fn project_one(&self, item: Value) -> Value {
         match &self.columns {
@@ -106,13 +203,7 @@ impl ListQuery {
     pub(crate) fn respond(&self, mut items: Vec<Value>, default_sort: &[&str]) -> ApiResult<Value> {
         let total = items.len();
         if let Some(f) = &self.name {
-            items.retain(|item| {
-                let name = item.get("name").and_then(Value::as_str).unwrap_or("");
-                match f {
-                    NameFilter::Substring(s) => name.to_lowercase().contains(s.as_str()),
-                    NameFilter::Regex(r) => r.is_match(name),
-                }
-            });
+            items.retain(|item| f.matches(item.get("name").and_then(Value::as_str).unwrap_or("")));
         }
         let keys: Vec<Vec<String>> = match &self.sort {
             Some(k) => vec![k.clone()],
@@ -134,17 +225,7 @@ impl ListQuery {
         let Some(page) = self.page else {
             return Ok(Value::Array(self.project_all(items)));
         };
-        let page_count = filtered.div_ceil(self.page_size);
-        if page > 1 && page > page_count {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "page_out_of_range",
-                format!(
-                    "Page out of range, page: {page} page size: {}, len: {filtered}",
-                    self.page_size
-                ),
-            ));
-        }
+        let page_count = self.check_page(page, filtered)?;
         let start = (page - 1).saturating_mul(self.page_size);
         let window: Vec<Value> = items
             .into_iter()

@@ -9,7 +9,7 @@
 use crate::broker::{Broker, Queue};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -129,9 +129,10 @@ impl RateSet {
 
 #[derive(Debug)]
 struct Sampled {
-    /// Identity of the queue object, so a queue deleted and re-declared under the same name
-    /// between samples is seen as a new queue.
-    id: usize,
+    /// The queue object, so a queue deleted and re-declared under the same name between
+    /// samples is seen as a new queue. Weak: it does not keep the queue, but it keeps its
+    /// address from being reused while we compare.
+    queue: Weak<Queue>,
     last: Counters,
     rate: RateSet,
 }
@@ -161,11 +162,11 @@ impl Rates {
     /// Takes a sample of every queue and the broker-wide counters at `now`.
     pub(crate) fn sample(&self, broker: &Broker, now: Instant) {
         // Read every counter before taking our lock: queue locks are never nested in it.
-        let mut current: Vec<(Arc<str>, Arc<str>, usize, Counters)> = Vec::new();
+        let mut current: Vec<(Arc<str>, Arc<Queue>, Counters)> = Vec::new();
         for vh in broker.vhosts() {
             for q in vh.queues() {
-                let id = Arc::as_ptr(&q) as usize;
-                current.push((Arc::clone(&vh.name), Arc::clone(&q.name), id, Counters::of_queue(&q)));
+                let c = Counters::of_queue(&q);
+                current.push((Arc::clone(&vh.name), q, c));
             }
         }
         let stats = broker.stats();
@@ -179,11 +180,16 @@ impl Rates {
         let mut old = std::mem::take(&mut inner.queues);
         let mut fresh: HashMap<String, HashMap<String, Sampled>> = HashMap::new();
         let mut live = Counters::default();
-        for (vhost, name, id, cur) in current {
-            let prev = old
-                .get_mut(&*vhost)
-                .and_then(|m| m.remove(&*name))
-                .filter(|p| p.id == id);
+        let mut retired = inner.retired;
+        for (vhost, q, cur) in current {
+            let prev = match old.get_mut(&*vhost).and_then(|m| m.remove(&*q.name)) {
+                Some(p) if std::ptr::eq(p.queue.as_ptr(), Arc::as_ptr(&q)) => Some(p),
+                Some(replaced) => {
+                    retired.add(&replaced.last.monotonic());
+                    None
+                }
+                None => None,
+            };
             let rate = prev
                 .as_ref()
                 .map_or_else(RateSet::default, |p| RateSet::between(&p.last, &cur, secs));
@@ -191,10 +197,16 @@ impl Rates {
             fresh
                 .entry(vhost.to_string())
                 .or_default()
-                .insert(name.to_string(), Sampled { id, last: cur, rate });
+                .insert(
+                    q.name.to_string(),
+                    Sampled {
+                        queue: Arc::downgrade(&q),
+                        last: cur,
+                        rate,
+                    },
+                );
         }
-        // Whatever is left in `old` was deleted (or replaced) since the last sample.
-        let mut retired = inner.retired;
+        // Whatever is left in `old` was deleted since the last sample.
         for gone in old.values().flat_map(HashMap::values) {
             retired.add(&gone.last.monotonic());
         }

@@ -15,6 +15,7 @@ use crate::management::rates::{Counters, RateSet};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine as _;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -33,12 +34,8 @@ fn queue_dto(
     rate: RateSet,
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
-    let (ready, unacked, consumers, ready_bytes) = q.counts();
-    let mut c = Counters::of_queue(q);
-    // One lock for the counts used everywhere in this answer.
-    c.ready = ready as u64;
-    c.unacked = unacked as u64;
-    c.messages = (ready + unacked) as u64;
+    let (_, _, consumers, ready_bytes) = q.counts();
+    let c = Counters::of_queue(q);
     let owner = q.exclusive.and_then(|id| conns.get(&id)).map(|ci| dto::OwnerDetails {
         name: connection_name(ci),
         peer_host: ci.peer.ip().to_string(),
@@ -70,15 +67,22 @@ fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
     st.broker.connections().into_iter().map(|c| (c.id, c)).collect()
 }
 
-fn vhost_items(st: &ApiState, vh: &VHost, conns: &HashMap<ConnId, Arc<ConnectionInfo>>) -> Vec<Value> {
-    let rates = st.rates.vhost_queues(&vh.name);
-    vh.queues()
-        .iter()
-        .map(|q| {
+/// Queues of the given vhosts with their rates, answered with lazy pagination.
+fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<Response> {
+    let conns = conn_map(st);
+    let mut items: Vec<(Arc<Queue>, RateSet)> = Vec::new();
+    for vh in vhosts {
+        let rates = st.rates.vhost_queues(&vh.name);
+        for q in vh.queues() {
             let r = rates.get(&*q.name).copied().unwrap_or_default();
-            to_value(&queue_dto(st, q, r, conns))
-        })
-        .collect()
+            items.push((q, r));
+        }
+    }
+    list.respond_lazy(
+        items,
+        |(q, _)| (&*q.vhost, &*q.name),
+        |(q, r)| queue_dto(st, q, *r, &conns),
+    )
 }
 
 /// GET /api/queues.
@@ -86,14 +90,9 @@ pub(crate) async fn list(
     State(st): State<ApiState>,
     user: AuthUser,
     QueryArgs(q): QueryArgs,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let list = ListQuery::parse(&q)?;
-    let conns = conn_map(&st);
-    let items = visible_vhosts(&st, &user)
-        .iter()
-        .flat_map(|vh| vhost_items(&st, vh, &conns))
-        .collect();
-    Ok(Json(list.respond(items, &["vhost", "name"])?))
+    respond(&st, &list, &visible_vhosts(&st, &user))
 }
 
 /// GET /api/queues/{vhost}.
@@ -102,11 +101,10 @@ pub(crate) async fn list_vhost(
     user: AuthUser,
     PathArgs(vhost): PathArgs<String>,
     QueryArgs(q): QueryArgs,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let list = ListQuery::parse(&q)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
-    let items = vhost_items(&st, &vh, &conn_map(&st));
-    Ok(Json(list.respond(items, &["vhost", "name"])?))
+    respond(&st, &list, &[vh])
 }
 
 fn find(vh: &VHost, name: &str) -> ApiResult<Arc<Queue>> {

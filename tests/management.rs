@@ -119,7 +119,12 @@ impl Mgmt {
 #[track_caller]
 fn assert_error(r: &Resp, status: u16, error: &str, reason: &str) {
     assert_eq!(r.status.as_u16(), status, "{}", r.text);
-    assert_eq!(r.json, json!({"error": error, "reason": reason}), "{}", r.text);
+    assert_eq!(
+        r.json,
+        json!({"error": error, "reason": reason}),
+        "{}",
+        r.text
+    );
 }
 
 #[track_caller]
@@ -193,7 +198,9 @@ async fn authentication_and_tags() {
     assert_status(&m.delete("/api/permissions/%2F/viewer").await, 204);
     let r = m.call_as(viewer, Method::GET, "/api/queues", None).await;
     assert_eq!(r.json, json!([]));
-    let r = m.call_as(viewer, Method::GET, "/api/queues/%2F/q", None).await;
+    let r = m
+        .call_as(viewer, Method::GET, "/api/queues/%2F/q", None)
+        .await;
     assert_error(&r, 401, "not_authorised", "Access refused.");
     let r = m
         .call_as(viewer, Method::PUT, "/api/queues/%2F/mine", Some("{}"))
@@ -255,11 +262,17 @@ async fn vhosts() {
     assert_eq!(names(&r.json), ["/"]);
     assert_eq!(r.json[0]["messages"], 0);
     assert!(r.json[0]["message_stats"]["publish"].is_u64());
-    assert_status(&m.put("/api/vhosts/dev", json!({"description": "x"})).await, 201);
+    assert_status(
+        &m.put("/api/vhosts/dev", json!({"description": "x"})).await,
+        201,
+    );
     assert_status(&m.put("/api/vhosts/dev", json!({})).await, 204);
     assert_eq!(m.get("/api/vhosts/dev").await.json["name"], "dev");
     assert_eq!(names(&m.get("/api/vhosts").await.json), ["/", "dev"]);
-    assert_status(&m.put("/api/queues/dev/q", json!({"durable": true})).await, 201);
+    assert_status(
+        &m.put("/api/queues/dev/q", json!({"durable": true})).await,
+        201,
+    );
     assert_status(&m.delete("/api/vhosts/dev").await, 204);
     not_found(&m.get("/api/vhosts/dev").await);
     not_found(&m.delete("/api/vhosts/dev").await);
@@ -277,8 +290,11 @@ async fn queues_declare_list_delete_purge() {
     assert_status(&m.put("/api/queues/%2F/q1", body).await, 204);
     // rabbitmqadmin sends booleans as strings.
     assert_status(
-        &m.put("/api/queues/%2F/q2", json!({"durable": "false", "auto_delete": "true"}))
-            .await,
+        &m.put(
+            "/api/queues/%2F/q2",
+            json!({"durable": "false", "auto_delete": "true"}),
+        )
+        .await,
         201,
     );
     let r = m.put("/api/queues/%2F/q1", json!({"durable": false})).await;
@@ -370,15 +386,19 @@ async fn queue_get_ack_modes_and_encodings() {
         json!({"properties": {"delivery_mode": 2, "headers": {"h": 1}, "content_type": "text/plain"},
                "routing_key": "g", "payload": payload, "payload_encoding": enc})
     };
-    m.post("/api/exchanges/%2F/amq.default/publish", publish(json!("hello"), "string"))
-        .await;
+    m.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        publish(json!("hello"), "string"),
+    )
+    .await;
     // Not UTF-8: "/w==" is 0xff.
-    m.post("/api/exchanges/%2F/amq.default/publish", publish(json!("/w=="), "base64"))
-        .await;
+    m.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        publish(json!("/w=="), "base64"),
+    )
+    .await;
 
-    let get = |count: u64, ackmode: &str, encoding: &str| {
-        json!({"count": count, "ackmode": ackmode, "encoding": encoding, "truncate": 3})
-    };
+    let get = |count: u64, ackmode: &str, encoding: &str| json!({"count": count, "ackmode": ackmode, "encoding": encoding, "truncate": 3});
     let r = m
         .post("/api/queues/%2F/g/get", get(5, "ack_requeue_true", "auto"))
         .await;
@@ -393,16 +413,25 @@ async fn queue_get_ack_modes_and_encodings() {
     assert_eq!(r.json[1]["payload_encoding"], "base64");
     // Requeued: both are back, now redelivered.
     let r = m
-        .post("/api/queues/%2F/g/get", get(1, "reject_requeue_true", "base64"))
+        .post(
+            "/api/queues/%2F/g/get",
+            get(1, "reject_requeue_true", "base64"),
+        )
         .await;
     assert_eq!(r.json[0]["redelivered"], true);
     assert_eq!(r.json[0]["payload"], "aGVs");
     let r = m
-        .post("/api/queues/%2F/g/get", json!({"count": "1", "ackmode": "ack_requeue_false", "encoding": "auto"}))
+        .post(
+            "/api/queues/%2F/g/get",
+            json!({"count": "1", "ackmode": "ack_requeue_false", "encoding": "auto"}),
+        )
         .await;
     assert_eq!(r.json[0]["payload"], "hello");
     let r = m
-        .post("/api/queues/%2F/g/get", get(3, "reject_requeue_false", "auto"))
+        .post(
+            "/api/queues/%2F/g/get",
+            get(3, "reject_requeue_false", "auto"),
+        )
         .await;
     assert_eq!(r.json.as_array().map(Vec::len), Some(1));
     let r = m
@@ -421,14 +450,19 @@ async fn queue_get_ack_modes_and_encodings() {
         "bad_request",
         "[{key_missing,ackmode},{key_missing,encoding}]",
     );
-    let r = m.post("/api/queues/%2F/g/get", get(1, "bogus", "auto")).await;
+    let r = m
+        .post("/api/queues/%2F/g/get", get(1, "bogus", "auto"))
+        .await;
     assert_status(&r, 400);
     let r = m
         .post("/api/queues/%2F/g/get", get(1, "ack_requeue_true", "hex"))
         .await;
     assert_status(&r, 400);
     let r = m
-        .post("/api/queues/%2F/nope/get", get(1, "ack_requeue_true", "auto"))
+        .post(
+            "/api/queues/%2F/nope/get",
+            get(1, "ack_requeue_true", "auto"),
+        )
         .await;
     assert_error(
         &r,
@@ -444,7 +478,14 @@ async fn exchanges_declare_list_delete_publish() {
     let r = m.get("/api/exchanges/%2F").await;
     assert_eq!(
         names(&r.json),
-        ["", "amq.direct", "amq.fanout", "amq.headers", "amq.match", "amq.topic"]
+        [
+            "",
+            "amq.direct",
+            "amq.fanout",
+            "amq.headers",
+            "amq.match",
+            "amq.topic"
+        ]
     );
     let x = json!({"type": "topic", "durable": true, "arguments": {"alternate-exchange": "ae"}});
     assert_status(&m.put("/api/exchanges/%2F/x1", x.clone()).await, 201);
@@ -458,17 +499,30 @@ async fn exchanges_declare_list_delete_publish() {
         (&r.json["type"], &r.json["arguments"]),
         (&json!("topic"), &json!({"alternate-exchange": "ae"}))
     );
-    assert_eq!(m.get("/api/exchanges/%2F/amq.default").await.json["name"], "");
-    let r = m.put("/api/exchanges/%2F/x3", json!({"type": "bogus"})).await;
+    assert_eq!(
+        m.get("/api/exchanges/%2F/amq.default").await.json["name"],
+        ""
+    );
+    let r = m
+        .put("/api/exchanges/%2F/x3", json!({"type": "bogus"}))
+        .await;
     assert_error(&r, 400, "bad_request", "unknown exchange type 'bogus'");
-    let r = m.put("/api/exchanges/%2F/x1", json!({"type": "fanout", "durable": true})).await;
+    let r = m
+        .put(
+            "/api/exchanges/%2F/x1",
+            json!({"type": "fanout", "durable": true}),
+        )
+        .await;
     assert_error(
         &r,
         400,
         "bad_request",
         "inequivalent arg 'type' for exchange 'x1' in vhost '/': received 'fanout' but current is 'topic'",
     );
-    for path in ["/api/exchanges/%2F/amq.foo", "/api/exchanges/%2F/amq.default"] {
+    for path in [
+        "/api/exchanges/%2F/amq.foo",
+        "/api/exchanges/%2F/amq.default",
+    ] {
         let r = m.put(path, json!({})).await;
         assert_error(&r, 401, "not_authorised", "Access refused.");
     }
@@ -477,15 +531,16 @@ async fn exchanges_declare_list_delete_publish() {
     not_found(&m.get("/api/exchanges/%2F/nope").await);
     not_found(&m.get("/api/exchanges/nohost").await);
     not_found(&m.delete("/api/exchanges/%2F/nope").await);
-    assert_eq!(m.get("/api/exchanges").await.json.as_array().map(Vec::len), Some(8));
+    assert_eq!(
+        m.get("/api/exchanges").await.json.as_array().map(Vec::len),
+        Some(8)
+    );
 
     // Publish: routed or not.
     m.put("/api/queues/%2F/q", json!({})).await;
     m.post("/api/bindings/%2F/e/x1/q/q", json!({"routing_key": "a.#"}))
         .await;
-    let msg = |rk: &str| {
-        json!({"properties": {}, "routing_key": rk, "payload": "aGk=", "payload_encoding": "base64"})
-    };
+    let msg = |rk: &str| json!({"properties": {}, "routing_key": rk, "payload": "aGk=", "payload_encoding": "base64"});
     let r = m.post("/api/exchanges/%2F/x1/publish", msg("a.b")).await;
     assert_eq!(r.json, json!({"routed": true}));
     let r = m.post("/api/exchanges/%2F/x1/publish", msg("z")).await;
@@ -498,7 +553,10 @@ async fn exchanges_declare_list_delete_publish() {
         "404 NOT_FOUND - no exchange 'nope' in vhost '/'",
     );
     let r = m
-        .post("/api/exchanges/%2F/x1/publish", json!({"properties": {}, "routing_key": "", "payload": "x"}))
+        .post(
+            "/api/exchanges/%2F/x1/publish",
+            json!({"properties": {}, "routing_key": "", "payload": "x"}),
+        )
         .await;
     assert_error(&r, 400, "bad_request", "[{key_missing,payload_encoding}]");
     let mut bad = msg("a");
@@ -510,7 +568,10 @@ async fn exchanges_declare_list_delete_publish() {
     let r = m.get("/api/queues/%2F/q").await;
     assert_eq!(r.json["messages"], 1);
     let got = m
-        .post("/api/queues/%2F/q/get", json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}))
+        .post(
+            "/api/queues/%2F/q/get",
+            json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
+        )
         .await;
     assert_eq!(got.json[0]["payload"], "hi");
     assert_eq!(got.json[0]["exchange"], "x1");
@@ -525,10 +586,16 @@ async fn exchanges_declare_list_delete_publish() {
 async fn bindings() {
     let m = mgmt().await;
     m.put("/api/queues/%2F/q", json!({"durable": true})).await;
-    m.put("/api/exchanges/%2F/x", json!({"type": "topic", "durable": true}))
-        .await;
-    m.put("/api/exchanges/%2F/h", json!({"type": "headers", "durable": true}))
-        .await;
+    m.put(
+        "/api/exchanges/%2F/x",
+        json!({"type": "topic", "durable": true}),
+    )
+    .await;
+    m.put(
+        "/api/exchanges/%2F/h",
+        json!({"type": "headers", "durable": true}),
+    )
+    .await;
     let r = m
         .post("/api/bindings/%2F/e/x/q/q", json!({"routing_key": "a.#"}))
         .await;
@@ -550,7 +617,9 @@ async fn bindings() {
         .post("/api/bindings/%2F/e/x/q/q", json!({"arguments": 5}))
         .await;
     assert_status(&r, 400);
-    let r = m.post("/api/bindings/%2F/e/amq.default/q/q", json!({})).await;
+    let r = m
+        .post("/api/bindings/%2F/e/amq.default/q/q", json!({}))
+        .await;
     assert_error(&r, 401, "not_authorised", "Access refused.");
     not_found(&m.post("/api/bindings/nohost/e/x/q/q", json!({})).await);
     not_found(&m.get("/api/bindings/%2F/e/x/z/q").await);
@@ -570,7 +639,10 @@ async fn bindings() {
         json!({"source": "", "vhost": "/", "destination": "q", "destination_type": "queue",
                "routing_key": "q", "arguments": {}, "properties_key": "q"})
     );
-    assert_eq!(m.get("/api/bindings").await.json.as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        m.get("/api/bindings").await.json.as_array().map(Vec::len),
+        Some(4)
+    );
     let h = m.get("/api/bindings/%2F/e/h/q/q").await.json;
     let hkey = h[0]["properties_key"].as_str().expect("key").to_string();
     assert!(hkey.starts_with("~"), "{hkey}");
@@ -582,7 +654,10 @@ async fn bindings() {
     let r = m.get("/api/bindings/%2F/e/x/q/q/a.%2523").await;
     assert_eq!(r.json["routing_key"], "a.#");
     not_found(&m.get("/api/bindings/%2F/e/x/q/q/zzz").await);
-    assert_status(&m.delete(&format!("/api/bindings/%2F/e/h/q/q/{hkey}")).await, 204);
+    assert_status(
+        &m.delete(&format!("/api/bindings/%2F/e/h/q/q/{hkey}")).await,
+        204,
+    );
     assert_status(&m.delete("/api/bindings/%2F/e/x/q/q/a.%2523").await, 204);
     not_found(&m.delete("/api/bindings/%2F/e/x/q/q/a.%2523").await);
     let e2e = m.get("/api/bindings/%2F/e/x/e/h").await.json;
@@ -596,16 +671,27 @@ async fn bindings() {
     assert_eq!(r.json.as_array().map(Vec::len), Some(1));
     not_found(&m.get("/api/queues/%2F/nope/bindings").await);
     assert_status(&m.delete("/api/bindings/%2F/e/x/e/h/~").await, 204);
-    assert_eq!(m.get("/api/bindings/%2F").await.json.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        m.get("/api/bindings/%2F")
+            .await
+            .json
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_channels_consumers_and_forced_close() {
     let m = mgmt().await;
     let (conn, ch) = m.b.channel().await;
-    within(ch.queue_declare("cq".into(), QueueDeclareOptions::default(), FieldTable::default()))
-        .await
-        .expect("declare");
+    within(ch.queue_declare(
+        "cq".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
     within(ch.basic_qos(7, BasicQosOptions::default()))
         .await
         .expect("qos");
@@ -629,8 +715,14 @@ async fn connections_channels_consumers_and_forced_close() {
     assert_eq!(c["port"], m.b.addr.port());
     assert!(c["connected_at"].as_u64().expect("connected_at") > 1_600_000_000_000);
     let encoded = name.replace(' ', "%20").replace('>', "%3E");
-    assert_eq!(m.get(&format!("/api/connections/{encoded}")).await.json["name"], name.as_str());
-    assert_eq!(m.get("/api/vhosts/%2F/connections").await.json[0]["name"], name.as_str());
+    assert_eq!(
+        m.get(&format!("/api/connections/{encoded}")).await.json["name"],
+        name.as_str()
+    );
+    assert_eq!(
+        m.get("/api/vhosts/%2F/connections").await.json[0]["name"],
+        name.as_str()
+    );
     not_found(&m.get("/api/connections/nope").await);
     not_found(&m.get("/api/vhosts/nohost/connections").await);
 
@@ -641,9 +733,14 @@ async fn connections_channels_consumers_and_forced_close() {
     assert_eq!(r.json[0]["prefetch_count"], 7);
     assert_eq!(r.json[0]["connection_details"]["name"], name.as_str());
     let chan = format!("{encoded}%20(1)");
-    assert_eq!(m.get(&format!("/api/channels/{chan}")).await.json["number"], 1);
     assert_eq!(
-        m.get(&format!("/api/connections/{encoded}/channels")).await.json[0]["number"],
+        m.get(&format!("/api/channels/{chan}")).await.json["number"],
+        1
+    );
+    assert_eq!(
+        m.get(&format!("/api/connections/{encoded}/channels"))
+            .await
+            .json[0]["number"],
         1
     );
     assert_eq!(m.get("/api/vhosts/%2F/channels").await.json[0]["number"], 1);
@@ -654,8 +751,14 @@ async fn connections_channels_consumers_and_forced_close() {
     assert_eq!(r.json[0]["queue"], json!({"name": "cq", "vhost": "/"}));
     assert_eq!(r.json[0]["ack_required"], true);
     assert_eq!(r.json[0]["prefetch_count"], 7);
-    assert_eq!(r.json[0]["channel_details"]["connection_name"], name.as_str());
-    assert_eq!(m.get("/api/consumers/%2F").await.json[0]["consumer_tag"], "ctag1");
+    assert_eq!(
+        r.json[0]["channel_details"]["connection_name"],
+        name.as_str()
+    );
+    assert_eq!(
+        m.get("/api/consumers/%2F").await.json[0]["consumer_tag"],
+        "ctag1"
+    );
     not_found(&m.get("/api/consumers/nohost").await);
     assert_eq!(m.get("/api/queues/%2F/cq").await.json["consumers"], 1);
     let o = m.get("/api/overview").await.json;
@@ -677,7 +780,14 @@ async fn connections_channels_consumers_and_forced_close() {
     let closed = within(async {
         loop {
             match ch
-                .queue_declare("cq".into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                .queue_declare(
+                    "cq".into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
                 .await
             {
                 Err(e) => return e,
@@ -716,17 +826,27 @@ async fn users_and_permissions() {
     let m = mgmt().await;
     let r = m.get("/api/users").await;
     assert_eq!(names(&r.json), ["guest"]);
-    assert_eq!(r.json[0]["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert_eq!(
+        r.json[0]["hashing_algorithm"],
+        "rabbit_password_hashing_sha256"
+    );
     assert_eq!(r.json[0]["tags"], json!(["administrator"]));
     assert_eq!(r.json[0]["limits"], json!({}));
 
     assert_status(
-        &m.put("/api/users/bob", json!({"password": "pw", "tags": "management"})).await,
+        &m.put(
+            "/api/users/bob",
+            json!({"password": "pw", "tags": "management"}),
+        )
+        .await,
         201,
     );
     assert_status(
-        &m.put("/api/users/bob", json!({"password": "pw", "tags": ["management", "monitoring"]}))
-            .await,
+        &m.put(
+            "/api/users/bob",
+            json!({"password": "pw", "tags": ["management", "monitoring"]}),
+        )
+        .await,
         204,
     );
     assert_eq!(
@@ -736,7 +856,10 @@ async fn users_and_permissions() {
     let r = m.put("/api/users/carol", json!({"password": "x"})).await;
     assert_error(&r, 400, "bad_request", "tags_not_present");
     let r = m
-        .put("/api/users/carol", json!({"password_hash": "nonsense", "tags": ""}))
+        .put(
+            "/api/users/carol",
+            json!({"password_hash": "nonsense", "tags": ""}),
+        )
         .await;
     assert_status(&r, 400);
     let hash = lagomorph::password::hash_password("carol-pw");
@@ -748,7 +871,12 @@ async fn users_and_permissions() {
         .await;
     assert_status(&r, 201);
     let r = m
-        .call_as(Some(("carol", "carol-pw")), Method::GET, "/api/whoami", None)
+        .call_as(
+            Some(("carol", "carol-pw")),
+            Method::GET,
+            "/api/whoami",
+            None,
+        )
         .await;
     assert_eq!(r.json["name"], "carol");
     not_found(&m.get("/api/users/nobody").await);
@@ -766,7 +894,9 @@ async fn users_and_permissions() {
     assert_error(&r, 400, "bad_request", "vhost_or_user_not_found");
     let r = m.put("/api/permissions/%2F/nobody", p).await;
     assert_error(&r, 400, "bad_request", "vhost_or_user_not_found");
-    let r = m.put("/api/permissions/%2F/bob", json!({"configure": ".*"})).await;
+    let r = m
+        .put("/api/permissions/%2F/bob", json!({"configure": ".*"}))
+        .await;
     assert_error(
         &r,
         400,
@@ -774,14 +904,24 @@ async fn users_and_permissions() {
         "[{key_missing,write},{key_missing,read}]",
     );
     let r = m
-        .put("/api/permissions/%2F/bob", json!({"configure": "(", "write": "", "read": ""}))
+        .put(
+            "/api/permissions/%2F/bob",
+            json!({"configure": "(", "write": "", "read": ""}),
+        )
         .await;
     assert_status(&r, 400);
     let all = m.get("/api/permissions").await.json;
     assert_eq!(all.as_array().map(Vec::len), Some(2));
-    assert_eq!(m.get("/api/users/bob/permissions").await.json[0]["write"], "^w");
     assert_eq!(
-        m.get("/api/vhosts/%2F/permissions").await.json.as_array().map(Vec::len),
+        m.get("/api/users/bob/permissions").await.json[0]["write"],
+        "^w"
+    );
+    assert_eq!(
+        m.get("/api/vhosts/%2F/permissions")
+            .await
+            .json
+            .as_array()
+            .map(Vec::len),
         Some(2)
     );
     not_found(&m.get("/api/users/nobody/permissions").await);
@@ -818,7 +958,12 @@ async fn rabbitmq_definitions_import_and_round_trip() {
 
     // Users keep RabbitMQ's password hashes: alice logs in with her RabbitMQ password.
     let r = m
-        .call_as(Some(("alice", "alice-secret")), Method::GET, "/api/whoami", None)
+        .call_as(
+            Some(("alice", "alice-secret")),
+            Method::GET,
+            "/api/whoami",
+            None,
+        )
         .await;
     assert_eq!(r.json, json!({"name": "alice", "tags": ["management"]}));
     assert!(m.b.broker.authenticate("monitor", "mon").is_some());
@@ -832,12 +977,21 @@ async fn rabbitmq_definitions_import_and_round_trip() {
         q["arguments"],
         json!({"x-dead-letter-exchange": "orders.dlx", "x-max-length": 1000, "x-queue-type": "classic"})
     );
-    assert_eq!(m.get("/api/queues/%2F/transient").await.json["auto_delete"], true);
+    assert_eq!(
+        m.get("/api/queues/%2F/transient").await.json["auto_delete"],
+        true
+    );
     let x = m.get("/api/exchanges/%2F/audit").await.json;
-    assert_eq!((&x["type"], &x["internal"]), (&json!("headers"), &json!(true)));
+    assert_eq!(
+        (&x["type"], &x["internal"]),
+        (&json!("headers"), &json!(true))
+    );
     let x = m.get("/api/exchanges/%2F/events").await.json;
     assert_eq!(x["arguments"], json!({"alternate-exchange": "orders.dlx"}));
-    assert_eq!(m.get("/api/exchanges/staging/orders").await.json["type"], "direct");
+    assert_eq!(
+        m.get("/api/exchanges/staging/orders").await.json["type"],
+        "direct"
+    );
 
     // Routing works through the imported bindings (topic → queue, topic → headers → queue).
     let publish = |rk: &str, headers: Value| {
@@ -845,19 +999,35 @@ async fn rabbitmq_definitions_import_and_round_trip() {
                "payload_encoding": "string"})
     };
     let r = m
-        .post("/api/exchanges/%2F/orders/publish", publish("order.eu.created", json!({})))
+        .post(
+            "/api/exchanges/%2F/orders/publish",
+            publish("order.eu.created", json!({})),
+        )
         .await;
     assert_eq!(r.json["routed"], true);
     let r = m
-        .post("/api/exchanges/%2F/orders/publish", publish("x", json!({"kind": "audit"})))
+        .post(
+            "/api/exchanges/%2F/orders/publish",
+            publish("x", json!({"kind": "audit"})),
+        )
         .await;
     assert_eq!(r.json["routed"], true);
-    assert_eq!(m.get("/api/queues/%2F/orders.created").await.json["messages"], 1);
+    assert_eq!(
+        m.get("/api/queues/%2F/orders.created").await.json["messages"],
+        1
+    );
     assert_eq!(m.get("/api/queues/%2F/audit.log").await.json["messages"], 1);
 
     // Export has everything the fixture had, in the same format.
     let out = m.get("/api/definitions").await.json;
-    for section in ["users", "vhosts", "permissions", "queues", "exchanges", "bindings"] {
+    for section in [
+        "users",
+        "vhosts",
+        "permissions",
+        "queues",
+        "exchanges",
+        "bindings",
+    ] {
         let mut want: Vec<String> = doc[section]
             .as_array()
             .expect("section")
@@ -905,10 +1075,16 @@ async fn rabbitmq_definitions_import_and_round_trip() {
 
     // Vhost-scoped export and import.
     let staging = m.get("/api/definitions/staging").await.json;
-    assert_eq!(staging["queues"], json!([{"name": "orders", "durable": true, "auto_delete": false, "arguments": {}}]));
+    assert_eq!(
+        staging["queues"],
+        json!([{"name": "orders", "durable": true, "auto_delete": false, "arguments": {}}])
+    );
     m2.put("/api/vhosts/other", json!({})).await;
     assert_status(&m2.post("/api/definitions/other", staging).await, 204);
-    assert_eq!(m2.get("/api/bindings/other/e/orders/q/orders").await.json[0]["routing_key"], "new");
+    assert_eq!(
+        m2.get("/api/bindings/other/e/orders/q/orders").await.json[0]["routing_key"],
+        "new"
+    );
     not_found(&m2.get("/api/definitions/nohost").await);
     not_found(&m2.post("/api/definitions/nohost", json!({})).await);
 }
@@ -917,7 +1093,12 @@ async fn rabbitmq_definitions_import_and_round_trip() {
 async fn definitions_errors_change_nothing() {
     let m = mgmt().await;
     let r = m
-        .call_as(Some(("guest", "guest")), Method::POST, "/api/definitions", Some("{bad"))
+        .call_as(
+            Some(("guest", "guest")),
+            Method::POST,
+            "/api/definitions",
+            Some("{bad"),
+        )
         .await;
     assert_error(&r, 400, "bad_request", "not_json");
     let doc = json!({"queues": [{"name": "a", "vhost": "/", "durable": true}],
@@ -944,7 +1125,11 @@ async fn health_checks_and_aliveness() {
         "/api/aliveness-test/%2F",
     ] {
         let r = m.get(path).await;
-        assert_eq!((r.status.as_u16(), &r.json), (200, &json!({"status": "ok"})), "{path}");
+        assert_eq!(
+            (r.status.as_u16(), &r.json),
+            (200, &json!({"status": "ok"})),
+            "{path}"
+        );
     }
     not_found(&m.get("/api/aliveness-test/nohost").await);
 }
@@ -970,7 +1155,14 @@ async fn listing_parameters() {
             &r.json["page_size"],
             &r.json["total_count"]
         ),
-        (&json!(5), &json!(2), &json!(1), &json!(3), &json!(2), &json!(5))
+        (
+            &json!(5),
+            &json!(2),
+            &json!(1),
+            &json!(3),
+            &json!(2),
+            &json!(5)
+        )
     );
     assert_eq!(names(&r.json), ["Alphabet", "alpha"]);
     let r = m.get("/api/queues?page=3&page_size=2").await;
@@ -979,10 +1171,17 @@ async fn listing_parameters() {
     assert_eq!(names(&r.json), ["Alphabet", "alpha"]);
     let r = m.get("/api/queues?name=%5E.a&use_regex=true").await;
     assert_eq!(names(&r.json), ["gamma"]);
-    let r = m.get("/api/queues?sort=messages&sort_reverse=true&columns=name,messages").await;
+    let r = m
+        .get("/api/queues?sort=messages&sort_reverse=true&columns=name,messages")
+        .await;
     assert_eq!(r.json[0], json!({"name": "gamma", "messages": 1}));
-    let r = m.get("/api/queues?columns=name,message_stats.publish&name=gamma").await;
-    assert_eq!(r.json, json!([{"name": "gamma", "message_stats": {"publish": 1}}]));
+    let r = m
+        .get("/api/queues?columns=name,message_stats.publish&name=gamma")
+        .await;
+    assert_eq!(
+        r.json,
+        json!([{"name": "gamma", "message_stats": {"publish": 1}}])
+    );
     let r = m.get("/api/queues/%2F/gamma?columns=name").await;
     assert_eq!(r.json, json!({"name": "gamma"}));
 
@@ -1085,7 +1284,10 @@ fn parse_prometheus(text: &str) -> (HashMap<String, f64>, HashMap<String, String
                     ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
                     "{line:?}"
                 );
-                assert!(types.insert(name.to_string(), t.to_string()).is_none(), "dup TYPE {name}");
+                assert!(
+                    types.insert(name.to_string(), t.to_string()).is_none(),
+                    "dup TYPE {name}"
+                );
             } else {
                 assert_eq!(kw, "HELP", "{line:?}");
             }
@@ -1096,9 +1298,15 @@ fn parse_prometheus(text: &str) -> (HashMap<String, f64>, HashMap<String, String
         assert!(name_ok(name), "bad name in {line:?}");
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
             .unwrap_or(name);
-        assert!(types.contains_key(family), "sample before its TYPE: {line:?}");
+        assert!(
+            types.contains_key(family),
+            "sample before its TYPE: {line:?}"
+        );
         if let Some(labels) = series.strip_prefix(name) {
             if !labels.is_empty() {
                 let inner = labels
@@ -1124,16 +1332,23 @@ fn parse_prometheus(text: &str) -> (HashMap<String, f64>, HashMap<String, String
                         }
                     }
                     let end = end.expect("closing quote");
-                    rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+                    rest = after[end + 1..]
+                        .strip_prefix(',')
+                        .unwrap_or(&after[end + 1..]);
                 }
             }
         }
         let v: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
-        assert!(samples.insert(series.to_string(), v).is_none(), "duplicate {series}");
+        assert!(
+            samples.insert(series.to_string(), v).is_none(),
+            "duplicate {series}"
+        );
     }
     (samples, types)
 }
@@ -1141,7 +1356,8 @@ fn parse_prometheus(text: &str) -> (HashMap<String, f64>, HashMap<String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics() {
     let m = mgmt().await;
-    m.put("/api/queues/%2F/m\"q", json!({"durable": true})).await;
+    m.put("/api/queues/%2F/m\"q", json!({"durable": true}))
+        .await;
     for _ in 0..3 {
         m.post(
             "/api/exchanges/%2F/amq.default/publish",
@@ -1170,8 +1386,14 @@ async fn prometheus_metrics() {
     assert_eq!(s["rabbitmq_channels"], 1.0);
     assert_eq!(s["rabbitmq_consumers"], 0.0);
     assert_eq!(s["rabbitmq_queues"], 1.0);
-    assert_eq!(s["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"], 2.0);
-    assert_eq!(s["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"], 0.0);
+    assert_eq!(
+        s["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"],
+        2.0
+    );
+    assert_eq!(
+        s["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"],
+        0.0
+    );
     assert_eq!(s["rabbitmq_global_messages_received_total"], 3.0);
     assert_eq!(s["rabbitmq_global_messages_delivered_total"], 1.0);
     assert_eq!(s["rabbitmq_global_messages_acknowledged_total"], 1.0);

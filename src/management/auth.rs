@@ -96,7 +96,11 @@ impl FromRequestParts<ApiState> for AuthUser {
             .broker
             .authenticate(&name, &pass)
             .ok_or_else(ApiError::login_failed)?;
-        if !user.tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
+        if !user
+            .tags
+            .iter()
+            .any(|t| MANAGEMENT_TAGS.contains(&t.as_str()))
+        {
             return Err(ApiError::login_failed());
         }
         Ok(AuthUser {

@@ -66,12 +66,19 @@ impl ApiError {
 
     /// 401 for an operation on a reserved object or a vhost the user may not use.
     pub(crate) fn access_refused() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "not_authorised", "Access refused.")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "Access refused.",
+        )
     }
 
     /// 400 naming the JSON keys a body lacks, in RabbitMQ's Erlang-term text.
     pub(crate) fn keys_missing(keys: &[&str]) -> Self {
-        let list: Vec<String> = keys.iter().map(|k| format!("{{key_missing,{k}}}")).collect();
+        let list: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{{key_missing,{k}}}"))
+            .collect();
         Self::bad_request(format!("[{}]", list.join(",")))
     }
 }
@@ -128,9 +135,15 @@ mod tests {
     #[test]
     fn broker_errors_map_to_rabbitmq_statuses() {
         let nf: ApiError = BrokerError::NotFound("no queue 'q' in vhost '/'".into()).into();
-        assert_eq!((nf.status, &*nf.error), (StatusCode::NOT_FOUND, "not_found"));
+        assert_eq!(
+            (nf.status, &*nf.error),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
         let pf: ApiError = BrokerError::PreconditionFailed("in use".into()).into();
-        assert_eq!((pf.status, pf.reason.as_str()), (StatusCode::BAD_REQUEST, "in use"));
+        assert_eq!(
+            (pf.status, pf.reason.as_str()),
+            (StatusCode::BAD_REQUEST, "in use")
+        );
         let ar: ApiError = BrokerError::AccessRefused("amq.".into()).into();
         assert_eq!(ar, ApiError::access_refused());
     }

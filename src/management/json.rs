@@ -186,12 +186,16 @@ pub(crate) fn json_to_properties(v: &Value) -> ApiResult<BasicProperties> {
             "expiration" => p.expiration = Some(short(k, v)?),
             "message_id" => p.message_id = Some(short(k, v)?),
             "timestamp" => {
-                p.timestamp = Some(match v {
-                    Value::Number(n) => n.as_u64(),
-                    Value::String(s) => s.parse().ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| ApiError::bad_request("property timestamp must be an integer"))?);
+                p.timestamp = Some(
+                    match v {
+                        Value::Number(n) => n.as_u64(),
+                        Value::String(s) => s.parse().ok(),
+                        _ => None,
+                    }
+                    .ok_or_else(|| {
+                        ApiError::bad_request("property timestamp must be an integer")
+                    })?,
+                );
             }
             "type" => p.kind = Some(short(k, v)?),
             "user_id" => p.user_id = Some(short(k, v)?),

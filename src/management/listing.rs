@@ -10,8 +10,8 @@ use super::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use regex::Regex;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -216,7 +216,11 @@ impl ListQuery {
                     .map(|k| compare(lookup(a, k), lookup(b, k)))
                     .find(|o| *o != Ordering::Equal)
                     .unwrap_or(Ordering::Equal);
-                if self.sort_reverse { ord.reverse() } else { ord }
+                if self.sort_reverse {
+                    ord.reverse()
+                } else {
+                    ord
+                }
             });
         } else if self.sort_reverse {
             items.reverse();
@@ -227,11 +231,7 @@ impl ListQuery {
         };
         let page_count = self.check_page(page, filtered)?;
         let start = (page - 1).saturating_mul(self.page_size);
-        let window: Vec<Value> = items
-            .into_iter()
-            .skip(start)
-            .take(self.page_size)
-            .collect();
+        let window: Vec<Value> = items.into_iter().skip(start).take(self.page_size).collect();
         let window = self.project_all(window);
         Ok(json!({
             "filtered_count": filtered,
@@ -401,7 +401,10 @@ mod tests {
     fn bad_pagination_is_rejected_as_rabbitmq_does() {
         for (params, error) in [
             (vec![("page", "0")], "invalid_pagination_parameters"),
-            (vec![("page", "1"), ("page_size", "501")], "invalid_pagination_parameters"),
+            (
+                vec![("page", "1"), ("page_size", "501")],
+                "invalid_pagination_parameters",
+            ),
             (vec![("page", "x")], "bad_request"),
             (vec![("page_size", "-1")], "bad_request"),
             (vec![("name", "("), ("use_regex", "true")], "bad_request"),

@@ -78,7 +78,11 @@ pub(crate) fn render(st: &ApiState) -> String {
     let mut queues = Vec::new();
     for vh in b.vhosts() {
         for q in vh.queues() {
-            queues.push((escape_label(&vh.name), escape_label(&q.name), Counters::of_queue(&q)));
+            queues.push((
+                escape_label(&vh.name),
+                escape_label(&q.name),
+                Counters::of_queue(&q),
+            ));
         }
     }
     queues.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -100,10 +104,18 @@ pub(crate) fn render(st: &ApiState) -> String {
             |c: &Counters| c.publish,
         ),
     ] {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         t.header(name, kind, help);
         for (vhost, queue, c) in &queues {
-            let _ = writeln!(t.0, "{name}{{vhost=\"{vhost}\",queue=\"{queue}\"}} {}", get(c));
+            let _ = writeln!(
+                t.0,
+                "{name}{{vhost=\"{vhost}\",queue=\"{queue}\"}} {}",
+                get(c)
+            );
         }
     }
 

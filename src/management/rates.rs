@@ -194,17 +194,14 @@ impl Rates {
                 .as_ref()
                 .map_or_else(RateSet::default, |p| RateSet::between(&p.last, &cur, secs));
             live.add(&cur);
-            fresh
-                .entry(vhost.to_string())
-                .or_default()
-                .insert(
-                    q.name.to_string(),
-                    Sampled {
-                        queue: Arc::downgrade(&q),
-                        last: cur,
-                        rate,
-                    },
-                );
+            fresh.entry(vhost.to_string()).or_default().insert(
+                q.name.to_string(),
+                Sampled {
+                    queue: Arc::downgrade(&q),
+                    last: cur,
+                    rate,
+                },
+            );
         }
         // Whatever is left in `old` was deleted since the last sample.
         for gone in old.values().flat_map(HashMap::values) {
@@ -324,7 +321,8 @@ mod tests {
         assert_eq!(rates.overall().deliver_get, 0.2);
 
         // Delete and re-declare under the same name: a new queue, old counts retired.
-        vh.delete_queue("q", false, false, ConnId(0)).expect("delete");
+        vh.delete_queue("q", false, false, ConnId(0))
+            .expect("delete");
         vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
         rates.sample(&broker, t0 + Duration::from_secs(10));
         assert_eq!(rates.queue("/", "q"), RateSet::default());

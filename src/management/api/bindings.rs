@@ -11,7 +11,9 @@ use crate::broker::VHost;
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
-use crate::management::json::{JsonBody, PathArgs, QueryArgs, get_str, json_to_table, table_to_json};
+use crate::management::json::{
+    JsonBody, PathArgs, QueryArgs, get_str, json_to_table, table_to_json,
+};
 use crate::management::listing::ListQuery;
 use crate::protocol::types::{FieldTable, encode_table};
 use axum::Json;
@@ -147,7 +149,10 @@ pub(crate) async fn source(
     let vh = visible_vhost(&st, &user, &vhost)?;
     let name = exchange_name(&name).to_string();
     vh.exchange(&name).map_err(|_| ApiError::not_found())?;
-    respond(&list, vhost_bindings(&vh).into_iter().filter(|b| b.source == name))
+    respond(
+        &list,
+        vhost_bindings(&vh).into_iter().filter(|b| b.source == name),
+    )
 }
 
 /// GET /api/exchanges/{vhost}/{name}/bindings/destination.
@@ -219,8 +224,15 @@ pub(crate) async fn between(
     let list = ListQuery::parse(&q)?;
     let is_exchange = dest_is_exchange(&kind)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
-    let dest = if is_exchange { exchange_name(&dest) } else { &dest };
-    respond(&list, between_list(&vh, exchange_name(&source), is_exchange, dest))
+    let dest = if is_exchange {
+        exchange_name(&dest)
+    } else {
+        &dest
+    };
+    respond(
+        &list,
+        between_list(&vh, exchange_name(&source), is_exchange, dest),
+    )
 }
 
 /// POST /api/bindings/{vhost}/e/{source}/{q|e}/{dest}: 201 with the new binding's `Location`.
@@ -233,7 +245,11 @@ pub(crate) async fn create(
     let is_exchange = dest_is_exchange(&kind)?;
     let vh = usable_vhost(&st, &user, &vhost)?;
     let source = exchange_name(&source);
-    let dest = if is_exchange { exchange_name(&dest) } else { &dest };
+    let dest = if is_exchange {
+        exchange_name(&dest)
+    } else {
+        &dest
+    };
     let key = get_str(&body, "routing_key")?.unwrap_or("");
     if key.len() > 255 {
         return Err(ApiError::bad_request("routing_key longer than 255 bytes"));
@@ -297,24 +313,50 @@ fn percent_decode(s: &str) -> String {
 pub(crate) async fn show(
     State(st): State<ApiState>,
     user: AuthUser,
-    PathArgs((vhost, source, kind, dest, props)): PathArgs<(String, String, String, String, String)>,
+    PathArgs((vhost, source, kind, dest, props)): PathArgs<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
 ) -> ApiResult<Json<dto::Binding>> {
     let is_exchange = dest_is_exchange(&kind)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
-    let dest = if is_exchange { exchange_name(&dest) } else { &dest };
-    Ok(Json(find(&vh, exchange_name(&source), is_exchange, dest, &props)?))
+    let dest = if is_exchange {
+        exchange_name(&dest)
+    } else {
+        &dest
+    };
+    Ok(Json(find(
+        &vh,
+        exchange_name(&source),
+        is_exchange,
+        dest,
+        &props,
+    )?))
 }
 
 /// DELETE /api/bindings/{vhost}/e/{source}/{q|e}/{dest}/{props}.
 pub(crate) async fn delete(
     State(st): State<ApiState>,
     user: AuthUser,
-    PathArgs((vhost, source, kind, dest, props)): PathArgs<(String, String, String, String, String)>,
+    PathArgs((vhost, source, kind, dest, props)): PathArgs<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
 ) -> ApiResult<StatusCode> {
     let is_exchange = dest_is_exchange(&kind)?;
     let vh = usable_vhost(&st, &user, &vhost)?;
     let source = exchange_name(&source);
-    let dest = if is_exchange { exchange_name(&dest) } else { &dest };
+    let dest = if is_exchange {
+        exchange_name(&dest)
+    } else {
+        &dest
+    };
     let b = find(&vh, source, is_exchange, dest, &props)?;
     if source.is_empty() {
         return Err(ApiError::access_refused());
@@ -355,7 +397,10 @@ mod tests {
             crate::protocol::types::FieldValue::Bool(true),
         );
         let k = properties_key("a.#", &t);
-        assert!(k.starts_with("a.%23~") && k.len() == "a.%23~".len() + 6, "{k}");
+        assert!(
+            k.starts_with("a.%23~") && k.len() == "a.%23~".len() + 6,
+            "{k}"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! numbers; channels are listed from the consumers on them (number, prefetch), so a channel
 //! without consumers is counted in its connection's `channels` but not listed.
 
-use super::{ApiState, connection_name, connection_user, connection_vhost, visible_vhost, visible_vhosts};
+use super::{
+    ApiState, connection_name, connection_user, connection_vhost, visible_vhost, visible_vhosts,
+};
 use crate::broker::consumer::ConsumerHandle;
 use crate::broker::{ConnId, ConnectionInfo, Outbound};
 use crate::management::auth::AuthUser;
@@ -79,7 +81,9 @@ pub(crate) async fn connections(
 ) -> ApiResult<Json<Value>> {
     let list = ListQuery::parse(&q)?;
     let conns = visible_connections(&st, &user);
-    Ok(Json(list.respond(connection_items(&st, conns.iter()), &["name"])?))
+    Ok(Json(
+        list.respond(connection_items(&st, conns.iter()), &["name"])?,
+    ))
 }
 
 /// GET /api/vhosts/{vhost}/connections.
@@ -138,7 +142,9 @@ pub(crate) async fn close_connection(
 }
 
 /// Consumers of the given vhosts, with their queue's name and vhost.
-fn all_consumers(vhosts: &[Arc<crate::broker::VHost>]) -> Vec<(Arc<str>, Arc<str>, ConsumerHandle)> {
+fn all_consumers(
+    vhosts: &[Arc<crate::broker::VHost>],
+) -> Vec<(Arc<str>, Arc<str>, ConsumerHandle)> {
     let mut out = Vec::new();
     for vh in vhosts {
         for q in vh.queues() {
@@ -250,7 +256,11 @@ pub(crate) async fn channel(
         .ok_or_else(ApiError::not_found)
 }
 
-fn consumer_items(st: &ApiState, user: &AuthUser, vhosts: &[Arc<crate::broker::VHost>]) -> Vec<Value> {
+fn consumer_items(
+    st: &ApiState,
+    user: &AuthUser,
+    vhosts: &[Arc<crate::broker::VHost>],
+) -> Vec<Value> {
     let conns: HashMap<ConnId, Arc<ConnectionInfo>> = visible_connections(st, user)
         .into_iter()
         .map(|c| (c.id, c))
@@ -295,7 +305,10 @@ pub(crate) async fn consumers(
     let list = ListQuery::parse(&q)?;
     let vhosts = visible_vhosts(&st, &user);
     let items = consumer_items(&st, &user, &vhosts);
-    Ok(Json(list.respond(items, &["queue.vhost", "queue.name", "consumer_tag"])?))
+    Ok(Json(list.respond(
+        items,
+        &["queue.vhost", "queue.name", "consumer_tag"],
+    )?))
 }
 
 /// GET /api/consumers/{vhost}.
@@ -308,5 +321,8 @@ pub(crate) async fn vhost_consumers(
     let list = ListQuery::parse(&q)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
     let items = consumer_items(&st, &user, &[vh]);
-    Ok(Json(list.respond(items, &["queue.vhost", "queue.name", "consumer_tag"])?))
+    Ok(Json(list.respond(
+        items,
+        &["queue.vhost", "queue.name", "consumer_tag"],
+    )?))
 }

@@ -16,7 +16,9 @@ use crate::broker::{ConnId, User};
 use crate::management::auth::AuthUser;
 use crate::management::dto::to_value;
 use crate::management::error::{ApiError, ApiResult};
-use crate::management::json::{JsonBody, PathArgs, get_bool, get_str, json_to_table, table_to_json};
+use crate::management::json::{
+    JsonBody, PathArgs, get_bool, get_str, json_to_table, table_to_json,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,7 +28,11 @@ use std::collections::HashSet;
 const EXCHANGE_TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
 
 /// Objects of one vhost: (exchanges, queues, bindings), with or without `vhost` fields.
-fn vhost_objects(st: &ApiState, name: &str, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+fn vhost_objects(
+    st: &ApiState,
+    name: &str,
+    with_vhost: bool,
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
     let Some(vh) = st.broker.vhost(name) else {
         return Default::default();
     };
@@ -82,7 +88,12 @@ fn vhost_objects(st: &ApiState, name: &str, with_vhost: bool) -> (Vec<Value>, Ve
 /// GET /api/definitions.
 pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiResult<Json<Value>> {
     user.require_admin()?;
-    let mut vhosts: Vec<String> = st.broker.vhosts().iter().map(|v| v.name.to_string()).collect();
+    let mut vhosts: Vec<String> = st
+        .broker
+        .vhosts()
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
     vhosts.sort();
     let mut users = st.broker.users();
     users.sort_by(|a, b| a.name.cmp(&b.name));
@@ -161,7 +172,11 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     let (users, vhosts, perms) = if scope.is_some() {
         (&[][..], &[][..], &[][..])
     } else {
-        (section(doc, "users")?, section(doc, "vhosts")?, section(doc, "permissions")?)
+        (
+            section(doc, "users")?,
+            section(doc, "vhosts")?,
+            section(doc, "permissions")?,
+        )
     };
     let (exchanges, queues, bindings) = (
         section(doc, "exchanges")?,
@@ -170,7 +185,12 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     );
 
     // Check everything first.
-    let mut known: HashSet<String> = st.broker.vhosts().iter().map(|v| v.name.to_string()).collect();
+    let mut known: HashSet<String> = st
+        .broker
+        .vhosts()
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
     for v in vhosts {
         known.insert(text(v, "name", "vhost")?.to_string());
     }
@@ -196,7 +216,9 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         let name = text(x, "name", "exchange")?;
         let kind = get_str(x, "type")?.unwrap_or("direct");
         if !EXCHANGE_TYPES.contains(&kind) {
-            return Err(ApiError::bad_request(format!("unknown exchange type '{kind}'")));
+            return Err(ApiError::bad_request(format!(
+                "unknown exchange type '{kind}'"
+            )));
         }
         let spec = ExchangeSpec {
             name: name.to_string(),
@@ -251,7 +273,12 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         st.broker.ensure_vhost(text(v, "name", "vhost")?);
     }
     for p in perms {
-        let perm = build_permission(st, text(p, "user", "permission")?, object_vhost(p, scope)?, p)?;
+        let perm = build_permission(
+            st,
+            text(p, "user", "permission")?,
+            object_vhost(p, scope)?,
+            p,
+        )?;
         st.broker.put_permission(perm);
     }
     for (vh, spec) in xspecs {
@@ -263,10 +290,19 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     for (vh, source, dest, is_x, key, args) in bspecs {
         vhost(st, vh)?.bind(source, dest, is_x, key, &args, ConnId(0))?;
     }
-    let ignored: Vec<&str> = ["policies", "parameters", "global_parameters", "topic_permissions"]
-        .into_iter()
-        .filter(|k| doc.get(k).and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
-        .collect();
+    let ignored: Vec<&str> = [
+        "policies",
+        "parameters",
+        "global_parameters",
+        "topic_permissions",
+    ]
+    .into_iter()
+    .filter(|k| {
+        doc.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    })
+    .collect();
     if !ignored.is_empty() {
         tracing::warn!(sections = ?ignored, "definitions import: sections not supported, ignored");
     }
@@ -296,4 +332,3 @@ pub(crate) async fn import_vhost(
     import_doc(&st, &doc, Some(&name))?;
     Ok(StatusCode::NO_CONTENT)
 }
-

@@ -32,21 +32,38 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/vhosts", get(overview::vhosts))
         .route(
             "/api/vhosts/{vhost}",
-            get(overview::vhost).put(overview::put_vhost).delete(overview::delete_vhost),
+            get(overview::vhost)
+                .put(overview::put_vhost)
+                .delete(overview::delete_vhost),
         )
-        .route("/api/vhosts/{vhost}/permissions", get(users::vhost_permissions))
-        .route("/api/vhosts/{vhost}/connections", get(connections::vhost_connections))
-        .route("/api/vhosts/{vhost}/channels", get(connections::vhost_channels))
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(users::vhost_permissions),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::vhost_connections),
+        )
+        .route(
+            "/api/vhosts/{vhost}/channels",
+            get(connections::vhost_channels),
+        )
         .route("/api/health/checks/alarms", get(overview::health_ok))
         .route("/api/health/checks/local-alarms", get(overview::health_ok))
-        .route("/api/health/checks/virtual-hosts", get(overview::health_vhosts))
+        .route(
+            "/api/health/checks/virtual-hosts",
+            get(overview::health_vhosts),
+        )
         .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
         .route("/api/connections", get(connections::connections))
         .route(
             "/api/connections/{name}",
             get(connections::connection).delete(connections::close_connection),
         )
-        .route("/api/connections/{name}/channels", get(connections::connection_channels))
+        .route(
+            "/api/connections/{name}/channels",
+            get(connections::connection_channels),
+        )
         .route("/api/channels", get(connections::channels))
         .route("/api/channels/{name}", get(connections::channel))
         .route("/api/consumers", get(connections::consumers))
@@ -55,20 +72,39 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/exchanges/{vhost}", get(exchanges::list_vhost))
         .route(
             "/api/exchanges/{vhost}/{name}",
-            get(exchanges::show).put(exchanges::declare).delete(exchanges::delete),
+            get(exchanges::show)
+                .put(exchanges::declare)
+                .delete(exchanges::delete),
         )
-        .route("/api/exchanges/{vhost}/{name}/publish", post(exchanges::publish))
-        .route("/api/exchanges/{vhost}/{name}/bindings/source", get(bindings::source))
-        .route("/api/exchanges/{vhost}/{name}/bindings/destination", get(bindings::destination))
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            post(exchanges::publish),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings::source),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings::destination),
+        )
         .route("/api/queues", get(queues::list))
         .route("/api/queues/{vhost}", get(queues::list_vhost))
         .route(
             "/api/queues/{vhost}/{name}",
-            get(queues::show).put(queues::declare).delete(queues::delete),
+            get(queues::show)
+                .put(queues::declare)
+                .delete(queues::delete),
         )
-        .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(queues::purge))
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            axum::routing::delete(queues::purge),
+        )
         .route("/api/queues/{vhost}/{name}/get", post(queues::get_messages))
-        .route("/api/queues/{vhost}/{name}/bindings", get(bindings::of_queue))
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::of_queue),
+        )
         .route("/api/bindings", get(bindings::list))
         .route("/api/bindings/{vhost}", get(bindings::list_vhost))
         .route(
@@ -82,15 +118,25 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/users", get(users::users))
         .route(
             "/api/users/{name}",
-            get(users::user).put(users::put_user).delete(users::delete_user),
+            get(users::user)
+                .put(users::put_user)
+                .delete(users::delete_user),
         )
-        .route("/api/users/{name}/permissions", get(users::user_permissions))
+        .route(
+            "/api/users/{name}/permissions",
+            get(users::user_permissions),
+        )
         .route("/api/permissions", get(users::permissions))
         .route(
             "/api/permissions/{vhost}/{user}",
-            get(users::permission).put(users::put_permission).delete(users::delete_permission),
+            get(users::permission)
+                .put(users::put_permission)
+                .delete(users::delete_permission),
         )
-        .route("/api/definitions", get(definitions::export).post(definitions::import))
+        .route(
+            "/api/definitions",
+            get(definitions::export).post(definitions::import),
+        )
         .route(
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
@@ -147,7 +193,11 @@ pub(crate) fn visible_vhosts(st: &ApiState, user: &AuthUser) -> Vec<Arc<VHost>> 
 
 /// RabbitMQ's management API calls the default exchange `amq.default` in paths.
 pub(crate) fn exchange_name(path_name: &str) -> &str {
-    if path_name == "amq.default" { "" } else { path_name }
+    if path_name == "amq.default" {
+        ""
+    } else {
+        path_name
+    }
 }
 
 /// `"peer -> local"`, RabbitMQ's connection name.

@@ -172,7 +172,9 @@ pub(crate) async fn nodes(
     QueryArgs(q): QueryArgs,
 ) -> ApiResult<Json<Value>> {
     let list = ListQuery::parse(&q)?;
-    Ok(Json(list.respond(vec![to_value(&node_dto(&st))], &["name"])?))
+    Ok(Json(
+        list.respond(vec![to_value(&node_dto(&st))], &["name"])?,
+    ))
 }
 
 /// GET /api/nodes/{node}.

@@ -7,8 +7,8 @@ use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
 use crate::management::json::{
-    JsonBody, PathArgs, QueryArgs, get_bool, get_str, get_u64, json_to_table,
-    properties_to_json, require_keys, table_to_json,
+    JsonBody, PathArgs, QueryArgs, get_bool, get_str, get_u64, json_to_table, properties_to_json,
+    require_keys, table_to_json,
 };
 use crate::management::listing::ListQuery;
 use crate::management::rates::{Counters, RateSet};
@@ -36,11 +36,14 @@ fn queue_dto(
 ) -> dto::Queue {
     let (_, _, consumers, ready_bytes) = q.counts();
     let c = Counters::of_queue(q);
-    let owner = q.exclusive.and_then(|id| conns.get(&id)).map(|ci| dto::OwnerDetails {
-        name: connection_name(ci),
-        peer_host: ci.peer.ip().to_string(),
-        peer_port: ci.peer.port(),
-    });
+    let owner = q
+        .exclusive
+        .and_then(|id| conns.get(&id))
+        .map(|ci| dto::OwnerDetails {
+            name: connection_name(ci),
+            peer_host: ci.peer.ip().to_string(),
+            peer_port: ci.peer.port(),
+        });
     dto::Queue {
         name: q.name.to_string(),
         vhost: q.vhost.to_string(),
@@ -64,7 +67,11 @@ fn queue_dto(
 }
 
 fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
-    st.broker.connections().into_iter().map(|c| (c.id, c)).collect()
+    st.broker
+        .connections()
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect()
 }
 
 /// Queues of the given vhosts with their rates, answered with lazy pagination.
@@ -175,7 +182,12 @@ pub(crate) async fn delete(
     let vh = usable_vhost(&st, &user, &vhost)?;
     find(&vh, &name)?;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true");
-    vh.delete_queue(&name, flag("if-unused"), flag("if-empty"), owner_of(&vh, &name))?;
+    vh.delete_queue(
+        &name,
+        flag("if-unused"),
+        flag("if-empty"),
+        owner_of(&vh, &name),
+    )?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,7 +251,11 @@ pub(crate) async fn get_messages(
     }
     let truncate = get_u64(&body, "truncate")?;
     let queue = vh.queue(&name).map_err(|e| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("NOT_FOUND - {e}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("NOT_FOUND - {e}"),
+        )
     })?;
     let mut taken = Vec::new();
     let mut out = Vec::new();

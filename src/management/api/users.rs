@@ -70,9 +70,7 @@ pub(crate) fn parse_tags(v: &Value) -> ApiResult<Vec<String>> {
 /// Checks a `password_hash` and its `hashing_algorithm` from a request or definitions file.
 pub(crate) fn check_hash(hash: &str, algorithm: Option<&str>) -> ApiResult<()> {
     match algorithm {
-        None
-        | Some("rabbit_password_hashing_sha256")
-        | Some("rabbit_password_hashing_sha512") => {}
+        None | Some("rabbit_password_hashing_sha256") | Some("rabbit_password_hashing_sha512") => {}
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "unsupported hashing_algorithm {other}"
@@ -94,7 +92,12 @@ pub(crate) async fn users(
 ) -> ApiResult<Json<Value>> {
     user.require_admin()?;
     let list = ListQuery::parse(&q)?;
-    let items = st.broker.users().iter().map(|u| to_value(&user_dto(u))).collect();
+    let items = st
+        .broker
+        .users()
+        .iter()
+        .map(|u| to_value(&user_dto(u)))
+        .collect();
     Ok(Json(list.respond(items, &["name"])?))
 }
 

@@ -37,7 +37,12 @@ pub(crate) struct Counters {
 impl Counters {
     /// A queue's counters and counts now.
     pub(crate) fn of_queue(q: &Queue) -> Counters {
-        let (ready, unacked, _, _) = q.counts();
+        Self::with_counts(q, q.counts())
+    }
+
+    /// A queue's counters with counts already read by [`Queue::counts`] (one lock per answer).
+    pub(crate) fn with_counts(q: &Queue, counts: (usize, usize, usize, usize)) -> Counters {
+        let (ready, unacked, _, _) = counts;
         let s = &q.stats;
         Counters {
             publish: s.published.load(Ordering::Relaxed),

@@ -34,8 +34,9 @@ fn queue_dto(
     rate: RateSet,
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
-    let (_, _, consumers, ready_bytes) = q.counts();
-    let c = Counters::of_queue(q);
+    let counts = q.counts();
+    let (_, _, consumers, ready_bytes) = counts;
+    let c = Counters::with_counts(q, counts);
     let owner = q
         .exclusive
         .and_then(|id| conns.get(&id))

@@ -120,11 +120,29 @@ async fn run(config: Config) -> Result<(), String> {
             token.clone(),
         ));
     }
+    let management = if config.management.enabled {
+        let listener = tokio::net::TcpListener::bind(config.management.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
+        tracing::info!(listener = %config.management.listen, "management API started");
+        Some(tokio::spawn(lagomorph::management::serve(
+            listener,
+            broker.clone(),
+            token.clone(),
+        )))
+    } else {
+        None
+    };
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutting down");
     token.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("connections did not close in time");
+    }
+    if let Some(m) = management
+        && let Ok(Err(e)) = m.await
+    {
+        tracing::warn!(error = %e, "management API stopped with an error");
     }
     broker.shutdown_store();
     tracing::info!("stopped");

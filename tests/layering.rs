@@ -88,3 +88,12 @@ fn every_module_has_a_leading_doc() {
         );
     }
 }
+
+#[test]
+fn management_reads_the_broker_not_sessions() {
+    for (p, s) in files("management") {
+        for bad in ["crate::session", "crate::server", "tokio::net::TcpStream"] {
+            assert!(!s.contains(bad), "{} uses {bad}", p.display());
+        }
+    }
+}

@@ -14,6 +14,12 @@ use tokio::sync::watch;
 
 /// How often writes that no confirm waits for are flushed anyway.
 const BACKGROUND_FLUSH: Duration = Duration::from_millis(200);
+/// Upper bounds, in microseconds, of the flush-latency histogram's buckets (see
+/// [`GroupCommit::flush_buckets`]); flushes slower than the last bound are counted only in
+/// [`GroupCommit::flush_count`].
+pub const FLUSH_BUCKETS_MICROS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 /// When the flusher thread flushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +43,9 @@ pub struct GroupCommit {
     pub flush_micros_total: AtomicU64,
     /// Number of flushes done.
     pub flush_count: AtomicU64,
+    /// Flushes per latency bucket of [`FLUSH_BUCKETS_MICROS`] (not cumulative: a flush is
+    /// counted in the first bucket whose bound it does not exceed).
+    pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_MICROS.len()],
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -63,6 +72,7 @@ impl GroupCommit {
             policy,
             flush_micros_total: AtomicU64::new(0),
             flush_count: AtomicU64::new(0),
+            flush_buckets: Default::default(),
             thread: Mutex::new(None),
         });
         let worker = Arc::clone(&gc);
@@ -132,6 +142,9 @@ impl GroupCommit {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
                 self.flush_count.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = FLUSH_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
+                    self.flush_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
                 self.flushed.send_modify(|f| *f = (*f).max(target));
             }
             Err(e) => tracing::error!(error = %e, "store flush failed; confirms withheld"),

@@ -43,6 +43,22 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
+/// A user's rights in one vhost: RabbitMQ's configure, write and read regular expressions.
+/// Kept for the management API and definitions; the AMQP side does not enforce them yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// The user.
+    pub user: String,
+    /// The vhost.
+    pub vhost: String,
+    /// Resources the user may declare and delete.
+    pub configure: String,
+    /// Resources the user may publish to.
+    pub write: String,
+    /// Resources the user may consume from.
+    pub read: String,
+}
+
 /// Protocol limits offered to clients.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -144,6 +160,7 @@ struct Inner {
     store: Arc<dyn Store>,
     commit: Arc<GroupCommit>,
     users: RwLock<Vec<User>>,
+    permissions: RwLock<Vec<Permission>>,
     connections: DashMap<ConnId, Arc<ConnectionInfo>>,
     next_conn: AtomicU64,
     limits: Limits,
@@ -180,12 +197,26 @@ impl Broker {
                 opts.queue_window,
             ),
         );
+        // Like RabbitMQ's default user, the configured users start with full rights on the
+        // default vhost.
+        let permissions = opts
+            .users
+            .iter()
+            .map(|u| Permission {
+                user: u.name.clone(),
+                vhost: opts.default_vhost.clone(),
+                configure: ".*".into(),
+                write: ".*".into(),
+                read: ".*".into(),
+            })
+            .collect();
         Broker {
             inner: Arc::new(Inner {
                 vhosts: RwLock::new(vhosts),
                 store,
                 commit,
                 users: RwLock::new(opts.users),
+                permissions: RwLock::new(permissions),
                 connections: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 limits: opts.limits,
@@ -288,7 +319,78 @@ impl Broker {
         let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
         let before = users.len();
         users.retain(|u| u.name != name);
-        users.len() != before
+        let gone = users.len() != before;
+        drop(users);
+        if gone {
+            self.write_permissions().retain(|p| p.user != name);
+        }
+        gone
+    }
+
+    fn write_permissions(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Permission>> {
+        self.inner
+            .permissions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every user's permissions.
+    pub fn permissions(&self) -> Vec<Permission> {
+        self.inner
+            .permissions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets a user's permissions in a vhost; returns true when there were none before.
+    pub fn put_permission(&self, perm: Permission) -> bool {
+        let mut perms = self.write_permissions();
+        let before = perms.len();
+        perms.retain(|p| !(p.user == perm.user && p.vhost == perm.vhost));
+        let created = perms.len() == before;
+        perms.push(perm);
+        created
+    }
+
+    /// Removes a user's permissions in a vhost; false if there were none.
+    pub fn delete_permission(&self, user: &str, vhost: &str) -> bool {
+        let mut perms = self.write_permissions();
+        let before = perms.len();
+        perms.retain(|p| !(p.user == user && p.vhost == vhost));
+        perms.len() != before
+    }
+
+    /// Deletes a vhost with its queues, exchanges and permissions; false if there was none.
+    /// Connections using it are not closed here (the caller decides how to tell them).
+    pub fn delete_vhost(&self, name: &str) -> BrokerResult<bool> {
+        let Some(vh) = self.vhost(name) else {
+            return Ok(false);
+        };
+        for q in vh.queues() {
+            // Acting as the owner, so exclusive queues go too.
+            let owner = q.exclusive.unwrap_or(ConnId(0));
+            match vh.delete_queue(&q.name, false, false, owner) {
+                Ok(_) | Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for x in vh.exchanges() {
+            if x.name.is_empty() || x.name.starts_with("amq.") {
+                continue;
+            }
+            match vh.delete_exchange(&x.name, false) {
+                Ok(()) | Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.inner
+            .vhosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.write_permissions().retain(|p| p.vhost != name);
+        Ok(true)
     }
 
     /// Protocol limits.

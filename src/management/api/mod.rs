@@ -1,0 +1,216 @@
+//! The router: RabbitMQ's management paths, one file per resource (as lavinmq's
+//! `http/controller/*`), plus helpers the resources share.
+
+mod bindings;
+mod connections;
+mod definitions;
+mod exchanges;
+mod overview;
+mod queues;
+mod users;
+
+use super::ApiState;
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use crate::broker::{ConnectionInfo, VHost};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Largest request body (definitions files, published payloads).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Builds the router over `state`.
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/overview", get(overview::overview))
+        .route("/api/whoami", get(overview::whoami))
+        .route("/api/nodes", get(overview::nodes))
+        .route("/api/nodes/{node}", get(overview::node))
+        .route("/api/vhosts", get(overview::vhosts))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(overview::vhost)
+                .put(overview::put_vhost)
+                .delete(overview::delete_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(users::vhost_permissions),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::vhost_connections),
+        )
+        .route(
+            "/api/vhosts/{vhost}/channels",
+            get(connections::vhost_channels),
+        )
+        .route("/api/health/checks/alarms", get(overview::health_ok))
+        .route("/api/health/checks/local-alarms", get(overview::health_ok))
+        .route(
+            "/api/health/checks/virtual-hosts",
+            get(overview::health_vhosts),
+        )
+        .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
+        .route("/api/connections", get(connections::connections))
+        .route(
+            "/api/connections/{name}",
+            get(connections::connection).delete(connections::close_connection),
+        )
+        .route(
+            "/api/connections/{name}/channels",
+            get(connections::connection_channels),
+        )
+        .route("/api/channels", get(connections::channels))
+        .route("/api/channels/{name}", get(connections::channel))
+        .route("/api/consumers", get(connections::consumers))
+        .route("/api/consumers/{vhost}", get(connections::vhost_consumers))
+        .route("/api/exchanges", get(exchanges::list))
+        .route("/api/exchanges/{vhost}", get(exchanges::list_vhost))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(exchanges::show)
+                .put(exchanges::declare)
+                .delete(exchanges::delete),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            post(exchanges::publish),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings::source),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings::destination),
+        )
+        .route("/api/queues", get(queues::list))
+        .route("/api/queues/{vhost}", get(queues::list_vhost))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(queues::show)
+                .put(queues::declare)
+                .delete(queues::delete),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            axum::routing::delete(queues::purge),
+        )
+        .route("/api/queues/{vhost}/{name}/get", post(queues::get_messages))
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::of_queue),
+        )
+        .route("/api/bindings", get(bindings::list))
+        .route("/api/bindings/{vhost}", get(bindings::list_vhost))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{dest}",
+            get(bindings::between).post(bindings::create),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}",
+            get(bindings::show).delete(bindings::delete),
+        )
+        .route("/api/users", get(users::users))
+        .route(
+            "/api/users/{name}",
+            get(users::user)
+                .put(users::put_user)
+                .delete(users::delete_user),
+        )
+        .route(
+            "/api/users/{name}/permissions",
+            get(users::user_permissions),
+        )
+        .route("/api/permissions", get(users::permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(users::permission)
+                .put(users::put_permission)
+                .delete(users::delete_permission),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions::export).post(definitions::import),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost),
+        )
+        .route("/metrics", get(super::metrics::metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// The vhost called `name`, or RabbitMQ's 404.
+pub(crate) fn vhost(st: &ApiState, name: &str) -> ApiResult<Arc<VHost>> {
+    st.broker.vhost(name).ok_or_else(ApiError::not_found)
+}
+
+/// The vhost called `name` if `user` may see it; 404 if it does not exist, 401 if hidden.
+pub(crate) fn visible_vhost(st: &ApiState, user: &AuthUser, name: &str) -> ApiResult<Arc<VHost>> {
+    let vh = vhost(st, name)?;
+    if user.sees_vhost(st, name) {
+        Ok(vh)
+    } else {
+        Err(ApiError::access_refused())
+    }
+}
+
+/// The vhost called `name` if `user` may change things in it.
+pub(crate) fn usable_vhost(st: &ApiState, user: &AuthUser, name: &str) -> ApiResult<Arc<VHost>> {
+    let vh = vhost(st, name)?;
+    user.require_vhost(st, name)?;
+    Ok(vh)
+}
+
+/// The vhosts `user` may see, sorted by name.
+pub(crate) fn visible_vhosts(st: &ApiState, user: &AuthUser) -> Vec<Arc<VHost>> {
+    let all = st.broker.vhosts();
+    let mut out: Vec<Arc<VHost>> = if user.is_admin() || user.tags.iter().any(|t| t == "monitoring")
+    {
+        all
+    } else {
+        let allowed: HashSet<String> = st
+            .broker
+            .permissions()
+            .into_iter()
+            .filter(|p| p.user == user.name)
+            .map(|p| p.vhost)
+            .collect();
+        all.into_iter()
+            .filter(|v| allowed.contains(&*v.name))
+            .collect()
+    };
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// RabbitMQ's management API calls the default exchange `amq.default` in paths.
+pub(crate) fn exchange_name(path_name: &str) -> &str {
+    if path_name == "amq.default" {
+        ""
+    } else {
+        path_name
+    }
+}
+
+/// `"peer -> local"`, RabbitMQ's connection name.
+pub(crate) fn connection_name(c: &ConnectionInfo) -> String {
+    format!("{} -> {}", c.peer, c.local)
+}
+
+/// The connection's user (empty before login).
+pub(crate) fn connection_user(c: &ConnectionInfo) -> String {
+    c.user.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The connection's vhost (empty before connection.open).
+pub(crate) fn connection_vhost(c: &ConnectionInfo) -> String {
+    c.vhost.read().unwrap_or_else(|e| e.into_inner()).clone()
+}

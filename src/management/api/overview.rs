@@ -1,0 +1,329 @@
+//! Overview, identity, nodes, vhosts and health checks.
+
+use super::{ApiState, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::vhost::QueueSpec;
+use crate::broker::{ConnId, Message, Outbound, VHost};
+use crate::management::auth::AuthUser;
+use crate::management::dto::{self, to_value};
+use crate::management::error::{ApiError, ApiResult};
+use crate::management::json::{JsonBody, PathArgs, QueryArgs};
+use crate::management::listing::ListQuery;
+use crate::management::rates::{Counters, RateSet};
+use crate::management::sys;
+use crate::protocol::ReplyCode;
+use crate::protocol::types::ShortStr;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Our product, as the overview names it.
+pub(crate) const PRODUCT_NAME: &str = "Lagomorph";
+/// Our version.
+pub(crate) const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The RabbitMQ release whose management API shapes we follow (tools branch on
+/// `rabbitmq_version` and `management_version`); checked against RabbitMQ 3.10.8.
+pub(crate) const RABBITMQ_VERSION: &str = "3.10.8";
+
+/// The exchange types, as RabbitMQ describes them.
+pub(crate) fn exchange_types() -> Vec<dto::ExchangeType> {
+    ["direct", "fanout", "headers", "topic"]
+        .into_iter()
+        .map(|name| dto::ExchangeType {
+            name,
+            description: match name {
+                "direct" => "AMQP direct exchange, as per the AMQP specification",
+                "fanout" => "AMQP fanout exchange, as per the AMQP specification",
+                "headers" => "AMQP headers exchange, as per the AMQP specification",
+                _ => "AMQP topic exchange, as per the AMQP specification",
+            },
+            enabled: true,
+        })
+        .collect()
+}
+
+/// Live counters of a vhost's queues and the sum of their rates.
+pub(crate) fn vhost_totals(st: &ApiState, vh: &VHost) -> (Counters, RateSet) {
+    let rates = st.rates.vhost_queues(&vh.name);
+    let mut c = Counters::default();
+    let mut r = RateSet::default();
+    for q in vh.queues() {
+        let qc = Counters::of_queue(&q);
+        c.publish += qc.publish;
+        c.deliver_get += qc.deliver_get;
+        c.ack += qc.ack;
+        c.redeliver += qc.redeliver;
+        c.messages += qc.messages;
+        c.ready += qc.ready;
+        c.unacked += qc.unacked;
+        if let Some(qr) = rates.get(&*q.name) {
+            r.add(qr);
+        }
+    }
+    (c, r)
+}
+
+/// GET /api/overview.
+pub(crate) async fn overview(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Json<Value>> {
+    let list = ListQuery::parse(&q)?;
+    let vhosts = visible_vhosts(&st, &user);
+    let mut totals = Counters::default();
+    let mut queue_rates = RateSet::default();
+    let (mut exchanges, mut queues) = (0u64, 0u64);
+    for vh in &vhosts {
+        let (c, r) = vhost_totals(&st, vh);
+        totals.messages += c.messages;
+        totals.ready += c.ready;
+        totals.unacked += c.unacked;
+        totals.deliver_get += c.deliver_get;
+        totals.ack += c.ack;
+        totals.redeliver += c.redeliver;
+        queue_rates.add(&r);
+        exchanges += vh.exchanges().len() as u64;
+        queues += vh.queues().len() as u64;
+    }
+    // Counters of deleted queues keep the overall totals from going backwards.
+    let retired = st.rates.retired();
+    totals.deliver_get += retired.deliver_get;
+    totals.ack += retired.ack;
+    totals.redeliver += retired.redeliver;
+    let stats = st.broker.stats();
+    totals.publish = stats.published.load(Ordering::Relaxed);
+    totals.confirm = stats.confirmed.load(Ordering::Relaxed);
+    let mut overall = st.rates.overall();
+    overall.messages = queue_rates.messages;
+    overall.ready = queue_rates.ready;
+    overall.unacked = queue_rates.unacked;
+    let conns = st.broker.connections();
+    let visible: std::collections::HashSet<&str> = vhosts.iter().map(|v| &*v.name).collect();
+    let conns: Vec<_> = conns
+        .iter()
+        .filter(|c| user.is_admin() || visible.contains(super::connection_vhost(c).as_str()))
+        .collect();
+    let body = dto::Overview {
+        management_version: RABBITMQ_VERSION,
+        rates_mode: "basic",
+        exchange_types: exchange_types(),
+        product_version: PRODUCT_VERSION,
+        product_name: PRODUCT_NAME,
+        rabbitmq_version: RABBITMQ_VERSION,
+        cluster_name: st.node.to_string(),
+        message_stats: dto::MessageStats::new(&totals, &overall, true),
+        queue_totals: dto::MessageCounts::new(&totals, &overall),
+        object_totals: dto::ObjectTotals {
+            channels: conns
+                .iter()
+                .map(|c| u64::from(c.channels.load(Ordering::Relaxed)))
+                .sum(),
+            connections: conns.len() as u64,
+            consumers: conns
+                .iter()
+                .map(|c| c.consumers.load(Ordering::Relaxed).max(0) as u64)
+                .sum(),
+            exchanges,
+            queues,
+        },
+        statistics_db_event_queue: 0,
+        node: st.node.to_string(),
+        listeners: Vec::new(),
+    };
+    Ok(Json(list.project_one(to_value(&body))))
+}
+
+/// GET /api/whoami.
+pub(crate) async fn whoami(user: AuthUser) -> Json<dto::WhoAmI> {
+    Json(dto::WhoAmI {
+        name: user.name,
+        tags: user.tags,
+    })
+}
+
+fn node_dto(st: &ApiState) -> dto::Node {
+    dto::Node {
+        name: st.node.to_string(),
+        kind: "disc",
+        running: true,
+        os_pid: std::process::id().to_string(),
+        mem_used: sys::resident_memory(),
+        mem_limit: 0,
+        mem_alarm: false,
+        disk_free_alarm: false,
+        fd_used: sys::open_fds(),
+        processors: sys::processors(),
+        uptime: u64::try_from(st.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        run_queue: 0,
+        rates_mode: "basic",
+        partitions: Vec::new(),
+        exchange_types: exchange_types(),
+    }
+}
+
+/// GET /api/nodes.
+pub(crate) async fn nodes(
+    State(st): State<ApiState>,
+    _user: AuthUser,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Json<Value>> {
+    let list = ListQuery::parse(&q)?;
+    Ok(Json(
+        list.respond(vec![to_value(&node_dto(&st))], &["name"])?,
+    ))
+}
+
+/// GET /api/nodes/{node}.
+pub(crate) async fn node(
+    State(st): State<ApiState>,
+    _user: AuthUser,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Json<dto::Node>> {
+    if name != *st.node {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(node_dto(&st)))
+}
+
+fn vhost_dto(st: &ApiState, vh: &VHost) -> dto::Vhost {
+    let (c, r) = vhost_totals(st, vh);
+    let mut cluster_state = Map::new();
+    cluster_state.insert(st.node.to_string(), Value::from("running"));
+    dto::Vhost {
+        name: vh.name.to_string(),
+        description: String::new(),
+        tags: Vec::new(),
+        default_queue_type: "undefined",
+        tracing: false,
+        metadata: json!({"description": "", "tags": []}),
+        counts: dto::MessageCounts::new(&c, &r),
+        message_stats: dto::MessageStats::new(&c, &r, false),
+        cluster_state,
+    }
+}
+
+/// GET /api/vhosts.
+pub(crate) async fn vhosts(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Json<Value>> {
+    let list = ListQuery::parse(&q)?;
+    let items = visible_vhosts(&st, &user)
+        .iter()
+        .map(|vh| to_value(&vhost_dto(&st, vh)))
+        .collect();
+    Ok(Json(list.respond(items, &["name"])?))
+}
+
+/// GET /api/vhosts/{vhost}.
+pub(crate) async fn vhost(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Json<dto::Vhost>> {
+    let vh = visible_vhost(&st, &user, &name)?;
+    Ok(Json(vhost_dto(&st, &vh)))
+}
+
+/// PUT /api/vhosts/{vhost}: 201 when created, 204 when it existed. Description, tags and
+/// tracing are accepted and not kept.
+pub(crate) async fn put_vhost(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(_body): JsonBody,
+) -> ApiResult<StatusCode> {
+    user.require_admin()?;
+    if ShortStr::try_from(name.as_str()).is_err() {
+        return Err(ApiError::bad_request("vhost name longer than 255 bytes"));
+    }
+    if st.broker.vhost(&name).is_some() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    st.broker.ensure_vhost(&name);
+    Ok(StatusCode::CREATED)
+}
+
+/// DELETE /api/vhosts/{vhost}: closes its connections (320), deletes its objects.
+pub(crate) async fn delete_vhost(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<StatusCode> {
+    user.require_admin()?;
+    super::vhost(&st, &name)?;
+    for c in st.broker.connections() {
+        if super::connection_vhost(&c) == name {
+            let _ = c.mailbox.send(Outbound::Close {
+                code: ReplyCode::ConnectionForced,
+                text: format!("vhost '{name}' is deleted"),
+            });
+        }
+    }
+    if st.broker.delete_vhost(&name)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+fn health(status: StatusCode, reason: Option<String>) -> Response {
+    let s = if reason.is_some() { "failed" } else { "ok" };
+    (status, Json(dto::Health { status: s, reason })).into_response()
+}
+
+/// GET /api/health/checks/alarms (and local-alarms). The broker raises no resource alarms
+/// yet, so this answers ok.
+pub(crate) async fn health_ok(_user: AuthUser) -> Response {
+    health(StatusCode::OK, None)
+}
+
+/// GET /api/health/checks/virtual-hosts: every vhost runs inside this process, so all are up.
+pub(crate) async fn health_vhosts(State(st): State<ApiState>, _user: AuthUser) -> Response {
+    if st.broker.vhosts().is_empty() {
+        return health(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("no virtual hosts".into()),
+        );
+    }
+    health(StatusCode::OK, None)
+}
+
+/// The queue the aliveness test uses, as in RabbitMQ.
+const ALIVENESS_QUEUE: &str = "aliveness-test";
+
+/// GET /api/aliveness-test/{vhost}: declares `aliveness-test`, publishes to it and gets the
+/// message back.
+pub(crate) async fn aliveness(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Response> {
+    let vh = usable_vhost(&st, &user, &name)?;
+    let spec = QueueSpec {
+        name: ALIVENESS_QUEUE.into(),
+        ..Default::default()
+    };
+    let q = vh.declare_queue(&spec, false, ConnId(0))?;
+    let body = bytes::Bytes::from_static(b"test_message");
+    let msg = Arc::new(Message {
+        exchange: ShortStr::EMPTY,
+        routing_key: ShortStr::from_static(ALIVENESS_QUEUE),
+        properties: Default::default(),
+        body: body.clone(),
+    });
+    vh.publish("", msg)?;
+    let got = q.get(true)?;
+    Ok(match got {
+        Some(g) if g.message.msg.body == body => health(StatusCode::OK, None),
+        _ => health(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("aliveness test message was not returned".into()),
+        ),
+    })
+}

@@ -1,0 +1,302 @@
+//! Queues: listing, declare, delete, purge and get.
+
+use super::{ApiState, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::vhost::QueueSpec;
+use crate::broker::{ConnId, ConnectionInfo, Queue, VHost};
+use crate::management::auth::AuthUser;
+use crate::management::dto::{self, to_value};
+use crate::management::error::{ApiError, ApiResult};
+use crate::management::json::{
+    JsonBody, PathArgs, QueryArgs, get_bool, get_str, get_u64, json_to_table, properties_to_json,
+    require_keys, table_to_json,
+};
+use crate::management::listing::ListQuery;
+use crate::management::rates::{Counters, RateSet};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Bookkeeping bytes per message, beyond its body, in the memory estimate.
+const PER_MESSAGE_OVERHEAD: u64 = 160;
+/// Bytes a queue takes with no messages, in the memory estimate.
+const QUEUE_BASE_MEMORY: u64 = 1024;
+/// Most messages one get request may take.
+const MAX_GET_COUNT: u64 = 10_000;
+
+fn queue_dto(
+    st: &ApiState,
+    q: &Queue,
+    rate: RateSet,
+    conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
+) -> dto::Queue {
+    let counts = q.counts();
+    let (_, _, consumers, ready_bytes) = counts;
+    let c = Counters::with_counts(q, counts);
+    let owner = q
+        .exclusive
+        .and_then(|id| conns.get(&id))
+        .map(|ci| dto::OwnerDetails {
+            name: connection_name(ci),
+            peer_host: ci.peer.ip().to_string(),
+            peer_port: ci.peer.port(),
+        });
+    dto::Queue {
+        name: q.name.to_string(),
+        vhost: q.vhost.to_string(),
+        durable: q.durable,
+        auto_delete: q.auto_delete,
+        exclusive: q.exclusive.is_some(),
+        arguments: table_to_json(&q.args.raw),
+        node: st.node.to_string(),
+        state: "running",
+        kind: "classic",
+        policy: None,
+        exclusive_consumer_tag: None,
+        consumers: consumers as u64,
+        memory: QUEUE_BASE_MEMORY + ready_bytes as u64 + c.messages * PER_MESSAGE_OVERHEAD,
+        message_bytes: ready_bytes as u64,
+        message_bytes_ready: ready_bytes as u64,
+        counts: dto::MessageCounts::new(&c, &rate),
+        message_stats: dto::MessageStats::new(&c, &rate, false),
+        owner_pid_details: owner,
+    }
+}
+
+fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
+    st.broker
+        .connections()
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect()
+}
+
+/// Queues of the given vhosts with their rates, answered with lazy pagination.
+fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<Response> {
+    let conns = conn_map(st);
+    let mut items: Vec<(Arc<Queue>, RateSet)> = Vec::new();
+    for vh in vhosts {
+        let rates = st.rates.vhost_queues(&vh.name);
+        for q in vh.queues() {
+            let r = rates.get(&*q.name).copied().unwrap_or_default();
+            items.push((q, r));
+        }
+    }
+    list.respond_lazy(
+        items,
+        |(q, _)| (&*q.vhost, &*q.name),
+        |(q, r)| queue_dto(st, q, *r, &conns),
+    )
+}
+
+/// GET /api/queues.
+pub(crate) async fn list(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Response> {
+    let list = ListQuery::parse(&q)?;
+    respond(&st, &list, &visible_vhosts(&st, &user))
+}
+
+/// GET /api/queues/{vhost}.
+pub(crate) async fn list_vhost(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs(vhost): PathArgs<String>,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Response> {
+    let list = ListQuery::parse(&q)?;
+    let vh = visible_vhost(&st, &user, &vhost)?;
+    respond(&st, &list, &[vh])
+}
+
+fn find(vh: &VHost, name: &str) -> ApiResult<Arc<Queue>> {
+    vh.queue(name).map_err(|_| ApiError::not_found())
+}
+
+/// GET /api/queues/{vhost}/{name}.
+pub(crate) async fn show(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<Json<Value>> {
+    let list = ListQuery::parse(&q)?;
+    let vh = visible_vhost(&st, &user, &vhost)?;
+    let queue = find(&vh, &name)?;
+    let dto = queue_dto(&st, &queue, st.rates.queue(&vhost, &name), &conn_map(&st));
+    Ok(Json(list.project_one(to_value(&dto))))
+}
+
+/// PUT /api/queues/{vhost}/{name}: 201 when created, 204 when an equivalent queue existed,
+/// 400 when it differs.
+pub(crate) async fn declare(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    let vh = usable_vhost(&st, &user, &vhost)?;
+    if name.starts_with("amq.") {
+        return Err(ApiError::access_refused());
+    }
+    if crate::protocol::types::ShortStr::try_from(name.as_str()).is_err() {
+        return Err(ApiError::bad_request("queue name longer than 255 bytes"));
+    }
+    let spec = QueueSpec {
+        name: name.clone(),
+        durable: get_bool(&body, "durable", false)?,
+        exclusive: None,
+        auto_delete: get_bool(&body, "auto_delete", false)?,
+        arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
+    };
+    let existed = vh.queue(&name).is_ok();
+    vh.declare_queue(&spec, false, owner_of(&vh, &name))?;
+    Ok(if existed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+/// The connection id to act as on `name`: its owner for an exclusive queue (the management
+/// API may act on any queue, as in RabbitMQ), nobody otherwise.
+pub(crate) fn owner_of(vh: &VHost, name: &str) -> ConnId {
+    vh.queue(name)
+        .ok()
+        .and_then(|q| q.exclusive)
+        .unwrap_or(ConnId(0))
+}
+
+/// DELETE /api/queues/{vhost}/{name}[?if-unused=true&if-empty=true].
+pub(crate) async fn delete(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+    QueryArgs(q): QueryArgs,
+) -> ApiResult<StatusCode> {
+    let vh = usable_vhost(&st, &user, &vhost)?;
+    find(&vh, &name)?;
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true");
+    vh.delete_queue(
+        &name,
+        flag("if-unused"),
+        flag("if-empty"),
+        owner_of(&vh, &name),
+    )?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// DELETE /api/queues/{vhost}/{name}/contents: purge.
+pub(crate) async fn purge(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let vh = usable_vhost(&st, &user, &vhost)?;
+    find(&vh, &name)?.purge()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a get does with the messages it took.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AckMode {
+    /// Put them back (they become redelivered).
+    Requeue,
+    /// Acknowledge them: they leave the queue.
+    Ack,
+    /// Reject without requeue: they leave the queue (dead-lettering would hook in here).
+    Discard,
+}
+
+/// POST /api/queues/{vhost}/{name}/get.
+pub(crate) async fn get_messages(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Vec<dto::GotMessage>>> {
+    let vh = usable_vhost(&st, &user, &vhost)?;
+    require_keys(&body, &["ackmode", "encoding"])?;
+    let mode = match get_str(&body, "ackmode")? {
+        Some("ack_requeue_true" | "reject_requeue_true") => AckMode::Requeue,
+        Some("ack_requeue_false") => AckMode::Ack,
+        Some("reject_requeue_false") => AckMode::Discard,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid ackmode {}",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let base64_only = match get_str(&body, "encoding")? {
+        Some("auto") => false,
+        Some("base64") => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid encoding {}",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    let count = get_u64(&body, "count")?.unwrap_or(1);
+    if count > MAX_GET_COUNT {
+        return Err(ApiError::bad_request(format!(
+            "count must be at most {MAX_GET_COUNT}"
+        )));
+    }
+    let truncate = get_u64(&body, "truncate")?;
+    let queue = vh.queue(&name).map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("NOT_FOUND - {e}"),
+        )
+    })?;
+    let mut taken = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let got = match queue.get(false) {
+            Ok(Some(got)) => got,
+            Ok(None) => break,
+            Err(e) => {
+                queue.requeue(taken);
+                return Err(e.into());
+            }
+        };
+        let m = &got.message.msg;
+        let mut payload: &[u8] = &m.body;
+        if let Some(t) = truncate {
+            payload = &payload[..payload.len().min(usize::try_from(t).unwrap_or(usize::MAX))];
+        }
+        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+            Ok(s) if !base64_only => (s.to_string(), "string"),
+            _ => (
+                base64::engine::general_purpose::STANDARD.encode(payload),
+                "base64",
+            ),
+        };
+        out.push(dto::GotMessage {
+            payload_bytes: m.body.len(),
+            redelivered: got.message.redelivered,
+            exchange: m.exchange.to_string(),
+            routing_key: m.routing_key.to_string(),
+            message_count: got.remaining,
+            properties: properties_to_json(&m.properties),
+            payload,
+            payload_encoding,
+        });
+        taken.push(got.message);
+    }
+    match mode {
+        AckMode::Requeue => queue.requeue(taken),
+        AckMode::Ack => queue.ack(&taken)?,
+        AckMode::Discard => queue.discard(&taken)?,
+    }
+    Ok(Json(out))
+}

@@ -1,0 +1,203 @@
+//! `GET /metrics`: Prometheus text exposition format (version 0.0.4).
+//!
+//! Metric names follow RabbitMQ's `rabbitmq_prometheus` plugin where it has one (so existing
+//! dashboards work); what RabbitMQ lacks is `lagomorph_*`. Like RabbitMQ's plugin, the endpoint
+//! needs no login. Everything is read from atomics and the queues' counts; nothing is sampled.
+
+use super::ApiState;
+use super::rates::Counters;
+use super::sys;
+use crate::broker::group_commit::FLUSH_BUCKETS_MICROS;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// The exposition format's content type.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and newline.
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Text(String);
+
+impl Text {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+}
+
+/// Renders every metric.
+pub(crate) fn render(st: &ApiState) -> String {
+    let b = &st.broker;
+    let mut t = Text(String::with_capacity(4096));
+    let conns = b.connections();
+    t.single(
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        conns.len(),
+    );
+    t.single(
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        conns
+            .iter()
+            .map(|c| u64::from(c.channels.load(Ordering::Relaxed)))
+            .sum::<u64>(),
+    );
+    t.single(
+        "rabbitmq_consumers",
+        "gauge",
+        "Consumers currently connected",
+        conns
+            .iter()
+            .map(|c| c.consumers.load(Ordering::Relaxed).max(0))
+            .sum::<i64>(),
+    );
+
+    let mut queues = Vec::new();
+    for vh in b.vhosts() {
+        for q in vh.queues() {
+            queues.push((
+                escape_label(&vh.name),
+                escape_label(&q.name),
+                Counters::of_queue(&q),
+            ));
+        }
+    }
+    queues.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    t.single("rabbitmq_queues", "gauge", "Queues available", queues.len());
+    for (name, help, get) in [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            (|c: &Counters| c.ready) as fn(&Counters) -> u64,
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |c: &Counters| c.unacked,
+        ),
+        (
+            "rabbitmq_queue_messages_published_total",
+            "Messages published into the queue",
+            |c: &Counters| c.publish,
+        ),
+    ] {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        t.header(name, kind, help);
+        for (vhost, queue, c) in &queues {
+            let _ = writeln!(
+                t.0,
+                "{name}{{vhost=\"{vhost}\",queue=\"{queue}\"}} {}",
+                get(c)
+            );
+        }
+    }
+
+    let stats = b.stats();
+    let retired = st.rates.retired();
+    let sum = |f: fn(&Counters) -> u64| queues.iter().map(|(_, _, c)| f(c)).sum::<u64>();
+    t.single(
+        "rabbitmq_global_messages_received_total",
+        "counter",
+        "Messages received from publishers",
+        stats.published.load(Ordering::Relaxed),
+    );
+    t.single(
+        "rabbitmq_global_messages_confirmed_total",
+        "counter",
+        "Messages confirmed to publishers",
+        stats.confirmed.load(Ordering::Relaxed),
+    );
+    t.single(
+        "rabbitmq_global_messages_delivered_total",
+        "counter",
+        "Messages delivered to consumers or fetched with basic.get",
+        sum(|c| c.deliver_get) + retired.deliver_get,
+    );
+    t.single(
+        "rabbitmq_global_messages_redelivered_total",
+        "counter",
+        "Messages redelivered to consumers",
+        sum(|c| c.redeliver) + retired.redeliver,
+    );
+    t.single(
+        "rabbitmq_global_messages_acknowledged_total",
+        "counter",
+        "Messages acknowledged by consumers",
+        sum(|c| c.ack) + retired.ack,
+    );
+    t.single(
+        "lagomorph_messages_unroutable_total",
+        "counter",
+        "Published messages that no queue took",
+        stats.unroutable.load(Ordering::Relaxed),
+    );
+
+    let gc = b.commit();
+    let name = "lagomorph_store_flush_duration_seconds";
+    t.header(name, "histogram", "Latency of store flushes (fsync)");
+    let mut cumulative = 0u64;
+    for (bound, count) in FLUSH_BUCKETS_MICROS.iter().zip(&gc.flush_buckets) {
+        cumulative += count.load(Ordering::Relaxed);
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(t.0, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let count = gc.flush_count.load(Ordering::Relaxed).max(cumulative);
+    let _ = writeln!(t.0, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let micros = gc.flush_micros_total.load(Ordering::Relaxed);
+    let _ = writeln!(t.0, "{name}_sum {}", micros as f64 / 1e6);
+    let _ = writeln!(t.0, "{name}_count {count}");
+
+    t.single(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes",
+        sys::resident_memory(),
+    );
+    t.single(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors",
+        sys::open_fds(),
+    );
+    t.0
+}
+
+/// GET /metrics.
+pub(crate) async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&st))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

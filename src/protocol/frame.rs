@@ -304,9 +304,9 @@ pub fn decode_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, FrameErr
 
 #[cfg(test)]
 mod tests {
+    use super::super::method::*;
+    use super::super::types::{FieldTable, FieldValue, LongStr, ShortStr};
     use super::*;
-    use crate::protocol::method::*;
-    use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr};
 
     fn s(v: &'static str) -> ShortStr {
         ShortStr::from_static(v)

@@ -511,6 +511,23 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
         let _ = writeln!(out, "({}, {}, \"{}\"),", m.class_id, m.id, wire_name(m));
     }
     let _ = writeln!(out, "];\n");
+    let fixed: Vec<String> = methods
+        .iter()
+        .filter(|m| {
+            m.fields
+                .iter()
+                .all(|f| f.ty == "bit" || fixed_size(&f.ty).is_some())
+        })
+        .map(|m| format!("({}, {})", m.class_id, m.id))
+        .collect();
+    let _ = writeln!(
+        out,
+        "/// True for the methods whose arguments are all numbers and bits (acks, qos, flow...):\n\
+         /// decoding them borrows nothing from the frame.\n\
+         pub(super) fn is_fixed_size(class_id: u16, method_id: u16) -> bool {{\n\
+         matches!((class_id, method_id), {})\n}}\n",
+        fixed.join(" | ")
+    );
     let _ = writeln!(out, "/// Every method of the seven classes, by value.");
     let _ = writeln!(out, "#[derive(Clone, Debug, PartialEq)]");
     let _ = writeln!(out, "pub enum Method {{");
@@ -573,7 +590,16 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     );
     let _ = writeln!(
         out,
-        "pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {{"
+        "pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {{ Self::decode_from(payload, payload) }}\n"
+    );
+    let _ = writeln!(
+        out,
+        "/// [`Method::decode`] of `payload`, a slice of `p` that strings are cut from; `p` may be\n\
+         /// empty when [`is_fixed_size`] (the frame decoder then needs no `Bytes` handle)."
+    );
+    let _ = writeln!(
+        out,
+        "pub(super) fn decode_from(p: &Bytes, payload: &[u8]) -> Result<Method, FrameError> {{"
     );
     let _ = writeln!(
         out,
@@ -588,7 +614,7 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
         let s = struct_name(m);
         let _ = writeln!(
             out,
-            "({}, {}) => finish({s}::NAME, {s}::decode_fields(payload, args)).map(Method::{s}),",
+            "({}, {}) => finish({s}::NAME, {s}::decode_fields(p, args)).map(Method::{s}),",
             m.class_id, m.id
         );
     }

@@ -67,8 +67,8 @@ impl Encoder<&Frame> for AmqpCodec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::method::{BasicQos, Method};
     use super::*;
-    use crate::protocol::method::{BasicQos, Method};
 
     #[test]
     fn encodes_and_decodes_through_the_traits() {

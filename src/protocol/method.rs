@@ -3105,6 +3105,46 @@ pub const METHODS: &[(u16, u16, &str)] = &[
     (85, 11, "confirm.select-ok"),
 ];
 
+/// True for the methods whose arguments are all numbers and bits (acks, qos, flow...):
+/// decoding them borrows nothing from the frame.
+pub(super) fn is_fixed_size(class_id: u16, method_id: u16) -> bool {
+    matches!(
+        (class_id, method_id),
+        (10, 30)
+            | (10, 31)
+            | (10, 51)
+            | (10, 61)
+            | (10, 71)
+            | (20, 20)
+            | (20, 21)
+            | (20, 41)
+            | (40, 11)
+            | (40, 21)
+            | (40, 31)
+            | (40, 51)
+            | (50, 21)
+            | (50, 31)
+            | (50, 41)
+            | (50, 51)
+            | (60, 10)
+            | (60, 11)
+            | (60, 80)
+            | (60, 90)
+            | (60, 100)
+            | (60, 110)
+            | (60, 111)
+            | (60, 120)
+            | (90, 10)
+            | (90, 11)
+            | (90, 20)
+            | (90, 21)
+            | (90, 30)
+            | (90, 31)
+            | (85, 10)
+            | (85, 11)
+    )
+}
+
 /// Every method of the seven classes, by value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Method {
@@ -3463,6 +3503,12 @@ impl Method {
     /// Decodes a method frame's payload: class id, method id, then the arguments, which must
     /// fill the payload exactly. Strings are zero-copy slices of `payload`.
     pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {
+        Self::decode_from(payload, payload)
+    }
+
+    /// [`Method::decode`] of `payload`, a slice of `p` that strings are cut from; `p` may be
+    /// empty when [`is_fixed_size`] (the frame decoder then needs no `Bytes` handle).
+    pub(super) fn decode_from(p: &Bytes, payload: &[u8]) -> Result<Method, FrameError> {
         let Some((head, args)) = payload.split_first_chunk::<4>() else {
             return Err(FrameError::Truncated("method frame"));
         };
@@ -3471,264 +3517,197 @@ impl Method {
         match (class_id, method_id) {
             (10, 10) => finish(
                 ConnectionStart::NAME,
-                ConnectionStart::decode_fields(payload, args),
+                ConnectionStart::decode_fields(p, args),
             )
             .map(Method::ConnectionStart),
             (10, 11) => finish(
                 ConnectionStartOk::NAME,
-                ConnectionStartOk::decode_fields(payload, args),
+                ConnectionStartOk::decode_fields(p, args),
             )
             .map(Method::ConnectionStartOk),
             (10, 20) => finish(
                 ConnectionSecure::NAME,
-                ConnectionSecure::decode_fields(payload, args),
+                ConnectionSecure::decode_fields(p, args),
             )
             .map(Method::ConnectionSecure),
             (10, 21) => finish(
                 ConnectionSecureOk::NAME,
-                ConnectionSecureOk::decode_fields(payload, args),
+                ConnectionSecureOk::decode_fields(p, args),
             )
             .map(Method::ConnectionSecureOk),
-            (10, 30) => finish(
-                ConnectionTune::NAME,
-                ConnectionTune::decode_fields(payload, args),
-            )
-            .map(Method::ConnectionTune),
+            (10, 30) => finish(ConnectionTune::NAME, ConnectionTune::decode_fields(p, args))
+                .map(Method::ConnectionTune),
             (10, 31) => finish(
                 ConnectionTuneOk::NAME,
-                ConnectionTuneOk::decode_fields(payload, args),
+                ConnectionTuneOk::decode_fields(p, args),
             )
             .map(Method::ConnectionTuneOk),
-            (10, 40) => finish(
-                ConnectionOpen::NAME,
-                ConnectionOpen::decode_fields(payload, args),
-            )
-            .map(Method::ConnectionOpen),
+            (10, 40) => finish(ConnectionOpen::NAME, ConnectionOpen::decode_fields(p, args))
+                .map(Method::ConnectionOpen),
             (10, 41) => finish(
                 ConnectionOpenOk::NAME,
-                ConnectionOpenOk::decode_fields(payload, args),
+                ConnectionOpenOk::decode_fields(p, args),
             )
             .map(Method::ConnectionOpenOk),
             (10, 50) => finish(
                 ConnectionClose::NAME,
-                ConnectionClose::decode_fields(payload, args),
+                ConnectionClose::decode_fields(p, args),
             )
             .map(Method::ConnectionClose),
             (10, 51) => finish(
                 ConnectionCloseOk::NAME,
-                ConnectionCloseOk::decode_fields(payload, args),
+                ConnectionCloseOk::decode_fields(p, args),
             )
             .map(Method::ConnectionCloseOk),
             (10, 60) => finish(
                 ConnectionBlocked::NAME,
-                ConnectionBlocked::decode_fields(payload, args),
+                ConnectionBlocked::decode_fields(p, args),
             )
             .map(Method::ConnectionBlocked),
             (10, 61) => finish(
                 ConnectionUnblocked::NAME,
-                ConnectionUnblocked::decode_fields(payload, args),
+                ConnectionUnblocked::decode_fields(p, args),
             )
             .map(Method::ConnectionUnblocked),
             (10, 70) => finish(
                 ConnectionUpdateSecret::NAME,
-                ConnectionUpdateSecret::decode_fields(payload, args),
+                ConnectionUpdateSecret::decode_fields(p, args),
             )
             .map(Method::ConnectionUpdateSecret),
             (10, 71) => finish(
                 ConnectionUpdateSecretOk::NAME,
-                ConnectionUpdateSecretOk::decode_fields(payload, args),
+                ConnectionUpdateSecretOk::decode_fields(p, args),
             )
             .map(Method::ConnectionUpdateSecretOk),
-            (20, 10) => finish(ChannelOpen::NAME, ChannelOpen::decode_fields(payload, args))
+            (20, 10) => finish(ChannelOpen::NAME, ChannelOpen::decode_fields(p, args))
                 .map(Method::ChannelOpen),
-            (20, 11) => finish(
-                ChannelOpenOk::NAME,
-                ChannelOpenOk::decode_fields(payload, args),
-            )
-            .map(Method::ChannelOpenOk),
-            (20, 20) => finish(ChannelFlow::NAME, ChannelFlow::decode_fields(payload, args))
+            (20, 11) => finish(ChannelOpenOk::NAME, ChannelOpenOk::decode_fields(p, args))
+                .map(Method::ChannelOpenOk),
+            (20, 20) => finish(ChannelFlow::NAME, ChannelFlow::decode_fields(p, args))
                 .map(Method::ChannelFlow),
-            (20, 21) => finish(
-                ChannelFlowOk::NAME,
-                ChannelFlowOk::decode_fields(payload, args),
-            )
-            .map(Method::ChannelFlowOk),
-            (20, 40) => finish(
-                ChannelClose::NAME,
-                ChannelClose::decode_fields(payload, args),
-            )
-            .map(Method::ChannelClose),
-            (20, 41) => finish(
-                ChannelCloseOk::NAME,
-                ChannelCloseOk::decode_fields(payload, args),
-            )
-            .map(Method::ChannelCloseOk),
+            (20, 21) => finish(ChannelFlowOk::NAME, ChannelFlowOk::decode_fields(p, args))
+                .map(Method::ChannelFlowOk),
+            (20, 40) => finish(ChannelClose::NAME, ChannelClose::decode_fields(p, args))
+                .map(Method::ChannelClose),
+            (20, 41) => finish(ChannelCloseOk::NAME, ChannelCloseOk::decode_fields(p, args))
+                .map(Method::ChannelCloseOk),
             (40, 10) => finish(
                 ExchangeDeclare::NAME,
-                ExchangeDeclare::decode_fields(payload, args),
+                ExchangeDeclare::decode_fields(p, args),
             )
             .map(Method::ExchangeDeclare),
             (40, 11) => finish(
                 ExchangeDeclareOk::NAME,
-                ExchangeDeclareOk::decode_fields(payload, args),
+                ExchangeDeclareOk::decode_fields(p, args),
             )
             .map(Method::ExchangeDeclareOk),
-            (40, 20) => finish(
-                ExchangeDelete::NAME,
-                ExchangeDelete::decode_fields(payload, args),
-            )
-            .map(Method::ExchangeDelete),
+            (40, 20) => finish(ExchangeDelete::NAME, ExchangeDelete::decode_fields(p, args))
+                .map(Method::ExchangeDelete),
             (40, 21) => finish(
                 ExchangeDeleteOk::NAME,
-                ExchangeDeleteOk::decode_fields(payload, args),
+                ExchangeDeleteOk::decode_fields(p, args),
             )
             .map(Method::ExchangeDeleteOk),
-            (40, 30) => finish(
-                ExchangeBind::NAME,
-                ExchangeBind::decode_fields(payload, args),
-            )
-            .map(Method::ExchangeBind),
-            (40, 31) => finish(
-                ExchangeBindOk::NAME,
-                ExchangeBindOk::decode_fields(payload, args),
-            )
-            .map(Method::ExchangeBindOk),
-            (40, 40) => finish(
-                ExchangeUnbind::NAME,
-                ExchangeUnbind::decode_fields(payload, args),
-            )
-            .map(Method::ExchangeUnbind),
+            (40, 30) => finish(ExchangeBind::NAME, ExchangeBind::decode_fields(p, args))
+                .map(Method::ExchangeBind),
+            (40, 31) => finish(ExchangeBindOk::NAME, ExchangeBindOk::decode_fields(p, args))
+                .map(Method::ExchangeBindOk),
+            (40, 40) => finish(ExchangeUnbind::NAME, ExchangeUnbind::decode_fields(p, args))
+                .map(Method::ExchangeUnbind),
             (40, 51) => finish(
                 ExchangeUnbindOk::NAME,
-                ExchangeUnbindOk::decode_fields(payload, args),
+                ExchangeUnbindOk::decode_fields(p, args),
             )
             .map(Method::ExchangeUnbindOk),
-            (50, 10) => finish(
-                QueueDeclare::NAME,
-                QueueDeclare::decode_fields(payload, args),
-            )
-            .map(Method::QueueDeclare),
-            (50, 11) => finish(
-                QueueDeclareOk::NAME,
-                QueueDeclareOk::decode_fields(payload, args),
-            )
-            .map(Method::QueueDeclareOk),
-            (50, 20) => finish(QueueBind::NAME, QueueBind::decode_fields(payload, args))
-                .map(Method::QueueBind),
-            (50, 21) => finish(QueueBindOk::NAME, QueueBindOk::decode_fields(payload, args))
+            (50, 10) => finish(QueueDeclare::NAME, QueueDeclare::decode_fields(p, args))
+                .map(Method::QueueDeclare),
+            (50, 11) => finish(QueueDeclareOk::NAME, QueueDeclareOk::decode_fields(p, args))
+                .map(Method::QueueDeclareOk),
+            (50, 20) => {
+                finish(QueueBind::NAME, QueueBind::decode_fields(p, args)).map(Method::QueueBind)
+            }
+            (50, 21) => finish(QueueBindOk::NAME, QueueBindOk::decode_fields(p, args))
                 .map(Method::QueueBindOk),
-            (50, 30) => finish(QueuePurge::NAME, QueuePurge::decode_fields(payload, args))
-                .map(Method::QueuePurge),
-            (50, 31) => finish(
-                QueuePurgeOk::NAME,
-                QueuePurgeOk::decode_fields(payload, args),
-            )
-            .map(Method::QueuePurgeOk),
-            (50, 40) => finish(QueueDelete::NAME, QueueDelete::decode_fields(payload, args))
+            (50, 30) => {
+                finish(QueuePurge::NAME, QueuePurge::decode_fields(p, args)).map(Method::QueuePurge)
+            }
+            (50, 31) => finish(QueuePurgeOk::NAME, QueuePurgeOk::decode_fields(p, args))
+                .map(Method::QueuePurgeOk),
+            (50, 40) => finish(QueueDelete::NAME, QueueDelete::decode_fields(p, args))
                 .map(Method::QueueDelete),
-            (50, 41) => finish(
-                QueueDeleteOk::NAME,
-                QueueDeleteOk::decode_fields(payload, args),
-            )
-            .map(Method::QueueDeleteOk),
-            (50, 50) => finish(QueueUnbind::NAME, QueueUnbind::decode_fields(payload, args))
+            (50, 41) => finish(QueueDeleteOk::NAME, QueueDeleteOk::decode_fields(p, args))
+                .map(Method::QueueDeleteOk),
+            (50, 50) => finish(QueueUnbind::NAME, QueueUnbind::decode_fields(p, args))
                 .map(Method::QueueUnbind),
-            (50, 51) => finish(
-                QueueUnbindOk::NAME,
-                QueueUnbindOk::decode_fields(payload, args),
-            )
-            .map(Method::QueueUnbindOk),
+            (50, 51) => finish(QueueUnbindOk::NAME, QueueUnbindOk::decode_fields(p, args))
+                .map(Method::QueueUnbindOk),
             (60, 10) => {
-                finish(BasicQos::NAME, BasicQos::decode_fields(payload, args)).map(Method::BasicQos)
+                finish(BasicQos::NAME, BasicQos::decode_fields(p, args)).map(Method::BasicQos)
             }
-            (60, 11) => finish(BasicQosOk::NAME, BasicQosOk::decode_fields(payload, args))
-                .map(Method::BasicQosOk),
-            (60, 20) => finish(
-                BasicConsume::NAME,
-                BasicConsume::decode_fields(payload, args),
-            )
-            .map(Method::BasicConsume),
-            (60, 21) => finish(
-                BasicConsumeOk::NAME,
-                BasicConsumeOk::decode_fields(payload, args),
-            )
-            .map(Method::BasicConsumeOk),
-            (60, 30) => finish(BasicCancel::NAME, BasicCancel::decode_fields(payload, args))
+            (60, 11) => {
+                finish(BasicQosOk::NAME, BasicQosOk::decode_fields(p, args)).map(Method::BasicQosOk)
+            }
+            (60, 20) => finish(BasicConsume::NAME, BasicConsume::decode_fields(p, args))
+                .map(Method::BasicConsume),
+            (60, 21) => finish(BasicConsumeOk::NAME, BasicConsumeOk::decode_fields(p, args))
+                .map(Method::BasicConsumeOk),
+            (60, 30) => finish(BasicCancel::NAME, BasicCancel::decode_fields(p, args))
                 .map(Method::BasicCancel),
-            (60, 31) => finish(
-                BasicCancelOk::NAME,
-                BasicCancelOk::decode_fields(payload, args),
-            )
-            .map(Method::BasicCancelOk),
-            (60, 40) => finish(
-                BasicPublish::NAME,
-                BasicPublish::decode_fields(payload, args),
-            )
-            .map(Method::BasicPublish),
-            (60, 50) => finish(BasicReturn::NAME, BasicReturn::decode_fields(payload, args))
+            (60, 31) => finish(BasicCancelOk::NAME, BasicCancelOk::decode_fields(p, args))
+                .map(Method::BasicCancelOk),
+            (60, 40) => finish(BasicPublish::NAME, BasicPublish::decode_fields(p, args))
+                .map(Method::BasicPublish),
+            (60, 50) => finish(BasicReturn::NAME, BasicReturn::decode_fields(p, args))
                 .map(Method::BasicReturn),
-            (60, 60) => finish(
-                BasicDeliver::NAME,
-                BasicDeliver::decode_fields(payload, args),
-            )
-            .map(Method::BasicDeliver),
+            (60, 60) => finish(BasicDeliver::NAME, BasicDeliver::decode_fields(p, args))
+                .map(Method::BasicDeliver),
             (60, 70) => {
-                finish(BasicGet::NAME, BasicGet::decode_fields(payload, args)).map(Method::BasicGet)
+                finish(BasicGet::NAME, BasicGet::decode_fields(p, args)).map(Method::BasicGet)
             }
-            (60, 71) => finish(BasicGetOk::NAME, BasicGetOk::decode_fields(payload, args))
-                .map(Method::BasicGetOk),
-            (60, 72) => finish(
-                BasicGetEmpty::NAME,
-                BasicGetEmpty::decode_fields(payload, args),
-            )
-            .map(Method::BasicGetEmpty),
+            (60, 71) => {
+                finish(BasicGetOk::NAME, BasicGetOk::decode_fields(p, args)).map(Method::BasicGetOk)
+            }
+            (60, 72) => finish(BasicGetEmpty::NAME, BasicGetEmpty::decode_fields(p, args))
+                .map(Method::BasicGetEmpty),
             (60, 80) => {
-                finish(BasicAck::NAME, BasicAck::decode_fields(payload, args)).map(Method::BasicAck)
+                finish(BasicAck::NAME, BasicAck::decode_fields(p, args)).map(Method::BasicAck)
             }
-            (60, 90) => finish(BasicReject::NAME, BasicReject::decode_fields(payload, args))
+            (60, 90) => finish(BasicReject::NAME, BasicReject::decode_fields(p, args))
                 .map(Method::BasicReject),
             (60, 100) => finish(
                 BasicRecoverAsync::NAME,
-                BasicRecoverAsync::decode_fields(payload, args),
+                BasicRecoverAsync::decode_fields(p, args),
             )
             .map(Method::BasicRecoverAsync),
-            (60, 110) => finish(
-                BasicRecover::NAME,
-                BasicRecover::decode_fields(payload, args),
-            )
-            .map(Method::BasicRecover),
-            (60, 111) => finish(
-                BasicRecoverOk::NAME,
-                BasicRecoverOk::decode_fields(payload, args),
-            )
-            .map(Method::BasicRecoverOk),
-            (60, 120) => finish(BasicNack::NAME, BasicNack::decode_fields(payload, args))
-                .map(Method::BasicNack),
+            (60, 110) => finish(BasicRecover::NAME, BasicRecover::decode_fields(p, args))
+                .map(Method::BasicRecover),
+            (60, 111) => finish(BasicRecoverOk::NAME, BasicRecoverOk::decode_fields(p, args))
+                .map(Method::BasicRecoverOk),
+            (60, 120) => {
+                finish(BasicNack::NAME, BasicNack::decode_fields(p, args)).map(Method::BasicNack)
+            }
             (90, 10) => {
-                finish(TxSelect::NAME, TxSelect::decode_fields(payload, args)).map(Method::TxSelect)
+                finish(TxSelect::NAME, TxSelect::decode_fields(p, args)).map(Method::TxSelect)
             }
-            (90, 11) => finish(TxSelectOk::NAME, TxSelectOk::decode_fields(payload, args))
-                .map(Method::TxSelectOk),
+            (90, 11) => {
+                finish(TxSelectOk::NAME, TxSelectOk::decode_fields(p, args)).map(Method::TxSelectOk)
+            }
             (90, 20) => {
-                finish(TxCommit::NAME, TxCommit::decode_fields(payload, args)).map(Method::TxCommit)
+                finish(TxCommit::NAME, TxCommit::decode_fields(p, args)).map(Method::TxCommit)
             }
-            (90, 21) => finish(TxCommitOk::NAME, TxCommitOk::decode_fields(payload, args))
-                .map(Method::TxCommitOk),
-            (90, 30) => finish(TxRollback::NAME, TxRollback::decode_fields(payload, args))
-                .map(Method::TxRollback),
-            (90, 31) => finish(
-                TxRollbackOk::NAME,
-                TxRollbackOk::decode_fields(payload, args),
-            )
-            .map(Method::TxRollbackOk),
-            (85, 10) => finish(
-                ConfirmSelect::NAME,
-                ConfirmSelect::decode_fields(payload, args),
-            )
-            .map(Method::ConfirmSelect),
+            (90, 21) => {
+                finish(TxCommitOk::NAME, TxCommitOk::decode_fields(p, args)).map(Method::TxCommitOk)
+            }
+            (90, 30) => {
+                finish(TxRollback::NAME, TxRollback::decode_fields(p, args)).map(Method::TxRollback)
+            }
+            (90, 31) => finish(TxRollbackOk::NAME, TxRollbackOk::decode_fields(p, args))
+                .map(Method::TxRollbackOk),
+            (85, 10) => finish(ConfirmSelect::NAME, ConfirmSelect::decode_fields(p, args))
+                .map(Method::ConfirmSelect),
             (85, 11) => finish(
                 ConfirmSelectOk::NAME,
-                ConfirmSelectOk::decode_fields(payload, args),
+                ConfirmSelectOk::decode_fields(p, args),
             )
             .map(Method::ConfirmSelectOk),
             _ => Err(FrameError::UnknownMethod {

@@ -224,8 +224,8 @@ pub(super) fn parse_properties_into<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::types::FieldValue;
     use super::*;
-    use crate::protocol::types::FieldValue;
 
     fn s(v: &'static str) -> Option<ShortStr> {
         Some(ShortStr::from_static(v))

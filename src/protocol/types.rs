@@ -541,7 +541,10 @@ fn parse_value<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, FieldVal
             Ok((i, FieldValue::Decimal(Decimal { scale: f[0], value })))
         }
         b'S' => wire::long_str(p, i).map(|(i, s)| (i, FieldValue::LongStr(s))),
-        b'x' => wire::long_data(i).map(|(i, b)| (i, FieldValue::ByteArray(p.slice_ref(b)))),
+        b'x' => {
+            let (i, b) = wire::long_data(i)?;
+            Ok((i, FieldValue::ByteArray(wire::sub_bytes(p, b)?)))
+        }
         b'A' => parse_array(p, i, depth + 1).map(|(i, a)| (i, FieldValue::Array(a))),
         b'T' => be_u64(i).map(|(i, v)| (i, FieldValue::Timestamp(v))),
         b'F' => parse_table(p, i, depth + 1).map(|(i, t)| (i, FieldValue::Table(t))),

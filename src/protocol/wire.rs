@@ -1,7 +1,7 @@
 //! Wire primitives shared by the generated method codec, field tables and content properties.
 //!
 //! Decoding is nom over `&[u8]` slices of one frame payload held in a `Bytes`; strings are
-//! cut out of that `Bytes` with `slice_ref`, so a decoded method borrows the read buffer
+//! cut out of that `Bytes` ([`sub_bytes`]), so a decoded method borrows the read buffer
 //! instead of copying. nom's error type [`WireError`] stays in this module's callers and is
 //! turned into a [`FrameError`] by [`finish`] before anything leaves `protocol`.
 
@@ -79,14 +79,29 @@ pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
         return fail(FrameError::NotUtf8(""));
     }
     // The length came from one octet, so it is at most 255.
-    Ok((rest, ShortStr::from_checked(p.slice_ref(s))))
+    Ok((rest, ShortStr::from_checked(sub_bytes(p, s)?)))
+}
+
+/// `sub` (a slice of the payload being parsed) as a zero-copy `Bytes` of `p`. Like
+/// `Bytes::slice_ref`, but a slice outside `p` is an error instead of a panic; the frame
+/// decoder passes an empty `p` for methods whose arguments are all fixed-size.
+#[inline]
+pub(super) fn sub_bytes(p: &Bytes, sub: &[u8]) -> Result<Bytes, nom::Err<WireError>> {
+    if sub.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let start = (sub.as_ptr() as usize).wrapping_sub(p.as_ptr() as usize);
+    match start.checked_add(sub.len()) {
+        Some(end) if end <= p.len() => Ok(p.slice(start..end)),
+        _ => fail(FrameError::Syntax("field outside its frame")),
+    }
 }
 
 /// A long string: u32 length, then that many bytes, sliced out of `p`.
 #[inline]
 pub(super) fn long_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, LongStr> {
     let (i, s) = long_data(i)?;
-    Ok((i, LongStr(p.slice_ref(s))))
+    Ok((i, LongStr(sub_bytes(p, s)?)))
 }
 
 /// A u32 length, then that many bytes. nom checks the length against the remaining input

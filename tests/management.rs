@@ -1132,6 +1132,21 @@ async fn health_checks_and_aliveness() {
         );
     }
     not_found(&m.get("/api/aliveness-test/nohost").await);
+    // With the memory alarm set, the alarm checks fail with 503, as RabbitMQ's do.
+    m.b.broker.set_memory_alarm(true);
+    let r = m.get("/api/health/checks/alarms").await;
+    assert_eq!(
+        (r.status.as_u16(), &r.json),
+        (
+            503,
+            &json!({"status": "failed", "reason": "resource alarm(s) in effect: memory"})
+        )
+    );
+    m.b.broker.set_memory_alarm(false);
+    assert_eq!(
+        m.get("/api/health/checks/alarms").await.status.as_u16(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,9 +277,15 @@ fn health(status: StatusCode, reason: Option<String>) -> Response {
     (status, Json(dto::Health { status: s, reason })).into_response()
 }
 
-/// GET /api/health/checks/alarms (and local-alarms). The broker raises no resource alarms
-/// yet, so this answers ok.
-pub(crate) async fn health_ok(_user: AuthUser) -> Response {
+/// GET /api/health/checks/alarms (and local-alarms): 503 while the memory alarm is set, as
+/// RabbitMQ answers with a resource alarm in effect.
+pub(crate) async fn health_ok(State(st): State<ApiState>, _user: AuthUser) -> Response {
+    if st.broker.memory_alarm() {
+        return health(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("resource alarm(s) in effect: memory".into()),
+        );
+    }
     health(StatusCode::OK, None)
 }
 

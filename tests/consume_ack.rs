@@ -374,3 +374,70 @@ async fn channel_flow_pauses_deliveries() {
         .expect("flow on");
     assert_eq!(body(&next(&mut c).await), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_does_not_read_leaves_the_backlog_in_the_queue() {
+    use lagomorph::protocol::method::{BasicConsume, QueueDeclare};
+    use lagomorph::protocol::types::ShortStr;
+    let b = start().await;
+    let q = unique("slow");
+    // A no-ack consumer that never reads its socket.
+    let mut r = support::raw::Raw::connect(b.addr).await;
+    r.open_channel(1).await;
+    r.call(
+        1,
+        QueueDeclare {
+            queue: ShortStr::try_from(q.as_str()).expect("name"),
+            ..Default::default()
+        }
+        .into(),
+    )
+    .await;
+    r.call(
+        1,
+        BasicConsume {
+            queue: ShortStr::try_from(q.as_str()).expect("name"),
+            no_ack: true,
+            ..Default::default()
+        }
+        .into(),
+    )
+    .await;
+    // 16 MiB published with confirms: when the last confirm is in, every message is routed.
+    let (_c, ch) = b.channel().await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .expect("confirms");
+    let body = vec![0u8; 4096];
+    let mut pending = Vec::new();
+    for _ in 0..4096 {
+        pending.push(
+            within(ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            ))
+            .await
+            .expect("publish"),
+        );
+    }
+    for p in pending {
+        within(p).await.expect("confirm");
+    }
+    // Socket buffers, the session's output cap and the mailbox credit hold a few MiB at most;
+    // the rest must still be ready in the queue, not buffered for the stalled client.
+    let queue = b
+        .broker
+        .vhost("/")
+        .expect("vhost")
+        .queue(&q)
+        .expect("queue");
+    let (ready, _, _, _) = queue.counts();
+    assert!(
+        ready > 1024,
+        "only {ready} of 4096 messages left in the queue"
+    );
+    drop(r);
+}

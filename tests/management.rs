@@ -745,6 +745,13 @@ async fn connections_channels_consumers_and_forced_close() {
     );
     assert_eq!(m.get("/api/vhosts/%2F/channels").await.json[0]["number"], 1);
     not_found(&m.get("/api/channels/nope").await);
+    // A channel with no consumer is listed too.
+    let idle = conn.create_channel().await.expect("idle channel");
+    let r = m.get("/api/channels").await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(2));
+    assert_eq!(r.json[1]["number"], idle.id());
+    assert_eq!(r.json[1]["consumer_count"], 0);
+    idle.close(200, "done".into()).await.expect("close idle");
 
     let r = m.get("/api/consumers").await;
     assert_eq!(r.json[0]["consumer_tag"], "ctag1");

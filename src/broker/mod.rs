@@ -133,11 +133,35 @@ pub struct ConnectionInfo {
     pub channels: AtomicU32,
     /// Consumers on its channels.
     pub consumers: std::sync::atomic::AtomicI64,
+    /// Numbers of its open channels (management lists them).
+    pub open_channels: std::sync::Mutex<std::collections::BTreeSet<u16>>,
     /// Its mailbox (to close it).
     pub mailbox: Mailbox,
 }
 
 impl ConnectionInfo {
+    /// Records a channel opened (true) or closed (false).
+    pub fn channel_changed(&self, number: u16, open: bool) {
+        let mut set = self.open_channels.lock().unwrap_or_else(|e| e.into_inner());
+        if open {
+            set.insert(number);
+        } else {
+            set.remove(&number);
+        }
+        let n = u32::try_from(set.len()).unwrap_or(u32::MAX);
+        self.channels.store(n, Ordering::Relaxed);
+    }
+
+    /// Numbers of the open channels.
+    pub fn channel_numbers(&self) -> Vec<u16> {
+        self.open_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// Adjusts the consumer count.
     pub fn consumers_changed(&self, delta: i64) {
         self.consumers.fetch_add(delta, Ordering::Relaxed);
@@ -425,6 +449,7 @@ impl Broker {
             connected_at: SystemTime::now(),
             channels: AtomicU32::new(0),
             consumers: std::sync::atomic::AtomicI64::new(0),
+            open_channels: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             mailbox,
         });
         self.inner.connections.insert(id, Arc::clone(&info));

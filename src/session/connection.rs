@@ -679,9 +679,7 @@ impl Connection {
                     .on(class, mid));
                 }
                 self.channels.insert(channel, Channel::new(channel));
-                self.info
-                    .channels
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.info.channel_changed(channel, true);
                 encode_method(channel, &open_ok(), &mut self.out);
                 return Ok(());
             }
@@ -846,9 +844,7 @@ impl Connection {
         } else {
             self.channels.remove(&id);
         }
-        self.info
-            .channels
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.info.channel_changed(id, false);
     }
 
     fn cleanup_all(&mut self) {

@@ -1,8 +1,7 @@
 //! Connections, channels and consumers.
 //!
-//! The broker's connection registry knows each connection's channel *count*, not the channel
-//! numbers; channels are listed from the consumers on them (number, prefetch), so a channel
-//! without consumers is counted in its connection's `channels` but not listed.
+//! Channels come from the connection registry's open channel numbers; prefetch values are
+//! known from each channel's consumers.
 
 use super::{
     ApiState, connection_name, connection_user, connection_vhost, visible_vhost, visible_vhosts,
@@ -164,6 +163,31 @@ fn channel_dtos(
 ) -> Vec<dto::Channel> {
     let by_id: HashMap<ConnId, &Arc<ConnectionInfo>> = conns.iter().map(|c| (c.id, c)).collect();
     let mut chans: BTreeMap<(ConnId, u16), dto::Channel> = BTreeMap::new();
+    // Every open channel, then its consumers' counts and prefetch.
+    for ci in conns {
+        for number in ci.channel_numbers() {
+            let cname = connection_name(ci);
+            chans.insert(
+                (ci.id, number),
+                dto::Channel {
+                    name: format!("{cname} ({number})"),
+                    node: st.node.to_string(),
+                    number,
+                    user: connection_user(ci),
+                    vhost: connection_vhost(ci),
+                    state: "running",
+                    consumer_count: 0,
+                    prefetch_count: 0,
+                    global_prefetch_count: 0,
+                    connection_details: dto::ConnectionDetails {
+                        name: cname,
+                        peer_host: ci.peer.ip().to_string(),
+                        peer_port: ci.peer.port(),
+                    },
+                },
+            );
+        }
+    }
     for (_, _, h) in consumers {
         let Some(ci) = by_id.get(&h.conn) else {
             continue;
@@ -188,6 +212,8 @@ fn channel_dtos(
             }
         });
         entry.consumer_count += 1;
+        entry.prefetch_count = h.prefetch.limit();
+        entry.global_prefetch_count = h.channel_credit.limit();
     }
     chans.into_values().collect()
 }

@@ -57,7 +57,11 @@ async fn async_main(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            eprintln!("sink: listening on {}", a.listen);
+            // The real address, so `--listen 127.0.0.1:0` is usable (tests read this line).
+            match listener.local_addr() {
+                Ok(addr) => eprintln!("sink: listening on {addr}"),
+                Err(_) => eprintln!("sink: listening on {}", a.listen),
+            }
             let stop = CancellationToken::new();
             if a.time > 0.0 {
                 let stop = stop.clone();

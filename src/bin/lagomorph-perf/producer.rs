@@ -400,31 +400,31 @@ async fn read_confirms(
                     return;
                 }
             };
-            match f {
-                Frame::Method { method, .. } => match method {
-                    Method::BasicAck(a) => acked += window.settle(a.delivery_tag, a.multiple),
-                    Method::BasicNack(a) => nacked += window.settle(a.delivery_tag, a.multiple),
-                    Method::ConnectionClose(c) => {
-                        if c.reply_code != 200 {
-                            shared.fail(format!(
-                                "broker closed the connection: {} {}",
-                                c.reply_code, c.reply_text
-                            ));
-                        }
-                        return;
-                    }
-                    Method::ConnectionCloseOk(ConnectionCloseOk) => return,
-                    Method::ChannelClose(c) => {
+            // basic.return content (we never set mandatory) and heartbeats: nothing to do.
+            let Frame::Method { method, .. } = f else {
+                continue;
+            };
+            match method {
+                Method::BasicAck(a) => acked += window.settle(a.delivery_tag, a.multiple),
+                Method::BasicNack(a) => nacked += window.settle(a.delivery_tag, a.multiple),
+                Method::ConnectionClose(c) => {
+                    if c.reply_code != 200 {
                         shared.fail(format!(
-                            "broker closed the channel: {} {}",
+                            "broker closed the connection: {} {}",
                             c.reply_code, c.reply_text
                         ));
-                        return;
                     }
-                    // connection.blocked / unblocked and the like: nothing to do.
-                    _ => {}
-                },
-                // basic.return content (we never set mandatory) and heartbeats.
+                    return;
+                }
+                Method::ConnectionCloseOk(ConnectionCloseOk) => return,
+                Method::ChannelClose(c) => {
+                    shared.fail(format!(
+                        "broker closed the channel: {} {}",
+                        c.reply_code, c.reply_text
+                    ));
+                    return;
+                }
+                // connection.blocked / unblocked and the like: nothing to do.
                 _ => {}
             }
         }

@@ -319,10 +319,10 @@ mod tests {
             b.push(FRAME_END);
             let s = scan(&b, 4096);
             let _ = scan(&bytes, 4096);
-            if let (Ok(s), Ok(c)) = (&s, codec_view(&b, 4096)) {
-                if *s != Scanned::Other {
-                    prop_assert_eq!(s, &c);
-                }
+            if let (Ok(s), Ok(c)) = (&s, codec_view(&b, 4096))
+                && *s != Scanned::Other
+            {
+                prop_assert_eq!(s, &c);
             }
             if let Ok(Scanned::Body { payload: r, .. }) = &s {
                 prop_assert_eq!(&b[r.clone()], &payload[..]);

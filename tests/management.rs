@@ -242,7 +242,7 @@ async fn overview_whoami_nodes_and_unknown_paths() {
     assert_eq!(r.json, json!({"name": "guest", "tags": ["administrator"]}));
 
     let r = m.get("/api/nodes").await;
-    assert_eq!(names(&r.json), [node.clone()]);
+    assert_eq!(names(&r.json), std::slice::from_ref(&node));
     assert_eq!(r.json[0]["running"], true);
     assert!(r.json[0]["mem_used"].as_u64().expect("mem") > 0);
     let r = m.get(&format!("/api/nodes/{node}")).await;
@@ -1329,35 +1329,35 @@ fn parse_prometheus(text: &str) -> (HashMap<String, f64>, HashMap<String, String
             types.contains_key(family),
             "sample before its TYPE: {line:?}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                let inner = labels
-                    .strip_prefix('{')
-                    .and_then(|l| l.strip_suffix('}'))
-                    .expect("braces");
-                // label="value" pairs; values may hold escaped quotes.
-                let mut rest = inner;
-                while !rest.is_empty() {
-                    let (lname, after) = rest.split_once("=\"").expect("label=\"");
-                    assert!(name_ok(lname), "bad label {lname:?}");
-                    let mut end = None;
-                    let mut escaped = false;
-                    for (i, c) in after.char_indices() {
-                        match (escaped, c) {
-                            (true, _) => escaped = false,
-                            (false, '\\') => escaped = true,
-                            (false, '"') => {
-                                end = Some(i);
-                                break;
-                            }
-                            _ => {}
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .expect("braces");
+            // label="value" pairs; values may hold escaped quotes.
+            let mut rest = inner;
+            while !rest.is_empty() {
+                let (lname, after) = rest.split_once("=\"").expect("label=\"");
+                assert!(name_ok(lname), "bad label {lname:?}");
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in after.char_indices() {
+                    match (escaped, c) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = Some(i);
+                            break;
                         }
+                        _ => {}
                     }
-                    let end = end.expect("closing quote");
-                    rest = after[end + 1..]
-                        .strip_prefix(',')
-                        .unwrap_or(&after[end + 1..]);
                 }
+                let end = end.expect("closing quote");
+                rest = after[end + 1..]
+                    .strip_prefix(',')
+                    .unwrap_or(&after[end + 1..]);
             }
         }
         let v: f64 = match value {

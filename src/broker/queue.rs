@@ -15,7 +15,7 @@
 
 use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
-use crate::storage::{MessageRecord, QueueStore, Store, StoreError};
+use crate::storage::{MessageRecord, QueueStore, Spill, Store, StoreError};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,9 +143,21 @@ impl ReadyList {
     }
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for QueueState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueState")
+            .field("ready", &self.ready)
+            .field("consumers", &self.consumers.len())
+            .field("unacked", &self.unacked)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct QueueState {
     ready: ReadyList,
+    /// Where paged-out transient messages wait (a FIFO file); opened on first use.
+    spill: Option<Box<dyn Spill>>,
     consumers: Vec<ConsumerHandle>,
     /// Round-robin position in `consumers`.
     next_consumer: usize,
@@ -178,8 +190,6 @@ pub struct Queue {
     /// Counters.
     pub stats: QueueStats,
     store: Option<Arc<dyn QueueStore>>,
-    /// Where paged-out transient messages go: opened on first use, emptied at every start.
-    scratch: std::sync::OnceLock<Arc<dyn QueueStore>>,
     root: Arc<dyn Store>,
     /// Ready messages kept in memory before the rest are paged to the store.
     window: usize,
@@ -232,7 +242,6 @@ impl Queue {
             args,
             stats: QueueStats::default(),
             store,
-            scratch: std::sync::OnceLock::new(),
             root,
             window: window.max(1),
             commit,
@@ -279,11 +288,11 @@ impl Queue {
         {
             let mut st = self.lock();
             if st.ready.must_page(id, self.window) {
-                // Beyond the memory window: the message waits in the store. A persistent copy
-                // is there already; a transient one goes to the scratch area. (sled buffers
-                // this write in memory; it is not a syscall.)
+                // Beyond the memory window: the message waits on disk. A persistent copy is in
+                // the store already; a transient one is appended to the queue's spill file
+                // (buffered: one write per 256 KiB).
                 if !qm.persisted {
-                    self.scratch()?.put(id, &to_record(&qm.msg))?;
+                    self.spill(&mut st)?.push(id, &to_record(&qm.msg))?;
                 }
                 st.ready.note_paged(id);
             } else {
@@ -295,79 +304,66 @@ impl Queue {
         Ok(persisted)
     }
 
-    fn scratch(&self) -> Result<&Arc<dyn QueueStore>, StoreError> {
-        if let Some(s) = self.scratch.get() {
-            return Ok(s);
+    fn spill<'a>(&self, st: &'a mut QueueState) -> Result<&'a mut Box<dyn Spill>, StoreError> {
+        if st.spill.is_none() {
+            st.spill = Some(self.root.open_spill(&self.vhost, &self.name)?);
         }
-        let s = self.root.open_queue(&self.vhost, &self.name, false)?;
-        Ok(self.scratch.get_or_init(|| s))
+        st.spill
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("spill file not open".into()))
     }
 
-    /// Reads paged messages back into memory, in id order, up to the window. Called with the
-    /// lock held when memory runs low; reads come from sled's cache in the common case.
+    /// Reads paged messages back into memory, up to the window: persistent ones from the
+    /// durable store (ids from `paged_start` on), transient ones from the head of the spill
+    /// FIFO. Both are inserted in id order. Called with the lock held when memory runs low:
+    /// the spill is read sequentially in 1 MiB chunks, the store from sled's cache.
     fn refill_locked(&self, st: &mut QueueState) {
         let want = self.window.saturating_sub(st.ready.in_memory()).max(1);
-        let from = st.ready.paged_start;
-        let read = |s: Option<&Arc<dyn QueueStore>>| -> Vec<crate::storage::StoredMessage> {
-            match s.map(|s| s.read(from, want)) {
-                Some(Ok(v)) => v,
-                Some(Err(e)) => {
-                    tracing::error!(queue = %self.name, error = %e, "reading paged messages failed");
-                    Vec::new()
-                }
-                None => Vec::new(),
+        let durable = match self
+            .store
+            .as_ref()
+            .map(|s| s.read(st.ready.paged_start, want))
+        {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::error!(queue = %self.name, error = %e, "reading paged messages failed");
+                Vec::new()
             }
+            None => Vec::new(),
         };
-        let durable = read(self.store.as_ref());
-        let scratch = read(self.scratch.get());
-        // Merge the two id-ordered lists, keeping the first `want`.
-        let (mut d, mut t) = (
-            durable.into_iter().peekable(),
-            scratch.into_iter().peekable(),
-        );
-        let mut taken = 0;
-        let mut last = None;
-        let mut scratch_ids = Vec::new();
-        while taken < want {
-            let from_durable = match (d.peek(), t.peek()) {
-                (Some(a), Some(b)) => a.id < b.id,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let (sm, persisted) = if from_durable {
-                (d.next(), true)
-            } else {
-                (t.next(), false)
-            };
-            let Some(sm) = sm else { break };
-            let id = sm.id;
-            last = Some(id);
-            taken += 1;
-            if !persisted {
-                scratch_ids.push(id);
+        let spilled = match st.spill.as_mut().map(|s| s.pop(want)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::error!(queue = %self.name, error = %e, "reading the spill file failed");
+                Vec::new()
             }
-            if let Some(qm) = super::recovery::to_queued(&self.name, sm, persisted) {
+            None => Vec::new(),
+        };
+        let taken = durable.len() + spilled.len();
+        if taken == 0 {
+            tracing::error!(queue = %self.name, paged = st.ready.paged, "paged messages missing from disk; forgetting them");
+            st.ready.paged = 0;
+            return;
+        }
+        if let Some(last) = durable.last() {
+            st.ready.paged_start = last.id + 1;
+        }
+        for sm in durable {
+            if let Some(qm) = super::recovery::to_queued(&self.name, sm, true) {
                 st.ready.insert(qm);
             }
         }
-        match last {
-            Some(l) => {
-                st.ready.paged = st.ready.paged.saturating_sub(taken);
-                st.ready.paged_start = l + 1;
-            }
-            None => {
-                tracing::error!(queue = %self.name, paged = st.ready.paged, "paged messages missing from the store; forgetting them");
-                st.ready.paged = 0;
-            }
-        }
-        if let Some(s) = self.scratch.get() {
-            for id in scratch_ids {
-                if let Err(e) = s.remove(id) {
-                    tracing::error!(queue = %self.name, error = %e, "scratch remove failed");
-                }
+        for (id, record) in spilled {
+            let sm = crate::storage::StoredMessage {
+                id,
+                delivered: false,
+                record,
+            };
+            if let Some(qm) = super::recovery::to_queued(&self.name, sm, false) {
+                st.ready.insert(qm);
             }
         }
+        st.ready.paged = st.ready.paged.saturating_sub(taken);
     }
 
     /// Restores the first messages read back from the store at startup; `more` further ones,
@@ -634,7 +630,7 @@ impl Queue {
             }
             self.commit.note_write();
         }
-        if let Some(s) = self.scratch.get() {
+        if let Some(s) = st.spill.as_mut() {
             s.clear()?;
         }
         Ok(u32::try_from(drained.len() + paged).unwrap_or(u32::MAX))
@@ -646,6 +642,7 @@ impl Queue {
         let mut st = self.lock();
         let n = st.ready.len();
         let _ = st.ready.drain();
+        st.spill = None;
         (
             std::mem::take(&mut st.consumers),
             u32::try_from(n).unwrap_or(u32::MAX),
@@ -660,11 +657,6 @@ impl Queue {
     /// Consumers.
     pub fn consumer_count(&self) -> u32 {
         u32::try_from(self.lock().consumers.len()).unwrap_or(u32::MAX)
-    }
-
-    /// True when some transient messages were paged to the scratch area (delete must drop it).
-    pub(crate) fn has_scratch(&self) -> bool {
-        self.scratch.get().is_some()
     }
 
     /// A consistent snapshot of counts for management: (ready, unacked, consumers, ready bytes).

@@ -564,7 +564,7 @@ impl VHost {
                 consumer_tag: c.tag.clone(),
             });
         }
-        if (q.durable && q.exclusive.is_none()) || q.has_scratch() {
+        if q.durable && q.exclusive.is_none() {
             self.store.delete_queue(&self.name, &q.name)?;
             self.commit.note_write();
         }

@@ -53,6 +53,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn open_spill(&self, _vhost: &str, _name: &str) -> Result<Box<dyn super::Spill>, StoreError> {
+        Ok(Box::new(super::spill::MemorySpill::default()))
+    }
+
     fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError> {
         let key = record::exchange_key(&r.vhost, &r.name);
         self.defs().exchanges.insert(key, r.clone());

@@ -27,9 +27,11 @@ use bytes::Bytes;
 pub mod memory;
 pub mod record;
 pub mod sled_store;
+pub mod spill;
 
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
+pub use spill::Spill;
 
 #[cfg(test)]
 mod tests;
@@ -174,6 +176,10 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         durable: bool,
     ) -> Result<Arc<dyn QueueStore>, StoreError>;
+    /// A spill file for one queue's paged-out transient messages: a FIFO on disk, emptied at
+    /// every start. The queue owns it; dropping it removes the file.
+    fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn Spill>, StoreError>;
+
     /// fsync everything written so far (group commit). Called from a dedicated thread, never under
     /// a lock.
     fn flush(&self) -> Result<(), StoreError>;

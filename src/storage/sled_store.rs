@@ -106,6 +106,7 @@ impl SledStore {
             }
         };
         // Transient messages never outlive the broker run that paged them out.
+        let _ = std::fs::remove_dir_all(path.join(SPILL_DIR));
         for name in db.tree_names() {
             if name.starts_with(SCRATCH_PREFIX) {
                 db.drop_tree(&name).map_err(io)?;
@@ -174,7 +175,23 @@ impl SledStore {
     }
 }
 
+/// Folder of the spill files, under the data directory.
+const SPILL_DIR: &str = "spill";
+
 impl Store for SledStore {
+    fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn super::Spill>, StoreError> {
+        // Names can hold any character and be 510 bytes long together: the file is named by
+        // the SHA-256 of the unambiguous key.
+        use sha2::Digest;
+        let key = record::queue_key(vhost, name);
+        let hex: String = sha2::Sha256::digest(&key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let file = self.path.join(SPILL_DIR).join(format!("{hex}.spill"));
+        Ok(Box::new(super::spill::FileSpill::create(file)?))
+    }
+
     fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError> {
         let key = record::exchange_key(&r.vhost, &r.name);
         self.exchanges

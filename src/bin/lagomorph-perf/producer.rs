@@ -20,7 +20,7 @@ use lagomorph::protocol::properties::BasicProperties;
 use lagomorph::protocol::types::ShortStr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientError, Conn, READ_CHUNK, Uri, put_body_frames, short};
@@ -184,13 +184,21 @@ impl Producer {
     }
 
     /// Publishes until `stop`, the message limit or an error; then waits (at most `drain`)
-    /// for outstanding confirms and closes the connection.
+    /// for outstanding confirms and reports its outcome on `done`. It keeps the connection
+    /// open until `close_gate` (the coordinator opens it once consumers have drained), then
+    /// closes it and returns any error of the close.
+    ///
+    /// Keeping it open matters: a broker under flow control may still hold unrouted publishes
+    /// of this connection, and RabbitMQ drops those when the connection goes ("client
+    /// unexpectedly closed TCP connection") or is closed before it caught up.
     pub(crate) async fn run(
         self,
         counters: Arc<Counters>,
         stop: CancellationToken,
         drain: Duration,
-    ) -> ProducerOutcome {
+        done: oneshot::Sender<ProducerOutcome>,
+        close_gate: CancellationToken,
+    ) -> Option<String> {
         let Producer {
             cfg,
             rd,
@@ -239,9 +247,15 @@ impl Producer {
                 }
             }
         }
-        // Graceful close; the reader task ends on close-ok (or EOF). Waiting for close-ok
-        // matters: a broker may drop unconfirmed publishes it has not yet routed when the
-        // socket goes first (RabbitMQ does, "client unexpectedly closed TCP connection").
+        out.confirmed = shared.confirmed.load(Ordering::Relaxed);
+        out.nacked = shared.nacked.load(Ordering::Relaxed);
+        out.error = shared.error();
+        let failed = out.error.is_some();
+        let _ = done.send(out);
+        if !failed {
+            close_gate.cancelled().await;
+        }
+        // Graceful close; the reader task ends on close-ok (or EOF).
         let mut buf = BytesMut::new();
         frame::encode_method(
             0,
@@ -256,12 +270,9 @@ impl Producer {
         let _ = wr.write_all(&buf).await;
         // On timeout the reader task is left to end with the socket.
         if tokio::time::timeout(drain, reader).await.is_err() {
-            shared.fail(format!("no connection.close-ok within {drain:?}"));
+            return Some(format!("no connection.close-ok within {drain:?}"));
         }
-        out.confirmed = shared.confirmed.load(Ordering::Relaxed);
-        out.nacked = shared.nacked.load(Ordering::Relaxed);
-        out.error = shared.error();
-        out
+        if failed { None } else { shared.error() }
     }
 }
 

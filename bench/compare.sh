@@ -44,8 +44,17 @@ LAGO_PORT=${LAGO_PORT:-5771}
 LAGO_MGMT=${LAGO_MGMT:-15771}
 RMQ_PORT=${RMQ_PORT:-5772}
 RMQ_DIST_PORT=${RMQ_DIST_PORT:-25772}
-RMQ_NODE=${RMQ_NODE:-perf@localhost}
 SINK_PORT=${SINK_PORT:-5773}
+RMQ_NODE=${RMQ_NODE:-lagomorph-bench-$RMQ_PORT@localhost}
+
+# Another run (or broker) on our ports would silently take our place: refuse to start.
+for p in "$LAGO_PORT" "$LAGO_MGMT" "$RMQ_PORT" "$RMQ_DIST_PORT" "$SINK_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "port $p is in use (another bench run?); set LAGO_PORT, LAGO_MGMT, RMQ_PORT," \
+            "RMQ_DIST_PORT, SINK_PORT to free ports" >&2
+        exit 1
+    fi
+done
 RMQ_BIN=/usr/lib/rabbitmq/bin
 
 START=$(date +%s)
@@ -141,7 +150,9 @@ start_lagomorph() {
         --management-listen "127.0.0.1:$LAGO_MGMT" --log-level warn \
         > "$WORK/lagomorph/out.log" 2>&1 &
     LAGO_PID=$!
-    wait_port "$LAGO_PORT" 30 || { log "lagomorph did not start"; cat "$WORK/lagomorph/out.log" >&2; exit 1; }
+    if ! wait_port "$LAGO_PORT" 30 || ! kill -0 "$LAGO_PID" 2>/dev/null; then
+        log "lagomorph did not start"; cat "$WORK/lagomorph/out.log" >&2; exit 1
+    fi
 }
 
 rmq_env() {
@@ -171,7 +182,8 @@ start_rabbitmq() {
         sleep 2
     done
     [[ -z "$RMQ_PID" && -s "$d/pid" ]] && RMQ_PID=$(cat "$d/pid")
-    if (( i >= 90 )) || [[ -z "$RMQ_PID" ]] || ! wait_port "$RMQ_PORT" 30; then
+    if (( i >= 90 )) || [[ -z "$RMQ_PID" ]] || ! kill -0 "$RMQ_PID" 2>/dev/null \
+        || ! wait_port "$RMQ_PORT" 30; then
         log "rabbitmq did not start"; tail -20 "$d/out.log" >&2; exit 1
     fi
 }
@@ -244,7 +256,10 @@ print(json.dumps({
     "summary": summary,
 }))
 PY
-    if [[ $rc != 0 ]]; then log "  $broker: exit $rc: $(tail -c 300 "$tag.err" | tr '\n' ' ')"; fi
+    if [[ $rc != 0 ]]; then
+        log "  $broker: exit $rc: $(grep -v '^\[' "$tag.err" | tail -c 300 | tr '\n' ' ')"
+        log "    $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("lost", d.get("lost"), "errors:", "; ".join(d.get("errors", []))[:300])' "$tag.json" 2>/dev/null || true)"
+    fi
 }
 
 scenario_args() { # id -> the tool's arguments
@@ -270,7 +285,9 @@ over_budget() { (( $(date +%s) - START > BUDGET_MIN * 60 )); }
 log "tool ceiling against the sink"
 "$PERF" sink --listen "127.0.0.1:$SINK_PORT" > "$WORK/sink.log" 2>&1 &
 SINK_PID=$!
-wait_port "$SINK_PORT" 10
+if ! wait_port "$SINK_PORT" 10 || ! kill -0 "$SINK_PID" 2>/dev/null; then
+    log "the sink did not start"; cat "$WORK/sink.log" >&2; exit 1
+fi
 SINK_URI="amqp://guest:guest@127.0.0.1:$SINK_PORT/%2f"
 ceiling() { # name args...
     local name=$1 rc=0

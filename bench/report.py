@@ -349,6 +349,11 @@ def main():
               f"{r['cpu_s']:.2f} | {fmt(r['cpu_s'] * 1e6 / n, 2) if n else '–'} | {r['peak_rss_kb'] / 1024:.0f} | "
               f"{us((d.get('latency') or {}).get('p99_us'))} | {'yes' if d.get('clean') else 'no'} |")
     w("")
+    # Hand-written findings (profiles, causes, proposals) kept next to the script, so a
+    # re-run regenerates the figures without losing the analysis.
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+    if os.path.exists(notes):
+        w(open(notes).read().rstrip() + "\n")
     with open(a.out, "w") as f:
         f.write("\n".join(out))
 

@@ -8,6 +8,7 @@
 //! the rate limit says so.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use lagomorph::protocol::properties::BasicProperties;
 use lagomorph::protocol::types::ShortStr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientError, Conn, READ_CHUNK, Uri, put_body_frames, short};
@@ -30,6 +31,10 @@ use crate::stats::{self, Counters};
 const BATCH_BYTES: usize = 128 * 1024;
 /// Messages per write at most (keeps timestamps and rate steps fine-grained).
 const BATCH_MAX: u64 = 2000;
+/// Bodies of at least this size are sent with writev from a shared tail (see [`interleave`]).
+const VECTORED_MIN: usize = 1024;
+/// Messages per writev: two slices each, under Linux's IOV_MAX of 1024.
+const VECTORED_BATCH: u64 = 500;
 /// The channel producers publish on.
 const CHANNEL: u16 = 1;
 
@@ -184,13 +189,21 @@ impl Producer {
     }
 
     /// Publishes until `stop`, the message limit or an error; then waits (at most `drain`)
-    /// for outstanding confirms and closes the connection.
+    /// for outstanding confirms and reports its outcome on `done`. It keeps the connection
+    /// open until `close_gate` (the coordinator opens it once consumers have drained), then
+    /// closes it and returns any error of the close.
+    ///
+    /// Keeping it open matters: a broker under flow control may still hold unrouted publishes
+    /// of this connection, and RabbitMQ drops those when the connection goes ("client
+    /// unexpectedly closed TCP connection") or is closed before it caught up.
     pub(crate) async fn run(
         self,
         counters: Arc<Counters>,
         stop: CancellationToken,
         drain: Duration,
-    ) -> ProducerOutcome {
+        done: oneshot::Sender<ProducerOutcome>,
+        close_gate: CancellationToken,
+    ) -> Option<String> {
         let Producer {
             cfg,
             rd,
@@ -239,9 +252,15 @@ impl Producer {
                 }
             }
         }
-        // Graceful close; the reader task ends on close-ok (or EOF). Waiting for close-ok
-        // matters: a broker may drop unconfirmed publishes it has not yet routed when the
-        // socket goes first (RabbitMQ does, "client unexpectedly closed TCP connection").
+        out.confirmed = shared.confirmed.load(Ordering::Relaxed);
+        out.nacked = shared.nacked.load(Ordering::Relaxed);
+        out.error = shared.error();
+        let failed = out.error.is_some();
+        let _ = done.send(out);
+        if !failed {
+            close_gate.cancelled().await;
+        }
+        // Graceful close; the reader task ends on close-ok (or EOF).
         let mut buf = BytesMut::new();
         frame::encode_method(
             0,
@@ -256,12 +275,9 @@ impl Producer {
         let _ = wr.write_all(&buf).await;
         // On timeout the reader task is left to end with the socket.
         if tokio::time::timeout(drain, reader).await.is_err() {
-            shared.fail(format!("no connection.close-ok within {drain:?}"));
+            return Some(format!("no connection.close-ok within {drain:?}"));
         }
-        out.confirmed = shared.confirmed.load(Ordering::Relaxed);
-        out.nacked = shared.nacked.load(Ordering::Relaxed);
-        out.error = shared.error();
-        out
+        if failed { None } else { shared.error() }
     }
 }
 
@@ -317,6 +333,10 @@ async fn publish(
     let per_msg = templates.first().map_or(0, |t| t.len()) + cfg.size + frame::FRAME_OVERHEAD;
     let batch_max = ((BATCH_BYTES / per_msg.max(1)) as u64).clamp(1, BATCH_MAX);
     let mut body = vec![0u8; cfg.size];
+    let single_frame =
+        cfg.size + frame::FRAME_OVERHEAD <= frame_max.max(frame::FRAME_MIN_SIZE) as usize;
+    let tail = (cfg.size >= VECTORED_MIN && single_frame)
+        .then(|| vec![0u8; cfg.size - stats::BODY_HEADER]);
     let mut buf = BytesMut::with_capacity(BATCH_BYTES + per_msg * 2);
     let start = Instant::now();
     let mut seq: u64 = 0;
@@ -360,6 +380,34 @@ async fn publish(
             n = n.min(room);
         }
         let sent_ns = stats::ns_since_origin(Instant::now());
+        if let Some(tail) = &tail {
+            // Large bodies: copy only the templates and the 16-byte body headers; the rest of
+            // every body is one shared slice of zeros, written with writev.
+            let n = n.min(VECTORED_BATCH);
+            let mut ends = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let s = u32::try_from(seq).map_err(|_| {
+                    ClientError::Unexpected("more than 2^32 messages from one producer".into())
+                })?;
+                stats::put_body_header(&mut body, cfg.id, s, sent_ns);
+                put_message_head(
+                    &mut buf,
+                    &templates[key],
+                    &body[..stats::BODY_HEADER],
+                    cfg.size,
+                );
+                ends.push(buf.len());
+                key = (key + 1) % templates.len();
+                seq += 1;
+            }
+            buf.extend_from_slice(&[frame::FRAME_END]);
+            let mut slices = interleave(&buf, &ends, tail);
+            write_all_vectored(wr, &mut slices).await?;
+            buf.clear();
+            out.published = seq;
+            counters.published.fetch_add(n, Ordering::Relaxed);
+            continue;
+        }
         for _ in 0..n {
             let s = u32::try_from(seq).map_err(|_| {
                 ClientError::Unexpected("more than 2^32 messages from one producer".into())
@@ -378,6 +426,50 @@ async fn publish(
         out.published = seq;
         counters.published.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// Appends a message's copied part for the vectored path: the template (method and header
+/// frames), the body frame's 7-byte header and the first 16 body bytes. The frame goes on
+/// with the shared tail of the body, and its end octet starts the next copied part.
+fn put_message_head(buf: &mut BytesMut, template: &[u8], head: &[u8], size: usize) {
+    if !buf.is_empty() {
+        buf.extend_from_slice(&[frame::FRAME_END]);
+    }
+    buf.extend_from_slice(template);
+    buf.extend_from_slice(&[frame::FRAME_BODY]);
+    buf.extend_from_slice(&CHANNEL.to_be_bytes());
+    // size + 8 <= frame_max, so it fits in u32.
+    buf.extend_from_slice(&(size as u32).to_be_bytes());
+    buf.extend_from_slice(head);
+}
+
+/// The write list: each message's copied part, then the shared tail; the last part of `buf`
+/// (after the final end) is the last end octet.
+fn interleave<'a>(buf: &'a [u8], ends: &[usize], tail: &'a [u8]) -> Vec<IoSlice<'a>> {
+    let mut v = Vec::with_capacity(ends.len() * 2 + 1);
+    let mut from = 0;
+    for &e in ends {
+        v.push(IoSlice::new(&buf[from..e]));
+        v.push(IoSlice::new(tail));
+        from = e;
+    }
+    v.push(IoSlice::new(&buf[from..]));
+    v
+}
+
+/// `write_all` for a list of slices (writev), resuming after partial writes.
+async fn write_all_vectored(
+    wr: &mut OwnedWriteHalf,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        let n = wr.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }
 
 /// Reads confirms and broker errors until the connection ends.
@@ -455,6 +547,7 @@ async fn read_confirms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[test]
     fn confirm_window_settles_single_and_multiple() {
@@ -469,6 +562,40 @@ mod tests {
         assert_eq!(w.settle(8, false), 1);
         assert_eq!(w.settle(7, false), 1);
         assert_eq!(w.low, 9);
+    }
+
+    #[test]
+    fn vectored_batches_decode_as_whole_messages() {
+        let template = [1u8, 2, 3];
+        let tail = vec![7u8; 2000];
+        let mut buf = BytesMut::new();
+        let mut ends = Vec::new();
+        for i in 0..3u8 {
+            put_message_head(&mut buf, &template, &[i; 16], 2016);
+            ends.push(buf.len());
+        }
+        buf.extend_from_slice(&[frame::FRAME_END]);
+        let wire: Vec<u8> = interleave(&buf, &ends, &tail)
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        let mut b = BytesMut::from(&wire[..]);
+        for i in 0..3u8 {
+            assert_eq!(&b[..3], &template);
+            b.advance(3);
+            match frame::decode(&mut b, 4096).expect("decode") {
+                Some(Frame::Body {
+                    channel: 1,
+                    payload,
+                }) => {
+                    assert_eq!(payload.len(), 2016);
+                    assert_eq!(&payload[..16], &[i; 16]);
+                    assert!(payload[16..].iter().all(|x| *x == 7));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(b.is_empty());
     }
 
     #[test]

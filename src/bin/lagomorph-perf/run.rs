@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -113,8 +114,18 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
     }
     let drain = Duration::from_secs_f64(args.drain_timeout);
     let mut producer_tasks = JoinSet::new();
+    let mut producer_done = Vec::new();
+    let close_gate = CancellationToken::new();
     for p in producers {
-        producer_tasks.spawn(p.run(Arc::clone(&counters), stop_producers.clone(), drain));
+        let (tx, rx) = oneshot::channel();
+        producer_done.push(rx);
+        producer_tasks.spawn(p.run(
+            Arc::clone(&counters),
+            stop_producers.clone(),
+            drain,
+            tx,
+            close_gate.clone(),
+        ));
     }
     if let Some(t) = args.time_limit() {
         let stop = stop_producers.clone();
@@ -139,10 +150,10 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
     }
     let mut outcomes: Vec<ProducerOutcome> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    while let Some(r) = producer_tasks.join_next().await {
-        match r {
+    for rx in producer_done {
+        match rx.await {
             Ok(o) => outcomes.push(o),
-            Err(e) => errors.push(format!("producer task failed: {e}")),
+            Err(_) => errors.push("a producer task ended without an outcome".into()),
         }
     }
     let publish_end = outcomes
@@ -240,6 +251,15 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
         tokio::time::sleep(POLL).await;
     }
     stop_consumers.cancel();
+    // Now the producers may close (see Producer::run for why they waited).
+    close_gate.cancel();
+    while let Some(r) = producer_tasks.join_next().await {
+        match r {
+            Ok(Some(e)) => errors.push(format!("producer: {e}")),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("producer task failed: {e}")),
+        }
+    }
     while let Some(r) = consumers.join_next().await {
         match r {
             Ok(o) => seen.push(o),

@@ -15,8 +15,8 @@
 //! decoding). Two implementations: [`SledStore`] (on disk) and [`MemoryStore`] (tests, and a broker
 //! run without a data directory).
 //!
-//! Layering: storage imports nothing from the crate (not `crate::broker`, `crate::session`,
-//! `crate::server`, `crate::management`) and never touches the network. Damaged records never panic:
+//! Layering: storage imports nothing from the rest of the crate (not the broker, session, server
+//! or management layers) and never touches the network. Damaged records never panic:
 //! they are logged with `tracing::error!`, moved aside into a quarantine and skipped.
 
 use std::path::PathBuf;

@@ -67,6 +67,11 @@ pub(crate) struct Channel {
     tx: Option<Tx>,
     /// The queue most recently declared here (AMQP's "current queue" for empty names).
     last_queue: Option<Arc<str>>,
+    /// Acks taken out of `unacked` but not yet applied to their queues: the acks of one read
+    /// batch are applied together (one queue lock, one credit release, one dispatch) by
+    /// [`Channel::flush_acks`], which the connection calls before any other frame and at the
+    /// end of every read batch.
+    pending_acks: Vec<(Unacked, Settle)>,
 }
 
 fn err(
@@ -93,6 +98,7 @@ impl Channel {
             confirms: None,
             tx: None,
             last_queue: None,
+            pending_acks: Vec::new(),
         }
     }
 
@@ -444,7 +450,8 @@ impl Channel {
                 for p in tx.publishes {
                     self.route(ctx, p)?;
                 }
-                self.apply_settles(tx.settles);
+                let mut settles = tx.settles;
+                self.apply_settles(&mut settles);
                 ctx.send(ch, &TxCommitOk.into());
             }
             Method::TxRollback(_) => {
@@ -680,13 +687,16 @@ impl Channel {
         self.consumers.remove(tag).is_some()
     }
 
+    /// Moves the deliveries `tag` (and, with `multiple`, all before it) from `unacked` to the end
+    /// of `out`, tagged with `how`. An unknown tag is a channel error and takes nothing.
     fn take_unacked(
         &mut self,
         tag: u64,
         multiple: bool,
-        class: u16,
-        mid: u16,
-    ) -> Result<Vec<Unacked>, AmqpError> {
+        how: Settle,
+        out: &mut Vec<(Unacked, Settle)>,
+        (class, mid): (u16, u16),
+    ) -> Result<(), AmqpError> {
         let unknown = || {
             err(
                 self.id,
@@ -696,21 +706,25 @@ impl Channel {
                 mid,
             )
         };
-        if multiple {
+        let range = if multiple {
             if tag == 0 {
-                return Ok(self.unacked.drain(..).collect());
+                0..self.unacked.len()
+            } else {
+                let end = self.unacked.partition_point(|u| u.tag <= tag);
+                if end == 0 || self.unacked[end - 1].tag != tag {
+                    return Err(unknown());
+                }
+                0..end
             }
-            let end = self.unacked.partition_point(|u| u.tag <= tag);
-            if end == 0 || self.unacked[end - 1].tag != tag {
+        } else {
+            let pos = self.unacked.partition_point(|u| u.tag < tag);
+            if self.unacked.get(pos).is_none_or(|u| u.tag != tag) {
                 return Err(unknown());
             }
-            return Ok(self.unacked.drain(..end).collect());
-        }
-        let pos = self.unacked.partition_point(|u| u.tag < tag);
-        match self.unacked.get(pos) {
-            Some(u) if u.tag == tag => Ok(self.unacked.remove(pos).into_iter().collect()),
-            _ => Err(unknown()),
-        }
+            pos..pos + 1
+        };
+        out.extend(self.unacked.drain(range).map(|u| (u, how)));
+        Ok(())
     }
 
     fn settle(
@@ -721,50 +735,76 @@ impl Channel {
         class: u16,
         mid: u16,
     ) -> Result<(), AmqpError> {
-        let taken = self.take_unacked(tag, multiple, class, mid)?;
-        if let Some(tx) = &mut self.tx {
-            tx.settles.extend(taken.into_iter().map(|u| (u, how)));
-            return Ok(());
+        if let Some(mut tx) = self.tx.take() {
+            let r = self.take_unacked(tag, multiple, how, &mut tx.settles, (class, mid));
+            self.tx = Some(tx);
+            return r;
         }
-        self.apply_settles(taken.into_iter().map(|u| (u, how)).collect());
+        if how == Settle::Ack {
+            // Applied with the rest of this read batch's acks (see `pending_acks`).
+            let mut pending = std::mem::take(&mut self.pending_acks);
+            let r = self.take_unacked(tag, multiple, how, &mut pending, (class, mid));
+            self.pending_acks = pending;
+            return r;
+        }
+        self.flush_acks();
+        let mut taken = Vec::new();
+        self.take_unacked(tag, multiple, how, &mut taken, (class, mid))?;
+        self.apply_settles(&mut taken);
         Ok(())
     }
 
-    fn apply_settles(&mut self, items: Vec<(Unacked, Settle)>) {
+    /// Applies the acks deferred by this read batch.
+    pub(crate) fn flush_acks(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending_acks);
+        self.apply_settles(&mut pending);
+        // Keep the allocation for the next batch.
+        self.pending_acks = pending;
+    }
+
+    /// Settles (and empties) `items`, in order. Each run of consecutive deliveries from the same
+    /// queue settled the same way is one queue call (one lock), and each run from the same
+    /// consumer gives its prefetch credit back in one release; a queue whose consumer had no
+    /// credit left dispatches once, at the end.
+    fn apply_settles(&mut self, items: &mut Vec<(Unacked, Settle)>) {
         if items.is_empty() {
             return;
         }
-        // Group by queue and kind, keeping order (usually one queue).
-        let mut groups: Vec<(Arc<Queue>, Settle, Vec<QueuedMessage>)> = Vec::new();
         let mut wake: Vec<Arc<Queue>> = Vec::new();
         let mut credited = 0u32;
-        for (u, how) in items {
-            if let Some(p) = &u.prefetch {
+        let mut run: Vec<QueuedMessage> = Vec::with_capacity(items.len());
+        let mut run_of: Option<(Arc<Queue>, Settle)> = None;
+        let mut credit_run: Option<(Arc<Credit>, Arc<Queue>, u32)> = None;
+        for (u, how) in items.drain(..) {
+            if let Some(p) = u.prefetch {
                 credited += 1;
-                if p.release(1) && !wake.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
-                    wake.push(Arc::clone(&u.queue));
+                match &mut credit_run {
+                    Some((c, _, n)) if Arc::ptr_eq(c, &p) => *n += 1,
+                    _ => {
+                        if let Some(done) = credit_run.replace((p, Arc::clone(&u.queue), 1)) {
+                            release_prefetch(done, &mut wake);
+                        }
+                    }
                 }
             }
-            match groups
-                .iter_mut()
-                .find(|(q, h, _)| *h == how && Arc::ptr_eq(q, &u.queue))
-            {
-                Some((_, _, v)) => v.push(u.msg),
-                None => groups.push((u.queue, how, vec![u.msg])),
+            match &run_of {
+                Some((q, h)) if *h == how && Arc::ptr_eq(q, &u.queue) => {}
+                _ => {
+                    if let Some((q, h)) = run_of.replace((Arc::clone(&u.queue), how)) {
+                        settle_run(&q, h, &mut run);
+                    }
+                }
             }
+            run.push(u.msg);
         }
-        for (q, how, msgs) in groups {
-            let r = match how {
-                Settle::Ack => q.ack(&msgs),
-                Settle::Discard => q.discard(&msgs),
-                Settle::Requeue => {
-                    q.requeue(msgs);
-                    Ok(())
-                }
-            };
-            if let Err(e) = r {
-                tracing::error!(queue = %q.name, error = %e, "settling deliveries failed");
-            }
+        if let Some((q, h)) = run_of {
+            settle_run(&q, h, &mut run);
+        }
+        if let Some(done) = credit_run {
+            release_prefetch(done, &mut wake);
         }
         if credited > 0 {
             self.release_channel_credit(credited);
@@ -793,17 +833,20 @@ impl Channel {
 
     /// basic.recover: every unacked delivery goes back to its queue.
     fn recover(&mut self) {
-        let all: Vec<(Unacked, Settle)> = self
+        self.flush_acks();
+        let mut all: Vec<(Unacked, Settle)> = self
             .unacked
             .drain(..)
             .map(|u| (u, Settle::Requeue))
             .collect();
-        self.apply_settles(all);
+        self.apply_settles(&mut all);
     }
 
     /// The channel is gone (closed by either side, or the connection ended): cancel consumers,
     /// requeue unacked deliveries, drop uncommitted work.
     pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) {
+        // Acks the client sent count, even when the channel closes right after them.
+        self.flush_acks();
         self.assembler.reset();
         self.tx = None;
         for (tag, c) in self.consumers.drain() {
@@ -812,12 +855,39 @@ impl Channel {
                 ctx.vhost.auto_delete_queue(&c.queue);
             }
         }
-        let all: Vec<(Unacked, Settle)> = self
+        let mut all: Vec<(Unacked, Settle)> = self
             .unacked
             .drain(..)
             .map(|u| (u, Settle::Requeue))
             .collect();
-        self.apply_settles(all);
+        self.apply_settles(&mut all);
+    }
+}
+
+/// Settles one run of deliveries from `q` (and empties `run`).
+fn settle_run(q: &Arc<Queue>, how: Settle, run: &mut Vec<QueuedMessage>) {
+    let r = match how {
+        Settle::Ack => q.ack(run),
+        Settle::Discard => q.discard(run),
+        Settle::Requeue => {
+            q.requeue(std::mem::take(run));
+            Ok(())
+        }
+    };
+    run.clear();
+    if let Err(e) = r {
+        tracing::error!(queue = %q.name, error = %e, "settling deliveries failed");
+    }
+}
+
+/// Gives `n` slots back to a consumer's prefetch credit; notes its queue for a dispatch when
+/// the credit was exhausted (the queue may hold messages for it).
+fn release_prefetch(
+    (credit, queue, n): (Arc<Credit>, Arc<Queue>, u32),
+    wake: &mut Vec<Arc<Queue>>,
+) {
+    if credit.release(n) && !wake.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+        wake.push(queue);
     }
 }
 

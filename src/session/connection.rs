@@ -89,6 +89,8 @@ pub struct Connection {
     /// Set once the client publishes: only publishers are blocked by the memory alarm.
     has_published: bool,
     cleaned: bool,
+    /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
+    acks_pending: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -176,6 +178,7 @@ impl Connection {
             blocked: None,
             has_published: false,
             cleaned: false,
+            acks_pending: false,
         }
     }
 
@@ -296,7 +299,17 @@ impl Connection {
                 }
             }
         }
+        self.flush_acks();
         self.emit_confirms();
+    }
+
+    /// Applies the acks every channel deferred during this read batch.
+    fn flush_acks(&mut self) {
+        if std::mem::take(&mut self.acks_pending) {
+            for ch in self.channels.values_mut() {
+                ch.flush_acks();
+            }
+        }
     }
 
     /// A message from the broker (delivery, cancel notification, forced close).
@@ -601,6 +614,19 @@ impl Connection {
     }
 
     fn running(&mut self, frame: Frame, _now: Instant) -> Result<(), AmqpError> {
+        let is_ack = matches!(
+            &frame,
+            Frame::Method {
+                method: Method::BasicAck(_),
+                ..
+            }
+        );
+        if is_ack {
+            self.acks_pending = true;
+        } else {
+            // Whatever else the client sends sees every earlier ack applied.
+            self.flush_acks();
+        }
         match frame {
             Frame::Heartbeat => Ok(()),
             Frame::Method { channel: 0, method } => self.connection_method(method),

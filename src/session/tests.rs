@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 struct Script {
     conn: Connection,
+    broker: Broker,
     mailbox: mpsc::UnboundedReceiver<Outbound>,
     now: Instant,
     inbox: BytesMut,
@@ -29,7 +30,8 @@ impl Script {
         let info = broker.register_connection(peer, peer, tx);
         let now = Instant::now();
         Script {
-            conn: Connection::new(broker, info, now),
+            conn: Connection::new(broker.clone(), info, now),
+            broker,
             mailbox: rx,
             now,
             inbox: BytesMut::new(),
@@ -349,4 +351,195 @@ fn memory_alarm_stops_reading_publishers_only() {
     );
     s.conn.handle_outbound(Outbound::Blocked(None), s.now);
     assert!(s.conn.wants_read());
+}
+
+impl Script {
+    /// Declares queue `q`, consumes it with manual acks and `prefetch`, publishes `n` messages
+    /// and takes their deliveries (tags 1..=n).
+    fn consume_manual(&mut self, prefetch: u16, n: usize) {
+        self.send(
+            1,
+            QueueDeclare {
+                queue: ShortStr::from_static("q"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        self.send(
+            1,
+            BasicQos {
+                prefetch_count: prefetch,
+                ..Default::default()
+            }
+            .into(),
+        );
+        self.send(
+            1,
+            BasicConsume {
+                queue: ShortStr::from_static("q"),
+                consumer_tag: ShortStr::from_static("c"),
+                ..Default::default()
+            }
+            .into(),
+        );
+        for _ in 0..n {
+            self.publish("q", b"m");
+        }
+        self.pump();
+        let delivered = self
+            .methods()
+            .iter()
+            .filter(|m| matches!(m, Method::BasicDeliver(_)))
+            .count();
+        assert_eq!(delivered, n.min(usize::from(prefetch)));
+    }
+
+    /// (ready, unacked) of queue `q`, as the queue itself counts them.
+    fn counts(&self) -> (usize, usize) {
+        let q = self
+            .broker
+            .vhost("/")
+            .expect("vhost")
+            .queue("q")
+            .expect("q");
+        let (ready, unacked, _, _) = q.counts();
+        (ready, unacked)
+    }
+
+    fn acked(&self) -> u64 {
+        let q = self
+            .broker
+            .vhost("/")
+            .expect("vhost")
+            .queue("q")
+            .expect("q");
+        q.stats.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn ack(tag: u64, multiple: bool, out: &mut BytesMut) {
+    frame::encode_method(
+        1,
+        &BasicAck {
+            delivery_tag: tag,
+            multiple,
+        }
+        .into(),
+        out,
+    );
+}
+
+#[test]
+fn acks_of_one_read_are_applied_together_and_free_prefetch() {
+    let mut s = Script::open(0);
+    s.consume_manual(2, 4);
+    assert_eq!(s.counts(), (2, 2));
+    let mut b = BytesMut::new();
+    ack(1, false, &mut b);
+    ack(2, false, &mut b);
+    s.send_bytes(&b);
+    assert_eq!(s.acked(), 2, "both acks applied by the end of the read");
+    // The freed prefetch let the queue push the last two.
+    s.pump();
+    let tags: Vec<u64> = s
+        .methods()
+        .iter()
+        .filter_map(|m| match m {
+            Method::BasicDeliver(d) => Some(d.delivery_tag),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, [3, 4]);
+    assert_eq!(s.counts(), (0, 2));
+}
+
+#[test]
+fn acks_followed_by_channel_close_in_the_same_read_still_count() {
+    let mut s = Script::open(0);
+    s.consume_manual(10, 3);
+    let mut b = BytesMut::new();
+    ack(1, false, &mut b);
+    ack(2, false, &mut b);
+    frame::encode_method(1, &ChannelClose::default().into(), &mut b);
+    s.send_bytes(&b);
+    assert!(matches!(s.methods()[..], [Method::ChannelCloseOk(_)]));
+    assert_eq!(s.acked(), 2);
+    assert_eq!(
+        s.counts(),
+        (1, 0),
+        "only the unacked third message is requeued"
+    );
+}
+
+#[test]
+fn an_unknown_tag_after_good_acks_closes_the_channel_and_keeps_the_good_ones() {
+    let mut s = Script::open(0);
+    s.consume_manual(10, 3);
+    let mut b = BytesMut::new();
+    ack(1, false, &mut b);
+    ack(99, false, &mut b);
+    ack(2, false, &mut b);
+    s.send_bytes(&b);
+    let m = s.methods();
+    assert!(
+        matches!(&m[..], [Method::ChannelClose(c)] if c.reply_code == 406 && c.reply_text == "PRECONDITION_FAILED - unknown delivery tag 99"),
+        "{m:?}"
+    );
+    assert_eq!(
+        s.acked(),
+        1,
+        "the ack before the bad one counts, none after it"
+    );
+    assert_eq!(s.counts(), (2, 0));
+}
+
+#[test]
+fn a_get_after_acks_in_the_same_read_sees_them_applied() {
+    let mut s = Script::open(0);
+    s.consume_manual(1, 2);
+    let mut b = BytesMut::new();
+    ack(1, true, &mut b);
+    frame::encode_method(
+        1,
+        &BasicGet {
+            queue: ShortStr::from_static("q"),
+            no_ack: true,
+            ..Default::default()
+        }
+        .into(),
+        &mut b,
+    );
+    s.send_bytes(&b);
+    // The ack is applied before basic.get runs, as if it had come alone: its freed credit sends
+    // the second message to the consumer, and the get finds the queue empty.
+    let m = s.methods();
+    assert!(matches!(&m[..], [Method::BasicGetEmpty(_)]), "{m:?}");
+    s.pump();
+    assert!(
+        matches!(&s.methods()[..], [Method::BasicDeliver(d)] if d.delivery_tag == 2),
+        "the consumer got it"
+    );
+    assert_eq!(s.acked(), 1);
+}
+
+#[test]
+fn acks_before_a_connection_error_in_the_same_read_still_count() {
+    let mut s = Script::open(0);
+    s.consume_manual(10, 3);
+    let mut b = BytesMut::new();
+    ack(1, false, &mut b);
+    // A method frame whose end octet is wrong: a connection error (501) mid-batch.
+    let mut bad = BytesMut::new();
+    frame::encode_method(1, &BasicAck::default().into(), &mut bad);
+    let last = bad.len() - 1;
+    bad[last] = 0;
+    b.extend_from_slice(&bad);
+    s.send_bytes(&b);
+    let m = s.methods();
+    assert!(
+        matches!(&m[..], [Method::ConnectionClose(c)] if c.reply_code == 501),
+        "{m:?}"
+    );
+    assert_eq!(s.acked(), 1);
+    assert_eq!(s.counts(), (2, 0), "the two unacked ones are requeued");
 }

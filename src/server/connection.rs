@@ -36,6 +36,13 @@ pub(crate) async fn run(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut requested = 0u64;
     let mut shutting_down = false;
+    // One timer for the connection's life. It is moved only when the session's deadline comes
+    // earlier than where it is set: every read moves the heartbeat deadline later, and
+    // re-registering a timer per loop would cost more than the rare early wake-up, which finds
+    // nothing due and re-arms at the real deadline.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         while let Some(bytes) = session.take_output(Instant::now().into_std()) {
             if let Err(e) = wr.write_all(&bytes).await {
@@ -55,7 +62,12 @@ pub(crate) async fn run(
             requested = seq;
             commit.request_flush();
         }
-        let deadline = session.poll_timeout().map(Instant::from_std);
+        if let Some(d) = session.poll_timeout().map(Instant::from_std)
+            && armed.is_none_or(|a| d < a)
+        {
+            timer.as_mut().reset(d);
+            armed = Some(d);
+        }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
@@ -84,7 +96,8 @@ pub(crate) async fn run(
                     session.handle_flushed(f);
                 }
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
                 session.handle_timeout(Instant::now().into_std());
             }
             _ = token.cancelled(), if !shutting_down => {

@@ -15,8 +15,8 @@
 
 use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
-use crate::storage::{MessageRecord, QueueStore, Spill, Store, StoreError};
-use bytes::BytesMut;
+use crate::storage::{MessageView, QueueStore, Spill, Store, StoreError};
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -271,7 +271,8 @@ impl Queue {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let persisted = match &self.store {
             Some(store) if msg.is_persistent() => {
-                store.put(id, &to_record(&msg))?;
+                let props = stored_properties(&msg);
+                store.put(id, to_record(&msg, &props))?;
                 self.commit.note_write();
                 true
             }
@@ -292,7 +293,8 @@ impl Queue {
                 // the store already; a transient one is appended to the queue's spill file
                 // (buffered: one write per 256 KiB).
                 if !qm.persisted {
-                    self.spill(&mut st)?.push(id, &to_record(&qm.msg))?;
+                    let props = stored_properties(&qm.msg);
+                    self.spill(&mut st)?.push(id, to_record(&qm.msg, &props))?;
                 }
                 st.ready.note_paged(id);
             } else {
@@ -676,14 +678,19 @@ impl Queue {
     }
 }
 
-/// The storage record of a message: properties in their AMQP encoding, opaque to storage.
-pub(crate) fn to_record(msg: &Message) -> MessageRecord {
+/// A message's properties as the store keeps them: their AMQP encoding, opaque to storage.
+fn stored_properties(msg: &Message) -> Bytes {
     let mut props = BytesMut::with_capacity(64);
     encode_properties(&msg.properties, &mut props);
-    MessageRecord {
-        exchange: msg.exchange.to_string(),
-        routing_key: msg.routing_key.to_string(),
-        properties: props.freeze(),
-        body: msg.body.clone(),
+    props.freeze()
+}
+
+/// The storage record of a message, borrowing it and its [`stored_properties`].
+fn to_record<'a>(msg: &'a Message, properties: &'a [u8]) -> MessageView<'a> {
+    MessageView {
+        exchange: msg.exchange.as_str(),
+        routing_key: msg.routing_key.as_str(),
+        properties,
+        body: &msg.body,
     }
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::Store;
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, StoreError,
-    StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, MessageRecord, MessageView, QueueRecord,
+    QueueStore, StoreError, StoredMessage,
 };
 
 /// Definitions keyed by their encoded keys (ordered, so loading is deterministic).
@@ -157,17 +157,23 @@ impl MemoryQueue {
 }
 
 impl QueueStore for MemoryQueue {
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
         self.check_live()?;
+        let record = MessageRecord {
+            exchange: m.exchange.to_owned(),
+            routing_key: m.routing_key.to_owned(),
+            properties: bytes::Bytes::copy_from_slice(m.properties),
+            body: bytes::Bytes::copy_from_slice(m.body),
+        };
         let mut msgs = self.messages();
         match msgs.get_mut(&id) {
-            Some(e) => e.record = m.clone(),
+            Some(e) => e.record = record,
             None => {
                 msgs.insert(
                     id,
                     Entry {
                         delivered: false,
-                        record: m.clone(),
+                        record,
                     },
                 );
             }

@@ -118,7 +118,21 @@ pub struct Definitions {
     pub bindings: Vec<BindingRecord>,
 }
 
-/// One stored copy of a message.
+/// A message to store, borrowed from the caller: writing it allocates nothing per message
+/// beyond the store's own buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MessageView<'a> {
+    /// Exchange it was published to.
+    pub exchange: &'a str,
+    /// Routing key it was published with.
+    pub routing_key: &'a str,
+    /// AMQP-encoded content-header property flags and property list, opaque here.
+    pub properties: &'a [u8],
+    /// Message body.
+    pub body: &'a [u8],
+}
+
+/// One stored copy of a message, as read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MessageRecord {
     /// Exchange it was published to.
@@ -129,6 +143,18 @@ pub struct MessageRecord {
     pub properties: Bytes,
     /// Message body.
     pub body: Bytes,
+}
+
+impl MessageRecord {
+    /// The record as a [`MessageView`], to store it again.
+    pub fn view(&self) -> MessageView<'_> {
+        MessageView {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            properties: &self.properties,
+            body: &self.body,
+        }
+    }
 }
 
 /// A message read back from a [`QueueStore`].
@@ -189,7 +215,7 @@ pub trait Store: Send + Sync + 'static {
 pub trait QueueStore: Send + Sync + 'static {
     /// Stores a message under `id`. An id already present has its record replaced (its delivered
     /// flag is unchanged); the broker never reuses ids.
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError>;
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<(), StoreError>;
     /// Records that message `id` was delivered, so it comes back with `redelivered = true`
     /// (durable, like every write, after the next [`Store::flush`]). Absent ids are ignored.
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError>;

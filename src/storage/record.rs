@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 
-use super::{BindingRecord, ExchangeRecord, MessageRecord, QueueRecord};
+use super::{BindingRecord, ExchangeRecord, MessageRecord, MessageView, QueueRecord};
 
 /// The schema byte every encoded value starts with.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -187,22 +187,22 @@ pub fn decode_binding(buf: &[u8]) -> Result<BindingRecord, DecodeError> {
 }
 
 /// The exact encoded length of a message record.
-pub fn message_len(m: &MessageRecord) -> usize {
+pub fn message_len(m: &MessageView<'_>) -> usize {
     1 + 3 * 4 + m.exchange.len() + m.routing_key.len() + m.properties.len() + m.body.len()
 }
 
 /// Appends the encoding of a message record to `out` (reserve [`message_len`] first to write it
 /// without reallocating).
-pub fn encode_message_into(m: &MessageRecord, out: &mut Vec<u8>) {
+pub fn encode_message_into(m: &MessageView<'_>, out: &mut Vec<u8>) {
     out.push(SCHEMA_VERSION);
     put_field(out, m.exchange.as_bytes());
     put_field(out, m.routing_key.as_bytes());
-    put_field(out, &m.properties);
-    out.extend_from_slice(&m.body);
+    put_field(out, m.properties);
+    out.extend_from_slice(m.body);
 }
 
 /// Encodes a message record into a buffer of exactly the right size.
-pub fn encode_message(m: &MessageRecord) -> Vec<u8> {
+pub fn encode_message(m: &MessageView<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(message_len(m));
     encode_message_into(m, &mut out);
     out
@@ -329,9 +329,9 @@ mod tests {
         #[test]
         fn message_round_trips(exchange in ".*", rk in ".*", props in arb_bytes(), body in arb_bytes()) {
             let m = MessageRecord { exchange, routing_key: rk, properties: props, body };
-            let enc = encode_message(&m);
-            prop_assert_eq!(enc.len(), message_len(&m));
-            prop_assert_eq!(enc.capacity(), message_len(&m));
+            let enc = encode_message(&m.view());
+            prop_assert_eq!(enc.len(), message_len(&m.view()));
+            prop_assert_eq!(enc.capacity(), message_len(&m.view()));
             prop_assert_eq!(decode_message(Bytes::from(enc)), Ok(m));
         }
 

@@ -34,7 +34,7 @@ use sled::{Db, IVec, Tree};
 
 use super::record::{self, DecodeError, MessageKey};
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, Store,
+    BindingRecord, Definitions, ExchangeRecord, MessageView, QueueRecord, QueueStore, Store,
     StoreError, StoredMessage,
 };
 
@@ -447,10 +447,10 @@ impl SledQueue {
 }
 
 impl QueueStore for SledQueue {
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
         self.check_live()?;
-        let mut value = Vec::with_capacity(record::message_len(m));
-        record::encode_message_into(m, &mut value);
+        let mut value = Vec::with_capacity(record::message_len(&m));
+        record::encode_message_into(&m, &mut value);
         let old = self
             .tree
             .insert(record::message_key(id), value)

@@ -174,7 +174,7 @@ fn messages_come_back_in_id_order<S: Store>(s: &S) {
     assert_eq!((q.len(), q.last_id()), (0, None));
     assert!(q.is_empty());
     for id in [5u64, 1, 300, 3, 256, u64::MAX, 0] {
-        q.put(id, &msg(id)).expect("put");
+        q.put(id, msg(id).view()).expect("put");
     }
     assert_eq!(q.len(), 7);
     assert_eq!(q.last_id(), Some(u64::MAX));
@@ -198,7 +198,7 @@ fn messages_come_back_in_id_order<S: Store>(s: &S) {
 fn delivered_flags_and_removal<S: Store>(s: &S) {
     let q = s.open_queue("/", "q", true).expect("open");
     for id in 1..=6 {
-        q.put(id, &msg(id)).expect("put");
+        q.put(id, msg(id).view()).expect("put");
     }
     q.mark_delivered(2).expect("mark");
     q.mark_delivered(4).expect("mark");
@@ -216,14 +216,14 @@ fn delivered_flags_and_removal<S: Store>(s: &S) {
 
     // A removed (or never stored) id leaves no flag behind for a later message with that id.
     q.mark_delivered(9).expect("mark absent");
-    q.put(2, &msg(2)).expect("put again");
-    q.put(9, &msg(9)).expect("put");
+    q.put(2, msg(2).view()).expect("put again");
+    q.put(9, msg(9).view()).expect("put");
     assert_eq!(delivered_ids(&*q), [4]);
 
     // Replacing a record keeps its flag and the count.
     let mut changed = msg(4);
     changed.body = Bytes::from_static(b"changed");
-    q.put(4, &changed).expect("replace");
+    q.put(4, changed.view()).expect("replace");
     let four = q.read(4, 1).expect("read").remove(0);
     assert_eq!((four.id, four.delivered, four.record), (4, true, changed));
     assert_eq!(q.len(), 6);
@@ -232,7 +232,7 @@ fn delivered_flags_and_removal<S: Store>(s: &S) {
 fn windows_page_through_a_backlog<S: Store>(s: &S) {
     let q = s.open_queue("/", "backlog", true).expect("open");
     for id in 0..2500 {
-        q.put(id, &msg(id)).expect("put");
+        q.put(id, msg(id).view()).expect("put");
     }
     // The last message of each window is delivered: its marker must not be lost at the edge.
     q.mark_delivered(999).expect("mark");
@@ -266,15 +266,15 @@ fn clear_purges_one_queue<S: Store>(s: &S) {
     let q = s.open_queue("/", "q", true).expect("open");
     let other = s.open_queue("/", "other", true).expect("open");
     for id in 0..50 {
-        q.put(id, &msg(id)).expect("put");
-        other.put(id, &msg(id)).expect("put");
+        q.put(id, msg(id).view()).expect("put");
+        other.put(id, msg(id).view()).expect("put");
         q.mark_delivered(id).expect("mark");
     }
     q.clear().expect("clear");
     assert_eq!((q.len(), q.last_id()), (0, None));
     assert!(q.read(0, 100).expect("read").is_empty());
     assert_eq!(other.len(), 50);
-    q.put(7, &msg(7)).expect("put after purge");
+    q.put(7, msg(7).view()).expect("put after purge");
     assert_eq!(ids(&*q), [7]);
     assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
 }
@@ -289,7 +289,7 @@ fn queue_areas_are_separate<S: Store>(s: &S) {
     ];
     for (i, q) in areas.iter().enumerate() {
         for id in 0..=i as u64 {
-            q.put(id, &msg(id)).expect("put");
+            q.put(id, msg(id).view()).expect("put");
         }
     }
     for (i, q) in areas.iter().enumerate() {
@@ -298,7 +298,7 @@ fn queue_areas_are_separate<S: Store>(s: &S) {
     // Opening again shares the handle (and its count), and does not empty a live scratch area.
     let again = s.open_queue("/", "q", false).expect("reopen scratch");
     assert_eq!(again.len(), 5);
-    again.put(100, &msg(100)).expect("put");
+    again.put(100, msg(100).view()).expect("put");
     assert_eq!(areas[4].len(), 6);
     assert_eq!(s.open_queue("/", "q", true).expect("reopen").len(), 3);
 }
@@ -310,9 +310,9 @@ fn delete_queue_removes_definition_and_messages<S: Store>(s: &S) {
     let scratch = s.open_queue("/", "doomed", false).expect("open scratch");
     let kept = s.open_queue("/", "kept", true).expect("open");
     for id in 0..10 {
-        q.put(id, &msg(id)).expect("put");
-        scratch.put(id, &msg(id)).expect("put");
-        kept.put(id, &msg(id)).expect("put");
+        q.put(id, msg(id).view()).expect("put");
+        scratch.put(id, msg(id).view()).expect("put");
+        kept.put(id, msg(id).view()).expect("put");
     }
     s.delete_queue("/", "doomed").expect("delete");
     s.delete_queue("/", "never-existed").expect("delete absent");
@@ -325,7 +325,7 @@ fn delete_queue_removes_definition_and_messages<S: Store>(s: &S) {
         .collect();
     assert_eq!(names, ["kept"]);
     // A stale handle is refused rather than writing into a deleted area.
-    assert!(matches!(q.put(99, &msg(99)), Err(StoreError::Io(_))));
+    assert!(matches!(q.put(99, msg(99).view()), Err(StoreError::Io(_))));
     assert!(matches!(scratch.read(0, 1), Err(StoreError::Io(_))));
     // Declared again, the queue starts empty.
     let fresh = s.open_queue("/", "doomed", true).expect("reopen");
@@ -349,8 +349,8 @@ fn large_and_empty_messages<S: Store>(s: &S) {
         properties: Bytes::new(),
         body: Bytes::new(),
     };
-    q.put(1, &big).expect("put big");
-    q.put(2, &empty).expect("put empty");
+    q.put(1, big.view()).expect("put big");
+    q.put(2, empty.view()).expect("put empty");
     s.flush().expect("flush");
     let back = q.read(0, 10).expect("read");
     assert_eq!(back.len(), 2);
@@ -366,9 +366,9 @@ fn concurrent_writers_keep_an_exact_count<S: Store>(s: &S) {
             scope.spawn(move || {
                 for i in 0..500 {
                     let id = t * 1_000_000 + i;
-                    q.put(id, &msg(id)).expect("put");
+                    q.put(id, msg(id).view()).expect("put");
                     // Put again (a replace must not count twice), then remove every other one.
-                    q.put(id, &msg(id)).expect("put again");
+                    q.put(id, msg(id).view()).expect("put again");
                     if i % 2 == 0 {
                         q.mark_delivered(id).expect("mark");
                         q.remove(id).expect("remove");
@@ -460,7 +460,7 @@ fn restart_keeps_durable_state_and_drops_scratch() {
 
         let q = s.open_queue("/", "durable", true).expect("open");
         for id in [10u64, 2, 7, 3, 1] {
-            q.put(id, &msg(id)).expect("put");
+            q.put(id, msg(id).view()).expect("put");
         }
         q.mark_delivered(3).expect("mark");
         q.mark_delivered(10).expect("mark");
@@ -468,7 +468,7 @@ fn restart_keeps_durable_state_and_drops_scratch() {
         q.remove(2).expect("ack");
         let scratch = s.open_queue("/", "transient", false).expect("open scratch");
         for id in 0..100 {
-            scratch.put(id, &msg(id)).expect("put");
+            scratch.put(id, msg(id).view()).expect("put");
         }
         s.flush().expect("flush");
     }
@@ -490,7 +490,7 @@ fn restart_keeps_durable_state_and_drops_scratch() {
         assert_eq!((scratch.len(), scratch.last_id()), (0, None));
         assert!(scratch.read(0, 10).expect("read").is_empty());
         // The store keeps working after a restart, and a second one sees that too.
-        q.put(11, &msg(11)).expect("put");
+        q.put(11, msg(11).view()).expect("put");
         q.remove(1).expect("ack");
         s.flush().expect("flush");
     }
@@ -509,7 +509,7 @@ fn restart_after_delete_and_purge() {
             s.put_queue(&queue("/", name)).expect("put");
             let q = s.open_queue("/", name, true).expect("open");
             for id in 0..20 {
-                q.put(id, &msg(id)).expect("put");
+                q.put(id, msg(id).view()).expect("put");
             }
         }
         s.delete_queue("/", "a").expect("delete");
@@ -546,7 +546,7 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         s.put_queue(&queue("/", "q")).expect("put");
         let q = s.open_queue("/", "q", true).expect("open");
         for id in 1..=4 {
-            q.put(id, &msg(id)).expect("put");
+            q.put(id, msg(id).view()).expect("put");
         }
         q.mark_delivered(2).expect("mark");
         s.flush().expect("flush");
@@ -592,7 +592,7 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         assert_eq!(q.len(), 3);
         assert_eq!(q.last_id(), Some(4));
         // Message 2's marker stays behind, an orphan now; the one for 9 was cleaned at open.
-        q.put(9, &msg(9)).expect("put");
+        q.put(9, msg(9).view()).expect("put");
         assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
         // exchanges: bad + elsewhere; queues: v9; messages: 2 + malformed key.
         assert_eq!(s.quarantined(), 5);
@@ -670,7 +670,7 @@ fn delivered_marks_are_written_at_flush_only_for_unacked_messages() {
         let s = open(&dir);
         let q = s.open_queue("/", "q", true).expect("open");
         for id in 1..=5 {
-            q.put(id, &msg(id)).expect("put");
+            q.put(id, msg(id).view()).expect("put");
             q.mark_delivered(id).expect("mark");
         }
         // Acked within the batch: its mark never reaches the disk.
@@ -686,7 +686,7 @@ fn delivered_marks_are_written_at_flush_only_for_unacked_messages() {
         let q = s.open_queue("/", "q", true).expect("open");
         assert_eq!(ids(&*q), [1, 4, 5]);
         assert_eq!(delivered_ids(&*q), [1, 4, 5]);
-        q.put(6, &msg(6)).expect("put");
+        q.put(6, msg(6).view()).expect("put");
         q.mark_delivered(6).expect("mark");
         q.remove(4).expect("ack");
         // No explicit flush: dropping the store writes the pending mark.
@@ -716,7 +716,7 @@ fn flushes_racing_marks_and_acks_leave_no_orphan_markers() {
                 flushes
             });
             for id in 0..3000u64 {
-                q.put(id, &msg(id)).expect("put");
+                q.put(id, msg(id).view()).expect("put");
                 q.mark_delivered(id).expect("mark");
                 // Ack two of every three, some right away (often before a flush), some later
                 // (often after one wrote their mark).

@@ -47,7 +47,7 @@ fn put_flush(c: &mut Criterion) {
                     let first = next;
                     let start = Instant::now();
                     for _ in 0..batch {
-                        q.put(next, &m).expect("put");
+                        q.put(next, m.view()).expect("put");
                         next += 1;
                     }
                     store.flush().expect("flush");
@@ -77,14 +77,14 @@ fn put_remove(c: &mut Criterion) {
         let mut next = 0u64;
         group.bench_function(BenchmarkId::new("put_remove", name), |b| {
             b.iter(|| {
-                q.put(next, &m).expect("put");
+                q.put(next, m.view()).expect("put");
                 q.remove(black_box(next)).expect("remove");
                 next += 1;
             });
         });
         group.bench_function(BenchmarkId::new("put_mark_remove", name), |b| {
             b.iter(|| {
-                q.put(next, &m).expect("put");
+                q.put(next, m.view()).expect("put");
                 q.mark_delivered(next).expect("mark");
                 q.remove(black_box(next)).expect("remove");
                 next += 1;
@@ -99,7 +99,7 @@ fn put_remove(c: &mut Criterion) {
             BenchmarkId::new("put_remove_with_100k_backlog", name),
             |b| {
                 b.iter(|| {
-                    backlog.put(tail, &m).expect("put");
+                    backlog.put(tail, m.view()).expect("put");
                     backlog.remove(head).expect("remove");
                     tail += 1;
                     head += 1;
@@ -114,7 +114,7 @@ fn put_remove(c: &mut Criterion) {
 fn fill(q: &dyn QueueStore, from: u64, n: u64) {
     let m = message();
     for id in from..from + n {
-        q.put(id, &m).expect("put");
+        q.put(id, m.view()).expect("put");
     }
 }
 

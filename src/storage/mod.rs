@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod chunk;
 pub mod memory;
 pub mod record;
 pub mod sled_store;
@@ -50,6 +51,15 @@ pub enum StoreError {
     /// The underlying storage engine or file system failed.
     #[error("storage I/O: {0}")]
     Io(String),
+    /// [`QueueStore::put`] was given an id not above every id stored or put before: the store
+    /// keeps messages in id order and never reorders or replaces them.
+    #[error("message id {id} is not above the last one put ({last})")]
+    OutOfOrder {
+        /// The refused id.
+        id: u64,
+        /// The highest id put (or found at open) before it.
+        last: u64,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {

@@ -2,7 +2,7 @@
 //! live (stored and not acked) or delivered, and the open chunk that puts append to.
 //!
 //! A durable queue's persistent messages are stored in chunks: runs of messages with ascending
-//! ids, encoded one after the other into one value (layout in [`record`](super::record)). A chunk
+//! ids, encoded one after the other into one value (layout in [`record`]). A chunk
 //! is written to the storage engine once, when it is sealed (full, or at a flush); acks and
 //! delivered marks only change its state, two bitmaps over its id span, which is written as a
 //! small record of its own. A chunk whose every entry is acked is deleted with its state; one

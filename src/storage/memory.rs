@@ -3,7 +3,7 @@
 //! Owns nothing but its maps; used by the broker's and session's tests, and by a broker run without
 //! a data directory. It behaves like [`SledStore`](super::SledStore) in every observable way except
 //! that nothing survives the process (and `flush` has nothing to do). Keys are the same encoded keys
-//! as on disk ([`record`](super::record)), so identity rules (e.g. a binding is all its fields)
+//! as on disk ([`record`]), so identity rules (e.g. a binding is all its fields)
 //! cannot drift between the two stores.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,8 +1,10 @@
 //! A queue: ready messages in FIFO order, its consumers, and round-robin dispatch.
 //!
 //! All state sits behind one `std::sync::Mutex` held only for in-memory work: pushes, pops and
-//! `send`s into mailboxes. Store writes happen outside the lock (ids are allocated before), so a
-//! slow disk never stalls a consumer of the same queue.
+//! `send`s into mailboxes. A persistent message's id is allocated and its store append (a copy
+//! into the store's open chunk) done under the lock, so the store sees ids in order; anything
+//! that reaches the storage engine (writing a full chunk) happens after the lock is released, so
+//! a slow disk never stalls a consumer of the same queue.
 //!
 //! Unacked messages are not kept here: the session that received a delivery holds it and hands it
 //! back with [`Queue::ack`], [`Queue::requeue`] or [`Queue::discard`]. The queue only counts them.
@@ -15,8 +17,8 @@
 
 use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
-use crate::storage::{MessageRecord, QueueStore, Spill, Store, StoreError};
-use bytes::BytesMut;
+use crate::storage::{MessageView, PutOutcome, QueueStore, Spill, Store, StoreError};
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -268,37 +270,49 @@ impl Queue {
         if self.is_deleted() {
             return Ok(false);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let persisted = match &self.store {
-            Some(store) if msg.is_persistent() => {
-                store.put(id, &to_record(&msg))?;
-                self.commit.note_write();
-                true
-            }
-            _ => false,
-        };
+        let store = self.store.as_ref().filter(|_| msg.is_persistent());
+        // Encoded before taking the lock.
+        let props = store.map(|_| stored_properties(&msg));
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let qm = QueuedMessage {
-            id,
-            msg,
-            redelivered: false,
-            persisted,
-        };
         let mut ops = StoreOps::default();
+        let mut write_due = false;
         {
             let mut st = self.lock();
+            // Allocated under the lock that orders the appends: the store needs ascending ids.
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let persisted = match (store, &props) {
+                (Some(store), Some(props)) => {
+                    write_due = store.put(id, to_record(&msg, props))? == PutOutcome::WriteDue;
+                    true
+                }
+                _ => false,
+            };
+            let qm = QueuedMessage {
+                id,
+                msg,
+                redelivered: false,
+                persisted,
+            };
             if st.ready.must_page(id, self.window) {
                 // Beyond the memory window: the message waits on disk. A persistent copy is in
                 // the store already; a transient one is appended to the queue's spill file
                 // (buffered: one write per 256 KiB).
                 if !qm.persisted {
-                    self.spill(&mut st)?.push(id, &to_record(&qm.msg))?;
+                    let props = stored_properties(&qm.msg);
+                    self.spill(&mut st)?.push(id, to_record(&qm.msg, &props))?;
                 }
                 st.ready.note_paged(id);
             } else {
                 st.ready.insert(qm);
             }
             self.dispatch_locked(&mut st, &mut ops);
+        }
+        let persisted = props.is_some();
+        if let Some(store) = store.filter(|_| write_due) {
+            store.write_sealed()?;
+        }
+        if persisted {
+            self.commit.note_write();
         }
         self.apply(ops)?;
         Ok(persisted)
@@ -617,16 +631,9 @@ impl Queue {
                 store.remove(m.id)?;
             }
             if paged > 0 {
-                // Paged persistent messages are every stored id from paged_start on.
-                loop {
-                    let batch = store.read(paged_start, 10_000)?;
-                    if batch.is_empty() {
-                        break;
-                    }
-                    for m in batch {
-                        store.remove(m.id)?;
-                    }
-                }
+                // Paged persistent messages are every stored id from paged_start on (unacked
+                // ones all have lower ids: they were in memory).
+                store.remove_from(paged_start)?;
             }
             self.commit.note_write();
         }
@@ -676,14 +683,19 @@ impl Queue {
     }
 }
 
-/// The storage record of a message: properties in their AMQP encoding, opaque to storage.
-pub(crate) fn to_record(msg: &Message) -> MessageRecord {
+/// A message's properties as the store keeps them: their AMQP encoding, opaque to storage.
+fn stored_properties(msg: &Message) -> Bytes {
     let mut props = BytesMut::with_capacity(64);
     encode_properties(&msg.properties, &mut props);
-    MessageRecord {
-        exchange: msg.exchange.to_string(),
-        routing_key: msg.routing_key.to_string(),
-        properties: props.freeze(),
-        body: msg.body.clone(),
+    props.freeze()
+}
+
+/// The storage record of a message, borrowing it and its [`stored_properties`].
+fn to_record<'a>(msg: &'a Message, properties: &'a [u8]) -> MessageView<'a> {
+    MessageView {
+        exchange: msg.exchange.as_str(),
+        routing_key: msg.routing_key.as_str(),
+        properties,
+        body: &msg.body,
     }
 }

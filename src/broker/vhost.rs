@@ -500,7 +500,7 @@ impl VHost {
                 arguments: table_bytes(&spec.arguments),
             })?;
             self.commit.note_write();
-            Some(self.store.open_queue(&self.name, &name, true)?)
+            Some(self.store.open_queue(&self.name, &name)?)
         } else {
             None
         };
@@ -712,7 +712,7 @@ impl VHost {
             self.write().exchanges.insert(Arc::clone(&e.name), e);
         }
         for q in defs.queues.iter().filter(|q| q.vhost == vh) {
-            let store = self.store.open_queue(vh, &q.name, true)?;
+            let store = self.store.open_queue(vh, &q.name)?;
             let queue = Queue::new(
                 Arc::from(q.name.as_str()),
                 Arc::clone(&self.name),

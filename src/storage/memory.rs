@@ -3,7 +3,7 @@
 //! Owns nothing but its maps; used by the broker's and session's tests, and by a broker run without
 //! a data directory. It behaves like [`SledStore`](super::SledStore) in every observable way except
 //! that nothing survives the process (and `flush` has nothing to do). Keys are the same encoded keys
-//! as on disk ([`record`](super::record)), so identity rules (e.g. a binding is all its fields)
+//! as on disk ([`record`]), so identity rules (e.g. a binding is all its fields)
 //! cannot drift between the two stores.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::Store;
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, StoreError,
-    StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, MessageRecord, MessageView, PutOutcome,
+    QueueRecord, QueueStore, StoreError, StoredMessage,
 };
 
 /// Definitions keyed by their encoded keys (ordered, so loading is deterministic).
@@ -23,8 +23,8 @@ struct Defs {
     exchanges: BTreeMap<Vec<u8>, ExchangeRecord>,
     queues: BTreeMap<Vec<u8>, QueueRecord>,
     bindings: BTreeMap<Vec<u8>, BindingRecord>,
-    /// Open message areas by `(durable, vhost/name key)`.
-    areas: HashMap<(bool, Vec<u8>), Arc<MemoryQueue>>,
+    /// Open message areas by vhost/name key.
+    areas: HashMap<Vec<u8>, Arc<MemoryQueue>>,
 }
 
 /// An in-memory [`Store`]. Cheap to create; `Default` gives an empty one.
@@ -79,11 +79,9 @@ impl Store for MemoryStore {
     fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
         let key = record::queue_key(vhost, name);
         let mut defs = self.defs();
-        for durable in [true, false] {
-            if let Some(area) = defs.areas.remove(&(durable, key.clone())) {
-                area.deleted.store(true, Ordering::Release);
-                area.messages().clear();
-            }
+        if let Some(area) = defs.areas.remove(&key) {
+            area.deleted.store(true, Ordering::Release);
+            area.messages().map.clear();
         }
         defs.queues.remove(&key);
         Ok(())
@@ -110,13 +108,8 @@ impl Store for MemoryStore {
         })
     }
 
-    fn open_queue(
-        &self,
-        vhost: &str,
-        name: &str,
-        durable: bool,
-    ) -> Result<Arc<dyn QueueStore>, StoreError> {
-        let key = (durable, record::queue_key(vhost, name));
+    fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+        let key = record::queue_key(vhost, name);
         let area = self.defs().areas.entry(key).or_default().clone();
         Ok(area)
     }
@@ -132,10 +125,17 @@ struct Entry {
     record: MessageRecord,
 }
 
+/// A queue's messages, and the highest id put (puts must ascend, as in the sled store).
+#[derive(Default)]
+struct Messages {
+    map: BTreeMap<u64, Entry>,
+    last_put: Option<u64>,
+}
+
 /// A queue's message area in memory.
 #[derive(Default)]
 struct MemoryQueue {
-    messages: Mutex<BTreeMap<u64, Entry>>,
+    messages: Mutex<Messages>,
     /// Set by `delete_queue`: further use is an error, as with the sled store.
     deleted: AtomicBool,
 }
@@ -150,34 +150,44 @@ impl MemoryQueue {
         Ok(())
     }
 
-    fn messages(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn messages(&self) -> MutexGuard<'_, Messages> {
         // Each operation is one map call, so a poisoned map is still consistent.
         self.messages.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl QueueStore for MemoryQueue {
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<PutOutcome, StoreError> {
         self.check_live()?;
         let mut msgs = self.messages();
-        match msgs.get_mut(&id) {
-            Some(e) => e.record = m.clone(),
-            None => {
-                msgs.insert(
-                    id,
-                    Entry {
-                        delivered: false,
-                        record: m.clone(),
-                    },
-                );
-            }
+        if let Some(last) = msgs.last_put
+            && id <= last
+        {
+            return Err(StoreError::OutOfOrder { id, last });
         }
-        Ok(())
+        msgs.last_put = Some(id);
+        msgs.map.insert(
+            id,
+            Entry {
+                delivered: false,
+                record: MessageRecord {
+                    exchange: m.exchange.to_owned(),
+                    routing_key: m.routing_key.to_owned(),
+                    properties: bytes::Bytes::copy_from_slice(m.properties),
+                    body: bytes::Bytes::copy_from_slice(m.body),
+                },
+            },
+        );
+        Ok(PutOutcome::Buffered)
+    }
+
+    fn write_sealed(&self) -> Result<(), StoreError> {
+        self.check_live()
     }
 
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
-        if let Some(e) = self.messages().get_mut(&id) {
+        if let Some(e) = self.messages().map.get_mut(&id) {
             e.delivered = true;
         }
         Ok(())
@@ -185,14 +195,20 @@ impl QueueStore for MemoryQueue {
 
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
-        self.messages().remove(&id);
+        self.messages().map.remove(&id);
         Ok(())
+    }
+
+    fn remove_from(&self, from_id: u64) -> Result<usize, StoreError> {
+        self.check_live()?;
+        Ok(self.messages().map.split_off(&from_id).len())
     }
 
     fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.check_live()?;
         Ok(self
             .messages()
+            .map
             .range(from_id..)
             .take(limit)
             .map(|(&id, e)| StoredMessage {
@@ -204,16 +220,10 @@ impl QueueStore for MemoryQueue {
     }
 
     fn len(&self) -> usize {
-        self.messages().len()
+        self.messages().map.len()
     }
 
     fn last_id(&self) -> Option<u64> {
-        self.messages().last_key_value().map(|(&id, _)| id)
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.check_live()?;
-        self.messages().clear();
-        Ok(())
+        self.messages().map.last_key_value().map(|(&id, _)| id)
     }
 }

@@ -4,10 +4,12 @@
 //! - definitions of durable exchanges, queues and bindings ([`ExchangeRecord`], [`QueueRecord`],
 //!   [`BindingRecord`]), written with `put_*`/`delete_*` and read back once with
 //!   [`Store::load_definitions`];
-//! - one message area per queue ([`QueueStore`], from [`Store::open_queue`]), keyed by a `u64` id the
-//!   broker assigns in queue order. Durable areas hold persistent messages across restarts; scratch
-//!   areas (`durable = false`) hold transient messages paged out of a full in-memory window and are
-//!   emptied when opened;
+//! - one message area per durable queue ([`QueueStore`], from [`Store::open_queue`]): its
+//!   persistent messages, keyed by `u64` ids the broker assigns in ascending queue order, with
+//!   their delivered flags. Writes are cheap in-memory appends and bit flips; the on-disk store
+//!   ([`SledStore`]) groups them into chunks (see [`chunk`]) written at [`Store::flush`];
+//! - a spill file per queue ([`Spill`], from [`Store::open_spill`]) for transient messages paged
+//!   out of a full in-memory window, emptied at every start;
 //! - group commit: [`Store::flush`] makes everything written so far durable with one fsync.
 //!
 //! It knows records, not broker types: AMQP property lists and argument tables arrive already
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod chunk;
 pub mod memory;
 pub mod record;
 pub mod sled_store;
@@ -50,6 +53,15 @@ pub enum StoreError {
     /// The underlying storage engine or file system failed.
     #[error("storage I/O: {0}")]
     Io(String),
+    /// [`QueueStore::put`] was given an id not above every id stored or put before: the store
+    /// keeps messages in id order and never reorders or replaces them.
+    #[error("message id {id} is not above the last one put ({last})")]
+    OutOfOrder {
+        /// The refused id.
+        id: u64,
+        /// The highest id put (or found at open) before it.
+        last: u64,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -118,7 +130,21 @@ pub struct Definitions {
     pub bindings: Vec<BindingRecord>,
 }
 
-/// One stored copy of a message.
+/// A message to store, borrowed from the caller: writing it allocates nothing per message
+/// beyond the store's own buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MessageView<'a> {
+    /// Exchange it was published to.
+    pub exchange: &'a str,
+    /// Routing key it was published with.
+    pub routing_key: &'a str,
+    /// AMQP-encoded content-header property flags and property list, opaque here.
+    pub properties: &'a [u8],
+    /// Message body.
+    pub body: &'a [u8],
+}
+
+/// One stored copy of a message, as read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MessageRecord {
     /// Exchange it was published to.
@@ -129,6 +155,18 @@ pub struct MessageRecord {
     pub properties: Bytes,
     /// Message body.
     pub body: Bytes,
+}
+
+impl MessageRecord {
+    /// The record as a [`MessageView`], to store it again.
+    pub fn view(&self) -> MessageView<'_> {
+        MessageView {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            properties: &self.properties,
+            body: &self.body,
+        }
+    }
 }
 
 /// A message read back from a [`QueueStore`].
@@ -154,7 +192,7 @@ pub trait Store: Send + Sync + 'static {
     fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError>;
     /// Stores (or replaces) a durable queue's definition.
     fn put_queue(&self, r: &QueueRecord) -> Result<(), StoreError>;
-    /// Deletes the queue's definition AND all its messages (durable and scratch).
+    /// Deletes the queue's definition AND all its stored messages.
     ///
     /// A [`QueueStore`] handle obtained earlier for this queue must not be used afterwards; open a
     /// new one if the queue is declared again.
@@ -165,37 +203,54 @@ pub trait Store: Send + Sync + 'static {
     fn delete_binding(&self, r: &BindingRecord) -> Result<(), StoreError>;
     /// All stored definitions. Damaged records are logged, quarantined and left out.
     fn load_definitions(&self) -> Result<Definitions, StoreError>;
-    /// A handle for one queue's messages. `durable = false`: a scratch area for paging transient
-    /// messages, emptied at open (and at every restart).
+    /// A handle for one durable queue's persistent messages, with whatever a previous run left.
     ///
-    /// Opening the same queue again while a handle is alive returns the same handle (and does not
-    /// empty a scratch area that is in use).
-    fn open_queue(
-        &self,
-        vhost: &str,
-        name: &str,
-        durable: bool,
-    ) -> Result<Arc<dyn QueueStore>, StoreError>;
+    /// Opening the same queue again while a handle is alive returns the same handle.
+    fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError>;
     /// A spill file for one queue's paged-out transient messages: a FIFO on disk, emptied at
     /// every start. The queue owns it; dropping it removes the file.
     fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn Spill>, StoreError>;
 
-    /// fsync everything written so far (group commit). Called from a dedicated thread, never under
-    /// a lock.
+    /// Writes out everything buffered so far (messages, acks, delivered marks) and fsyncs it
+    /// (group commit): every `put`, `remove` and `mark_delivered` that returned before this call
+    /// began is durable when it returns. Called from a dedicated thread, never under a lock.
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// What [`QueueStore::put`] asks of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum PutOutcome {
+    /// Nothing: the message waits in memory for the next [`Store::flush`].
+    Buffered,
+    /// A chunk of messages is full: call [`QueueStore::write_sealed`] once no lock of the
+    /// caller's is held. That hands it to the storage engine (no fsync) and bounds the memory
+    /// held by unwritten messages.
+    WriteDue,
+}
+
 /// One queue's stored messages, keyed by the broker's `u64` ids (ascending = queue order).
+///
+/// Writes are buffered: they become durable at the next [`Store::flush`]. Every method takes
+/// only short in-memory locks, except [`QueueStore::read`] of messages that are not in memory and
+/// [`QueueStore::write_sealed`], which hand work to the storage engine (still never an fsync).
 pub trait QueueStore: Send + Sync + 'static {
-    /// Stores a message under `id`. An id already present has its record replaced (its delivered
-    /// flag is unchanged); the broker never reuses ids.
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError>;
+    /// Appends message `id`. Ids must ascend: `id` must be above every id put through this
+    /// handle and above [`QueueStore::last_id`] at open, or the put fails with
+    /// [`StoreError::OutOfOrder`] (callers allocate ids and put under one lock to keep this).
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<PutOutcome, StoreError>;
+    /// Writes chunks that [`QueueStore::put`] reported full (see [`PutOutcome::WriteDue`]).
+    fn write_sealed(&self) -> Result<(), StoreError>;
     /// Records that message `id` was delivered, so it comes back with `redelivered = true`
     /// (durable, like every write, after the next [`Store::flush`]). Absent ids are ignored.
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError>;
-    /// Removes message `id` (ack, or paged back in); absent is not an error.
+    /// Removes message `id` (ack); absent is not an error.
     fn remove(&self, id: u64) -> Result<(), StoreError>;
-    /// Up to `limit` messages with id >= from_id, in id order (damaged ones quarantined and skipped).
+    /// Removes every message with an id of `from_id` or more (purge of paged messages);
+    /// returns how many there were.
+    fn remove_from(&self, from_id: u64) -> Result<usize, StoreError>;
+    /// Up to `limit` messages with id >= from_id, in id order (damaged ones quarantined and
+    /// skipped). A message removed while the read runs may still be returned.
     fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
     /// Number of messages stored.
     fn len(&self) -> usize;
@@ -205,6 +260,8 @@ pub trait QueueStore: Send + Sync + 'static {
     }
     /// The highest id stored (to continue numbering after restart), `None` when empty.
     fn last_id(&self) -> Option<u64>;
-    /// Remove every message (queue.purge).
-    fn clear(&self) -> Result<(), StoreError>;
+    /// Removes every message (queue.purge of a whole queue).
+    fn clear(&self) -> Result<(), StoreError> {
+        self.remove_from(0).map(|_| ())
+    }
 }

@@ -14,16 +14,27 @@
 //! - exchange: `vhost name kind auto_delete internal arguments`
 //! - queue: `vhost name auto_delete arguments`
 //! - binding: `vhost source destination destination_is_exchange routing_key arguments`
-//! - message: `exchange routing_key properties` then the body, which runs to the end of the value.
+//! - message: `exchange routing_key properties` then the body, which runs to the end of the value
+//!   (spill files, and the one-record-per-message trees of earlier stores, read for migration);
+//! - chunk: entries one after the other, each `id: u64, len: u32` then `len` bytes of
+//!   `exchange routing_key properties body` as in a message (the body runs to the end of the
+//!   entry). Ids ascend strictly. A chunk is stored cut into parts, keyed by [`part_key`]: its
+//!   first id then the part's number, so a chunk's parts sort together and in order;
+//! - chunk state (key [`chunk_key`]: the chunk's first id): `last: u64, parts: u32`, then two
+//!   bitmaps of `(last - first) / 8 + 1` bytes each, `live` then `delivered`, where bit `i`
+//!   (byte `i / 8`, bit `i % 8`) is id `first + i`. Ids in the chunk's span that are not live are
+//!   acked, or were never in it.
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::{BindingRecord, ExchangeRecord, MessageRecord, QueueRecord};
+use super::{BindingRecord, ExchangeRecord, MessageRecord, MessageView, QueueRecord};
 
 /// The schema byte every encoded value starts with.
 pub const SCHEMA_VERSION: u8 = 1;
 
-/// Length of a message key: the id, big-endian.
+/// Length of a message key in an earlier store's per-message tree: the id, big-endian.
 pub const MESSAGE_KEY_LEN: usize = 8;
 
 /// Suffix byte that turns a message key into its delivered-marker key.
@@ -187,22 +198,31 @@ pub fn decode_binding(buf: &[u8]) -> Result<BindingRecord, DecodeError> {
 }
 
 /// The exact encoded length of a message record.
-pub fn message_len(m: &MessageRecord) -> usize {
-    1 + 3 * 4 + m.exchange.len() + m.routing_key.len() + m.properties.len() + m.body.len()
+pub fn message_len(m: &MessageView<'_>) -> usize {
+    1 + fields_len(m)
+}
+
+/// Length of a message's fields (exchange, routing key, properties, body) as encoded.
+fn fields_len(m: &MessageView<'_>) -> usize {
+    3 * 4 + m.exchange.len() + m.routing_key.len() + m.properties.len() + m.body.len()
+}
+
+fn put_fields(m: &MessageView<'_>, out: &mut Vec<u8>) {
+    put_field(out, m.exchange.as_bytes());
+    put_field(out, m.routing_key.as_bytes());
+    put_field(out, m.properties);
+    out.extend_from_slice(m.body);
 }
 
 /// Appends the encoding of a message record to `out` (reserve [`message_len`] first to write it
 /// without reallocating).
-pub fn encode_message_into(m: &MessageRecord, out: &mut Vec<u8>) {
+pub fn encode_message_into(m: &MessageView<'_>, out: &mut Vec<u8>) {
     out.push(SCHEMA_VERSION);
-    put_field(out, m.exchange.as_bytes());
-    put_field(out, m.routing_key.as_bytes());
-    put_field(out, &m.properties);
-    out.extend_from_slice(&m.body);
+    put_fields(m, out);
 }
 
 /// Encodes a message record into a buffer of exactly the right size.
-pub fn encode_message(m: &MessageRecord) -> Vec<u8> {
+pub fn encode_message(m: &MessageView<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(message_len(m));
     encode_message_into(m, &mut out);
     out
@@ -210,7 +230,20 @@ pub fn encode_message(m: &MessageRecord) -> Vec<u8> {
 
 /// Decodes a message record. `properties` and `body` are slices of `buf` (no copy).
 pub fn decode_message(buf: Bytes) -> Result<MessageRecord, DecodeError> {
-    let mut r = Reader::versioned(&buf)?;
+    let r = Reader::versioned(&buf)?;
+    let pos = r.pos;
+    decode_fields(&buf, pos..buf.len())
+}
+
+/// Decodes the message fields in `buf[range]`; `properties` and `body` are slices of `buf`.
+fn decode_fields(buf: &Bytes, range: Range<usize>) -> Result<MessageRecord, DecodeError> {
+    let fields = buf
+        .get(..range.end)
+        .ok_or(DecodeError("entry out of bounds"))?;
+    let mut r = Reader {
+        buf: fields,
+        pos: range.start,
+    };
     let exchange = r.string("exchange")?;
     let routing_key = r.string("routing_key")?;
     let props = r.range("properties")?;
@@ -219,7 +252,157 @@ pub fn decode_message(buf: Bytes) -> Result<MessageRecord, DecodeError> {
         exchange,
         routing_key,
         properties: buf.slice(props),
-        body: buf.slice(body_start..),
+        body: buf.slice(body_start..range.end),
+    })
+}
+
+/// Length of a chunk key.
+pub const CHUNK_KEY_LEN: usize = 8;
+
+/// Length of a chunk part's key.
+pub const PART_KEY_LEN: usize = CHUNK_KEY_LEN + 4;
+
+/// Bytes an entry adds to a chunk besides its message fields: its id and length.
+const ENTRY_HEADER_LEN: usize = 8 + 4;
+
+/// The key of the chunk (and of its state record) whose first id is `first`.
+pub fn chunk_key(first: u64) -> [u8; CHUNK_KEY_LEN] {
+    first.to_be_bytes()
+}
+
+/// The first id of a chunk key; `None` for anything malformed.
+pub fn parse_chunk_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// The key of part `part` of the chunk whose first id is `first`.
+pub fn part_key(first: u64, part: u32) -> [u8; PART_KEY_LEN] {
+    let mut k = [0u8; PART_KEY_LEN];
+    k[..CHUNK_KEY_LEN].copy_from_slice(&first.to_be_bytes());
+    k[CHUNK_KEY_LEN..].copy_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// The chunk's first id and the part's number of a part key; `None` for anything malformed.
+pub fn parse_part_key(key: &[u8]) -> Option<(u64, u32)> {
+    if key.len() != PART_KEY_LEN {
+        return None;
+    }
+    let (first, part) = key.split_at(CHUNK_KEY_LEN);
+    Some((
+        u64::from_be_bytes(first.try_into().ok()?),
+        u32::from_be_bytes(part.try_into().ok()?),
+    ))
+}
+
+/// A new, empty chunk value (its schema byte), with room for `capacity` bytes.
+pub fn new_chunk(capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity.max(1));
+    out.push(SCHEMA_VERSION);
+    out
+}
+
+/// The bytes message `m` adds to a chunk.
+pub fn entry_len(m: &MessageView<'_>) -> usize {
+    ENTRY_HEADER_LEN + fields_len(m)
+}
+
+/// Appends message `id` to a chunk value begun by [`new_chunk`].
+pub fn encode_entry_into(id: u64, m: &MessageView<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&id.to_be_bytes());
+    // Bounded like every field (see `put_field`).
+    let len = u32::try_from(fields_len(m)).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    put_fields(m, out);
+}
+
+/// Where one entry sits in a chunk value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// The message's id.
+    pub id: u64,
+    /// The whole entry (id and length included), to copy it into another chunk.
+    pub range: Range<usize>,
+}
+
+impl ChunkEntry {
+    /// Decodes the entry's message; `properties` and `body` are slices of `chunk` (no copy).
+    pub fn decode(&self, chunk: &Bytes) -> Result<MessageRecord, DecodeError> {
+        decode_fields(chunk, self.range.start + ENTRY_HEADER_LEN..self.range.end)
+    }
+}
+
+/// The entries of a chunk value, checked for structure (schema byte, lengths within the value,
+/// ids strictly ascending) but not decoded.
+pub fn chunk_entries(chunk: &[u8]) -> Result<Vec<ChunkEntry>, DecodeError> {
+    let mut r = Reader::versioned(chunk)?;
+    let mut out = Vec::new();
+    while r.pos < chunk.len() {
+        let start = r.pos;
+        let id = r.u64("entry id")?;
+        if out.last().is_some_and(|e: &ChunkEntry| e.id >= id) {
+            return Err(DecodeError("entry ids out of order"));
+        }
+        let fields = r.range("entry")?;
+        out.push(ChunkEntry {
+            id,
+            range: start..fields.end,
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes of each bitmap in the state of a chunk spanning ids `first..=last`.
+pub fn bitmap_len(first: u64, last: u64) -> usize {
+    usize::try_from((last.saturating_sub(first)) / 8 + 1).unwrap_or(usize::MAX)
+}
+
+/// Encodes a chunk's state: `live` and `delivered` are bitmaps of [`bitmap_len`] bytes.
+pub fn encode_state(last: u64, parts: u32, live: &[u8], delivered: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 + 4 + live.len() + delivered.len());
+    out.push(SCHEMA_VERSION);
+    out.extend_from_slice(&last.to_be_bytes());
+    out.extend_from_slice(&parts.to_be_bytes());
+    out.extend_from_slice(live);
+    out.extend_from_slice(delivered);
+    out
+}
+
+/// A decoded chunk state, borrowing its bitmaps from the value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateRecord<'a> {
+    /// The chunk's last id.
+    pub last: u64,
+    /// How many parts the chunk is stored in (at least 1).
+    pub parts: u32,
+    /// Live (stored, unacked) ids, one bit each from `first`.
+    pub live: &'a [u8],
+    /// Delivered ids, one bit each from `first`.
+    pub delivered: &'a [u8],
+}
+
+/// Decodes the state of the chunk whose first id is `first`.
+pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeError> {
+    let mut r = Reader::versioned(value)?;
+    let last = r.u64("last id")?;
+    if last < first {
+        return Err(DecodeError("last id below first"));
+    }
+    let parts = r.u32("parts")?;
+    if parts == 0 {
+        return Err(DecodeError("no parts"));
+    }
+    let n = bitmap_len(first, last);
+    let rest = value.get(r.pos..).ok_or(DecodeError("bitmaps"))?;
+    if Some(rest.len()) != n.checked_mul(2) {
+        return Err(DecodeError("bitmap length does not match the id span"));
+    }
+    let (live, delivered) = rest.split_at(n);
+    Ok(StateRecord {
+        last,
+        parts,
+        live,
+        delivered,
     })
 }
 
@@ -261,6 +444,26 @@ impl<'a> Reader<'a> {
         }
         self.pos = end;
         Ok(start..end)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let b: [u8; 4] = self
+            .buf
+            .get(self.pos..self.pos.saturating_add(4))
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DecodeError(what))?;
+        self.pos += 4;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let b: [u8; 8] = self
+            .buf
+            .get(self.pos..self.pos.saturating_add(8))
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DecodeError(what))?;
+        self.pos += 8;
+        Ok(u64::from_be_bytes(b))
     }
 
     fn field(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -329,10 +532,56 @@ mod tests {
         #[test]
         fn message_round_trips(exchange in ".*", rk in ".*", props in arb_bytes(), body in arb_bytes()) {
             let m = MessageRecord { exchange, routing_key: rk, properties: props, body };
-            let enc = encode_message(&m);
-            prop_assert_eq!(enc.len(), message_len(&m));
-            prop_assert_eq!(enc.capacity(), message_len(&m));
+            let enc = encode_message(&m.view());
+            prop_assert_eq!(enc.len(), message_len(&m.view()));
+            prop_assert_eq!(enc.capacity(), message_len(&m.view()));
             prop_assert_eq!(decode_message(Bytes::from(enc)), Ok(m));
+        }
+
+        #[test]
+        fn chunks_round_trip(
+            msgs in proptest::collection::vec((1u64..1000, ".*", ".*", arb_bytes(), arb_bytes()), 0..20),
+            start: u64,
+        ) {
+            let mut chunk = new_chunk(0);
+            let mut id = start;
+            let mut expected = Vec::new();
+            for (gap, exchange, rk, props, body) in msgs {
+                id = id.saturating_add(gap);
+                if expected.last().is_some_and(|(last, _)| *last >= id) {
+                    break;
+                }
+                let m = MessageRecord { exchange, routing_key: rk, properties: props, body };
+                let before = chunk.len();
+                encode_entry_into(id, &m.view(), &mut chunk);
+                prop_assert_eq!(chunk.len() - before, entry_len(&m.view()));
+                expected.push((id, m));
+            }
+            let chunk = Bytes::from(chunk);
+            let entries = chunk_entries(&chunk).expect("entries");
+            prop_assert_eq!(entries.len(), expected.len());
+            for (e, (id, m)) in entries.iter().zip(&expected) {
+                prop_assert_eq!(e.id, *id);
+                prop_assert_eq!(&e.decode(&chunk).expect("decode"), m);
+            }
+        }
+
+        #[test]
+        fn states_round_trip(first: u64, span in 0u64..5000, seed: u64, parts in 1u32..) {
+            let last = first.saturating_add(span);
+            let n = bitmap_len(first, last);
+            let live: Vec<u8> = (0..n).map(|i| (seed >> (i % 8)) as u8).collect();
+            let delivered: Vec<u8> = live.iter().map(|b| b.rotate_left(3)).collect();
+            let enc = encode_state(last, parts, &live, &delivered);
+            prop_assert_eq!(
+                decode_state(first, &enc),
+                Ok(StateRecord { last, parts, live: &live, delivered: &delivered })
+            );
+            prop_assert!(decode_state(first, &encode_state(last, 0, &live, &delivered)).is_err());
+            prop_assert!(decode_state(first, &enc[..enc.len() - 1]).is_err());
+            if first > 0 {
+                prop_assert!(decode_state(last + 1, &enc).is_err());
+            }
         }
 
         #[test]
@@ -342,6 +591,15 @@ mod tests {
             let _ = decode_binding(&buf);
             let _ = decode_message(Bytes::from(buf.clone()));
             let _ = parse_message_key(&buf);
+            let _ = parse_chunk_key(&buf);
+            let _ = parse_part_key(&buf);
+            let _ = decode_state(0, &buf);
+            let chunk = Bytes::from(buf.clone());
+            if let Ok(entries) = chunk_entries(&chunk) {
+                for e in entries {
+                    let _ = e.decode(&chunk);
+                }
+            }
         }
 
         #[test]
@@ -351,7 +609,14 @@ mod tests {
             let _ = decode_exchange(&buf);
             let _ = decode_queue(&buf);
             let _ = decode_binding(&buf);
-            let _ = decode_message(Bytes::from(buf));
+            let _ = decode_message(Bytes::from(buf.clone()));
+            let _ = decode_state(7, &buf);
+            let chunk = Bytes::from(buf);
+            if let Ok(entries) = chunk_entries(&chunk) {
+                for e in entries {
+                    let _ = e.decode(&chunk);
+                }
+            }
         }
 
         #[test]
@@ -368,6 +633,20 @@ mod tests {
             prop_assert_eq!(parse_message_key(&message_key(a)), Some(MessageKey::Message(a)));
             prop_assert_eq!(parse_message_key(&delivered_key(b)), Some(MessageKey::Delivered(b)));
         }
+    }
+
+    #[test]
+    fn part_keys_sort_by_chunk_then_part() {
+        let keys = [
+            part_key(1, 0),
+            part_key(1, 1),
+            part_key(1, u32::MAX),
+            part_key(2, 0),
+            part_key(u64::MAX, 3),
+        ];
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(parse_part_key(&part_key(7, 9)), Some((7, 9)));
+        assert_eq!(parse_part_key(&chunk_key(7)), None);
     }
 
     #[test]

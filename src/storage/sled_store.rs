@@ -4,52 +4,75 @@
 //! - `lagomorph.lock`: an exclusive lock held for the store's life, so a second broker on the same
 //!   directory fails with [`StoreError::Locked`] instead of corrupting it (sled's own lock on its
 //!   `db` file is the second line of defence and maps to the same error);
+//! - `spill/`: transient messages paged out of memory ([`super::spill`]), emptied at every start;
 //! - sled's files (`conf`, `db`, `blobs/`, `snap.*`), holding these trees:
 //!   - `exchanges`, `queues`, `bindings`: definitions, keyed by [`record::exchange_key`],
 //!     [`record::queue_key`], [`record::binding_key`], values encoded by [`record`];
-//!   - `msg:` + [`record::name_key`]: one tree per durable queue's messages, keyed by
-//!     [`record::message_key`] (big-endian id, so sled's order is queue order), with a delivered
-//!     marker ([`record::delivered_key`]) right after each delivered message that was still
-//!     unacked at a flush (marks are kept in memory until then, so a message delivered and acked
-//!     within one group commit never writes one);
-//!   - `tmp:` + [`record::name_key`]: scratch trees for paged-out transient messages, dropped at
-//!     every open;
+//!   - `chunks:` + [`record::name_key`]: one tree per durable queue holding its persistent
+//!     messages in chunks (see [`super::chunk`]), each cut into parts of at most
+//!     [`PART_BYTES`] keyed by [`record::part_key`] (the chunk's first id, big-endian, so sled's
+//!     order is queue order, then the part's number). A chunk is written once;
+//!   - `chunk-states:` + [`record::name_key`]: the state of every chunk of that queue (which of
+//!     its ids are live and which delivered, and how many parts it has), keyed by
+//!     [`record::chunk_key`] (its first id). States are rewritten as acks
+//!     and deliveries come, so they live apart from the chunks: rewriting one never copies a
+//!     leaf full of message bodies. A chunk and its state are only ever written or deleted
+//!     together, in one sled transaction, so neither exists without the other;
 //!   - `quarantine`: damaged records moved aside (key: length-prefixed tree name, then the original
 //!     key; value: the original bytes), so one bad record never stops a restart.
 //!
-//! Durability is group commit: writes go to sled's log in memory and [`Store::flush`] writes the
-//! pending delivered marks and fsyncs everything at once (sled also syncs its log in the
-//! background every 500 ms, but delivered marks only reach it at a flush). No other operation here
-//! fsyncs; dropping the store flushes.
+//!   Trees of earlier versions are converted or dropped at open: `msg:` + name key (one record
+//!   per message, with delivered markers) is copied into chunks and dropped; `tmp:` + name key
+//!   (transient scratch areas) is dropped.
+//!
+//! The life of a persistent message: [`QueueStore::put`] appends it to its queue's open chunk in
+//! memory (a copy under a short lock); the chunk is sealed when full (then written by
+//! [`QueueStore::write_sealed`], outside the caller's locks) or at the next [`Store::flush`],
+//! which writes every sealed chunk with its state, every changed state and every deletion, then
+//! fsyncs once (group commit). Acks and delivered marks flip bits in memory; a flush writes the
+//! states they changed, and deletes a chunk (with its state) when its last entry is acked. A
+//! message acked before its chunk is sealed is never written. At startup only the state records
+//! are read, to rebuild counts and ids; chunks are read as the broker pages messages in.
+//!
+//! Nothing here fsyncs outside [`Store::flush`] (sled syncs its log in the background every
+//! 500 ms as well); dropping the store flushes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sled::{Db, IVec, Tree};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Db, Transactional, Tree};
 
+use super::chunk::{Bits, Index, PART_BYTES, ReadPart, Work};
 use super::record::{self, DecodeError, MessageKey};
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, QueueRecord, QueueStore, Store,
-    StoreError, StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, MessageView, PutOutcome, QueueRecord, QueueStore,
+    Store, StoreError, StoredMessage,
 };
 
 const EXCHANGES: &[u8] = b"exchanges";
 const QUEUES: &[u8] = b"queues";
 const BINDINGS: &[u8] = b"bindings";
 const QUARANTINE: &[u8] = b"quarantine";
-const DURABLE_PREFIX: &[u8] = b"msg:";
-const SCRATCH_PREFIX: &[u8] = b"tmp:";
+const CHUNKS_PREFIX: &[u8] = b"chunks:";
+const STATES_PREFIX: &[u8] = b"chunk-states:";
+/// One record per message (and delivered markers): the layout before chunks, migrated at open.
+const LEGACY_PREFIX: &[u8] = b"msg:";
+/// Scratch areas for transient messages, replaced by spill files: dropped at open.
+const LEGACY_SCRATCH_PREFIX: &[u8] = b"tmp:";
+/// Bound on read rounds that each meet a damaged chunk (each round forgets at least one).
+const MAX_READ_ROUNDS: usize = 1000;
 const LOCK_FILE: &str = "lagomorph.lock";
 /// How long `open` waits for a just-dropped store of this process to release sled's file lock.
 const SLED_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
-/// Open message areas by `(durable, name key)`.
-type Areas = HashMap<(bool, Vec<u8>), Arc<SledQueue>>;
+/// Open message areas by name key.
+type Areas = HashMap<Vec<u8>, Arc<SledQueue>>;
 
 /// The sled-backed [`Store`]. One per data directory per machine (see [`SledStore::open`]).
 pub struct SledStore {
@@ -59,10 +82,10 @@ pub struct SledStore {
     queues: Tree,
     bindings: Tree,
     quarantine: Quarantine,
-    /// Open message areas by `(durable, name key)`, so every caller shares one handle (and one
-    /// message count) per queue.
+    /// Open message areas by name key, so every caller shares one handle (and one index) per
+    /// queue.
     areas: Mutex<Areas>,
-    /// Queues with delivered marks not yet written (see [`Marks`]).
+    /// Queues with writes for the next flush.
     dirty: Arc<DirtyList>,
     /// Held (locked) for as long as the store lives; declared last so it is released last.
     _lock: File,
@@ -78,7 +101,7 @@ impl std::fmt::Debug for SledStore {
 
 impl SledStore {
     /// Opens (creating if needed) the store in the data directory `path`, with a page cache of
-    /// `cache_bytes`. Scratch areas left by a previous run are dropped.
+    /// `cache_bytes`. Spill files and scratch areas left by a previous run are dropped.
     ///
     /// Fails with [`StoreError::Locked`] if another store (in this or another process) has the
     /// directory open.
@@ -108,7 +131,7 @@ impl SledStore {
         // Transient messages never outlive the broker run that paged them out.
         let _ = std::fs::remove_dir_all(path.join(SPILL_DIR));
         for name in db.tree_names() {
-            if name.starts_with(SCRATCH_PREFIX) {
+            if name.starts_with(LEGACY_SCRATCH_PREFIX) {
                 db.drop_tree(&name).map_err(io)?;
             }
         }
@@ -137,6 +160,18 @@ impl SledStore {
     #[cfg(test)]
     pub(super) fn raw_tree(&self, name: &[u8]) -> Tree {
         self.db.open_tree(name).expect("test hook: open tree")
+    }
+
+    /// Drops a sled tree behind the store's back (tests that simulate interrupted work).
+    #[cfg(test)]
+    pub(super) fn drop_raw_tree(&self, name: &[u8]) {
+        self.db.drop_tree(name).expect("test hook: drop tree");
+    }
+
+    /// The names of sled's trees (tests that check what was dropped).
+    #[cfg(test)]
+    pub(super) fn tree_names(&self) -> Vec<Vec<u8>> {
+        self.db.tree_names().iter().map(|n| n.to_vec()).collect()
     }
 
     /// How many damaged records have been moved to the quarantine (in this run or earlier ones).
@@ -218,14 +253,14 @@ impl Store for SledStore {
     fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
         let key = record::queue_key(vhost, name);
         let mut areas = self.areas();
-        for durable in [true, false] {
-            if let Some(area) = areas.remove(&(durable, key.clone())) {
-                area.deleted.store(true, Ordering::Release);
-            }
-            // Messages first: a crash in between leaves an empty queue, never orphaned messages.
-            self.db
-                .drop_tree(area_tree_name(durable, &key))
-                .map_err(io)?;
+        let area = areas.remove(&key);
+        // Waits for a write in flight, and refuses later ones.
+        let _io = area.as_ref().map(|area| area.delete());
+        // Messages first: a crash in between leaves an empty queue, never orphaned messages.
+        // States before chunks: chunks left without states are dropped when the queue is
+        // opened again (see `SledQueue::recover`).
+        for prefix in [STATES_PREFIX, CHUNKS_PREFIX, LEGACY_PREFIX] {
+            self.db.drop_tree(tree_name(prefix, &key)).map_err(io)?;
         }
         self.queues.remove(&key).map_err(io)?;
         Ok(())
@@ -263,29 +298,19 @@ impl Store for SledStore {
         })
     }
 
-    fn open_queue(
-        &self,
-        vhost: &str,
-        name: &str,
-        durable: bool,
-    ) -> Result<Arc<dyn QueueStore>, StoreError> {
+    fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
         let key = record::queue_key(vhost, name);
         let mut areas = self.areas();
-        if let Some(area) = areas.get(&(durable, key.clone())) {
+        if let Some(area) = areas.get(&key) {
             return Ok(area.clone());
         }
-        let tree_name = area_tree_name(durable, &key);
-        if !durable {
-            self.db.drop_tree(&tree_name).map_err(io)?;
-        }
-        let tree = self.db.open_tree(&tree_name).map_err(io)?;
         let area = SledQueue::open(
-            tree,
-            tree_name,
+            &self.db,
+            &key,
             self.quarantine.clone(),
             Arc::clone(&self.dirty),
         )?;
-        areas.insert((durable, key), area.clone());
+        areas.insert(key, area.clone());
         Ok(area)
     }
 
@@ -295,9 +320,9 @@ impl Store for SledStore {
             let Some(queue) = queue.upgrade() else {
                 continue;
             };
-            if let Err(e) = queue.write_marks() {
-                // Keep the rest for the next flush.
-                lock(&self.dirty).extend(dirty.get(i..).unwrap_or_default().iter().cloned());
+            if let Err(e) = queue.write(true) {
+                // This queue put itself back; keep the rest for the next flush too.
+                lock(&self.dirty).extend(dirty.get(i + 1..).unwrap_or_default().iter().cloned());
                 return Err(e);
             }
         }
@@ -307,8 +332,8 @@ impl Store for SledStore {
 }
 
 impl Drop for SledStore {
-    /// A store dropped without a final flush still writes its delivered marks and syncs, so a
-    /// clean shutdown never loses them.
+    /// A store dropped without a final flush still writes what is buffered and syncs, so a clean
+    /// shutdown never loses it.
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, path = %self.path.display(), "final flush failed");
@@ -316,270 +341,570 @@ impl Drop for SledStore {
     }
 }
 
-/// Delivered marks of one queue.
-///
-/// Marking is the one write on the delivery path, and most deliveries are acked before the next
-/// group commit, so marks are kept here and written as sled keys only at [`Store::flush`]: a
-/// delivery acked within the same batch costs no write at all for its mark.
-#[derive(Default)]
-struct Marks {
-    /// Marked, not yet written.
-    pending: BTreeSet<u64>,
-    /// Written as a marker key (by a flush, or found at open).
-    written: HashSet<u64>,
-}
-
-/// Queues with pending marks, for the next flush to write.
+/// Queues with writes for the next flush.
 type DirtyList = Mutex<Vec<Weak<SledQueue>>>;
 
-/// One queue's message tree. Keeps the count in memory (sled's `len` is a full scan).
+/// What a queue's mutex guards: its chunk index, and whether it is on the store's dirty list.
+struct Area {
+    index: Index,
+    /// On [`SledStore::dirty`] (so a write need not put it there again).
+    queued: bool,
+}
+
+/// One durable queue's messages: two sled trees (chunks and their states, see the module docs)
+/// and the in-memory [`Index`] over them.
+///
+/// Locks: `area` is held only for in-memory work (appends, bit flips, planning); `io` is held
+/// by whoever writes the index's work to sled, so writes of one queue never interleave (taken
+/// before `area`, never while holding it).
 struct SledQueue {
-    tree: Tree,
-    tree_name: Vec<u8>,
+    chunks: Tree,
+    states: Tree,
+    chunks_name: Vec<u8>,
+    states_name: Vec<u8>,
     quarantine: Quarantine,
-    count: AtomicUsize,
-    marks: Mutex<Marks>,
-    /// Set by `delete_queue`: the tree is gone, so further use is an error, not a silent write.
+    area: Mutex<Area>,
+    io: Mutex<()>,
+    /// Set by `delete_queue`: the trees are gone, so further use is an error, not a silent write.
     deleted: AtomicBool,
     /// This queue, to put on `dirty` without an `Arc<Self>` receiver.
     me: Weak<SledQueue>,
-    /// The store's list of queues with pending marks.
+    /// The store's list of queues with writes for the next flush.
     dirty: Arc<DirtyList>,
 }
 
 impl SledQueue {
-    /// Wraps a message tree, counting its messages and delivered markers, removing markers whose
-    /// message is gone (left by a crash between an ack's two removals) and quarantining keys that
-    /// are not ours.
+    /// Opens the queue's trees and rebuilds its index from the state records alone (migrating
+    /// a tree of the per-message layout first, if there is one).
     fn open(
-        tree: Tree,
-        tree_name: Vec<u8>,
+        db: &Db,
+        name_key: &[u8],
         quarantine: Quarantine,
         dirty: Arc<DirtyList>,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut count = 0;
-        let mut written = HashSet::new();
-        let mut last_message = None;
-        for item in tree.iter() {
-            let (key, value) = item.map_err(io)?;
-            match record::parse_message_key(&key) {
-                Some(MessageKey::Message(id)) => {
-                    count += 1;
-                    last_message = Some(id);
-                }
-                Some(MessageKey::Delivered(id)) if last_message == Some(id) => {
-                    written.insert(id);
-                }
-                Some(MessageKey::Delivered(_)) => {
-                    tree.remove(&key).map_err(io)?;
-                }
-                None => {
-                    quarantine.put(&tree_name, &key, &value, DecodeError("malformed key"))?;
-                    tree.remove(&key).map_err(io)?;
-                }
-            }
-        }
-        Ok(Arc::new_cyclic(|me| SledQueue {
-            tree,
-            tree_name,
+        let chunks_name = tree_name(CHUNKS_PREFIX, name_key);
+        let states_name = tree_name(STATES_PREFIX, name_key);
+        let chunks = db.open_tree(&chunks_name).map_err(io)?;
+        let states = db.open_tree(&states_name).map_err(io)?;
+        let q = Arc::new_cyclic(|me| SledQueue {
+            chunks,
+            states,
+            chunks_name,
+            states_name,
             quarantine,
-            count: AtomicUsize::new(count),
-            marks: Mutex::new(Marks {
-                pending: BTreeSet::new(),
-                written,
+            area: Mutex::new(Area {
+                index: Index::new(),
+                queued: false,
             }),
+            io: Mutex::new(()),
             deleted: AtomicBool::new(false),
             me: me.clone(),
             dirty,
-        }))
+        });
+        let legacy_name = tree_name(LEGACY_PREFIX, name_key);
+        if db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == legacy_name.as_slice())
+        {
+            let legacy = db.open_tree(&legacy_name).map_err(io)?;
+            q.migrate(&legacy, &legacy_name)?;
+            db.flush().map_err(io)?;
+            db.drop_tree(&legacy_name).map_err(io)?;
+        } else {
+            q.recover()?;
+        }
+        Ok(q)
     }
 
-    fn marks(&self) -> MutexGuard<'_, Marks> {
-        lock(&self.marks)
+    fn area(&self) -> MutexGuard<'_, Area> {
+        lock(&self.area)
     }
 
     fn check_live(&self) -> Result<(), StoreError> {
         if self.deleted.load(Ordering::Acquire) {
             return Err(StoreError::Io(format!(
                 "message store {} used after its queue was deleted",
-                self.tree_name.escape_ascii()
+                self.chunks_name.escape_ascii()
             )));
         }
         Ok(())
     }
 
-    /// Writes the pending marks as marker keys (called by [`Store::flush`] before the fsync).
-    ///
-    /// One mark per critical section: an ack racing the flush either takes the mark out of
-    /// `pending` first (nothing is written) or finds it in `written` afterwards (and deletes the
-    /// marker), and never waits for more than one insert.
-    fn write_marks(&self) -> Result<(), StoreError> {
+    /// Marks the queue deleted and waits for a write in flight; the guard keeps later writers
+    /// out while the caller drops the trees.
+    fn delete(&self) -> MutexGuard<'_, ()> {
+        self.deleted.store(true, Ordering::Release);
+        lock(&self.io)
+    }
+
+    /// Runs `f` on the index, then puts the queue on the store's dirty list if `f` changed
+    /// something and it is not there yet.
+    fn update<T>(&self, f: impl FnOnce(&mut Index) -> (T, bool)) -> T {
+        let (out, push) = {
+            let mut area = self.area();
+            let (out, changed) = f(&mut area.index);
+            let push = changed && !area.queued;
+            if push {
+                area.queued = true;
+            }
+            (out, push)
+        };
+        if push {
+            lock(&self.dirty).push(self.me.clone());
+        }
+        out
+    }
+
+    /// Writes the index's work to sled: with `full` (a flush), the open chunk, every sealed
+    /// chunk, every changed state and every deletion; otherwise only sealed chunks.
+    fn write(&self, full: bool) -> Result<(), StoreError> {
+        let _io = lock(&self.io);
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        loop {
-            let mut marks = self.marks();
-            let Some(id) = marks.pending.pop_first() else {
-                return Ok(());
-            };
-            if let Err(e) = self.tree.insert(record::delivered_key(id), IVec::default()) {
-                marks.pending.insert(id);
-                return Err(io(e));
+        let work = {
+            let mut area = self.area();
+            if full {
+                area.queued = false;
             }
-            marks.written.insert(id);
+            area.index.take_work(full, full)
+        };
+        if work.is_empty() {
+            return Ok(());
+        }
+        match self.apply(&work) {
+            Ok(()) => {
+                self.area().index.finish_work(&work);
+                Ok(())
+            }
+            Err(e) => {
+                self.update(|ix| {
+                    ix.undo_work(work);
+                    ((), true)
+                });
+                Err(e)
+            }
         }
     }
 
-    /// Moves a damaged message aside and forgets it.
-    fn quarantine_message(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        reason: DecodeError,
-    ) -> Result<(), StoreError> {
-        self.quarantine.put(&self.tree_name, key, value, reason)?;
-        let removed = self.tree.remove(key).map_err(io)?;
-        if removed.is_some() && key.len() == record::MESSAGE_KEY_LEN {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+    /// Writes `work`: each new chunk with its state in one transaction over both trees, and
+    /// each deletion of a chunk with its state in another, so a chunk never exists without its
+    /// state, nor a state without its chunk; changed states alone in one batch.
+    ///
+    /// One transaction per chunk rather than one for everything: atomicity is needed per chunk
+    /// only, and a thread inside a sled transaction holds sled's epoch, which keeps every page
+    /// version replaced in the meantime in memory. Deleting a thousand chunks of a drained
+    /// backlog in one transaction held gigabytes.
+    fn apply(&self, work: &Work) -> Result<(), StoreError> {
+        let mut states = sled::Batch::default();
+        let mut changed_states = 0usize;
+        for w in &work.writes {
+            let state_key = record::chunk_key(w.first);
+            let Some(body) = &w.body else {
+                states.insert(&state_key[..], &w.state[..]);
+                changed_states += 1;
+                continue;
+            };
+            self.transact(|chunks, states| {
+                for (i, part) in (0u32..).zip(body.chunks(PART_BYTES)) {
+                    chunks.insert(&record::part_key(w.first, i)[..], part)?;
+                }
+                states.insert(&state_key[..], &w.state[..])?;
+                Ok(())
+            })?;
+        }
+        if changed_states > 0 {
+            self.states.apply_batch(states).map_err(io)?;
+        }
+        for &(first, parts) in &work.removes {
+            self.transact(|chunks, states| {
+                for i in 0..parts {
+                    chunks.remove(&record::part_key(first, i)[..])?;
+                }
+                states.remove(&record::chunk_key(first)[..])?;
+                Ok(())
+            })?;
         }
         Ok(())
+    }
+
+    /// Runs `f` as one sled transaction over the chunk and state trees.
+    fn transact(
+        &self,
+        f: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> Result<(), ConflictableTransactionError<()>>,
+    ) -> Result<(), StoreError> {
+        (&self.chunks, &self.states)
+            .transaction(|(chunks, states)| f(chunks, states))
+            .map_err(tx_err)
+    }
+
+    /// The stored parts of the chunk whose first id is `first`, in order, found by a scan
+    /// (for damaged records, whose part count is unknown).
+    fn scan_parts(&self, first: u64) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        self.chunks
+            .range(record::part_key(first, 0)..=record::part_key(first, u32::MAX))
+            .map(|kv| kv.map_err(io))
+            .collect()
+    }
+
+    /// Reads a stored chunk's value from its parts; `Err` when one is missing.
+    fn fetch(&self, first: u64, parts: u32) -> Result<Result<Bytes, DecodeError>, StoreError> {
+        if parts == 1 {
+            // The usual case for small chunks: the value itself, no copy.
+            return Ok(
+                match self.chunks.get(record::part_key(first, 0)).map_err(io)? {
+                    Some(v) => Ok(Bytes::from_owner(v)),
+                    None => Err(DecodeError("chunk missing")),
+                },
+            );
+        }
+        let mut out = Vec::with_capacity(PART_BYTES * parts as usize);
+        for i in 0..parts {
+            match self.chunks.get(record::part_key(first, i)).map_err(io)? {
+                Some(v) => out.extend_from_slice(&v),
+                None => return Ok(Err(DecodeError("chunk part missing"))),
+            }
+        }
+        Ok(Ok(Bytes::from(out)))
+    }
+
+    /// Rebuilds the index from the state records. A state that does not decode is quarantined
+    /// and rebuilt from its chunk with every entry live and none delivered (at least once: an
+    /// acked message may come back); a chunk that does not decode either is quarantined too.
+    fn recover(&self) -> Result<(), StoreError> {
+        if self.states.is_empty() {
+            if !self.chunks.is_empty() {
+                // Left by a queue deletion interrupted between its two trees.
+                self.chunks.clear().map_err(io)?;
+            }
+            return Ok(());
+        }
+        let mut index = Index::new();
+        let mut dead = Vec::new();
+        for item in self.states.iter() {
+            let (key, value) = item.map_err(io)?;
+            let Some(first) = record::parse_chunk_key(&key) else {
+                self.quarantine.put(
+                    &self.states_name,
+                    &key,
+                    &value,
+                    DecodeError("malformed key"),
+                )?;
+                self.states.remove(&key).map_err(io)?;
+                continue;
+            };
+            let state = match record::decode_state(first, &value) {
+                Ok(st) => {
+                    let nbits = (st.last - first).saturating_add(1);
+                    Some((
+                        st.last,
+                        st.parts,
+                        Bits::from_bytes(st.live, nbits),
+                        Bits::from_bytes(st.delivered, nbits),
+                    ))
+                }
+                Err(reason) => {
+                    self.quarantine
+                        .put(&self.states_name, &key, &value, reason)?;
+                    self.states.remove(&key).map_err(io)?;
+                    self.rebuild_state(first)?
+                }
+            };
+            let Some((last, parts, live, delivered)) = state else {
+                continue;
+            };
+            if live.last_set().is_none() {
+                dead.push((first, parts));
+                continue;
+            }
+            index.recover(first, last, parts, live, delivered);
+        }
+        if !dead.is_empty() {
+            // Every entry acked, the deletion lost to a crash: finish it.
+            self.apply(&Work {
+                writes: Vec::new(),
+                removes: dead,
+            })?;
+        }
+        self.area().index = index;
+        Ok(())
+    }
+
+    /// A fresh state for the chunk at `first` whose state record was damaged: every entry
+    /// live, none delivered, written at once. `None` (and the chunk quarantined) when the chunk
+    /// is missing or damaged too.
+    #[allow(clippy::type_complexity)]
+    fn rebuild_state(&self, first: u64) -> Result<Option<(u64, u32, Bits, Bits)>, StoreError> {
+        let stored = self.scan_parts(first)?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        let numbered = stored
+            .iter()
+            .zip(0u32..)
+            .all(|((k, _), i)| record::parse_part_key(k) == Some((first, i)));
+        let value: Vec<u8> = stored.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+        let entries = if numbered {
+            match record::chunk_entries(&value) {
+                Ok(e) if e.first().is_some_and(|e| e.id >= first) => Ok(e),
+                Ok(_) => Err(DecodeError("chunk empty or below its key")),
+                Err(reason) => Err(reason),
+            }
+        } else {
+            Err(DecodeError("chunk parts missing"))
+        };
+        let entries = match entries {
+            Ok(e) => e,
+            Err(reason) => {
+                self.quarantine_parts(&stored, reason)?;
+                return Ok(None);
+            }
+        };
+        let mut live = Bits::default();
+        for e in &entries {
+            live.set(e.id - first);
+        }
+        let last = entries.last().map_or(first, |e| e.id);
+        let parts = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        let n = record::bitmap_len(first, last);
+        let state = record::encode_state(last, parts, &live.to_bytes(n, None), &vec![0; n]);
+        self.states
+            .insert(record::chunk_key(first), state)
+            .map_err(io)?;
+        tracing::warn!(
+            tree = %self.states_name.escape_ascii(),
+            first,
+            messages = entries.len(),
+            "chunk state rebuilt from its chunk: its messages come back unacked and not redelivered"
+        );
+        Ok(Some((last, parts, live, Bits::default())))
+    }
+
+    /// Moves the given parts of a chunk to the quarantine and deletes them.
+    fn quarantine_parts(
+        &self,
+        parts: &[(sled::IVec, sled::IVec)],
+        reason: DecodeError,
+    ) -> Result<(), StoreError> {
+        for (k, v) in parts {
+            self.quarantine
+                .put(&self.chunks_name, k, v, reason.clone())?;
+            self.chunks.remove(k).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Copies a tree of the per-message layout into chunks. The new trees are emptied first:
+    /// nothing writes them before `open` returns, so what they hold is an interrupted copy.
+    fn migrate(&self, legacy: &Tree, legacy_name: &[u8]) -> Result<(), StoreError> {
+        self.states.clear().map_err(io)?;
+        self.chunks.clear().map_err(io)?;
+        let mut copied = 0usize;
+        for item in legacy.iter() {
+            let (key, value) = item.map_err(io)?;
+            match record::parse_message_key(&key) {
+                Some(MessageKey::Message(id)) => {
+                    match record::decode_message(Bytes::from_owner(value.clone())) {
+                        Ok(m) => {
+                            let due = self.area().index.append(id, &m.view())?;
+                            if due {
+                                self.write(false)?;
+                            }
+                            copied += 1;
+                        }
+                        Err(reason) => self.quarantine.put(legacy_name, &key, &value, reason)?,
+                    }
+                }
+                // Markers sort right after their message.
+                Some(MessageKey::Delivered(id)) => {
+                    self.area().index.mark_delivered(id);
+                }
+                None => {
+                    self.quarantine
+                        .put(legacy_name, &key, &value, DecodeError("malformed key"))?;
+                }
+            }
+        }
+        self.write(true)?;
+        tracing::info!(
+            tree = %legacy_name.escape_ascii(),
+            messages = copied,
+            "converted a queue's messages to chunks"
+        );
+        Ok(())
+    }
+
+    /// Moves a damaged (or missing) chunk and its state aside and forgets its messages.
+    fn quarantine_chunk(
+        &self,
+        first: u64,
+        in_memory: Option<&Bytes>,
+        reason: DecodeError,
+    ) -> Result<(), StoreError> {
+        let _io = lock(&self.io);
+        let key = record::chunk_key(first);
+        let stored = self.scan_parts(first)?;
+        if let Some(v) = in_memory {
+            self.quarantine
+                .put(&self.chunks_name, &key, v, reason.clone())?;
+        }
+        for (k, v) in &stored {
+            self.quarantine
+                .put(&self.chunks_name, k, v, reason.clone())?;
+        }
+        if let Some(v) = self.states.get(key).map_err(io)? {
+            self.quarantine.put(&self.states_name, &key, &v, reason)?;
+        }
+        // Every part found, whatever the state said, with the state, at once.
+        self.transact(|chunks, states| {
+            for (k, _) in &stored {
+                chunks.remove(k)?;
+            }
+            states.remove(&key[..])?;
+            Ok(())
+        })?;
+        let lost = self.area().index.forget(first);
+        if lost > 0 {
+            tracing::error!(
+                tree = %self.chunks_name.escape_ascii(),
+                first,
+                lost,
+                "messages of a damaged chunk skipped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Decodes the live entries of id `from` or more of one read part into `out`, up to `limit`.
+    /// `Err` when its chunk is missing or damaged.
+    fn read_part(
+        &self,
+        part: &ReadPart,
+        from: u64,
+        limit: usize,
+        out: &mut Vec<StoredMessage>,
+    ) -> Result<Result<(), DecodeError>, StoreError> {
+        let value = match &part.body {
+            Some(b) => b.clone(),
+            None => match self.fetch(part.first, part.parts)? {
+                Ok(v) => v,
+                Err(reason) => return Ok(Err(reason)),
+            },
+        };
+        let entries = match record::chunk_entries(&value) {
+            Ok(e) => e,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let start = out.len();
+        for e in entries {
+            if out.len() == limit {
+                break;
+            }
+            let Some(i) = e.id.checked_sub(part.first) else {
+                out.truncate(start);
+                return Ok(Err(DecodeError("entry below its chunk's key")));
+            };
+            if e.id < from || !part.live.get(i) {
+                continue;
+            }
+            match e.decode(&value) {
+                Ok(record) => out.push(StoredMessage {
+                    id: e.id,
+                    delivered: part.delivered.get(i),
+                    record,
+                }),
+                Err(reason) => {
+                    // All or nothing: a chunk with one bad entry is moved aside whole.
+                    out.truncate(start);
+                    return Ok(Err(reason));
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
 impl QueueStore for SledQueue {
-    fn put(&self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
+    fn put(&self, id: u64, m: MessageView<'_>) -> Result<PutOutcome, StoreError> {
         self.check_live()?;
-        let mut value = Vec::with_capacity(record::message_len(m));
-        record::encode_message_into(m, &mut value);
-        let old = self
-            .tree
-            .insert(record::message_key(id), value)
-            .map_err(io)?;
-        if old.is_none() {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        let due = self.update(|ix| match ix.append(id, &m) {
+            Ok(due) => (Ok(due), true),
+            Err(e) => (Err(e), false),
+        })?;
+        Ok(if due {
+            PutOutcome::WriteDue
+        } else {
+            PutOutcome::Buffered
+        })
+    }
+
+    fn write_sealed(&self) -> Result<(), StoreError> {
+        self.check_live()?;
+        self.write(false)
     }
 
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
-        let was_clean = {
-            let mut marks = self.marks();
-            if marks.pending.contains(&id) || marks.written.contains(&id) {
-                return Ok(());
-            }
-            // A mark with no message would wrongly flag a later message with that id. Checked
-            // under the lock so an ack of `id` cannot slip in between.
-            if !self
-                .tree
-                .contains_key(record::message_key(id))
-                .map_err(io)?
-            {
-                return Ok(());
-            }
-            let was_clean = marks.pending.is_empty();
-            marks.pending.insert(id);
-            was_clean
-        };
-        if was_clean {
-            lock(&self.dirty).push(self.me.clone());
-        }
+        self.update(|ix| ((), ix.mark_delivered(id)));
         Ok(())
     }
 
     fn remove(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
-        let had_marker = {
-            let mut marks = self.marks();
-            marks.pending.remove(&id);
-            marks.written.remove(&id)
-        };
-        // Marker first: a crash in between leaves a message that comes back not redelivered,
-        // never an orphan marker.
-        if had_marker {
-            self.tree.remove(record::delivered_key(id)).map_err(io)?;
-        }
-        if self
-            .tree
-            .remove(record::message_key(id))
-            .map_err(io)?
-            .is_some()
-        {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.update(|ix| ((), ix.remove(id)));
         Ok(())
+    }
+
+    fn remove_from(&self, from_id: u64) -> Result<usize, StoreError> {
+        self.check_live()?;
+        Ok(self.update(|ix| {
+            let n = ix.remove_from(from_id);
+            (n, n > 0)
+        }))
     }
 
     fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.check_live()?;
         let mut out: Vec<StoredMessage> = Vec::with_capacity(limit.min(4096));
-        if limit == 0 {
-            return Ok(out);
-        }
-        for item in self.tree.range(record::message_key(from_id)..) {
-            let (key, value) = item.map_err(io)?;
-            match record::parse_message_key(&key) {
-                Some(MessageKey::Message(id)) => {
-                    let buf = Bytes::from_owner(value);
-                    match record::decode_message(buf.clone()) {
-                        Ok(record) => out.push(StoredMessage {
-                            id,
-                            delivered: false,
-                            record,
-                        }),
-                        Err(reason) => self.quarantine_message(&key, &buf, reason)?,
-                    }
-                    if out.len() == limit {
-                        break;
-                    }
+        let mut from = from_id;
+        for _ in 0..MAX_READ_ROUNDS {
+            let parts = self.area().index.plan_read(from, limit - out.len());
+            let mut damaged = Vec::new();
+            for part in &parts {
+                if out.len() == limit {
+                    break;
                 }
-                // Marks are tracked in memory (`written` mirrors the marker keys).
-                Some(MessageKey::Delivered(_)) => {}
-                None => self.quarantine_message(&key, &value, DecodeError("malformed key"))?,
+                if let Err(reason) = self.read_part(part, from, limit, &mut out)? {
+                    damaged.push((part.first, part.body.clone(), reason));
+                }
+            }
+            if damaged.is_empty() {
+                return Ok(out);
+            }
+            for (first, body, reason) in damaged {
+                self.quarantine_chunk(first, body.as_ref(), reason)?;
+            }
+            if out.len() == limit {
+                return Ok(out);
+            }
+            if let Some(last) = out.last() {
+                from = last.id.saturating_add(1);
             }
         }
-        let marks = self.marks();
-        if !marks.pending.is_empty() || !marks.written.is_empty() {
-            for m in &mut out {
-                m.delivered = marks.pending.contains(&m.id) || marks.written.contains(&m.id);
-            }
-        }
+        tracing::error!(tree = %self.chunks_name.escape_ascii(), "too many damaged chunks in one read");
         Ok(out)
     }
 
     fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.area().index.len()
     }
 
     fn last_id(&self) -> Option<u64> {
-        // Scans back over at most a trailing delivered marker (or stray keys) to the last message.
-        self.tree
-            .iter()
-            .keys()
-            .rev()
-            .filter_map(Result::ok)
-            .find_map(|k| match record::parse_message_key(&k) {
-                Some(MessageKey::Message(id)) => Some(id),
-                _ => None,
-            })
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.check_live()?;
-        {
-            let mut marks = self.marks();
-            marks.pending.clear();
-            marks.written.clear();
-        }
-        // Key by key (not `Tree::clear`) so the count stays exact if a put races the purge.
-        for key in self.tree.iter().keys() {
-            let key = key.map_err(io)?;
-            let removed = self.tree.remove(&key).map_err(io)?;
-            if removed.is_some() && key.len() == record::MESSAGE_KEY_LEN {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+        self.area().index.last_id()
     }
 }
 
@@ -612,13 +937,8 @@ impl Quarantine {
     }
 }
 
-/// `msg:` or `tmp:` followed by the queue's name key.
-fn area_tree_name(durable: bool, name_key: &[u8]) -> Vec<u8> {
-    let prefix = if durable {
-        DURABLE_PREFIX
-    } else {
-        SCRATCH_PREFIX
-    };
+/// A tree prefix followed by the queue's name key.
+fn tree_name(prefix: &[u8], name_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + name_key.len());
     out.extend_from_slice(prefix);
     out.extend_from_slice(name_key);
@@ -671,4 +991,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(format!("sled: {e}"))
+}
+
+fn tx_err(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => io(e),
+        TransactionError::Abort(()) => StoreError::Io("sled: transaction aborted".into()),
+    }
 }

@@ -6,7 +6,7 @@
 //!
 //! Record layout: `u32 length (BE) | u64 id (BE) | message record` (see [`super::record`]).
 
-use super::{MessageRecord, StoreError, record};
+use super::{MessageRecord, MessageView, StoreError, record};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 /// A FIFO of paged-out transient messages for one queue.
 pub trait Spill: Send + Sync + 'static {
     /// Appends a message.
-    fn push(&mut self, id: u64, m: &MessageRecord) -> Result<(), StoreError>;
+    fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError>;
     /// Takes up to `limit` messages from the head, in the order they were pushed.
     fn pop(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError>;
     /// Messages held.
@@ -94,12 +94,12 @@ impl Drop for FileSpill {
 }
 
 impl Spill for FileSpill {
-    fn push(&mut self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
-        let len = 8 + record::message_len(m);
+    fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
+        let len = 8 + record::message_len(&m);
         self.buf
             .extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
         self.buf.extend_from_slice(&id.to_be_bytes());
-        record::encode_message_into(m, &mut self.buf);
+        record::encode_message_into(&m, &mut self.buf);
         self.count += 1;
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out()?;
@@ -194,8 +194,14 @@ pub struct MemorySpill {
 }
 
 impl Spill for MemorySpill {
-    fn push(&mut self, id: u64, m: &MessageRecord) -> Result<(), StoreError> {
-        self.items.push_back((id, m.clone()));
+    fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
+        let record = MessageRecord {
+            exchange: m.exchange.to_owned(),
+            routing_key: m.routing_key.to_owned(),
+            properties: Bytes::copy_from_slice(m.properties),
+            body: Bytes::copy_from_slice(m.body),
+        };
+        self.items.push_back((id, record));
         Ok(())
     }
 
@@ -229,10 +235,12 @@ mod tests {
 
     fn fifo_round_trip(s: &mut dyn Spill) {
         for i in 0..5000u64 {
-            s.push(i, &rec(i, (i as usize * 37) % 3000)).expect("push");
+            s.push(i, rec(i, (i as usize * 37) % 3000).view())
+                .expect("push");
         }
         // A record larger than the read chunk.
-        s.push(5000, &rec(5000, 3 * READ_CHUNK)).expect("push big");
+        s.push(5000, rec(5000, 3 * READ_CHUNK).view())
+            .expect("push big");
         assert_eq!(s.len(), 5001);
         let mut next = 0u64;
         while !s.is_empty() {
@@ -254,7 +262,7 @@ mod tests {
         }
         assert_eq!(next, 5001);
         // Reused after catching up, and cleared.
-        s.push(7, &rec(7, 10)).expect("push");
+        s.push(7, rec(7, 10).view()).expect("push");
         s.clear().expect("clear");
         assert!(s.pop(10).expect("pop").is_empty());
     }

@@ -1,6 +1,7 @@
 //! The storage test suite: one generic suite written against [`Store`], instantiated for
 //! [`MemoryStore`] and [`SledStore`] (on a temporary directory), then sled-only tests for what
-//! only a disk store has: restarts, damaged records, and the data directory lock.
+//! only a disk store has: restarts, chunks and their states as sled holds them, damaged records,
+//! conversion of older layouts, and the data directory lock.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use bytes::Bytes;
 
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MemoryStore, MessageRecord, QueueRecord,
-    QueueStore, SledStore, Store, StoreError,
+    BindingRecord, Definitions, ExchangeRecord, MemoryStore, MessageRecord, PutOutcome,
+    QueueRecord, QueueStore, SledStore, Store, StoreError,
 };
 
 const CACHE: u64 = 8 << 20;
@@ -63,6 +64,13 @@ fn sorted(mut d: Definitions) -> Definitions {
         .sort_by(|a, b| (&a.vhost, &a.name).cmp(&(&b.vhost, &b.name)));
     d.bindings.sort_by_key(record::binding_key);
     d
+}
+
+/// Puts `msg(id)`, writing full chunks as the broker does.
+fn put(q: &dyn QueueStore, id: u64) {
+    if q.put(id, msg(id).view()).expect("put") == PutOutcome::WriteDue {
+        q.write_sealed().expect("write sealed");
+    }
 }
 
 fn ids(q: &dyn QueueStore) -> Vec<u64> {
@@ -170,11 +178,11 @@ fn bindings_are_identified_by_every_field<S: Store>(s: &S) {
 }
 
 fn messages_come_back_in_id_order<S: Store>(s: &S) {
-    let q = s.open_queue("/", "q", true).expect("open");
+    let q = s.open_queue("/", "q").expect("open");
     assert_eq!((q.len(), q.last_id()), (0, None));
     assert!(q.is_empty());
-    for id in [5u64, 1, 300, 3, 256, u64::MAX, 0] {
-        q.put(id, &msg(id)).expect("put");
+    for id in [0u64, 1, 3, 5, 256, 300, u64::MAX] {
+        put(&*q, id);
     }
     assert_eq!(q.len(), 7);
     assert_eq!(q.last_id(), Some(u64::MAX));
@@ -195,10 +203,29 @@ fn messages_come_back_in_id_order<S: Store>(s: &S) {
     assert_eq!(q.read(u64::MAX, 10).expect("read").len(), 1);
 }
 
+fn puts_must_ascend<S: Store>(s: &S) {
+    let q = s.open_queue("/", "q").expect("open");
+    put(&*q, 10);
+    for id in [10, 3] {
+        match q.put(id, msg(id).view()) {
+            Err(StoreError::OutOfOrder { id: got, last: 10 }) => assert_eq!(got, id),
+            other => panic!("expected OutOfOrder for {id}, got {other:?}"),
+        }
+    }
+    // An acked id is not reused either.
+    q.remove(10).expect("ack");
+    assert!(matches!(
+        q.put(10, msg(10).view()),
+        Err(StoreError::OutOfOrder { .. })
+    ));
+    put(&*q, 11);
+    assert_eq!(ids(&*q), [11]);
+}
+
 fn delivered_flags_and_removal<S: Store>(s: &S) {
-    let q = s.open_queue("/", "q", true).expect("open");
+    let q = s.open_queue("/", "q").expect("open");
     for id in 1..=6 {
-        q.put(id, &msg(id)).expect("put");
+        put(&*q, id);
     }
     q.mark_delivered(2).expect("mark");
     q.mark_delivered(4).expect("mark");
@@ -215,26 +242,27 @@ fn delivered_flags_and_removal<S: Store>(s: &S) {
     assert_eq!((q.len(), q.last_id()), (4, Some(5)));
 
     // A removed (or never stored) id leaves no flag behind for a later message with that id.
+    q.mark_delivered(2).expect("mark acked");
     q.mark_delivered(9).expect("mark absent");
-    q.put(2, &msg(2)).expect("put again");
-    q.put(9, &msg(9)).expect("put");
+    put(&*q, 9);
     assert_eq!(delivered_ids(&*q), [4]);
-
-    // Replacing a record keeps its flag and the count.
-    let mut changed = msg(4);
-    changed.body = Bytes::from_static(b"changed");
-    q.put(4, &changed).expect("replace");
-    let four = q.read(4, 1).expect("read").remove(0);
-    assert_eq!((four.id, four.delivered, four.record), (4, true, changed));
-    assert_eq!(q.len(), 6);
+    assert_eq!((q.len(), q.last_id()), (5, Some(9)));
+    // Flushing changes nothing that can be seen.
+    s.flush().expect("flush");
+    assert_eq!(ids(&*q), [1, 3, 4, 5, 9]);
+    assert_eq!(delivered_ids(&*q), [4]);
 }
 
 fn windows_page_through_a_backlog<S: Store>(s: &S) {
-    let q = s.open_queue("/", "backlog", true).expect("open");
+    let q = s.open_queue("/", "backlog").expect("open");
     for id in 0..2500 {
-        q.put(id, &msg(id)).expect("put");
+        put(&*q, id);
+        if id % 700 == 0 {
+            // Some chunks sealed by flushes, some by size, one open.
+            s.flush().expect("flush");
+        }
     }
-    // The last message of each window is delivered: its marker must not be lost at the edge.
+    // The last message of each window is delivered: its mark must not be lost at the edge.
     q.mark_delivered(999).expect("mark");
     q.mark_delivered(1000).expect("mark");
     q.mark_delivered(2499).expect("mark");
@@ -246,6 +274,7 @@ fn windows_page_through_a_backlog<S: Store>(s: &S) {
         let Some(last) = batch.last() else { break };
         from = last.id + 1;
         for m in &batch {
+            assert_eq!(m.record, msg(m.id));
             seen.push(m.id);
             if m.delivered {
                 flagged.push(m.id);
@@ -260,60 +289,91 @@ fn windows_page_through_a_backlog<S: Store>(s: &S) {
     }
     assert_eq!(q.len(), 1500);
     assert_eq!(q.read(0, 1).expect("read")[0].id, 1000);
+    s.flush().expect("flush");
+    assert_eq!(q.read(0, 1).expect("read")[0].id, 1000);
 }
 
 fn clear_purges_one_queue<S: Store>(s: &S) {
-    let q = s.open_queue("/", "q", true).expect("open");
-    let other = s.open_queue("/", "other", true).expect("open");
+    let q = s.open_queue("/", "q").expect("open");
+    let other = s.open_queue("/", "other").expect("open");
     for id in 0..50 {
-        q.put(id, &msg(id)).expect("put");
-        other.put(id, &msg(id)).expect("put");
+        put(&*q, id);
+        put(&*other, id);
         q.mark_delivered(id).expect("mark");
+        if id == 20 {
+            s.flush().expect("flush");
+        }
     }
     q.clear().expect("clear");
     assert_eq!((q.len(), q.last_id()), (0, None));
     assert!(q.read(0, 100).expect("read").is_empty());
     assert_eq!(other.len(), 50);
-    q.put(7, &msg(7)).expect("put after purge");
-    assert_eq!(ids(&*q), [7]);
+    s.flush().expect("flush");
+    assert!(q.read(0, 100).expect("read").is_empty());
+    // Ids keep ascending after a purge.
+    assert!(q.put(7, msg(7).view()).is_err());
+    put(&*q, 50);
+    assert_eq!(ids(&*q), [50]);
     assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
+}
+
+fn remove_from_drops_the_tail<S: Store>(s: &S) {
+    let q = s.open_queue("/", "q").expect("open");
+    for id in 0..30 {
+        put(&*q, id);
+        if id % 10 == 9 {
+            s.flush().expect("flush");
+        }
+    }
+    q.remove(25).expect("ack");
+    q.mark_delivered(3).expect("mark");
+    assert_eq!(q.remove_from(15).expect("remove_from"), 14);
+    assert_eq!(q.remove_from(15).expect("again"), 0);
+    assert_eq!(ids(&*q), (0..15).collect::<Vec<_>>());
+    assert_eq!((q.len(), q.last_id()), (15, Some(14)));
+    assert_eq!(delivered_ids(&*q), [3]);
+    s.flush().expect("flush");
+    put(&*q, 30);
+    assert_eq!(q.read(14, 10).expect("read").len(), 2);
 }
 
 fn queue_areas_are_separate<S: Store>(s: &S) {
     let areas = [
-        s.open_queue("a/b", "c", true).expect("open"),
-        s.open_queue("a", "b/c", true).expect("open"),
-        s.open_queue("/", "q", true).expect("open"),
-        s.open_queue("other", "q", true).expect("open"),
-        s.open_queue("/", "q", false).expect("open scratch"),
+        s.open_queue("a/b", "c").expect("open"),
+        s.open_queue("a", "b/c").expect("open"),
+        s.open_queue("/", "q").expect("open"),
+        s.open_queue("other", "q").expect("open"),
     ];
     for (i, q) in areas.iter().enumerate() {
         for id in 0..=i as u64 {
-            q.put(id, &msg(id)).expect("put");
+            put(&**q, id);
         }
     }
+    s.flush().expect("flush");
     for (i, q) in areas.iter().enumerate() {
         assert_eq!(q.len(), i + 1);
+        assert_eq!(ids(&**q), (0..=i as u64).collect::<Vec<_>>());
     }
-    // Opening again shares the handle (and its count), and does not empty a live scratch area.
-    let again = s.open_queue("/", "q", false).expect("reopen scratch");
-    assert_eq!(again.len(), 5);
-    again.put(100, &msg(100)).expect("put");
-    assert_eq!(areas[4].len(), 6);
-    assert_eq!(s.open_queue("/", "q", true).expect("reopen").len(), 3);
+    // Opening again shares the handle (and its count).
+    let again = s.open_queue("/", "q").expect("reopen");
+    assert_eq!(again.len(), 3);
+    put(&*again, 100);
+    assert_eq!(areas[2].len(), 4);
 }
 
 fn delete_queue_removes_definition_and_messages<S: Store>(s: &S) {
     s.put_queue(&queue("/", "doomed")).expect("put");
     s.put_queue(&queue("/", "kept")).expect("put");
-    let q = s.open_queue("/", "doomed", true).expect("open");
-    let scratch = s.open_queue("/", "doomed", false).expect("open scratch");
-    let kept = s.open_queue("/", "kept", true).expect("open");
+    let q = s.open_queue("/", "doomed").expect("open");
+    let kept = s.open_queue("/", "kept").expect("open");
     for id in 0..10 {
-        q.put(id, &msg(id)).expect("put");
-        scratch.put(id, &msg(id)).expect("put");
-        kept.put(id, &msg(id)).expect("put");
+        put(&*q, id);
+        put(&*kept, id);
+        if id == 4 {
+            s.flush().expect("flush");
+        }
     }
+    q.mark_delivered(7).expect("mark");
     s.delete_queue("/", "doomed").expect("delete");
     s.delete_queue("/", "never-existed").expect("delete absent");
     let names: Vec<_> = s
@@ -325,18 +385,20 @@ fn delete_queue_removes_definition_and_messages<S: Store>(s: &S) {
         .collect();
     assert_eq!(names, ["kept"]);
     // A stale handle is refused rather than writing into a deleted area.
-    assert!(matches!(q.put(99, &msg(99)), Err(StoreError::Io(_))));
-    assert!(matches!(scratch.read(0, 1), Err(StoreError::Io(_))));
-    // Declared again, the queue starts empty.
-    let fresh = s.open_queue("/", "doomed", true).expect("reopen");
+    assert!(matches!(q.put(99, msg(99).view()), Err(StoreError::Io(_))));
+    assert!(matches!(q.read(0, 1), Err(StoreError::Io(_))));
+    s.flush().expect("flush after delete");
+    // Declared again, the queue starts empty, with fresh ids.
+    let fresh = s.open_queue("/", "doomed").expect("reopen");
     assert_eq!((fresh.len(), fresh.last_id()), (0, None));
     assert!(fresh.read(0, 100).expect("read").is_empty());
-    assert_eq!(s.open_queue("/", "doomed", false).expect("reopen").len(), 0);
+    put(&*fresh, 0);
+    assert_eq!(ids(&*fresh), [0]);
     assert_eq!(kept.len(), 10);
 }
 
 fn large_and_empty_messages<S: Store>(s: &S) {
-    let q = s.open_queue("/", "big", true).expect("open");
+    let q = s.open_queue("/", "big").expect("open");
     let big = MessageRecord {
         exchange: String::new(),
         routing_key: "ü/é".into(),
@@ -349,26 +411,43 @@ fn large_and_empty_messages<S: Store>(s: &S) {
         properties: Bytes::new(),
         body: Bytes::new(),
     };
-    q.put(1, &big).expect("put big");
-    q.put(2, &empty).expect("put empty");
+    put(&*q, 0);
+    let _ = q.put(1, big.view()).expect("put big");
+    let _ = q.put(2, empty.view()).expect("put empty");
+    put(&*q, 3);
     s.flush().expect("flush");
     let back = q.read(0, 10).expect("read");
-    assert_eq!(back.len(), 2);
-    assert_eq!(back[0].record, big);
-    assert_eq!(back[1].record, empty);
+    assert_eq!(back.len(), 4);
+    assert_eq!(back[1].record, big);
+    assert_eq!(back[2].record, empty);
+    assert_eq!(back[3].record, msg(3));
 }
 
-fn concurrent_writers_keep_an_exact_count<S: Store>(s: &S) {
-    let q = s.open_queue("/", "busy", true).expect("open");
+/// Publishers on several threads allocate ids and put under one lock, as the broker's queue
+/// does: the store keeps that order, and a reader running alongside sees ordered messages.
+fn interleaved_publishers_keep_their_order<S: Store>(s: &S) {
+    let q = s.open_queue("/", "busy").expect("open");
+    let next = std::sync::Mutex::new(0u64);
     std::thread::scope(|scope| {
         for t in 0..4u64 {
-            let q = Arc::clone(&q);
+            let (q, next) = (Arc::clone(&q), &next);
             scope.spawn(move || {
-                for i in 0..500 {
-                    let id = t * 1_000_000 + i;
-                    q.put(id, &msg(id)).expect("put");
-                    // Put again (a replace must not count twice), then remove every other one.
-                    q.put(id, &msg(id)).expect("put again");
+                for i in 0..500u64 {
+                    let id = {
+                        let mut n = next.lock().expect("lock");
+                        let id = *n;
+                        *n += 1;
+                        let m = MessageRecord {
+                            body: Bytes::from(format!("{t}:{i}")),
+                            ..msg(id)
+                        };
+                        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+                            // The broker writes full chunks outside its lock; so do we.
+                            drop(n);
+                            q.write_sealed().expect("write sealed");
+                        }
+                        id
+                    };
                     if i % 2 == 0 {
                         q.mark_delivered(id).expect("mark");
                         q.remove(id).expect("remove");
@@ -376,16 +455,38 @@ fn concurrent_writers_keep_an_exact_count<S: Store>(s: &S) {
                 }
             });
         }
+        scope.spawn(|| {
+            for _ in 0..50 {
+                s.flush().expect("flush");
+            }
+        });
         // A reader running alongside sees only whole, ordered messages.
         for _ in 0..20 {
             let batch = q.read(0, 5000).expect("read");
             assert!(batch.windows(2).all(|w| w[0].id < w[1].id));
         }
     });
-    assert_eq!(q.len(), 4 * 250);
-    assert_eq!(ids(&*q).len(), 4 * 250);
-    assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
     s.flush().expect("flush");
+    check_interleaved(&*q);
+}
+
+/// What [`interleaved_publishers_keep_their_order`] left: 4 x 250 messages, ids ascending, each
+/// publisher's sequence ascending, none delivered.
+fn check_interleaved(q: &dyn QueueStore) {
+    let all = q.read(0, usize::MAX).expect("read");
+    assert_eq!(all.len(), 4 * 250);
+    assert_eq!(q.len(), 4 * 250);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let mut last = [None::<u64>; 4];
+    for m in &all {
+        assert!(!m.delivered);
+        let text = std::str::from_utf8(&m.record.body).expect("utf8");
+        let (t, i) = text.split_once(':').expect("t:i");
+        let (t, i): (usize, u64) = (t.parse().expect("t"), i.parse().expect("i"));
+        assert!(last[t].is_none_or(|l| l < i), "publisher {t} out of order");
+        assert_eq!(i % 2, 1);
+        last[t] = Some(i);
+    }
 }
 
 /// Instantiates each generic test for both stores.
@@ -416,24 +517,83 @@ generic_suite!(
     definitions_round_trip,
     bindings_are_identified_by_every_field,
     messages_come_back_in_id_order,
+    puts_must_ascend,
     delivered_flags_and_removal,
     windows_page_through_a_backlog,
     clear_purges_one_queue,
+    remove_from_drops_the_tail,
     queue_areas_are_separate,
     delete_queue_removes_definition_and_messages,
     large_and_empty_messages,
-    concurrent_writers_keep_an_exact_count,
+    interleaved_publishers_keep_their_order,
 );
 
 // ---------------------------------------------------------------------------------------------
-// sled only: restarts, damage, locking.
+// sled only: restarts, chunks on disk, damage, locking.
 
 fn open(dir: &tempfile::TempDir) -> SledStore {
     SledStore::open(dir.path(), CACHE).expect("open")
 }
 
+/// The sled tree names of a durable queue's chunks and chunk states (see `sled_store`'s layout).
+fn trees(vhost: &str, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = record::name_key(vhost, name);
+    let mut chunks = b"chunks:".to_vec();
+    chunks.extend_from_slice(&key);
+    let mut states = b"chunk-states:".to_vec();
+    states.extend_from_slice(&key);
+    (chunks, states)
+}
+
+/// The chunks of a queue as sled holds them, their parts put together: (first id, ids of the
+/// entries written).
+fn raw_chunks(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Vec<u64>)> {
+    let mut values: Vec<(u64, Vec<u8>)> = Vec::new();
+    for kv in s.raw_tree(&trees(vhost, name).0).iter() {
+        let (k, v) = kv.expect("item");
+        let (first, part) = record::parse_part_key(&k).expect("key");
+        match values.last_mut() {
+            Some((f, value)) if *f == first => value.extend_from_slice(&v),
+            _ => {
+                assert_eq!(part, 0, "parts of chunk {first} start at 0");
+                values.push((first, v.to_vec()));
+            }
+        }
+    }
+    values
+        .into_iter()
+        .map(|(first, value)| {
+            let ids = record::chunk_entries(&value)
+                .expect("entries")
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            (first, ids)
+        })
+        .collect()
+}
+
+/// The chunk states of a queue as sled holds them: (first id, live ids, delivered ids).
+fn raw_states(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Vec<u64>, Vec<u64>)> {
+    let set = |first: u64, bits: &[u8]| -> Vec<u64> {
+        (0..bits.len() as u64 * 8)
+            .filter(|i| bits[(*i / 8) as usize] >> (i % 8) & 1 == 1)
+            .map(|i| first + i)
+            .collect()
+    };
+    s.raw_tree(&trees(vhost, name).1)
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.expect("item");
+            let first = record::parse_chunk_key(&k).expect("key");
+            let st = record::decode_state(first, &v).expect("state");
+            (first, set(first, st.live), set(first, st.delivered))
+        })
+        .collect()
+}
+
 #[test]
-fn restart_keeps_durable_state_and_drops_scratch() {
+fn restart_keeps_durable_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let defs = Definitions {
         exchanges: vec![
@@ -458,18 +618,18 @@ fn restart_keeps_durable_state_and_drops_scratch() {
             .expect("put");
         s.delete_exchange("/", "gone").expect("delete");
 
-        let q = s.open_queue("/", "durable", true).expect("open");
-        for id in [10u64, 2, 7, 3, 1] {
-            q.put(id, &msg(id)).expect("put");
+        let q = s.open_queue("/", "durable").expect("open");
+        for id in [1u64, 2, 3, 7, 10] {
+            put(&*q, id);
         }
         q.mark_delivered(3).expect("mark");
         q.mark_delivered(10).expect("mark");
         q.mark_delivered(2).expect("mark");
         q.remove(2).expect("ack");
-        let scratch = s.open_queue("/", "transient", false).expect("open scratch");
-        for id in 0..100 {
-            scratch.put(id, &msg(id)).expect("put");
-        }
+        // A scratch tree of an earlier version is dropped at the next open.
+        s.raw_tree(b"tmp:\x00\x00\x00\x01/\x00\x00\x00\x01t")
+            .insert(b"k", b"v")
+            .expect("insert");
         s.flush().expect("flush");
     }
     {
@@ -478,7 +638,8 @@ fn restart_keeps_durable_state_and_drops_scratch() {
             sorted(s.load_definitions().expect("load")),
             sorted(defs.clone())
         );
-        let q = s.open_queue("/", "durable", true).expect("open");
+        assert!(!s.tree_names().iter().any(|n| n.starts_with(b"tmp:")));
+        let q = s.open_queue("/", "durable").expect("open");
         assert_eq!((q.len(), q.last_id()), (4, Some(10)));
         let back = q.read(0, 100).expect("read");
         assert_eq!(back.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 3, 7, 10]);
@@ -486,18 +647,204 @@ fn restart_keeps_durable_state_and_drops_scratch() {
         for m in &back {
             assert_eq!(m.record, msg(m.id));
         }
-        let scratch = s.open_queue("/", "transient", false).expect("open scratch");
-        assert_eq!((scratch.len(), scratch.last_id()), (0, None));
-        assert!(scratch.read(0, 10).expect("read").is_empty());
         // The store keeps working after a restart, and a second one sees that too.
-        q.put(11, &msg(11)).expect("put");
+        assert!(q.put(10, msg(10).view()).is_err());
+        put(&*q, 11);
         q.remove(1).expect("ack");
         s.flush().expect("flush");
     }
     let s = open(&dir);
-    let q = s.open_queue("/", "durable", true).expect("open");
+    let q = s.open_queue("/", "durable").expect("open");
     assert_eq!(ids(&*q), [3, 7, 10, 11]);
     assert_eq!(delivered_ids(&*q), [3, 10]);
+}
+
+#[test]
+fn partially_acked_chunks_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 1..=10 {
+            put(&*q, id);
+        }
+        s.flush().expect("flush");
+        for id in [3, 4, 7] {
+            q.remove(id).expect("ack");
+        }
+        s.flush().expect("flush");
+        // One chunk, written once; its state says what is left.
+        assert_eq!(raw_chunks(&s, "/", "q"), [(1, (1..=10).collect())]);
+        assert_eq!(
+            raw_states(&s, "/", "q"),
+            [(1, vec![1, 2, 5, 6, 8, 9, 10], vec![])]
+        );
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!((q.len(), q.last_id()), (7, Some(10)));
+        assert_eq!(ids(&*q), [1, 2, 5, 6, 8, 9, 10]);
+        // Acking the tail lowers the last id, so a restart numbers on from 10 again: the new
+        // chunk's span overlaps the old chunk's acked tail.
+        q.remove(10).expect("ack");
+        q.remove(9).expect("ack");
+        s.flush().expect("flush");
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!((q.len(), q.last_id()), (5, Some(8)));
+        for id in 9..=12 {
+            put(&*q, id);
+        }
+        q.remove(1).expect("ack");
+        q.mark_delivered(9).expect("mark");
+        s.flush().expect("flush");
+        assert_eq!(ids(&*q), [2, 5, 6, 8, 9, 10, 11, 12]);
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!((q.len(), q.last_id()), (8, Some(12)));
+    assert_eq!(ids(&*q), [2, 5, 6, 8, 9, 10, 11, 12]);
+    assert_eq!(delivered_ids(&*q), [9]);
+    assert_eq!(
+        raw_states(&s, "/", "q"),
+        [
+            (1, vec![2, 5, 6, 8], vec![]),
+            (9, vec![9, 10, 11, 12], vec![9])
+        ]
+    );
+}
+
+#[test]
+fn fully_acked_chunks_are_removed_with_their_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    for id in 1..=3 {
+        put(&*q, id);
+    }
+    s.flush().expect("flush");
+    for id in 4..=6 {
+        put(&*q, id);
+    }
+    s.flush().expect("flush");
+    assert_eq!(
+        raw_chunks(&s, "/", "q"),
+        [(1, vec![1, 2, 3]), (4, vec![4, 5, 6])]
+    );
+    for id in 1..=3 {
+        q.remove(id).expect("ack");
+    }
+    q.remove(5).expect("ack");
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(4, vec![4, 5, 6])]);
+    assert_eq!(raw_states(&s, "/", "q"), [(4, vec![4, 6], vec![])]);
+    q.remove(4).expect("ack");
+    q.remove(6).expect("ack");
+    s.flush().expect("flush");
+    assert!(raw_chunks(&s, "/", "q").is_empty());
+    assert!(raw_states(&s, "/", "q").is_empty());
+    assert!(q.is_empty());
+}
+
+#[test]
+fn entries_acked_before_their_chunk_is_sealed_are_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    for id in 1..=5 {
+        put(&*q, id);
+        q.mark_delivered(id).expect("mark");
+    }
+    q.remove(2).expect("ack");
+    q.remove(4).expect("ack");
+    // Consumed and acked within one group commit: nothing of these reaches sled.
+    for id in 6..=8 {
+        put(&*q, id);
+        q.remove(id).expect("ack");
+    }
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(1, vec![1, 3, 5])]);
+    assert_eq!(
+        raw_states(&s, "/", "q"),
+        [(1, vec![1, 3, 5], vec![1, 3, 5])]
+    );
+    for id in 9..=10 {
+        put(&*q, id);
+        q.remove(id).expect("ack");
+    }
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(1, vec![1, 3, 5])]);
+    assert_eq!(ids(&*q), [1, 3, 5]);
+}
+
+#[test]
+fn full_chunks_are_written_before_a_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = MessageRecord {
+        body: Bytes::from(vec![9u8; 10_000]),
+        ..msg(0)
+    };
+    let mut due = 0;
+    for id in 0..20 {
+        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+            due += 1;
+            q.write_sealed().expect("write sealed");
+        }
+    }
+    // 64 KiB chunks of ~10 KB messages: every 7th message starts the next (at 6, 12, 18).
+    assert_eq!(due, 3);
+    let written = raw_chunks(&s, "/", "q");
+    assert_eq!(
+        written.len(),
+        3,
+        "three full chunks are in sled, one is still open"
+    );
+    assert_eq!(written[0].1.len(), 6);
+    s.flush().expect("flush");
+    let all: Vec<u64> = raw_chunks(&s, "/", "q")
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn delivered_marks_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 1..=3 {
+            put(&*q, id);
+        }
+        s.flush().expect("flush");
+        for id in 4..=6 {
+            put(&*q, id);
+        }
+        q.mark_delivered(2).expect("mark");
+        q.mark_delivered(5).expect("mark");
+        s.flush().expect("flush");
+        q.mark_delivered(6).expect("mark");
+        q.remove(5).expect("ack");
+        // No explicit flush: dropping the store writes what is buffered.
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!(ids(&*q), [1, 2, 3, 4, 6]);
+        assert_eq!(delivered_ids(&*q), [2, 6]);
+        q.remove(2).expect("ack");
+        s.flush().expect("flush");
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(delivered_ids(&*q), [6]);
+    assert_eq!(ids(&*q), [1, 3, 4, 6]);
 }
 
 #[test]
@@ -507,17 +854,25 @@ fn restart_after_delete_and_purge() {
         let s = open(&dir);
         for name in ["a", "b"] {
             s.put_queue(&queue("/", name)).expect("put");
-            let q = s.open_queue("/", name, true).expect("open");
+            let q = s.open_queue("/", name).expect("open");
             for id in 0..20 {
-                q.put(id, &msg(id)).expect("put");
+                put(&*q, id);
+                if id == 9 {
+                    s.flush().expect("flush");
+                }
             }
         }
         s.delete_queue("/", "a").expect("delete");
-        s.open_queue("/", "b", true)
+        let (chunks, states) = trees("/", "a");
+        assert!(!s.tree_names().contains(&chunks));
+        assert!(!s.tree_names().contains(&states));
+        s.open_queue("/", "b")
             .expect("open")
             .clear()
             .expect("purge");
         s.flush().expect("flush");
+        assert!(raw_chunks(&s, "/", "b").is_empty());
+        assert!(raw_states(&s, "/", "b").is_empty());
     }
     let s = open(&dir);
     let names: Vec<_> = s
@@ -529,9 +884,32 @@ fn restart_after_delete_and_purge() {
         .collect();
     assert_eq!(names, ["b"]);
     for name in ["a", "b"] {
-        let q = s.open_queue("/", name, true).expect("open");
+        let q = s.open_queue("/", name).expect("open");
         assert_eq!((q.len(), q.last_id()), (0, None), "{name}");
     }
+}
+
+#[test]
+fn chunks_without_states_are_dropped() {
+    // A queue deletion interrupted after the states tree went: the chunks are orphans.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 0..5 {
+            put(&*q, id);
+        }
+        s.flush().expect("flush");
+    }
+    {
+        let s = open(&dir);
+        s.drop_raw_tree(&trees("/", "q").1);
+        s.flush().expect("flush");
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!((q.len(), q.last_id()), (0, None));
+    assert!(raw_chunks(&s, "/", "q").is_empty());
 }
 
 #[test]
@@ -544,11 +922,17 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         s.put_exchange(&good_exchange).expect("put");
         s.put_exchange(&bad_exchange).expect("put");
         s.put_queue(&queue("/", "q")).expect("put");
-        let q = s.open_queue("/", "q", true).expect("open");
-        for id in 1..=4 {
-            q.put(id, &msg(id)).expect("put");
+        let q = s.open_queue("/", "q").expect("open");
+        // Four chunks: 1..=4, 5..=8, 9..=12, 13..=16.
+        for id in 1..=16 {
+            put(&*q, id);
+            if id % 4 == 0 {
+                s.flush().expect("flush");
+            }
         }
         q.mark_delivered(2).expect("mark");
+        q.mark_delivered(10).expect("mark");
+        q.remove(11).expect("ack");
         s.flush().expect("flush");
     }
     {
@@ -569,14 +953,25 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         s.raw_tree(b"queues")
             .insert(record::queue_key("/", "v9"), &b"\x09future"[..])
             .expect("insert");
-        let msgs = s.raw_tree(&area_name("/", "q"));
-        msgs.insert(record::message_key(2), &b"\x01\xff\xff\xff\xff"[..])
+        let (chunks, states) = trees("/", "q");
+        // Chunk 5's body: an entry whose length runs past the value.
+        s.raw_tree(&chunks)
+            .insert(
+                record::part_key(5, 0),
+                &b"\x01\0\0\0\0\0\0\0\x05\xff\xff\xff\xff"[..],
+            )
             .expect("insert");
-        msgs.insert(&b"short"[..], &b"x"[..])
+        // Chunk 9's state: bitmaps that do not match its span.
+        s.raw_tree(&states)
+            .insert(
+                record::chunk_key(9),
+                &b"\x01\0\0\0\0\0\0\0\x0c\0\0\0\x01\xff"[..],
+            )
+            .expect("insert");
+        // A state under a key that is no chunk key.
+        s.raw_tree(&states)
+            .insert(&b"short"[..], &b"x"[..])
             .expect("insert malformed key");
-        // A delivered marker whose message is gone (a crash between an ack's two removals).
-        msgs.insert(record::delivered_key(9), &b""[..])
-            .expect("insert orphan marker");
         s.flush().expect("flush");
     }
     {
@@ -584,35 +979,83 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
         let d = s.load_definitions().expect("load survives damage");
         assert_eq!(d.exchanges, std::slice::from_ref(&good_exchange));
         assert_eq!(d.queues, [queue("/", "q")]);
-        let q = s.open_queue("/", "q", true).expect("open");
-        // The malformed key went at open; the damaged message is counted until read meets it.
-        assert_eq!(q.len(), 4);
-        let back = q.read(0, 10).expect("read skips the damaged message");
-        assert_eq!(back.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 3, 4]);
-        assert_eq!(q.len(), 3);
-        assert_eq!(q.last_id(), Some(4));
-        // Message 2's marker stays behind, an orphan now; the one for 9 was cleaned at open.
-        q.put(9, &msg(9)).expect("put");
-        assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
-        // exchanges: bad + elsewhere; queues: v9; messages: 2 + malformed key.
-        assert_eq!(s.quarantined(), 5);
+        let q = s.open_queue("/", "q").expect("open");
+        // State 9 was rebuilt from its chunk: all four entries live again (11's ack and 10's
+        // delivered mark are lost: at least once). Chunk 5 is counted until a read meets it.
+        assert_eq!(q.len(), 16);
+        let back = q.read(0, 100).expect("read skips the damaged chunk");
+        assert_eq!(
+            back.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16]
+        );
+        for m in &back {
+            assert_eq!(m.record, msg(m.id));
+        }
+        assert_eq!(delivered_ids(&*q), [2]);
+        assert_eq!(q.len(), 12);
+        assert_eq!(q.last_id(), Some(16));
+        // exchanges: bad + elsewhere; queues: v9; states: 9 + malformed key; chunk 5 + its state.
+        assert_eq!(s.quarantined(), 7);
         s.flush().expect("flush");
     }
     // Quarantined records stay aside; everything else is as it was.
     let s = open(&dir);
     let d = s.load_definitions().expect("load");
     assert_eq!(d.exchanges, [good_exchange]);
-    let q = s.open_queue("/", "q", true).expect("open");
-    assert_eq!(ids(&*q), [1, 3, 4, 9]);
-    assert_eq!(delivered_ids(&*q), Vec::<u64>::new());
-    assert_eq!(s.quarantined(), 5);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(ids(&*q), [1, 2, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16]);
+    assert_eq!(delivered_ids(&*q), [2]);
+    assert_eq!(s.quarantined(), 7);
 }
 
-/// The sled tree name of a durable queue's messages (see `sled_store`'s layout).
-fn area_name(vhost: &str, name: &str) -> Vec<u8> {
-    let mut n = b"msg:".to_vec();
-    n.extend_from_slice(&record::name_key(vhost, name));
-    n
+#[test]
+fn per_message_trees_of_earlier_versions_are_converted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut legacy = b"msg:".to_vec();
+    legacy.extend_from_slice(&record::name_key("/", "old"));
+    {
+        let s = open(&dir);
+        let t = s.raw_tree(&legacy);
+        for id in [1u64, 2, 5, 9] {
+            t.insert(
+                record::message_key(id),
+                record::encode_message(&msg(id).view()),
+            )
+            .expect("insert");
+        }
+        t.insert(record::delivered_key(5), &b""[..])
+            .expect("marker");
+        t.insert(record::message_key(7), &b"\x01\xff"[..])
+            .expect("damaged");
+        s.flush().expect("flush");
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "old").expect("open");
+        assert_eq!(ids(&*q), [1, 2, 5, 9]);
+        assert_eq!(delivered_ids(&*q), [5]);
+        assert_eq!(q.last_id(), Some(9));
+        assert!(!s.tree_names().contains(&legacy));
+        assert_eq!(s.quarantined(), 1);
+        for m in q.read(0, 10).expect("read") {
+            assert_eq!(m.record, msg(m.id));
+        }
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "old").expect("open");
+    assert_eq!(ids(&*q), [1, 2, 5, 9]);
+    assert_eq!(delivered_ids(&*q), [5]);
+}
+
+#[test]
+fn interleaved_publishers_order_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        interleaved_publishers_keep_their_order(&s);
+    }
+    let s = open(&dir);
+    check_interleaved(&*s.open_queue("/", "busy").expect("open"));
 }
 
 #[test]
@@ -639,7 +1082,7 @@ fn sled_lock_alone_also_maps_to_locked() {
     // gone: sled's own lock must still refuse a second open, and be reported as Locked.
     let handle = {
         let s = open(&dir);
-        s.open_queue("/", "q", true).expect("open")
+        s.open_queue("/", "q").expect("open")
     };
     match SledStore::open(dir.path(), CACHE) {
         Err(StoreError::Locked { path }) => assert_eq!(path, dir.path()),
@@ -649,61 +1092,13 @@ fn sled_lock_alone_also_maps_to_locked() {
     open(&dir);
 }
 
-/// The delivered-marker keys on disk in a durable queue's tree, read with sled directly in a
-/// freshly opened store (before `open_queue` cleans anything up).
-fn raw_markers(dir: &tempfile::TempDir, vhost: &str, name: &str) -> Vec<u64> {
-    let s = open(dir);
-    s.raw_tree(&area_name(vhost, name))
-        .iter()
-        .keys()
-        .filter_map(|k| match record::parse_message_key(&k.expect("key")) {
-            Some(record::MessageKey::Delivered(id)) => Some(id),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
-fn delivered_marks_are_written_at_flush_only_for_unacked_messages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let s = open(&dir);
-        let q = s.open_queue("/", "q", true).expect("open");
-        for id in 1..=5 {
-            q.put(id, &msg(id)).expect("put");
-            q.mark_delivered(id).expect("mark");
-        }
-        // Acked within the batch: its mark never reaches the disk.
-        q.remove(2).expect("ack");
-        s.flush().expect("flush");
-        // Acked after the flush wrote its mark: the marker goes with it.
-        q.remove(3).expect("ack");
-        s.flush().expect("flush");
-    }
-    assert_eq!(raw_markers(&dir, "/", "q"), [1, 4, 5]);
-    {
-        let s = open(&dir);
-        let q = s.open_queue("/", "q", true).expect("open");
-        assert_eq!(ids(&*q), [1, 4, 5]);
-        assert_eq!(delivered_ids(&*q), [1, 4, 5]);
-        q.put(6, &msg(6)).expect("put");
-        q.mark_delivered(6).expect("mark");
-        q.remove(4).expect("ack");
-        // No explicit flush: dropping the store writes the pending mark.
-    }
-    assert_eq!(raw_markers(&dir, "/", "q"), [1, 5, 6]);
-    let s = open(&dir);
-    let q = s.open_queue("/", "q", true).expect("open");
-    assert_eq!(delivered_ids(&*q), [1, 5, 6]);
-}
-
-#[test]
-fn flushes_racing_marks_and_acks_leave_no_orphan_markers() {
+fn flushes_racing_puts_marks_and_acks_leave_exact_states() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut unacked_delivered = BTreeSet::new();
     {
         let s = open(&dir);
-        let q = s.open_queue("/", "q", true).expect("open");
+        let q = s.open_queue("/", "q").expect("open");
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let flusher = scope.spawn(|| {
@@ -716,10 +1111,10 @@ fn flushes_racing_marks_and_acks_leave_no_orphan_markers() {
                 flushes
             });
             for id in 0..3000u64 {
-                q.put(id, &msg(id)).expect("put");
+                put(&*q, id);
                 q.mark_delivered(id).expect("mark");
                 // Ack two of every three, some right away (often before a flush), some later
-                // (often after one wrote their mark).
+                // (often after one wrote their chunk).
                 match id % 3 {
                     0 => q.remove(id).expect("ack"),
                     1 if id >= 30 => q.remove(id - 30).expect("ack later"),
@@ -734,6 +1129,19 @@ fn flushes_racing_marks_and_acks_leave_no_orphan_markers() {
             unacked_delivered.insert(m.id);
         }
     }
-    let markers: BTreeSet<u64> = raw_markers(&dir, "/", "q").into_iter().collect();
-    assert_eq!(markers, unacked_delivered);
+    let s = open(&dir);
+    let mut live = BTreeSet::new();
+    let mut delivered = BTreeSet::new();
+    for (_, l, d) in raw_states(&s, "/", "q") {
+        assert!(!l.is_empty(), "a chunk with nothing live is deleted");
+        live.extend(l);
+        delivered.extend(d);
+    }
+    assert_eq!(live, unacked_delivered);
+    assert_eq!(delivered, unacked_delivered);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(
+        ids(&*q),
+        unacked_delivered.iter().copied().collect::<Vec<_>>()
+    );
 }

@@ -1,0 +1,785 @@
+//! The in-memory side of a chunked message area: which chunk holds which ids, which of them are
+//! live (stored and not acked) or delivered, and the open chunk that puts append to.
+//!
+//! A durable queue's persistent messages are stored in chunks: runs of messages with ascending
+//! ids, encoded one after the other into one value (layout in [`record`]). A chunk
+//! is written to the storage engine once, when it is sealed (full, or at a flush); acks and
+//! delivered marks only change its state, two bitmaps over its id span, which is written as a
+//! small record of its own. A chunk whose every entry is acked is deleted with its state; one
+//! whose every entry is acked before it is sealed is never written at all, and entries acked
+//! before their chunk is sealed are left out of it.
+//!
+//! This module owns that bookkeeping and nothing else: no I/O, no locks. The store that uses it
+//! ([`SledStore`](super::SledStore)) keeps an [`Index`] per queue behind a mutex, asks
+//! [`Index::take_work`] what to write, writes it, and reports back with [`Index::finish_work`]
+//! or [`Index::undo_work`]. In memory it holds the open chunk, chunks sealed but not yet written
+//! (one per publisher at most: a put that fills a chunk asks its caller to write it) and, per
+//! chunk, about 200 bytes plus two bits per id of its span: about 0.4 bytes per stored 16-byte
+//! message, 13 per 4 KiB one.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::record;
+use super::{MessageView, StoreError};
+
+/// A chunk is sealed when its value would grow past this many bytes (a message larger than
+/// this gets a chunk of its own): large enough that a backlog of a million 4 KiB messages, or
+/// of tens of millions of small ones, needs tens of thousands of chunks in memory, no more.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A chunk is stored cut into parts of at most this many bytes, each its own sled value.
+///
+/// Why: sled splits a B-tree leaf only when it holds more than 16 items, whatever their size,
+/// writes a leaf (when it consolidates its updates) as a separate, never fsynced blob file once
+/// it passes a quarter of a 512 KiB segment, and caches whole leaves in 256 shards that each keep
+/// at least one. With parts of 7 KiB a leaf of 17 stays under 128 KiB: no blob files, and the
+/// cache size configured is the cache size obtained.
+pub const PART_BYTES: usize = 7 * 1024;
+
+/// A chunk is sealed when its ids would span more than this (ids of a queue's transient messages
+/// are gaps in its chunks), which bounds each state record to 2 x 512 bytes.
+pub const MAX_CHUNK_SPAN: u64 = 4096;
+
+/// A growable bitmap, bit `i` for id `first + i` of a chunk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bits {
+    words: Vec<u64>,
+}
+
+impl Bits {
+    /// Bit `i`.
+    pub fn get(&self, i: u64) -> bool {
+        let Ok(w) = usize::try_from(i / 64) else {
+            return false;
+        };
+        self.words.get(w).is_some_and(|x| x >> (i % 64) & 1 == 1)
+    }
+
+    /// Sets bit `i`, growing the map; returns whether it was clear.
+    pub fn set(&mut self, i: u64) -> bool {
+        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+        if w >= self.words.len() {
+            // Spans are bounded by MAX_CHUNK_SPAN, so this stays small.
+            self.words.resize(w.saturating_add(1), 0);
+        }
+        let Some(x) = self.words.get_mut(w) else {
+            return false;
+        };
+        let was_clear = *x >> (i % 64) & 1 == 0;
+        *x |= 1 << (i % 64);
+        was_clear
+    }
+
+    /// Clears bit `i`; returns whether it was set.
+    pub fn clear(&mut self, i: u64) -> bool {
+        let Some(x) = usize::try_from(i / 64)
+            .ok()
+            .and_then(|w| self.words.get_mut(w))
+        else {
+            return false;
+        };
+        let was_set = *x >> (i % 64) & 1 == 1;
+        *x &= !(1 << (i % 64));
+        was_set
+    }
+
+    /// Number of set bits at `i` or above.
+    pub fn count_from(&self, i: u64) -> usize {
+        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+        let Some(first) = self.words.get(w) else {
+            return 0;
+        };
+        let head = (first >> (i % 64)).count_ones() as usize;
+        head + self
+            .words
+            .iter()
+            .skip(w + 1)
+            .map(|x| x.count_ones() as usize)
+            .sum::<usize>()
+    }
+
+    /// Clears every bit at `i` or above; returns how many were set.
+    pub fn clear_from(&mut self, i: u64) -> usize {
+        let n = self.count_from(i);
+        let w = usize::try_from(i / 64).unwrap_or(usize::MAX);
+        if let Some(first) = self.words.get_mut(w) {
+            *first &= (1u64 << (i % 64)) - 1;
+            self.words.truncate(w + 1);
+        }
+        n
+    }
+
+    /// The highest set bit.
+    pub fn last_set(&self) -> Option<u64> {
+        let (w, x) = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, x)| **x != 0)?;
+        Some(w as u64 * 64 + 63 - u64::from(x.leading_zeros()))
+    }
+
+    /// The bits as `n` bytes, bit `i` in byte `i / 8` at `1 << (i % 8)`, masked by `mask` when
+    /// given.
+    pub fn to_bytes(&self, n: usize, mask: Option<&Bits>) -> Vec<u8> {
+        (0..n)
+            .map(|b| {
+                let word = |bits: &Bits| bits.words.get(b / 8).map_or(0, |x| x >> (b % 8 * 8));
+                let v = word(self) & mask.map_or(u64::MAX, word);
+                (v & 0xff) as u8
+            })
+            .collect()
+    }
+
+    /// Bits from [`Bits::to_bytes`]' layout, keeping only the first `nbits`.
+    pub fn from_bytes(bytes: &[u8], nbits: u64) -> Bits {
+        let mut words: Vec<u64> = bytes
+            .chunks(8)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u64, |acc, (i, b)| acc | u64::from(*b) << (i * 8))
+            })
+            .collect();
+        let keep = usize::try_from(nbits.div_ceil(64)).unwrap_or(usize::MAX);
+        words.truncate(keep);
+        if !nbits.is_multiple_of(64)
+            && words.len() == keep
+            && let Some(last) = words.last_mut()
+        {
+            *last &= (1u64 << (nbits % 64)) - 1;
+        }
+        Bits { words }
+    }
+}
+
+/// Where a chunk's entries are.
+#[derive(Debug)]
+enum Body {
+    /// The open chunk: puts append here.
+    Open(Vec<u8>),
+    /// Sealed, waiting in [`Index::sealed`] to be written.
+    Sealed(Bytes),
+    /// Handed out by [`Index::take_work`]; kept for readers until the write is done.
+    Writing(Bytes),
+    /// In the storage engine (with its state record).
+    Stored,
+}
+
+/// One chunk's bookkeeping.
+#[derive(Debug)]
+struct Chunk {
+    /// The highest id it holds or held.
+    last: u64,
+    /// Live ids (stored, not acked), bit `id - first`.
+    live: Bits,
+    /// Delivered ids, bit `id - first`.
+    delivered: Bits,
+    live_count: usize,
+    body: Body,
+    /// Parts it is stored in (set when its value is handed out for writing).
+    parts: u32,
+    /// Its state changed since the engine's copy was written (only tracked once the body is
+    /// handed out: until then the state is written with the body).
+    dirty: bool,
+}
+
+impl Chunk {
+    fn state(&self, first: u64) -> Vec<u8> {
+        let n = record::bitmap_len(first, self.last);
+        record::encode_state(
+            self.last,
+            self.parts,
+            &self.live.to_bytes(n, None),
+            &self.delivered.to_bytes(n, Some(&self.live)),
+        )
+    }
+
+    fn in_engine(&self) -> bool {
+        matches!(self.body, Body::Writing(_) | Body::Stored)
+    }
+}
+
+/// One chunk to write: its body when it is new, and its state.
+#[derive(Debug)]
+pub struct ChunkWrite {
+    /// The chunk's first id (its key).
+    pub first: u64,
+    /// A newly sealed chunk's value; `None` when only the state changed.
+    pub body: Option<Bytes>,
+    /// The state record's value.
+    pub state: Vec<u8>,
+}
+
+/// What [`Index::take_work`] asks the store to write, all of it in one atomic batch.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Chunks and states to insert.
+    pub writes: Vec<ChunkWrite>,
+    /// Chunks (first id, parts) to delete with their states: every entry is acked.
+    pub removes: Vec<(u64, u32)>,
+}
+
+impl Work {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.removes.is_empty()
+    }
+}
+
+/// Part of a read: one chunk's entries (or the key to fetch them by) and a snapshot of which of
+/// them are live and delivered.
+#[derive(Debug)]
+pub struct ReadPart {
+    /// The chunk's first id (its key).
+    pub first: u64,
+    /// Its value if it is in memory; `None`: fetch it from the engine.
+    pub body: Option<Bytes>,
+    /// The parts to fetch it from.
+    pub parts: u32,
+    /// Live ids, bit `id - first`.
+    pub live: Bits,
+    /// Delivered ids, bit `id - first`.
+    pub delivered: Bits,
+}
+
+/// One queue's chunks. See the module docs.
+#[derive(Debug, Default)]
+pub struct Index {
+    chunks: BTreeMap<u64, Chunk>,
+    /// Key of the open chunk, always the last one.
+    open: Option<u64>,
+    /// Keys of sealed chunks not yet handed out, oldest first.
+    sealed: Vec<u64>,
+    /// Keys of chunks in the engine whose state changed (each once: see [`Chunk::dirty`]).
+    dirty: Vec<u64>,
+    count: usize,
+    /// The highest id put, or found live at recovery: the next put must be above it.
+    last_put: Option<u64>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a chunk found in the engine at startup (in ascending key order). Returns its live
+    /// count; a chunk with none should be deleted rather than added.
+    pub fn recover(
+        &mut self,
+        first: u64,
+        last: u64,
+        parts: u32,
+        live: Bits,
+        delivered: Bits,
+    ) -> usize {
+        let live_count = live.count_from(0);
+        if let Some(top) = live.last_set() {
+            let top = first.saturating_add(top);
+            self.last_put = Some(self.last_put.map_or(top, |l| l.max(top)));
+        }
+        self.count += live_count;
+        self.chunks.insert(
+            first,
+            Chunk {
+                last,
+                live,
+                delivered,
+                live_count,
+                body: Body::Stored,
+                parts,
+                dirty: false,
+            },
+        );
+        live_count
+    }
+
+    /// Appends message `id` to the open chunk, sealing it first if `m` would overflow it.
+    /// Returns whether sealed chunks wait to be written ([`PutOutcome::WriteDue`](super::PutOutcome)).
+    pub fn append(&mut self, id: u64, m: &MessageView<'_>) -> Result<bool, StoreError> {
+        if let Some(last) = self.last_put
+            && id <= last
+        {
+            return Err(StoreError::OutOfOrder { id, last });
+        }
+        let len = record::entry_len(m);
+        if let Some(first) = self.open
+            && let Some(c) = self.chunks.get(&first)
+            && let Body::Open(buf) = &c.body
+            && (buf.len() + len > MAX_CHUNK_BYTES || id - first >= MAX_CHUNK_SPAN)
+        {
+            self.seal_open();
+        }
+        let first = *self.open.get_or_insert(id);
+        let chunk = self.chunks.entry(first).or_insert_with(|| Chunk {
+            last: id,
+            live: Bits::default(),
+            delivered: Bits::default(),
+            live_count: 0,
+            // Sized for what fills a chunk, up to a cap so that a lone small message in a
+            // queue of many does not cost 64 KiB.
+            body: Body::Open(record::new_chunk((len + 1).clamp(256, MAX_CHUNK_BYTES))),
+            parts: 0,
+            dirty: false,
+        });
+        let Body::Open(buf) = &mut chunk.body else {
+            return Err(StoreError::Io("invariant: the open chunk is open".into()));
+        };
+        if buf.capacity() - buf.len() < len {
+            // Grow geometrically, up to the chunk's cap.
+            let want = (buf.len() + len)
+                .max(buf.capacity() * 2)
+                .min(MAX_CHUNK_BYTES.max(buf.len() + len));
+            buf.reserve_exact(want - buf.len());
+        }
+        record::encode_entry_into(id, m, buf);
+        chunk.last = id;
+        chunk.live.set(id - first);
+        chunk.live_count += 1;
+        self.count += 1;
+        self.last_put = Some(id);
+        Ok(!self.sealed.is_empty())
+    }
+
+    /// Seals the open chunk: it waits to be written, or is dropped if every entry is acked.
+    fn seal_open(&mut self) {
+        let Some(first) = self.open.take() else {
+            return;
+        };
+        let Some(c) = self.chunks.get_mut(&first) else {
+            return;
+        };
+        if c.live_count == 0 {
+            self.chunks.remove(&first);
+            return;
+        }
+        if let Body::Open(buf) = std::mem::replace(&mut c.body, Body::Stored) {
+            c.body = Body::Sealed(Bytes::from(buf));
+            self.sealed.push(first);
+        }
+    }
+
+    /// Marks `id` delivered; false if it is not live or was marked already.
+    pub fn mark_delivered(&mut self, id: u64) -> bool {
+        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+            return false;
+        };
+        if !c.live.get(id - first) || !c.delivered.set(id - first) {
+            return false;
+        }
+        if !c.dirty {
+            c.dirty = true;
+            if c.in_engine() {
+                self.dirty.push(first);
+            }
+        }
+        true
+    }
+
+    /// Acks `id`; false if it is not live.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+            return false;
+        };
+        if !c.live.clear(id - first) {
+            return false;
+        }
+        c.live_count -= 1;
+        self.count -= 1;
+        if !c.dirty {
+            c.dirty = true;
+            if c.in_engine() {
+                self.dirty.push(first);
+            }
+        }
+        true
+    }
+
+    /// Acks every live id of `from` or more; returns how many there were.
+    pub fn remove_from(&mut self, from: u64) -> usize {
+        let start = self
+            .chunks
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(&k, _)| k);
+        let mut removed = 0;
+        for (&first, c) in self.chunks.range_mut(start..) {
+            let n = c.live.clear_from(from.saturating_sub(first));
+            if n == 0 {
+                continue;
+            }
+            c.live_count -= n;
+            removed += n;
+            if !c.dirty {
+                c.dirty = true;
+                if c.in_engine() {
+                    self.dirty.push(first);
+                }
+            }
+        }
+        self.count -= removed;
+        removed
+    }
+
+    /// Live messages.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no message is live.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The highest live id.
+    pub fn last_id(&self) -> Option<u64> {
+        self.chunks
+            .iter()
+            .rev()
+            .find_map(|(&first, c)| Some(first + c.live.last_set()?))
+    }
+
+    /// Whether a flush has anything to write.
+    pub fn has_work(&self) -> bool {
+        !self.sealed.is_empty() || !self.dirty.is_empty() || self.open.is_some()
+    }
+
+    /// Which chunks hold the first `limit` live messages of id `from` or more, with a snapshot
+    /// of their bits. Chunks in memory come with their value (the open one copied).
+    pub fn plan_read(&self, from: u64, limit: usize) -> Vec<ReadPart> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        let start = self
+            .chunks
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(&k, _)| k);
+        let mut wanted = limit;
+        for (&first, c) in self.chunks.range(start..) {
+            let n = c.live.count_from(from.saturating_sub(first));
+            if n == 0 {
+                continue;
+            }
+            let body = match &c.body {
+                Body::Open(buf) => Some(Bytes::copy_from_slice(buf)),
+                Body::Sealed(b) | Body::Writing(b) => Some(b.clone()),
+                Body::Stored => None,
+            };
+            out.push(ReadPart {
+                first,
+                body,
+                parts: c.parts,
+                live: c.live.clone(),
+                delivered: c.delivered.clone(),
+            });
+            wanted = wanted.saturating_sub(n);
+            if wanted == 0 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Hands out what to write: every sealed chunk (the open one too when `seal_open`), and
+    /// when `states`, the state of every chunk in the engine that changed (deleting those left
+    /// with no live entry). The caller writes it all atomically, then calls
+    /// [`Index::finish_work`] (or [`Index::undo_work`] if that failed); only one `Work` may be
+    /// out at a time.
+    pub fn take_work(&mut self, seal_open: bool, states: bool) -> Work {
+        let mut work = Work::default();
+        if seal_open {
+            self.seal_open();
+        }
+        for first in std::mem::take(&mut self.sealed) {
+            let Some(c) = self.chunks.get_mut(&first) else {
+                continue;
+            };
+            if c.live_count == 0 {
+                self.chunks.remove(&first);
+                continue;
+            }
+            let Body::Sealed(body) = &c.body else {
+                continue;
+            };
+            let body = body.clone();
+            let value = compact(&body, first, &c.live);
+            c.body = Body::Writing(body);
+            c.parts = u32::try_from(value.len().div_ceil(PART_BYTES))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            c.dirty = false;
+            work.writes.push(ChunkWrite {
+                first,
+                body: Some(value),
+                state: c.state(first),
+            });
+        }
+        if states {
+            for first in std::mem::take(&mut self.dirty) {
+                let Some(c) = self.chunks.get_mut(&first) else {
+                    continue;
+                };
+                if !c.dirty {
+                    continue;
+                }
+                c.dirty = false;
+                if c.live_count == 0 {
+                    work.removes.push((first, c.parts));
+                } else {
+                    work.writes.push(ChunkWrite {
+                        first,
+                        body: None,
+                        state: c.state(first),
+                    });
+                }
+            }
+        }
+        work
+    }
+
+    /// Records that `work` is in the engine: written chunks no longer need their value in
+    /// memory, and deleted ones are forgotten.
+    pub fn finish_work(&mut self, work: &Work) {
+        for w in work.writes.iter().filter(|w| w.body.is_some()) {
+            if let Some(c) = self.chunks.get_mut(&w.first) {
+                c.body = Body::Stored;
+            }
+        }
+        for (first, _) in &work.removes {
+            // Nothing revives a chunk with no live entry, so it is still dead.
+            self.chunks.remove(first);
+        }
+    }
+
+    /// Puts back what `work` was to write, for the next attempt.
+    pub fn undo_work(&mut self, work: Work) {
+        for w in work.writes {
+            let Some(c) = self.chunks.get_mut(&w.first) else {
+                continue;
+            };
+            match std::mem::replace(&mut c.body, Body::Stored) {
+                Body::Writing(b) => {
+                    c.body = Body::Sealed(b);
+                    self.sealed.push(w.first);
+                }
+                other => {
+                    c.body = other;
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(w.first);
+                    }
+                }
+            }
+        }
+        for (first, _) in work.removes {
+            if let Some(c) = self.chunks.get_mut(&first)
+                && !c.dirty
+            {
+                c.dirty = true;
+                self.dirty.push(first);
+            }
+        }
+        self.sealed.sort_unstable();
+    }
+
+    /// Forgets a chunk found damaged or missing in the engine; returns the live messages lost.
+    pub fn forget(&mut self, first: u64) -> usize {
+        let Some(c) = self.chunks.remove(&first) else {
+            return 0;
+        };
+        if self.open == Some(first) {
+            self.open = None;
+        }
+        self.count -= c.live_count;
+        c.live_count
+    }
+
+    /// Forgets every chunk (the engine's copies are dropped by the caller); ids keep ascending.
+    pub fn reset(&mut self) {
+        let last_put = self.last_put;
+        *self = Index::default();
+        self.last_put = last_put;
+    }
+
+    /// Chunks currently known (for tests and metrics).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// The chunk that would hold `id`, with its key.
+fn chunk_of(chunks: &mut BTreeMap<u64, Chunk>, id: u64) -> Option<(u64, &mut Chunk)> {
+    let (&first, c) = chunks.range_mut(..=id).next_back()?;
+    (id <= c.last).then_some((first, c))
+}
+
+/// A sealed chunk's value without the entries acked before it was written (the value itself
+/// when none was).
+fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
+    // We wrote this value ourselves, so it parses; if it somehow does not, write it whole and
+    // let the state's bitmaps say what is live.
+    let Ok(entries) = record::chunk_entries(body) else {
+        return body.clone();
+    };
+    let keep = |e: &record::ChunkEntry| e.id.checked_sub(first).is_some_and(|i| live.get(i));
+    if entries.iter().all(keep) {
+        return body.clone();
+    }
+    let len: usize = entries
+        .iter()
+        .filter(|e| keep(e))
+        .map(|e| e.range.len())
+        .sum();
+    let mut out = record::new_chunk(1 + len);
+    for e in entries.iter().filter(|e| keep(e)) {
+        out.extend_from_slice(body.get(e.range.clone()).unwrap_or_default());
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(body: &[u8]) -> MessageView<'_> {
+        MessageView {
+            exchange: "",
+            routing_key: "q",
+            properties: &[0, 0],
+            body,
+        }
+    }
+
+    #[test]
+    fn bits_set_clear_count_and_bytes() {
+        let mut b = Bits::default();
+        for i in [0, 5, 63, 64, 200, 4095] {
+            assert!(b.set(i));
+        }
+        assert!(!b.set(5));
+        assert!(b.get(200) && !b.get(201) && !b.get(1 << 40));
+        assert_eq!(b.count_from(0), 6);
+        assert_eq!(b.count_from(6), 4);
+        assert_eq!(b.count_from(64), 3);
+        assert_eq!(b.last_set(), Some(4095));
+        let bytes = b.to_bytes(512, None);
+        assert_eq!(bytes[0], 0b10_0001);
+        assert_eq!(Bits::from_bytes(&bytes, 4096), b);
+        // Bits past the span are dropped when read back.
+        assert_eq!(Bits::from_bytes(&bytes, 201).last_set(), Some(200));
+        assert!(b.clear(4095) && !b.clear(4095));
+        assert_eq!(b.clear_from(64), 2);
+        assert_eq!(b.last_set(), Some(63));
+        let mut mask = Bits::default();
+        mask.set(5);
+        assert_eq!(b.to_bytes(1, Some(&mask)), [0b10_0000]);
+        assert_eq!(Bits::default().last_set(), None);
+    }
+
+    #[test]
+    fn entries_acked_before_sealing_are_never_written() {
+        let mut ix = Index::new();
+        for id in 1..=10 {
+            assert!(!ix.append(id, &view(b"x")).expect("append"));
+        }
+        for id in [2, 3, 10] {
+            assert!(ix.remove(id));
+        }
+        let work = ix.take_work(true, true);
+        assert_eq!(work.writes.len(), 1);
+        let body = work.writes[0].body.clone().expect("a new chunk");
+        let ids: Vec<u64> = record::chunk_entries(&body)
+            .expect("entries")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, [1, 4, 5, 6, 7, 8, 9]);
+        ix.finish_work(&work);
+        // A chunk acked entirely while open is dropped without a write.
+        for id in 11..=20 {
+            let _ = ix.append(id, &view(b"y")).expect("append");
+            assert!(ix.remove(id));
+        }
+        assert!(ix.take_work(true, true).is_empty());
+        assert_eq!(ix.chunk_count(), 1);
+        assert_eq!((ix.len(), ix.last_id()), (7, Some(9)));
+    }
+
+    #[test]
+    fn full_chunks_are_sealed_and_due() {
+        let mut ix = Index::new();
+        let body = vec![7u8; 1000];
+        let mut due_at = None;
+        for id in 0..200 {
+            if ix.append(id, &view(&body)).expect("append") && due_at.is_none() {
+                due_at = Some(id);
+            }
+        }
+        // 64 KiB hold 63 entries of ~1 KiB: the 64th seals the first chunk.
+        assert_eq!(due_at, Some(63));
+        let work = ix.take_work(false, false);
+        assert!(work.writes.len() >= 3);
+        assert!(
+            work.writes
+                .iter()
+                .all(|w| w.body.as_ref().is_some_and(|b| b.len() <= MAX_CHUNK_BYTES))
+        );
+        ix.finish_work(&work);
+        // The open chunk stays open without `seal_open`, and the span cap also seals.
+        assert!(ix.open.is_some());
+        let mut ix = Index::new();
+        let _ = ix.append(0, &view(b"a")).expect("append");
+        assert!(ix.append(MAX_CHUNK_SPAN, &view(b"b")).expect("append"));
+    }
+
+    #[test]
+    fn puts_must_ascend() {
+        let mut ix = Index::new();
+        let _ = ix.append(5, &view(b"a")).expect("append");
+        assert!(matches!(
+            ix.append(5, &view(b"b")),
+            Err(StoreError::OutOfOrder { id: 5, last: 5 })
+        ));
+        assert!(ix.remove(5));
+        assert!(ix.append(4, &view(b"b")).is_err());
+        assert!(ix.append(6, &view(b"b")).is_ok());
+    }
+
+    #[test]
+    fn acks_after_writing_rewrite_the_state_and_remove_dead_chunks() {
+        let mut ix = Index::new();
+        for id in 0..4 {
+            let _ = ix.append(id, &view(b"m")).expect("append");
+        }
+        let work = ix.take_work(true, true);
+        ix.finish_work(&work);
+        assert!(ix.mark_delivered(1));
+        assert!(!ix.mark_delivered(1));
+        assert!(ix.remove(0));
+        let work = ix.take_work(true, true);
+        assert_eq!(work.writes.len(), 1);
+        assert!(work.writes[0].body.is_none());
+        let state = record::decode_state(0, &work.writes[0].state).expect("state");
+        assert_eq!(
+            (state.last, state.live, state.delivered),
+            (3, &[0b1110][..], &[0b10][..])
+        );
+        ix.finish_work(&work);
+        assert_eq!(ix.remove_from(0), 3);
+        let work = ix.take_work(true, true);
+        assert_eq!(work.removes, [(0, 1)]);
+        // A failed write is put back and handed out again.
+        ix.undo_work(work);
+        let work = ix.take_work(true, true);
+        assert_eq!(work.removes, [(0, 1)]);
+        ix.finish_work(&work);
+        assert_eq!(ix.chunk_count(), 0);
+        assert!(ix.is_empty());
+    }
+}

@@ -68,6 +68,8 @@ const LEGACY_SCRATCH_PREFIX: &[u8] = b"tmp:";
 /// Bound on read rounds that each meet a damaged chunk (each round forgets at least one).
 const MAX_READ_ROUNDS: usize = 1000;
 const LOCK_FILE: &str = "lagomorph.lock";
+/// The file sled 0.34 keeps its log (every tree) in, inside the data directory.
+const SLED_LOG_FILE: &str = "db";
 /// How long `open` waits for a just-dropped store of this process to release sled's file lock.
 const SLED_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
@@ -87,6 +89,8 @@ pub struct SledStore {
     areas: Mutex<Areas>,
     /// Queues with writes for the next flush.
     dirty: Arc<DirtyList>,
+    /// sled's log file, to `fdatasync` after sled's own flush (see [`Store::flush`]).
+    log: File,
     /// Held (locked) for as long as the store lives; declared last so it is released last.
     _lock: File,
 }
@@ -138,7 +142,11 @@ impl SledStore {
         let quarantine = Quarantine {
             tree: db.open_tree(QUARANTINE).map_err(io)?,
         };
+        let log_path = path.join(SLED_LOG_FILE);
+        let log = File::open(&log_path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", log_path.display())))?;
         Ok(SledStore {
+            log,
             exchanges: db.open_tree(EXCHANGES).map_err(io)?,
             queues: db.open_tree(QUEUES).map_err(io)?,
             bindings: db.open_tree(BINDINGS).map_err(io)?,
@@ -327,6 +335,13 @@ impl Store for SledStore {
             }
         }
         self.db.flush().map_err(io)?;
+        // sled makes its writes stable with sync_file_range, which waits for the page cache to
+        // reach the device but neither flushes the device's write cache nor syncs the metadata
+        // of a log file that grew. A confirm promises the message is on disk, power loss
+        // included: one fdatasync per group commit (about 0.2 ms here) makes it so.
+        self.log
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))?;
         Ok(())
     }
 }

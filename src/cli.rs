@@ -36,6 +36,8 @@ Environment variables:
   LAGOMORPH_FLUSH_INTERVAL_MS    storage.flush_interval_ms
   LAGOMORPH_CACHE_SIZE_MB        storage.cache_size_mb
   LAGOMORPH_QUEUE_MEMORY_WINDOW  storage.queue_memory_window
+  LAGOMORPH_QUEUE_MEMORY_WINDOW_MB
+                                 storage.queue_memory_window_mb
   LAGOMORPH_DEFAULT_VHOST        default_vhost
   LAGOMORPH_LOG_LEVEL            log.level
   LAGOMORPH_LOG_FORMAT           log.format (text | json)

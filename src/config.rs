@@ -147,6 +147,9 @@ pub struct StorageConfig {
     /// Messages kept in RAM per queue; older ones are paged out to disk and read back on demand,
     /// so a long backlog does not grow memory (at least 1).
     pub queue_memory_window: usize,
+    /// Message body MiB kept in RAM per queue, besides the message count above: whichever is
+    /// reached first pages the rest out (at least 1).
+    pub queue_memory_window_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -157,6 +160,7 @@ impl Default for StorageConfig {
             flush_interval_ms: 0,
             cache_size_mb: 64,
             queue_memory_window: 10_000,
+            queue_memory_window_mb: 8,
         }
     }
 }
@@ -604,6 +608,12 @@ impl Config {
                 "must be at least 1, got 0",
             ));
         }
+        if storage.queue_memory_window_mb == 0 {
+            return Err(invalid(
+                "storage.queue_memory_window_mb",
+                "must be at least 1, got 0",
+            ));
+        }
         Ok(())
     }
 
@@ -802,6 +812,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "storage.queue_memory_window",
         apply: |c, v| {
             c.storage.queue_memory_window = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_QUEUE_MEMORY_WINDOW_MB",
+        key: "storage.queue_memory_window_mb",
+        apply: |c, v| {
+            c.storage.queue_memory_window_mb = parse_value(v)?;
             Ok(())
         },
     },

@@ -82,7 +82,11 @@ async fn run(config: Config) -> Result<(), String> {
                 FlushPolicy::Interval(Duration::from_millis(config.storage.flush_interval_ms))
             }
         },
-        queue_window: config.storage.queue_memory_window,
+        queue_window: lagomorph::broker::MemoryWindow {
+            messages: config.storage.queue_memory_window,
+            bytes: usize::try_from(config.storage.queue_memory_window_mb << 20)
+                .unwrap_or(usize::MAX),
+        },
     };
     let broker = Broker::new(store, opts);
     broker

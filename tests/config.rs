@@ -125,6 +125,7 @@ fn builtin_defaults_are_the_documented_ones() {
     assert_eq!(c.storage.flush, FlushMode::Batch);
     assert_eq!(c.storage.cache_size_mb, 64);
     assert_eq!(c.storage.queue_memory_window, 10_000);
+    assert_eq!(c.storage.queue_memory_window_mb, 8);
     assert_eq!(c.default_vhost, "/");
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);
@@ -265,6 +266,10 @@ fn rule_violations_are_named() {
         (
             "[storage]\nqueue_memory_window = 0\n",
             "storage.queue_memory_window",
+        ),
+        (
+            "[storage]\nqueue_memory_window_mb = 0\n",
+            "storage.queue_memory_window_mb",
         ),
         ("[storage]\ndata_dir = \"\"\n", "storage.data_dir"),
         ("default_vhost = \"\"\n", "default_vhost"),
@@ -449,6 +454,7 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_FLUSH_INTERVAL_MS", "25"),
         ("LAGOMORPH_CACHE_SIZE_MB", "8"),
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW", "100"),
+        ("LAGOMORPH_QUEUE_MEMORY_WINDOW_MB", "3"),
         ("LAGOMORPH_DEFAULT_VHOST", "prod"),
         ("LAGOMORPH_LOG_LEVEL", "trace"),
         ("LAGOMORPH_LOG_FORMAT", "json"),
@@ -472,6 +478,7 @@ fn every_environment_variable_is_applied() {
     assert_eq!(c.storage.flush_interval_ms, 25);
     assert_eq!(c.storage.cache_size_mb, 8);
     assert_eq!(c.storage.queue_memory_window, 100);
+    assert_eq!(c.storage.queue_memory_window_mb, 3);
     assert_eq!(c.default_vhost, "prod");
     assert_eq!(c.log.level, "trace");
     assert_eq!(c.log.format, LogFormat::Json);

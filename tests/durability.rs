@@ -163,7 +163,10 @@ async fn restart_keeps_durable_things_and_drops_transient_ones() {
 
 fn small_window() -> BrokerOptions {
     BrokerOptions {
-        queue_window: 16,
+        queue_window: lagomorph::broker::MemoryWindow {
+            messages: 16,
+            ..Default::default()
+        },
         ..BrokerOptions::default()
     }
 }
@@ -305,4 +308,147 @@ async fn a_durable_backlog_larger_than_the_window_survives_restart_in_order() {
         .map(|i| (i.to_string(), false))
         .collect();
     assert_eq!(got, want);
+}
+
+/// A window of many messages but only 8 KiB of bodies: large messages page by bytes.
+fn byte_window() -> BrokerOptions {
+    BrokerOptions {
+        queue_window: lagomorph::broker::MemoryWindow {
+            messages: 10_000,
+            bytes: 8 * 1024,
+        },
+        ..BrokerOptions::default()
+    }
+}
+
+/// A 1 KiB body that starts with its number.
+fn numbered_kib(i: u32) -> Vec<u8> {
+    let mut body = format!("{i}:").into_bytes();
+    body.resize(1024, b'.');
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_window_is_bounded_in_bytes_too_before_and_after_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let b = start_in(tmp.path(), byte_window()).await;
+        let (_c, ch) = b.channel().await;
+        within(ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .expect("confirms");
+        within(ch.queue_declare(
+            "kib".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .expect("declare");
+        let mut pending = Vec::new();
+        for i in 0..200u32 {
+            pending.push(
+                within(ch.basic_publish(
+                    "".into(),
+                    "kib".into(),
+                    BasicPublishOptions::default(),
+                    &numbered_kib(i),
+                    BasicProperties::default().with_delivery_mode(2),
+                ))
+                .await
+                .expect("publish"),
+            );
+        }
+        for p in pending {
+            assert!(within(p).await.expect("confirm").is_ack());
+        }
+        let q = b
+            .broker
+            .vhost("/")
+            .expect("vhost")
+            .queue("kib")
+            .expect("queue");
+        let (ready, _, _, in_memory_bytes) = q.counts();
+        assert_eq!(ready, 200);
+        assert!(
+            in_memory_bytes <= 8 * 1024,
+            "200 KiB published, {in_memory_bytes} body bytes in memory"
+        );
+        b.stop().await;
+    }
+    let b = start_in(tmp.path(), byte_window()).await;
+    let q = b
+        .broker
+        .vhost("/")
+        .expect("vhost")
+        .queue("kib")
+        .expect("queue");
+    let (ready, _, _, in_memory_bytes) = q.counts();
+    assert_eq!(
+        ready, 200,
+        "every message is back, most of them still paged"
+    );
+    assert!(
+        (1024..=9 * 1024).contains(&in_memory_bytes),
+        "recovery loads one window: {in_memory_bytes} body bytes"
+    );
+    let (_c, ch) = b.channel().await;
+    let got = drain_bodies(&ch, "kib", 200).await;
+    for (i, (body, redelivered)) in got.iter().enumerate() {
+        assert!(body.starts_with(&format!("{i}:")), "message {i} in order");
+        assert!(!redelivered);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_backlog_of_large_messages_keeps_only_the_byte_window_in_memory() {
+    let b = support::start_with(byte_window()).await;
+    let (_c, ch) = b.channel().await;
+    within(ch.queue_declare(
+        "big-transient".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    for i in 0..200u32 {
+        within(ch.basic_publish(
+            "".into(),
+            "big-transient".into(),
+            BasicPublishOptions::default(),
+            &numbered_kib(i),
+            BasicProperties::default(),
+        ))
+        .await
+        .expect("publish");
+    }
+    // A passive declare is answered after every publish before it was handled.
+    let seen = within(ch.queue_declare(
+        "big-transient".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive");
+    assert_eq!(seen.message_count(), 200);
+    let q = b
+        .broker
+        .vhost("/")
+        .expect("vhost")
+        .queue("big-transient")
+        .expect("queue");
+    let (_, _, _, in_memory_bytes) = q.counts();
+    assert!(
+        in_memory_bytes <= 8 * 1024,
+        "{in_memory_bytes} body bytes in memory"
+    );
+    let got = drain_bodies(&ch, "big-transient", 200).await;
+    for (i, (body, _)) in got.iter().enumerate() {
+        assert!(body.starts_with(&format!("{i}:")), "message {i} in order");
+    }
 }

@@ -26,7 +26,7 @@ pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
 pub use group_commit::{FlushPolicy, GroupCommit};
 pub use message::{Delivery, Message, QueuedMessage};
-pub use queue::Queue;
+pub use queue::{MemoryWindow, Queue};
 pub use vhost::VHost;
 
 /// The connection.blocked reason while the memory alarm is set (RabbitMQ's wording).
@@ -94,8 +94,8 @@ pub struct BrokerOptions {
     pub limits: Limits,
     /// When the store is flushed.
     pub flush: FlushPolicy,
-    /// Ready messages each queue keeps in memory; the rest are paged to the store.
-    pub queue_window: usize,
+    /// What each queue keeps in memory; the rest is paged to the store.
+    pub queue_window: MemoryWindow,
 }
 
 impl Default for BrokerOptions {
@@ -109,7 +109,7 @@ impl Default for BrokerOptions {
             }],
             limits: Limits::default(),
             flush: FlushPolicy::Batch,
-            queue_window: 10_000,
+            queue_window: MemoryWindow::default(),
         }
     }
 }
@@ -189,7 +189,7 @@ struct Inner {
     next_conn: AtomicU64,
     limits: Limits,
     default_vhost: String,
-    queue_window: usize,
+    queue_window: MemoryWindow,
     memory_alarm: std::sync::atomic::AtomicBool,
     stats: BrokerStats,
 }

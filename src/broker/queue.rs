@@ -55,8 +55,28 @@ pub struct QueueStats {
     pub acked: AtomicU64,
 }
 
+/// How much of a queue's ready backlog stays in memory: at most `messages` messages and
+/// `bytes` body bytes, whichever is reached first. The rest is paged to disk and read back as
+/// consumers drain the queue, so memory does not grow with the backlog or with message size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryWindow {
+    /// Ready messages kept in memory (at least 1).
+    pub messages: usize,
+    /// Body bytes kept in memory. One message is always allowed, however large.
+    pub bytes: usize,
+}
+
+impl Default for MemoryWindow {
+    fn default() -> Self {
+        MemoryWindow {
+            messages: 10_000,
+            bytes: 8 << 20,
+        }
+    }
+}
+
 /// The ready messages of a queue, ordered by id: a head in memory and, when the queue holds
-/// more than its memory window, a tail paged out to the store.
+/// more than its [`MemoryWindow`], a tail paged out to the store.
 ///
 /// Invariant: every paged message has an id >= `paged_start`, every message in memory an id
 /// below it. A message is paged only when its id is above every id in memory, so the store's
@@ -68,6 +88,8 @@ pub struct ReadyList {
     bytes: usize,
     /// Messages in the store, not in memory.
     paged: usize,
+    /// Body bytes of the paged messages (an estimate after a restart), to size refills.
+    paged_bytes: usize,
     /// Lowest id that may be paged.
     paged_start: u64,
     /// Highest id ever held in memory (in `items`, delivered, or read back).
@@ -100,16 +122,46 @@ impl ReadyList {
     }
 
     /// True when a message with `id` must go to the store rather than to memory.
-    fn must_page(&self, id: u64, window: usize) -> bool {
-        id > self.max_mem_id && (self.paged > 0 || self.items.len() >= window)
+    fn must_page(&self, id: u64, w: &MemoryWindow) -> bool {
+        id > self.max_mem_id
+            && (self.paged > 0 || self.items.len() >= w.messages || self.bytes >= w.bytes)
     }
 
-    /// Records that message `id` was written to the store instead of memory.
-    fn note_paged(&mut self, id: u64) {
+    /// Records that message `id`, of `size` body bytes, was written to the store instead of
+    /// memory.
+    fn note_paged(&mut self, id: u64, size: usize) {
         if self.paged == 0 {
             self.paged_start = id;
         }
         self.paged += 1;
+        self.paged_bytes += size;
+    }
+
+    /// Records that `n` paged messages of `size` body bytes in all were read back (or lost).
+    fn note_unpaged(&mut self, n: usize, size: usize) {
+        self.paged = self.paged.saturating_sub(n);
+        self.paged_bytes = if self.paged == 0 {
+            0
+        } else {
+            self.paged_bytes.saturating_sub(size)
+        };
+    }
+
+    /// True when memory has run low enough that paged messages should be read back: both
+    /// limits below a quarter, so a refill reads a batch, not one message at a time.
+    fn wants_refill(&self, w: &MemoryWindow) -> bool {
+        self.paged > 0 && self.items.len() <= w.messages / 4 && self.bytes <= w.bytes / 4
+    }
+
+    /// How many paged messages to read back to fill the window again (at least one).
+    fn refill_count(&self, w: &MemoryWindow) -> usize {
+        let by_count = w.messages.saturating_sub(self.items.len());
+        let avg = match self.paged_bytes.checked_div(self.paged) {
+            Some(a) if a > 0 => a,
+            _ => 1,
+        };
+        let by_bytes = w.bytes.saturating_sub(self.bytes) / avg;
+        by_count.min(by_bytes).max(1)
     }
 
     /// Number of ready messages, in memory and paged.
@@ -140,6 +192,7 @@ impl ReadyList {
     /// Takes the in-memory messages and forgets the paged ones (the caller clears the store).
     fn drain(&mut self) -> (Vec<QueuedMessage>, u64, usize) {
         self.bytes = 0;
+        self.paged_bytes = 0;
         let paged = (self.paged_start, std::mem::take(&mut self.paged));
         (self.items.drain(..).collect(), paged.0, paged.1)
     }
@@ -194,7 +247,7 @@ pub struct Queue {
     store: Option<Arc<dyn QueueStore>>,
     root: Arc<dyn Store>,
     /// Ready messages kept in memory before the rest are paged to the store.
-    window: usize,
+    window: MemoryWindow,
     commit: Arc<GroupCommit>,
     state: Mutex<QueueState>,
     next_id: AtomicU64,
@@ -228,7 +281,7 @@ impl Queue {
         args: QueueArgs,
         store: Option<Arc<dyn QueueStore>>,
         root: Arc<dyn Store>,
-        window: usize,
+        window: MemoryWindow,
         commit: Arc<GroupCommit>,
     ) -> Arc<Queue> {
         let next_id = store
@@ -245,7 +298,10 @@ impl Queue {
             stats: QueueStats::default(),
             store,
             root,
-            window: window.max(1),
+            window: MemoryWindow {
+                messages: window.messages.max(1),
+                bytes: window.bytes,
+            },
             commit,
             state: Mutex::new(QueueState::default()),
             next_id: AtomicU64::new(next_id),
@@ -293,7 +349,7 @@ impl Queue {
                 redelivered: false,
                 persisted,
             };
-            if st.ready.must_page(id, self.window) {
+            if st.ready.must_page(id, &self.window) {
                 // Beyond the memory window: the message waits on disk. A persistent copy is in
                 // the store already; a transient one is appended to the queue's spill file
                 // (buffered: one write per 256 KiB).
@@ -301,7 +357,7 @@ impl Queue {
                     let props = stored_properties(&qm.msg);
                     self.spill(&mut st)?.push(id, to_record(&qm.msg, &props))?;
                 }
-                st.ready.note_paged(id);
+                st.ready.note_paged(id, qm.msg.body.len());
             } else {
                 st.ready.insert(qm);
             }
@@ -332,7 +388,7 @@ impl Queue {
     /// FIFO. Both are inserted in id order. Called with the lock held when memory runs low:
     /// the spill is read sequentially in 1 MiB chunks, the store from sled's cache.
     fn refill_locked(&self, st: &mut QueueState) {
-        let want = self.window.saturating_sub(st.ready.in_memory()).max(1);
+        let want = st.ready.refill_count(&self.window);
         let durable = match self
             .store
             .as_ref()
@@ -356,9 +412,11 @@ impl Queue {
         let taken = durable.len() + spilled.len();
         if taken == 0 {
             tracing::error!(queue = %self.name, paged = st.ready.paged, "paged messages missing from disk; forgetting them");
-            st.ready.paged = 0;
+            st.ready.note_unpaged(st.ready.paged, 0);
             return;
         }
+        let taken_bytes = durable.iter().map(|m| m.record.body.len()).sum::<usize>()
+            + spilled.iter().map(|(_, r)| r.body.len()).sum::<usize>();
         if let Some(last) = durable.last() {
             st.ready.paged_start = last.id + 1;
         }
@@ -377,7 +435,7 @@ impl Queue {
                 st.ready.insert(qm);
             }
         }
-        st.ready.paged = st.ready.paged.saturating_sub(taken);
+        st.ready.note_unpaged(taken, taken_bytes);
     }
 
     /// Restores the first messages read back from the store at startup; `more` further ones,
@@ -385,17 +443,24 @@ impl Queue {
     pub(crate) fn restore(&self, msgs: Vec<QueuedMessage>, more: usize) {
         let mut st = self.lock();
         let next = msgs.last().map_or(0, |m| m.id + 1);
+        let avg = msgs
+            .iter()
+            .map(|m| m.msg.body.len())
+            .sum::<usize>()
+            .checked_div(msgs.len())
+            .unwrap_or(0);
         for m in msgs {
             st.ready.insert(m);
         }
         if more > 0 {
             st.ready.paged = more;
+            st.ready.paged_bytes = more.saturating_mul(avg);
             st.ready.paged_start = next;
         }
     }
 
     /// The queue's memory window (ready messages kept in RAM).
-    pub fn window(&self) -> usize {
+    pub fn window(&self) -> MemoryWindow {
         self.window
     }
 
@@ -413,7 +478,7 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, ops: &mut StoreOps) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
-            if st.ready.paged() > 0 && st.ready.in_memory() <= self.window / 4 {
+            if st.ready.wants_refill(&self.window) {
                 self.refill_locked(st);
             }
             let n = st.consumers.len();

@@ -10,15 +10,40 @@ use super::error::BrokerResult;
 use super::message::{Message, QueuedMessage};
 use super::queue::Queue;
 
-/// Loads the first window of stored messages of `q` into memory; the rest stay paged in the
-/// store and are read back as consumers drain the queue.
+/// Loads the first window of stored messages of `q` into memory (its [`MemoryWindow`] in
+/// messages and in body bytes); the rest stay paged in the store and are read back as consumers
+/// drain the queue.
+///
+/// [`MemoryWindow`]: super::queue::MemoryWindow
 pub(crate) fn load_messages(q: &Queue, store: &dyn QueueStore) -> BrokerResult<()> {
     let stored = store.len();
-    let batch = store.read(0, q.window())?;
-    let restored: Vec<QueuedMessage> = batch
-        .into_iter()
-        .filter_map(|sm| to_queued(&q.name, sm, true))
-        .collect();
+    let w = q.window();
+    let mut restored: Vec<QueuedMessage> = Vec::new();
+    let (mut bytes, mut read, mut from) = (0usize, 0usize, 0u64);
+    // Message sizes are unknown until one is read: the first read takes one message, the next
+    // as many as fit by its size (a window of small messages is two reads).
+    let mut want = 1;
+    while want > 0 {
+        let batch = store.read(from, want)?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        from = last.id + 1;
+        let full = batch.len() == want;
+        for sm in batch {
+            read += 1;
+            bytes += sm.record.body.len();
+            restored.extend(to_queued(&q.name, sm, true));
+        }
+        if !full || bytes >= w.bytes {
+            break;
+        }
+        let avg = (bytes / read).max(1);
+        want = w
+            .messages
+            .saturating_sub(read)
+            .min((w.bytes - bytes).div_ceil(avg));
+    }
     let more = stored.saturating_sub(restored.len());
     if stored > 0 {
         tracing::info!(queue = %q.name, vhost = %q.vhost, messages = stored, in_memory = restored.len(), "recovered messages");

@@ -16,7 +16,7 @@ use super::error::{BrokerError, BrokerResult, no_exchange, no_queue};
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::group_commit::GroupCommit;
 use super::message::Message;
-use super::queue::{Queue, QueueArgs};
+use super::queue::{MemoryWindow, Queue, QueueArgs};
 
 #[derive(Debug, Default)]
 struct Definitions {
@@ -74,7 +74,7 @@ pub struct VHost {
     store: Arc<dyn Store>,
     commit: Arc<GroupCommit>,
     /// Ready messages each queue keeps in memory before paging the rest to the store.
-    queue_window: usize,
+    queue_window: MemoryWindow,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -109,7 +109,7 @@ impl VHost {
         name: &str,
         store: Arc<dyn Store>,
         commit: Arc<GroupCommit>,
-        queue_window: usize,
+        queue_window: MemoryWindow,
     ) -> Arc<Self> {
         let mut defs = Definitions::default();
         for (n, kind) in PREDECLARED {

@@ -160,7 +160,7 @@ impl Default for StorageConfig {
             flush_interval_ms: 0,
             cache_size_mb: 64,
             queue_memory_window: 10_000,
-            queue_memory_window_mb: 8,
+            queue_memory_window_mb: 32,
         }
     }
 }

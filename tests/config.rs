@@ -125,7 +125,7 @@ fn builtin_defaults_are_the_documented_ones() {
     assert_eq!(c.storage.flush, FlushMode::Batch);
     assert_eq!(c.storage.cache_size_mb, 64);
     assert_eq!(c.storage.queue_memory_window, 10_000);
-    assert_eq!(c.storage.queue_memory_window_mb, 8);
+    assert_eq!(c.storage.queue_memory_window_mb, 32);
     assert_eq!(c.default_vhost, "/");
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);

@@ -70,7 +70,7 @@ impl Default for MemoryWindow {
     fn default() -> Self {
         MemoryWindow {
             messages: 10_000,
-            bytes: 8 << 20,
+            bytes: 32 << 20,
         }
     }
 }

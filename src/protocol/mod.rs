@@ -15,6 +15,7 @@ pub mod frame;
 pub mod method;
 pub mod properties;
 pub mod reply;
+mod small;
 pub mod types;
 mod wire;
 

@@ -69,22 +69,34 @@ pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
     }
 }
 
-/// A short string: length octet, then that many bytes of UTF-8, sliced out of `p`.
-/// Names and routing keys are nearly always ASCII, which `is_ascii` checks a word at a time;
-/// only other text goes through the full UTF-8 check.
+/// A short string: length octet, then that many bytes of UTF-8. Short ones are copied into
+/// the `ShortStr`; longer ones are sliced out of `p` (an error when `p` does not hold them, as
+/// when the frame decoder parses in place with an empty `p` and must retry with one).
 #[inline]
 pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
+    let (rest, s) = short_str_slice(i)?;
+    // The length came from one octet, so it is at most 255.
+    match ShortStr::from_checked(p, s) {
+        Some(s) => Ok((rest, s)),
+        None => fail(FrameError::Syntax("field outside its frame")),
+    }
+}
+
+/// A short string's bytes, checked but not copied: length octet, then that many bytes of
+/// UTF-8. Names and routing keys are nearly always ASCII, which `is_ascii` checks a word at a
+/// time; only other text goes through the full UTF-8 check.
+#[inline]
+pub(super) fn short_str_slice(i: &[u8]) -> PResult<'_, &[u8]> {
     let (rest, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
     if !s.is_ascii() && std::str::from_utf8(s).is_err() {
         return fail(FrameError::NotUtf8(""));
     }
-    // The length came from one octet, so it is at most 255.
-    Ok((rest, ShortStr::from_checked(sub_bytes(p, s)?)))
+    Ok((rest, s))
 }
 
 /// `sub` (a slice of the payload being parsed) as a zero-copy `Bytes` of `p`. Like
 /// `Bytes::slice_ref`, but a slice outside `p` is an error instead of a panic; the frame
-/// decoder passes an empty `p` for methods whose arguments are all fixed-size.
+/// decoder passes an empty `p` for methods it parses in place.
 #[inline]
 pub(super) fn sub_bytes(p: &Bytes, sub: &[u8]) -> Result<Bytes, nom::Err<WireError>> {
     if sub.is_empty() {
@@ -139,12 +151,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_str_is_zero_copy_and_checked() {
+    fn short_str_is_inline_or_zero_copy_and_checked() {
         let p = Bytes::from_static(b"\x03abcX");
         let (rest, s) = short_str(&p, &p).expect("parses");
         assert_eq!(s, "abc");
         assert_eq!(rest, b"X");
+        assert!(s.is_inline(), "short: copied inline, no reference count");
+        // Parsing in place (no `Bytes`) works for short strings.
+        let (_, s) = short_str(&Bytes::new(), &p).expect("parses in place");
+        assert_eq!(s, "abc");
+
+        let mut long = vec![200u8];
+        long.extend(std::iter::repeat_n(b'k', 200));
+        let p = Bytes::from(long);
+        let (rest, s) = short_str(&p, &p).expect("parses");
+        assert!(rest.is_empty() && !s.is_inline() && s.len() == 200);
         assert_eq!(s.as_bytes().as_ptr(), p[1..].as_ptr(), "sliced, not copied");
+        // In place, a long one needs the `Bytes`: an error the frame decoder retries on.
+        assert!(short_str(&Bytes::new(), &p).is_err());
 
         let short = Bytes::from_static(b"\x05ab");
         assert_eq!(

@@ -13,10 +13,8 @@
 //! arguments once; [`ReadyList`] is the only place that orders and stores ready messages;
 //! [`Queue::discard`] is where dead-lettering hooks in.
 
-use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
 use crate::storage::{MessageRecord, QueueStore, Spill, Store, StoreError};
-use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -676,14 +674,13 @@ impl Queue {
     }
 }
 
-/// The storage record of a message: properties in their AMQP encoding, opaque to storage.
+/// The storage record of a message: properties in their AMQP encoding, opaque to storage
+/// (the publisher's bytes, not re-encoded).
 pub(crate) fn to_record(msg: &Message) -> MessageRecord {
-    let mut props = BytesMut::with_capacity(64);
-    encode_properties(&msg.properties, &mut props);
     MessageRecord {
         exchange: msg.exchange.to_string(),
         routing_key: msg.routing_key.to_string(),
-        properties: props.freeze(),
+        properties: msg.properties.to_bytes(),
         body: msg.body.clone(),
     }
 }

@@ -113,6 +113,14 @@ impl<const N: usize> SmallBytes<N> {
     }
 
     /// The bytes as a `Bytes`: shared when they are, copied (one allocation) when inline.
+    pub(super) fn to_bytes(&self) -> Bytes {
+        match self {
+            SmallBytes::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            SmallBytes::Shared(b) => b.clone(),
+        }
+    }
+
+    /// [`SmallBytes::to_bytes`], consuming.
     pub(super) fn into_bytes(self) -> Bytes {
         match self {
             SmallBytes::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
@@ -155,7 +163,7 @@ mod tests {
         assert!(S.is_inline() && !L.is_inline());
         assert_eq!((S.as_slice(), L.as_slice()), (&b"amq"[..], &b"amq"[..]));
         assert_eq!(SmallBytes::<8>::EMPTY.len(), 0);
-        assert_eq!(S.clone().into_bytes(), Bytes::from_static(b"amq"));
+        assert_eq!(S.to_bytes(), Bytes::from_static(b"amq"));
         assert_eq!(L.into_bytes(), Bytes::from_static(b"amq"));
     }
 }

@@ -554,6 +554,56 @@ pub(super) fn parse_table<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'
     Ok((rest, FieldTable(entries)))
 }
 
+/// Walks a table like [`parse_table`], with the same checks in the same order and so the
+/// same errors, but builds nothing: content headers are validated with it at decode time and
+/// their tables decoded only when someone asks (the headers exchange, management).
+pub(super) fn check_table(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    while !body.is_empty() {
+        let (r, _key) = wire::short_str_slice(body)?;
+        let (r, ()) = check_value(r, depth)?;
+        body = r;
+    }
+    Ok((rest, ()))
+}
+
+/// [`parse_array`] without building anything, as [`check_table`].
+fn check_array(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    while !body.is_empty() {
+        let (r, ()) = check_value(body, depth)?;
+        body = r;
+    }
+    Ok((rest, ()))
+}
+
+/// [`parse_value`] without building anything, as [`check_table`].
+fn check_value(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    let (i, tag) = be_u8(i)?;
+    let skip = |n: usize| match i.get(n..) {
+        Some(rest) => Ok((rest, ())),
+        None => Err(nom::Err::Error(wire::WireError::Short)),
+    };
+    match tag {
+        b't' | b'b' | b'B' => skip(1),
+        b's' | b'u' => skip(2),
+        b'I' | b'i' | b'f' => skip(4),
+        b'l' | b'L' | b'd' | b'T' => skip(8),
+        b'D' => skip(5),
+        b'S' | b'x' => wire::long_data(i).map(|(i, _)| (i, ())),
+        b'A' => check_array(i, depth + 1),
+        b'F' => check_table(i, depth + 1),
+        b'V' => Ok((i, ())),
+        other => fail(FrameError::UnknownFieldType(other)),
+    }
+}
+
 fn parse_array<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, Vec<FieldValue>> {
     if depth > MAX_NESTING {
         return fail(FrameError::TooDeep(MAX_NESTING));

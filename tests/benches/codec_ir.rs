@@ -20,7 +20,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use lagomorph::protocol::frame;
 use lagomorph::protocol::method::{BasicPublish, Method};
-use lagomorph::protocol::properties::BasicProperties;
+use lagomorph::protocol::properties::{BasicProperties, Properties};
 use lagomorph::protocol::types::ShortStr;
 
 const FRAME_MAX: u32 = 131_072;
@@ -65,11 +65,11 @@ fn main() {
         mandatory: false,
         immediate: false,
     });
-    let p = BasicProperties {
+    let p = Properties::from(BasicProperties {
         content_type: Some(ShortStr::from_static("application/octet-stream")),
         delivery_mode: Some(2),
         ..Default::default()
-    };
+    });
     let mut wire = BytesMut::new();
     for _ in 0..BATCH {
         frame::encode_method(1, &m, &mut wire);

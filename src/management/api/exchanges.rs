@@ -181,7 +181,8 @@ pub(crate) async fn publish(
             st.broker.limits().max_message_size
         )));
     }
-    let properties = json_to_properties(body.get("properties").unwrap_or(&Value::Null))?;
+    // Encoded once here, as a client's publish arrives: the message carries the wire bytes.
+    let properties = json_to_properties(body.get("properties").unwrap_or(&Value::Null))?.into();
     let msg = Arc::new(Message {
         exchange: ShortStr::try_from(name).unwrap_or_default(),
         routing_key,

@@ -361,7 +361,7 @@ fn gen_decode(out: &mut String, m: &Method) {
     };
     let _ = writeln!(
         out,
-        "/// Parses the arguments (after class and method id); strings are slices of `p`."
+        "/// Parses the arguments (after class and method id); long strings are slices of `p`."
     );
     let _ = writeln!(
         out,
@@ -511,22 +511,24 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
         let _ = writeln!(out, "({}, {}, \"{}\"),", m.class_id, m.id, wire_name(m));
     }
     let _ = writeln!(out, "];\n");
-    let fixed: Vec<String> = methods
+    let in_place: Vec<String> = methods
         .iter()
         .filter(|m| {
             m.fields
                 .iter()
-                .all(|f| f.ty == "bit" || fixed_size(&f.ty).is_some())
+                .all(|f| f.ty == "bit" || f.ty == "shortstr" || fixed_size(&f.ty).is_some())
         })
         .map(|m| format!("({}, {})", m.class_id, m.id))
         .collect();
     let _ = writeln!(
         out,
-        "/// True for the methods whose arguments are all numbers and bits (acks, qos, flow...):\n\
-         /// decoding them borrows nothing from the frame.\n\
-         pub(super) fn is_fixed_size(class_id: u16, method_id: u16) -> bool {{\n\
+        "/// True for the methods whose arguments are numbers, bits and short strings (publish,\n\
+         /// deliver, acks, qos...): short strings are copied inline when they fit, so the frame\n\
+         /// decoder can parse these without a `Bytes` handle on the frame (and its atomic\n\
+         /// reference count). Long strings and tables need one.\n\
+         pub(super) fn decodes_in_place(class_id: u16, method_id: u16) -> bool {{\n\
          matches!((class_id, method_id), {})\n}}\n",
-        fixed.join(" | ")
+        in_place.join(" | ")
     );
     let _ = writeln!(out, "/// Every method of the seven classes, by value.");
     let _ = writeln!(out, "#[derive(Clone, Debug, PartialEq)]");
@@ -586,7 +588,7 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     let _ = writeln!(
         out,
         "/// Decodes a method frame's payload: class id, method id, then the arguments, which must\n\
-         /// fill the payload exactly. Strings are zero-copy slices of `payload`."
+         /// fill the payload exactly. Long strings are zero-copy slices of `payload`."
     );
     let _ = writeln!(
         out,
@@ -594,8 +596,9 @@ fn gen_enum(out: &mut String, methods: &[&Method]) {
     );
     let _ = writeln!(
         out,
-        "/// [`Method::decode`] of `payload`, a slice of `p` that strings are cut from; `p` may be\n\
-         /// empty when [`is_fixed_size`] (the frame decoder then needs no `Bytes` handle)."
+        "/// [`Method::decode`] of `payload`, a slice of `p` that long strings are cut from. With\n\
+         /// an empty `p` (the frame decoder, for [`decodes_in_place`] methods), a string too long\n\
+         /// to hold inline is an error, and the caller decodes again with a `Bytes`."
     );
     let _ = writeln!(
         out,

@@ -146,14 +146,16 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
 
 /// A whole method frame of `whole` bytes at the front of `buf`, consumed on success.
 ///
-/// Acks, qos, flow...: methods with nothing to slice out are parsed in place, with no `Bytes`
-/// handle (and no atomic reference-count traffic). Should that fail, the frame is parsed
-/// again from a `Bytes` of the payload, which gives the definitive error.
+/// Methods made of numbers, bits and short strings (publish, ack, qos...) are parsed in place
+/// with no `Bytes` handle: short strings are copied inline, so the frame costs no atomic
+/// reference-count update at all. Should a string be too long to hold inline (it then needs a
+/// slice of the frame), or the frame be malformed, it is parsed again from a `Bytes` of the
+/// payload, which gives the definitive result and error.
 #[inline]
 fn decode_method(buf: &mut BytesMut, channel: u16, whole: usize) -> Result<Frame, FrameError> {
     let payload = &buf[7..whole - 1];
     if let Some(head) = payload.first_chunk::<4>()
-        && method::is_fixed_size(
+        && method::decodes_in_place(
             u16::from_be_bytes([head[0], head[1]]),
             u16::from_be_bytes([head[2], head[3]]),
         )

@@ -38,7 +38,7 @@ impl ConnectionStart {
     /// The spec's name, `connection.start`.
     pub const NAME: &'static str = "connection.start";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let version_major = u8::from_be_bytes([f0[0]]);
@@ -100,7 +100,7 @@ impl ConnectionStartOk {
     /// The spec's name, `connection.start-ok`.
     pub const NAME: &'static str = "connection.start-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, client_properties) = types::parse_table(p, i, 1)?;
         let (i, mechanism) = wire::short_str(p, i)?;
@@ -155,7 +155,7 @@ impl ConnectionSecure {
     /// The spec's name, `connection.secure`.
     pub const NAME: &'static str = "connection.secure";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, challenge) = wire::long_str(p, i)?;
         Ok((i, Self { challenge }))
@@ -193,7 +193,7 @@ impl ConnectionSecureOk {
     /// The spec's name, `connection.secure-ok`.
     pub const NAME: &'static str = "connection.secure-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, response) = wire::long_str(p, i)?;
         Ok((i, Self { response }))
@@ -235,7 +235,7 @@ impl ConnectionTune {
     /// The spec's name, `connection.tune`.
     pub const NAME: &'static str = "connection.tune";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<8>(i)?;
         let channel_max = u16::from_be_bytes([f0[0], f0[1]]);
@@ -289,7 +289,7 @@ impl ConnectionTuneOk {
     /// The spec's name, `connection.tune-ok`.
     pub const NAME: &'static str = "connection.tune-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<8>(i)?;
         let channel_max = u16::from_be_bytes([f0[0], f0[1]]);
@@ -343,7 +343,7 @@ impl ConnectionOpen {
     /// The spec's name, `connection.open`.
     pub const NAME: &'static str = "connection.open";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, virtual_host) = wire::short_str(p, i)?;
         let (i, reserved_1) = wire::short_str(p, i)?;
@@ -393,7 +393,7 @@ impl ConnectionOpenOk {
     /// The spec's name, `connection.open-ok`.
     pub const NAME: &'static str = "connection.open-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reserved_1) = wire::short_str(p, i)?;
         Ok((i, Self { reserved_1 }))
@@ -437,7 +437,7 @@ impl ConnectionClose {
     /// The spec's name, `connection.close`.
     pub const NAME: &'static str = "connection.close";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
@@ -488,7 +488,7 @@ impl ConnectionCloseOk {
     /// The spec's name, `connection.close-ok`.
     pub const NAME: &'static str = "connection.close-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -523,7 +523,7 @@ impl ConnectionBlocked {
     /// The spec's name, `connection.blocked`.
     pub const NAME: &'static str = "connection.blocked";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reason) = wire::short_str(p, i)?;
         Ok((i, Self { reason }))
@@ -558,7 +558,7 @@ impl ConnectionUnblocked {
     /// The spec's name, `connection.unblocked`.
     pub const NAME: &'static str = "connection.unblocked";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -595,7 +595,7 @@ impl ConnectionUpdateSecret {
     /// The spec's name, `connection.update-secret`.
     pub const NAME: &'static str = "connection.update-secret";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, new_secret) = wire::long_str(p, i)?;
         let (i, reason) = wire::short_str(p, i)?;
@@ -632,7 +632,7 @@ impl ConnectionUpdateSecretOk {
     /// The spec's name, `connection.update-secret-ok`.
     pub const NAME: &'static str = "connection.update-secret-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -669,7 +669,7 @@ impl ChannelOpen {
     /// The spec's name, `channel.open`.
     pub const NAME: &'static str = "channel.open";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reserved_1) = wire::short_str(p, i)?;
         Ok((i, Self { reserved_1 }))
@@ -707,7 +707,7 @@ impl ChannelOpenOk {
     /// The spec's name, `channel.open-ok`.
     pub const NAME: &'static str = "channel.open-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reserved_1) = wire::long_str(p, i)?;
         Ok((i, Self { reserved_1 }))
@@ -745,7 +745,7 @@ impl ChannelFlow {
     /// The spec's name, `channel.flow`.
     pub const NAME: &'static str = "channel.flow";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<1>(i)?;
         let active = f0[0] & 0x01 != 0;
@@ -784,7 +784,7 @@ impl ChannelFlowOk {
     /// The spec's name, `channel.flow-ok`.
     pub const NAME: &'static str = "channel.flow-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<1>(i)?;
         let active = f0[0] & 0x01 != 0;
@@ -829,7 +829,7 @@ impl ChannelClose {
     /// The spec's name, `channel.close`.
     pub const NAME: &'static str = "channel.close";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
@@ -880,7 +880,7 @@ impl ChannelCloseOk {
     /// The spec's name, `channel.close-ok`.
     pub const NAME: &'static str = "channel.close-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -933,7 +933,7 @@ impl ExchangeDeclare {
     /// The spec's name, `exchange.declare`.
     pub const NAME: &'static str = "exchange.declare";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1001,7 +1001,7 @@ impl ExchangeDeclareOk {
     /// The spec's name, `exchange.declare-ok`.
     pub const NAME: &'static str = "exchange.declare-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1042,7 +1042,7 @@ impl ExchangeDelete {
     /// The spec's name, `exchange.delete`.
     pub const NAME: &'static str = "exchange.delete";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1092,7 +1092,7 @@ impl ExchangeDeleteOk {
     /// The spec's name, `exchange.delete-ok`.
     pub const NAME: &'static str = "exchange.delete-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1137,7 +1137,7 @@ impl ExchangeBind {
     /// The spec's name, `exchange.bind`.
     pub const NAME: &'static str = "exchange.bind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1197,7 +1197,7 @@ impl ExchangeBindOk {
     /// The spec's name, `exchange.bind-ok`.
     pub const NAME: &'static str = "exchange.bind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1242,7 +1242,7 @@ impl ExchangeUnbind {
     /// The spec's name, `exchange.unbind`.
     pub const NAME: &'static str = "exchange.unbind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1302,7 +1302,7 @@ impl ExchangeUnbindOk {
     /// The spec's name, `exchange.unbind-ok`.
     pub const NAME: &'static str = "exchange.unbind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1353,7 +1353,7 @@ impl QueueDeclare {
     /// The spec's name, `queue.declare`.
     pub const NAME: &'static str = "queue.declare";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1425,7 +1425,7 @@ impl QueueDeclareOk {
     /// The spec's name, `queue.declare-ok`.
     pub const NAME: &'static str = "queue.declare-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, queue) = wire::short_str(p, i)?;
         let (i, f1) = wire::fixed::<8>(i)?;
@@ -1485,7 +1485,7 @@ impl QueueBind {
     /// The spec's name, `queue.bind`.
     pub const NAME: &'static str = "queue.bind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1545,7 +1545,7 @@ impl QueueBindOk {
     /// The spec's name, `queue.bind-ok`.
     pub const NAME: &'static str = "queue.bind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1584,7 +1584,7 @@ impl QueuePurge {
     /// The spec's name, `queue.purge`.
     pub const NAME: &'static str = "queue.purge";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1635,7 +1635,7 @@ impl QueuePurgeOk {
     /// The spec's name, `queue.purge-ok`.
     pub const NAME: &'static str = "queue.purge-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<4>(i)?;
         let message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
@@ -1682,7 +1682,7 @@ impl QueueDelete {
     /// The spec's name, `queue.delete`.
     pub const NAME: &'static str = "queue.delete";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1741,7 +1741,7 @@ impl QueueDeleteOk {
     /// The spec's name, `queue.delete-ok`.
     pub const NAME: &'static str = "queue.delete-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<4>(i)?;
         let message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
@@ -1788,7 +1788,7 @@ impl QueueUnbind {
     /// The spec's name, `queue.unbind`.
     pub const NAME: &'static str = "queue.unbind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -1844,7 +1844,7 @@ impl QueueUnbindOk {
     /// The spec's name, `queue.unbind-ok`.
     pub const NAME: &'static str = "queue.unbind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1885,7 +1885,7 @@ impl BasicQos {
     /// The spec's name, `basic.qos`.
     pub const NAME: &'static str = "basic.qos";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<7>(i)?;
         let prefetch_size = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
@@ -1932,7 +1932,7 @@ impl BasicQosOk {
     /// The spec's name, `basic.qos-ok`.
     pub const NAME: &'static str = "basic.qos-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -1981,7 +1981,7 @@ impl BasicConsume {
     /// The spec's name, `basic.consume`.
     pub const NAME: &'static str = "basic.consume";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -2049,7 +2049,7 @@ impl BasicConsumeOk {
     /// The spec's name, `basic.consume-ok`.
     pub const NAME: &'static str = "basic.consume-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = wire::short_str(p, i)?;
         Ok((i, Self { consumer_tag }))
@@ -2089,7 +2089,7 @@ impl BasicCancel {
     /// The spec's name, `basic.cancel`.
     pub const NAME: &'static str = "basic.cancel";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = wire::short_str(p, i)?;
         let (i, f1) = wire::fixed::<1>(i)?;
@@ -2136,7 +2136,7 @@ impl BasicCancelOk {
     /// The spec's name, `basic.cancel-ok`.
     pub const NAME: &'static str = "basic.cancel-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = wire::short_str(p, i)?;
         Ok((i, Self { consumer_tag }))
@@ -2182,7 +2182,7 @@ impl BasicPublish {
     /// The spec's name, `basic.publish`.
     pub const NAME: &'static str = "basic.publish";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -2244,7 +2244,7 @@ impl BasicReturn {
     /// The spec's name, `basic.return`.
     pub const NAME: &'static str = "basic.return";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
@@ -2305,7 +2305,7 @@ impl BasicDeliver {
     /// The spec's name, `basic.deliver`.
     pub const NAME: &'static str = "basic.deliver";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, consumer_tag) = wire::short_str(p, i)?;
         let (i, f1) = wire::fixed::<9>(i)?;
@@ -2366,7 +2366,7 @@ impl BasicGet {
     /// The spec's name, `basic.get`.
     pub const NAME: &'static str = "basic.get";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<2>(i)?;
         let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
@@ -2425,7 +2425,7 @@ impl BasicGetOk {
     /// The spec's name, `basic.get-ok`.
     pub const NAME: &'static str = "basic.get-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<9>(i)?;
         let delivery_tag =
@@ -2483,7 +2483,7 @@ impl BasicGetEmpty {
     /// The spec's name, `basic.get-empty`.
     pub const NAME: &'static str = "basic.get-empty";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, reserved_1) = wire::short_str(p, i)?;
         Ok((i, Self { reserved_1 }))
@@ -2523,7 +2523,7 @@ impl BasicAck {
     /// The spec's name, `basic.ack`.
     pub const NAME: &'static str = "basic.ack";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<9>(i)?;
         let delivery_tag =
@@ -2573,7 +2573,7 @@ impl BasicReject {
     /// The spec's name, `basic.reject`.
     pub const NAME: &'static str = "basic.reject";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<9>(i)?;
         let delivery_tag =
@@ -2621,7 +2621,7 @@ impl BasicRecoverAsync {
     /// The spec's name, `basic.recover-async`.
     pub const NAME: &'static str = "basic.recover-async";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<1>(i)?;
         let requeue = f0[0] & 0x01 != 0;
@@ -2660,7 +2660,7 @@ impl BasicRecover {
     /// The spec's name, `basic.recover`.
     pub const NAME: &'static str = "basic.recover";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<1>(i)?;
         let requeue = f0[0] & 0x01 != 0;
@@ -2696,7 +2696,7 @@ impl BasicRecoverOk {
     /// The spec's name, `basic.recover-ok`.
     pub const NAME: &'static str = "basic.recover-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2735,7 +2735,7 @@ impl BasicNack {
     /// The spec's name, `basic.nack`.
     pub const NAME: &'static str = "basic.nack";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<9>(i)?;
         let delivery_tag =
@@ -2784,7 +2784,7 @@ impl TxSelect {
     /// The spec's name, `tx.select`.
     pub const NAME: &'static str = "tx.select";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2816,7 +2816,7 @@ impl TxSelectOk {
     /// The spec's name, `tx.select-ok`.
     pub const NAME: &'static str = "tx.select-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2848,7 +2848,7 @@ impl TxCommit {
     /// The spec's name, `tx.commit`.
     pub const NAME: &'static str = "tx.commit";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2880,7 +2880,7 @@ impl TxCommitOk {
     /// The spec's name, `tx.commit-ok`.
     pub const NAME: &'static str = "tx.commit-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2912,7 +2912,7 @@ impl TxRollback {
     /// The spec's name, `tx.rollback`.
     pub const NAME: &'static str = "tx.rollback";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2944,7 +2944,7 @@ impl TxRollbackOk {
     /// The spec's name, `tx.rollback-ok`.
     pub const NAME: &'static str = "tx.rollback-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -2981,7 +2981,7 @@ impl ConfirmSelect {
     /// The spec's name, `confirm.select`.
     pub const NAME: &'static str = "confirm.select";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         let (i, f0) = wire::fixed::<1>(i)?;
         let nowait = f0[0] & 0x01 != 0;
@@ -3017,7 +3017,7 @@ impl ConfirmSelectOk {
     /// The spec's name, `confirm.select-ok`.
     pub const NAME: &'static str = "confirm.select-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
+    /// Parses the arguments (after class and method id); long strings are slices of `p`.
     fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
         Ok((i, Self))
     }
@@ -3105,29 +3105,50 @@ pub const METHODS: &[(u16, u16, &str)] = &[
     (85, 11, "confirm.select-ok"),
 ];
 
-/// True for the methods whose arguments are all numbers and bits (acks, qos, flow...):
-/// decoding them borrows nothing from the frame.
-pub(super) fn is_fixed_size(class_id: u16, method_id: u16) -> bool {
+/// True for the methods whose arguments are numbers, bits and short strings (publish,
+/// deliver, acks, qos...): short strings are copied inline when they fit, so the frame
+/// decoder can parse these without a `Bytes` handle on the frame (and its atomic
+/// reference count). Long strings and tables need one.
+pub(super) fn decodes_in_place(class_id: u16, method_id: u16) -> bool {
     matches!(
         (class_id, method_id),
         (10, 30)
             | (10, 31)
+            | (10, 40)
+            | (10, 41)
+            | (10, 50)
             | (10, 51)
+            | (10, 60)
             | (10, 61)
             | (10, 71)
+            | (20, 10)
             | (20, 20)
             | (20, 21)
+            | (20, 40)
             | (20, 41)
             | (40, 11)
+            | (40, 20)
             | (40, 21)
             | (40, 31)
             | (40, 51)
+            | (50, 11)
             | (50, 21)
+            | (50, 30)
             | (50, 31)
+            | (50, 40)
             | (50, 41)
             | (50, 51)
             | (60, 10)
             | (60, 11)
+            | (60, 21)
+            | (60, 30)
+            | (60, 31)
+            | (60, 40)
+            | (60, 50)
+            | (60, 60)
+            | (60, 70)
+            | (60, 71)
+            | (60, 72)
             | (60, 80)
             | (60, 90)
             | (60, 100)
@@ -3501,13 +3522,14 @@ impl Method {
     }
 
     /// Decodes a method frame's payload: class id, method id, then the arguments, which must
-    /// fill the payload exactly. Strings are zero-copy slices of `payload`.
+    /// fill the payload exactly. Long strings are zero-copy slices of `payload`.
     pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {
         Self::decode_from(payload, payload)
     }
 
-    /// [`Method::decode`] of `payload`, a slice of `p` that strings are cut from; `p` may be
-    /// empty when [`is_fixed_size`] (the frame decoder then needs no `Bytes` handle).
+    /// [`Method::decode`] of `payload`, a slice of `p` that long strings are cut from. With
+    /// an empty `p` (the frame decoder, for [`decodes_in_place`] methods), a string too long
+    /// to hold inline is an error, and the caller decodes again with a `Bytes`.
     pub(super) fn decode_from(p: &Bytes, payload: &[u8]) -> Result<Method, FrameError> {
         let Some((head, args)) = payload.split_first_chunk::<4>() else {
             return Err(FrameError::Truncated("method frame"));

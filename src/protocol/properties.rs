@@ -93,6 +93,25 @@ enum Kind {
     LongLong,
 }
 
+/// The flag bits of the short-string properties.
+const SHORT_STRINGS: u16 = CONTENT_TYPE
+    | CONTENT_ENCODING
+    | CORRELATION_ID
+    | REPLY_TO
+    | EXPIRATION
+    | MESSAGE_ID
+    | KIND
+    | USER_ID
+    | APP_ID
+    | CLUSTER_ID;
+/// The flag bits of the one-octet properties.
+const OCTETS: u16 = DELIVERY_MODE | PRIORITY;
+// Short strings, octets, the table and the timestamp are each of the 14 properties once.
+const _: () = assert!(
+    SHORT_STRINGS | OCTETS | HEADERS | TIMESTAMP == 0xfffc
+        && (SHORT_STRINGS & OCTETS) | ((SHORT_STRINGS | OCTETS) & (HEADERS | TIMESTAMP)) == 0
+);
+
 /// The properties in wire order: flag bit and type.
 const LAYOUT: [(u16, Kind); 14] = [
     (CONTENT_TYPE, Kind::Short),
@@ -130,11 +149,16 @@ impl Properties {
         Ok(Properties(SmallBytes::from_bytes(raw)))
     }
 
-    /// Wraps a list that [`validate`] accepted: inline when short, else a slice of `shared`,
-    /// which `raw` must lie in. `None` when `raw` is long and `shared` does not hold it.
+    /// Sets the bytes to `raw`, a list that [`validate`] accepted, copied into this value's
+    /// own storage; `false` (unchanged) when it is longer than [`PROPERTIES_INLINE`].
     #[inline]
-    pub(super) fn from_validated(shared: &Bytes, raw: &[u8]) -> Option<Properties> {
-        SmallBytes::from_slice_of(shared, raw).map(Properties)
+    pub(super) fn set_validated_inline(&mut self, raw: &[u8]) -> bool {
+        self.0.set_inline(raw)
+    }
+
+    /// Wraps `raw`, a list that [`validate`] accepted, as a shared slice.
+    pub(super) fn from_validated_shared(raw: Bytes) -> Properties {
+        Properties(SmallBytes::from_bytes(raw))
     }
 
     /// The encoded list, flags word first: what a content header frame carries after the body
@@ -320,19 +344,20 @@ fn field_offset(raw: &[u8], want: u16) -> Option<usize> {
 fn check_properties(i: &[u8]) -> PResult<'_, ()> {
     let (i, flags) = flags_words(i)?;
     let mut i = i;
-    // Only the set bits: most lists have two or three properties of the fourteen.
+    // Only the set bits, highest (first on the wire) first: most lists have two or three
+    // properties of the fourteen.
     let mut present = flags & !(CONTINUATION | 2);
     while present != 0 {
-        let index = present.leading_zeros() as usize;
-        present &= !(0x8000 >> index);
-        let Some(&(_, kind)) = LAYOUT.get(index) else {
-            break;
-        };
-        i = match kind {
-            Kind::Short => wire::short_str_slice(i)?.0,
-            Kind::Table => types::check_table(i, 1)?.0,
-            Kind::Octet => wire::fixed::<1>(i)?.0,
-            Kind::LongLong => wire::fixed::<8>(i)?.0,
+        let bit = 0x8000 >> present.leading_zeros();
+        present &= !bit;
+        i = if bit & SHORT_STRINGS != 0 {
+            wire::short_str_slice(i)?.0
+        } else if bit & OCTETS != 0 {
+            wire::fixed::<1>(i)?.0
+        } else if bit == HEADERS {
+            types::check_table(i, 1)?.0
+        } else {
+            wire::fixed::<8>(i)?.0
         };
     }
     Ok((i, ()))

@@ -119,13 +119,35 @@ impl ShortStr {
         self.0.len() == 0
     }
 
-    /// Wraps bytes the wire decoder has already checked (at most 255 bytes, one length
-    /// octet, and valid UTF-8): inline when short, else a slice of `p`, which `s` lies in.
-    /// `None` when `s` is long and `p` does not hold it.
+    /// A short string's bytes from the wire (at most 255: one length octet), checked for
+    /// UTF-8: inline when short, else a zero-copy slice of `p`, which `s` must lie in (an error
+    /// when it does not, as when the frame decoder parses in place with an empty `p`).
     #[inline]
-    pub(super) fn from_checked(p: &Bytes, s: &[u8]) -> Option<Self> {
-        debug_assert!(s.len() <= SHORT_STR_MAX && std::str::from_utf8(s).is_ok());
-        SmallBytes::from_slice_of(p, s).map(ShortStr)
+    pub(super) fn from_wire(p: &Bytes, s: &[u8]) -> Result<Self, FrameError> {
+        let mut v = ShortStr::EMPTY;
+        v.set_from_wire(p, s)?;
+        Ok(v)
+    }
+
+    /// [`ShortStr::from_wire`] into `self`: a short string is written straight into this
+    /// value's inline buffer (the method being decoded, in the frame being returned) rather
+    /// than built elsewhere and moved in. Always inlined: it runs twice per publish.
+    #[inline(always)]
+    pub(super) fn set_from_wire(&mut self, p: &Bytes, s: &[u8]) -> Result<(), FrameError> {
+        // Names and routing keys are nearly always ASCII; only other text needs the full check.
+        if !super::small::is_ascii_short(s) && std::str::from_utf8(s).is_err() {
+            return Err(FrameError::NotUtf8(""));
+        }
+        if self.0.set_inline(s) {
+            return Ok(());
+        }
+        match SmallBytes::from_slice_of(p, s) {
+            Some(v) => {
+                self.0 = v;
+                Ok(())
+            }
+            None => Err(FrameError::Syntax("field outside its frame")),
+        }
     }
 
     /// The string.

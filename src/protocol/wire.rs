@@ -35,6 +35,9 @@ impl<I> ParseError<I> for WireError {
 /// nom's result over a payload slice, with [`WireError`].
 pub(super) type PResult<'a, O> = IResult<&'a [u8], O, WireError>;
 
+/// What a parser that fills a value in place returns: the input left over, or the error.
+pub(super) type Rest<'a> = Result<&'a [u8], nom::Err<WireError>>;
+
 /// A typed failure, as nom's unrecoverable error.
 #[inline]
 pub(super) fn fail<T>(e: FrameError) -> Result<T, nom::Err<WireError>> {
@@ -60,6 +63,19 @@ pub(super) fn finish<T>(what: &'static str, r: PResult<'_, T>) -> Result<T, Fram
     }
 }
 
+/// The error of a parse of `what` that did not end exactly at the end of its payload: `r` is
+/// the rest of the input on success (then non-empty: trailing bytes) or the parse error. Kept
+/// out of line: it is the cold side of the generated method decoders.
+#[cold]
+#[inline(never)]
+pub(super) fn failed(what: &'static str, r: Rest<'_>) -> FrameError {
+    match finish(what, r.map(|rest| (rest, ()))) {
+        Err(e) => e,
+        // Only reached with an empty rest, which the caller already took as success.
+        Ok(()) => FrameError::TrailingBytes { what, extra: 0 },
+    }
+}
+
 /// `N` octets at once, as an array: one bounds check for a run of fixed-size fields.
 #[inline]
 pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
@@ -74,11 +90,21 @@ pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
 /// when the frame decoder parses in place with an empty `p` and must retry with one).
 #[inline]
 pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
-    let (rest, s) = short_str_slice(i)?;
-    // The length came from one octet, so it is at most 255.
-    match ShortStr::from_checked(p, s) {
-        Some(s) => Ok((rest, s)),
-        None => fail(FrameError::Syntax("field outside its frame")),
+    let (rest, s) = short_data(i)?;
+    match ShortStr::from_wire(p, s) {
+        Ok(s) => Ok((rest, s)),
+        Err(e) => fail(e),
+    }
+}
+
+/// [`short_str`] into `out`, written in place: the generated method decoders fill the method
+/// they return this way, each string copied once, to where it stays.
+#[inline(always)]
+pub(super) fn short_str_into<'a>(p: &Bytes, i: &'a [u8], out: &mut ShortStr) -> Rest<'a> {
+    let (rest, s) = short_data(i)?;
+    match out.set_from_wire(p, s) {
+        Ok(()) => Ok(rest),
+        Err(e) => fail(e),
     }
 }
 
@@ -87,11 +113,23 @@ pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
 /// time; only other text goes through the full UTF-8 check.
 #[inline]
 pub(super) fn short_str_slice(i: &[u8]) -> PResult<'_, &[u8]> {
-    let (rest, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
+    let (rest, s) = short_data(i)?;
     if !s.is_ascii() && std::str::from_utf8(s).is_err() {
         return fail(FrameError::NotUtf8(""));
     }
     Ok((rest, s))
+}
+
+/// A length octet, then that many bytes.
+#[inline]
+fn short_data(i: &[u8]) -> PResult<'_, &[u8]> {
+    let Some((&len, rest)) = i.split_first() else {
+        return Err(nom::Err::Error(WireError::Short));
+    };
+    match rest.split_at_checked(usize::from(len)) {
+        Some((s, rest)) => Ok((rest, s)),
+        None => Err(nom::Err::Error(WireError::Short)),
+    }
 }
 
 /// `sub` (a slice of the payload being parsed) as a zero-copy `Bytes` of `p`. Like

@@ -280,12 +280,26 @@ impl std::fmt::Debug for Properties {
     }
 }
 
+/// Encodes values the program made. The values must be within what the wire allows, as
+/// [`BasicProperties`]' types ensure except for one thing: header tables nested deeper than
+/// [`types::MAX_NESTING`](super::types::MAX_NESTING), which no peer (and not this codec) would
+/// accept. For values from outside (the management API), use [`Properties::encode`].
 impl From<&BasicProperties> for Properties {
     fn from(p: &BasicProperties) -> Self {
         let mut buf = BytesMut::with_capacity(p.encoded_len());
         put_properties(p, &mut buf);
-        // We wrote it, so it is well-formed.
         Properties(SmallBytes::from_bytes(buf.freeze()))
+    }
+}
+
+impl Properties {
+    /// Encodes `p` and checks the result as a received list is checked: an error (502, too
+    /// deep) for header tables nested deeper than the codec accepts, which must not be stored
+    /// or delivered.
+    pub fn encode(p: &BasicProperties) -> Result<Properties, FrameError> {
+        let props = Properties::from(p);
+        validate("basic properties", props.as_bytes())?;
+        Ok(props)
     }
 }
 
@@ -574,6 +588,22 @@ mod tests {
         assert_eq!((c.delivery_mode(), c.user_id()), (Some(1), Some("guest")));
         assert!(!c.is_persistent());
         assert_eq!(std::mem::size_of::<Properties>(), 64);
+    }
+
+    #[test]
+    fn encode_refuses_what_a_peer_would_refuse() {
+        assert_eq!(Properties::encode(&all()).map(|p| p.decode()), Ok(all()));
+        let mut deep = FieldTable::new();
+        for _ in 0..types::MAX_NESTING {
+            deep = FieldTable(vec![(ShortStr::from_static("n"), FieldValue::Table(deep))]);
+        }
+        let too_deep = BasicProperties {
+            headers: Some(deep),
+            ..Default::default()
+        };
+        let e = Properties::encode(&too_deep).unwrap_err();
+        assert_eq!(e, FrameError::TooDeep(types::MAX_NESTING));
+        assert_eq!(e.reply_code().code(), 502);
     }
 
     #[test]

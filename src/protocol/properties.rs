@@ -282,8 +282,8 @@ impl std::fmt::Debug for Properties {
 
 /// Encodes values the program made. The values must be within what the wire allows, as
 /// [`BasicProperties`]' types ensure except for one thing: header tables nested deeper than
-/// [`types::MAX_NESTING`](super::types::MAX_NESTING), which no peer (and not this codec) would
-/// accept. For values from outside (the management API), use [`Properties::encode`].
+/// [`types::MAX_NESTING`], which no peer (and not this codec) would accept. For values from
+/// outside (the management API), use [`Properties::encode`].
 impl From<&BasicProperties> for Properties {
     fn from(p: &BasicProperties) -> Self {
         let mut buf = BytesMut::with_capacity(p.encoded_len());

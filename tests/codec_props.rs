@@ -7,9 +7,12 @@ mod codec_support;
 use bytes::{Bytes, BytesMut};
 use codec_support::methods::method_strategies;
 use codec_support::{field_table, properties};
+use lagomorph::protocol::FrameError;
 use lagomorph::protocol::frame::{self, ContentHeader, FRAME_OVERHEAD, Frame};
 use lagomorph::protocol::method::{METHODS, Method};
-use lagomorph::protocol::properties::{decode_properties, encode_properties};
+use lagomorph::protocol::properties::{
+    BasicProperties, Properties, decode_properties, encode_properties,
+};
 use lagomorph::protocol::types::{decode_table, encode_table};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -87,6 +90,64 @@ proptest! {
         prop_assert_eq!(decode_properties(&buf.freeze())?, p);
     }
 
+    /// Properties built from values keep the encoding `encode_properties` writes, decode back
+    /// to the values, and answer the broker's questions from the bytes alone.
+    #[test]
+    fn encoded_properties_round_trip(p in properties(false)) {
+        let props = Properties::from(&p);
+        let mut buf = BytesMut::new();
+        encode_properties(&p, &mut buf);
+        prop_assert_eq!(props.as_bytes(), &buf[..]);
+        let again = Properties::from_bytes(buf.freeze())?;
+        prop_assert_eq!(&again, &props);
+        prop_assert_eq!(again.decode(), p.clone());
+        prop_assert_eq!(again.flags(), p.flags());
+        prop_assert_eq!(again.delivery_mode(), p.delivery_mode);
+        prop_assert_eq!(again.is_persistent(), p.is_persistent());
+        prop_assert_eq!(again.user_id(), p.user_id.as_deref());
+        prop_assert_eq!(again.headers(), p.headers.clone());
+        prop_assert_eq!(again.is_empty(), p == BasicProperties::default());
+        prop_assert_eq!(again.to_bytes(), Bytes::copy_from_slice(props.as_bytes()));
+    }
+
+    /// The allocation-free check at decode time accepts exactly what a full decode accepts, and
+    /// fails with the same error: on arbitrary bytes, and on valid lists with bytes damaged.
+    #[test]
+    fn property_validation_agrees_with_full_decode(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        p in properties(false),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut damaged = Properties::from(&p).as_bytes().to_vec();
+        for (at, byte) in flips {
+            let i = at.index(damaged.len());
+            damaged[i] = byte;
+        }
+        for raw in [bytes, damaged] {
+            let raw = Bytes::from(raw);
+            let full = decode_properties(&raw);
+            let checked = Properties::from_bytes(raw.clone());
+            prop_assert_eq!(checked.map(|c| c.decode()), full.clone());
+            // The same list in a content header frame: the same verdict, named for the frame.
+            let mut frame = BytesMut::new();
+            frame.extend_from_slice(&[2, 0, 1]);
+            frame.extend_from_slice(&u32::try_from(12 + raw.len()).expect("small").to_be_bytes());
+            frame.extend_from_slice(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            frame.extend_from_slice(&raw);
+            frame.extend_from_slice(&[0xce]);
+            match (frame::decode(&mut frame, 0), full) {
+                (Ok(Some(Frame::Header { header, .. })), Ok(v)) => {
+                    prop_assert_eq!(header.properties.as_bytes(), &raw[..]);
+                    prop_assert_eq!(header.properties.decode(), v);
+                }
+                (Err(got), Err(want)) => prop_assert_eq!(got, rename(want)),
+                (got, want) => {
+                    return Err(TestCaseError::fail(format!("frame {got:?}, full decode {want:?}")));
+                }
+            }
+        }
+    }
+
     #[test]
     fn field_tables_round_trip(t in field_table(false)) {
         let mut buf = BytesMut::new();
@@ -103,13 +164,18 @@ proptest! {
         channel in any::<u16>(),
     ) {
         let mut buf = BytesMut::new();
-        frame::encode_content(channel, 60, &p, &body, frame_max, &mut buf);
+        let props = Properties::from(&p);
+        frame::encode_content(channel, 60, &props, &body, frame_max, &mut buf);
         // The header may exceed a small frame_max when properties are large; read it unbounded.
         let header = frame::decode(&mut buf, 0)?;
-        prop_assert_eq!(header, Some(Frame::Header {
+        prop_assert_eq!(&header, &Some(Frame::Header {
             channel,
-            header: ContentHeader { class_id: 60, body_size: body.len() as u64, properties: p },
+            header: ContentHeader { class_id: 60, body_size: body.len() as u64, properties: props },
         }));
+        let Some(Frame::Header { header, .. }) = header else {
+            return Err(TestCaseError::fail("header frame expected"));
+        };
+        prop_assert_eq!(header.properties.decode(), p);
         let mut got = Vec::new();
         while let Some(f) = frame::decode(&mut buf, frame_max)? {
             let Frame::Body { channel: c, payload } = f else {
@@ -141,6 +207,47 @@ proptest! {
         let _ = Method::decode(&b);
         let _ = decode_table(&b);
         let _ = decode_properties(&b);
+        if let Ok(p) = Properties::from_bytes(b) {
+            let _ = (p.decode(), p.headers(), p.user_id(), p.delivery_mode());
+        }
+    }
+
+    /// However the frame decoder takes a method frame apart (in place from a stack copy, in
+    /// place from the read buffer, or from a `Bytes` of it), it gives what the payload
+    /// decoder gives: the same method or the same error. Compared as re-encoded bytes, so NaN
+    /// floats made by the damage do not break equality.
+    #[test]
+    fn frame_decoding_agrees_with_payload_decoding(
+        m in any_method(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    ) {
+        let mut payload = BytesMut::new();
+        m.encode(&mut payload);
+        for (at, byte) in flips {
+            let i = at.index(payload.len());
+            payload[i] = byte;
+        }
+        let payload = payload.freeze();
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[1, 0, 3]);
+        frame.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(&[0xce]);
+        let bytes = |m: &Method| {
+            let mut b = BytesMut::new();
+            m.encode(&mut b);
+            b
+        };
+        match (frame::decode(&mut frame, 0), Method::decode(&payload)) {
+            (Ok(Some(Frame::Method { channel: 3, method })), Ok(want)) => {
+                prop_assert_eq!(bytes(&method), bytes(&want));
+                prop_assert!(frame.is_empty());
+            }
+            (Err(got), Err(want)) => prop_assert_eq!(got, want),
+            (got, want) => {
+                return Err(TestCaseError::fail(format!("frame {got:?}, payload {want:?}")));
+            }
+        }
     }
 
     /// Plausible frames with a few bytes damaged reach deep into the decoders.
@@ -156,6 +263,17 @@ proptest! {
             wire[i] = byte;
         }
         while let Ok(Some(_)) = frame::decode(&mut wire, 0) {}
+    }
+}
+
+/// A properties error as a content header frame names it.
+fn rename(e: FrameError) -> FrameError {
+    const WHAT: &str = "content header";
+    match e {
+        FrameError::Truncated(_) => FrameError::Truncated(WHAT),
+        FrameError::NotUtf8(_) => FrameError::NotUtf8(WHAT),
+        FrameError::TrailingBytes { extra, .. } => FrameError::TrailingBytes { what: WHAT, extra },
+        other => other,
     }
 }
 

@@ -4,7 +4,7 @@ mod support;
 
 use lagomorph::protocol::frame::{ContentHeader, Frame};
 use lagomorph::protocol::method::*;
-use lagomorph::protocol::properties::BasicProperties as Props;
+use lagomorph::protocol::properties::{BasicProperties as BasicProps, Properties as Props};
 use lagomorph::protocol::types::ShortStr;
 use lapin::BasicProperties;
 use lapin::options::*;
@@ -59,10 +59,10 @@ async fn every_publish_is_confirmed_with_lapin() {
 /// Sends `n` publishes in one write, then reads confirms until `n` is covered.
 async fn raw_confirms(r: &mut Raw, q: &str, n: u64, persistent: bool) -> Vec<BasicAck> {
     let mut out = bytes::BytesMut::new();
-    let props = Props {
+    let props = Props::from(BasicProps {
         delivery_mode: Some(if persistent { 2 } else { 1 }),
         ..Default::default()
-    };
+    });
     for _ in 0..n {
         lagomorph::protocol::frame::encode_method(
             1,

@@ -562,6 +562,14 @@ async fn exchanges_declare_list_delete_publish() {
     let mut bad = msg("a");
     bad["properties"] = json!({"bogus": 1});
     assert_status(&m.post("/api/exchanges/%2F/x1/publish", bad).await, 400);
+    // Headers nested deeper than any peer accepts are refused, not stored or delivered.
+    let mut deep = json!({});
+    for _ in 0..70 {
+        deep = json!({ "n": deep });
+    }
+    let mut bad = msg("a");
+    bad["properties"] = json!({ "headers": deep });
+    assert_status(&m.post("/api/exchanges/%2F/x1/publish", bad).await, 400);
     let mut bad = msg("a");
     bad["payload"] = json!("!!!");
     assert_status(&m.post("/api/exchanges/%2F/x1/publish", bad).await, 400);

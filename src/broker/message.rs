@@ -1,6 +1,6 @@
 //! A published message and a delivery of it to one consumer.
 
-use crate::protocol::properties::BasicProperties;
+use crate::protocol::properties::Properties;
 use crate::protocol::types::ShortStr;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -15,8 +15,9 @@ pub struct Message {
     pub exchange: ShortStr,
     /// Its routing key.
     pub routing_key: ShortStr,
-    /// Its properties, decoded.
-    pub properties: BasicProperties,
+    /// Its properties as the publisher encoded them (validated at decode): deliveries,
+    /// returns and storage use these bytes unchanged; [`Properties::decode`] gives values.
+    pub properties: Properties,
     /// Its body: a slice of the read buffer when it came in one frame.
     pub body: Bytes,
 }

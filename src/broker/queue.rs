@@ -15,10 +15,8 @@
 //! arguments once; [`ReadyList`] is the only place that orders and stores ready messages;
 //! [`Queue::discard`] is where dead-lettering hooks in.
 
-use crate::protocol::properties::encode_properties;
 use crate::protocol::types::FieldTable;
 use crate::storage::{MessageView, PutOutcome, QueueStore, Spill, Store, StoreError};
-use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -327,8 +325,6 @@ impl Queue {
             return Ok(false);
         }
         let store = self.store.as_ref().filter(|_| msg.is_persistent());
-        // Encoded before taking the lock.
-        let props = store.map(|_| stored_properties(&msg));
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let mut ops = StoreOps::default();
         let mut write_due = false;
@@ -336,12 +332,13 @@ impl Queue {
             let mut st = self.lock();
             // Allocated under the lock that orders the appends: the store needs ascending ids.
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let persisted = match (store, &props) {
-                (Some(store), Some(props)) => {
+            let persisted = match store {
+                Some(store) => {
+                    let props = stored_properties(&msg);
                     write_due = store.put(id, to_record(&msg, props))? == PutOutcome::WriteDue;
                     true
                 }
-                _ => false,
+                None => false,
             };
             let qm = QueuedMessage {
                 id,
@@ -355,7 +352,7 @@ impl Queue {
                 // (buffered: one write per 256 KiB).
                 if !qm.persisted {
                     let props = stored_properties(&qm.msg);
-                    self.spill(&mut st)?.push(id, to_record(&qm.msg, &props))?;
+                    self.spill(&mut st)?.push(id, to_record(&qm.msg, props))?;
                 }
                 st.ready.note_paged(id, qm.msg.body.len());
             } else {
@@ -363,7 +360,7 @@ impl Queue {
             }
             self.dispatch_locked(&mut st, &mut ops);
         }
-        let persisted = props.is_some();
+        let persisted = store.is_some();
         if let Some(store) = store.filter(|_| write_due) {
             store.write_sealed()?;
         }
@@ -748,11 +745,10 @@ impl Queue {
     }
 }
 
-/// A message's properties as the store keeps them: their AMQP encoding, opaque to storage.
-fn stored_properties(msg: &Message) -> Bytes {
-    let mut props = BytesMut::with_capacity(64);
-    encode_properties(&msg.properties, &mut props);
-    props.freeze()
+/// A message's properties as the store keeps them: their AMQP encoding, as the publisher sent
+/// it (not re-encoded), opaque to storage.
+fn stored_properties(msg: &Message) -> &[u8] {
+    msg.properties.as_bytes()
 }
 
 /// The storage record of a message, borrowing it and its [`stored_properties`].

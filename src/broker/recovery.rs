@@ -1,7 +1,7 @@
 //! Startup recovery: persistent messages of durable queues come back from the store in id
 //! order; those that had been delivered come back marked redelivered.
 
-use crate::protocol::properties::decode_properties;
+use crate::protocol::properties::Properties;
 use crate::protocol::types::ShortStr;
 use crate::storage::{QueueStore, StoredMessage};
 use std::sync::Arc;
@@ -52,10 +52,11 @@ pub(crate) fn load_messages(q: &Queue, store: &dyn QueueStore) -> BrokerResult<(
     Ok(())
 }
 
-/// A stored message as a queue entry. One whose properties do not decode is logged and
-/// skipped (it stays in the store for inspection).
+/// A stored message as a queue entry. One whose properties are malformed is logged and
+/// skipped (it stays in the store for inspection): they are validated, as a publish is, before
+/// a consumer can receive them.
 pub(crate) fn to_queued(queue: &str, sm: StoredMessage, persisted: bool) -> Option<QueuedMessage> {
-    let properties = match decode_properties(&sm.record.properties) {
+    let properties = match Properties::from_bytes(sm.record.properties) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(queue, id = sm.id, error = %e, "stored message has bad properties; skipped");

@@ -4,6 +4,7 @@
 //! take it for writing, publishes for reading only long enough to resolve names. Durable
 //! definitions are written through to the store as they change.
 
+use crate::protocol::properties::Properties;
 use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
 use crate::protocol::types::{decode_table, encode_table};
 use crate::storage::{BindingRecord, ExchangeRecord, QueueRecord, Store};
@@ -603,13 +604,21 @@ impl VHost {
 
     /// Finds the queues a message goes to: follows exchange-to-exchange bindings (each exchange
     /// visited once, so cycles end) and the alternate exchange when nothing matched.
+    ///
+    /// The message's headers table is decoded only if a headers exchange is on the way, and
+    /// then once: no other exchange type looks at properties.
     pub fn route(
         &self,
         exchange: &Arc<Exchange>,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        properties: &Properties,
         out: &mut Vec<Arc<Queue>>,
     ) {
+        let decoded = std::cell::OnceCell::new();
+        let headers = |x: &Exchange| match x.kind {
+            ExchangeKind::Headers => decoded.get_or_init(|| properties.headers()).as_ref(),
+            _ => None,
+        };
         if exchange.name.is_empty() {
             if let Some(q) = self.read().queues.get(routing_key) {
                 out.push(Arc::clone(q));
@@ -618,7 +627,7 @@ impl VHost {
         }
         let mut dests = Vec::new();
         let mut visited: Vec<Arc<str>> = vec![Arc::clone(&exchange.name)];
-        exchange.route(routing_key, headers, &mut dests);
+        exchange.route(routing_key, headers(exchange), &mut dests);
         let mut alternate = exchange.alternate.clone();
         let mut i = 0;
         loop {
@@ -633,7 +642,7 @@ impl VHost {
                         if !visited.iter().any(|v| v == name) {
                             visited.push(Arc::clone(name));
                             if let Ok(x) = self.exchange(name) {
-                                x.route(routing_key, headers, &mut dests);
+                                x.route(routing_key, headers(&x), &mut dests);
                             }
                         }
                     }
@@ -646,7 +655,7 @@ impl VHost {
                     visited.push(Arc::clone(&ae));
                     if let Ok(x) = self.exchange(&ae) {
                         alternate = x.alternate.clone();
-                        x.route(routing_key, headers, &mut dests);
+                        x.route(routing_key, headers(&x), &mut dests);
                     }
                 }
                 _ => break,
@@ -669,12 +678,7 @@ impl VHost {
     /// Publishes to a resolved exchange (no internal check: exchange-to-exchange delivery).
     pub fn publish_to(&self, x: &Arc<Exchange>, msg: Arc<Message>) -> BrokerResult<PublishOutcome> {
         let mut queues = Vec::new();
-        self.route(
-            x,
-            &msg.routing_key,
-            msg.properties.headers.as_ref(),
-            &mut queues,
-        );
+        self.route(x, &msg.routing_key, &msg.properties, &mut queues);
         let mut outcome = PublishOutcome {
             routed: queues.len(),
             persisted: false,

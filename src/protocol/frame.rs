@@ -10,8 +10,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::FrameError;
 use super::method::{self, Method};
-use super::properties::{self, BasicProperties};
-use super::wire::{self, finish};
+use super::properties::{self, Properties};
+use super::small;
+use super::types::SHORT_STR_INLINE;
+use super::wire;
 
 /// What a client sends first: AMQP 0-9-1. Also what we answer to any other header.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -31,6 +33,14 @@ pub const FRAME_BODY: u8 = 3;
 /// Frame type octet of a heartbeat frame.
 pub const FRAME_HEARTBEAT: u8 = 8;
 
+/// Method payloads this short cannot hold a short string too long to keep inline: class and
+/// method ids, a length octet, at most [`SHORT_STR_INLINE`] bytes.
+const SMALL_PAYLOAD: usize = 4 + 1 + SHORT_STR_INLINE;
+
+/// The empty `Bytes` the in-place decoders get instead of one of the frame. A static rather
+/// than `Bytes::new()` at each call, which would be dropped (an indirect call) every time.
+static NO_BYTES: Bytes = Bytes::new();
+
 /// The basic class: the only one whose methods carry content.
 const BASIC_CLASS_ID: u16 = 60;
 
@@ -41,17 +51,15 @@ pub struct ContentHeader {
     pub class_id: u16,
     /// Total bytes of the body frames that follow.
     pub body_size: u64,
-    /// The basic properties.
-    pub properties: BasicProperties,
+    /// The basic properties, validated and still encoded: [`Properties::decode`] gives values.
+    pub properties: Properties,
 }
 
 /// One decoded frame.
 ///
-/// A header frame holds all 14 properties inline, so every `Frame` is about 390 bytes;
-/// boxing them would cost an allocation per message. On hot paths, match a decode result in
-/// place (`Ok(Some(ref frame))`) rather than moving frames around: each move copies the full
-/// size, which costs more than decoding a body frame.
-#[allow(clippy::large_enum_variant)]
+/// At most 168 bytes, the size of the largest method (bind and unbind, with three short
+/// strings and a table): properties stay encoded in [`Properties`] (64 bytes) instead of as
+/// 14 decoded values (~460 bytes), so moving a frame is cheap.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
     /// A method frame.
@@ -85,7 +93,9 @@ pub enum Frame {
 /// Checks the type, that the size (8 bytes of overhead included, as RabbitMQ counts
 /// frame_max) is at most `frame_max`, and the end octet, all before parsing; `frame_max == 0`
 /// means no limit beyond the u32 size field. Body payloads are zero-copy
-/// (`split_to().freeze()`), and so are the strings of methods and properties.
+/// (`split_to().freeze()`); short strings and small property lists are copied inline, and
+/// longer ones are zero-copy slices too. A small publish (method, header, one body frame)
+/// therefore costs no allocation and two atomic reference-count updates: the body's.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
     let Some(head) = buf.first_chunk::<7>() else {
         return Ok(None);
@@ -122,63 +132,94 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
     if end != FRAME_END {
         return Err(FrameError::BadFrameEnd(end));
     }
-    if kind == FRAME_HEARTBEAT {
-        if channel != 0 {
-            return Err(FrameError::HeartbeatOnChannel(channel));
-        }
-        if size != 0 {
-            return Err(FrameError::BadHeartbeat(size));
-        }
-        buf.advance(whole);
-        return Ok(Some(Frame::Heartbeat));
-    }
-    if kind == FRAME_METHOD
-        && let Some(head) = buf[7..].first_chunk::<4>()
-        && method::is_fixed_size(
-            u16::from_be_bytes([head[0], head[1]]),
-            u16::from_be_bytes([head[2], head[3]]),
-        )
-    {
-        // Acks, qos, flow...: nothing to slice out, so no `Bytes` handle (and no atomic
-        // reference count traffic) is needed; parse in place and drop the frame's bytes.
-        let method = Method::decode_from(&Bytes::new(), &buf[7..whole - 1])?;
-        buf.advance(whole);
-        return Ok(Some(Frame::Method { channel, method }));
-    }
-    buf.advance(7);
-    let payload = buf.split_to(whole - FRAME_OVERHEAD).freeze();
-    buf.advance(1);
     match kind {
-        FRAME_METHOD => Ok(Some(Frame::Method {
+        FRAME_METHOD => decode_method(buf, channel, whole),
+        FRAME_HEADER => decode_header(buf, channel, whole),
+        FRAME_BODY => Ok(Some(Frame::Body {
             channel,
-            method: Method::decode(&payload)?,
+            payload: frame_payload(buf, whole),
         })),
-        FRAME_HEADER => {
-            // Built in the return value and filled in place: a header frame is ~390 bytes,
-            // and every extra move of it shows on the publish path.
-            let mut out = Ok(Some(Frame::Header {
-                channel,
-                header: ContentHeader {
-                    class_id: 0,
-                    body_size: 0,
-                    properties: BasicProperties::default(),
-                },
-            }));
-            if let Ok(Some(Frame::Header { header, .. })) = &mut out {
-                decode_content_header(&payload, header)?;
+        _ => {
+            if channel != 0 {
+                return Err(FrameError::HeartbeatOnChannel(channel));
             }
-            out
+            if size != 0 {
+                return Err(FrameError::BadHeartbeat(size));
+            }
+            buf.advance(whole);
+            Ok(Some(Frame::Heartbeat))
         }
-        _ => Ok(Some(Frame::Body { channel, payload })),
     }
 }
 
-/// A content header payload: class id, weight (must be 0), body size, properties, decoded
-/// into `out` (whose properties are all `None`).
+/// A whole method frame of `whole` bytes at the front of `buf`, consumed on success.
+///
+/// Methods made of numbers, bits and short strings (publish, ack, qos...: all but those that
+/// [`method::needs_bytes`]) are parsed in place with no `Bytes` handle on the frame, their
+/// short strings copied inline, so the frame costs no atomic reference-count update at all.
+/// Should a string be too long to hold inline (it is then a slice of the frame), the frame is
+/// parsed again from a `Bytes` of the payload, as the other methods are from the start.
+///
+/// A frame is up to 168 bytes, and copying one is a noticeable part of decoding it: the
+/// decoder builds the frame where it returns it, and the common case returns that as is.
+fn decode_method(
+    buf: &mut BytesMut,
+    channel: u16,
+    whole: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let frame = |method| Some(Frame::Method { channel, method });
+    let payload = &buf[7..whole - 1];
+    let in_place = payload.first_chunk::<4>().is_some_and(|head| {
+        !method::needs_bytes(
+            u16::from_be_bytes([head[0], head[1]]),
+            u16::from_be_bytes([head[2], head[3]]),
+        )
+    });
+    if in_place && payload.len() <= SMALL_PAYLOAD {
+        // Too short to hold a string too long to keep inline: the result is final, error or
+        // not. The payload (a few dozen bytes) is copied to the stack so the frame can be
+        // consumed first and the decoder's result returned as it is, not copied out.
+        let mut copy = [0u8; SMALL_PAYLOAD];
+        let n = payload.len();
+        small::copy_into(&mut copy, payload);
+        buf.advance(whole);
+        return Method::decode_with(&NO_BYTES, copy.get(..n).unwrap_or_default(), frame);
+    }
+    if in_place {
+        let r = Method::decode_with(&NO_BYTES, payload, frame);
+        if r.is_ok() {
+            buf.advance(whole);
+            return r;
+        }
+    }
+    let payload = frame_payload(buf, whole);
+    Method::decode_with(&payload, &payload, frame)
+}
+
+/// The payload of the whole frame of `whole` bytes at the front of `buf`, split off without
+/// copying (one reference-count update), the frame consumed.
 #[inline]
-fn decode_content_header(payload: &Bytes, out: &mut ContentHeader) -> Result<(), FrameError> {
+fn frame_payload(buf: &mut BytesMut, whole: usize) -> Bytes {
+    let mut frame = buf.split_to(whole);
+    frame.advance(7);
+    frame.truncate(whole - FRAME_OVERHEAD);
+    frame.freeze()
+}
+
+/// A whole content header frame of `whole` bytes at the front of `buf`, consumed on success:
+/// class id (must be basic), weight (must be 0), body size, then the property list, which is
+/// validated here (malformed lists are refused at publish, as RabbitMQ does) but not decoded.
+/// A list of up to [`properties::PROPERTIES_INLINE`] bytes is copied into the [`Properties`];
+/// a longer one becomes a zero-copy slice of the read buffer. Built in place, as
+/// [`decode_method`] is.
+fn decode_header(
+    buf: &mut BytesMut,
+    channel: u16,
+    whole: usize,
+) -> Result<Option<Frame>, FrameError> {
     const WHAT: &str = "content header";
-    let Some((head, rest)) = payload.split_first_chunk::<12>() else {
+    let payload = &buf[7..whole - 1];
+    let Some((head, raw)) = payload.split_first_chunk::<12>() else {
         return Err(FrameError::Truncated(WHAT));
     };
     let class_id = u16::from_be_bytes([head[0], head[1]]);
@@ -189,14 +230,29 @@ fn decode_content_header(payload: &Bytes, out: &mut ContentHeader) -> Result<(),
     if weight != 0 {
         return Err(FrameError::NonZeroWeight(weight));
     }
-    out.class_id = class_id;
-    out.body_size = u64::from_be_bytes([
-        head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11],
-    ]);
-    finish(
-        WHAT,
-        properties::parse_properties_into(payload, rest, &mut out.properties),
-    )
+    properties::validate(WHAT, raw)?;
+    let mut frame = Frame::Header {
+        channel,
+        header: ContentHeader {
+            class_id,
+            body_size: u64::from_be_bytes([
+                head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11],
+            ]),
+            properties: Properties::EMPTY,
+        },
+    };
+    if let Frame::Header { header, .. } = &mut frame {
+        // Copied once, into the frame that is returned.
+        if header.properties.set_validated_inline(raw) {
+            buf.advance(whole);
+        } else {
+            buf.advance(7 + 12);
+            let shared = buf.split_to(whole - FRAME_OVERHEAD - 12).freeze();
+            buf.advance(1);
+            header.properties = Properties::from_validated_shared(shared);
+        }
+    }
+    Ok(Some(frame))
 }
 
 /// Writes a 7-byte frame header with a size placeholder; [`end_frame`] fills it in.
@@ -221,12 +277,12 @@ pub fn encode(frame: &Frame, buf: &mut BytesMut) {
     match frame {
         Frame::Method { channel, method } => encode_method(*channel, method, buf),
         Frame::Header { channel, header } => {
-            buf.reserve(FRAME_OVERHEAD + 12 + header.properties.encoded_len());
+            buf.reserve(FRAME_OVERHEAD + 12 + header.properties.len());
             let at = begin_frame(FRAME_HEADER, *channel, buf);
             buf.put_u16(header.class_id);
             buf.put_u16(0);
             buf.put_u64(header.body_size);
-            properties::put_properties(&header.properties, buf);
+            buf.put_slice(header.properties.as_bytes());
             end_frame(at, buf);
         }
         Frame::Body { channel, payload } => encode_body(*channel, payload, buf),
@@ -254,11 +310,12 @@ fn encode_body(channel: u16, body: &[u8], buf: &mut BytesMut) {
 /// Writes a content header frame and the body frames, each frame (overhead included) at
 /// most `frame_max` bytes; an empty body has no body frames. A `frame_max` of 0 means no
 /// limit, and one below [`FRAME_MIN_SIZE`] is raised to it (every peer accepts that much).
-/// The header frame is not split: properties must fit in one frame.
+/// The header frame is not split: properties must fit in one frame. The properties are
+/// written as they are encoded, so a delivery carries the publisher's bytes unchanged.
 pub fn encode_content(
     channel: u16,
     class_id: u16,
-    properties: &BasicProperties,
+    properties: &Properties,
     body: &[u8],
     frame_max: u32,
     buf: &mut BytesMut,
@@ -268,14 +325,12 @@ pub fn encode_content(
         m => m.max(FRAME_MIN_SIZE) as usize - FRAME_OVERHEAD,
     };
     let frames = body.len().div_ceil(chunk);
-    buf.reserve(
-        FRAME_OVERHEAD + 12 + properties.encoded_len() + body.len() + frames * FRAME_OVERHEAD,
-    );
+    buf.reserve(FRAME_OVERHEAD + 12 + properties.len() + body.len() + frames * FRAME_OVERHEAD);
     let at = begin_frame(FRAME_HEADER, channel, buf);
     buf.put_u16(class_id);
     buf.put_u16(0);
     buf.put_u64(body.len() as u64);
-    properties::put_properties(properties, buf);
+    buf.put_slice(properties.as_bytes());
     end_frame(at, buf);
     for part in body.chunks(chunk) {
         encode_body(channel, part, buf);
@@ -305,8 +360,10 @@ pub fn decode_protocol_header(buf: &mut BytesMut) -> Result<Option<()>, FrameErr
 #[cfg(test)]
 mod tests {
     use super::super::method::*;
-    use super::super::types::{FieldTable, FieldValue, LongStr, ShortStr};
+    use super::super::properties::BasicProperties;
+    use super::super::types::{FieldTable, FieldValue, LongStr, MAX_NESTING, ShortStr};
     use super::*;
+    use bytes::BufMut;
 
     fn s(v: &'static str) -> ShortStr {
         ShortStr::from_static(v)
@@ -483,11 +540,11 @@ mod tests {
 
     #[test]
     fn content_round_trip_and_splitting() {
-        let props = BasicProperties {
+        let props = Properties::from(BasicProperties {
             content_type: Some(s("text/plain")),
             delivery_mode: Some(2),
             ..Default::default()
-        };
+        });
         let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let mut buf = BytesMut::new();
         encode_content(7, 60, &props, &body, 4096, &mut buf);
@@ -523,7 +580,7 @@ mod tests {
         assert_eq!(got, body);
 
         let mut buf = BytesMut::new();
-        encode_content(1, 60, &BasicProperties::default(), &[], 4096, &mut buf);
+        encode_content(1, 60, &Properties::EMPTY, &[], 4096, &mut buf);
         assert_eq!(
             decode(&mut buf, 4096)
                 .ok()
@@ -637,7 +694,7 @@ mod tests {
                 header: ContentHeader {
                     class_id: 60,
                     body_size: 3,
-                    properties: BasicProperties::default(),
+                    properties: Properties::default(),
                 },
             },
             &mut ok,
@@ -660,6 +717,194 @@ mod tests {
             decode(&mut short, 4096),
             Err(FrameError::Truncated("content header"))
         );
+    }
+
+    /// A content header frame of `props` (a raw property list) for 3 body bytes.
+    fn header_frame(props: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_u8(FRAME_HEADER);
+        b.put_u16(1);
+        b.put_u32(u32::try_from(12 + props.len()).expect("small"));
+        b.put_slice(b"\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03");
+        b.put_slice(props);
+        b.put_u8(FRAME_END);
+        b
+    }
+
+    #[test]
+    fn properties_stay_encoded_inline_or_sliced() {
+        // Short: held inline, the frame's bytes consumed with no `Bytes` taken.
+        let mut buf = header_frame(b"\x90\x00\x01a\x02");
+        let Ok(Some(Frame::Header { header, .. })) = decode(&mut buf, 4096) else {
+            panic!("header");
+        };
+        assert!(buf.is_empty());
+        assert_eq!(header.properties.as_bytes(), b"\x90\x00\x01a\x02");
+        assert_eq!(header.properties.delivery_mode(), Some(2));
+        assert_eq!(header.properties.decode().content_type, Some(s("a")));
+
+        // Long: a zero-copy slice of the read buffer, starting after the 12-byte header.
+        let long = Properties::from(BasicProperties {
+            message_id: Some(ShortStr::try_from("m".repeat(100)).expect("short")),
+            user_id: Some(s("guest")),
+            ..Default::default()
+        });
+        let mut buf = header_frame(long.as_bytes());
+        let start = buf.as_ptr();
+        let Ok(Some(Frame::Header { header, .. })) = decode(&mut buf, 4096) else {
+            panic!("header");
+        };
+        assert!(buf.is_empty());
+        assert_eq!(header.properties, long);
+        assert_eq!(
+            header.properties.as_bytes().as_ptr(),
+            start.wrapping_add(19)
+        );
+        assert_eq!(header.properties.user_id(), Some("guest"));
+    }
+
+    #[test]
+    fn malformed_property_lists_are_refused_at_decode() {
+        let cases: [(&[u8], FrameError, u16); 7] = [
+            // content-type announces 5 bytes, 2 follow.
+            (
+                b"\x80\x00\x05ab",
+                FrameError::Truncated("content header"),
+                501,
+            ),
+            // A content type that is not UTF-8.
+            (
+                b"\x80\x00\x02\xff\xfe",
+                FrameError::NotUtf8("content header"),
+                501,
+            ),
+            // A property byte after the last present property.
+            (
+                b"\x10\x00\x02\x00",
+                FrameError::TrailingBytes {
+                    what: "content header",
+                    extra: 1,
+                },
+                501,
+            ),
+            // Headers with an unknown field type.
+            (
+                b"\x20\x00\x00\x00\x00\x03\x01kZ",
+                FrameError::UnknownFieldType(b'Z'),
+                502,
+            ),
+            // Headers whose entry runs past the table's declared length.
+            (
+                b"\x20\x00\x00\x00\x00\x03\x01kI\x00\x00\x00\x01",
+                FrameError::Truncated("content header"),
+                501,
+            ),
+            // A continuation word naming a property basic does not have.
+            (
+                b"\x00\x01\x80\x00",
+                FrameError::Syntax("property flags name a property the basic class does not have"),
+                502,
+            ),
+            // Flags only, cut in half.
+            (b"\x80", FrameError::Truncated("content header"), 501),
+        ];
+        for (props, want, code) in cases {
+            let mut buf = header_frame(props);
+            let got = decode(&mut buf, 4096);
+            assert_eq!(got, Err(want.clone()), "{props:?}");
+            assert_eq!(want.reply_code().code(), code);
+            // The stand-alone check agrees (with its own context name).
+            assert!(Properties::from_bytes(Bytes::copy_from_slice(props)).is_err());
+        }
+        // Nested deeper than the cap.
+        let mut deep = FieldTable::new();
+        for _ in 0..MAX_NESTING {
+            deep = FieldTable(vec![(s("n"), FieldValue::Table(deep))]);
+        }
+        let p = Properties::from(BasicProperties {
+            headers: Some(deep),
+            ..Default::default()
+        });
+        let mut buf = header_frame(p.as_bytes());
+        assert_eq!(decode(&mut buf, 0), Err(FrameError::TooDeep(MAX_NESTING)));
+    }
+
+    #[test]
+    fn method_frames_decode_by_every_path() {
+        let publish = |ex: &str, rk: &str| BasicPublish {
+            reserved_1: 0,
+            exchange: ShortStr::try_from(ex).expect("short"),
+            routing_key: ShortStr::try_from(rk).expect("short"),
+            mandatory: true,
+            immediate: false,
+        };
+        let cases = [
+            // Small payload: copied to the stack, decoded in place.
+            Method::from(publish("amq.topic", "a.b")),
+            // Larger payload, every string short enough to hold inline: in place.
+            publish(&"e".repeat(38), &"r".repeat(38)).into(),
+            // A string too long to hold inline: decoded again from a `Bytes` of the frame.
+            publish("x", &"r".repeat(200)).into(),
+            // A table: from a `Bytes` from the start.
+            QueueDeclare {
+                queue: s("q"),
+                arguments: FieldTable(vec![(s("x-k"), FieldValue::LongStr("v".into()))]),
+                ..Default::default()
+            }
+            .into(),
+        ];
+        for m in cases {
+            let mut buf = BytesMut::new();
+            encode_method(7, &m, &mut buf);
+            let start = buf.as_ptr();
+            encode_heartbeat(&mut buf);
+            let Ok(Some(Frame::Method { channel: 7, method })) = decode(&mut buf, 0) else {
+                panic!("decodes: {m:?}");
+            };
+            assert_eq!(method, m);
+            assert_eq!(
+                decode(&mut buf, 0),
+                Ok(Some(Frame::Heartbeat)),
+                "consumed exactly"
+            );
+            if let Method::BasicPublish(p) = &method
+                && p.routing_key.len() > SHORT_STR_INLINE
+            {
+                // Zero-copy: a slice of the read buffer, after header, ids, reserved and "x".
+                assert_eq!(
+                    p.routing_key.as_bytes().as_ptr(),
+                    start.wrapping_add(7 + 4 + 2 + 2 + 1)
+                );
+            }
+        }
+        // Malformed, each way: the error is the payload decoder's.
+        for payload in [
+            &b"\x00\x3c\x00\x28\x00\x00\x05ab"[..],
+            b"\x00\x3c\x00\x28\x00\x00\x00\x00\x00\x00",
+            b"\x00\x3c\x00\x28\x00\x00\x01\xff\x00\x00",
+            b"\x00\x3c\x00\x28\x00\x00\xc8aaaa",
+        ] {
+            let mut buf = BytesMut::new();
+            buf.put_u8(FRAME_METHOD);
+            buf.put_u16(1);
+            buf.put_u32(u32::try_from(payload.len()).expect("small"));
+            buf.put_slice(payload);
+            buf.put_u8(FRAME_END);
+            let want = Method::decode(&Bytes::copy_from_slice(payload)).map(|_| ());
+            assert!(want.is_err());
+            assert_eq!(decode(&mut buf, 0).map(|_| ()), want, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn frames_are_small_to_move() {
+        // Was ~470 bytes while properties were decoded inline.
+        assert!(
+            std::mem::size_of::<Frame>() <= 168,
+            "{}",
+            std::mem::size_of::<Frame>()
+        );
+        assert!(std::mem::size_of::<ContentHeader>() <= 80);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::FrameError;
 use super::types::{self, FieldTable, LongStr, ShortStr};
-use super::wire::{self, PResult, finish};
+use super::wire;
 
 // ---- class connection (10) ----
 
@@ -38,24 +38,20 @@ impl ConnectionStart {
     /// The spec's name, `connection.start`.
     pub const NAME: &'static str = "connection.start";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let version_major = u8::from_be_bytes([f0[0]]);
-        let version_minor = u8::from_be_bytes([f0[1]]);
-        let (i, server_properties) = types::parse_table(p, i, 1)?;
-        let (i, mechanisms) = wire::long_str(p, i)?;
-        let (i, locales) = wire::long_str(p, i)?;
-        Ok((
-            i,
-            Self {
-                version_major,
-                version_minor,
-                server_properties,
-                mechanisms,
-                locales,
-            },
-        ))
+        self.version_major = u8::from_be_bytes([f0[0]]);
+        self.version_minor = u8::from_be_bytes([f0[1]]);
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.server_properties = v;
+        let (i, v) = wire::long_str(p, i)?;
+        self.mechanisms = v;
+        let (i, v) = wire::long_str(p, i)?;
+        self.locales = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -100,21 +96,17 @@ impl ConnectionStartOk {
     /// The spec's name, `connection.start-ok`.
     pub const NAME: &'static str = "connection.start-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, client_properties) = types::parse_table(p, i, 1)?;
-        let (i, mechanism) = wire::short_str(p, i)?;
-        let (i, response) = wire::long_str(p, i)?;
-        let (i, locale) = wire::short_str(p, i)?;
-        Ok((
-            i,
-            Self {
-                client_properties,
-                mechanism,
-                response,
-                locale,
-            },
-        ))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.client_properties = v;
+        let i = wire::short_str_into(p, i, &mut self.mechanism)?;
+        let (i, v) = wire::long_str(p, i)?;
+        self.response = v;
+        let i = wire::short_str_into(p, i, &mut self.locale)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -155,10 +147,13 @@ impl ConnectionSecure {
     /// The spec's name, `connection.secure`.
     pub const NAME: &'static str = "connection.secure";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, challenge) = wire::long_str(p, i)?;
-        Ok((i, Self { challenge }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let (i, v) = wire::long_str(p, i)?;
+        self.challenge = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -193,10 +188,13 @@ impl ConnectionSecureOk {
     /// The spec's name, `connection.secure-ok`.
     pub const NAME: &'static str = "connection.secure-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, response) = wire::long_str(p, i)?;
-        Ok((i, Self { response }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let (i, v) = wire::long_str(p, i)?;
+        self.response = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -235,20 +233,15 @@ impl ConnectionTune {
     /// The spec's name, `connection.tune`.
     pub const NAME: &'static str = "connection.tune";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<8>(i)?;
-        let channel_max = u16::from_be_bytes([f0[0], f0[1]]);
-        let frame_max = u32::from_be_bytes([f0[2], f0[3], f0[4], f0[5]]);
-        let heartbeat = u16::from_be_bytes([f0[6], f0[7]]);
-        Ok((
-            i,
-            Self {
-                channel_max,
-                frame_max,
-                heartbeat,
-            },
-        ))
+        self.channel_max = u16::from_be_bytes([f0[0], f0[1]]);
+        self.frame_max = u32::from_be_bytes([f0[2], f0[3], f0[4], f0[5]]);
+        self.heartbeat = u16::from_be_bytes([f0[6], f0[7]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -289,20 +282,15 @@ impl ConnectionTuneOk {
     /// The spec's name, `connection.tune-ok`.
     pub const NAME: &'static str = "connection.tune-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<8>(i)?;
-        let channel_max = u16::from_be_bytes([f0[0], f0[1]]);
-        let frame_max = u32::from_be_bytes([f0[2], f0[3], f0[4], f0[5]]);
-        let heartbeat = u16::from_be_bytes([f0[6], f0[7]]);
-        Ok((
-            i,
-            Self {
-                channel_max,
-                frame_max,
-                heartbeat,
-            },
-        ))
+        self.channel_max = u16::from_be_bytes([f0[0], f0[1]]);
+        self.frame_max = u32::from_be_bytes([f0[2], f0[3], f0[4], f0[5]]);
+        self.heartbeat = u16::from_be_bytes([f0[6], f0[7]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -343,20 +331,15 @@ impl ConnectionOpen {
     /// The spec's name, `connection.open`.
     pub const NAME: &'static str = "connection.open";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, virtual_host) = wire::short_str(p, i)?;
-        let (i, reserved_1) = wire::short_str(p, i)?;
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.virtual_host)?;
+        let i = wire::short_str_into(p, i, &mut self.reserved_1)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let reserved_2 = f2[0] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                virtual_host,
-                reserved_1,
-                reserved_2,
-            },
-        ))
+        self.reserved_2 = f2[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -393,10 +376,12 @@ impl ConnectionOpenOk {
     /// The spec's name, `connection.open-ok`.
     pub const NAME: &'static str = "connection.open-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, reserved_1) = wire::short_str(p, i)?;
-        Ok((i, Self { reserved_1 }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.reserved_1)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -437,23 +422,17 @@ impl ConnectionClose {
     /// The spec's name, `connection.close`.
     pub const NAME: &'static str = "connection.close";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, reply_text) = wire::short_str(p, i)?;
+        self.reply_code = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.reply_text)?;
         let (i, f2) = wire::fixed::<4>(i)?;
-        let class_id = u16::from_be_bytes([f2[0], f2[1]]);
-        let method_id = u16::from_be_bytes([f2[2], f2[3]]);
-        Ok((
-            i,
-            Self {
-                reply_code,
-                reply_text,
-                class_id,
-                method_id,
-            },
-        ))
+        self.class_id = u16::from_be_bytes([f2[0], f2[1]]);
+        self.method_id = u16::from_be_bytes([f2[2], f2[3]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -488,9 +467,11 @@ impl ConnectionCloseOk {
     /// The spec's name, `connection.close-ok`.
     pub const NAME: &'static str = "connection.close-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -523,10 +504,12 @@ impl ConnectionBlocked {
     /// The spec's name, `connection.blocked`.
     pub const NAME: &'static str = "connection.blocked";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, reason) = wire::short_str(p, i)?;
-        Ok((i, Self { reason }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.reason)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -558,9 +541,11 @@ impl ConnectionUnblocked {
     /// The spec's name, `connection.unblocked`.
     pub const NAME: &'static str = "connection.unblocked";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -595,11 +580,14 @@ impl ConnectionUpdateSecret {
     /// The spec's name, `connection.update-secret`.
     pub const NAME: &'static str = "connection.update-secret";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, new_secret) = wire::long_str(p, i)?;
-        let (i, reason) = wire::short_str(p, i)?;
-        Ok((i, Self { new_secret, reason }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let (i, v) = wire::long_str(p, i)?;
+        self.new_secret = v;
+        let i = wire::short_str_into(p, i, &mut self.reason)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -632,9 +620,11 @@ impl ConnectionUpdateSecretOk {
     /// The spec's name, `connection.update-secret-ok`.
     pub const NAME: &'static str = "connection.update-secret-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -669,10 +659,12 @@ impl ChannelOpen {
     /// The spec's name, `channel.open`.
     pub const NAME: &'static str = "channel.open";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, reserved_1) = wire::short_str(p, i)?;
-        Ok((i, Self { reserved_1 }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.reserved_1)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -707,10 +699,13 @@ impl ChannelOpenOk {
     /// The spec's name, `channel.open-ok`.
     pub const NAME: &'static str = "channel.open-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, reserved_1) = wire::long_str(p, i)?;
-        Ok((i, Self { reserved_1 }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let (i, v) = wire::long_str(p, i)?;
+        self.reserved_1 = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -745,11 +740,13 @@ impl ChannelFlow {
     /// The spec's name, `channel.flow`.
     pub const NAME: &'static str = "channel.flow";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<1>(i)?;
-        let active = f0[0] & 0x01 != 0;
-        Ok((i, Self { active }))
+        self.active = f0[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -784,11 +781,13 @@ impl ChannelFlowOk {
     /// The spec's name, `channel.flow-ok`.
     pub const NAME: &'static str = "channel.flow-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<1>(i)?;
-        let active = f0[0] & 0x01 != 0;
-        Ok((i, Self { active }))
+        self.active = f0[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -829,23 +828,17 @@ impl ChannelClose {
     /// The spec's name, `channel.close`.
     pub const NAME: &'static str = "channel.close";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, reply_text) = wire::short_str(p, i)?;
+        self.reply_code = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.reply_text)?;
         let (i, f2) = wire::fixed::<4>(i)?;
-        let class_id = u16::from_be_bytes([f2[0], f2[1]]);
-        let method_id = u16::from_be_bytes([f2[2], f2[3]]);
-        Ok((
-            i,
-            Self {
-                reply_code,
-                reply_text,
-                class_id,
-                method_id,
-            },
-        ))
+        self.class_id = u16::from_be_bytes([f2[0], f2[1]]);
+        self.method_id = u16::from_be_bytes([f2[2], f2[3]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -880,9 +873,11 @@ impl ChannelCloseOk {
     /// The spec's name, `channel.close-ok`.
     pub const NAME: &'static str = "channel.close-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -933,33 +928,23 @@ impl ExchangeDeclare {
     /// The spec's name, `exchange.declare`.
     pub const NAME: &'static str = "exchange.declare";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, kind) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.kind)?;
         let (i, f3) = wire::fixed::<1>(i)?;
-        let passive = f3[0] & 0x01 != 0;
-        let durable = f3[0] & 0x02 != 0;
-        let auto_delete = f3[0] & 0x04 != 0;
-        let internal = f3[0] & 0x08 != 0;
-        let no_wait = f3[0] & 0x10 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                exchange,
-                kind,
-                passive,
-                durable,
-                auto_delete,
-                internal,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.passive = f3[0] & 0x01 != 0;
+        self.durable = f3[0] & 0x02 != 0;
+        self.auto_delete = f3[0] & 0x04 != 0;
+        self.internal = f3[0] & 0x08 != 0;
+        self.no_wait = f3[0] & 0x10 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1001,9 +986,11 @@ impl ExchangeDeclareOk {
     /// The spec's name, `exchange.declare-ok`.
     pub const NAME: &'static str = "exchange.declare-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1042,23 +1029,17 @@ impl ExchangeDelete {
     /// The spec's name, `exchange.delete`.
     pub const NAME: &'static str = "exchange.delete";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, exchange) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let if_unused = f2[0] & 0x01 != 0;
-        let no_wait = f2[0] & 0x02 != 0;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                exchange,
-                if_unused,
-                no_wait,
-            },
-        ))
+        self.if_unused = f2[0] & 0x01 != 0;
+        self.no_wait = f2[0] & 0x02 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1092,9 +1073,11 @@ impl ExchangeDeleteOk {
     /// The spec's name, `exchange.delete-ok`.
     pub const NAME: &'static str = "exchange.delete-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1137,27 +1120,20 @@ impl ExchangeBind {
     /// The spec's name, `exchange.bind`.
     pub const NAME: &'static str = "exchange.bind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, destination) = wire::short_str(p, i)?;
-        let (i, source) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.destination)?;
+        let i = wire::short_str_into(p, i, &mut self.source)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
         let (i, f4) = wire::fixed::<1>(i)?;
-        let no_wait = f4[0] & 0x01 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                destination,
-                source,
-                routing_key,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.no_wait = f4[0] & 0x01 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1197,9 +1173,11 @@ impl ExchangeBindOk {
     /// The spec's name, `exchange.bind-ok`.
     pub const NAME: &'static str = "exchange.bind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1242,27 +1220,20 @@ impl ExchangeUnbind {
     /// The spec's name, `exchange.unbind`.
     pub const NAME: &'static str = "exchange.unbind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, destination) = wire::short_str(p, i)?;
-        let (i, source) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.destination)?;
+        let i = wire::short_str_into(p, i, &mut self.source)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
         let (i, f4) = wire::fixed::<1>(i)?;
-        let no_wait = f4[0] & 0x01 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                destination,
-                source,
-                routing_key,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.no_wait = f4[0] & 0x01 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1302,9 +1273,11 @@ impl ExchangeUnbindOk {
     /// The spec's name, `exchange.unbind-ok`.
     pub const NAME: &'static str = "exchange.unbind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1353,31 +1326,22 @@ impl QueueDeclare {
     /// The spec's name, `queue.declare`.
     pub const NAME: &'static str = "queue.declare";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let passive = f2[0] & 0x01 != 0;
-        let durable = f2[0] & 0x02 != 0;
-        let exclusive = f2[0] & 0x04 != 0;
-        let auto_delete = f2[0] & 0x08 != 0;
-        let no_wait = f2[0] & 0x10 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                passive,
-                durable,
-                exclusive,
-                auto_delete,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.passive = f2[0] & 0x01 != 0;
+        self.durable = f2[0] & 0x02 != 0;
+        self.exclusive = f2[0] & 0x04 != 0;
+        self.auto_delete = f2[0] & 0x08 != 0;
+        self.no_wait = f2[0] & 0x10 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1425,20 +1389,15 @@ impl QueueDeclareOk {
     /// The spec's name, `queue.declare-ok`.
     pub const NAME: &'static str = "queue.declare-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, queue) = wire::short_str(p, i)?;
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
         let (i, f1) = wire::fixed::<8>(i)?;
-        let message_count = u32::from_be_bytes([f1[0], f1[1], f1[2], f1[3]]);
-        let consumer_count = u32::from_be_bytes([f1[4], f1[5], f1[6], f1[7]]);
-        Ok((
-            i,
-            Self {
-                queue,
-                message_count,
-                consumer_count,
-            },
-        ))
+        self.message_count = u32::from_be_bytes([f1[0], f1[1], f1[2], f1[3]]);
+        self.consumer_count = u32::from_be_bytes([f1[4], f1[5], f1[6], f1[7]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1485,27 +1444,20 @@ impl QueueBind {
     /// The spec's name, `queue.bind`.
     pub const NAME: &'static str = "queue.bind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
         let (i, f4) = wire::fixed::<1>(i)?;
-        let no_wait = f4[0] & 0x01 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                exchange,
-                routing_key,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.no_wait = f4[0] & 0x01 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1545,9 +1497,11 @@ impl QueueBindOk {
     /// The spec's name, `queue.bind-ok`.
     pub const NAME: &'static str = "queue.bind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1584,21 +1538,16 @@ impl QueuePurge {
     /// The spec's name, `queue.purge`.
     pub const NAME: &'static str = "queue.purge";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let no_wait = f2[0] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                no_wait,
-            },
-        ))
+        self.no_wait = f2[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1635,11 +1584,13 @@ impl QueuePurgeOk {
     /// The spec's name, `queue.purge-ok`.
     pub const NAME: &'static str = "queue.purge-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<4>(i)?;
-        let message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
-        Ok((i, Self { message_count }))
+        self.message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1682,25 +1633,18 @@ impl QueueDelete {
     /// The spec's name, `queue.delete`.
     pub const NAME: &'static str = "queue.delete";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let if_unused = f2[0] & 0x01 != 0;
-        let if_empty = f2[0] & 0x02 != 0;
-        let no_wait = f2[0] & 0x04 != 0;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                if_unused,
-                if_empty,
-                no_wait,
-            },
-        ))
+        self.if_unused = f2[0] & 0x01 != 0;
+        self.if_empty = f2[0] & 0x02 != 0;
+        self.no_wait = f2[0] & 0x04 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1741,11 +1685,13 @@ impl QueueDeleteOk {
     /// The spec's name, `queue.delete-ok`.
     pub const NAME: &'static str = "queue.delete-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<4>(i)?;
-        let message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
-        Ok((i, Self { message_count }))
+        self.message_count = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1788,24 +1734,18 @@ impl QueueUnbind {
     /// The spec's name, `queue.unbind`.
     pub const NAME: &'static str = "queue.unbind";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                exchange,
-                routing_key,
-                arguments,
-            },
-        ))
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1844,9 +1784,11 @@ impl QueueUnbindOk {
     /// The spec's name, `queue.unbind-ok`.
     pub const NAME: &'static str = "queue.unbind-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1885,20 +1827,15 @@ impl BasicQos {
     /// The spec's name, `basic.qos`.
     pub const NAME: &'static str = "basic.qos";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<7>(i)?;
-        let prefetch_size = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
-        let prefetch_count = u16::from_be_bytes([f0[4], f0[5]]);
-        let global = f0[6] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                prefetch_size,
-                prefetch_count,
-                global,
-            },
-        ))
+        self.prefetch_size = u32::from_be_bytes([f0[0], f0[1], f0[2], f0[3]]);
+        self.prefetch_count = u16::from_be_bytes([f0[4], f0[5]]);
+        self.global = f0[6] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1932,9 +1869,11 @@ impl BasicQosOk {
     /// The spec's name, `basic.qos-ok`.
     pub const NAME: &'static str = "basic.qos-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -1981,31 +1920,22 @@ impl BasicConsume {
     /// The spec's name, `basic.consume`.
     pub const NAME: &'static str = "basic.consume";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
-        let (i, consumer_tag) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
+        let i = wire::short_str_into(p, i, &mut self.consumer_tag)?;
         let (i, f3) = wire::fixed::<1>(i)?;
-        let no_local = f3[0] & 0x01 != 0;
-        let no_ack = f3[0] & 0x02 != 0;
-        let exclusive = f3[0] & 0x04 != 0;
-        let no_wait = f3[0] & 0x08 != 0;
-        let (i, arguments) = types::parse_table(p, i, 1)?;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                consumer_tag,
-                no_local,
-                no_ack,
-                exclusive,
-                no_wait,
-                arguments,
-            },
-        ))
+        self.no_local = f3[0] & 0x01 != 0;
+        self.no_ack = f3[0] & 0x02 != 0;
+        self.exclusive = f3[0] & 0x04 != 0;
+        self.no_wait = f3[0] & 0x08 != 0;
+        let (i, v) = types::parse_table(p, i, 1)?;
+        self.arguments = v;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2049,10 +1979,12 @@ impl BasicConsumeOk {
     /// The spec's name, `basic.consume-ok`.
     pub const NAME: &'static str = "basic.consume-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, consumer_tag) = wire::short_str(p, i)?;
-        Ok((i, Self { consumer_tag }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.consumer_tag)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2089,18 +2021,14 @@ impl BasicCancel {
     /// The spec's name, `basic.cancel`.
     pub const NAME: &'static str = "basic.cancel";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, consumer_tag) = wire::short_str(p, i)?;
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.consumer_tag)?;
         let (i, f1) = wire::fixed::<1>(i)?;
-        let no_wait = f1[0] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                consumer_tag,
-                no_wait,
-            },
-        ))
+        self.no_wait = f1[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2136,10 +2064,12 @@ impl BasicCancelOk {
     /// The spec's name, `basic.cancel-ok`.
     pub const NAME: &'static str = "basic.cancel-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, consumer_tag) = wire::short_str(p, i)?;
-        Ok((i, Self { consumer_tag }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.consumer_tag)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2182,25 +2112,18 @@ impl BasicPublish {
     /// The spec's name, `basic.publish`.
     pub const NAME: &'static str = "basic.publish";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
         let (i, f3) = wire::fixed::<1>(i)?;
-        let mandatory = f3[0] & 0x01 != 0;
-        let immediate = f3[0] & 0x02 != 0;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                exchange,
-                routing_key,
-                mandatory,
-                immediate,
-            },
-        ))
+        self.mandatory = f3[0] & 0x01 != 0;
+        self.immediate = f3[0] & 0x02 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2244,22 +2167,16 @@ impl BasicReturn {
     /// The spec's name, `basic.return`.
     pub const NAME: &'static str = "basic.return";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reply_code = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, reply_text) = wire::short_str(p, i)?;
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
-        Ok((
-            i,
-            Self {
-                reply_code,
-                reply_text,
-                exchange,
-                routing_key,
-            },
-        ))
+        self.reply_code = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.reply_text)?;
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2305,25 +2222,18 @@ impl BasicDeliver {
     /// The spec's name, `basic.deliver`.
     pub const NAME: &'static str = "basic.deliver";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, consumer_tag) = wire::short_str(p, i)?;
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.consumer_tag)?;
         let (i, f1) = wire::fixed::<9>(i)?;
-        let delivery_tag =
+        self.delivery_tag =
             u64::from_be_bytes([f1[0], f1[1], f1[2], f1[3], f1[4], f1[5], f1[6], f1[7]]);
-        let redelivered = f1[8] & 0x01 != 0;
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
-        Ok((
-            i,
-            Self {
-                consumer_tag,
-                delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
-            },
-        ))
+        self.redelivered = f1[8] & 0x01 != 0;
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2366,21 +2276,16 @@ impl BasicGet {
     /// The spec's name, `basic.get`.
     pub const NAME: &'static str = "basic.get";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<2>(i)?;
-        let reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
-        let (i, queue) = wire::short_str(p, i)?;
+        self.reserved_1 = u16::from_be_bytes([f0[0], f0[1]]);
+        let i = wire::short_str_into(p, i, &mut self.queue)?;
         let (i, f2) = wire::fixed::<1>(i)?;
-        let no_ack = f2[0] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                reserved_1,
-                queue,
-                no_ack,
-            },
-        ))
+        self.no_ack = f2[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2425,26 +2330,19 @@ impl BasicGetOk {
     /// The spec's name, `basic.get-ok`.
     pub const NAME: &'static str = "basic.get-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<9>(i)?;
-        let delivery_tag =
+        self.delivery_tag =
             u64::from_be_bytes([f0[0], f0[1], f0[2], f0[3], f0[4], f0[5], f0[6], f0[7]]);
-        let redelivered = f0[8] & 0x01 != 0;
-        let (i, exchange) = wire::short_str(p, i)?;
-        let (i, routing_key) = wire::short_str(p, i)?;
+        self.redelivered = f0[8] & 0x01 != 0;
+        let i = wire::short_str_into(p, i, &mut self.exchange)?;
+        let i = wire::short_str_into(p, i, &mut self.routing_key)?;
         let (i, f3) = wire::fixed::<4>(i)?;
-        let message_count = u32::from_be_bytes([f3[0], f3[1], f3[2], f3[3]]);
-        Ok((
-            i,
-            Self {
-                delivery_tag,
-                redelivered,
-                exchange,
-                routing_key,
-                message_count,
-            },
-        ))
+        self.message_count = u32::from_be_bytes([f3[0], f3[1], f3[2], f3[3]]);
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2483,10 +2381,12 @@ impl BasicGetEmpty {
     /// The spec's name, `basic.get-empty`.
     pub const NAME: &'static str = "basic.get-empty";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        let (i, reserved_1) = wire::short_str(p, i)?;
-        Ok((i, Self { reserved_1 }))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        let i = wire::short_str_into(p, i, &mut self.reserved_1)?;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2523,19 +2423,15 @@ impl BasicAck {
     /// The spec's name, `basic.ack`.
     pub const NAME: &'static str = "basic.ack";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<9>(i)?;
-        let delivery_tag =
+        self.delivery_tag =
             u64::from_be_bytes([f0[0], f0[1], f0[2], f0[3], f0[4], f0[5], f0[6], f0[7]]);
-        let multiple = f0[8] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                delivery_tag,
-                multiple,
-            },
-        ))
+        self.multiple = f0[8] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2573,19 +2469,15 @@ impl BasicReject {
     /// The spec's name, `basic.reject`.
     pub const NAME: &'static str = "basic.reject";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<9>(i)?;
-        let delivery_tag =
+        self.delivery_tag =
             u64::from_be_bytes([f0[0], f0[1], f0[2], f0[3], f0[4], f0[5], f0[6], f0[7]]);
-        let requeue = f0[8] & 0x01 != 0;
-        Ok((
-            i,
-            Self {
-                delivery_tag,
-                requeue,
-            },
-        ))
+        self.requeue = f0[8] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2621,11 +2513,13 @@ impl BasicRecoverAsync {
     /// The spec's name, `basic.recover-async`.
     pub const NAME: &'static str = "basic.recover-async";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<1>(i)?;
-        let requeue = f0[0] & 0x01 != 0;
-        Ok((i, Self { requeue }))
+        self.requeue = f0[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2660,11 +2554,13 @@ impl BasicRecover {
     /// The spec's name, `basic.recover`.
     pub const NAME: &'static str = "basic.recover";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<1>(i)?;
-        let requeue = f0[0] & 0x01 != 0;
-        Ok((i, Self { requeue }))
+        self.requeue = f0[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2696,9 +2592,11 @@ impl BasicRecoverOk {
     /// The spec's name, `basic.recover-ok`.
     pub const NAME: &'static str = "basic.recover-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2735,21 +2633,16 @@ impl BasicNack {
     /// The spec's name, `basic.nack`.
     pub const NAME: &'static str = "basic.nack";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<9>(i)?;
-        let delivery_tag =
+        self.delivery_tag =
             u64::from_be_bytes([f0[0], f0[1], f0[2], f0[3], f0[4], f0[5], f0[6], f0[7]]);
-        let multiple = f0[8] & 0x01 != 0;
-        let requeue = f0[8] & 0x02 != 0;
-        Ok((
-            i,
-            Self {
-                delivery_tag,
-                multiple,
-                requeue,
-            },
-        ))
+        self.multiple = f0[8] & 0x01 != 0;
+        self.requeue = f0[8] & 0x02 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2784,9 +2677,11 @@ impl TxSelect {
     /// The spec's name, `tx.select`.
     pub const NAME: &'static str = "tx.select";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2816,9 +2711,11 @@ impl TxSelectOk {
     /// The spec's name, `tx.select-ok`.
     pub const NAME: &'static str = "tx.select-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2848,9 +2745,11 @@ impl TxCommit {
     /// The spec's name, `tx.commit`.
     pub const NAME: &'static str = "tx.commit";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2880,9 +2779,11 @@ impl TxCommitOk {
     /// The spec's name, `tx.commit-ok`.
     pub const NAME: &'static str = "tx.commit-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2912,9 +2813,11 @@ impl TxRollback {
     /// The spec's name, `tx.rollback`.
     pub const NAME: &'static str = "tx.rollback";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2944,9 +2847,11 @@ impl TxRollbackOk {
     /// The spec's name, `tx.rollback-ok`.
     pub const NAME: &'static str = "tx.rollback-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -2981,11 +2886,13 @@ impl ConfirmSelect {
     /// The spec's name, `confirm.select`.
     pub const NAME: &'static str = "confirm.select";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
         let (i, f0) = wire::fixed::<1>(i)?;
-        let nowait = f0[0] & 0x01 != 0;
-        Ok((i, Self { nowait }))
+        self.nowait = f0[0] & 0x01 != 0;
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -3017,9 +2924,11 @@ impl ConfirmSelectOk {
     /// The spec's name, `confirm.select-ok`.
     pub const NAME: &'static str = "confirm.select-ok";
 
-    /// Parses the arguments (after class and method id); strings are slices of `p`.
-    fn decode_fields<'a>(_p: &Bytes, i: &'a [u8]) -> PResult<'a, Self> {
-        Ok((i, Self))
+    /// Parses the arguments (after class and method id) into `self`, overwriting every
+    /// field; long strings are slices of `p`. Returns the input left over.
+    #[inline(always)]
+    fn decode_fields<'a>(&mut self, _p: &Bytes, i: &'a [u8]) -> wire::Rest<'a> {
+        Ok(i)
     }
 
     /// Bytes the arguments take on the wire.
@@ -3105,43 +3014,25 @@ pub const METHODS: &[(u16, u16, &str)] = &[
     (85, 11, "confirm.select-ok"),
 ];
 
-/// True for the methods whose arguments are all numbers and bits (acks, qos, flow...):
-/// decoding them borrows nothing from the frame.
-pub(super) fn is_fixed_size(class_id: u16, method_id: u16) -> bool {
+/// True for the methods with a long string or a table, which are slices of a `Bytes` of
+/// the frame; the others (numbers, bits, short strings: publish, ack, qos...) can be
+/// decoded from a plain `&[u8]`, their short strings copied inline.
+pub(super) fn needs_bytes(class_id: u16, method_id: u16) -> bool {
     matches!(
         (class_id, method_id),
-        (10, 30)
-            | (10, 31)
-            | (10, 51)
-            | (10, 61)
-            | (10, 71)
-            | (20, 20)
-            | (20, 21)
-            | (20, 41)
-            | (40, 11)
-            | (40, 21)
-            | (40, 31)
-            | (40, 51)
-            | (50, 21)
-            | (50, 31)
-            | (50, 41)
-            | (50, 51)
-            | (60, 10)
-            | (60, 11)
-            | (60, 80)
-            | (60, 90)
-            | (60, 100)
-            | (60, 110)
-            | (60, 111)
-            | (60, 120)
-            | (90, 10)
-            | (90, 11)
-            | (90, 20)
-            | (90, 21)
-            | (90, 30)
-            | (90, 31)
-            | (85, 10)
-            | (85, 11)
+        (10, 10)
+            | (10, 11)
+            | (10, 20)
+            | (10, 21)
+            | (10, 70)
+            | (20, 11)
+            | (40, 10)
+            | (40, 30)
+            | (40, 40)
+            | (50, 10)
+            | (50, 20)
+            | (50, 50)
+            | (60, 20)
     )
 }
 
@@ -3501,219 +3392,504 @@ impl Method {
     }
 
     /// Decodes a method frame's payload: class id, method id, then the arguments, which must
-    /// fill the payload exactly. Strings are zero-copy slices of `payload`.
+    /// fill the payload exactly. Long strings are zero-copy slices of `payload`.
     pub fn decode(payload: &Bytes) -> Result<Method, FrameError> {
-        Self::decode_from(payload, payload)
+        Self::decode_with(payload, payload, |m| m)
     }
 
-    /// [`Method::decode`] of `payload`, a slice of `p` that strings are cut from; `p` may be
-    /// empty when [`is_fixed_size`] (the frame decoder then needs no `Bytes` handle).
-    pub(super) fn decode_from(p: &Bytes, payload: &[u8]) -> Result<Method, FrameError> {
+    /// [`Method::decode`] of `payload`, a slice of `p` that long strings are cut from, handing
+    /// the method to `f`: the frame decoder builds its `Frame` there, so the method is moved
+    /// once, into the value returned, and its fields are parsed in place (`decode_fields`).
+    ///
+    /// With an empty `p` the frame decoder parses in place, without a `Bytes` of the frame,
+    /// the methods that are not [`needs_bytes`] (their short strings are copied inline); a
+    /// short string too long to hold inline is then an error, and it decodes again with one.
+    #[inline]
+    pub(super) fn decode_with<R>(
+        p: &Bytes,
+        payload: &[u8],
+        f: impl FnOnce(Method) -> R,
+    ) -> Result<R, FrameError> {
         let Some((head, args)) = payload.split_first_chunk::<4>() else {
             return Err(FrameError::Truncated("method frame"));
         };
         let class_id = u16::from_be_bytes([head[0], head[1]]);
         let method_id = u16::from_be_bytes([head[2], head[3]]);
-        match (class_id, method_id) {
-            (10, 10) => finish(
-                ConnectionStart::NAME,
-                ConnectionStart::decode_fields(p, args),
-            )
-            .map(Method::ConnectionStart),
-            (10, 11) => finish(
-                ConnectionStartOk::NAME,
-                ConnectionStartOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionStartOk),
-            (10, 20) => finish(
-                ConnectionSecure::NAME,
-                ConnectionSecure::decode_fields(p, args),
-            )
-            .map(Method::ConnectionSecure),
-            (10, 21) => finish(
-                ConnectionSecureOk::NAME,
-                ConnectionSecureOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionSecureOk),
-            (10, 30) => finish(ConnectionTune::NAME, ConnectionTune::decode_fields(p, args))
-                .map(Method::ConnectionTune),
-            (10, 31) => finish(
-                ConnectionTuneOk::NAME,
-                ConnectionTuneOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionTuneOk),
-            (10, 40) => finish(ConnectionOpen::NAME, ConnectionOpen::decode_fields(p, args))
-                .map(Method::ConnectionOpen),
-            (10, 41) => finish(
-                ConnectionOpenOk::NAME,
-                ConnectionOpenOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionOpenOk),
-            (10, 50) => finish(
-                ConnectionClose::NAME,
-                ConnectionClose::decode_fields(p, args),
-            )
-            .map(Method::ConnectionClose),
-            (10, 51) => finish(
-                ConnectionCloseOk::NAME,
-                ConnectionCloseOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionCloseOk),
-            (10, 60) => finish(
-                ConnectionBlocked::NAME,
-                ConnectionBlocked::decode_fields(p, args),
-            )
-            .map(Method::ConnectionBlocked),
-            (10, 61) => finish(
-                ConnectionUnblocked::NAME,
-                ConnectionUnblocked::decode_fields(p, args),
-            )
-            .map(Method::ConnectionUnblocked),
-            (10, 70) => finish(
-                ConnectionUpdateSecret::NAME,
-                ConnectionUpdateSecret::decode_fields(p, args),
-            )
-            .map(Method::ConnectionUpdateSecret),
-            (10, 71) => finish(
-                ConnectionUpdateSecretOk::NAME,
-                ConnectionUpdateSecretOk::decode_fields(p, args),
-            )
-            .map(Method::ConnectionUpdateSecretOk),
-            (20, 10) => finish(ChannelOpen::NAME, ChannelOpen::decode_fields(p, args))
-                .map(Method::ChannelOpen),
-            (20, 11) => finish(ChannelOpenOk::NAME, ChannelOpenOk::decode_fields(p, args))
-                .map(Method::ChannelOpenOk),
-            (20, 20) => finish(ChannelFlow::NAME, ChannelFlow::decode_fields(p, args))
-                .map(Method::ChannelFlow),
-            (20, 21) => finish(ChannelFlowOk::NAME, ChannelFlowOk::decode_fields(p, args))
-                .map(Method::ChannelFlowOk),
-            (20, 40) => finish(ChannelClose::NAME, ChannelClose::decode_fields(p, args))
-                .map(Method::ChannelClose),
-            (20, 41) => finish(ChannelCloseOk::NAME, ChannelCloseOk::decode_fields(p, args))
-                .map(Method::ChannelCloseOk),
-            (40, 10) => finish(
-                ExchangeDeclare::NAME,
-                ExchangeDeclare::decode_fields(p, args),
-            )
-            .map(Method::ExchangeDeclare),
-            (40, 11) => finish(
-                ExchangeDeclareOk::NAME,
-                ExchangeDeclareOk::decode_fields(p, args),
-            )
-            .map(Method::ExchangeDeclareOk),
-            (40, 20) => finish(ExchangeDelete::NAME, ExchangeDelete::decode_fields(p, args))
-                .map(Method::ExchangeDelete),
-            (40, 21) => finish(
-                ExchangeDeleteOk::NAME,
-                ExchangeDeleteOk::decode_fields(p, args),
-            )
-            .map(Method::ExchangeDeleteOk),
-            (40, 30) => finish(ExchangeBind::NAME, ExchangeBind::decode_fields(p, args))
-                .map(Method::ExchangeBind),
-            (40, 31) => finish(ExchangeBindOk::NAME, ExchangeBindOk::decode_fields(p, args))
-                .map(Method::ExchangeBindOk),
-            (40, 40) => finish(ExchangeUnbind::NAME, ExchangeUnbind::decode_fields(p, args))
-                .map(Method::ExchangeUnbind),
-            (40, 51) => finish(
-                ExchangeUnbindOk::NAME,
-                ExchangeUnbindOk::decode_fields(p, args),
-            )
-            .map(Method::ExchangeUnbindOk),
-            (50, 10) => finish(QueueDeclare::NAME, QueueDeclare::decode_fields(p, args))
-                .map(Method::QueueDeclare),
-            (50, 11) => finish(QueueDeclareOk::NAME, QueueDeclareOk::decode_fields(p, args))
-                .map(Method::QueueDeclareOk),
-            (50, 20) => {
-                finish(QueueBind::NAME, QueueBind::decode_fields(p, args)).map(Method::QueueBind)
-            }
-            (50, 21) => finish(QueueBindOk::NAME, QueueBindOk::decode_fields(p, args))
-                .map(Method::QueueBindOk),
-            (50, 30) => {
-                finish(QueuePurge::NAME, QueuePurge::decode_fields(p, args)).map(Method::QueuePurge)
-            }
-            (50, 31) => finish(QueuePurgeOk::NAME, QueuePurgeOk::decode_fields(p, args))
-                .map(Method::QueuePurgeOk),
-            (50, 40) => finish(QueueDelete::NAME, QueueDelete::decode_fields(p, args))
-                .map(Method::QueueDelete),
-            (50, 41) => finish(QueueDeleteOk::NAME, QueueDeleteOk::decode_fields(p, args))
-                .map(Method::QueueDeleteOk),
-            (50, 50) => finish(QueueUnbind::NAME, QueueUnbind::decode_fields(p, args))
-                .map(Method::QueueUnbind),
-            (50, 51) => finish(QueueUnbindOk::NAME, QueueUnbindOk::decode_fields(p, args))
-                .map(Method::QueueUnbindOk),
-            (60, 10) => {
-                finish(BasicQos::NAME, BasicQos::decode_fields(p, args)).map(Method::BasicQos)
-            }
-            (60, 11) => {
-                finish(BasicQosOk::NAME, BasicQosOk::decode_fields(p, args)).map(Method::BasicQosOk)
-            }
-            (60, 20) => finish(BasicConsume::NAME, BasicConsume::decode_fields(p, args))
-                .map(Method::BasicConsume),
-            (60, 21) => finish(BasicConsumeOk::NAME, BasicConsumeOk::decode_fields(p, args))
-                .map(Method::BasicConsumeOk),
-            (60, 30) => finish(BasicCancel::NAME, BasicCancel::decode_fields(p, args))
-                .map(Method::BasicCancel),
-            (60, 31) => finish(BasicCancelOk::NAME, BasicCancelOk::decode_fields(p, args))
-                .map(Method::BasicCancelOk),
-            (60, 40) => finish(BasicPublish::NAME, BasicPublish::decode_fields(p, args))
-                .map(Method::BasicPublish),
-            (60, 50) => finish(BasicReturn::NAME, BasicReturn::decode_fields(p, args))
-                .map(Method::BasicReturn),
-            (60, 60) => finish(BasicDeliver::NAME, BasicDeliver::decode_fields(p, args))
-                .map(Method::BasicDeliver),
-            (60, 70) => {
-                finish(BasicGet::NAME, BasicGet::decode_fields(p, args)).map(Method::BasicGet)
-            }
-            (60, 71) => {
-                finish(BasicGetOk::NAME, BasicGetOk::decode_fields(p, args)).map(Method::BasicGetOk)
-            }
-            (60, 72) => finish(BasicGetEmpty::NAME, BasicGetEmpty::decode_fields(p, args))
-                .map(Method::BasicGetEmpty),
-            (60, 80) => {
-                finish(BasicAck::NAME, BasicAck::decode_fields(p, args)).map(Method::BasicAck)
-            }
-            (60, 90) => finish(BasicReject::NAME, BasicReject::decode_fields(p, args))
-                .map(Method::BasicReject),
-            (60, 100) => finish(
-                BasicRecoverAsync::NAME,
-                BasicRecoverAsync::decode_fields(p, args),
-            )
-            .map(Method::BasicRecoverAsync),
-            (60, 110) => finish(BasicRecover::NAME, BasicRecover::decode_fields(p, args))
-                .map(Method::BasicRecover),
-            (60, 111) => finish(BasicRecoverOk::NAME, BasicRecoverOk::decode_fields(p, args))
-                .map(Method::BasicRecoverOk),
-            (60, 120) => {
-                finish(BasicNack::NAME, BasicNack::decode_fields(p, args)).map(Method::BasicNack)
-            }
-            (90, 10) => {
-                finish(TxSelect::NAME, TxSelect::decode_fields(p, args)).map(Method::TxSelect)
-            }
-            (90, 11) => {
-                finish(TxSelectOk::NAME, TxSelectOk::decode_fields(p, args)).map(Method::TxSelectOk)
-            }
-            (90, 20) => {
-                finish(TxCommit::NAME, TxCommit::decode_fields(p, args)).map(Method::TxCommit)
-            }
-            (90, 21) => {
-                finish(TxCommitOk::NAME, TxCommitOk::decode_fields(p, args)).map(Method::TxCommitOk)
-            }
-            (90, 30) => {
-                finish(TxRollback::NAME, TxRollback::decode_fields(p, args)).map(Method::TxRollback)
-            }
-            (90, 31) => finish(TxRollbackOk::NAME, TxRollbackOk::decode_fields(p, args))
-                .map(Method::TxRollbackOk),
-            (85, 10) => finish(ConfirmSelect::NAME, ConfirmSelect::decode_fields(p, args))
-                .map(Method::ConfirmSelect),
-            (85, 11) => finish(
-                ConfirmSelectOk::NAME,
-                ConfirmSelectOk::decode_fields(p, args),
-            )
-            .map(Method::ConfirmSelectOk),
-            _ => Err(FrameError::UnknownMethod {
-                class_id,
-                method_id,
-            }),
+        let unknown = || FrameError::UnknownMethod {
+            class_id,
+            method_id,
+        };
+        match class_id {
+            10 => match method_id {
+                10 => {
+                    let mut m = ConnectionStart::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionStart(m))),
+                        r => Err(wire::failed(ConnectionStart::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = ConnectionStartOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionStartOk(m))),
+                        r => Err(wire::failed(ConnectionStartOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = ConnectionSecure::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionSecure(m))),
+                        r => Err(wire::failed(ConnectionSecure::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = ConnectionSecureOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionSecureOk(m))),
+                        r => Err(wire::failed(ConnectionSecureOk::NAME, r)),
+                    }
+                }
+                30 => {
+                    let mut m = ConnectionTune::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionTune(m))),
+                        r => Err(wire::failed(ConnectionTune::NAME, r)),
+                    }
+                }
+                31 => {
+                    let mut m = ConnectionTuneOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionTuneOk(m))),
+                        r => Err(wire::failed(ConnectionTuneOk::NAME, r)),
+                    }
+                }
+                40 => {
+                    let mut m = ConnectionOpen::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionOpen(m))),
+                        r => Err(wire::failed(ConnectionOpen::NAME, r)),
+                    }
+                }
+                41 => {
+                    let mut m = ConnectionOpenOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionOpenOk(m))),
+                        r => Err(wire::failed(ConnectionOpenOk::NAME, r)),
+                    }
+                }
+                50 => {
+                    let mut m = ConnectionClose::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionClose(m))),
+                        r => Err(wire::failed(ConnectionClose::NAME, r)),
+                    }
+                }
+                51 => {
+                    let mut m = ConnectionCloseOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionCloseOk(m))),
+                        r => Err(wire::failed(ConnectionCloseOk::NAME, r)),
+                    }
+                }
+                60 => {
+                    let mut m = ConnectionBlocked::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionBlocked(m))),
+                        r => Err(wire::failed(ConnectionBlocked::NAME, r)),
+                    }
+                }
+                61 => {
+                    let mut m = ConnectionUnblocked;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionUnblocked(m))),
+                        r => Err(wire::failed(ConnectionUnblocked::NAME, r)),
+                    }
+                }
+                70 => {
+                    let mut m = ConnectionUpdateSecret::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionUpdateSecret(m))),
+                        r => Err(wire::failed(ConnectionUpdateSecret::NAME, r)),
+                    }
+                }
+                71 => {
+                    let mut m = ConnectionUpdateSecretOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConnectionUpdateSecretOk(m))),
+                        r => Err(wire::failed(ConnectionUpdateSecretOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            20 => match method_id {
+                10 => {
+                    let mut m = ChannelOpen::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelOpen(m))),
+                        r => Err(wire::failed(ChannelOpen::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = ChannelOpenOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelOpenOk(m))),
+                        r => Err(wire::failed(ChannelOpenOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = ChannelFlow::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelFlow(m))),
+                        r => Err(wire::failed(ChannelFlow::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = ChannelFlowOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelFlowOk(m))),
+                        r => Err(wire::failed(ChannelFlowOk::NAME, r)),
+                    }
+                }
+                40 => {
+                    let mut m = ChannelClose::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelClose(m))),
+                        r => Err(wire::failed(ChannelClose::NAME, r)),
+                    }
+                }
+                41 => {
+                    let mut m = ChannelCloseOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ChannelCloseOk(m))),
+                        r => Err(wire::failed(ChannelCloseOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            40 => match method_id {
+                10 => {
+                    let mut m = ExchangeDeclare::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeDeclare(m))),
+                        r => Err(wire::failed(ExchangeDeclare::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = ExchangeDeclareOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeDeclareOk(m))),
+                        r => Err(wire::failed(ExchangeDeclareOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = ExchangeDelete::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeDelete(m))),
+                        r => Err(wire::failed(ExchangeDelete::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = ExchangeDeleteOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeDeleteOk(m))),
+                        r => Err(wire::failed(ExchangeDeleteOk::NAME, r)),
+                    }
+                }
+                30 => {
+                    let mut m = ExchangeBind::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeBind(m))),
+                        r => Err(wire::failed(ExchangeBind::NAME, r)),
+                    }
+                }
+                31 => {
+                    let mut m = ExchangeBindOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeBindOk(m))),
+                        r => Err(wire::failed(ExchangeBindOk::NAME, r)),
+                    }
+                }
+                40 => {
+                    let mut m = ExchangeUnbind::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeUnbind(m))),
+                        r => Err(wire::failed(ExchangeUnbind::NAME, r)),
+                    }
+                }
+                51 => {
+                    let mut m = ExchangeUnbindOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ExchangeUnbindOk(m))),
+                        r => Err(wire::failed(ExchangeUnbindOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            50 => match method_id {
+                10 => {
+                    let mut m = QueueDeclare::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueDeclare(m))),
+                        r => Err(wire::failed(QueueDeclare::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = QueueDeclareOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueDeclareOk(m))),
+                        r => Err(wire::failed(QueueDeclareOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = QueueBind::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueBind(m))),
+                        r => Err(wire::failed(QueueBind::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = QueueBindOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueBindOk(m))),
+                        r => Err(wire::failed(QueueBindOk::NAME, r)),
+                    }
+                }
+                30 => {
+                    let mut m = QueuePurge::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueuePurge(m))),
+                        r => Err(wire::failed(QueuePurge::NAME, r)),
+                    }
+                }
+                31 => {
+                    let mut m = QueuePurgeOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueuePurgeOk(m))),
+                        r => Err(wire::failed(QueuePurgeOk::NAME, r)),
+                    }
+                }
+                40 => {
+                    let mut m = QueueDelete::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueDelete(m))),
+                        r => Err(wire::failed(QueueDelete::NAME, r)),
+                    }
+                }
+                41 => {
+                    let mut m = QueueDeleteOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueDeleteOk(m))),
+                        r => Err(wire::failed(QueueDeleteOk::NAME, r)),
+                    }
+                }
+                50 => {
+                    let mut m = QueueUnbind::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueUnbind(m))),
+                        r => Err(wire::failed(QueueUnbind::NAME, r)),
+                    }
+                }
+                51 => {
+                    let mut m = QueueUnbindOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::QueueUnbindOk(m))),
+                        r => Err(wire::failed(QueueUnbindOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            60 => match method_id {
+                10 => {
+                    let mut m = BasicQos::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicQos(m))),
+                        r => Err(wire::failed(BasicQos::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = BasicQosOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicQosOk(m))),
+                        r => Err(wire::failed(BasicQosOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = BasicConsume::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicConsume(m))),
+                        r => Err(wire::failed(BasicConsume::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = BasicConsumeOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicConsumeOk(m))),
+                        r => Err(wire::failed(BasicConsumeOk::NAME, r)),
+                    }
+                }
+                30 => {
+                    let mut m = BasicCancel::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicCancel(m))),
+                        r => Err(wire::failed(BasicCancel::NAME, r)),
+                    }
+                }
+                31 => {
+                    let mut m = BasicCancelOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicCancelOk(m))),
+                        r => Err(wire::failed(BasicCancelOk::NAME, r)),
+                    }
+                }
+                40 => {
+                    let mut m = BasicPublish::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicPublish(m))),
+                        r => Err(wire::failed(BasicPublish::NAME, r)),
+                    }
+                }
+                50 => {
+                    let mut m = BasicReturn::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicReturn(m))),
+                        r => Err(wire::failed(BasicReturn::NAME, r)),
+                    }
+                }
+                60 => {
+                    let mut m = BasicDeliver::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicDeliver(m))),
+                        r => Err(wire::failed(BasicDeliver::NAME, r)),
+                    }
+                }
+                70 => {
+                    let mut m = BasicGet::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicGet(m))),
+                        r => Err(wire::failed(BasicGet::NAME, r)),
+                    }
+                }
+                71 => {
+                    let mut m = BasicGetOk::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicGetOk(m))),
+                        r => Err(wire::failed(BasicGetOk::NAME, r)),
+                    }
+                }
+                72 => {
+                    let mut m = BasicGetEmpty::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicGetEmpty(m))),
+                        r => Err(wire::failed(BasicGetEmpty::NAME, r)),
+                    }
+                }
+                80 => {
+                    let mut m = BasicAck::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicAck(m))),
+                        r => Err(wire::failed(BasicAck::NAME, r)),
+                    }
+                }
+                90 => {
+                    let mut m = BasicReject::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicReject(m))),
+                        r => Err(wire::failed(BasicReject::NAME, r)),
+                    }
+                }
+                100 => {
+                    let mut m = BasicRecoverAsync::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicRecoverAsync(m))),
+                        r => Err(wire::failed(BasicRecoverAsync::NAME, r)),
+                    }
+                }
+                110 => {
+                    let mut m = BasicRecover::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicRecover(m))),
+                        r => Err(wire::failed(BasicRecover::NAME, r)),
+                    }
+                }
+                111 => {
+                    let mut m = BasicRecoverOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicRecoverOk(m))),
+                        r => Err(wire::failed(BasicRecoverOk::NAME, r)),
+                    }
+                }
+                120 => {
+                    let mut m = BasicNack::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::BasicNack(m))),
+                        r => Err(wire::failed(BasicNack::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            90 => match method_id {
+                10 => {
+                    let mut m = TxSelect;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxSelect(m))),
+                        r => Err(wire::failed(TxSelect::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = TxSelectOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxSelectOk(m))),
+                        r => Err(wire::failed(TxSelectOk::NAME, r)),
+                    }
+                }
+                20 => {
+                    let mut m = TxCommit;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxCommit(m))),
+                        r => Err(wire::failed(TxCommit::NAME, r)),
+                    }
+                }
+                21 => {
+                    let mut m = TxCommitOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxCommitOk(m))),
+                        r => Err(wire::failed(TxCommitOk::NAME, r)),
+                    }
+                }
+                30 => {
+                    let mut m = TxRollback;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxRollback(m))),
+                        r => Err(wire::failed(TxRollback::NAME, r)),
+                    }
+                }
+                31 => {
+                    let mut m = TxRollbackOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::TxRollbackOk(m))),
+                        r => Err(wire::failed(TxRollbackOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            85 => match method_id {
+                10 => {
+                    let mut m = ConfirmSelect::default();
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConfirmSelect(m))),
+                        r => Err(wire::failed(ConfirmSelect::NAME, r)),
+                    }
+                }
+                11 => {
+                    let mut m = ConfirmSelectOk;
+                    match m.decode_fields(p, args) {
+                        Ok([]) => Ok(f(Method::ConfirmSelectOk(m))),
+                        r => Err(wire::failed(ConfirmSelectOk::NAME, r)),
+                    }
+                }
+                _ => Err(unknown()),
+            },
+            _ => Err(unknown()),
         }
     }
 

@@ -5,7 +5,8 @@
 //!
 //! - [`frame`]: protocol header, frame decode/encode, frame_max, content splitting.
 //! - [`method`]: generated from `amqp-spec/` by `tests/codegen.rs`; one struct per method.
-//! - [`types`], [`properties`]: field tables and basic properties, also used by storage.
+//! - [`types`], [`properties`]: field tables and basic properties ([`Properties`] keeps them
+//!   encoded, as they came off the wire), also used by storage.
 //! - [`error`], [`reply`]: what can be wrong with peer bytes, and the reply code it maps to.
 //! - [`codec`]: the tokio-util `Decoder`/`Encoder` adapter for the server.
 
@@ -15,10 +16,12 @@ pub mod frame;
 pub mod method;
 pub mod properties;
 pub mod reply;
+mod small;
 pub mod types;
 mod wire;
 
 pub use error::FrameError;
 pub use frame::{ContentHeader, Frame};
 pub use method::Method;
+pub use properties::Properties;
 pub use reply::ReplyCode;

@@ -1,14 +1,22 @@
 //! Basic-class content properties (the content header's property list) and their codec.
 //!
 //! On the wire: a 16-bit property-flags word (bit 15 = content-type ... bit 2 = cluster-id,
-//! bit 0 = another flags word follows), then each present property in spec order. The
-//! storage layer keeps properties as these opaque bytes ([`encode_properties`],
-//! [`decode_properties`]).
+//! bit 0 = another flags word follows), then each present property in spec order.
+//!
+//! Two types, after RabbitMQ's `properties_bin`:
+//! - [`Properties`]: the property list as it came off the wire, validated when the content
+//!   header was decoded (so malformed lists are refused at publish, with the same error as a
+//!   full decode) and otherwise left encoded. This is what a message carries: deliveries and
+//!   returns write the bytes back unchanged, storage keeps them as they are, and the broker
+//!   reads what it needs on every publish (delivery-mode, user-id) straight from the bytes.
+//! - [`BasicProperties`]: the 14 properties as values, from [`Properties::decode`] when
+//!   someone needs them all (management), or to build a [`Properties`] from values.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::complete::be_u16;
 
 use super::error::FrameError;
+use super::small::SmallBytes;
 use super::types::{self, FieldTable, ShortStr};
 use super::wire::{self, PResult, fail, finish};
 
@@ -70,6 +78,325 @@ const CLUSTER_ID: u16 = 1 << 2;
 /// Bit 0 of a flags word: another flags word follows.
 const CONTINUATION: u16 = 1;
 
+/// Property lists of at most this many bytes are held inside the [`Properties`] value (no
+/// reference count to update when it is cloned or dropped); longer ones are zero-copy slices
+/// of the read buffer. 62 covers a content type, delivery mode, priority and a UUID
+/// correlation id, and keeps `Properties` at 64 bytes.
+pub const PROPERTIES_INLINE: usize = 62;
+
+/// The wire type of one property.
+#[derive(Clone, Copy)]
+enum Kind {
+    Short,
+    Table,
+    Octet,
+    LongLong,
+}
+
+/// The flag bits of the short-string properties.
+const SHORT_STRINGS: u16 = CONTENT_TYPE
+    | CONTENT_ENCODING
+    | CORRELATION_ID
+    | REPLY_TO
+    | EXPIRATION
+    | MESSAGE_ID
+    | KIND
+    | USER_ID
+    | APP_ID
+    | CLUSTER_ID;
+/// The flag bits of the one-octet properties.
+const OCTETS: u16 = DELIVERY_MODE | PRIORITY;
+// Short strings, octets, the table and the timestamp are each of the 14 properties once.
+const _: () = assert!(
+    SHORT_STRINGS | OCTETS | HEADERS | TIMESTAMP == 0xfffc
+        && (SHORT_STRINGS & OCTETS) | ((SHORT_STRINGS | OCTETS) & (HEADERS | TIMESTAMP)) == 0
+);
+
+/// The properties in wire order: flag bit and type.
+const LAYOUT: [(u16, Kind); 14] = [
+    (CONTENT_TYPE, Kind::Short),
+    (CONTENT_ENCODING, Kind::Short),
+    (HEADERS, Kind::Table),
+    (DELIVERY_MODE, Kind::Octet),
+    (PRIORITY, Kind::Octet),
+    (CORRELATION_ID, Kind::Short),
+    (REPLY_TO, Kind::Short),
+    (EXPIRATION, Kind::Short),
+    (MESSAGE_ID, Kind::Short),
+    (TIMESTAMP, Kind::LongLong),
+    (KIND, Kind::Short),
+    (USER_ID, Kind::Short),
+    (APP_ID, Kind::Short),
+    (CLUSTER_ID, Kind::Short),
+];
+
+/// A content header's property list in its wire encoding: the flags word(s), then the present
+/// properties. Cheap to clone and move, validated on construction, decoded on demand.
+///
+/// Invariant: the bytes are a well-formed basic property list that fills them exactly (every
+/// constructor checks, or encodes it itself), so [`Properties::decode`] cannot fail.
+#[derive(Clone)]
+pub struct Properties(SmallBytes<PROPERTIES_INLINE>);
+
+impl Properties {
+    /// No properties: a zero flags word.
+    pub const EMPTY: Properties = Properties(SmallBytes::from_static(b"\x00\x00"));
+
+    /// Checks that `raw` is a well-formed property list (as [`decode_properties`] would,
+    /// with the same error) and keeps it, copied inline when short.
+    pub fn from_bytes(raw: Bytes) -> Result<Properties, FrameError> {
+        validate("basic properties", &raw)?;
+        Ok(Properties(SmallBytes::from_bytes(raw)))
+    }
+
+    /// Sets the bytes to `raw`, a list that [`validate`] accepted, copied into this value's
+    /// own storage; `false` (unchanged) when it is longer than [`PROPERTIES_INLINE`].
+    #[inline]
+    pub(super) fn set_validated_inline(&mut self, raw: &[u8]) -> bool {
+        self.0.set_inline(raw)
+    }
+
+    /// Wraps `raw`, a list that [`validate`] accepted, as a shared slice.
+    pub(super) fn from_validated_shared(raw: Bytes) -> Properties {
+        Properties(SmallBytes::from_bytes(raw))
+    }
+
+    /// The encoded list, flags word first: what a content header frame carries after the body
+    /// size.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    /// The encoded list as a `Bytes` (for storage): shared when it is a slice, one small
+    /// allocation when it is held inline.
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.to_bytes()
+    }
+
+    /// Bytes of the encoded list.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no property is present (the flags word says none).
+    pub fn is_empty(&self) -> bool {
+        self.flags() & !(CONTINUATION | 2) == 0
+    }
+
+    /// The first property-flags word.
+    #[inline]
+    pub fn flags(&self) -> u16 {
+        match self.as_bytes() {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => 0,
+        }
+    }
+
+    /// The delivery-mode property (1 transient, 2 persistent), read from the bytes.
+    #[inline]
+    pub fn delivery_mode(&self) -> Option<u8> {
+        let raw = self.as_bytes();
+        raw.get(field_offset(raw, DELIVERY_MODE)?).copied()
+    }
+
+    /// True when delivery-mode is 2 (persistent).
+    #[inline]
+    pub fn is_persistent(&self) -> bool {
+        self.delivery_mode() == Some(2)
+    }
+
+    /// The user-id property, read from the bytes without copying.
+    pub fn user_id(&self) -> Option<&str> {
+        let raw = self.as_bytes();
+        let (&len, rest) = raw.get(field_offset(raw, USER_ID)?..)?.split_first()?;
+        std::str::from_utf8(rest.get(..usize::from(len))?).ok()
+    }
+
+    /// The headers table, decoded now (the headers exchange asks for it; nothing else on the
+    /// publish path does).
+    pub fn headers(&self) -> Option<FieldTable> {
+        let at = field_offset(self.as_bytes(), HEADERS)?;
+        self.parse(
+            |p, raw| match types::parse_table(p, raw.get(at..).unwrap_or_default(), 1) {
+                Ok((_, table)) => Ok(table),
+                Err(_) => Err(FrameError::Truncated("basic properties")),
+            },
+        )
+    }
+
+    /// All properties as values.
+    pub fn decode(&self) -> BasicProperties {
+        self.parse(|p, raw| finish("basic properties", parse_properties(p, raw)))
+            .unwrap_or_default()
+    }
+
+    /// Runs a decoder over the bytes with a `Bytes` to slice long strings from: the shared
+    /// buffer when there is one; for inline bytes, first none at all (short strings are copied
+    /// anyway), then, only if a long string or table value needs one, a copy. `None`, with a
+    /// debug assertion, if the invariant were ever broken; never a panic.
+    fn parse<T>(&self, f: impl Fn(&Bytes, &[u8]) -> Result<T, FrameError>) -> Option<T> {
+        let r = match &self.0 {
+            SmallBytes::Shared(b) => f(b, b),
+            SmallBytes::Inline { .. } => {
+                let raw = self.as_bytes();
+                f(&Bytes::new(), raw).or_else(|_| {
+                    let copy = Bytes::copy_from_slice(raw);
+                    f(&copy, &copy)
+                })
+            }
+        };
+        debug_assert!(
+            r.is_ok(),
+            "invariant: validated properties decode: {:?}",
+            r.as_ref().err()
+        );
+        r.ok()
+    }
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Properties::EMPTY
+    }
+}
+
+/// Equal when the encodings are: what a consumer would receive.
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Properties")
+            .field("bytes", &self.as_bytes())
+            .field("decoded", &self.decode())
+            .finish()
+    }
+}
+
+/// Encodes values the program made. The values must be within what the wire allows, as
+/// [`BasicProperties`]' types ensure except for one thing: header tables nested deeper than
+/// [`types::MAX_NESTING`], which no peer (and not this codec) would accept. For values from
+/// outside (the management API), use [`Properties::encode`].
+impl From<&BasicProperties> for Properties {
+    fn from(p: &BasicProperties) -> Self {
+        let mut buf = BytesMut::with_capacity(p.encoded_len());
+        put_properties(p, &mut buf);
+        Properties(SmallBytes::from_bytes(buf.freeze()))
+    }
+}
+
+impl Properties {
+    /// Encodes `p` and checks the result as a received list is checked: an error (502, too
+    /// deep) for header tables nested deeper than the codec accepts, which must not be stored
+    /// or delivered.
+    pub fn encode(p: &BasicProperties) -> Result<Properties, FrameError> {
+        let props = Properties::from(p);
+        validate("basic properties", props.as_bytes())?;
+        Ok(props)
+    }
+}
+
+impl From<BasicProperties> for Properties {
+    fn from(p: BasicProperties) -> Self {
+        Properties::from(&p)
+    }
+}
+
+/// Checks that `raw` is exactly one well-formed property list: the same checks in the same
+/// order as a full decode, so the same [`FrameError`] (with `what` as the context), but
+/// building nothing and allocating nothing.
+#[inline]
+pub(super) fn validate(what: &'static str, raw: &[u8]) -> Result<(), FrameError> {
+    finish(what, check_properties(raw))
+}
+
+/// Where the property `want` (one flag bit) starts in a validated list, if present. Skips the
+/// properties before it by their length prefixes, without checking them again.
+fn field_offset(raw: &[u8], want: u16) -> Option<usize> {
+    let (head, _) = raw.split_first_chunk::<2>()?;
+    let flags = u16::from_be_bytes(*head);
+    if flags & want == 0 {
+        return None;
+    }
+    let mut at = 2;
+    let mut word = flags;
+    // Each continuation word takes 2 bytes, so this ends by the end of `raw`.
+    while word & CONTINUATION != 0 {
+        let w = raw.get(at..)?.first_chunk::<2>()?;
+        word = u16::from_be_bytes(*w);
+        at += 2;
+    }
+    for (bit, kind) in LAYOUT {
+        if bit == want {
+            return Some(at);
+        }
+        if flags & bit != 0 {
+            let here = raw.get(at..)?;
+            at += match kind {
+                Kind::Short => 1 + usize::from(*here.first()?),
+                Kind::Table => {
+                    let len = u32::from_be_bytes(*here.first_chunk::<4>()?);
+                    4 + usize::try_from(len).ok()?
+                }
+                Kind::Octet => 1,
+                Kind::LongLong => 8,
+            };
+        }
+    }
+    None
+}
+
+/// The walk behind [`validate`]: flags word(s), then each present property checked as
+/// [`parse_properties_into`] would parse it.
+fn check_properties(i: &[u8]) -> PResult<'_, ()> {
+    let (i, flags) = flags_words(i)?;
+    let mut i = i;
+    // Only the set bits, highest (first on the wire) first: most lists have two or three
+    // properties of the fourteen.
+    let mut present = flags & !(CONTINUATION | 2);
+    while present != 0 {
+        let bit = 0x8000 >> present.leading_zeros();
+        present &= !bit;
+        i = if bit & SHORT_STRINGS != 0 {
+            wire::short_str_slice(i)?.0
+        } else if bit & OCTETS != 0 {
+            wire::fixed::<1>(i)?.0
+        } else if bit == HEADERS {
+            types::check_table(i, 1)?.0
+        } else {
+            wire::fixed::<8>(i)?.0
+        };
+    }
+    Ok((i, ()))
+}
+
+/// The first flags word, after reading any continuation words. Basic has 14 properties, so a
+/// continuation word may only carry further continuation bits; bit 1 of the first word (no
+/// property) is ignored, as RabbitMQ does.
+#[inline]
+fn flags_words(i: &[u8]) -> PResult<'_, u16> {
+    let (mut i, flags) = be_u16(i)?;
+    let mut more = flags & CONTINUATION != 0;
+    while more {
+        let (r, extra) = be_u16(i)?;
+        if extra & !CONTINUATION != 0 {
+            return fail(FrameError::Syntax(
+                "property flags name a property the basic class does not have",
+            ));
+        }
+        more = extra & CONTINUATION != 0;
+        i = r;
+    }
+    Ok((i, flags))
+}
+
 impl BasicProperties {
     /// The property-flags word: one bit per present property.
     pub fn flags(&self) -> u16 {
@@ -122,13 +449,14 @@ pub fn encode_properties(p: &BasicProperties, buf: &mut BytesMut) {
     put_properties(p, buf);
 }
 
-/// Decodes a flags word and properties that fill all of `payload`. Strings are slices of it.
+/// Decodes a flags word and properties that fill all of `payload`. Long strings are slices of
+/// it. [`Properties::from_bytes`] checks the same bytes without decoding them.
 pub fn decode_properties(payload: &Bytes) -> Result<BasicProperties, FrameError> {
     finish("basic properties", parse_properties(payload, payload))
 }
 
 /// [`encode_properties`] without the reservation, for callers that reserved already.
-pub(super) fn put_properties(p: &BasicProperties, buf: &mut BytesMut) {
+fn put_properties(p: &BasicProperties, buf: &mut BytesMut) {
     buf.put_u16(p.flags());
     let s = |buf: &mut BytesMut, v: &Option<ShortStr>| {
         if let Some(v) = v {
@@ -160,36 +488,16 @@ pub(super) fn put_properties(p: &BasicProperties, buf: &mut BytesMut) {
 }
 
 /// Parses the flags word(s) and the present properties.
-pub(super) fn parse_properties<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, BasicProperties> {
+fn parse_properties<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, BasicProperties> {
     let mut out = BasicProperties::default();
     let (rest, ()) = parse_properties_into(p, i, &mut out)?;
     Ok((rest, out))
 }
 
 /// Parses the flags word(s) and the present properties into `out`, which is all `None`.
-/// Filling the caller's value in place matters: `BasicProperties` is about 380 bytes, and
-/// returning it through `Result` layers costs a copy per layer on the publish path.
-///
-/// Basic has 14 properties, so a continuation word may only carry further continuation
-/// bits; bit 1 of the first word (no property) is ignored, as RabbitMQ does.
 #[inline]
-pub(super) fn parse_properties_into<'a>(
-    p: &Bytes,
-    i: &'a [u8],
-    out: &mut BasicProperties,
-) -> PResult<'a, ()> {
-    let (mut i, flags) = be_u16(i)?;
-    let mut more = flags & CONTINUATION != 0;
-    while more {
-        let (r, extra) = be_u16(i)?;
-        if extra & !CONTINUATION != 0 {
-            return fail(FrameError::Syntax(
-                "property flags name a property the basic class does not have",
-            ));
-        }
-        more = extra & CONTINUATION != 0;
-        i = r;
-    }
+fn parse_properties_into<'a>(p: &Bytes, i: &'a [u8], out: &mut BasicProperties) -> PResult<'a, ()> {
+    let (mut i, flags) = flags_words(i)?;
     if flags & !(CONTINUATION | 2) == 0 {
         return Ok((i, ()));
     }
@@ -251,6 +559,68 @@ mod tests {
             app_id: s("a"),
             cluster_id: s("cl"),
         }
+    }
+
+    #[test]
+    fn properties_answer_from_the_bytes() {
+        let p = Properties::from(all());
+        assert_eq!(p.decode(), all());
+        assert_eq!(p.flags(), 0xfffc);
+        assert_eq!(p.delivery_mode(), Some(2));
+        assert!(p.is_persistent() && !p.is_empty());
+        assert_eq!(p.user_id(), Some("guest"));
+        assert_eq!(p.headers(), all().headers);
+        assert!(!p.0.is_inline(), "{} bytes", p.len());
+
+        let e = Properties::default();
+        assert_eq!((e.as_bytes(), e.flags()), (&b"\x00\x00"[..], 0));
+        assert!(e.is_empty() && e.0.is_inline());
+        assert_eq!(
+            (e.delivery_mode(), e.user_id(), e.headers()),
+            (None, None, None)
+        );
+        assert_eq!(e.decode(), BasicProperties::default());
+
+        // Continuation words are skipped by the accessors too.
+        let c =
+            Properties::from_bytes(Bytes::from_static(b"\x10\x11\x00\x01\x00\x00\x01\x05guest"))
+                .expect("valid");
+        assert_eq!((c.delivery_mode(), c.user_id()), (Some(1), Some("guest")));
+        assert!(!c.is_persistent());
+        assert_eq!(std::mem::size_of::<Properties>(), 64);
+    }
+
+    #[test]
+    fn encode_refuses_what_a_peer_would_refuse() {
+        assert_eq!(Properties::encode(&all()).map(|p| p.decode()), Ok(all()));
+        let mut deep = FieldTable::new();
+        for _ in 0..types::MAX_NESTING {
+            deep = FieldTable(vec![(ShortStr::from_static("n"), FieldValue::Table(deep))]);
+        }
+        let too_deep = BasicProperties {
+            headers: Some(deep),
+            ..Default::default()
+        };
+        let e = Properties::encode(&too_deep).unwrap_err();
+        assert_eq!(e, FrameError::TooDeep(types::MAX_NESTING));
+        assert_eq!(e.reply_code().code(), 502);
+    }
+
+    #[test]
+    fn inline_properties_with_long_values_decode() {
+        // A 45-byte message id fits the 62-byte inline list but not a ShortStr's 38.
+        let p = BasicProperties {
+            message_id: Some(ShortStr::try_from("m".repeat(45)).expect("short")),
+            headers: Some(FieldTable(vec![(
+                ShortStr::from_static("k"),
+                FieldValue::LongStr("v".into()),
+            )])),
+            ..Default::default()
+        };
+        let props = Properties::from(&p);
+        assert!(props.0.is_inline());
+        assert_eq!(props.decode(), p);
+        assert_eq!(props.headers(), p.headers);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! AMQP value types: short and long strings, field values, field tables.
 //!
 //! Field-table value tags follow RabbitMQ's errata, not the 0-9-1 spec's table, because that is
-//! what real clients send (see `amqp-spec/README.md`). Strings are `Bytes` slices so a decoded
-//! frame can borrow from the read buffer without copying.
+//! what real clients send (see `amqp-spec/README.md`). Short strings are held inline up to
+//! [`SHORT_STR_INLINE`] bytes; longer strings, long strings and byte arrays are `Bytes` slices,
+//! so a decoded frame borrows from the read buffer without copying.
 //!
 //! Also the field-table codec ([`encode_table`], [`decode_table`]): every value type of the
 //! errata, nested to at most [`MAX_NESTING`] levels so hostile input cannot exhaust the stack.
@@ -13,6 +14,7 @@ use nom::number::complete::{
 };
 
 use super::error::FrameError;
+use super::small::SmallBytes;
 use super::wire::{self, PResult, fail, finish};
 use std::borrow::Borrow;
 use std::fmt;
@@ -21,12 +23,46 @@ use std::ops::Deref;
 /// The longest short string the wire can carry: its length is one octet.
 pub const SHORT_STR_MAX: usize = 255;
 
+/// Short strings of at most this many bytes are stored inside the [`ShortStr`] itself: exchange
+/// names, routing keys, generated queue names (`amq.gen-` + 22) and UUIDs all fit, so cloning
+/// and dropping them is a copy, not an atomic reference-count update. 38 keeps a `ShortStr` at
+/// 40 bytes, 8 more than the `Bytes` it would otherwise be.
+pub const SHORT_STR_INLINE: usize = 38;
+
 /// An AMQP short string: at most 255 bytes of UTF-8.
 ///
 /// Invariant: the bytes are valid UTF-8 and at most [`SHORT_STR_MAX`] long. Every constructor
-/// checks this, so `as_str` never fails.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ShortStr(Bytes);
+/// checks this, so `as_str` never fails. Up to [`SHORT_STR_INLINE`] bytes are held inline;
+/// longer strings are zero-copy `Bytes` slices (of the read buffer, when decoded).
+#[derive(Clone)]
+pub struct ShortStr(SmallBytes<SHORT_STR_INLINE>);
+
+impl Default for ShortStr {
+    fn default() -> Self {
+        ShortStr::EMPTY
+    }
+}
+
+// Equality and order are the bytes', whichever way they are stored.
+impl PartialEq for ShortStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ShortStr {}
+
+impl PartialOrd for ShortStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ShortStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
 
 /// Hashes as the `str` it holds, so maps keyed by `ShortStr` can be queried with `&str`
 /// (`Borrow<str>` requires equal hashes).
@@ -49,7 +85,7 @@ pub enum ShortStrError {
 
 impl ShortStr {
     /// The empty string.
-    pub const EMPTY: ShortStr = ShortStr(Bytes::new());
+    pub const EMPTY: ShortStr = ShortStr(SmallBytes::EMPTY);
 
     /// A short string from a constant. Panics if `s` is longer than 255 bytes, which for a
     /// literal is a programming error caught by the first test that runs it.
@@ -58,10 +94,10 @@ impl ShortStr {
             s.len() <= SHORT_STR_MAX,
             "invariant: static short string <= 255 bytes"
         );
-        ShortStr(Bytes::from_static(s.as_bytes()))
+        ShortStr(SmallBytes::from_static(s.as_bytes()))
     }
 
-    /// Checks length and UTF-8, then wraps without copying.
+    /// Checks length and UTF-8, then wraps without copying (or copies inline when short).
     pub fn from_bytes(b: Bytes) -> Result<Self, ShortStrError> {
         if b.len() > SHORT_STR_MAX {
             return Err(ShortStrError::TooLong(b.len()));
@@ -69,7 +105,7 @@ impl ShortStr {
         if std::str::from_utf8(&b).is_err() {
             return Err(ShortStrError::NotUtf8);
         }
-        Ok(ShortStr(b))
+        Ok(ShortStr(SmallBytes::from_bytes(b)))
     }
 
     /// Length in bytes. Cheaper than `.as_str().len()`, which re-checks UTF-8 (as does
@@ -80,30 +116,60 @@ impl ShortStr {
 
     /// True for the empty string (without the UTF-8 check `Deref` would do).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.len() == 0
     }
 
-    /// Wraps bytes the wire decoder has already checked: at most 255 bytes (one length
-    /// octet) and valid UTF-8.
-    pub(super) fn from_checked(b: Bytes) -> Self {
-        debug_assert!(b.len() <= SHORT_STR_MAX && std::str::from_utf8(&b).is_ok());
-        ShortStr(b)
+    /// A short string's bytes from the wire (at most 255: one length octet), checked for
+    /// UTF-8: inline when short, else a zero-copy slice of `p`, which `s` must lie in (an error
+    /// when it does not, as when the frame decoder parses in place with an empty `p`).
+    #[inline]
+    pub(super) fn from_wire(p: &Bytes, s: &[u8]) -> Result<Self, FrameError> {
+        let mut v = ShortStr::EMPTY;
+        v.set_from_wire(p, s)?;
+        Ok(v)
+    }
+
+    /// [`ShortStr::from_wire`] into `self`: a short string is written straight into this
+    /// value's inline buffer (the method being decoded, in the frame being returned) rather
+    /// than built elsewhere and moved in. Always inlined: it runs twice per publish.
+    #[inline(always)]
+    pub(super) fn set_from_wire(&mut self, p: &Bytes, s: &[u8]) -> Result<(), FrameError> {
+        // Names and routing keys are nearly always ASCII; only other text needs the full check.
+        if !super::small::is_ascii_short(s) && std::str::from_utf8(s).is_err() {
+            return Err(FrameError::NotUtf8(""));
+        }
+        if self.0.set_inline(s) {
+            return Ok(());
+        }
+        match SmallBytes::from_slice_of(p, s) {
+            Some(v) => {
+                self.0 = v;
+                Ok(())
+            }
+            None => Err(FrameError::Syntax("field outside its frame")),
+        }
     }
 
     /// The string.
     pub fn as_str(&self) -> &str {
         // Every constructor checked UTF-8; fall back to "" rather than panic if that ever broke.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(self.0.as_slice()).unwrap_or_default()
     }
 
     /// The raw bytes (as they go on the wire, without the length octet).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.0.as_slice()
     }
 
-    /// The underlying buffer, shared.
+    /// The string as a `Bytes`: shared when it is a slice, copied when it is held inline.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
+    }
+
+    /// True when held inline (no reference count); for tests of the decoder.
+    #[cfg(test)]
+    pub(super) fn is_inline(&self) -> bool {
+        self.0.is_inline()
     }
 }
 
@@ -113,7 +179,9 @@ impl TryFrom<&str> for ShortStr {
         if s.len() > SHORT_STR_MAX {
             return Err(ShortStrError::TooLong(s.len()));
         }
-        Ok(ShortStr(Bytes::copy_from_slice(s.as_bytes())))
+        Ok(ShortStr(SmallBytes::inline(s.as_bytes()).unwrap_or_else(
+            || SmallBytes::Shared(Bytes::copy_from_slice(s.as_bytes())),
+        )))
     }
 }
 
@@ -123,7 +191,9 @@ impl TryFrom<String> for ShortStr {
         if s.len() > SHORT_STR_MAX {
             return Err(ShortStrError::TooLong(s.len()));
         }
-        Ok(ShortStr(Bytes::from(s.into_bytes())))
+        Ok(ShortStr(SmallBytes::from_bytes(Bytes::from(
+            s.into_bytes(),
+        ))))
     }
 }
 
@@ -506,6 +576,56 @@ pub(super) fn parse_table<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'
     Ok((rest, FieldTable(entries)))
 }
 
+/// Walks a table like [`parse_table`], with the same checks in the same order and so the
+/// same errors, but builds nothing: content headers are validated with it at decode time and
+/// their tables decoded only when someone asks (the headers exchange, management).
+pub(super) fn check_table(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    while !body.is_empty() {
+        let (r, _key) = wire::short_str_slice(body)?;
+        let (r, ()) = check_value(r, depth)?;
+        body = r;
+    }
+    Ok((rest, ()))
+}
+
+/// [`parse_array`] without building anything, as [`check_table`].
+fn check_array(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    if depth > MAX_NESTING {
+        return fail(FrameError::TooDeep(MAX_NESTING));
+    }
+    let (rest, mut body) = wire::long_data(i)?;
+    while !body.is_empty() {
+        let (r, ()) = check_value(body, depth)?;
+        body = r;
+    }
+    Ok((rest, ()))
+}
+
+/// [`parse_value`] without building anything, as [`check_table`].
+fn check_value(i: &[u8], depth: usize) -> PResult<'_, ()> {
+    let (i, tag) = be_u8(i)?;
+    let skip = |n: usize| match i.get(n..) {
+        Some(rest) => Ok((rest, ())),
+        None => Err(nom::Err::Error(wire::WireError::Short)),
+    };
+    match tag {
+        b't' | b'b' | b'B' => skip(1),
+        b's' | b'u' => skip(2),
+        b'I' | b'i' | b'f' => skip(4),
+        b'l' | b'L' | b'd' | b'T' => skip(8),
+        b'D' => skip(5),
+        b'S' | b'x' => wire::long_data(i).map(|(i, _)| (i, ())),
+        b'A' => check_array(i, depth + 1),
+        b'F' => check_table(i, depth + 1),
+        b'V' => Ok((i, ())),
+        other => fail(FrameError::UnknownFieldType(other)),
+    }
+}
+
 fn parse_array<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, Vec<FieldValue>> {
     if depth > MAX_NESTING {
         return fail(FrameError::TooDeep(MAX_NESTING));
@@ -594,6 +714,32 @@ mod tests {
             (key("F"), FieldValue::Table(inner)),
             (key("V"), FieldValue::Void),
         ])
+    }
+
+    #[test]
+    fn short_str_compares_by_content_however_stored() {
+        use std::hash::{BuildHasher, RandomState};
+        let inline = ShortStr::try_from("abc").expect("short");
+        let shared = ShortStr(SmallBytes::Shared(Bytes::from_static(b"abc")));
+        assert!(inline.is_inline() && !shared.is_inline());
+        assert_eq!(inline, shared);
+        assert_eq!(inline.cmp(&shared), std::cmp::Ordering::Equal);
+        assert!(shared < ShortStr::from_static("abd"));
+        let h = RandomState::new();
+        assert_eq!(h.hash_one(&inline), h.hash_one(&shared));
+        assert_eq!(h.hash_one(&inline), h.hash_one("abc"));
+
+        let long = "k".repeat(SHORT_STR_INLINE + 1);
+        let a = ShortStr::try_from(long.as_str()).expect("short");
+        let b = ShortStr::from_bytes(Bytes::from(long.clone())).expect("short");
+        assert!(!a.is_inline() && !b.is_inline());
+        assert_eq!((a.as_str(), &b), (long.as_str(), &a));
+        let edge = ShortStr::try_from("k".repeat(SHORT_STR_INLINE)).expect("short");
+        assert!(edge.is_inline());
+        assert_eq!(ShortStr::default(), ShortStr::EMPTY);
+        assert!(ShortStr::try_from("k".repeat(256)).is_err());
+        // Inline up to 38 bytes, for 8 bytes more than a `Bytes`.
+        assert_eq!(std::mem::size_of::<ShortStr>(), 40);
     }
 
     #[test]

@@ -35,6 +35,9 @@ impl<I> ParseError<I> for WireError {
 /// nom's result over a payload slice, with [`WireError`].
 pub(super) type PResult<'a, O> = IResult<&'a [u8], O, WireError>;
 
+/// What a parser that fills a value in place returns: the input left over, or the error.
+pub(super) type Rest<'a> = Result<&'a [u8], nom::Err<WireError>>;
+
 /// A typed failure, as nom's unrecoverable error.
 #[inline]
 pub(super) fn fail<T>(e: FrameError) -> Result<T, nom::Err<WireError>> {
@@ -60,6 +63,19 @@ pub(super) fn finish<T>(what: &'static str, r: PResult<'_, T>) -> Result<T, Fram
     }
 }
 
+/// The error of a parse of `what` that did not end exactly at the end of its payload: `r` is
+/// the rest of the input on success (then non-empty: trailing bytes) or the parse error. Kept
+/// out of line: it is the cold side of the generated method decoders.
+#[cold]
+#[inline(never)]
+pub(super) fn failed(what: &'static str, r: Rest<'_>) -> FrameError {
+    match finish(what, r.map(|rest| (rest, ()))) {
+        Err(e) => e,
+        // Only reached with an empty rest, which the caller already took as success.
+        Ok(()) => FrameError::TrailingBytes { what, extra: 0 },
+    }
+}
+
 /// `N` octets at once, as an array: one bounds check for a run of fixed-size fields.
 #[inline]
 pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
@@ -69,22 +85,56 @@ pub(super) fn fixed<const N: usize>(i: &[u8]) -> PResult<'_, &[u8; N]> {
     }
 }
 
-/// A short string: length octet, then that many bytes of UTF-8, sliced out of `p`.
-/// Names and routing keys are nearly always ASCII, which `is_ascii` checks a word at a time;
-/// only other text goes through the full UTF-8 check.
+/// A short string: length octet, then that many bytes of UTF-8. Short ones are copied into
+/// the `ShortStr`; longer ones are sliced out of `p` (an error when `p` does not hold them, as
+/// when the frame decoder parses in place with an empty `p` and must retry with one).
 #[inline]
 pub(super) fn short_str<'a>(p: &Bytes, i: &'a [u8]) -> PResult<'a, ShortStr> {
-    let (rest, s) = nom::multi::length_data(nom::number::complete::be_u8).parse_complete(i)?;
+    let (rest, s) = short_data(i)?;
+    match ShortStr::from_wire(p, s) {
+        Ok(s) => Ok((rest, s)),
+        Err(e) => fail(e),
+    }
+}
+
+/// [`short_str`] into `out`, written in place: the generated method decoders fill the method
+/// they return this way, each string copied once, to where it stays.
+#[inline(always)]
+pub(super) fn short_str_into<'a>(p: &Bytes, i: &'a [u8], out: &mut ShortStr) -> Rest<'a> {
+    let (rest, s) = short_data(i)?;
+    match out.set_from_wire(p, s) {
+        Ok(()) => Ok(rest),
+        Err(e) => fail(e),
+    }
+}
+
+/// A short string's bytes, checked but not copied: length octet, then that many bytes of
+/// UTF-8. Names and routing keys are nearly always ASCII, which `is_ascii` checks a word at a
+/// time; only other text goes through the full UTF-8 check.
+#[inline]
+pub(super) fn short_str_slice(i: &[u8]) -> PResult<'_, &[u8]> {
+    let (rest, s) = short_data(i)?;
     if !s.is_ascii() && std::str::from_utf8(s).is_err() {
         return fail(FrameError::NotUtf8(""));
     }
-    // The length came from one octet, so it is at most 255.
-    Ok((rest, ShortStr::from_checked(sub_bytes(p, s)?)))
+    Ok((rest, s))
+}
+
+/// A length octet, then that many bytes.
+#[inline]
+fn short_data(i: &[u8]) -> PResult<'_, &[u8]> {
+    let Some((&len, rest)) = i.split_first() else {
+        return Err(nom::Err::Error(WireError::Short));
+    };
+    match rest.split_at_checked(usize::from(len)) {
+        Some((s, rest)) => Ok((rest, s)),
+        None => Err(nom::Err::Error(WireError::Short)),
+    }
 }
 
 /// `sub` (a slice of the payload being parsed) as a zero-copy `Bytes` of `p`. Like
 /// `Bytes::slice_ref`, but a slice outside `p` is an error instead of a panic; the frame
-/// decoder passes an empty `p` for methods whose arguments are all fixed-size.
+/// decoder passes an empty `p` for methods it parses in place.
 #[inline]
 pub(super) fn sub_bytes(p: &Bytes, sub: &[u8]) -> Result<Bytes, nom::Err<WireError>> {
     if sub.is_empty() {
@@ -139,12 +189,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_str_is_zero_copy_and_checked() {
+    fn short_str_is_inline_or_zero_copy_and_checked() {
         let p = Bytes::from_static(b"\x03abcX");
         let (rest, s) = short_str(&p, &p).expect("parses");
         assert_eq!(s, "abc");
         assert_eq!(rest, b"X");
+        assert!(s.is_inline(), "short: copied inline, no reference count");
+        // Parsing in place (no `Bytes`) works for short strings.
+        let (_, s) = short_str(&Bytes::new(), &p).expect("parses in place");
+        assert_eq!(s, "abc");
+
+        let mut long = vec![200u8];
+        long.extend(std::iter::repeat_n(b'k', 200));
+        let p = Bytes::from(long);
+        let (rest, s) = short_str(&p, &p).expect("parses");
+        assert!(rest.is_empty() && !s.is_inline() && s.len() == 200);
         assert_eq!(s.as_bytes().as_ptr(), p[1..].as_ptr(), "sliced, not copied");
+        // In place, a long one needs the `Bytes`: an error the frame decoder retries on.
+        assert!(short_str(&Bytes::new(), &p).is_err());
 
         let short = Bytes::from_static(b"\x05ab");
         assert_eq!(

@@ -557,8 +557,9 @@ impl Channel {
     fn route(&mut self, ctx: &mut Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
         let ch = self.id;
         let on = |e| AmqpError::from_broker(ch, e).on(60, 40);
-        if let Some(uid) = &p.header.properties.user_id
-            && uid.as_str() != ctx.user
+        // Read straight from the encoded properties: the message is not decoded on publish.
+        if let Some(uid) = p.header.properties.user_id()
+            && uid != ctx.user
         {
             return Err(err(
                 ch,

@@ -6,7 +6,7 @@ use super::Connection;
 use crate::broker::{Broker, BrokerOptions, Outbound};
 use crate::protocol::frame::{self, Frame, PROTOCOL_HEADER};
 use crate::protocol::method::*;
-use crate::protocol::properties::BasicProperties;
+use crate::protocol::properties::{BasicProperties, Properties};
 use crate::protocol::types::{LongStr, ShortStr};
 use crate::storage::MemoryStore;
 use bytes::BytesMut;
@@ -128,7 +128,7 @@ impl Script {
             .into(),
             &mut b,
         );
-        frame::encode_content(1, 60, &BasicProperties::default(), body, 4096, &mut b);
+        frame::encode_content(1, 60, &Properties::EMPTY, body, 4096, &mut b);
         self.send_bytes(&b);
     }
 }
@@ -210,7 +210,7 @@ fn confirms_coalesce_within_one_read() {
             .into(),
             &mut b,
         );
-        frame::encode_content(1, 60, &BasicProperties::default(), b"x", 4096, &mut b);
+        frame::encode_content(1, 60, &Properties::EMPTY, b"x", 4096, &mut b);
     }
     s.send_bytes(&b);
     assert_eq!(
@@ -351,6 +351,189 @@ fn memory_alarm_stops_reading_publishers_only() {
     );
     s.conn.handle_outbound(Outbound::Blocked(None), s.now);
     assert!(s.conn.wants_read());
+}
+
+/// A publish whose content header carries `props`, a raw property list written as is (it may
+/// be malformed, which `frame::encode_content` cannot express).
+fn publish_raw(key: &str, mandatory: bool, props: &[u8], body: &[u8]) -> BytesMut {
+    use bytes::BufMut;
+    let mut b = BytesMut::new();
+    frame::encode_method(
+        1,
+        &BasicPublish {
+            routing_key: ShortStr::try_from(key).expect("key"),
+            mandatory,
+            ..Default::default()
+        }
+        .into(),
+        &mut b,
+    );
+    b.put_u8(frame::FRAME_HEADER);
+    b.put_u16(1);
+    b.put_u32(u32::try_from(12 + props.len()).expect("small"));
+    b.put_u16(60);
+    b.put_u16(0);
+    b.put_u64(body.len() as u64);
+    b.put_slice(props);
+    b.put_u8(frame::FRAME_END);
+    frame::encode(
+        &Frame::Body {
+            channel: 1,
+            payload: bytes::Bytes::copy_from_slice(body),
+        },
+        &mut b,
+    );
+    b
+}
+
+/// A property list no encoder of ours would write: a needless continuation word, and a
+/// headers table whose keys are not sorted. content-type, headers, delivery-mode 2, user-id.
+const ODD_PROPERTIES: &[u8] = b"\xb0\x11\x00\x00\
+    \x0atext/plain\
+    \x00\x00\x00\x0f\x01zI\x00\x00\x00\x01\x01aS\x00\x00\x00\x01x\
+    \x02\
+    \x05guest";
+
+/// The property bytes of every content header in `out`.
+fn header_bytes(out: &[Frame]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|f| match f {
+            Frame::Header { header, .. } => Some(header.properties.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn deliveries_returns_and_gets_carry_the_published_property_bytes() {
+    let decoded = Properties::from_bytes(bytes::Bytes::from_static(ODD_PROPERTIES))
+        .expect("well-formed")
+        .decode();
+    assert_eq!(decoded.user_id, Some(ShortStr::from_static("guest")));
+    assert_ne!(
+        Properties::from(&decoded).as_bytes(),
+        ODD_PROPERTIES,
+        "re-encoding would change these bytes"
+    );
+
+    let mut s = Script::open(0);
+    for q in ["q", "g"] {
+        s.send(
+            1,
+            QueueDeclare {
+                queue: ShortStr::try_from(q).expect("name"),
+                no_wait: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+    }
+    s.send(
+        1,
+        BasicConsume {
+            queue: ShortStr::from_static("q"),
+            consumer_tag: ShortStr::from_static("c"),
+            no_ack: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(matches!(&s.methods()[..], [Method::BasicConsumeOk(_)]));
+
+    // Delivered to a consumer.
+    s.send_bytes(&publish_raw("q", false, ODD_PROPERTIES, b"one"));
+    s.pump();
+    let out = s.output();
+    assert!(matches!(
+        &out[0],
+        Frame::Method {
+            method: Method::BasicDeliver(_),
+            ..
+        }
+    ));
+    assert_eq!(header_bytes(&out), vec![ODD_PROPERTIES.to_vec()]);
+
+    // Returned, mandatory and unroutable.
+    s.send_bytes(&publish_raw("nowhere", true, ODD_PROPERTIES, b"two"));
+    let out = s.output();
+    assert!(
+        matches!(&out[0], Frame::Method { method: Method::BasicReturn(r), .. } if r.reply_code == 312)
+    );
+    assert_eq!(header_bytes(&out), vec![ODD_PROPERTIES.to_vec()]);
+
+    // Fetched with basic.get.
+    s.send_bytes(&publish_raw("g", false, ODD_PROPERTIES, b"three"));
+    s.send(
+        1,
+        BasicGet {
+            queue: ShortStr::from_static("g"),
+            no_ack: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    let out = s.output();
+    assert!(matches!(
+        &out[0],
+        Frame::Method {
+            method: Method::BasicGetOk(_),
+            ..
+        }
+    ));
+    assert_eq!(header_bytes(&out), vec![ODD_PROPERTIES.to_vec()]);
+}
+
+#[test]
+fn a_user_id_other_than_the_login_is_refused() {
+    let mut s = Script::open(0);
+    let props = Properties::from(BasicProperties {
+        user_id: Some(ShortStr::from_static("mallory")),
+        ..Default::default()
+    });
+    s.send_bytes(&publish_raw("q", false, props.as_bytes(), b"x"));
+    assert!(
+        matches!(&s.methods()[..], [Method::ChannelClose(c)] if c.reply_code == 406
+            && c.reply_text.contains("user_id property set to 'mallory'")
+            && (c.class_id, c.method_id) == (60, 40))
+    );
+}
+
+#[test]
+fn malformed_properties_close_the_connection_and_reach_no_consumer() {
+    // content-type announces 9 bytes, 2 follow: 501; an unknown field type in headers: 502.
+    for (props, code) in [
+        (&b"\x80\x00\x09ab"[..], 501),
+        (&b"\x20\x00\x00\x00\x00\x03\x01kZ"[..], 502),
+    ] {
+        let mut s = Script::open(0);
+        s.send(
+            1,
+            QueueDeclare {
+                queue: ShortStr::from_static("q"),
+                no_wait: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+        s.send(
+            1,
+            BasicConsume {
+                queue: ShortStr::from_static("q"),
+                consumer_tag: ShortStr::from_static("c"),
+                no_ack: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert!(matches!(&s.methods()[..], [Method::BasicConsumeOk(_)]));
+        s.send_bytes(&publish_raw("q", false, props, b"x"));
+        s.pump();
+        let m = s.methods();
+        assert!(
+            matches!(&m[..], [Method::ConnectionClose(c)] if c.reply_code == code),
+            "{props:?}: {m:?}"
+        );
+    }
 }
 
 impl Script {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use lagomorph::protocol::frame::{self, ContentHeader, Frame};
 use lagomorph::protocol::method::{BasicPublish, ConnectionClose, ConnectionCloseOk, Method};
-use lagomorph::protocol::properties::BasicProperties;
+use lagomorph::protocol::properties::{BasicProperties, Properties};
 use lagomorph::protocol::types::ShortStr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -284,10 +284,10 @@ impl Producer {
 /// Pre-encoded method + header frames, one per routing key.
 fn templates(cfg: &ProducerConfig) -> client::Result<Vec<BytesMut>> {
     let exchange = short(&cfg.exchange)?;
-    let properties = BasicProperties {
+    let properties = Properties::from(BasicProperties {
         delivery_mode: Some(if cfg.persistent { 2 } else { 1 }),
         ..BasicProperties::default()
-    };
+    });
     cfg.keys
         .iter()
         .map(|k| {

@@ -223,7 +223,7 @@ mod tests {
             delivery_mode: Some(2),
             ..BasicProperties::default()
         };
-        frame::encode_content(5, 60, &props, b"0123456789abcdef!", 4096, &mut b);
+        frame::encode_content(5, 60, &props.into(), b"0123456789abcdef!", 4096, &mut b);
         let mut at = 0;
         let mut got = Vec::new();
         while at < b.len() {
@@ -289,7 +289,7 @@ mod tests {
                 app_id: app.as_deref().map(short),
                 ..BasicProperties::default()
             };
-            frame::encode_content(channel, 60, &props, &body, 4096, &mut b);
+            frame::encode_content(channel, 60, &props.into(), &body, 4096, &mut b);
             let mut at = 0;
             while at < b.len() {
                 let s = scan(&b[at..], 4096).expect("scan");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use lagomorph::protocol::frame::{self, Frame};
 use lagomorph::protocol::method::*;
-use lagomorph::protocol::properties::BasicProperties;
+use lagomorph::protocol::properties::{BasicProperties, Properties};
 use lagomorph::protocol::types::{FieldTable, LongStr, ShortStr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -111,10 +111,10 @@ impl Feed {
         );
         // frame header (7), class and method ids (4), the tag's length octet and bytes
         let tag_at = 7 + 4 + 1 + tag.len();
-        let properties = BasicProperties {
+        let properties = Properties::from(BasicProperties {
             delivery_mode: Some(1),
             ..BasicProperties::default()
-        };
+        });
         let mut body = [0u8; stats::BODY_HEADER];
         stats::put_body_header(&mut body, 0, 0, 0);
         frame::encode_content(channel, 60, &properties, &body, FRAME_MAX, &mut b);

@@ -12,6 +12,7 @@ use crate::management::json::{
     require_keys, table_to_json,
 };
 use crate::management::listing::ListQuery;
+use crate::protocol::properties::Properties;
 use crate::protocol::types::ShortStr;
 use axum::Json;
 use axum::extract::State;
@@ -181,7 +182,11 @@ pub(crate) async fn publish(
             st.broker.limits().max_message_size
         )));
     }
+    // Encoded once here, as a client's publish arrives: the message carries the wire bytes,
+    // checked as a client's would be (headers nested too deep are refused).
     let properties = json_to_properties(body.get("properties").unwrap_or(&Value::Null))?;
+    let properties = Properties::encode(&properties)
+        .map_err(|e| ApiError::bad_request(format!("properties: {e}")))?;
     let msg = Arc::new(Message {
         exchange: ShortStr::try_from(name).unwrap_or_default(),
         routing_key,

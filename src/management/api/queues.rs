@@ -287,7 +287,8 @@ pub(crate) async fn get_messages(
             exchange: m.exchange.to_string(),
             routing_key: m.routing_key.to_string(),
             message_count: got.remaining,
-            properties: properties_to_json(&m.properties),
+            // Decoded only here, to show them.
+            properties: properties_to_json(&m.properties.decode()),
             payload,
             payload_encoding,
         });

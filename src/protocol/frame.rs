@@ -300,18 +300,50 @@ pub fn encode_method(channel: u16, method: &Method, buf: &mut BytesMut) {
 
 fn encode_body(channel: u16, body: &[u8], buf: &mut BytesMut) {
     buf.reserve(FRAME_OVERHEAD + body.len());
-    buf.put_u8(FRAME_BODY);
-    buf.put_u16(channel);
-    buf.put_u32(wire::len_u32(body.len()));
+    encode_body_head(channel, body.len(), buf);
     buf.put_slice(body);
     buf.put_u8(FRAME_END);
 }
 
+/// Writes the 7-byte head of a body frame of `len` payload bytes. The payload and
+/// [`FRAME_END`] must follow: this is for writers that hand the payload over by reference
+/// instead of copying it (see [`encode_content`] for the rules on sizes).
+pub fn encode_body_head(channel: u16, len: usize, buf: &mut BytesMut) {
+    buf.put_u8(FRAME_BODY);
+    buf.put_u16(channel);
+    buf.put_u32(wire::len_u32(len));
+}
+
+/// Payload bytes per body frame under `frame_max` (frame overhead excluded). A `frame_max`
+/// of 0 means no limit, and one below [`FRAME_MIN_SIZE`] is raised to it (every peer accepts
+/// that much).
+pub fn body_frame_payload(frame_max: u32) -> usize {
+    match frame_max {
+        0 => u32::MAX as usize - FRAME_OVERHEAD,
+        m => m.max(FRAME_MIN_SIZE) as usize - FRAME_OVERHEAD,
+    }
+}
+
+/// Writes a content header frame: the class, the body size and the properties, as they are
+/// encoded (a delivery carries the publisher's bytes unchanged). The header frame is not
+/// split: properties must fit in one frame.
+pub fn encode_content_header(
+    channel: u16,
+    class_id: u16,
+    properties: &Properties,
+    body_size: u64,
+    buf: &mut BytesMut,
+) {
+    let at = begin_frame(FRAME_HEADER, channel, buf);
+    buf.put_u16(class_id);
+    buf.put_u16(0);
+    buf.put_u64(body_size);
+    buf.put_slice(properties.as_bytes());
+    end_frame(at, buf);
+}
+
 /// Writes a content header frame and the body frames, each frame (overhead included) at
-/// most `frame_max` bytes; an empty body has no body frames. A `frame_max` of 0 means no
-/// limit, and one below [`FRAME_MIN_SIZE`] is raised to it (every peer accepts that much).
-/// The header frame is not split: properties must fit in one frame. The properties are
-/// written as they are encoded, so a delivery carries the publisher's bytes unchanged.
+/// most `frame_max` bytes (see [`body_frame_payload`]); an empty body has no body frames.
 pub fn encode_content(
     channel: u16,
     class_id: u16,
@@ -320,18 +352,10 @@ pub fn encode_content(
     frame_max: u32,
     buf: &mut BytesMut,
 ) {
-    let chunk = match frame_max {
-        0 => u32::MAX as usize - FRAME_OVERHEAD,
-        m => m.max(FRAME_MIN_SIZE) as usize - FRAME_OVERHEAD,
-    };
+    let chunk = body_frame_payload(frame_max);
     let frames = body.len().div_ceil(chunk);
     buf.reserve(FRAME_OVERHEAD + 12 + properties.len() + body.len() + frames * FRAME_OVERHEAD);
-    let at = begin_frame(FRAME_HEADER, channel, buf);
-    buf.put_u16(class_id);
-    buf.put_u16(0);
-    buf.put_u64(body.len() as u64);
-    buf.put_slice(properties.as_bytes());
-    end_frame(at, buf);
+    encode_content_header(channel, class_id, properties, body.len() as u64, buf);
     for part in body.chunks(chunk) {
         encode_body(channel, part, buf);
     }

@@ -44,8 +44,9 @@ pub(crate) async fn run(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
-        while let Some(bytes) = session.take_output(Instant::now().into_std()) {
-            if let Err(e) = wr.write_all(&bytes).await {
+        while let Some(mut out) = session.take_output(Instant::now().into_std()) {
+            // Vectored: large bodies are separate parts, written where they lie.
+            if let Err(e) = write_all_vectored(&mut wr, &mut out).await {
                 tracing::debug!(error = %e, "write failed");
                 session.handle_disconnect();
                 return;
@@ -111,3 +112,28 @@ pub(crate) async fn run(
         }
     }
 }
+
+/// Writes all of `out` with vectored writes of up to [`IOV_BATCH`] parts each (tokio's
+/// `write_all_buf` passes at most 64: a syscall per 32 large deliveries).
+async fn write_all_vectored(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    out: &mut crate::session::Transmit,
+) -> std::io::Result<()> {
+    use bytes::Buf;
+    while out.has_remaining() {
+        let written = {
+            // Per write, not kept in the task: the future stays small for idle connections.
+            let mut slices = vec![std::io::IoSlice::new(&[]); IOV_BATCH.min(out.parts())];
+            let n = out.chunks_vectored(&mut slices);
+            wr.write_vectored(&slices[..n]).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        out.advance(written);
+    }
+    Ok(())
+}
+
+/// Parts per vectored write at most (Linux takes up to 1024).
+const IOV_BATCH: usize = 512;

@@ -5,7 +5,6 @@ use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, generate_name};
 use crate::broker::{Credit, Delivery, Message, Queue, QueuedMessage};
 use crate::protocol::ReplyCode;
-use crate::protocol::frame::encode_content;
 use crate::protocol::method::*;
 use crate::protocol::types::{LongStr, ShortStr};
 use std::collections::{HashMap, VecDeque};
@@ -364,7 +363,8 @@ impl Channel {
                             }
                             .into(),
                         );
-                        encode_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max, ctx.out);
+                        ctx.out
+                            .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
                         if m.no_ack {
                             q.stats
                                 .acked
@@ -620,7 +620,8 @@ impl Channel {
                     }
                     .into(),
                 );
-                encode_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max, ctx.out);
+                ctx.out
+                    .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
             }
         }
         if let Some(c) = &mut self.confirms {
@@ -662,14 +663,8 @@ impl Channel {
             }
             .into(),
         );
-        encode_content(
-            self.id,
-            60,
-            &msg.properties,
-            &msg.body,
-            ctx.frame_max,
-            ctx.out,
-        );
+        ctx.out
+            .put_content(self.id, 60, &msg.properties, &msg.body, ctx.frame_max);
         if c.transit.release(1) {
             d.queue.dispatch();
         }

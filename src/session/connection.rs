@@ -18,7 +18,7 @@ use crate::protocol::frame::{
 };
 use crate::protocol::method::*;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use super::channel::{Channel, open_ok};
 use super::confirms::Confirm;
 use super::error::{AmqpError, Scope};
+use super::output::{Output, Transmit};
 
 /// How long we wait for the peer's close-ok before giving up on it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +38,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) conn: ConnId,
     pub(crate) mailbox: &'a Mailbox,
     pub(crate) info: &'a ConnectionInfo,
-    pub(crate) out: &'a mut BytesMut,
+    pub(crate) out: &'a mut Output,
     pub(crate) frame_max: u32,
     pub(crate) user: &'a str,
 }
@@ -45,7 +46,7 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Writes a method frame.
     pub(crate) fn send(&mut self, channel: u16, m: &Method) {
-        encode_method(channel, m, self.out);
+        encode_method(channel, m, self.out.buf());
     }
 }
 
@@ -72,7 +73,7 @@ pub struct Connection {
     broker: Broker,
     info: Arc<ConnectionInfo>,
     state: State,
-    out: BytesMut,
+    out: Output,
     frame_max: u32,
     channel_max: u16,
     heartbeat: Option<Duration>,
@@ -161,7 +162,7 @@ impl Connection {
             broker,
             info,
             state: State::Header,
-            out: BytesMut::with_capacity(16 * 1024),
+            out: Output::with_capacity(16 * 1024),
             frame_max,
             channel_max: 0,
             heartbeat: None,
@@ -203,13 +204,12 @@ impl Connection {
         self.out.len()
     }
 
-    /// Takes the bytes to write.
-    pub fn take_output(&mut self, now: Instant) -> Option<Bytes> {
-        if self.out.is_empty() {
-            return None;
-        }
+    /// Takes the bytes to write: one buffer of encoded frames, with large bodies referenced in
+    /// between (write it with a vectored write, e.g. `write_all_buf`).
+    pub fn take_output(&mut self, now: Instant) -> Option<Transmit> {
+        let t = self.out.take()?;
         self.last_send = now;
-        Some(self.out.split().freeze())
+        Some(t)
     }
 
     /// When [`Connection::handle_timeout`] must be called next.
@@ -249,7 +249,7 @@ impl Connection {
                 return;
             }
             if now >= self.last_send + hb / 2 && self.out.is_empty() {
-                encode_heartbeat(&mut self.out);
+                encode_heartbeat(self.out.buf());
             }
         }
     }
@@ -277,7 +277,7 @@ impl Connection {
                 Ok(Some(())) => self.start(),
                 Err(e) => {
                     tracing::info!(conn = self.info.id.0, peer = %self.info.peer, error = %e, "bad protocol header");
-                    self.out.extend_from_slice(PROTOCOL_HEADER);
+                    self.out.buf().extend_from_slice(PROTOCOL_HEADER);
                     buf.clear();
                     self.finish();
                     return;
@@ -342,7 +342,7 @@ impl Connection {
                                 no_wait: true,
                             }
                             .into(),
-                            &mut self.out,
+                            self.out.buf(),
                         );
                     }
                 }
@@ -364,7 +364,7 @@ impl Connection {
                         Some(r) => ConnectionBlocked { reason: short(r) }.into(),
                         None => ConnectionUnblocked.into(),
                     };
-                    encode_method(0, &m, &mut self.out);
+                    encode_method(0, &m, self.out.buf());
                 }
                 self.blocked = reason;
             }
@@ -390,7 +390,7 @@ impl Connection {
             mechanisms: LongStr::from("PLAIN AMQPLAIN"),
             locales: LongStr::from("en_US"),
         };
-        encode_method(0, &m.into(), &mut self.out);
+        encode_method(0, &m.into(), self.out.buf());
         self.state = State::StartOk;
     }
 
@@ -405,7 +405,7 @@ impl Connection {
                     class_id: e.class_id,
                     method_id: e.method_id,
                 };
-                encode_method(id, &m.into(), &mut self.out);
+                encode_method(id, &m.into(), self.out.buf());
                 self.cleanup_channel(id, true);
             }
             _ => {
@@ -423,7 +423,7 @@ impl Connection {
                     class_id: e.class_id,
                     method_id: e.method_id,
                 };
-                encode_method(0, &m.into(), &mut self.out);
+                encode_method(0, &m.into(), self.out.buf());
                 self.cleanup_all();
                 self.state = State::Closing;
                 self.close_deadline = Some(now + CLOSE_TIMEOUT);
@@ -444,7 +444,7 @@ impl Connection {
                         method: Method::ConnectionClose(_),
                         ..
                     } => {
-                        encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
+                        encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
                         self.finish();
                     }
                     _ => {}
@@ -471,7 +471,7 @@ impl Connection {
             (State::TuneOk, Method::ConnectionTuneOk(m)) => self.tune_ok(m),
             (State::Open, Method::ConnectionOpen(m)) => self.open(m),
             (_, Method::ConnectionClose(_)) => {
-                encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
+                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
                 self.finish();
                 Ok(())
             }
@@ -546,7 +546,7 @@ impl Connection {
             frame_max: l.frame_max,
             heartbeat: l.heartbeat,
         };
-        encode_method(0, &m.into(), &mut self.out);
+        encode_method(0, &m.into(), self.out.buf());
         self.state = State::TuneOk;
         Ok(())
     }
@@ -596,7 +596,7 @@ impl Connection {
         if self.broker.memory_alarm() {
             self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
         }
-        encode_method(0, &ConnectionOpenOk::default().into(), &mut self.out);
+        encode_method(0, &ConnectionOpenOk::default().into(), self.out.buf());
         self.state = State::Running;
         self.close_deadline = None;
         if let Some(r) = self
@@ -607,7 +607,7 @@ impl Connection {
             encode_method(
                 0,
                 &ConnectionBlocked { reason: short(&r) }.into(),
-                &mut self.out,
+                self.out.buf(),
             );
         }
         Ok(())
@@ -666,13 +666,13 @@ impl Connection {
                     "connection closed by client"
                 );
                 self.cleanup_all();
-                encode_method(0, &ConnectionCloseOk.into(), &mut self.out);
+                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
                 self.finish();
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => Ok(()),
             Method::ConnectionUpdateSecret(_) => {
-                encode_method(0, &ConnectionUpdateSecretOk.into(), &mut self.out);
+                encode_method(0, &ConnectionUpdateSecretOk.into(), self.out.buf());
                 Ok(())
             }
             m => Err(AmqpError::connection(
@@ -706,7 +706,7 @@ impl Connection {
                 }
                 self.channels.insert(channel, Channel::new(channel));
                 self.info.channel_changed(channel, true);
-                encode_method(channel, &open_ok(), &mut self.out);
+                encode_method(channel, &open_ok(), self.out.buf());
                 return Ok(());
             }
             Method::ChannelClose(_) => {
@@ -718,7 +718,7 @@ impl Connection {
                     .on(class, mid));
                 }
                 self.cleanup_channel(channel, false);
-                encode_method(channel, &ChannelCloseOk.into(), &mut self.out);
+                encode_method(channel, &ChannelCloseOk.into(), self.out.buf());
                 return Ok(());
             }
             Method::ChannelCloseOk(_) => {
@@ -847,7 +847,7 @@ impl Connection {
                     }
                     .into()
                 };
-                encode_method(*id, &m, &mut self.out);
+                encode_method(*id, &m, self.out.buf());
                 confirmed += 1;
             }
         }

@@ -10,8 +10,10 @@ mod channel;
 mod confirms;
 mod connection;
 pub mod error;
+mod output;
 #[cfg(test)]
 mod tests;
 
 pub use connection::Connection;
 pub use error::{AmqpError, Scope};
+pub use output::Transmit;

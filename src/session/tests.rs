@@ -53,7 +53,7 @@ impl Script {
     /// Everything the session wrote, as frames.
     fn output(&mut self) -> Vec<Frame> {
         if let Some(b) = self.conn.take_output(self.now) {
-            self.inbox.extend_from_slice(&b);
+            self.inbox.extend_from_slice(&b.into_bytes());
         }
         let mut out = Vec::new();
         while let Some(f) = frame::decode(&mut self.inbox, 1 << 20).expect("valid output") {

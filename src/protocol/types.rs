@@ -65,10 +65,13 @@ impl Ord for ShortStr {
 }
 
 /// Hashes as the `str` it holds, so maps keyed by `ShortStr` can be queried with `&str`
-/// (`Borrow<str>` requires equal hashes).
+/// (`Borrow<str>` requires equal hashes). Written out as `str`'s own `Hash` does it (`write_str`:
+/// the bytes, then 0xff), from the bytes: going through [`ShortStr::as_str`] would check UTF-8
+/// again on every lookup.
 impl std::hash::Hash for ShortStr {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
     }
 }
 
@@ -676,6 +679,27 @@ fn parse_value<'a>(p: &Bytes, i: &'a [u8], depth: usize) -> PResult<'a, FieldVal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_str_hashes_like_the_str_it_holds() {
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        let long = "x".repeat(200);
+        for s in [
+            "",
+            "q",
+            "amq.direct",
+            "a-routing-key-of-exactly-38-bytes-long",
+            &long,
+        ] {
+            let short = ShortStr::try_from(s).expect("fits");
+            assert_eq!(state.hash_one(&short), state.hash_one(s), "{s:?}");
+            let shared = ShortStr::try_from(s.to_string()).expect("fits");
+            assert_eq!(state.hash_one(&shared), state.hash_one(s), "{s:?}");
+            let map: std::collections::HashMap<ShortStr, u8> = [(shared, 1)].into();
+            assert_eq!(map.get(s), Some(&1), "found by &str: {s:?}");
+        }
+    }
 
     fn key(s: &'static str) -> ShortStr {
         ShortStr::from_static(s)

@@ -639,7 +639,7 @@ impl Channel {
     pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_>, d: Delivery) {
         let Some(c) = self
             .consumers
-            .get(d.consumer_tag.as_str())
+            .get(&d.consumer_tag)
             .filter(|_| !self.closing)
         else {
             // Cancelled or closing: the message goes back untouched.

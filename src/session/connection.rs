@@ -80,7 +80,7 @@ pub struct Connection {
     last_recv: Instant,
     last_send: Instant,
     close_deadline: Option<Instant>,
-    channels: HashMap<u16, Channel>,
+    channels: HashMap<u16, Channel, ChannelHash>,
     vhost: Option<Arc<VHost>>,
     user: Option<User>,
     caps: ClientCaps,
@@ -154,6 +154,30 @@ fn server_properties() -> FieldTable {
     ])
 }
 
+/// Hashing for the channel table, looked up on every frame. Channel numbers are at most
+/// channel_max (2047 by default), so a cheap multiplicative hash cannot be flooded the way a
+/// peer could flood a table of arbitrary strings; SipHash cost more than the lookup.
+type ChannelHash = std::hash::BuildHasherDefault<ChannelHasher>;
+
+/// See [`ChannelHash`].
+#[derive(Default)]
+struct ChannelHasher(u64);
+
+impl std::hash::Hasher for ChannelHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        // Fibonacci hashing: spreads the number into the high bits hashbrown groups by.
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 impl Connection {
     /// A new connection; the peer speaks first (protocol header).
     pub fn new(broker: Broker, info: Arc<ConnectionInfo>, now: Instant) -> Self {
@@ -170,7 +194,7 @@ impl Connection {
             last_send: now,
             // The handshake must finish within a bounded time (RabbitMQ: 10 s).
             close_deadline: Some(now + Duration::from_secs(10)),
-            channels: HashMap::new(),
+            channels: HashMap::default(),
             vhost: None,
             user: None,
             caps: ClientCaps::default(),

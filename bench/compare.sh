@@ -21,7 +21,7 @@ ROUNDS=3
 SECS=10
 LAT_SECS=""
 BACKLOG=1000000
-SCENARIOS="1,2,3,4,5,6,7a,7b,8,9,10"
+SCENARIOS="1,2,3,4,4k,5,6,7a,7b,8,9,10"
 OUT=""
 BUDGET_MIN=40
 QUICK=0
@@ -274,6 +274,7 @@ scenario_args() { # id -> the tool's arguments
         2) echo "-x 1 -y 1 -q 1000 -z $SECS" ;;
         3) echo "-x 1 -y 1 -a -s 4096 -z $SECS" ;;
         4) echo "-x 1 -y 1 -f -c 1000 -q 1000 -z $SECS" ;;
+        4k) echo "-x 1 -y 1 -f -c 1000 -q 1000 -s 4096 -z $SECS" ;;
         5) echo "-x 1 -y 10 -Q 10 -t fanout -a -z $SECS" ;;
         6) echo "-x 1 -y 1 -t topic --bindings 1000 -a -z $SECS" ;;
         7a) echo "-x 1 -y 1 -a -r 1000 -z $LAT_SECS" ;;

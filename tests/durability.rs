@@ -171,6 +171,50 @@ fn small_window() -> BrokerOptions {
     }
 }
 
+/// A connection and a channel in confirm mode, with the durable queue `q` declared.
+async fn confirming_durable_queue(
+    b: &support::TestBroker,
+    q: &str,
+) -> (lapin::Connection, lapin::Channel) {
+    let (c, ch) = b.channel().await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .expect("confirms");
+    within(ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    (c, ch)
+}
+
+/// Publishes each (body, delivery mode) to `q` through the default exchange, then waits until
+/// every one is confirmed (acked, not nacked).
+async fn publish_confirmed(ch: &lapin::Channel, q: &str, messages: Vec<(Vec<u8>, u8)>) {
+    let mut pending = Vec::new();
+    for (body, mode) in messages {
+        pending.push(
+            within(ch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(mode),
+            ))
+            .await
+            .expect("publish"),
+        );
+    }
+    for p in pending {
+        assert!(within(p).await.expect("confirm").is_ack());
+    }
+}
+
 async fn drain_bodies(ch: &lapin::Channel, q: &str, n: usize) -> Vec<(String, bool)> {
     let mut cons = within(ch.basic_consume(
         q.into(),
@@ -254,39 +298,14 @@ async fn a_durable_backlog_larger_than_the_window_survives_restart_in_order() {
     let tmp = tempfile::tempdir().expect("tmp");
     {
         let b = start_in(tmp.path(), small_window()).await;
-        let (_c, ch) = b.channel().await;
-        within(ch.confirm_select(ConfirmSelectOptions::default()))
-            .await
-            .expect("confirms");
-        within(ch.queue_declare(
-            "big".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ))
-        .await
-        .expect("declare");
-        let mut pending = Vec::new();
+        let (_c, ch) = confirming_durable_queue(&b, "big").await;
+        let mut batch = Vec::new();
         for i in 0..300u32 {
             // Mixed: transient ones are paged to the scratch area and lost on restart.
             let mode = if i % 3 == 0 { 1 } else { 2 };
-            pending.push(
-                within(ch.basic_publish(
-                    "".into(),
-                    "big".into(),
-                    BasicPublishOptions::default(),
-                    format!("{i}").as_bytes(),
-                    BasicProperties::default().with_delivery_mode(mode),
-                ))
-                .await
-                .expect("publish"),
-            );
+            batch.push((format!("{i}").into_bytes(), mode));
         }
-        for p in pending {
-            assert!(within(p).await.expect("confirm").is_ack());
-        }
+        publish_confirmed(&ch, "big", batch).await;
         b.stop().await;
     }
     let b = start_in(tmp.path(), small_window()).await;
@@ -333,37 +352,12 @@ async fn the_memory_window_is_bounded_in_bytes_too_before_and_after_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     {
         let b = start_in(tmp.path(), byte_window()).await;
-        let (_c, ch) = b.channel().await;
-        within(ch.confirm_select(ConfirmSelectOptions::default()))
-            .await
-            .expect("confirms");
-        within(ch.queue_declare(
-            "kib".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ))
-        .await
-        .expect("declare");
-        let mut pending = Vec::new();
+        let (_c, ch) = confirming_durable_queue(&b, "kib").await;
+        let mut batch = Vec::new();
         for i in 0..200u32 {
-            pending.push(
-                within(ch.basic_publish(
-                    "".into(),
-                    "kib".into(),
-                    BasicPublishOptions::default(),
-                    &numbered_kib(i),
-                    BasicProperties::default().with_delivery_mode(2),
-                ))
-                .await
-                .expect("publish"),
-            );
+            batch.push((numbered_kib(i), 2));
         }
-        for p in pending {
-            assert!(within(p).await.expect("confirm").is_ack());
-        }
+        publish_confirmed(&ch, "kib", batch).await;
         let q = b
             .broker
             .vhost("/")

@@ -150,6 +150,10 @@ pub struct StorageConfig {
     /// Message body MiB kept in RAM per queue, besides the message count above: whichever is
     /// reached first pages the rest out (at least 1).
     pub queue_memory_window_mb: u64,
+    /// Seconds a store flush may run before the broker takes its storage engine for stuck,
+    /// logs it and exits with status 70 so that its supervisor restarts it (what was confirmed
+    /// is on disk); 0 waits forever.
+    pub flush_stall_exit_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -161,6 +165,7 @@ impl Default for StorageConfig {
             cache_size_mb: 64,
             queue_memory_window: 10_000,
             queue_memory_window_mb: 32,
+            flush_stall_exit_secs: 120,
         }
     }
 }
@@ -820,6 +825,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "storage.queue_memory_window_mb",
         apply: |c, v| {
             c.storage.queue_memory_window_mb = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_FLUSH_STALL_EXIT_SECS",
+        key: "storage.flush_stall_exit_secs",
+        apply: |c, v| {
+            c.storage.flush_stall_exit_secs = parse_value(v)?;
             Ok(())
         },
     },

@@ -2,7 +2,7 @@
 //! (and the management API) until SIGINT or SIGTERM, then shut down gracefully. No logic here.
 
 use clap::Parser;
-use lagomorph::broker::{Broker, BrokerOptions, FlushPolicy, Limits, User};
+use lagomorph::broker::{Broker, BrokerOptions, FlushPolicy, Limits, StallWatch, User};
 use lagomorph::cli::{Cli, Command};
 use lagomorph::config::{Config, FlushMode};
 use lagomorph::storage::{SledStore, Store};
@@ -10,6 +10,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Exit status when the storage engine is stuck (EX_SOFTWARE).
+const EXIT_STALLED: i32 = 70;
+
+/// The storage engine has not finished a flush for `running`: every confirm waits on it, so
+/// the broker would hang. Exit so a supervisor restarts it; whatever was confirmed is on disk.
+/// Written to stderr as well, since exiting skips the log writer's final flush.
+fn exit_on_stall(running: Duration) {
+    let secs = running.as_secs();
+    tracing::error!(
+        seconds = secs,
+        "a store flush has not finished; the storage engine is stuck, exiting so that a restart recovers"
+    );
+    eprintln!(
+        "lagomorph: a store flush has run for {secs} s; the storage engine is stuck. Exiting \
+         with status {EXIT_STALLED} so that a restart recovers (confirmed messages are on disk)."
+    );
+    std::process::exit(EXIT_STALLED);
+}
 
 /// How long connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -87,6 +106,10 @@ async fn run(config: Config) -> Result<(), String> {
             bytes: usize::try_from(config.storage.queue_memory_window_mb << 20)
                 .unwrap_or(usize::MAX),
         },
+        stall_watch: (config.storage.flush_stall_exit_secs > 0).then(|| StallWatch {
+            limit: Duration::from_secs(config.storage.flush_stall_exit_secs),
+            on_stall: Arc::new(exit_on_stall),
+        }),
     };
     let broker = Broker::new(store, opts);
     broker

@@ -5,11 +5,18 @@
 //! flusher thread reads the current sequence, calls [`Store::flush`], and publishes the sequence
 //! it covered on a watch channel. Every write numbered at or below that is on disk, so every
 //! confirm waiting for it may go out. Under load, one fsync covers thousands of messages.
+//!
+//! A flush that never returns stops every confirm, and with them every confirming publisher.
+//! sled 0.34 can do that: its IO thread pool never grows past seven threads (its count of idle
+//! threads wraps below zero), and a thread that grows the log file while holding the segment
+//! lock waits for a truncation queued behind seven jobs that wait for that lock. An optional
+//! [`StallWatch`] thread notices a flush running longer than its limit and says so, so the
+//! process can end and be restarted rather than hang: what was confirmed is on disk.
 
 use crate::storage::Store;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How often writes that no confirm waits for are flushed anyway.
@@ -30,6 +37,27 @@ pub enum FlushPolicy {
     Interval(Duration),
 }
 
+/// What to do about a flush that does not finish: after `limit`, `on_stall` is called once for
+/// that flush, from a thread of its own, with the time the flush has been running.
+#[derive(Clone)]
+pub struct StallWatch {
+    /// How long a flush may run before it counts as stalled.
+    pub limit: Duration,
+    /// Called once per stalled flush (the broker binary logs and exits).
+    pub on_stall: Arc<dyn Fn(Duration) + Send + Sync>,
+}
+
+impl std::fmt::Debug for StallWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StallWatch")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the stall watch looks at the flusher, at most.
+const STALL_POLL: Duration = Duration::from_millis(250);
+
 /// The group-commit coordinator. See the module docs.
 pub struct GroupCommit {
     written: AtomicU64,
@@ -46,7 +74,12 @@ pub struct GroupCommit {
     /// Flushes per latency bucket of [`FLUSH_BUCKETS_MICROS`] (not cumulative: a flush is
     /// counted in the first bucket whose bound it does not exceed).
     pub flush_buckets: [AtomicU64; FLUSH_BUCKETS_MICROS.len()],
+    /// When the flush in progress started, in microseconds since `epoch` plus one; 0 when the
+    /// flusher is not flushing.
+    flush_started: AtomicU64,
+    epoch: Instant,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    watch_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -59,8 +92,12 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread.
-    pub fn start(store: Arc<dyn Store>, policy: FlushPolicy) -> Arc<Self> {
+    /// Starts the flusher thread, and with `watch` a thread that watches it for stalls.
+    pub fn start(
+        store: Arc<dyn Store>,
+        policy: FlushPolicy,
+        watch: Option<StallWatch>,
+    ) -> Arc<Self> {
         let (flushed, _) = watch::channel(0);
         let gc = Arc::new(GroupCommit {
             written: AtomicU64::new(0),
@@ -73,7 +110,10 @@ impl GroupCommit {
             flush_micros_total: AtomicU64::new(0),
             flush_count: AtomicU64::new(0),
             flush_buckets: Default::default(),
+            flush_started: AtomicU64::new(0),
+            epoch: Instant::now(),
             thread: Mutex::new(None),
+            watch_thread: Mutex::new(None),
         });
         let worker = Arc::clone(&gc);
         let handle = std::thread::Builder::new()
@@ -81,7 +121,39 @@ impl GroupCommit {
             .spawn(move || worker.run())
             .expect("invariant: the OS can start one thread at startup");
         *gc.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        if let Some(watch) = watch {
+            let watcher = Arc::clone(&gc);
+            let handle = std::thread::Builder::new()
+                .name("lagomorph-stall-watch".into())
+                .spawn(move || watcher.watch(&watch))
+                .expect("invariant: the OS can start one thread at startup");
+            *gc.watch_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
         gc
+    }
+
+    /// Microseconds since `epoch`, plus one (so that 0 can mean "not flushing").
+    fn stamp(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// The stall watch: until stopped, reports each flush that runs past `watch.limit`, once.
+    fn watch(&self, watch: &StallWatch) {
+        let mut reported = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::park_timeout(STALL_POLL.min(watch.limit));
+            let started = self.flush_started.load(Ordering::Acquire);
+            if started == 0 || started == reported {
+                continue;
+            }
+            let running = Duration::from_micros(self.stamp().saturating_sub(started));
+            if running >= watch.limit {
+                reported = started;
+                (watch.on_stall)(running);
+            }
+        }
     }
 
     /// Records that a store write finished; returns its sequence number.
@@ -129,6 +201,17 @@ impl GroupCommit {
         {
             let _ = h.join();
         }
+        let watcher = self
+            .watch_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = watcher
+            && h.thread().id() != std::thread::current().id()
+        {
+            h.thread().unpark();
+            let _ = h.join();
+        }
     }
 
     fn flush_once(&self) {
@@ -136,8 +219,11 @@ impl GroupCommit {
         if target <= self.flushed() {
             return;
         }
-        let started = std::time::Instant::now();
-        match self.store.flush() {
+        let started = Instant::now();
+        self.flush_started.store(self.stamp(), Ordering::Release);
+        let result = self.store.flush();
+        self.flush_started.store(0, Ordering::Release);
+        match result {
             Ok(()) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
@@ -187,5 +273,117 @@ impl GroupCommit {
                 std::thread::sleep(d);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{
+        BindingRecord, Definitions, ExchangeRecord, MemoryStore, QueueRecord, QueueStore, Spill,
+        StoreError,
+    };
+    use std::sync::mpsc;
+
+    /// A [`MemoryStore`] whose flushes wait until the test opens the gate.
+    struct GatedFlush {
+        inner: MemoryStore,
+        open: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl GatedFlush {
+        fn open_gate(&self) {
+            *self.open.lock().expect("gate") = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Store for GatedFlush {
+        fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError> {
+            self.inner.put_exchange(r)
+        }
+        fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+            self.inner.delete_exchange(vhost, name)
+        }
+        fn put_queue(&self, r: &QueueRecord) -> Result<(), StoreError> {
+            self.inner.put_queue(r)
+        }
+        fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+            self.inner.delete_queue(vhost, name)
+        }
+        fn put_binding(&self, r: &BindingRecord) -> Result<(), StoreError> {
+            self.inner.put_binding(r)
+        }
+        fn delete_binding(&self, r: &BindingRecord) -> Result<(), StoreError> {
+            self.inner.delete_binding(r)
+        }
+        fn load_definitions(&self) -> Result<Definitions, StoreError> {
+            self.inner.load_definitions()
+        }
+        fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+            self.inner.open_queue(vhost, name)
+        }
+        fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn Spill>, StoreError> {
+            self.inner.open_spill(vhost, name)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            let mut open = self.open.lock().expect("gate");
+            while !*open {
+                open = self.opened.wait(open).expect("gate");
+            }
+            self.inner.flush()
+        }
+    }
+
+    fn gated() -> Arc<GatedFlush> {
+        Arc::new(GatedFlush {
+            inner: MemoryStore::new(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        })
+    }
+
+    #[test]
+    fn a_flush_that_does_not_finish_is_reported_once_and_a_finished_one_never() {
+        let store = gated();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let watch = StallWatch {
+            limit: Duration::from_millis(50),
+            on_stall: Arc::new(move |running| {
+                let _ = tx.lock().expect("tx").send(running);
+            }),
+        };
+        let gc = GroupCommit::start(
+            Arc::clone(&store) as Arc<dyn Store>,
+            FlushPolicy::Batch,
+            Some(watch),
+        );
+        gc.note_write();
+        gc.request_flush();
+        // The flush hangs at the gate: reported once it has run past the limit.
+        let running = rx.recv_timeout(Duration::from_secs(30)).expect("reported");
+        assert!(running >= Duration::from_millis(50), "{running:?}");
+        assert_eq!(gc.flushed(), 0, "nothing confirmed while stuck");
+        // Once, not on every look: nothing more while the same flush hangs on.
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        store.open_gate();
+        let mut flushed = gc.subscribe();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), flushed.wait_for(|&f| f >= 1))
+                .await
+                .expect("flushed in time")
+                .expect("flusher alive");
+        });
+        // Flushes that finish promptly are never reported.
+        gc.note_write();
+        gc.request_flush();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        gc.stop();
     }
 }

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
-pub use group_commit::{FlushPolicy, GroupCommit};
+pub use group_commit::{FlushPolicy, GroupCommit, StallWatch};
 pub use message::{Delivery, Message, QueuedMessage};
 pub use queue::{MemoryWindow, Queue};
 pub use vhost::VHost;
@@ -96,6 +96,8 @@ pub struct BrokerOptions {
     pub flush: FlushPolicy,
     /// What each queue keeps in memory; the rest is paged to the store.
     pub queue_window: MemoryWindow,
+    /// What to do when a store flush does not finish (none: nothing, it is waited for).
+    pub stall_watch: Option<StallWatch>,
 }
 
 impl Default for BrokerOptions {
@@ -110,6 +112,7 @@ impl Default for BrokerOptions {
             limits: Limits::default(),
             flush: FlushPolicy::Batch,
             queue_window: MemoryWindow::default(),
+            stall_watch: None,
         }
     }
 }
@@ -210,7 +213,7 @@ impl Broker {
     /// A broker over `store` with the default vhost. Call [`Broker::recover`] to load what the
     /// store holds.
     pub fn new(store: Arc<dyn Store>, opts: BrokerOptions) -> Broker {
-        let commit = GroupCommit::start(Arc::clone(&store), opts.flush);
+        let commit = GroupCommit::start(Arc::clone(&store), opts.flush, opts.stall_watch.clone());
         let mut vhosts = HashMap::new();
         vhosts.insert(
             opts.default_vhost.clone(),

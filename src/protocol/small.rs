@@ -112,11 +112,7 @@ impl<const N: usize> SmallBytes<N> {
         if let Some(v) = Self::inline(s) {
             return Some(v);
         }
-        let start = (s.as_ptr() as usize).wrapping_sub(shared.as_ptr() as usize);
-        match start.checked_add(s.len()) {
-            Some(end) if end <= shared.len() => Some(SmallBytes::Shared(shared.slice(start..end))),
-            _ => None,
-        }
+        slice_within(shared, s).map(SmallBytes::Shared)
     }
 
     /// The bytes.
@@ -217,6 +213,17 @@ pub(super) fn is_ascii_short(s: &[u8]) -> bool {
             _ => s.is_ascii(),
         },
         _ => s.is_ascii(),
+    }
+}
+
+/// `s` as a zero-copy slice of `shared`, which it must lie in: like `Bytes::slice_ref`, but a
+/// slice outside `shared` (or a `shared` that is empty) gives `None` instead of a panic.
+#[inline]
+pub(super) fn slice_within(shared: &Bytes, s: &[u8]) -> Option<Bytes> {
+    let start = (s.as_ptr() as usize).wrapping_sub(shared.as_ptr() as usize);
+    match start.checked_add(s.len()) {
+        Some(end) if end <= shared.len() => Some(shared.slice(start..end)),
+        _ => None,
     }
 }
 

@@ -140,10 +140,9 @@ pub(super) fn sub_bytes(p: &Bytes, sub: &[u8]) -> Result<Bytes, nom::Err<WireErr
     if sub.is_empty() {
         return Ok(Bytes::new());
     }
-    let start = (sub.as_ptr() as usize).wrapping_sub(p.as_ptr() as usize);
-    match start.checked_add(sub.len()) {
-        Some(end) if end <= p.len() => Ok(p.slice(start..end)),
-        _ => fail(FrameError::Syntax("field outside its frame")),
+    match super::small::slice_within(p, sub) {
+        Some(b) => Ok(b),
+        None => fail(FrameError::Syntax("field outside its frame")),
     }
 }
 

@@ -827,7 +827,8 @@ impl Channel {
         }
     }
 
-    /// basic.recover: every unacked delivery goes back to its queue.
+    /// basic.recover, and a channel's end: the acks already received are applied, then every
+    /// other unacked delivery goes back to its queue.
     fn recover(&mut self) {
         self.flush_acks();
         let mut all: Vec<(Unacked, Settle)> = self
@@ -851,12 +852,7 @@ impl Channel {
                 ctx.vhost.auto_delete_queue(&c.queue);
             }
         }
-        let mut all: Vec<(Unacked, Settle)> = self
-            .unacked
-            .drain(..)
-            .map(|u| (u, Settle::Requeue))
-            .collect();
-        self.apply_settles(&mut all);
+        self.recover();
     }
 }
 

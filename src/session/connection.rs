@@ -228,8 +228,9 @@ impl Connection {
         self.out.len()
     }
 
-    /// Takes the bytes to write: one buffer of encoded frames, with large bodies referenced in
-    /// between (write it with a vectored write, e.g. `write_all_buf`).
+    /// Takes the bytes to write: encoded frames, with large bodies referenced in between as
+    /// parts of their own (write them with vectored writes of many parts: see
+    /// [`Transmit`]).
     pub fn take_output(&mut self, now: Instant) -> Option<Transmit> {
         let t = self.out.take()?;
         self.last_send = now;

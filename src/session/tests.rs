@@ -394,6 +394,36 @@ const ODD_PROPERTIES: &[u8] = b"\xb0\x11\x00\x00\
     \x02\
     \x05guest";
 
+impl Script {
+    /// Declares queue `q` with no_wait (no reply).
+    fn declare_quietly(&mut self, q: &str) {
+        self.send(
+            1,
+            QueueDeclare {
+                queue: ShortStr::try_from(q).expect("name"),
+                no_wait: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+    }
+
+    /// Consumes `q` with auto-ack as consumer "c", and checks the consume-ok is all the reply.
+    fn consume_no_ack(&mut self, q: &str) {
+        self.send(
+            1,
+            BasicConsume {
+                queue: ShortStr::try_from(q).expect("name"),
+                consumer_tag: ShortStr::from_static("c"),
+                no_ack: true,
+                ..Default::default()
+            }
+            .into(),
+        );
+        assert!(matches!(&self.methods()[..], [Method::BasicConsumeOk(_)]));
+    }
+}
+
 /// The property bytes of every content header in `out`.
 fn header_bytes(out: &[Frame]) -> Vec<Vec<u8>> {
     out.iter()
@@ -418,27 +448,9 @@ fn deliveries_returns_and_gets_carry_the_published_property_bytes() {
 
     let mut s = Script::open(0);
     for q in ["q", "g"] {
-        s.send(
-            1,
-            QueueDeclare {
-                queue: ShortStr::try_from(q).expect("name"),
-                no_wait: true,
-                ..Default::default()
-            }
-            .into(),
-        );
+        s.declare_quietly(q);
     }
-    s.send(
-        1,
-        BasicConsume {
-            queue: ShortStr::from_static("q"),
-            consumer_tag: ShortStr::from_static("c"),
-            no_ack: true,
-            ..Default::default()
-        }
-        .into(),
-    );
-    assert!(matches!(&s.methods()[..], [Method::BasicConsumeOk(_)]));
+    s.consume_no_ack("q");
 
     // Delivered to a consumer.
     s.send_bytes(&publish_raw("q", false, ODD_PROPERTIES, b"one"));
@@ -506,26 +518,8 @@ fn malformed_properties_close_the_connection_and_reach_no_consumer() {
         (&b"\x20\x00\x00\x00\x00\x03\x01kZ"[..], 502),
     ] {
         let mut s = Script::open(0);
-        s.send(
-            1,
-            QueueDeclare {
-                queue: ShortStr::from_static("q"),
-                no_wait: true,
-                ..Default::default()
-            }
-            .into(),
-        );
-        s.send(
-            1,
-            BasicConsume {
-                queue: ShortStr::from_static("q"),
-                consumer_tag: ShortStr::from_static("c"),
-                no_ack: true,
-                ..Default::default()
-            }
-            .into(),
-        );
-        assert!(matches!(&s.methods()[..], [Method::BasicConsumeOk(_)]));
+        s.declare_quietly("q");
+        s.consume_no_ack("q");
         s.send_bytes(&publish_raw("q", false, props, b"x"));
         s.pump();
         let m = s.methods();

@@ -215,6 +215,28 @@ async fn publish_confirmed(ch: &lapin::Channel, q: &str, messages: Vec<(Vec<u8>,
     }
 }
 
+/// Declares the transient queue `q` and publishes `bodies` to it (transient, no confirms).
+async fn declare_and_publish(ch: &lapin::Channel, q: &str, bodies: impl Iterator<Item = Vec<u8>>) {
+    within(ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    for body in bodies {
+        within(ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        ))
+        .await
+        .expect("publish");
+    }
+}
+
 async fn drain_bodies(ch: &lapin::Channel, q: &str, n: usize) -> Vec<(String, bool)> {
     let mut cons = within(ch.basic_consume(
         q.into(),
@@ -239,24 +261,12 @@ async fn drain_bodies(ch: &lapin::Channel, q: &str, n: usize) -> Vec<(String, bo
 async fn a_backlog_beyond_the_memory_window_pages_out_and_comes_back_in_order() {
     let b = support::start_with(small_window()).await;
     let (_c, ch) = b.channel().await;
-    within(ch.queue_declare(
-        "backlog".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("declare");
-    for i in 0..500u32 {
-        within(ch.basic_publish(
-            "".into(),
-            "backlog".into(),
-            BasicPublishOptions::default(),
-            format!("{i}").as_bytes(),
-            BasicProperties::default(),
-        ))
-        .await
-        .expect("publish");
-    }
+    declare_and_publish(
+        &ch,
+        "backlog",
+        (0..500u32).map(|i| format!("{i}").into_bytes()),
+    )
+    .await;
     let q = b
         .broker
         .vhost("/")
@@ -400,24 +410,7 @@ async fn the_memory_window_is_bounded_in_bytes_too_before_and_after_restart() {
 async fn a_transient_backlog_of_large_messages_keeps_only_the_byte_window_in_memory() {
     let b = support::start_with(byte_window()).await;
     let (_c, ch) = b.channel().await;
-    within(ch.queue_declare(
-        "big-transient".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    ))
-    .await
-    .expect("declare");
-    for i in 0..200u32 {
-        within(ch.basic_publish(
-            "".into(),
-            "big-transient".into(),
-            BasicPublishOptions::default(),
-            &numbered_kib(i),
-            BasicProperties::default(),
-        ))
-        .await
-        .expect("publish");
-    }
+    declare_and_publish(&ch, "big-transient", (0..200u32).map(numbered_kib)).await;
     // A passive declare is answered after every publish before it was handled.
     let seen = within(ch.queue_declare(
         "big-transient".into(),

@@ -1,0 +1,125 @@
+//! queue.declare, queue.bind, queue.unbind, queue.purge and queue.delete.
+
+use crate::broker::BrokerError;
+use crate::broker::vhost::QueueSpec;
+use crate::protocol::method::*;
+use crate::protocol::types::ShortStr;
+use std::sync::Arc;
+
+use super::super::connection::Ctx;
+use super::super::error::AmqpError;
+use super::Channel;
+
+impl Channel {
+    pub(super) fn queue_declare(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: QueueDeclare,
+    ) -> Result<(), AmqpError> {
+        let spec = QueueSpec {
+            name: m.queue.to_string(),
+            durable: m.durable,
+            exclusive: m.exclusive.then_some(ctx.conn),
+            auto_delete: m.auto_delete,
+            arguments: m.arguments,
+        };
+        let q = ctx
+            .vhost
+            .declare_queue(&spec, m.passive, ctx.conn)
+            .map_err(|e| {
+                AmqpError::from_broker(self.id, e)
+                    .on(QueueDeclare::CLASS_ID, QueueDeclare::METHOD_ID)
+            })?;
+        self.last_queue = Some(Arc::clone(&q.name));
+        if !m.no_wait {
+            ctx.send(
+                self.id,
+                &QueueDeclareOk {
+                    queue: ShortStr::try_from(&*q.name).unwrap_or_default(),
+                    message_count: q.message_count(),
+                    consumer_count: q.consumer_count(),
+                }
+                .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_bind(&mut self, ctx: &mut Ctx<'_>, m: QueueBind) -> Result<(), AmqpError> {
+        let (class, mid) = (QueueBind::CLASS_ID, QueueBind::METHOD_ID);
+        let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        ctx.vhost
+            .bind(
+                &m.exchange,
+                &queue,
+                false,
+                &m.routing_key,
+                &m.arguments,
+                ctx.conn,
+            )
+            .map_err(|e| AmqpError::from_broker(self.id, e).on(class, mid))?;
+        if !m.no_wait {
+            ctx.send(self.id, &QueueBindOk.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_unbind(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: QueueUnbind,
+    ) -> Result<(), AmqpError> {
+        let (class, mid) = (QueueUnbind::CLASS_ID, QueueUnbind::METHOD_ID);
+        let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        ctx.vhost
+            .unbind(
+                &m.exchange,
+                &queue,
+                false,
+                &m.routing_key,
+                &m.arguments,
+                ctx.conn,
+            )
+            .map_err(|e| AmqpError::from_broker(self.id, e).on(class, mid))?;
+        ctx.send(self.id, &QueueUnbindOk.into());
+        Ok(())
+    }
+
+    pub(super) fn queue_purge(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: QueuePurge,
+    ) -> Result<(), AmqpError> {
+        let (class, mid) = (QueuePurge::CLASS_ID, QueuePurge::METHOD_ID);
+        let on = |e| AmqpError::from_broker(self.id, e).on(class, mid);
+        let queue = self.queue_name(&m.queue, class, mid)?;
+        let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
+        let n = q.purge().map_err(on)?;
+        if !m.no_wait {
+            ctx.send(self.id, &QueuePurgeOk { message_count: n }.into());
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_delete(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: QueueDelete,
+    ) -> Result<(), AmqpError> {
+        let (class, mid) = (QueueDelete::CLASS_ID, QueueDelete::METHOD_ID);
+        let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        let n = match ctx
+            .vhost
+            .delete_queue(&queue, m.if_unused, m.if_empty, ctx.conn)
+        {
+            Ok(n) => n,
+            // Deleting what does not exist succeeds, as in RabbitMQ.
+            Err(BrokerError::NotFound(_)) => 0,
+            Err(e) => return Err(AmqpError::from_broker(self.id, e).on(class, mid)),
+        };
+        if !m.no_wait {
+            ctx.send(self.id, &QueueDeleteOk { message_count: n }.into());
+        }
+        Ok(())
+    }
+}

@@ -8,7 +8,19 @@
 //!   confirms can go out), [`Connection::is_closed`] (write what is left, then close the socket).
 //!
 //! Handshake: protocol header, start / start-ok (PLAIN or AMQPLAIN), tune / tune-ok, open /
-//! open-ok. After a connection.close is sent, everything but close and close-ok is discarded.
+//! open-ok.
+//!
+//! Closing, as RabbitMQ 3.10 does (recorded in `tests/fixtures/rabbitmq-3.10/compat.json`):
+//! - the client sends connection.close: we release its channels, answer close-ok and keep
+//!   reading (and discarding) until the client closes the socket, for at most
+//!   [`CLOSE_TIMEOUT`]. Closing at once would leave the client's unread input in our kernel
+//!   buffer, and Linux then answers with a reset, which can reach the client before close-ok;
+//! - we send connection.close: everything but close and close-ok is discarded until close-ok
+//!   arrives (then the socket closes) or [`CLOSE_TIMEOUT`] passes; a close from the client
+//!   crossing ours is answered with close-ok, as above;
+//! - a tune-ok RabbitMQ refuses (frame_max 0 or above ours, channel_max 0 or above ours,
+//!   frame_max under 4096) closes the socket without a close method, after
+//!   [`SILENT_CLOSE_DELAY`], as RabbitMQ does with errors before the connection is open.
 
 use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Outbound, User, VHost};
 use crate::protocol::ReplyCode;
@@ -28,8 +40,13 @@ use super::confirms::Confirm;
 use super::error::{AmqpError, Scope};
 use super::output::{Output, Transmit};
 
-/// How long we wait for the peer's close-ok before giving up on it.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long we wait for the peer's close-ok, and after our close-ok for the peer to close the
+/// socket. RabbitMQ waits 30 s (or the heartbeat interval, if shorter); a few seconds are
+/// enough for a client to read close-ok and close, and do not hold a connection slot for long.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection refused before it is open (a bad tune-ok) waits before its socket is
+/// closed, as RabbitMQ's `SILENT_CLOSE_DELAY` (3 s): a client cannot retry in a tight loop.
+pub const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
 
 /// What the session hands to channel handlers.
 pub(crate) struct Ctx<'a> {
@@ -57,7 +74,11 @@ enum State {
     TuneOk,
     Open,
     Running,
+    /// We sent connection.close and wait for close-ok.
     Closing,
+    /// Nothing more will be answered: input is discarded until the peer closes the socket or
+    /// `close_deadline` passes (after our close-ok, or a silent refusal).
+    Draining,
     Closed,
 }
 
@@ -220,7 +241,7 @@ impl Connection {
     /// False while the memory alarm blocks this connection: the driver stops reading its
     /// socket, so TCP pushes back on the publisher (RabbitMQ's connection.blocked behaviour).
     pub fn wants_read(&self) -> bool {
-        self.blocked.is_none() || !self.has_published
+        self.blocked.is_none() || !self.has_published || self.state == State::Draining
     }
 
     /// Bytes waiting to be written.
@@ -296,6 +317,10 @@ impl Connection {
     /// Bytes from the socket: consumes every complete frame in `buf`.
     pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
         self.last_recv = now;
+        if self.state == State::Draining {
+            buf.clear();
+            return;
+        }
         if self.state == State::Header {
             match decode_protocol_header(buf) {
                 Ok(None) => return,
@@ -309,7 +334,7 @@ impl Connection {
                 }
             }
         }
-        while self.state != State::Closed {
+        while !matches!(self.state, State::Closed | State::Draining) {
             match decode(buf, self.frame_max) {
                 Ok(Some(frame)) => {
                     if let Err(e) = self.handle_frame(frame, now) {
@@ -323,6 +348,9 @@ impl Connection {
                     break;
                 }
             }
+        }
+        if self.state == State::Draining {
+            buf.clear();
         }
         self.flush_acks();
         self.emit_confirms();
@@ -434,7 +462,7 @@ impl Connection {
                 self.cleanup_channel(id, true);
             }
             _ => {
-                if matches!(self.state, State::Closing | State::Closed) {
+                if matches!(self.state, State::Closing | State::Draining | State::Closed) {
                     return;
                 }
                 if e.code == ReplyCode::ConnectionForced {
@@ -462,26 +490,36 @@ impl Connection {
             State::Closing => {
                 match frame {
                     Frame::Method {
+                        channel: 0,
                         method: Method::ConnectionCloseOk(_),
-                        ..
                     } => self.finish(),
                     Frame::Method {
+                        channel: 0,
                         method: Method::ConnectionClose(_),
-                        ..
-                    } => {
-                        encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                        self.finish();
-                    }
+                    } => self.close_ok(now),
                     _ => {}
                 }
                 Ok(())
             }
             State::StartOk | State::TuneOk | State::Open => self.handshake(frame, now),
-            State::Header | State::Closed => Ok(()),
+            State::Header | State::Draining | State::Closed => Ok(()),
         }
     }
 
-    fn handshake(&mut self, frame: Frame, _now: Instant) -> Result<(), AmqpError> {
+    /// Answers the client's connection.close: close-ok, then wait for the client to close.
+    fn close_ok(&mut self, now: Instant) {
+        self.release();
+        encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
+        self.drain(now + CLOSE_TIMEOUT);
+    }
+
+    /// Discards input from now on and closes the socket when the peer does or at `deadline`.
+    fn drain(&mut self, deadline: Instant) {
+        self.state = State::Draining;
+        self.close_deadline = Some(deadline);
+    }
+
+    fn handshake(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
         let Frame::Method { channel: 0, method } = frame else {
             if matches!(frame, Frame::Heartbeat) {
                 return Ok(());
@@ -493,11 +531,13 @@ impl Connection {
         };
         match (self.state, method) {
             (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m),
-            (State::TuneOk, Method::ConnectionTuneOk(m)) => self.tune_ok(m),
+            (State::TuneOk, Method::ConnectionTuneOk(m)) => {
+                self.tune_ok(m, now);
+                Ok(())
+            }
             (State::Open, Method::ConnectionOpen(m)) => self.open(m),
             (_, Method::ConnectionClose(_)) => {
-                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                self.finish();
+                self.close_ok(now);
                 Ok(())
             }
             (state, m) => Err(AmqpError::connection(
@@ -509,6 +549,11 @@ impl Connection {
     }
 
     fn start_ok(&mut self, m: ConnectionStartOk) -> Result<(), AmqpError> {
+        *self
+            .info
+            .client_properties
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = m.client_properties.clone();
         if let Some(FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
             let flag = |k: &str| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
             self.caps = ClientCaps {
@@ -576,29 +621,30 @@ impl Connection {
         Ok(())
     }
 
-    fn tune_ok(&mut self, m: ConnectionTuneOk) -> Result<(), AmqpError> {
+    /// connection.tune-ok: the client's values must be within ours, as RabbitMQ checks them
+    /// (`rabbit_reader:validate_negotiated_integer_value`); 0 means "no limit", which is above
+    /// any limit we offered. A refusal closes the socket silently (see the module docs).
+    fn tune_ok(&mut self, m: ConnectionTuneOk, now: Instant) {
         let l = self.broker.limits();
-        let frame_max = if m.frame_max == 0 {
-            l.frame_max
-        } else {
-            m.frame_max.min(l.frame_max)
-        };
-        if frame_max < FRAME_MIN_SIZE {
-            return Err(AmqpError::connection(
-                ReplyCode::NotAllowed,
-                format_args!("frame_max={} < {} min size", m.frame_max, FRAME_MIN_SIZE),
-            )
-            .on(10, 31));
+        let refusal = negotiation_error("frame_max", FRAME_MIN_SIZE, l.frame_max, m.frame_max)
+            .or_else(|| {
+                negotiation_error(
+                    "channel_max",
+                    1,
+                    u32::from(l.channel_max),
+                    u32::from(m.channel_max),
+                )
+            });
+        if let Some(why) = refusal {
+            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, reason = %why, "handshake error in connection.tune-ok; closing the socket silently");
+            self.release();
+            self.drain(now + SILENT_CLOSE_DELAY);
+            return;
         }
-        self.frame_max = frame_max;
-        self.channel_max = if m.channel_max == 0 {
-            l.channel_max
-        } else {
-            m.channel_max.min(l.channel_max)
-        };
+        self.frame_max = m.frame_max;
+        self.channel_max = m.channel_max;
         self.heartbeat = (m.heartbeat > 0).then(|| Duration::from_secs(u64::from(m.heartbeat)));
         self.state = State::Open;
-        Ok(())
     }
 
     fn open(&mut self, m: ConnectionOpen) -> Result<(), AmqpError> {
@@ -638,7 +684,7 @@ impl Connection {
         Ok(())
     }
 
-    fn running(&mut self, frame: Frame, _now: Instant) -> Result<(), AmqpError> {
+    fn running(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
         let is_ack = matches!(
             &frame,
             Frame::Method {
@@ -654,7 +700,7 @@ impl Connection {
         }
         match frame {
             Frame::Heartbeat => Ok(()),
-            Frame::Method { channel: 0, method } => self.connection_method(method),
+            Frame::Method { channel: 0, method } => self.connection_method(method, now),
             Frame::Method { channel, method } => self.channel_method(channel, method),
             Frame::Header { channel, header } => {
                 self.has_published = true;
@@ -662,10 +708,7 @@ impl Connection {
             }
             Frame::Body { channel, payload } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
-                    return Err(AmqpError::connection(
-                        ReplyCode::ChannelError,
-                        "expected 'channel.open'",
-                    ));
+                    return Err(expected_method_frame());
                 };
                 if ch.closing {
                     return Ok(());
@@ -678,7 +721,7 @@ impl Connection {
         }
     }
 
-    fn connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
+    fn connection_method(&mut self, method: Method, now: Instant) -> Result<(), AmqpError> {
         match method {
             Method::ConnectionClose(m) => {
                 tracing::info!(
@@ -690,9 +733,7 @@ impl Connection {
                     text = %m.reply_text,
                     "connection closed by client"
                 );
-                self.cleanup_all();
-                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                self.finish();
+                self.close_ok(now);
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => Ok(()),
@@ -700,9 +741,11 @@ impl Connection {
                 encode_method(0, &ConnectionUpdateSecretOk.into(), self.out.buf());
                 Ok(())
             }
+            // RabbitMQ's answer to any other method on channel 0 (basic.publish,
+            // channel.open, a second connection.open...).
             m => Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                format_args!("unexpected {} on channel 0", m.name()),
+                ReplyCode::ChannelError,
+                "unexpected method in connection state running",
             )
             .on(m.class_id(), m.method_id())),
         }
@@ -710,6 +753,13 @@ impl Connection {
 
     fn channel_method(&mut self, channel: u16, method: Method) -> Result<(), AmqpError> {
         let (class, mid) = (method.class_id(), method.method_id());
+        if let Some(ch) = self.channels.get(&channel)
+            && !ch.closing
+            && !ch.assembler.is_idle()
+        {
+            // The channel's content is incomplete: RabbitMQ's assembler refuses any method.
+            return Err(ch.assembler.unexpected_frame());
+        }
         match method {
             Method::ChannelOpen(_) => {
                 if channel > self.channel_max {
@@ -763,13 +813,6 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        if !ch.assembler.is_idle() {
-            return Err(AmqpError::connection(
-                ReplyCode::UnexpectedFrame,
-                "expected content header for class 60, got non content header frame instead",
-            )
-            .on(class, mid));
-        }
         if class == 10 {
             return Err(AmqpError::connection(
                 ReplyCode::CommandInvalid,
@@ -783,10 +826,7 @@ impl Connection {
     fn content_header(&mut self, channel: u16, header: ContentHeader) -> Result<(), AmqpError> {
         let max = u64::from(self.broker.limits().max_message_size);
         let Some(ch) = self.channels.get_mut(&channel) else {
-            return Err(AmqpError::connection(
-                ReplyCode::ChannelError,
-                "expected 'channel.open'",
-            ));
+            return Err(expected_method_frame());
         };
         if ch.closing {
             return Ok(());
@@ -918,6 +958,12 @@ impl Connection {
     fn finish(&mut self) {
         self.state = State::Closed;
         self.close_deadline = None;
+        self.release();
+    }
+
+    /// Releases the channels, exclusive queues and the broker's record of this connection,
+    /// once; the socket may stay open a little longer (see the module docs).
+    fn release(&mut self) {
         if !self.cleaned {
             self.cleaned = true;
             self.cleanup_all();
@@ -935,7 +981,7 @@ impl Connection {
 
     /// The socket ended (peer closed, IO error): release everything.
     pub fn handle_disconnect(&mut self) {
-        if self.state != State::Closed {
+        if !matches!(self.state, State::Closed | State::Draining) {
             tracing::info!(
                 conn = self.info.id.0,
                 peer = %self.info.peer,
@@ -962,6 +1008,36 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// RabbitMQ's answer to a content frame where a method frame belongs (no publish in progress,
+/// or a channel that is not open).
+fn expected_method_frame() -> AmqpError {
+    AmqpError::connection(
+        ReplyCode::UnexpectedFrame,
+        "expected method frame, got non method frame instead",
+    )
+}
+
+/// Why RabbitMQ refuses the client's value of a tune-ok field, if it does: 0 ("no limit") or
+/// more than the `server` value, or less than `min`.
+fn negotiation_error(field: &str, min: u32, server: u32, client: u32) -> Option<String> {
+    if client != 0 && client < min {
+        return Some(format!(
+            "NOT_ALLOWED - negotiated {field} = {client} is lower than the minimum allowed value ({min})"
+        ));
+    }
+    if client == 0 || client > server {
+        let detail = if client == 0 && field == "channel_max" {
+            " (no limit)"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "NOT_ALLOWED - negotiated {field} = {client}{detail} is higher than the maximum allowed value ({server})"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
     ));
     if let Some(wm) = config
         .memory
-        .high_watermark_bytes(lagomorph::server::total_memory_bytes())
+        .high_watermark_bytes(lagomorph::process::total_memory())
     {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(

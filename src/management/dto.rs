@@ -249,6 +249,9 @@ pub(crate) struct Connection {
     pub(crate) timeout: u16,
     pub(crate) connected_at: u64,
     pub(crate) client_properties: Map<String, Value>,
+    /// The client's `connection_name` property, as RabbitMQ repeats it (absent when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_provided_name: Option<String>,
 }
 
 /// Connection fields repeated in channel listings.

@@ -9,7 +9,7 @@
 //! (basic auth, tags), `dto` (JSON shapes), `json` (field tables and properties ↔ JSON, request
 //! extractors), `listing` (pagination, filters, sorting, columns), `rates` (the sampler that
 //! turns atomic counters into rates), `metrics` (Prometheus text), `error` (RabbitMQ's error
-//! bodies), `sys` (process figures from `/proc`).
+//! bodies). Process figures come from [`crate::process`].
 
 mod api;
 mod auth;
@@ -19,7 +19,6 @@ mod json;
 mod listing;
 mod metrics;
 mod rates;
-mod sys;
 
 use crate::broker::Broker;
 use rates::Rates;
@@ -77,7 +76,7 @@ pub async fn serve_with(
         broker: broker.clone(),
         rates: Arc::new(Rates::default()),
         started: Instant::now(),
-        node: Arc::from(format!("lagomorph@{}", sys::hostname()).as_str()),
+        node: Arc::from(format!("lagomorph@{}", crate::process::hostname()).as_str()),
     };
     let sampler = tokio::spawn(Arc::clone(&state.rates).run(
         broker,

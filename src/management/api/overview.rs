@@ -9,7 +9,7 @@ use crate::management::error::{ApiError, ApiResult};
 use crate::management::json::{JsonBody, PathArgs, QueryArgs};
 use crate::management::listing::ListQuery;
 use crate::management::rates::{Counters, RateSet};
-use crate::management::sys;
+use crate::process;
 use crate::protocol::ReplyCode;
 use crate::protocol::types::ShortStr;
 use axum::Json;
@@ -151,12 +151,12 @@ fn node_dto(st: &ApiState) -> dto::Node {
         kind: "disc",
         running: true,
         os_pid: std::process::id().to_string(),
-        mem_used: sys::resident_memory(),
+        mem_used: process::resident_memory().unwrap_or(0),
         mem_limit: 0,
         mem_alarm: false,
         disk_free_alarm: false,
-        fd_used: sys::open_fds(),
-        processors: sys::processors(),
+        fd_used: process::open_fds().unwrap_or(0),
+        processors: process::processors(),
         uptime: u64::try_from(st.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         run_queue: 0,
         rates_mode: "basic",

@@ -74,8 +74,9 @@ def method(channel, class_id, method_id, args=b""):
 
 
 # The methods the recordings send, by name.
-def start_ok(user="guest", password="guest"):
-    return method(0, 10, 11, table({"product": "lagomorph-record"}) + shortstr("PLAIN")
+def start_ok(user="guest", password="guest", properties=None):
+    props = properties or {"product": "lagomorph-record"}
+    return method(0, 10, 11, table(props) + shortstr("PLAIN")
                   + longstr(f"\0{user}\0{password}") + shortstr("en_US"))
 
 
@@ -306,12 +307,13 @@ class Conn:
             out.append({"socket": "open", "waited_s": timeout})
         return out
 
-    def handshake(self, channel_max=None, frame_max=None, heartbeat=0, vhost="/"):
+    def handshake(self, channel_max=None, frame_max=None, heartbeat=0, vhost="/",
+                  properties=None):
         """Protocol header to open-ok. Tune values default to the broker's offer."""
         self.send(PROTOCOL_HEADER)
         start = self.recv_method()
         assert start and start["method"] == "connection.start", start
-        self.send(start_ok())
+        self.send(start_ok(properties=properties))
         tune = self.recv_method()
         assert tune and tune["method"] == "connection.tune", tune
         self.tune = tune

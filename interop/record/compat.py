@@ -365,35 +365,16 @@ def on_channel_0(port, data, what):
     return {"sent": what, "answer": got}
 
 
-@case()
-def basic_publish_on_channel_0(port):
-    return on_channel_0(port, a.basic_publish(0, "", "k"), "basic.publish on channel 0")
-
-
-@case()
-def basic_publish_with_content_on_channel_0(port):
-    return on_channel_0(port, a.publish(0, "", "k", b"x"),
-                        "basic.publish, content header and body on channel 0")
-
-
-@case()
-def channel_open_on_channel_0(port):
-    return on_channel_0(port, a.channel_open(0), "channel.open on channel 0")
-
-
-@case()
-def queue_declare_on_channel_0(port):
-    return on_channel_0(port, a.queue_declare(0, name("q")), "queue.declare on channel 0")
-
-
-@case()
-def content_header_on_channel_0(port):
-    return on_channel_0(port, a.content_header(0, 1), "a content header on channel 0")
-
-
-@case()
-def body_on_channel_0(port):
-    return on_channel_0(port, a.body(0, b"x"), "a body frame on channel 0")
+for _name, _data, _what in [
+    ("basic_publish_on_channel_0", a.basic_publish(0, "", "k"), "basic.publish on channel 0"),
+    ("basic_publish_with_content_on_channel_0", a.publish(0, "", "k", b"x"),
+     "basic.publish, content header and body on channel 0"),
+    ("channel_open_on_channel_0", a.channel_open(0), "channel.open on channel 0"),
+    ("queue_declare_on_channel_0", a.queue_declare(0, "record-q-on-0"), "queue.declare on channel 0"),
+    ("content_header_on_channel_0", a.content_header(0, 1), "a content header on channel 0"),
+    ("body_on_channel_0", a.body(0, b"x"), "a body frame on channel 0"),
+]:
+    CASES[_name] = (lambda port, d=_data, w=_what: on_channel_0(port, d, w), False)
 
 
 # --- tune-ok -------------------------------------------------------------------------------
@@ -409,34 +390,18 @@ def tune(port, what, **values):
             "answer": [got] + rest}
 
 
-@case()
-def tune_ok_frame_max_0(port):
-    return tune(port, "tune-ok frame_max 0", frame_max=0)
-
-
-@case()
-def tune_ok_frame_max_above_offer(port):
-    return tune(port, "tune-ok frame_max 131073 (offer + 1)", frame_max=131073)
-
-
-@case()
-def tune_ok_frame_max_below_minimum(port):
-    return tune(port, "tune-ok frame_max 1024", frame_max=1024)
-
-
-@case()
-def tune_ok_channel_max_0(port):
-    return tune(port, "tune-ok channel_max 0", channel_max=0)
-
-
-@case()
-def tune_ok_channel_max_above_offer(port):
-    return tune(port, "tune-ok channel_max 2048 (offer + 1)", channel_max=2048)
-
-
-@case()
-def tune_ok_below_offer(port):
-    return tune(port, "tune-ok channel_max 10, frame_max 8192", channel_max=10, frame_max=8192)
+for _name, _what, _values in [
+    ("tune_ok_frame_max_0", "tune-ok frame_max 0", {"frame_max": 0}),
+    ("tune_ok_frame_max_above_offer", "tune-ok frame_max 131073 (offer + 1)",
+     {"frame_max": 131073}),
+    ("tune_ok_frame_max_below_minimum", "tune-ok frame_max 1024", {"frame_max": 1024}),
+    ("tune_ok_channel_max_0", "tune-ok channel_max 0", {"channel_max": 0}),
+    ("tune_ok_channel_max_above_offer", "tune-ok channel_max 2048 (offer + 1)",
+     {"channel_max": 2048}),
+    ("tune_ok_below_offer", "tune-ok channel_max 10, frame_max 8192",
+     {"channel_max": 10, "frame_max": 8192}),
+]:
+    CASES[_name] = (lambda port, w=_what, v=_values: tune(port, w, **v), False)
 
 
 # --- content frames ------------------------------------------------------------------------
@@ -450,70 +415,31 @@ def content(port, data, what):
     return {"sent": what, "answer": got}
 
 
-@case()
-def method_instead_of_content_header(port):
-    return content(port, a.basic_publish(1, "", "k") + a.queue_declare(1, name("q")),
-                   "basic.publish then queue.declare instead of its content header")
-
-
-@case()
-def method_instead_of_content_body(port):
-    return content(port, a.basic_publish(1, "", "k") + a.content_header(1, 10)
-                   + a.queue_declare(1, name("q")),
-                   "basic.publish, a content header of 10 bytes, then queue.declare")
-
-
-@case()
-def body_without_publish(port):
-    return content(port, a.body(1, b"x"), "a body frame on an open channel with no publish")
-
-
-@case()
-def header_without_publish(port):
-    return content(port, a.content_header(1, 1), "a content header with no publish")
-
-
-@case()
-def body_longer_than_header_says(port):
-    return content(port, a.basic_publish(1, "", "k") + a.content_header(1, 5)
-                   + a.body(1, b"0123456789"),
-                   "basic.publish, content header of 5 bytes, a 10-byte body")
-
-
-@case()
-def header_of_another_class(port):
-    return content(port, a.basic_publish(1, "", "k") + a.content_header(1, 1, class_id=50),
-                   "basic.publish, then a content header of class 50")
-
-
-@case()
-def body_on_unopened_channel(port):
-    return content(port, a.body(5, b"x"), "a body frame on channel 5, never opened")
-
-
-@case()
-def header_on_unopened_channel(port):
-    return content(port, a.content_header(5, 1), "a content header on channel 5, never opened")
-
-
-@case()
-def publish_on_unopened_channel(port):
-    return content(port, a.basic_publish(5, "", "k"), "basic.publish on channel 5, never opened")
-
-
-@case()
-def unknown_frame_type(port):
-    return content(port, a.frame(9, 0, b""), "a frame of type 9")
-
-
-@case()
-def bad_frame_end(port):
-    return content(port, a.heartbeat()[:-1] + b"\x00", "a heartbeat ending in 0x00")
-
-
-@case()
-def heartbeat_on_channel_1(port):
-    return content(port, a.frame(a.FRAME_HEARTBEAT, 1, b""), "a heartbeat frame on channel 1")
+for _name, _data, _what in [
+    ("method_instead_of_content_header", a.basic_publish(1, "", "k") + a.queue_declare(1, "q"),
+     "basic.publish then queue.declare instead of its content header"),
+    ("method_instead_of_content_body",
+     a.basic_publish(1, "", "k") + a.content_header(1, 10) + a.queue_declare(1, "q"),
+     "basic.publish, a content header of 10 bytes, then queue.declare"),
+    ("body_without_publish", a.body(1, b"x"), "a body frame on an open channel with no publish"),
+    ("header_without_publish", a.content_header(1, 1), "a content header with no publish"),
+    ("body_longer_than_header_says",
+     a.basic_publish(1, "", "k") + a.content_header(1, 5) + a.body(1, b"0123456789"),
+     "basic.publish, content header of 5 bytes, a 10-byte body"),
+    ("header_of_another_class",
+     a.basic_publish(1, "", "k") + a.content_header(1, 1, class_id=50),
+     "basic.publish, then a content header of class 50"),
+    ("body_on_unopened_channel", a.body(5, b"x"), "a body frame on channel 5, never opened"),
+    ("header_on_unopened_channel", a.content_header(5, 1),
+     "a content header on channel 5, never opened"),
+    ("publish_on_unopened_channel", a.basic_publish(5, "", "k"),
+     "basic.publish on channel 5, never opened"),
+    ("unknown_frame_type", a.frame(9, 0, b""), "a frame of type 9"),
+    ("bad_frame_end", a.heartbeat()[:-1] + b"\x00", "a heartbeat ending in 0x00"),
+    ("heartbeat_on_channel_1", a.frame(a.FRAME_HEARTBEAT, 1, b""),
+     "a heartbeat frame on channel 1"),
+]:
+    CASES[_name] = (lambda port, d=_data, w=_what: content(port, d, w), False)
 
 
 def main():

@@ -118,11 +118,11 @@ async fn run(config: Config) -> Result<(), String> {
     let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
         .await
         .map_err(|e| e.to_string())?;
-    let addrs: Vec<String> = listeners
+    let bound: Vec<std::net::SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
         .collect();
+    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -138,7 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
     ));
     if let Some(wm) = config
         .memory
-        .high_watermark_bytes(lagomorph::server::total_memory_bytes())
+        .high_watermark_bytes(lagomorph::process::total_memory())
     {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(
@@ -152,10 +152,14 @@ async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
         tracing::info!(listener = %config.management.listen, "management API started");
-        Some(tokio::spawn(lagomorph::management::serve(
+        Some(tokio::spawn(lagomorph::management::serve_with(
             listener,
             broker.clone(),
             token.clone(),
+            lagomorph::management::Options {
+                amqp_listeners: bound,
+                ..Default::default()
+            },
         )))
     } else {
         None

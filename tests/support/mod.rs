@@ -39,7 +39,7 @@ pub async fn start_with(opts: BrokerOptions) -> TestBroker {
 pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 16 << 20).expect("open store"));
     let broker = Broker::new(store, opts);
-    broker.recover().expect("recover");
+    broker.recover(lagomorph::clock::now()).expect("recover");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -285,7 +285,7 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         vhost(st, vh)?.declare_exchange(&spec, false)?;
     }
     for (vh, spec) in qspecs {
-        vhost(st, vh)?.declare_queue(&spec, false, ConnId(0))?;
+        vhost(st, vh)?.declare_queue(&spec, false, ConnId(0), crate::clock::now())?;
     }
     for (vh, source, dest, is_x, key, args) in bspecs {
         vhost(st, vh)?.bind(source, dest, is_x, key, &args, ConnId(0))?;

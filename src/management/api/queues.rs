@@ -1,6 +1,7 @@
 //! Queues: listing, declare, delete, purge and get.
 
 use super::{ApiState, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::queue::Settle;
 use crate::broker::vhost::QueueSpec;
 use crate::broker::{ConnId, ConnectionInfo, Queue, VHost};
 use crate::management::auth::AuthUser;
@@ -35,7 +36,7 @@ fn queue_dto(
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
     let counts = q.counts();
-    let (_, _, consumers, ready_bytes) = counts;
+    let (consumers, ready_bytes) = (counts.consumers, counts.ready_bytes);
     let c = Counters::with_counts(q, counts);
     let owner = q
         .exclusive
@@ -156,7 +157,7 @@ pub(crate) async fn declare(
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
     let existed = vh.queue(&name).is_ok();
-    vh.declare_queue(&spec, false, owner_of(&vh, &name))?;
+    vh.declare_queue(&spec, false, owner_of(&vh, &name), crate::clock::now())?;
     Ok(if existed {
         StatusCode::NO_CONTENT
     } else {
@@ -199,7 +200,7 @@ pub(crate) async fn purge(
     PathArgs((vhost, name)): PathArgs<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let vh = usable_vhost(&st, &user, &vhost)?;
-    find(&vh, &name)?.purge()?;
+    vh.purge(&find(&vh, &name)?, crate::clock::now())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,7 +211,8 @@ enum AckMode {
     Requeue,
     /// Acknowledge them: they leave the queue.
     Ack,
-    /// Reject without requeue: they leave the queue (dead-lettering would hook in here).
+    /// Reject without requeue: they leave the queue (dead-lettered when it has a
+    /// dead-letter exchange).
     Discard,
 }
 
@@ -258,14 +260,16 @@ pub(crate) async fn get_messages(
             format!("NOT_FOUND - {e}"),
         )
     })?;
+    let now = crate::clock::now();
     let mut taken = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
-        let got = match queue.get(false) {
+        let got = match vh.get(&queue, false, now) {
             Ok(Some(got)) => got,
             Ok(None) => break,
             Err(e) => {
-                queue.requeue(taken);
+                // The store failed: what was taken goes back, as far as it can.
+                let _ = vh.settle(&queue, Settle::Requeue, taken, now);
                 return Err(e.into());
             }
         };
@@ -294,10 +298,11 @@ pub(crate) async fn get_messages(
         });
         taken.push(got.message);
     }
-    match mode {
-        AckMode::Requeue => queue.requeue(taken),
-        AckMode::Ack => queue.ack(&taken)?,
-        AckMode::Discard => queue.discard(&taken)?,
-    }
+    let how = match mode {
+        AckMode::Requeue => Settle::Requeue,
+        AckMode::Ack => Settle::Ack,
+        AckMode::Discard => Settle::Reject,
+    };
+    vh.settle(&queue, how, taken, now)?;
     Ok(Json(out))
 }

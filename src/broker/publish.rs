@@ -153,7 +153,7 @@ impl VHost {
         let several = queues.len() > 1
             && msg.is_persistent()
             && queues.iter().filter(|q| q.durable).count() > 1;
-        let _hold = several.then(|| crate::broker::store_api::hold_flush(&*self.shared().store));
+        let _hold = several.then(|| self.shared().store.hold_flush());
         let mut stored: Vec<(&Arc<Queue>, u64)> = Vec::new();
         for q in queues {
             match q.push(msg, now, fx) {

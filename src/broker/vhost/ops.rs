@@ -157,7 +157,7 @@ impl VHost {
         let _hold = batch
             .iter()
             .any(|d| d.in_source_store)
-            .then(|| crate::broker::store_api::hold_flush(&*self.shared.store));
+            .then(|| self.shared.store.hold_flush());
         let mut targets: Vec<Arc<Queue>> = Vec::new();
         for dl in batch {
             stats.dead_lettered[dl.reason.index()].fetch_add(1, Ordering::Relaxed);

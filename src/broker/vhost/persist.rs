@@ -70,12 +70,8 @@ impl VHost {
                 DefOp::DeleteQueue(name) => store.delete_queue(&self.name, name),
                 DefOp::PutBinding(r) => store.put_binding(r),
                 DefOp::DeleteBinding(r) => store.delete_binding(r),
-                DefOp::PutObject { kind, key, value } => {
-                    crate::broker::store_api::put_object(store, kind, key, value)
-                }
-                DefOp::DeleteObject { kind, key } => {
-                    crate::broker::store_api::delete_object(store, kind, key)
-                }
+                DefOp::PutObject { kind, key, value } => store.put_object(kind, key, value),
+                DefOp::DeleteObject { kind, key } => store.delete_object(kind, key),
             };
             if let Err(e) = r {
                 let mut defs = self.defs();

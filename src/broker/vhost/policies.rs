@@ -79,8 +79,7 @@ impl VHost {
     pub(super) fn load_policies(&self) -> BrokerResult<()> {
         for kind in [PolicyKind::Policy, PolicyKind::Operator] {
             let prefix = object_key(&self.name, "");
-            let objects =
-                crate::broker::store_api::load_objects(&*self.shared.store, kind.store_kind())?;
+            let objects = self.shared.store.load_objects(kind.store_kind())?;
             for (key, value) in objects.into_iter().filter(|(k, _)| k.starts_with(&prefix)) {
                 let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&value);
                 let p = parsed.map_err(|e| e.to_string()).and_then(|v| {

@@ -201,7 +201,7 @@ impl ClassicQueue {
                 store.mark_delivered(id)?;
             }
             for &(id, n) in &work.counts {
-                crate::broker::store_api::set_delivery_count(&**store, id, n)?;
+                store.set_delivery_count(id, n)?;
             }
             for &id in &work.remove {
                 store.remove(id)?;

@@ -204,6 +204,7 @@ impl ClassicQueue {
                 let sm = StoredMessage {
                     id,
                     delivered: false,
+                    delivery_count: 0,
                     record,
                 };
                 if let Some(qm) = to_queued(&self.name, sm, false) {

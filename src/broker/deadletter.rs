@@ -4,14 +4,14 @@
 //!
 //! The copy goes to the dead-letter exchange with the dead-letter routing key if the queue has
 //! one (and then without its `CC` header), else with the message's own keys (its routing key
-//! and its `CC`/`BCC` keys). Its `expiration` is removed (kept as `original-expiration` in the
+//! and its `CC`/`BCC` keys; `BCC` never shows in the copy's headers or its `x-death`). Its `expiration` is removed (kept as `original-expiration` in the
 //! death record). The `x-death` header is an array of tables, newest first, one per
 //! (queue, reason): `count`, `reason`, `queue`, `time`, `exchange`, `routing-keys` and, when
 //! the message had one, `original-expiration`; a repeat death in the same queue for the same
 //! reason increments `count` and moves that table to the front. The first death also sets
 //! `x-first-death-reason`, `-queue` and `-exchange`; every death sets `x-last-death-reason`,
-//! `-queue` and `-exchange`. Headers tables come back sorted by key, as RabbitMQ's
-//! `set_table_value` leaves them.
+//! `-queue` and `-exchange` (as RabbitMQ 3.13 does; 3.10 writes only the first-death ones).
+//! Headers tables come back sorted by key, as RabbitMQ's `set_table_value` leaves them.
 
 use crate::protocol::properties::Properties;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr};
@@ -28,16 +28,16 @@ fn text(s: &str) -> FieldValue {
     FieldValue::LongStr(LongStr::from(s))
 }
 
-/// The keys of the `CC` and `BCC` headers (RabbitMQ's `header_routes`): long strings in
-/// arrays; other value types are ignored.
-pub fn header_routes(headers: &FieldTable) -> Vec<String> {
-    let mut out = Vec::new();
-    for h in ["CC", "BCC"] {
-        if let Some(FieldValue::Array(items)) = headers.get(h) {
-            out.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)));
-        }
+/// The keys of a routing header (`CC` or `BCC`): long strings in an array; other value types
+/// are ignored.
+pub fn header_routes(headers: &FieldTable, name: &str) -> Vec<String> {
+    match headers.get(name) {
+        Some(FieldValue::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
-    out
 }
 
 fn sort(t: &mut FieldTable) {
@@ -49,8 +49,12 @@ pub fn dead_letter_copy(dl: &DeadLetter, now: Now) -> (Message, Vec<String>) {
     let m = &dl.message.msg;
     let mut props = m.properties.decode();
     let mut headers = props.headers.take().unwrap_or_default();
+    // RabbitMQ strips BCC when a message is published but keeps its keys with the message:
+    // they route the copy, and appear neither in its headers nor in x-death.
+    let bcc = header_routes(&headers, "BCC");
+    headers.remove("BCC");
     let mut own_keys = vec![m.routing_key.to_string()];
-    own_keys.extend(header_routes(&headers));
+    own_keys.extend(header_routes(&headers, "CC"));
     let mut info = vec![
         (key("reason"), text(dl.reason.as_str())),
         (key("queue"), text(&dl.source.name)),
@@ -76,7 +80,7 @@ pub fn dead_letter_copy(dl: &DeadLetter, now: Now) -> (Message, Vec<String>) {
             headers.remove("CC");
             vec![k.to_string()]
         }
-        None => own_keys,
+        None => own_keys.into_iter().chain(bcc).collect(),
     };
     props.headers = Some(headers);
     let msg = Message {

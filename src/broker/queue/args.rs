@@ -10,13 +10,12 @@
 //! Imports only protocol value types; policies arrive already parsed as [`FeatureValues`].
 
 use crate::protocol::types::{FieldTable, FieldValue};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::broker::error::{BrokerError, BrokerResult};
 
-/// RabbitMQ's largest TTL and expiry, in milliseconds (`?MAX_EXPIRY_TIMER`).
-pub const MAX_EXPIRY: i64 = 4_294_967_295;
+/// RabbitMQ 3.10's largest TTL and expiry, in milliseconds (ten years; recorded).
+pub const MAX_EXPIRY: i64 = 315_360_000_000;
 /// RabbitMQ's largest `x-max-priority` (`?MAX_SUPPORTED_PRIORITY`).
 const MAX_PRIORITY: i64 = 255;
 
@@ -240,9 +239,19 @@ fn int_arg(v: &FieldValue) -> Option<i64> {
     }
 }
 
-/// An error term: `{unacceptable_type,longstr}`.
+/// An error term: `{unacceptable_type,longstr}` (string and boolean arguments).
 fn unacceptable(v: &FieldValue) -> String {
     format!("{{unacceptable_type,{}}}", type_name(v))
+}
+
+/// The error of an integer argument of another type: `"expected integer, got longstr"`.
+fn not_int(v: &FieldValue) -> String {
+    format!("\"expected integer, got {}\"", type_name(v))
+}
+
+/// An integer argument's value, or its error.
+fn int_or_err(v: &FieldValue) -> Result<i64, String> {
+    int_arg(v).ok_or_else(|| not_int(v))
 }
 
 /// RabbitMQ's `check_expiry/1`.
@@ -250,14 +259,14 @@ fn check_expiry(n: i64) -> Result<(), String> {
     if n < 0 {
         Err(format!("{{value_negative,{n}}}"))
     } else if n > MAX_EXPIRY {
-        Err(format!("{{value_too_large,{n},{MAX_EXPIRY}}}"))
+        Err(format!("{{value_too_large,{n}}}"))
     } else {
         Ok(())
     }
 }
 
 fn non_neg(v: &FieldValue) -> Result<i64, String> {
-    let n = int_arg(v).ok_or_else(|| unacceptable(v))?;
+    let n = int_or_err(v)?;
     if n < 0 {
         return Err(format!("{{value_negative,{n}}}"));
     }
@@ -269,13 +278,13 @@ impl Check {
     fn run(self, v: &FieldValue, table: &FieldTable) -> Result<(), String> {
         match self {
             Check::Expires => {
-                let n = int_arg(v).ok_or_else(|| unacceptable(v))?;
+                let n = int_or_err(v)?;
                 if n == 0 {
                     return Err(format!("{{value_zero,{n}}}"));
                 }
                 check_expiry(n)
             }
-            Check::Ttl => check_expiry(int_arg(v).ok_or_else(|| unacceptable(v))?),
+            Check::Ttl => check_expiry(int_or_err(v)?),
             Check::LongStr => match v {
                 FieldValue::LongStr(_) => Ok(()),
                 _ => Err(unacceptable(v)),
@@ -289,7 +298,7 @@ impl Check {
             },
             Check::NonNegInt => non_neg(v).map(|_| ()),
             Check::PosInt => {
-                let n = int_arg(v).ok_or_else(|| unacceptable(v))?;
+                let n = int_or_err(v)?;
                 if n <= 0 {
                     return Err(format!("{{value_zero_or_less,{n}}}"));
                 }
@@ -331,6 +340,17 @@ impl QueueArgs {
     /// Checks the declare arguments as RabbitMQ 3.10 does (406 naming the first bad key) and
     /// reads the implemented keys.
     pub fn parse(raw: FieldTable, queue: &str, vhost: &str) -> BrokerResult<Self> {
+        // RabbitMQ's channel looks at the dead-letter exchange first (to check permissions on
+        // it), with a text of its own.
+        if let Some(v) = raw.get("x-dead-letter-exchange")
+            && !matches!(v, FieldValue::LongStr(_))
+        {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid type '{}' for arg 'x-dead-letter-exchange' in {}",
+                type_name(v),
+                resource(queue, vhost)
+            )));
+        }
         for (key, check) in CHECKS {
             if let Some(v) = raw.get(key)
                 && let Err(term) = check.run(v, &raw)
@@ -391,11 +411,17 @@ impl QueueArgs {
             if equivalent(cur, got) {
                 continue;
             }
+            // Both set: the bare values; one missing: the other with its type.
+            let (got, cur) = match (got, cur) {
+                (Some(g), Some(c)) => (
+                    format!("'{}'", value_text(g)),
+                    format!("'{}'", value_text(c)),
+                ),
+                (g, c) => (describe(g), describe(c)),
+            };
             return Err(BrokerError::PreconditionFailed(format!(
-                "inequivalent arg '{key}' for {}: received {} but current is {}",
+                "inequivalent arg '{key}' for {}: received {got} but current is {cur}",
                 resource(queue, vhost),
-                describe(got),
-                describe(cur)
             )));
         }
         Ok(())
@@ -433,34 +459,27 @@ fn equivalent(a: Option<&FieldValue>, b: Option<&FieldValue>) -> bool {
     }
 }
 
-/// RabbitMQ's `val/1` in equivalence errors: `none`, or `the value 'V' of type 'T'`.
-fn describe(v: Option<&FieldValue>) -> String {
-    let Some(v) = v else {
-        return "none".into();
-    };
-    let mut s = String::from("the value '");
+/// A value as RabbitMQ's `~p`/`~s` prints it in equivalence errors.
+fn value_text(v: &FieldValue) -> String {
     match v {
-        FieldValue::LongStr(l) => s.push_str(&String::from_utf8_lossy(l)),
-        FieldValue::Bool(b) => {
-            let _ = write!(s, "{b}");
-        }
-        FieldValue::F32(f) => {
-            let _ = write!(s, "{f:?}");
-        }
-        FieldValue::F64(f) => {
-            let _ = write!(s, "{f:?}");
-        }
+        FieldValue::LongStr(l) => String::from_utf8_lossy(l).into_owned(),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::F32(f) => format!("{f:?}"),
+        FieldValue::F64(f) => format!("{f:?}"),
         other => match int_arg(other) {
-            Some(n) => {
-                let _ = write!(s, "{n}");
-            }
-            None => {
-                let _ = write!(s, "{other:?}");
-            }
+            Some(n) => n.to_string(),
+            None => format!("{other:?}"),
         },
     }
-    let _ = write!(s, "' of type '{}'", type_name(v));
-    s
+}
+
+/// RabbitMQ's `val/1` for a value compared with a missing one: `none`, or
+/// `the value 'V' of type 'T'`.
+fn describe(v: Option<&FieldValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+    }
 }
 
 #[cfg(test)]
@@ -496,16 +515,23 @@ mod tests {
         );
         assert_eq!(
             refused(table(&[("x-message-ttl", text("1000"))])),
-            "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {unacceptable_type,longstr}"
+            "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': \"expected integer, got longstr\""
+        );
+        assert_eq!(
+            refused(table(&[("x-dead-letter-exchange", FieldValue::I32(5))])),
+            "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
         );
         assert_eq!(
             refused(table(&[("x-expires", FieldValue::I32(0))])),
             "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"
         );
         assert_eq!(
-            refused(table(&[("x-message-ttl", FieldValue::I64(4_294_967_296))])),
+            refused(table(&[(
+                "x-message-ttl",
+                FieldValue::I64(315_360_000_001)
+            )])),
             "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': \
-             {value_too_large,4294967296,4294967295}"
+             {value_too_large,315360000001}"
         );
         assert_eq!(
             refused(table(&[("x-dead-letter-routing-key", text("k"))])),
@@ -564,6 +590,18 @@ mod tests {
             "/",
         )
         .expect("unknown keys are not compared");
+        let e = a
+            .check_equivalent(
+                &table(&[("x-message-ttl", FieldValue::I32(2000))]),
+                "q",
+                "/",
+            )
+            .expect_err("changed");
+        assert_eq!(
+            e.to_string(),
+            "inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received '2000' but \
+             current is '1000'"
+        );
         let e = a
             .check_equivalent(&table(&[]), "q", "/")
             .expect_err("missing");

@@ -22,8 +22,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Bookkeeping bytes per message, beyond its body, in the memory estimate.
-const PER_MESSAGE_OVERHEAD: u64 = 160;
 /// Bytes a queue takes with no messages, in the memory estimate.
 const QUEUE_BASE_MEMORY: u64 = 1024;
 /// Most messages one get request may take.
@@ -36,6 +34,7 @@ fn queue_dto(
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
     let counts = q.counts();
+    let applied = q.policy();
     let (consumers, ready_bytes) = (counts.consumers, counts.ready_bytes);
     let c = Counters::with_counts(q, counts);
     let owner = q
@@ -55,11 +54,13 @@ fn queue_dto(
         arguments: table_to_json(&q.args.raw),
         node: st.node.to_string(),
         state: "running",
-        kind: "classic",
-        policy: None,
+        kind: q.kind(),
+        policy: applied.policy,
+        operator_policy: applied.operator_policy,
+        effective_policy_definition: Value::Object(applied.definition),
         exclusive_consumer_tag: None,
         consumers: consumers as u64,
-        memory: QUEUE_BASE_MEMORY + ready_bytes as u64 + c.messages * PER_MESSAGE_OVERHEAD,
+        memory: QUEUE_BASE_MEMORY + counts.memory as u64,
         message_bytes: ready_bytes as u64,
         message_bytes_ready: ready_bytes as u64,
         counts: dto::MessageCounts::new(&c, &rate),

@@ -10,6 +10,7 @@
 //! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.
 //! - [`management`]: the HTTP management API in RabbitMQ's shape, and Prometheus metrics.
 //! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
+//! - [`clock`]: reads the clocks into a [`broker::Now`] (for `server`, `management`, `main`).
 //! - [`cli`]: command-line flags (clap) that become config overrides; `hash-password`.
 //! - [`password`]: RabbitMQ-compatible salted password hashes (a leaf: imports nothing).
 //! - [`process`]: resident memory, file descriptors, total memory, host name (a leaf, reads
@@ -19,6 +20,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod management;

@@ -199,6 +199,9 @@ pub(crate) struct Queue {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) policy: Option<String>,
+    pub(crate) operator_policy: Option<String>,
+    /// The merged definitions of its policy and operator policy (`{}` for none).
+    pub(crate) effective_policy_definition: Value,
     pub(crate) exclusive_consumer_tag: Option<String>,
     pub(crate) consumers: u64,
     /// Estimated bytes held (message bodies plus per-message bookkeeping).

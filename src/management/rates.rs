@@ -41,8 +41,8 @@ impl Counters {
     }
 
     /// A queue's counters with counts already read by [`Queue::counts`] (one lock per answer).
-    pub(crate) fn with_counts(q: &Queue, counts: (usize, usize, usize, usize)) -> Counters {
-        let (ready, unacked, _, _) = counts;
+    pub(crate) fn with_counts(q: &Queue, counts: crate::broker::queue::Counts) -> Counters {
+        let (ready, unacked) = (counts.ready, counts.unacked);
         let s = &q.stats;
         Counters {
             publish: s.published.load(Ordering::Relaxed),
@@ -285,20 +285,21 @@ impl Rates {
 mod tests {
     use super::*;
     use crate::broker::vhost::QueueSpec;
-    use crate::broker::{BrokerOptions, ConnId, Message};
+    use crate::broker::{BrokerOptions, ConnId, PublishRequest};
     use crate::protocol::types::ShortStr;
     use crate::storage::MemoryStore;
 
     fn publish(broker: &Broker, queue: &str, n: usize) {
         let vh = broker.vhost("/").expect("vhost");
         for _ in 0..n {
-            let msg = Arc::new(Message {
+            let req = PublishRequest {
                 exchange: ShortStr::EMPTY,
                 routing_key: ShortStr::try_from(queue).expect("name"),
                 properties: Default::default(),
                 body: bytes::Bytes::from_static(b"x"),
-            });
-            vh.publish("", msg).expect("publish");
+                user: "guest",
+            };
+            vh.publish(req, crate::clock::now()).expect("publish");
         }
     }
 
@@ -310,14 +311,15 @@ mod tests {
             name: "q".into(),
             ..Default::default()
         };
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         let rates = Rates::default();
         let t0 = Instant::now();
         rates.sample(&broker, t0);
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         publish(&broker, "q", 10);
         let q = vh.queue("q").expect("queue");
-        let _ = q.get(true).expect("get");
+        let _ = vh.get(&q, true, crate::clock::now()).expect("get");
         rates.sample(&broker, t0 + Duration::from_secs(5));
         let r = rates.queue("/", "q");
         assert_eq!(r.publish, 2.0);
@@ -328,7 +330,8 @@ mod tests {
         // Delete and re-declare under the same name: a new queue, old counts retired.
         vh.delete_queue("q", false, false, ConnId(0))
             .expect("delete");
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         rates.sample(&broker, t0 + Duration::from_secs(10));
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         assert_eq!(rates.retired().publish, 10);

@@ -3,13 +3,13 @@
 //! open / open-ok. A child of `connection`, whose state it moves forward.
 
 use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
+use crate::broker::Now;
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
 use crate::protocol::method::*;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
 use crate::session::error::AmqpError;
 use bytes::{BufMut, BytesMut};
-use crate::broker::Now;
 use std::time::Duration;
 
 impl Connection {

@@ -955,7 +955,13 @@ async fn users_and_permissions() {
     .await;
     assert_status(&m.delete("/api/users/bob").await, 204);
     not_found(&m.delete("/api/users/bob").await);
-    assert!(m.b.broker.access().permissions().iter().all(|p| p.user != "bob"));
+    assert!(
+        m.b.broker
+            .access()
+            .permissions()
+            .iter()
+            .all(|p| p.user != "bob")
+    );
 }
 
 fn fixture() -> Value {
@@ -984,7 +990,12 @@ async fn rabbitmq_definitions_import_and_round_trip() {
         )
         .await;
     assert_eq!(r.json, json!({"name": "alice", "tags": ["management"]}));
-    assert!(m.b.broker.access().authenticate("monitor", "mon", true).is_ok());
+    assert!(
+        m.b.broker
+            .access()
+            .authenticate("monitor", "mon", true)
+            .is_ok()
+    );
     assert_eq!(names(&m.get("/api/vhosts").await.json), ["/", "staging"]);
     let r = m.get("/api/permissions/staging/alice").await;
     assert_eq!(r.json["write"], "^orders$");

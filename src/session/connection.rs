@@ -746,6 +746,11 @@ impl Connection {
         self.flushed = flushed;
         let mut confirmed = 0u64;
         for (id, ch) in self.channels.iter_mut() {
+            // A channel we closed says nothing more (no ack or nack of the publish that
+            // closed it), as in RabbitMQ: a client drops a closed channel's id at close-ok.
+            if ch.closing {
+                continue;
+            }
             let Some(c) = ch.confirms.as_mut().filter(|c| !c.is_idle()) else {
                 continue;
             };

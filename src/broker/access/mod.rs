@@ -204,7 +204,7 @@ impl Access {
         let ok = crate::password::verify_password(hash, password);
         let result = match user {
             Some(u) if ok => {
-                if !loopback && self.loopback_users.iter().any(|l| *l == u.name) {
+                if !loopback && self.loopback_users.contains(&u.name) {
                     Err(LoginError::LoopbackOnly)
                 } else {
                     Ok(u)

@@ -84,13 +84,23 @@ pub(crate) async fn users(
     QueryArgs(q): QueryArgs,
 ) -> ApiResult<Json<Value>> {
     user.require_admin()?;
-    let list = ListQuery::parse(&q)?;
+    user_list(&st, &q, |_| true)
+}
+
+/// Users passing `keep`, listed as the API lists them.
+fn user_list(
+    st: &ApiState,
+    q: &std::collections::HashMap<String, String>,
+    keep: impl Fn(&User) -> bool,
+) -> ApiResult<Json<Value>> {
+    let list = ListQuery::parse(q)?;
     let items = st
         .broker
         .access()
         .users()
         .iter()
-        .map(|u| to_value(&user_dto(&st, u)))
+        .filter(|u| keep(u))
+        .map(|u| to_value(&user_dto(st, u)))
         .collect();
     Ok(Json(list.respond(items, &["name"])?))
 }
@@ -102,17 +112,14 @@ pub(crate) async fn without_permissions(
     QueryArgs(q): QueryArgs,
 ) -> ApiResult<Json<Value>> {
     user.require_admin()?;
-    let list = ListQuery::parse(&q)?;
-    let access = st.broker.access();
-    let with: std::collections::HashSet<String> =
-        access.permissions().into_iter().map(|p| p.user).collect();
-    let items = access
-        .users()
-        .iter()
-        .filter(|u| !with.contains(&u.name))
-        .map(|u| to_value(&user_dto(&st, u)))
+    let with: std::collections::HashSet<String> = st
+        .broker
+        .access()
+        .permissions()
+        .into_iter()
+        .map(|p| p.user)
         .collect();
-    Ok(Json(list.respond(items, &["name"])?))
+    user_list(&st, &q, |u| !with.contains(&u.name))
 }
 
 /// GET /api/users/{name}.

@@ -456,6 +456,7 @@ async fn users_permissions_topic_permissions_and_limits_as_rabbitmq() {
             "/api/topic-permissions",
             "management_topic_permissions",
         ),
+        (mgmt, "/api/user-limits", "management_user_limits"),
     ] {
         same(&api.call(who, M::GET, path, None).await, case);
     }
@@ -514,6 +515,26 @@ async fn users_permissions_topic_permissions_and_limits_as_rabbitmq() {
         )
         .await,
         "policymaker_put_vhost_limit",
+    );
+    api.admin(
+        M::PUT,
+        "/api/exchanges/ra-v/other-x",
+        Some(json!({"type": "direct"})),
+    )
+    .await;
+    let msg =
+        json!({"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "string"});
+    let publish = "/api/exchanges/ra-v/other-x/publish";
+    same(
+        &api.call(mon, M::POST, publish, Some(msg.clone())).await,
+        "monitoring_publish_refused",
+    );
+    let narrower = json!({"configure": "^ra-.*", "write": "^ra-.*", "read": ".*"});
+    api.admin(M::PUT, "/api/permissions/ra-v/ra-mon", Some(narrower))
+        .await;
+    same(
+        &api.call(mon, M::POST, publish, Some(msg)).await,
+        "monitoring_publish_refused_by_write",
     );
 
     // Deletions.

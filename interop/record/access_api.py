@@ -15,10 +15,15 @@ makes is deleted again at the end.
 import argparse
 import base64
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import amqp_raw  # noqa: E402
 
 HTTP = 0
 VOLATILE = {"password_hash", "message_stats", "recv_oct", "send_oct", "cluster_state",
@@ -65,7 +70,10 @@ def main():
     global HTTP
     ap = argparse.ArgumentParser()
     ap.add_argument("--http", type=int, required=True)
-    HTTP = ap.parse_args().http
+    ap.add_argument("--amqp", type=int, help="AMQP port (default: --http minus 10000)")
+    args = ap.parse_args()
+    HTTP = args.http
+    amqp_port = args.amqp or HTTP - 10000
     out = {}
 
     def case(name, *args, **kw):
@@ -173,6 +181,27 @@ def main():
     case("management_vhost_limits", "GET", "/api/vhost-limits", user=mgmt)
     case("monitoring_vhost_limits", "GET", "/api/vhost-limits", user=mon)
     case("management_topic_permissions", "GET", "/api/topic-permissions", user=mgmt)
+    case("management_user_limits", "GET", "/api/user-limits", user=mgmt)
+    call("PUT", "/api/exchanges/ra-v/other-x", {"type": "direct"})
+    case("monitoring_publish_refused", "POST", "/api/exchanges/ra-v/other-x/publish",
+         {"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "string"},
+         user=mon)
+    call("PUT", "/api/permissions/ra-v/ra-mon", {"configure": "^ra-.*", "write": "^ra-.*", "read": ".*"})
+    case("monitoring_publish_refused_by_write", "POST", "/api/exchanges/ra-v/other-x/publish",
+         {"properties": {}, "routing_key": "k", "payload": "x", "payload_encoding": "string"},
+         user=mon)
+    # A guest connection: may a monitoring user (who sees it) close it?
+    guest_conn = amqp_raw.Conn("127.0.0.1", amqp_port)
+    guest_conn.handshake()
+    name = None
+    for _ in range(100):  # RabbitMQ lists a connection once its stats arrive (bounded wait)
+        conns = call("GET", "/api/connections?columns=name,user")
+        name = next((c["name"] for c in conns.get("body", []) if c.get("user") == "guest"), None)
+        if name:
+            break
+        time.sleep(0.2)
+    case("monitoring_close_other_connection", "DELETE", f"/api/connections/{q(name)}", user=mon)
+    guest_conn.close()
 
     # Deletions.
     case("delete_vhost_limit", "DELETE", "/api/vhost-limits/ra-v/max-connections")

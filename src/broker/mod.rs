@@ -333,7 +333,8 @@ impl Broker {
         &self.inner.shared.budget
     }
 
-    /// The vhost called `name`, creating it if missing.
+    /// The vhost called `name`, creating its runtime objects if missing. A vhost made here
+    /// has no stored record: create vhosts with [`Broker::put_vhost`].
     pub fn ensure_vhost(&self, name: &str) -> Arc<VHost> {
         let mut map = self.inner.vhosts.write().unwrap_or_else(|e| e.into_inner());
         Arc::clone(

@@ -261,6 +261,17 @@ fn logins_are_counted_and_loopback_users_stay_local() {
     );
     assert_eq!(a.stats().attempts.load(Ordering::Relaxed), 4);
     assert_eq!(a.stats().failed.load(Ordering::Relaxed), 3);
+    // EXTERNAL: no password, the same loopback rule and counters.
+    assert!(a.authenticate_external("guest", true).is_ok());
+    assert_eq!(
+        a.authenticate_external("guest", false).err(),
+        Some(LoginError::LoopbackOnly)
+    );
+    assert_eq!(
+        a.authenticate_external("nobody", true).err(),
+        Some(LoginError::BadCredentials)
+    );
+    assert_eq!(a.stats().failed.load(Ordering::Relaxed), 5);
 }
 
 #[test]

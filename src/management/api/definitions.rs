@@ -295,6 +295,16 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
             t,
         )?);
     }
+    // Permissions name users of this file or existing ones: checked before anything changes.
+    let user_known = |name: &str| {
+        new_users.iter().any(|(u, _)| u.name == name) || st.broker.access().user(name).is_some()
+    };
+    if let Some(p) = new_perms.iter().find(|p| !user_known(&p.user)) {
+        return Err(ApiError::bad_request(format!("no_such_user: {}", p.user)));
+    }
+    if let Some(t) = new_topics.iter().find(|t| !user_known(&t.user)) {
+        return Err(ApiError::bad_request(format!("no_such_user: {}", t.user)));
+    }
     for item in exchanges
         .iter()
         .chain(queues)

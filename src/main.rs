@@ -136,10 +136,10 @@ async fn run(config: Config) -> Result<(), String> {
         usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
         token.clone(),
     ));
-    if let Some(wm) = config
+    let high_watermark = config
         .memory
-        .high_watermark_bytes(lagomorph::server::total_memory_bytes())
-    {
+        .high_watermark_bytes(lagomorph::server::total_memory_bytes());
+    if let Some(wm) = high_watermark {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(
             broker.clone(),
@@ -152,10 +152,15 @@ async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
         tracing::info!(listener = %config.management.listen, "management API started");
-        Some(tokio::spawn(lagomorph::management::serve(
+        Some(tokio::spawn(lagomorph::management::serve_with(
             listener,
             broker.clone(),
             token.clone(),
+            lagomorph::management::Options {
+                data_dir: Some(data_dir.clone()),
+                mem_limit: high_watermark.unwrap_or(0),
+                ..Default::default()
+            },
         )))
     } else {
         None

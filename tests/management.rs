@@ -1416,14 +1416,25 @@ async fn prometheus_metrics() {
     assert_eq!(s["rabbitmq_channels"], 1.0);
     assert_eq!(s["rabbitmq_consumers"], 0.0);
     assert_eq!(s["rabbitmq_queues"], 1.0);
+    // Aggregated, as rabbitmq_prometheus's /metrics: one sum per queue metric, no labels.
+    assert_eq!(s["rabbitmq_queue_messages_ready"], 2.0);
+    assert_eq!(s["rabbitmq_queue_messages_unacked"], 0.0);
+    assert!(!r.text.contains("queue=\""), "per-queue series in /metrics");
+    // One series per queue on /metrics/per-object.
+    let per = m
+        .call_as(None, Method::GET, "/metrics/per-object", None)
+        .await;
+    assert_status(&per, 200);
+    let (p, _) = parse_prometheus(&per.text);
     assert_eq!(
-        s["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"],
+        p["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"],
         2.0
     );
     assert_eq!(
-        s["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"],
+        p["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"],
         0.0
     );
+    assert_eq!(p["rabbitmq_global_messages_received_total"], 3.0);
     assert_eq!(s["rabbitmq_global_messages_received_total"], 3.0);
     assert_eq!(s["rabbitmq_global_messages_delivered_total"], 1.0);
     assert_eq!(s["rabbitmq_global_messages_acknowledged_total"], 1.0);

@@ -180,6 +180,9 @@ pub struct BrokerStats {
     pub confirmed: AtomicU64,
     /// Unroutable messages.
     pub unroutable: AtomicU64,
+    /// Unroutable mandatory messages returned to their publisher (basic.return); the rest of
+    /// `unroutable` were dropped. RabbitMQ's `return_unroutable` and `drop_unroutable`.
+    pub returned: AtomicU64,
 }
 
 struct Inner {

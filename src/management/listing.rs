@@ -39,6 +39,37 @@ impl NameFilter {
     }
 }
 
+/// A sort key read from an object without building its JSON; it orders as [`compare`] orders
+/// the JSON value it stands for (booleans, then numbers, then strings).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SortKey {
+    /// A boolean field.
+    Bool(bool),
+    /// A number field.
+    Num(f64),
+    /// A string field.
+    Str(std::sync::Arc<str>),
+}
+
+impl SortKey {
+    fn rank(&self) -> u8 {
+        match self {
+            SortKey::Bool(_) => 1,
+            SortKey::Num(_) => 2,
+            SortKey::Str(_) => 3,
+        }
+    }
+
+    fn cmp(&self, other: &SortKey) -> Ordering {
+        match (self, other) {
+            (SortKey::Bool(a), SortKey::Bool(b)) => a.cmp(b),
+            (SortKey::Num(a), SortKey::Num(b)) => a.total_cmp(b),
+            (SortKey::Str(a), SortKey::Str(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
 /// The paginated envelope.
 #[derive(Serialize)]
 struct Page<D> {
@@ -119,49 +150,63 @@ impl ListQuery {
         })
     }
 
-    /// Like [`ListQuery::respond`] for many objects: when the listing is sorted by name (the
-    /// default) and has no `columns`, filtering, sorting and pagination run on the cheap
-    /// `(vhost, name)` keys and only the answered page is built and serialized straight from
-    /// its DTOs. Other sorts build every item as JSON first. This keeps a page of 10,000
-    /// queues cheap.
+    /// Like [`ListQuery::respond`] for many objects, paging and sorting on the server before
+    /// anything is built per object (rabbitmq-management#50, PR #399): the name filter runs on
+    /// the names, the sort on keys that `sort_key` reads straight from each object (the
+    /// default sort is `(vhost, name)`), and only the answered page is built and serialized
+    /// from its DTOs. Only a `sort` field that `sort_key` does not know, or `columns`, makes
+    /// it build every (filtered) item as JSON first. This keeps a page of 100,000 queues cheap.
     pub(crate) fn respond_lazy<T, D: Serialize>(
         &self,
         mut items: Vec<T>,
         key: impl Fn(&T) -> (&str, &str),
+        sort_key: impl Fn(&T, &[String]) -> Option<SortKey>,
         build: impl Fn(&T) -> D,
     ) -> ApiResult<Response> {
-        let by_name = match self.sort.as_deref() {
-            None => true,
-            Some([k]) => k == "name",
-            Some(_) => false,
-        };
-        if !by_name || self.columns.is_some() {
-            let values = items.iter().map(|t| to_value(&build(t))).collect();
-            return Ok(Json(self.respond(values, &["vhost", "name"])?).into_response());
-        }
         let total = items.len();
         if let Some(f) = &self.name {
             items.retain(|t| f.matches(key(t).1));
         }
-        if self.sort.is_some() {
-            items.sort_by(|a, b| key(a).1.cmp(key(b).1));
-        } else {
-            items.sort_by(|a, b| key(a).cmp(&key(b)));
+        let path: Option<&[String]> = match self.sort.as_deref() {
+            None => None,
+            Some(k) => Some(k),
+        };
+        let keyed = match path {
+            Some(p) if self.columns.is_none() => {
+                let keys: Option<Vec<SortKey>> = items.iter().map(|t| sort_key(t, p)).collect();
+                match keys {
+                    Some(k) => Some(k),
+                    None => return self.respond_built(items, total, &build),
+                }
+            }
+            Some(_) => return self.respond_built(items, total, &build),
+            None if self.columns.is_some() => return self.respond_built(items, total, &build),
+            None => None,
+        };
+        // Sort indexes by the key, ties by (vhost, name) so pages are stable between calls.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        match &keyed {
+            Some(keys) => order.sort_by(|&a, &b| {
+                keys[a]
+                    .cmp(&keys[b])
+                    .then_with(|| key(&items[a]).cmp(&key(&items[b])))
+            }),
+            None => order.sort_by(|&a, &b| key(&items[a]).cmp(&key(&items[b]))),
         }
         if self.sort_reverse {
-            items.reverse();
+            order.reverse();
         }
-        let filtered = items.len();
+        let filtered = order.len();
         let Some(page) = self.page else {
-            let all: Vec<D> = items.iter().map(build).collect();
+            let all: Vec<D> = order.iter().map(|&i| build(&items[i])).collect();
             return Ok(Json(all).into_response());
         };
         let page_count = self.check_page(page, filtered)?;
-        let window: Vec<D> = items
+        let window: Vec<D> = order
             .iter()
             .skip((page - 1).saturating_mul(self.page_size))
             .take(self.page_size)
-            .map(build)
+            .map(|&i| build(&items[i]))
             .collect();
         Ok(Json(Page {
             filtered_count: filtered,
@@ -173,6 +218,22 @@ impl ListQuery {
             total_count: total,
         })
         .into_response())
+    }
+
+    /// The slow path of [`ListQuery::respond_lazy`]: every (already filtered) item as JSON,
+    /// then [`ListQuery::respond`]; `total` is the count before filtering.
+    fn respond_built<T, D: Serialize>(
+        &self,
+        items: Vec<T>,
+        total: usize,
+        build: impl Fn(&T) -> D,
+    ) -> ApiResult<Response> {
+        let values = items.iter().map(|t| to_value(&build(t))).collect();
+        let mut out = self.respond(values, &["vhost", "name"])?;
+        if let Some(t) = out.get_mut("total_count") {
+            *t = Value::from(total);
+        }
+        Ok(Json(out).into_response())
     }
 
     /// The page count, or RabbitMQ's `page_out_of_range`.

@@ -9,7 +9,7 @@
 //! (basic auth, tags), `dto` (JSON shapes), `json` (field tables and properties ↔ JSON, request
 //! extractors), `listing` (pagination, filters, sorting, columns), `rates` (the sampler that
 //! turns atomic counters into rates), `metrics` (Prometheus text), `error` (RabbitMQ's error
-//! bodies), `sys` (process figures from `/proc`).
+//! bodies), `sys` (process figures from `/proc`), `ui` (the web UI at `/`, embedded assets).
 
 mod api;
 mod auth;
@@ -20,9 +20,11 @@ mod listing;
 mod metrics;
 mod rates;
 mod sys;
+mod ui;
 
 use crate::broker::Broker;
 use rates::Rates;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -33,12 +35,19 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     /// How often message rates are sampled (RabbitMQ's default is 5 s).
     pub sample_interval: Duration,
+    /// The broker's data directory, whose file system's free space `/api/nodes` reports as
+    /// `disk_free` (left out when `None`).
+    pub data_dir: Option<PathBuf>,
+    /// The memory high watermark in bytes (`mem_limit` of `/api/nodes`), 0 when there is none.
+    pub mem_limit: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             sample_interval: Duration::from_secs(5),
+            data_dir: None,
+            mem_limit: 0,
         }
     }
 }
@@ -54,6 +63,10 @@ pub(crate) struct ApiState {
     pub(crate) started: Instant,
     /// This node's name, `lagomorph@<host>`.
     pub(crate) node: Arc<str>,
+    /// The data directory (for `disk_free`).
+    pub(crate) data_dir: Option<Arc<PathBuf>>,
+    /// The memory high watermark in bytes, 0 for none.
+    pub(crate) mem_limit: u64,
 }
 
 /// Serves the management API on `listener` until `token` is cancelled, with default options.
@@ -78,6 +91,8 @@ pub async fn serve_with(
         rates: Arc::new(Rates::default()),
         started: Instant::now(),
         node: Arc::from(format!("lagomorph@{}", sys::hostname()).as_str()),
+        data_dir: opts.data_dir.clone().map(Arc::new),
+        mem_limit: opts.mem_limit,
     };
     let sampler = tokio::spawn(Arc::clone(&state.rates).run(
         broker,

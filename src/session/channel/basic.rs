@@ -240,6 +240,9 @@ impl Channel {
                 .unroutable
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if mandatory {
+                stats
+                    .returned
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ctx.send(
                     ch,
                     &BasicReturn {

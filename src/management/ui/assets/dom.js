@@ -1,6 +1,6 @@
 // Building the page from data without ever parsing data as HTML: every string becomes a text
 // node (textContent), attributes are set one by one, and event handlers must be functions.
-// Nothing in the UI uses innerHTML, so a queue called `<img src=x onerror=alert(1)>` is text.
+// No HTML-parsing property or call is used anywhere in the UI, so a queue called `<img src=x onerror=alert(1)>` is text.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 

@@ -448,3 +448,101 @@ async fn a_monitoring_user_cannot_delete_a_queue() {
     assert_eq!(ready(&u, "/", "keep-me"), 0, "queue gone");
     u.finish().await;
 }
+
+/// The README's screenshots: set `LAGOMORPH_UI_SCREENSHOTS=docs` to write docs/ui-overview.png
+/// and docs/ui-queue.png from a broker with a few busy queues (about a minute of traffic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_for_the_readme() {
+    let Ok(out) = std::env::var("LAGOMORPH_UI_SCREENSHOTS") else {
+        return;
+    };
+    let Some(u) = ui_with(Duration::from_secs(1)).await else {
+        return;
+    };
+    for (q, n) in [("invoices", 1200), ("emails", 0), ("audit.log", 5400)] {
+        declare(&u, "/", q);
+        for _ in 0..n {
+            publish(&u, "/", q, b"{\"id\": 42}");
+        }
+    }
+    u.b.broker.ensure_vhost("staging");
+    declare(&u, "staging", "orders");
+    let (_c, ch) = u.b.channel().await;
+    ch.queue_declare(
+        "orders".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    let (_c2, consumer_ch) = u.b.channel().await;
+    consumer_ch
+        .basic_qos(50, Default::default())
+        .await
+        .expect("qos");
+    let mut consumer = consumer_ch
+        .basic_consume(
+            "orders".into(),
+            "order-worker-1".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let acker = tokio::spawn(async move {
+        use futures_lite::StreamExt;
+        let mut n = 0u64;
+        while let Some(Ok(d)) = consumer.next().await {
+            n += 1;
+            // A slower consumer: the backlog grows and shrinks with the publish rate.
+            if n % 4 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = d.ack(Default::default()).await;
+        }
+    });
+    let traffic = tokio::spawn(async move {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(100) {
+            let phase = t0.elapsed().as_secs_f64() / 12.0;
+            let per_tick = (8.0 + 6.0 * phase.sin()) as usize;
+            for _ in 0..per_tick {
+                let _ = ch
+                    .basic_publish(
+                        "".into(),
+                        "orders".into(),
+                        BasicPublishOptions::default(),
+                        b"{\"order\": 1001, \"items\": 3}",
+                        BasicProperties::default().with_content_type("application/json".into()),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    u.login("guest", "guest").await;
+    u.js("localStorage.setItem('lagomorph.chart-minutes', '1')")
+        .await;
+    u.choose("#refresh", "1").await;
+    // Each page keeps the history it saw: let both see most of a minute.
+    u.open("#/queues/%2F/orders").await;
+    u.wait_text("#queue-name", |t| t == "orders").await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let png = u.screenshot("queue").await;
+    std::fs::write(format!("{out}/ui-queue.png"), png).expect("write queue png");
+    u.open("#/").await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let png = u.screenshot("overview").await;
+    std::fs::write(format!("{out}/ui-overview.png"), png).expect("write overview png");
+    u.open("#/queues").await;
+    u.wait_text("[data-list=queues] .list-body", |t| t.contains("orders"))
+        .await;
+    let png = u.screenshot("queues").await;
+    std::fs::write(format!("{out}/ui-queues.png"), png).expect("write queues png");
+    traffic.abort();
+    acker.abort();
+    u.finish().await;
+}

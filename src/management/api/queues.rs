@@ -12,7 +12,7 @@ use crate::management::json::{
     require_keys, table_to_json,
 };
 use crate::management::listing::{ListQuery, SortKey};
-use crate::management::rates::{Counters, RateSet};
+use crate::management::rates::{Counters, RateSet, VhostRates};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -76,28 +76,27 @@ fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
         .collect()
 }
 
-/// Queues of the given vhosts with their rates, answered with lazy pagination.
+/// Queues of the given vhosts, answered with lazy pagination: a queue's rates are looked up
+/// only when its page is built or a rate is the sort key.
 fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<Response> {
     let conns = conn_map(st);
-    let mut items: Vec<(Arc<Queue>, RateSet)> = Vec::new();
+    let mut items: Vec<(Arc<Queue>, VhostRates)> = Vec::new();
     for vh in vhosts {
         let rates = st.rates.vhost_queues(&vh.name);
-        for q in vh.queues() {
-            let r = rates.get(&*q.name).copied().unwrap_or_default();
-            items.push((q, r));
-        }
+        items.extend(vh.queues().into_iter().map(|q| (q, Arc::clone(&rates))));
     }
+    let rate = |q: &Queue, r: &VhostRates| r.get(&*q.name).copied().unwrap_or_default();
     list.respond_lazy(
         items,
         |(q, _)| (&*q.vhost, &*q.name),
-        |(q, r), path| sort_key(q, r, path),
-        |(q, r)| queue_dto(st, q, *r, &conns),
+        |(q, r), path| sort_key(q, || rate(q, r), path),
+        |(q, r)| queue_dto(st, q, rate(q, r), &conns),
     )
 }
 
 /// The value a queue's JSON has at `path`, for the fields the queues page sorts by, read
 /// without building the JSON (`None` for other fields: those sorts build it).
-fn sort_key(q: &Queue, r: &RateSet, path: &[String]) -> Option<SortKey> {
+fn sort_key(q: &Queue, rate: impl Fn() -> RateSet, path: &[String]) -> Option<SortKey> {
     let counts = || {
         let (ready, unacked, consumers, _) = q.counts();
         (ready, unacked, consumers)
@@ -117,16 +116,19 @@ fn sort_key(q: &Queue, r: &RateSet, path: &[String]) -> Option<SortKey> {
         ["messages_ready"] => num(counts().0),
         ["messages_unacknowledged"] => num(counts().1),
         ["consumers"] => num(counts().2),
-        ["messages_details", "rate"] => Some(SortKey::Num(r.messages)),
-        ["messages_ready_details", "rate"] => Some(SortKey::Num(r.ready)),
-        ["messages_unacknowledged_details", "rate"] => Some(SortKey::Num(r.unacked)),
-        ["message_stats", field, "rate"] => Some(SortKey::Num(match *field {
-            "publish_details" => r.publish,
-            "deliver_get_details" => r.deliver_get,
-            "ack_details" => r.ack,
-            "redeliver_details" => r.redeliver,
-            _ => return None,
-        })),
+        ["messages_details", "rate"] => Some(SortKey::Num(rate().messages)),
+        ["messages_ready_details", "rate"] => Some(SortKey::Num(rate().ready)),
+        ["messages_unacknowledged_details", "rate"] => Some(SortKey::Num(rate().unacked)),
+        ["message_stats", field, "rate"] => {
+            let r = rate();
+            Some(SortKey::Num(match *field {
+                "publish_details" => r.publish,
+                "deliver_get_details" => r.deliver_get,
+                "ack_details" => r.ack,
+                "redeliver_details" => r.redeliver,
+                _ => return None,
+            }))
+        }
         _ => None,
     }
 }

@@ -5,6 +5,24 @@
 import { s, h, rate } from './dom.js';
 
 const WINDOW_MS = 10 * 60 * 1000;
+const MINUTES_KEY = 'lagomorph.chart-minutes';
+
+/** The chart window the user picked (1, 5 or 10 minutes; 5 at first). */
+export function chartMinutes() {
+  const m = Number(localStorage.getItem(MINUTES_KEY));
+  return [1, 5, 10].includes(m) ? m : 5;
+}
+
+/** A <select> for the chart window; `onChange` redraws. */
+export function minutesControl(onChange) {
+  const sel = h('select', { name: 'chart-minutes', 'aria-label': 'Chart window' },
+    [1, 5, 10].map((m) => h('option', { value: m, selected: m === chartMinutes() }, `last ${m} min`)));
+  sel.addEventListener('change', () => {
+    localStorage.setItem(MINUTES_KEY, sel.value);
+    onChange();
+  });
+  return h('label', { class: 'chart-window' }, 'Charts: ', sel);
+}
 const MAX_POINTS = 1200;
 const histories = new Map();
 
@@ -43,7 +61,7 @@ function short(n) {
  * `minutes`. Series whose values are all null are listed as "not reported". `unit` is '/s' for
  * rates or '' for counts.
  */
-export function lineChart(key, series, { minutes = 5, unit = '/s', title = '' } = {}) {
+export function lineChart(key, series, { minutes = chartMinutes(), unit = '/s', title = '' } = {}) {
   const W = 600;
   const H = 180;
   const L = 48;

@@ -23,8 +23,12 @@ function setAttrs(el, attrs) {
       el.addEventListener(k.slice(2), v);
     } else if (k === 'value' && 'value' in el) {
       el.value = String(v);
-    } else if (k === 'checked' || k === 'selected' || k === 'disabled') {
-      el[k] = Boolean(v);
+    } else if (k === 'checked' || k === 'selected') {
+      // The attribute (the default state) survives the option being added to its select.
+      el.setAttribute(k, '');
+      el[k] = true;
+    } else if (k === 'disabled') {
+      el.disabled = true;
     } else if (k === 'dataset') {
       Object.assign(el.dataset, v);
     } else {

@@ -3,7 +3,7 @@
 
 import { get } from './api.js';
 import { h, fill, kv, note, num, bytes, duration, panel, load } from './dom.js';
-import { lineChart, record } from './chart.js';
+import { lineChart, minutesControl, record } from './chart.js';
 
 /** The message-rate series: RabbitMQ's message_stats fields. */
 export const RATE_SERIES = [
@@ -74,9 +74,12 @@ export function mount(view, ctx) {
   const charts = h('div', { class: 'charts' });
   const totalsEl = h('div');
   const nodeEl = h('div');
+  const draw = () => fill(charts,
+    lineChart('overview', RATE_SERIES, { title: 'Messages per second' }),
+    lineChart('overview', COUNT_SERIES, { title: 'Queued messages', unit: '' }));
   view.append(
     h('h1', null, 'Overview'),
-    panel('Message rates', charts),
+    panel('Message rates', minutesControl(draw), charts),
     panel('Totals', totalsEl),
     panel('Node', nodeEl),
   );
@@ -90,9 +93,7 @@ export function mount(view, ctx) {
     if (ok) {
       record('overview', { ...rates(ov.message_stats), ...counts(ov.queue_totals) });
     }
-    fill(charts,
-      lineChart('overview', RATE_SERIES, { title: 'Messages per second', minutes: 5 }),
-      lineChart('overview', COUNT_SERIES, { title: 'Queued messages', minutes: 5, unit: '' }));
+    draw();
     if (ok && ctx.me.perm.seesNode) {
       await load(nodeEl, async () => {
         const [nodes, health] = await Promise.all([

@@ -4,7 +4,7 @@
 
 import { get, post, del, enc, ApiError } from './api.js';
 import { h, fill, field, form, kv, args, link, note, num, bytes, panel, load, select, table, confirmButton, parseArgs } from './dom.js';
-import { lineChart, record } from './chart.js';
+import { lineChart, minutesControl, record } from './chart.js';
 import { publishForm } from './publish.js';
 import { features } from './queues.js';
 import { xname } from './exchanges.js';
@@ -157,6 +157,8 @@ export function mount(view, ctx, [vhost, name]) {
   const got = h('div', { class: 'messages', id: 'got-messages' });
   const browsed = h('div', { class: 'messages', id: 'browsed-messages' });
   const actions = h('div', { class: 'actions-status' });
+  const draw = () => fill(charts, lineChart(histKey, RATES, { title: 'Message rates' }),
+    lineChart(histKey, COUNTS, { title: 'Queued messages', unit: '' }));
   const refresh = async () => {
     let q = null;
     const ok = await load(info, async () => {
@@ -173,8 +175,7 @@ export function mount(view, ctx, [vhost, name]) {
       fill(argsEl, args(q.arguments));
       fill(policy, policyView(q));
     }
-    fill(charts, lineChart(histKey, RATES, { title: 'Message rates', minutes: 5 }),
-      lineChart(histKey, COUNTS, { title: 'Queued messages', minutes: 5, unit: '' }));
+    draw();
     await load(binds, async () => bindingsView(await get(`${base}/bindings`), vhost, name, refresh));
     if (!ok) throw new Error('queue failed');
   };
@@ -182,7 +183,7 @@ export function mount(view, ctx, [vhost, name]) {
   const failed = (e) => fill(actions, note('error', e.message));
   view.append(
     h('h1', null, 'Queue ', h('span', { class: 'qname', id: 'queue-name' }, name), h('span', { class: 'muted' }, ` in vhost ${vhost}`)),
-    panel('Overview', info, charts),
+    panel('Overview', info, minutesControl(draw), charts),
     panel('Consumers', cons),
     panel('Bindings', binds, bindForm(vhost, name, () => refresh())),
     panel('Arguments', argsEl),

@@ -134,7 +134,7 @@ async fn rate_chart_moves_while_a_client_publishes() {
                     )
                     .await;
                 n += 1;
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -498,7 +498,7 @@ async fn screenshots_for_the_readme() {
         while let Some(Ok(d)) = consumer.next().await {
             n += 1;
             // A slower consumer: the backlog grows and shrinks with the publish rate.
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let _ = d.ack(Default::default()).await;

@@ -167,11 +167,7 @@ impl ListQuery {
         if let Some(f) = &self.name {
             items.retain(|t| f.matches(key(t).1));
         }
-        let path: Option<&[String]> = match self.sort.as_deref() {
-            None => None,
-            Some(k) => Some(k),
-        };
-        let keyed = match path {
+        let keyed = match self.sort.as_deref() {
             Some(p) if self.columns.is_none() => {
                 let keys: Option<Vec<SortKey>> = items.iter().map(|t| sort_key(t, p)).collect();
                 match keys {

@@ -48,8 +48,11 @@ impl Text {
     }
 }
 
+/// Reads one figure of a queue's counters.
+type Field = fn(&Counters) -> u64;
+
 /// The per-queue metrics: name, help, and which counter.
-const QUEUE_METRICS: [(&str, &str, fn(&Counters) -> u64); 3] = [
+const QUEUE_METRICS: [(&str, &str, Field); 3] = [
     (
         "rabbitmq_queue_messages_ready",
         "Messages ready to be delivered to consumers",

@@ -47,18 +47,9 @@ impl Drop for Server {
 
 async fn server() -> Server {
     let b = support::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let token = CancellationToken::new();
-    tokio::spawn(lagomorph::management::serve(
-        listener,
-        b.broker.clone(),
-        token.clone(),
-    ));
+    let (base, token) = support::serve_management(&b, Default::default()).await;
     Server {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

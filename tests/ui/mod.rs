@@ -6,7 +6,7 @@
 //! failure. `LAGOMORPH_CHROMIUM` / `LAGOMORPH_CHROMEDRIVER` override the binaries' paths.
 #![allow(dead_code, unreachable_pub)]
 
-use crate::support::{TestBroker, start};
+use crate::support::{TestBroker, serve_management, start};
 use fantoccini::{Client, ClientBuilder, Locator};
 use lagomorph::broker::{Permission, User};
 use serde_json::{Value, json};
@@ -128,21 +128,15 @@ pub async fn ui_with(sample: Duration) -> Option<Ui> {
     let (chromium, driver) = browser_binaries()?;
     let turn = ONE_AT_A_TIME.lock().await;
     let b = start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let token = CancellationToken::new();
-    tokio::spawn(lagomorph::management::serve_with(
-        listener,
-        b.broker.clone(),
-        token.clone(),
+    let (base, token) = serve_management(
+        &b,
         lagomorph::management::Options {
             sample_interval: sample,
             data_dir: Some(b.dir.clone()),
             ..Default::default()
         },
-    ));
+    )
+    .await;
     let driver = Driver::start(&driver);
     let profile = tempfile::tempdir().expect("profile dir");
     let downloads = tempfile::tempdir().expect("downloads dir");
@@ -171,7 +165,7 @@ pub async fn ui_with(sample: Duration) -> Option<Ui> {
         .await
         .expect("WebDriver session with chromium");
     Some(Ui {
-        base: format!("http://{addr}"),
+        base,
         b,
         c,
         downloads,

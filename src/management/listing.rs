@@ -3,14 +3,17 @@
 //!
 //! Without `page` the whole (filtered, sorted) list is returned as a JSON array; with it, the
 //! paginated envelope `{filtered_count, item_count, items, page, page_count, page_size,
-//! total_count}`. Sorting and filtering run on the JSON items, so any field can be a sort key.
+//! total_count}`. `name` matches case-insensitively, as a substring or (with `use_regex`) an
+//! unanchored regex, as in RabbitMQ 3.10. [`ListQuery::respond`] sorts and filters JSON items,
+//! so any field can be a sort key; [`ListQuery::respond_lazy`] does it on keys read from the
+//! objects, for listings that can hold 100,000 of them.
 
 use super::dto::to_value;
 use super::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -26,7 +29,7 @@ const MAX_PATTERN_LEN: usize = 1000;
 enum NameFilter {
     /// Case-insensitive substring (RabbitMQ's default).
     Substring(String),
-    /// Unanchored regular expression.
+    /// Unanchored, case-insensitive regular expression.
     Regex(Regex),
 }
 
@@ -129,7 +132,13 @@ impl ListQuery {
                 if n.len() > MAX_PATTERN_LEN {
                     return Err(invalid());
                 }
-                Some(NameFilter::Regex(Regex::new(n).map_err(|_| invalid())?))
+                // Case-insensitive, as RabbitMQ 3.10 matches (recorded in
+                // tests/fixtures/rabbitmq-3.10/ui-shapes.json).
+                let re = RegexBuilder::new(n)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|_| invalid())?;
+                Some(NameFilter::Regex(re))
             }
             Some(n) => Some(NameFilter::Substring(n.to_lowercase())),
         };
@@ -454,6 +463,12 @@ mod tests {
             .respond(items(), &["name"])
             .expect("ok");
         assert_eq!(names(&r), ["b", "c"]);
+        // Regexes ignore case too, as RabbitMQ's do.
+        let r = ListQuery::parse(&q(&[("name", "^[AB]$"), ("use_regex", "true")]))
+            .expect("parse")
+            .respond(items(), &["name"])
+            .expect("ok");
+        assert_eq!(names(&r), ["A", "b"]);
     }
 
     #[test]

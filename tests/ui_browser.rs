@@ -546,3 +546,69 @@ async fn screenshots_for_the_readme() {
     acker.abort();
     u.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_a_connection_with_a_reason() {
+    let Some(u) = ui().await else { return };
+    let mut raw = support::raw::Raw::connect(u.b.addr).await;
+    u.login("guest", "guest").await;
+    u.open("#/connections").await;
+    u.click("[data-list=connections] .close-conn button").await;
+    u.type_into(
+        "[data-list=connections] .close-conn input[name=reason]",
+        "maintenance window",
+    )
+    .await;
+    u.click("[data-list=connections] .close-conn button.danger")
+        .await;
+    u.wait_text("#page-connections .close-status", |t| {
+        t.contains("closed: maintenance window")
+    })
+    .await;
+    // The client hears 320 CONNECTION_FORCED with the reason as reply text.
+    let (code, text, _, _) = raw.expect_connection_close().await;
+    assert_eq!(
+        (code, text.as_str()),
+        (320, "CONNECTION_FORCED - maintenance window")
+    );
+    u.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_page_binds_and_publishes_with_a_routing_key() {
+    let Some(u) = ui().await else { return };
+    declare(&u, "/", "routed-here");
+    u.login("guest", "guest").await;
+    u.open("#/exchanges/%2F/amq.direct").await;
+    u.wait_text("h1", |t| t.contains("amq.direct")).await;
+    u.type_into("form.bind input[name=destination]", "routed-here")
+        .await;
+    u.type_into("form.bind input[name=routing_key]", "key.a")
+        .await;
+    u.click("form.bind button[type=submit]").await;
+    u.wait_text("form.bind .form-status", |t| t.contains("Bound."))
+        .await;
+    // The binding shows on this exchange's page, as source.
+    u.wait_text("main", |t| t.contains("key.a") && t.contains("routed-here"))
+        .await;
+    u.type_into("form.publish input[name=routing_key]", "key.a")
+        .await;
+    u.type_into(
+        "form.publish textarea[name=properties]",
+        "content_type=text/plain",
+    )
+    .await;
+    u.type_into("form.publish textarea[name=payload]", "via amq.direct")
+        .await;
+    u.click("form.publish button[type=submit]").await;
+    u.wait_text("form.publish .form-status", |t| t == "Message published.")
+        .await;
+    assert_eq!(ready(&u, "/", "routed-here"), 1);
+    // A key nothing is bound with: published, but not routed.
+    u.type_into("form.publish input[name=routing_key]", "nowhere")
+        .await;
+    u.click("form.publish button[type=submit]").await;
+    u.wait_text("form.publish .form-status", |t| t.contains("not routed"))
+        .await;
+    u.finish().await;
+}

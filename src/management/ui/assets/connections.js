@@ -5,7 +5,7 @@ import { del, enc } from './api.js';
 import { h, fill, note, num, rate, panel } from './dom.js';
 import { pagedList } from './list.js';
 
-function closeControl(c, refresh) {
+function closeControl(c, refresh, status) {
   const box = h('span', { class: 'close-conn' });
   const start = h('button', { type: 'button', class: 'danger small' }, 'Close');
   start.addEventListener('click', () => {
@@ -18,6 +18,7 @@ function closeControl(c, refresh) {
       try {
         await del(`/api/connections/${enc(c.name)}`, { 'X-Reason': reason.value });
         fill(box, note('ok', 'closed'));
+        fill(status, note('ok', `Connection ${c.name} closed: ${reason.value}`));
         refresh().catch(() => {});
       } catch (e) {
         fill(box, note('error', e.message), start);
@@ -41,6 +42,7 @@ function clientName(c) {
 }
 
 export function mount(view, ctx) {
+  const closed = h('div', { class: 'close-status', 'aria-live': 'polite' });
   let connList = null;
   const refreshConns = () => connList.refresh();
   connList = pagedList({
@@ -57,7 +59,7 @@ export function mount(view, ctx) {
       { label: 'Channels', cell: (c) => num(c.channels), class: 'num', sort: 'channels' },
       { label: 'From client', cell: (c) => rate(c.recv_oct_details), class: 'num' },
       { label: 'To client', cell: (c) => rate(c.send_oct_details), class: 'num' },
-      { label: '', cell: (c) => closeControl(c, refreshConns) },
+      { label: '', cell: (c) => closeControl(c, refreshConns, closed) },
     ],
   });
   const chanList = pagedList({
@@ -79,6 +81,6 @@ export function mount(view, ctx) {
   });
   view.append(h('h1', null, 'Connections and channels'),
     ctx.me.perm.monitoring ? null : note('info', 'You see your own connections only (tag monitoring or administrator to see all).'),
-    panel('Connections', connList.el), panel('Channels', chanList.el));
+    panel('Connections', closed, connList.el), panel('Channels', chanList.el));
   return { refresh: () => Promise.all([connList.refresh(), chanList.refresh()]) };
 }

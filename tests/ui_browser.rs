@@ -552,6 +552,7 @@ async fn close_a_connection_with_a_reason() {
     let Some(u) = ui().await else { return };
     let mut raw = support::raw::Raw::connect(u.b.addr).await;
     u.login("guest", "guest").await;
+    u.choose("#refresh", "1").await;
     u.open("#/connections").await;
     u.click("[data-list=connections] .close-conn button").await;
     u.type_into(
@@ -559,6 +560,17 @@ async fn close_a_connection_with_a_reason() {
         "maintenance window",
     )
     .await;
+    // Refreshes (every second here) hold off while a reason is being typed: after a few
+    // seconds the input and its text are still there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let typed = u
+        .js("const i = document.querySelector('.close-conn input[name=reason]'); return i ? i.value : null")
+        .await;
+    assert_eq!(
+        typed,
+        serde_json::json!("maintenance window"),
+        "a refresh wiped the reason"
+    );
     u.click("[data-list=connections] .close-conn button.danger")
         .await;
     u.wait_text("#page-connections .close-status", |t| {

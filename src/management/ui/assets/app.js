@@ -3,7 +3,7 @@
 // that build their static parts once and return `{refresh}` for the live parts.
 
 import { api, ApiError, clearLogin, loggedIn, setLogin } from './api.js';
-import { h, fill, field, note } from './dom.js';
+import { h, fill, field, note, releaseAll } from './dom.js';
 import { CHOICES, Refresher } from './refresh.js';
 
 const PAGES = {
@@ -119,6 +119,7 @@ async function render() {
   const load = PAGES[page];
   const token = ++mounted;
   refresher.start(null);
+  releaseAll();
   if (!load || !allowed) {
     fill(main, note('error', load ? 'Your user tags do not give access to this page.' : `No page "${page}".`));
     return;

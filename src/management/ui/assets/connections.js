@@ -2,19 +2,22 @@
 // RabbitMQ's X-Reason header, which becomes the connection.close reply text).
 
 import { del, enc } from './api.js';
-import { h, fill, note, num, rate, panel } from './dom.js';
+import { h, fill, hold, note, num, rate, panel } from './dom.js';
 import { pagedList } from './list.js';
 
 function closeControl(c, refresh, status) {
   const box = h('span', { class: 'close-conn' });
   const start = h('button', { type: 'button', class: 'danger small' }, 'Close');
   start.addEventListener('click', () => {
+    // No redraw of the list while the reason is being typed.
+    const release = hold();
     const reason = h('input', { name: 'reason', value: 'Closed via management UI', 'aria-label': 'Reason' });
     const go = h('button', { type: 'button', class: 'danger small' }, 'Close now');
     const cancel = h('button', { type: 'button', class: 'small' }, 'Cancel');
-    cancel.addEventListener('click', () => fill(box, start));
+    cancel.addEventListener('click', () => { release(); fill(box, start); });
     go.addEventListener('click', async () => {
       go.disabled = true;
+      release();
       try {
         await del(`/api/connections/${enc(c.name)}`, { 'X-Reason': reason.value });
         fill(box, note('ok', 'closed'));

@@ -109,23 +109,57 @@ export function select(name, options, value) {
   }));
 }
 
+let holds = 0;
+let generation = 0;
+
+/**
+ * Holds periodic refreshes while the user is in the middle of something that a redraw would
+ * wipe (an armed delete button, a half-typed close reason). Returns the release function.
+ */
+export function hold() {
+  holds += 1;
+  const mine = generation;
+  let released = false;
+  return () => {
+    if (!released && mine === generation) holds -= 1;
+    released = true;
+  };
+}
+
+/** Drops every hold (a new page was mounted: what held them is gone). */
+export function releaseAll() {
+  generation += 1;
+  holds = 0;
+}
+
+/** Whether something holds refreshes. */
+export function held() {
+  return holds > 0;
+}
+
 /** A button that asks again before acting: first click arms it, second click runs `action`. */
 export function confirmButton(label, question, action, attrs = {}) {
   const btn = h('button', { type: 'button', class: 'danger', ...attrs }, label);
   let armed = false;
   let timer = 0;
-  btn.addEventListener('click', async () => {
-    if (!armed) {
-      armed = true;
-      btn.textContent = question;
-      btn.classList.add('armed');
-      timer = setTimeout(() => { armed = false; btn.textContent = label; btn.classList.remove('armed'); }, 5000);
-      return;
-    }
+  let release = () => {};
+  const disarm = () => {
     clearTimeout(timer);
     armed = false;
     btn.textContent = label;
     btn.classList.remove('armed');
+    release();
+  };
+  btn.addEventListener('click', async () => {
+    if (!armed) {
+      armed = true;
+      release = hold();
+      btn.textContent = question;
+      btn.classList.add('armed');
+      timer = setTimeout(disarm, 5000);
+      return;
+    }
+    disarm();
     btn.disabled = true;
     try { await action(); } finally { btn.disabled = false; }
   });

@@ -1,6 +1,9 @@
 // Periodic refresh of the current page: every N seconds as the user picks (or paused), never
 // two refreshes at once, and nothing while the tab is hidden (it refreshes at once when shown
-// again). The choice is kept in localStorage.
+// again). The choice is kept in localStorage. A tick is skipped while the page holds
+// refreshes (see dom.js hold()), so a redraw never wipes what the user is doing.
+
+import { held } from './dom.js';
 
 const KEY = 'lagomorph.refresh';
 export const CHOICES = [[1, 'every 1 s'], [2, 'every 2 s'], [5, 'every 5 s'], [10, 'every 10 s'],
@@ -62,7 +65,7 @@ export class Refresher {
   schedule() {
     this.stop();
     if (this.seconds > 0 && !document.hidden && this.task) {
-      this.timer = setTimeout(() => this.kick(), this.seconds * 1000);
+      this.timer = setTimeout(() => (held() ? this.schedule() : this.kick()), this.seconds * 1000);
     }
   }
 }

@@ -13,6 +13,8 @@
 //! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
 //! - [`cli`]: command-line flags (clap) that become config overrides; `hash-password`.
 //! - [`password`]: RabbitMQ-compatible salted password hashes (a leaf: imports nothing).
+//! - [`process`]: resident memory, file descriptors, total memory, host name (a leaf, reads
+//!   `/proc`); the memory alarm and the management API both read it.
 //! - [`logging`]: the global tracing subscriber (text or JSON on stderr).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -22,6 +24,7 @@ pub mod config;
 pub mod logging;
 pub mod management;
 pub mod password;
+pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -118,11 +118,11 @@ async fn run(config: Config) -> Result<(), String> {
     let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
         .await
         .map_err(|e| e.to_string())?;
-    let addrs: Vec<String> = listeners
+    let bound: Vec<std::net::SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
         .collect();
+    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -138,7 +138,7 @@ async fn run(config: Config) -> Result<(), String> {
     ));
     let high_watermark = config
         .memory
-        .high_watermark_bytes(lagomorph::server::total_memory_bytes());
+        .high_watermark_bytes(lagomorph::process::total_memory());
     if let Some(wm) = high_watermark {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(
@@ -157,6 +157,7 @@ async fn run(config: Config) -> Result<(), String> {
             broker.clone(),
             token.clone(),
             lagomorph::management::Options {
+                amqp_listeners: bound,
                 data_dir: Some(data_dir.clone()),
                 mem_limit: high_watermark.unwrap_or(0),
                 ..Default::default()

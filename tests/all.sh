@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust suites (unit, property, integration, crash) and then the foreign-client
-# interop suites (pika, amqplib) against the release binary. This is the README's test command and
-# the only thing .ci/run calls.
+# Runs every test: the Rust suites (unit, property, integration, crash) and then the
+# foreign-client interop suites (pika, aio-pika, amqplib, amqp091-go) against the release
+# binary. This is the README's test command; .ci/run runs it after the lint gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked

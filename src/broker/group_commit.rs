@@ -280,8 +280,8 @@ impl GroupCommit {
 mod tests {
     use super::*;
     use crate::storage::{
-        BindingRecord, Definitions, ExchangeRecord, MemoryStore, QueueRecord, QueueStore, Spill,
-        StoreError,
+        BindingRecord, Definitions, ExchangeRecord, FlushHold, MemoryStore, QueueRecord,
+        QueueStore, Spill, StoreError,
     };
     use std::sync::mpsc;
 
@@ -326,6 +326,18 @@ mod tests {
         }
         fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn Spill>, StoreError> {
             self.inner.open_spill(vhost, name)
+        }
+        fn put_object(&self, kind: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put_object(kind, key, value)
+        }
+        fn delete_object(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+            self.inner.delete_object(kind, key)
+        }
+        fn load_objects(&self, kind: &str) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
+            self.inner.load_objects(kind)
+        }
+        fn hold_flush(&self) -> FlushHold<'_> {
+            self.inner.hold_flush()
         }
         fn flush(&self) -> Result<(), StoreError> {
             let mut open = self.open.lock().expect("gate");

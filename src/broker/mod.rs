@@ -130,6 +130,9 @@ pub struct ConnectionInfo {
     pub user: RwLock<String>,
     /// Vhost ("" before open).
     pub vhost: RwLock<String>,
+    /// The client-properties table of its connection.start-ok (management lists it; tools
+    /// find connections by its `connection_name`).
+    pub client_properties: RwLock<crate::protocol::types::FieldTable>,
     /// When it connected.
     pub connected_at: SystemTime,
     /// Open channels.
@@ -452,6 +455,7 @@ impl Broker {
             local,
             user: RwLock::new(String::new()),
             vhost: RwLock::new(String::new()),
+            client_properties: RwLock::new(Default::default()),
             connected_at: SystemTime::now(),
             channels: AtomicU32::new(0),
             consumers: std::sync::atomic::AtomicI64::new(0),

@@ -426,6 +426,7 @@ impl Queue {
             let sm = crate::storage::StoredMessage {
                 id,
                 delivered: false,
+                delivery_count: 0,
                 record,
             };
             if let Some(qm) = super::recovery::to_queued(&self.name, sm, false) {
@@ -757,6 +758,7 @@ fn to_record<'a>(msg: &'a Message, properties: &'a [u8]) -> MessageView<'a> {
         exchange: msg.exchange.as_str(),
         routing_key: msg.routing_key.as_str(),
         properties,
+        meta: &[],
         body: &msg.body,
     }
 }

@@ -403,7 +403,10 @@ impl VHost {
         }
     }
 
-    /// queue.unbind and exchange.unbind. Unbinding what is not bound is not an error.
+    /// queue.unbind and exchange.unbind. Unbinding what is not bound is not an error, and
+    /// neither is a source or destination that does not exist (RabbitMQ 3.10 answers unbind-ok;
+    /// clients unbind in their cleanup after the queue is gone). The default exchange (403)
+    /// and another connection's exclusive queue (405) are still refused.
     pub fn unbind(
         &self,
         source: &str,
@@ -414,7 +417,12 @@ impl VHost {
         conn: ConnId,
     ) -> BrokerResult<()> {
         let mut defs = self.write();
-        let (x, destination) = self.binding_ends(&defs, source, dest, dest_is_exchange, conn)?;
+        let (x, destination) = match self.binding_ends(&defs, source, dest, dest_is_exchange, conn)
+        {
+            Ok(ends) => ends,
+            Err(BrokerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         self.unbind_locked(&mut defs, &x, &destination, key, args)
     }
 

@@ -114,6 +114,18 @@ pub(crate) struct Listener {
     pub(crate) protocol: &'static str,
     pub(crate) ip_address: String,
     pub(crate) port: u16,
+    pub(crate) socket_opts: Value,
+}
+
+/// An HTTP context of the overview (RabbitMQ writes its port as a string).
+#[derive(Debug, Serialize)]
+pub(crate) struct Context {
+    pub(crate) ssl_opts: Vec<Value>,
+    pub(crate) node: String,
+    pub(crate) description: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) ip: String,
+    pub(crate) port: String,
 }
 
 /// GET /api/overview.
@@ -132,6 +144,7 @@ pub(crate) struct Overview {
     pub(crate) statistics_db_event_queue: u64,
     pub(crate) node: String,
     pub(crate) listeners: Vec<Listener>,
+    pub(crate) contexts: Vec<Context>,
 }
 
 /// GET /api/whoami.
@@ -265,6 +278,9 @@ pub(crate) struct Connection {
     pub(crate) timeout: u16,
     pub(crate) connected_at: u64,
     pub(crate) client_properties: Map<String, Value>,
+    /// The client's `connection_name` property, as RabbitMQ repeats it (absent when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_provided_name: Option<String>,
 }
 
 /// Connection fields repeated in channel listings.
@@ -362,6 +378,12 @@ pub(crate) struct Health {
     pub(crate) status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+}
+
+/// GET /api/cluster-name, and the body of its PUT.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClusterName {
+    pub(crate) name: String,
 }
 
 /// Serializes a DTO to a JSON value. Our DTOs have string keys and finite numbers only, so

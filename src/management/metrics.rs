@@ -9,7 +9,6 @@
 
 use super::ApiState;
 use super::rates::Counters;
-use super::sys;
 use crate::broker::group_commit::FLUSH_BUCKETS_MICROS;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -195,13 +194,13 @@ pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory size in bytes",
-        sys::resident_memory(),
+        crate::process::resident_memory().unwrap_or(0),
     );
     t.single(
         "process_open_fds",
         "gauge",
         "Number of open file descriptors",
-        sys::open_fds(),
+        crate::process::open_fds().unwrap_or(0),
     );
     t.0
 }

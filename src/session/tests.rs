@@ -97,7 +97,7 @@ impl Script {
         s.send(
             0,
             ConnectionTuneOk {
-                channel_max: 0,
+                channel_max: 2047,
                 frame_max: 4096,
                 heartbeat,
             }

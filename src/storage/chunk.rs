@@ -156,6 +156,58 @@ impl Bits {
     }
 }
 
+/// Delivery counts of a chunk's entries, as (id - first, count) ascending: few messages are
+/// redelivered, so this is usually empty and costs nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts(Vec<(u32, u32)>);
+
+impl Counts {
+    /// Counts as decoded from a state record.
+    pub fn from_pairs(mut pairs: Vec<(u32, u32)>) -> Self {
+        pairs.sort_unstable();
+        pairs.dedup_by_key(|p| p.0);
+        Counts(pairs)
+    }
+
+    /// The count of entry `i` (0 when never set).
+    pub fn get(&self, i: u64) -> u32 {
+        let Ok(i) = u32::try_from(i) else { return 0 };
+        self.0
+            .binary_search_by_key(&i, |p| p.0)
+            .map_or(0, |at| self.0.get(at).map_or(0, |p| p.1))
+    }
+
+    /// Sets the count of entry `i`; false if it was already that.
+    pub fn set(&mut self, i: u64, count: u32) -> bool {
+        let Ok(i) = u32::try_from(i) else {
+            return false;
+        };
+        match self.0.binary_search_by_key(&i, |p| p.0) {
+            Ok(at) => match self.0.get_mut(at) {
+                Some(p) if p.1 != count => {
+                    p.1 = count;
+                    true
+                }
+                _ => false,
+            },
+            Err(_) if count == 0 => false,
+            Err(at) => {
+                self.0.insert(at, (i, count));
+                true
+            }
+        }
+    }
+
+    /// The counts of live entries only, for a state record.
+    pub fn live(&self, live: &Bits) -> Vec<(u32, u32)> {
+        self.0
+            .iter()
+            .copied()
+            .filter(|&(i, c)| c > 0 && live.get(u64::from(i)))
+            .collect()
+    }
+}
+
 /// Where a chunk's entries are.
 #[derive(Debug)]
 enum Body {
@@ -178,6 +230,8 @@ struct Chunk {
     live: Bits,
     /// Delivered ids, bit `id - first`.
     delivered: Bits,
+    /// Delivery counts set, as (id - first, count), ascending; only live ids.
+    counts: Counts,
     live_count: usize,
     body: Body,
     /// Parts it is stored in (set when its value is handed out for writing).
@@ -195,7 +249,18 @@ impl Chunk {
             self.parts,
             &self.live.to_bytes(n, None),
             &self.delivered.to_bytes(n, Some(&self.live)),
+            &self.counts.live(&self.live),
         )
+    }
+
+    /// Marks the state changed (and the chunk for a state write, once it is in the engine).
+    fn touch(&mut self, first: u64, dirty: &mut Vec<u64>) {
+        if !self.dirty {
+            self.dirty = true;
+            if self.in_engine() {
+                dirty.push(first);
+            }
+        }
     }
 
     fn in_engine(&self) -> bool {
@@ -244,6 +309,8 @@ pub struct ReadPart {
     pub live: Bits,
     /// Delivered ids, bit `id - first`.
     pub delivered: Bits,
+    /// Delivery counts.
+    pub counts: Counts,
 }
 
 /// One queue's chunks. See the module docs.
@@ -276,6 +343,7 @@ impl Index {
         parts: u32,
         live: Bits,
         delivered: Bits,
+        counts: Counts,
     ) -> usize {
         let live_count = live.count_from(0);
         if let Some(top) = live.last_set() {
@@ -289,6 +357,7 @@ impl Index {
                 last,
                 live,
                 delivered,
+                counts,
                 live_count,
                 body: Body::Stored,
                 parts,
@@ -319,6 +388,7 @@ impl Index {
             last: id,
             live: Bits::default(),
             delivered: Bits::default(),
+            counts: Counts::default(),
             live_count: 0,
             // Sized for what fills a chunk, up to a cap so that a lone small message in a
             // queue of many does not cost 64 KiB.
@@ -371,12 +441,19 @@ impl Index {
         if !c.live.get(id - first) || !c.delivered.set(id - first) {
             return false;
         }
-        if !c.dirty {
-            c.dirty = true;
-            if c.in_engine() {
-                self.dirty.push(first);
-            }
+        c.touch(first, &mut self.dirty);
+        true
+    }
+
+    /// Sets `id`'s delivery count; false if it is not live or the count is unchanged.
+    pub fn set_delivery_count(&mut self, id: u64, count: u32) -> bool {
+        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+            return false;
+        };
+        if !c.live.get(id - first) || !c.counts.set(id - first, count) {
+            return false;
         }
+        c.touch(first, &mut self.dirty);
         true
     }
 
@@ -390,12 +467,8 @@ impl Index {
         }
         c.live_count -= 1;
         self.count -= 1;
-        if !c.dirty {
-            c.dirty = true;
-            if c.in_engine() {
-                self.dirty.push(first);
-            }
-        }
+        c.counts.set(id - first, 0);
+        c.touch(first, &mut self.dirty);
         true
     }
 
@@ -414,12 +487,7 @@ impl Index {
             }
             c.live_count -= n;
             removed += n;
-            if !c.dirty {
-                c.dirty = true;
-                if c.in_engine() {
-                    self.dirty.push(first);
-                }
-            }
+            c.touch(first, &mut self.dirty);
         }
         self.count -= removed;
         removed
@@ -477,6 +545,7 @@ impl Index {
                 parts: c.parts,
                 live: c.live.clone(),
                 delivered: c.delivered.clone(),
+                counts: c.counts.clone(),
             });
             wanted = wanted.saturating_sub(n);
             if wanted == 0 {
@@ -544,11 +613,16 @@ impl Index {
     }
 
     /// Records that `work` is in the engine: written chunks no longer need their value in
-    /// memory, and deleted ones are forgotten.
-    pub fn finish_work(&mut self, work: &Work) {
+    /// memory, and deleted ones are forgotten. Without `states_written` (only the bodies were
+    /// written), the written chunks' states are due at the next full [`Index::take_work`].
+    pub fn finish_work(&mut self, work: &Work, states_written: bool) {
         for w in work.writes.iter().filter(|w| w.body.is_some()) {
             if let Some(c) = self.chunks.get_mut(&w.first) {
                 c.body = Body::Stored;
+                if !states_written {
+                    c.dirty = true;
+                    self.dirty.push(w.first);
+                }
             }
         }
         for (first, _) in &work.removes {
@@ -652,6 +726,7 @@ mod tests {
             exchange: "",
             routing_key: "q",
             properties: &[0, 0],
+            meta: b"m",
             body,
         }
     }
@@ -700,7 +775,7 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, [1, 4, 5, 6, 7, 8, 9]);
-        ix.finish_work(&work);
+        ix.finish_work(&work, true);
         // A chunk acked entirely while open is dropped without a write.
         for id in 11..=20 {
             let _ = ix.append(id, &view(b"y")).expect("append");
@@ -730,7 +805,7 @@ mod tests {
                 .iter()
                 .all(|w| w.body.as_ref().is_some_and(|b| b.len() <= MAX_CHUNK_BYTES))
         );
-        ix.finish_work(&work);
+        ix.finish_work(&work, true);
         // The open chunk stays open without `seal_open`, and the span cap also seals.
         assert!(ix.open.is_some());
         let mut ix = Index::new();
@@ -758,7 +833,7 @@ mod tests {
             let _ = ix.append(id, &view(b"m")).expect("append");
         }
         let work = ix.take_work(true, true);
-        ix.finish_work(&work);
+        ix.finish_work(&work, true);
         assert!(ix.mark_delivered(1));
         assert!(!ix.mark_delivered(1));
         assert!(ix.remove(0));
@@ -770,7 +845,7 @@ mod tests {
             (state.last, state.live, state.delivered),
             (3, &[0b1110][..], &[0b10][..])
         );
-        ix.finish_work(&work);
+        ix.finish_work(&work, true);
         assert_eq!(ix.remove_from(0), 3);
         let work = ix.take_work(true, true);
         assert_eq!(work.removes, [(0, 1)]);
@@ -778,7 +853,7 @@ mod tests {
         ix.undo_work(work);
         let work = ix.take_work(true, true);
         assert_eq!(work.removes, [(0, 1)]);
-        ix.finish_work(&work);
+        ix.finish_work(&work, true);
         assert_eq!(ix.chunk_count(), 0);
         assert!(ix.is_empty());
     }

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::Store;
+use bytes::Bytes;
+
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageRecord, MessageView, PutOutcome,
-    QueueRecord, QueueStore, StoreError, StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, FlushGate, FlushHold, MessageRecord, MessageView,
+    PutOutcome, QueueRecord, QueueStore, Store, StoreError, StoredMessage,
 };
 
 /// Definitions keyed by their encoded keys (ordered, so loading is deterministic).
@@ -23,6 +24,8 @@ struct Defs {
     exchanges: BTreeMap<Vec<u8>, ExchangeRecord>,
     queues: BTreeMap<Vec<u8>, QueueRecord>,
     bindings: BTreeMap<Vec<u8>, BindingRecord>,
+    /// Durable objects by (kind, key).
+    objects: BTreeMap<(String, String), Bytes>,
     /// Open message areas by vhost/name key.
     areas: HashMap<Vec<u8>, Arc<MemoryQueue>>,
 }
@@ -31,6 +34,7 @@ struct Defs {
 #[derive(Default)]
 pub struct MemoryStore {
     defs: Mutex<Defs>,
+    gate: FlushGate,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -114,7 +118,38 @@ impl Store for MemoryStore {
         Ok(area)
     }
 
+    fn put_object(&self, kind: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.defs().objects.insert(
+            (kind.to_owned(), key.to_owned()),
+            Bytes::copy_from_slice(value),
+        );
+        Ok(())
+    }
+
+    fn delete_object(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+        self.defs()
+            .objects
+            .remove(&(kind.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    fn load_objects(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        Ok(self
+            .defs()
+            .objects
+            .range((kind.to_owned(), String::new())..)
+            .take_while(|((k, _), _)| k == kind)
+            .map(|((_, key), v)| (key.clone(), v.clone()))
+            .collect())
+    }
+
+    fn hold_flush(&self) -> FlushHold<'_> {
+        self.gate.hold()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
+        // Nothing to write; taking the gate keeps `hold_flush` meaning the same as on disk.
+        drop(self.gate.exclusive());
         Ok(())
     }
 }
@@ -122,6 +157,7 @@ impl Store for MemoryStore {
 /// One stored message: its delivered flag and record.
 struct Entry {
     delivered: bool,
+    delivery_count: u32,
     record: MessageRecord,
 }
 
@@ -170,12 +206,8 @@ impl QueueStore for MemoryQueue {
             id,
             Entry {
                 delivered: false,
-                record: MessageRecord {
-                    exchange: m.exchange.to_owned(),
-                    routing_key: m.routing_key.to_owned(),
-                    properties: bytes::Bytes::copy_from_slice(m.properties),
-                    body: bytes::Bytes::copy_from_slice(m.body),
-                },
+                delivery_count: 0,
+                record: MessageRecord::from_view(&m),
             },
         );
         Ok(PutOutcome::Buffered)
@@ -189,6 +221,14 @@ impl QueueStore for MemoryQueue {
         self.check_live()?;
         if let Some(e) = self.messages().map.get_mut(&id) {
             e.delivered = true;
+        }
+        Ok(())
+    }
+
+    fn set_delivery_count(&self, id: u64, count: u32) -> Result<(), StoreError> {
+        self.check_live()?;
+        if let Some(e) = self.messages().map.get_mut(&id) {
+            e.delivery_count = count;
         }
         Ok(())
     }
@@ -214,6 +254,7 @@ impl QueueStore for MemoryQueue {
             .map(|(&id, e)| StoredMessage {
                 id,
                 delivered: e.delivered,
+                delivery_count: e.delivery_count,
                 record: e.record.clone(),
             })
             .collect())

@@ -140,6 +140,9 @@ pub struct MessageView<'a> {
     pub routing_key: &'a str,
     /// AMQP-encoded content-header property flags and property list, opaque here.
     pub properties: &'a [u8],
+    /// Broker-owned metadata stored with the message (e.g. an expiry deadline), opaque here:
+    /// [`QueueStore::read`] returns it unchanged.
+    pub meta: &'a [u8],
     /// Message body.
     pub body: &'a [u8],
 }
@@ -153,17 +156,31 @@ pub struct MessageRecord {
     pub routing_key: String,
     /// AMQP-encoded content-header property flags and property list, opaque here.
     pub properties: Bytes,
+    /// Broker-owned metadata, exactly as given in [`MessageView::meta`].
+    pub meta: Bytes,
     /// Message body.
     pub body: Bytes,
 }
 
 impl MessageRecord {
+    /// An owned copy of a borrowed message.
+    pub fn from_view(m: &MessageView<'_>) -> Self {
+        MessageRecord {
+            exchange: m.exchange.to_owned(),
+            routing_key: m.routing_key.to_owned(),
+            properties: Bytes::copy_from_slice(m.properties),
+            meta: Bytes::copy_from_slice(m.meta),
+            body: Bytes::copy_from_slice(m.body),
+        }
+    }
+
     /// The record as a [`MessageView`], to store it again.
     pub fn view(&self) -> MessageView<'_> {
         MessageView {
             exchange: &self.exchange,
             routing_key: &self.routing_key,
             properties: &self.properties,
+            meta: &self.meta,
             body: &self.body,
         }
     }
@@ -177,6 +194,9 @@ pub struct StoredMessage {
     /// Whether it was delivered at least once ([`QueueStore::mark_delivered`]): it comes back with
     /// `redelivered = true`.
     pub delivered: bool,
+    /// How many times it was delivered, as last set by [`QueueStore::set_delivery_count`]
+    /// (RabbitMQ's `x-delivery-count`); 0 if never set.
+    pub delivery_count: u32,
     /// The message itself.
     pub record: MessageRecord,
 }
@@ -211,10 +231,75 @@ pub trait Store: Send + Sync + 'static {
     /// every start. The queue owns it; dropping it removes the file.
     fn open_spill(&self, vhost: &str, name: &str) -> Result<Box<dyn Spill>, StoreError>;
 
-    /// Writes out everything buffered so far (messages, acks, delivered marks) and fsyncs it
-    /// (group commit): every `put`, `remove` and `mark_delivered` that returned before this call
-    /// began is durable when it returns. Called from a dedicated thread, never under a lock.
+    /// Stores (or replaces) a durable object: a definition other than exchanges, queues and
+    /// bindings (policies, users, permissions, limits, ...), keyed by `kind` and `key`, with a
+    /// value opaque to storage. Durable at the next [`Store::flush`]. It costs the caller what
+    /// [`Store::put_exchange`] does: no fsync, nothing that waits for a flush.
+    fn put_object(&self, kind: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a durable object; absent is not an error. Durable at the next flush.
+    fn delete_object(&self, kind: &str, key: &str) -> Result<(), StoreError>;
+    /// Every object of `kind`, as `(key, value)`, in key order.
+    fn load_objects(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError>;
+
+    /// Holds back the next flush: while the returned guard lives, no [`Store::flush`] begins
+    /// collecting work, so every write made under one guard (say a put into queue B and the
+    /// removal of the same message from queue A, when dead-lettering) lands in the same flush,
+    /// and a flush is all-or-nothing after a crash. Cheap (a read lock); a flush already
+    /// collecting finishes collecting first. Never take a second guard on the same thread while
+    /// holding one (a flush waiting between them would deadlock), and keep the guard short:
+    /// a waiting flush holds back every confirm.
+    fn hold_flush(&self) -> FlushHold<'_>;
+
+    /// Damaged records moved aside since the store was created (this run and earlier ones),
+    /// for metrics.
+    fn quarantined(&self) -> u64 {
+        0
+    }
+
+    /// Writes out everything buffered so far (messages, acks, delivered marks, delivery counts,
+    /// objects) and fsyncs it (group commit): every write that returned before this call began
+    /// is durable when it returns, and a crash leaves either all or none of one flush's writes.
+    /// Called from a dedicated thread, never under a lock.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A guard from [`Store::hold_flush`]: no flush begins collecting work while it lives.
+#[must_use = "the flush is held back only while the guard lives"]
+pub struct FlushHold<'a> {
+    _guard: std::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl std::fmt::Debug for FlushHold<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlushHold")
+    }
+}
+
+/// The lock behind [`Store::hold_flush`]: writers that must land in one flush share it, the
+/// flush takes it exclusively while it collects work.
+#[derive(Debug, Default)]
+pub struct FlushGate {
+    lock: std::sync::RwLock<()>,
+}
+
+impl FlushGate {
+    /// A guard for [`Store::hold_flush`].
+    pub fn hold(&self) -> FlushHold<'_> {
+        FlushHold {
+            // The lock guards no data, so a poisoned one is as good as a clean one.
+            _guard: self
+                .lock
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        }
+    }
+
+    /// Held by a flush while it collects work: waits for every [`FlushHold`] to go.
+    pub fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What [`QueueStore::put`] asks of its caller.
@@ -244,6 +329,10 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Records that message `id` was delivered, so it comes back with `redelivered = true`
     /// (durable, like every write, after the next [`Store::flush`]). Absent ids are ignored.
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError>;
+    /// Sets message `id`'s delivery count (RabbitMQ's `x-delivery-count`), returned by
+    /// [`QueueStore::read`] as [`StoredMessage::delivery_count`]: in memory now, durable at
+    /// the next [`Store::flush`]. Absent ids are ignored. Independent of the delivered flag.
+    fn set_delivery_count(&self, id: u64, count: u32) -> Result<(), StoreError>;
     /// Removes message `id` (ack); absent is not an error.
     fn remove(&self, id: u64) -> Result<(), StoreError>;
     /// Removes every message with an id of `from_id` or more (purge of paged messages);

@@ -15,7 +15,7 @@
 //! - queue: `vhost name auto_delete arguments`
 //! - binding: `vhost source destination destination_is_exchange routing_key arguments`
 //! - message: `exchange routing_key properties` then the body, which runs to the end of the value
-//!   (spill files, and the one-record-per-message trees of earlier stores, read for migration);
+//!   (spill files);
 //! - chunk: entries one after the other, each `id: u64, len: u32` then `len` bytes of
 //!   `exchange routing_key properties body` as in a message (the body runs to the end of the
 //!   entry). Ids ascend strictly. A chunk is stored cut into parts, keyed by [`part_key`]: its
@@ -31,54 +31,17 @@ use bytes::Bytes;
 
 use super::{BindingRecord, ExchangeRecord, MessageRecord, MessageView, QueueRecord};
 
-/// The schema byte every encoded value starts with.
+/// The schema byte every encoded definition starts with.
 pub const SCHEMA_VERSION: u8 = 1;
 
-/// Length of a message key in an earlier store's per-message tree: the id, big-endian.
-pub const MESSAGE_KEY_LEN: usize = 8;
-
-/// Suffix byte that turns a message key into its delivered-marker key.
-///
-/// The marker for id `n` is `n` big-endian followed by this byte, so it sorts right after message
-/// `n` and before message `n + 1`: a range scan meets each message, then its marker.
-pub const DELIVERED_MARKER: u8 = 1;
+/// The schema byte of message records, chunks and chunk states: version 2 added the broker's
+/// metadata to messages and delivery counts to states (version 1 never shipped and is not read).
+pub const MESSAGE_SCHEMA: u8 = 2;
 
 /// Why a stored value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct DecodeError(pub &'static str);
-
-/// What a key in a message area is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKey {
-    /// The record of message `id`.
-    Message(u64),
-    /// The delivered marker of message `id`.
-    Delivered(u64),
-}
-
-/// The key of message `id`.
-pub fn message_key(id: u64) -> [u8; MESSAGE_KEY_LEN] {
-    id.to_be_bytes()
-}
-
-/// The key of message `id`'s delivered marker.
-pub fn delivered_key(id: u64) -> [u8; MESSAGE_KEY_LEN + 1] {
-    let mut k = [0u8; MESSAGE_KEY_LEN + 1];
-    k[..MESSAGE_KEY_LEN].copy_from_slice(&id.to_be_bytes());
-    k[MESSAGE_KEY_LEN] = DELIVERED_MARKER;
-    k
-}
-
-/// Classifies a key found in a message area; `None` for anything malformed.
-pub fn parse_message_key(key: &[u8]) -> Option<MessageKey> {
-    let id = u64::from_be_bytes(key.get(..MESSAGE_KEY_LEN)?.try_into().ok()?);
-    match key.get(MESSAGE_KEY_LEN..)? {
-        [] => Some(MessageKey::Message(id)),
-        [DELIVERED_MARKER] => Some(MessageKey::Delivered(id)),
-        _ => None,
-    }
-}
 
 /// Key of an exchange definition: `vhost name`, length-prefixed.
 pub fn exchange_key(vhost: &str, name: &str) -> Vec<u8> {
@@ -116,6 +79,15 @@ pub fn name_key(vhost: &str, name: &str) -> Vec<u8> {
     put_field(&mut out, vhost.as_bytes());
     put_field(&mut out, name.as_bytes());
     out
+}
+
+/// The two strings of a [`name_key`]; `None` for anything malformed.
+pub fn parse_name_key(key: &[u8]) -> Option<(String, String)> {
+    let mut r = Reader { buf: key, pos: 0 };
+    let a = r.string("first").ok()?;
+    let b = r.string("second").ok()?;
+    r.finish().ok()?;
+    Some((a, b))
 }
 
 /// Encodes an exchange definition.
@@ -204,20 +176,26 @@ pub fn message_len(m: &MessageView<'_>) -> usize {
 
 /// Length of a message's fields (exchange, routing key, properties, body) as encoded.
 fn fields_len(m: &MessageView<'_>) -> usize {
-    3 * 4 + m.exchange.len() + m.routing_key.len() + m.properties.len() + m.body.len()
+    4 * 4
+        + m.exchange.len()
+        + m.routing_key.len()
+        + m.properties.len()
+        + m.meta.len()
+        + m.body.len()
 }
 
 fn put_fields(m: &MessageView<'_>, out: &mut Vec<u8>) {
     put_field(out, m.exchange.as_bytes());
     put_field(out, m.routing_key.as_bytes());
     put_field(out, m.properties);
+    put_field(out, m.meta);
     out.extend_from_slice(m.body);
 }
 
 /// Appends the encoding of a message record to `out` (reserve [`message_len`] first to write it
 /// without reallocating).
 pub fn encode_message_into(m: &MessageView<'_>, out: &mut Vec<u8>) {
-    out.push(SCHEMA_VERSION);
+    out.push(MESSAGE_SCHEMA);
     put_fields(m, out);
 }
 
@@ -230,7 +208,7 @@ pub fn encode_message(m: &MessageView<'_>) -> Vec<u8> {
 
 /// Decodes a message record. `properties` and `body` are slices of `buf` (no copy).
 pub fn decode_message(buf: Bytes) -> Result<MessageRecord, DecodeError> {
-    let r = Reader::versioned(&buf)?;
+    let r = Reader::with_version(&buf, MESSAGE_SCHEMA)?;
     let pos = r.pos;
     decode_fields(&buf, pos..buf.len())
 }
@@ -247,11 +225,13 @@ fn decode_fields(buf: &Bytes, range: Range<usize>) -> Result<MessageRecord, Deco
     let exchange = r.string("exchange")?;
     let routing_key = r.string("routing_key")?;
     let props = r.range("properties")?;
+    let meta = r.range("meta")?;
     let body_start = r.pos;
     Ok(MessageRecord {
         exchange,
         routing_key,
         properties: buf.slice(props),
+        meta: buf.slice(meta),
         body: buf.slice(body_start..range.end),
     })
 }
@@ -298,7 +278,7 @@ pub fn parse_part_key(key: &[u8]) -> Option<(u64, u32)> {
 /// A new, empty chunk value (its schema byte), with room for `capacity` bytes.
 pub fn new_chunk(capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity.max(1));
-    out.push(SCHEMA_VERSION);
+    out.push(MESSAGE_SCHEMA);
     out
 }
 
@@ -335,7 +315,7 @@ impl ChunkEntry {
 /// The entries of a chunk value, checked for structure (schema byte, lengths within the value,
 /// ids strictly ascending) but not decoded.
 pub fn chunk_entries(chunk: &[u8]) -> Result<Vec<ChunkEntry>, DecodeError> {
-    let mut r = Reader::versioned(chunk)?;
+    let mut r = Reader::with_version(chunk, MESSAGE_SCHEMA)?;
     let mut out = Vec::new();
     while r.pos < chunk.len() {
         let start = r.pos;
@@ -357,14 +337,25 @@ pub fn bitmap_len(first: u64, last: u64) -> usize {
     usize::try_from((last.saturating_sub(first)) / 8 + 1).unwrap_or(usize::MAX)
 }
 
-/// Encodes a chunk's state: `live` and `delivered` are bitmaps of [`bitmap_len`] bytes.
-pub fn encode_state(last: u64, parts: u32, live: &[u8], delivered: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 8 + 4 + live.len() + delivered.len());
-    out.push(SCHEMA_VERSION);
+/// Encodes a chunk's state: `live` and `delivered` are bitmaps of [`bitmap_len`] bytes,
+/// `counts` the delivery counts set, as (id - first, count), ascending.
+pub fn encode_state(
+    last: u64,
+    parts: u32,
+    live: &[u8],
+    delivered: &[u8],
+    counts: &[(u32, u32)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 + 4 + live.len() + delivered.len() + 8 * counts.len());
+    out.push(MESSAGE_SCHEMA);
     out.extend_from_slice(&last.to_be_bytes());
     out.extend_from_slice(&parts.to_be_bytes());
     out.extend_from_slice(live);
     out.extend_from_slice(delivered);
+    for (offset, count) in counts {
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+    }
     out
 }
 
@@ -379,11 +370,27 @@ pub struct StateRecord<'a> {
     pub live: &'a [u8],
     /// Delivered ids, one bit each from `first`.
     pub delivered: &'a [u8],
+    /// Delivery counts: 8 bytes each, `id - first` then the count, both `u32` big-endian.
+    pub counts: &'a [u8],
+}
+
+impl StateRecord<'_> {
+    /// The delivery counts, as (id - first, count).
+    pub fn counts(&self) -> Vec<(u32, u32)> {
+        self.counts
+            .chunks_exact(8)
+            .map(|c| {
+                let (a, b) = c.split_at(4);
+                let word = |x: &[u8]| x.try_into().map_or(0, u32::from_be_bytes);
+                (word(a), word(b))
+            })
+            .collect()
+    }
 }
 
 /// Decodes the state of the chunk whose first id is `first`.
 pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeError> {
-    let mut r = Reader::versioned(value)?;
+    let mut r = Reader::with_version(value, MESSAGE_SCHEMA)?;
     let last = r.u64("last id")?;
     if last < first {
         return Err(DecodeError("last id below first"));
@@ -394,15 +401,18 @@ pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeE
     }
     let n = bitmap_len(first, last);
     let rest = value.get(r.pos..).ok_or(DecodeError("bitmaps"))?;
-    if Some(rest.len()) != n.checked_mul(2) {
+    let bitmaps = n.checked_mul(2).ok_or(DecodeError("bitmaps"))?;
+    if rest.len() < bitmaps || !(rest.len() - bitmaps).is_multiple_of(8) {
         return Err(DecodeError("bitmap length does not match the id span"));
     }
-    let (live, delivered) = rest.split_at(n);
+    let (live, rest) = rest.split_at(n);
+    let (delivered, counts) = rest.split_at(n);
     Ok(StateRecord {
         last,
         parts,
         live,
         delivered,
+        counts,
     })
 }
 
@@ -423,9 +433,14 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Checks the schema byte and positions after it.
     fn versioned(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        Self::with_version(buf, SCHEMA_VERSION)
+    }
+
+    /// Checks that the schema byte is `version` and positions after it.
+    fn with_version(buf: &'a [u8], version: u8) -> Result<Self, DecodeError> {
         match buf.first() {
             None => Err(DecodeError("empty value")),
-            Some(&SCHEMA_VERSION) => Ok(Reader { buf, pos: 1 }),
+            Some(&v) if v == version => Ok(Reader { buf, pos: 1 }),
             Some(_) => Err(DecodeError("unknown schema version")),
         }
     }
@@ -530,8 +545,8 @@ mod tests {
         }
 
         #[test]
-        fn message_round_trips(exchange in ".*", rk in ".*", props in arb_bytes(), body in arb_bytes()) {
-            let m = MessageRecord { exchange, routing_key: rk, properties: props, body };
+        fn message_round_trips(exchange in ".*", rk in ".*", props in arb_bytes(), meta in arb_bytes(), body in arb_bytes()) {
+            let m = MessageRecord { exchange, routing_key: rk, properties: props, meta, body };
             let enc = encode_message(&m.view());
             prop_assert_eq!(enc.len(), message_len(&m.view()));
             prop_assert_eq!(enc.capacity(), message_len(&m.view()));
@@ -551,7 +566,7 @@ mod tests {
                 if expected.last().is_some_and(|(last, _)| *last >= id) {
                     break;
                 }
-                let m = MessageRecord { exchange, routing_key: rk, properties: props, body };
+                let m = MessageRecord { exchange, routing_key: rk, meta: props.slice(..props.len() / 2), properties: props, body };
                 let before = chunk.len();
                 encode_entry_into(id, &m.view(), &mut chunk);
                 prop_assert_eq!(chunk.len() - before, entry_len(&m.view()));
@@ -572,12 +587,12 @@ mod tests {
             let n = bitmap_len(first, last);
             let live: Vec<u8> = (0..n).map(|i| (seed >> (i % 8)) as u8).collect();
             let delivered: Vec<u8> = live.iter().map(|b| b.rotate_left(3)).collect();
-            let enc = encode_state(last, parts, &live, &delivered);
-            prop_assert_eq!(
-                decode_state(first, &enc),
-                Ok(StateRecord { last, parts, live: &live, delivered: &delivered })
-            );
-            prop_assert!(decode_state(first, &encode_state(last, 0, &live, &delivered)).is_err());
+            let counts: Vec<(u32, u32)> = (0..(seed % 5) as u32).map(|i| (i * 3, i + 1)).collect();
+            let enc = encode_state(last, parts, &live, &delivered, &counts);
+            let st = decode_state(first, &enc).expect("decodes");
+            prop_assert_eq!((st.last, st.parts, st.live, st.delivered), (last, parts, &live[..], &delivered[..]));
+            prop_assert_eq!(st.counts(), counts);
+            prop_assert!(decode_state(first, &encode_state(last, 0, &live, &delivered, &[])).is_err());
             prop_assert!(decode_state(first, &enc[..enc.len() - 1]).is_err());
             if first > 0 {
                 prop_assert!(decode_state(last + 1, &enc).is_err());
@@ -590,7 +605,6 @@ mod tests {
             let _ = decode_queue(&buf);
             let _ = decode_binding(&buf);
             let _ = decode_message(Bytes::from(buf.clone()));
-            let _ = parse_message_key(&buf);
             let _ = parse_chunk_key(&buf);
             let _ = parse_part_key(&buf);
             let _ = decode_state(0, &buf);
@@ -604,7 +618,7 @@ mod tests {
 
         #[test]
         fn decoders_never_panic_on_versioned_input(tail in proptest::collection::vec(any::<u8>(), 0..128)) {
-            let mut buf = vec![SCHEMA_VERSION];
+            let mut buf = vec![if tail.len() % 2 == 0 { SCHEMA_VERSION } else { MESSAGE_SCHEMA }];
             buf.extend_from_slice(&tail);
             let _ = decode_exchange(&buf);
             let _ = decode_queue(&buf);
@@ -621,17 +635,9 @@ mod tests {
 
         #[test]
         fn name_keys_are_unambiguous(a in ".*", b in ".*", c in ".*", d in ".*") {
+            prop_assert_eq!(parse_name_key(&name_key(&a, &b)), Some((a.clone(), b.clone())));
             prop_assume!((a.as_str(), b.as_str()) != (c.as_str(), d.as_str()));
             prop_assert_ne!(name_key(&a, &b), name_key(&c, &d));
-        }
-
-        #[test]
-        fn message_keys_sort_in_id_order_with_markers_after(a: u64, b: u64) {
-            prop_assume!(a < b);
-            prop_assert!(message_key(a).as_slice() < delivered_key(a).as_slice());
-            prop_assert!(delivered_key(a).as_slice() < message_key(b).as_slice());
-            prop_assert_eq!(parse_message_key(&message_key(a)), Some(MessageKey::Message(a)));
-            prop_assert_eq!(parse_message_key(&delivered_key(b)), Some(MessageKey::Delivered(b)));
         }
     }
 
@@ -682,8 +688,5 @@ mod tests {
         let mut bad_utf8 = good;
         bad_utf8[5] = 0xff;
         assert_eq!(decode_queue(&bad_utf8), Err(DecodeError("vhost")));
-        assert_eq!(parse_message_key(&[0; 7]), None);
-        assert_eq!(parse_message_key(&[0; 10]), None);
-        assert_eq!(parse_message_key(&[0, 0, 0, 0, 0, 0, 0, 0, 2]), None);
     }
 }

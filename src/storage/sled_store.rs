@@ -18,18 +18,20 @@
 //!     and deliveries come, so they live apart from the chunks: rewriting one never copies a
 //!     leaf full of message bodies. A chunk and its state are only ever written or deleted
 //!     together, in one sled transaction, so neither exists without the other;
+//!   - `objects`: durable objects ([`Store::put_object`]), keyed by [`record::name_key`] of kind
+//!     and key, values as given;
 //!   - `quarantine`: damaged records moved aside (key: length-prefixed tree name, then the original
 //!     key; value: the original bytes), so one bad record never stops a restart.
 //!
-//!   Trees of earlier versions are converted or dropped at open: `msg:` + name key (one record
-//!   per message, with delivered markers) is copied into chunks and dropped; `tmp:` + name key
-//!   (transient scratch areas) is dropped.
+//!   `tmp:` + name key trees (transient scratch areas of an earlier layout) are dropped at open.
 //!
 //! The life of a persistent message: [`QueueStore::put`] appends it to its queue's open chunk in
-//! memory (a copy under a short lock); the chunk is sealed when full (then written by
-//! [`QueueStore::write_sealed`], outside the caller's locks) or at the next [`Store::flush`],
-//! which writes every sealed chunk with its state, every changed state and every deletion, then
-//! fsyncs once (group commit). Acks and delivered marks flip bits in memory; a flush writes the
+//! memory (a copy under a short lock); the chunk is sealed when full (then its body is written
+//! ahead by [`QueueStore::write_sealed`], outside the caller's locks) or at the next
+//! [`Store::flush`]. A body is part of its queue only once its state exists. A flush collects
+//! every queue's work while no [`Store::hold_flush`] guard lives, writes the new bodies, then
+//! every state insert and deletion of every queue in one sled transaction (all-or-nothing after
+//! a crash), then deletes dead bodies, and fsyncs once (group commit). Acks and delivered marks flip bits in memory; a flush writes the
 //! states they changed, and deletes a chunk (with its state) when its last entry is acked. A
 //! message acked before its chunk is sealed is never written. At startup only the state records
 //! are read, to rebuild counts and ids; chunks are read as the broker pages messages in.
@@ -48,21 +50,20 @@ use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Db, Transactional, Tree};
 
-use super::chunk::{Bits, Index, PART_BYTES, ReadPart, Work};
-use super::record::{self, DecodeError, MessageKey};
+use super::chunk::{Bits, Counts, Index, PART_BYTES, ReadPart, Work};
+use super::record::{self, DecodeError};
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, MessageView, PutOutcome, QueueRecord, QueueStore,
-    Store, StoreError, StoredMessage,
+    BindingRecord, Definitions, ExchangeRecord, FlushGate, FlushHold, MessageView, PutOutcome,
+    QueueRecord, QueueStore, Store, StoreError, StoredMessage,
 };
 
 const EXCHANGES: &[u8] = b"exchanges";
 const QUEUES: &[u8] = b"queues";
 const BINDINGS: &[u8] = b"bindings";
 const QUARANTINE: &[u8] = b"quarantine";
+const OBJECTS: &[u8] = b"objects";
 const CHUNKS_PREFIX: &[u8] = b"chunks:";
 const STATES_PREFIX: &[u8] = b"chunk-states:";
-/// One record per message (and delivered markers): the layout before chunks, migrated at open.
-const LEGACY_PREFIX: &[u8] = b"msg:";
 /// Scratch areas for transient messages, replaced by spill files: dropped at open.
 const LEGACY_SCRATCH_PREFIX: &[u8] = b"tmp:";
 /// Bound on read rounds that each meet a damaged chunk (each round forgets at least one).
@@ -83,7 +84,11 @@ pub struct SledStore {
     exchanges: Tree,
     queues: Tree,
     bindings: Tree,
+    /// Durable objects, keyed by [`record::name_key`] of kind and key.
+    objects: Tree,
     quarantine: Quarantine,
+    /// Held shared by [`Store::hold_flush`] guards, exclusively while a flush collects work.
+    gate: FlushGate,
     /// Open message areas by name key, so every caller shares one handle (and one index) per
     /// queue.
     areas: Mutex<Areas>,
@@ -150,7 +155,9 @@ impl SledStore {
             exchanges: db.open_tree(EXCHANGES).map_err(io)?,
             queues: db.open_tree(QUEUES).map_err(io)?,
             bindings: db.open_tree(BINDINGS).map_err(io)?,
+            objects: db.open_tree(OBJECTS).map_err(io)?,
             quarantine,
+            gate: FlushGate::default(),
             areas: Mutex::new(HashMap::new()),
             dirty: Arc::new(Mutex::new(Vec::new())),
             path,
@@ -267,7 +274,7 @@ impl Store for SledStore {
         // Messages first: a crash in between leaves an empty queue, never orphaned messages.
         // States before chunks: chunks left without states are dropped when the queue is
         // opened again (see `SledQueue::recover`).
-        for prefix in [STATES_PREFIX, CHUNKS_PREFIX, LEGACY_PREFIX] {
+        for prefix in [STATES_PREFIX, CHUNKS_PREFIX] {
             self.db.drop_tree(tree_name(prefix, &key)).map_err(io)?;
         }
         self.queues.remove(&key).map_err(io)?;
@@ -322,18 +329,75 @@ impl Store for SledStore {
         Ok(area)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        let dirty = std::mem::take(&mut *lock(&self.dirty));
-        for (i, queue) in dirty.iter().enumerate() {
-            let Some(queue) = queue.upgrade() else {
-                continue;
-            };
-            if let Err(e) = queue.write(true) {
-                // This queue put itself back; keep the rest for the next flush too.
-                lock(&self.dirty).extend(dirty.get(i + 1..).unwrap_or_default().iter().cloned());
-                return Err(e);
+    fn put_object(&self, kind: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.objects
+            .insert(record::name_key(kind, key), value)
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn delete_object(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+        self.objects
+            .remove(record::name_key(kind, key))
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn load_objects(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let mut prefix = Vec::with_capacity(4 + kind.len());
+        prefix.extend_from_slice(&u32::try_from(kind.len()).unwrap_or(u32::MAX).to_be_bytes());
+        prefix.extend_from_slice(kind.as_bytes());
+        let mut out = Vec::new();
+        for item in self.objects.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(io)?;
+            match record::parse_name_key(&k) {
+                Some((got, key)) if got == kind => out.push((key, Bytes::from_owner(v))),
+                _ => {
+                    self.quarantine
+                        .put(OBJECTS, &k, &v, DecodeError("malformed object key"))?;
+                    self.objects.remove(&k).map_err(io)?;
+                }
             }
         }
+        Ok(out)
+    }
+
+    fn hold_flush(&self) -> FlushHold<'_> {
+        self.gate.hold()
+    }
+
+    fn quarantined(&self) -> u64 {
+        self.quarantine.tree.len() as u64
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Collect every queue's work while no `hold_flush` guard lives, so that writes made under
+        // one guard are all in this flush or all in a later one.
+        let queues: Vec<Arc<SledQueue>>;
+        let mut collected: Vec<Collected<'_>> = Vec::new();
+        {
+            let _gate = self.gate.exclusive();
+            queues = std::mem::take(&mut *lock(&self.dirty))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for queue in &queues {
+                if let Some((work, guard)) = queue.collect() {
+                    collected.push((queue, work, guard));
+                }
+            }
+        }
+        let applied = apply_flush(&collected);
+        for (queue, work, _io) in collected {
+            match &applied {
+                Ok(()) => queue.area().index.finish_work(&work, true),
+                Err(_) => queue.update(|ix| {
+                    ix.undo_work(work);
+                    ((), true)
+                }),
+            }
+        }
+        applied?;
         self.db.flush().map_err(io)?;
         // sled makes its writes stable with sync_file_range, which waits for the page cache to
         // reach the device but neither flushes the device's write cache nor syncs the metadata
@@ -344,6 +408,44 @@ impl Store for SledStore {
             .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))?;
         Ok(())
     }
+}
+
+/// One queue's share of a flush: the queue, its work, and its write lock, held until the work
+/// is applied so that no `write_sealed` of the queue runs in between.
+type Collected<'a> = (&'a SledQueue, Work, MutexGuard<'a, ()>);
+
+/// Writes a flush's work: new chunk bodies first (invisible until their state exists), then
+/// every state insert and delete of every queue in one sled transaction (so a crash keeps all
+/// of a flush's changes or none: sled recovers a transaction whole), then the bodies of deleted
+/// chunks (orphaned bodies left by a crash are dropped when the queue is opened).
+fn apply_flush(collected: &[Collected<'_>]) -> Result<(), StoreError> {
+    for (queue, work, _) in collected {
+        queue.write_bodies(work)?;
+    }
+    let trees: Vec<Tree> = collected.iter().map(|(q, _, _)| q.states.clone()).collect();
+    if collected
+        .iter()
+        .any(|(_, w, _)| !w.writes.is_empty() || !w.removes.is_empty())
+    {
+        trees
+            .as_slice()
+            .transaction(|states| {
+                for ((_, work, _), tree) in collected.iter().zip(states) {
+                    for w in &work.writes {
+                        tree.insert(&record::chunk_key(w.first)[..], &w.state[..])?;
+                    }
+                    for (first, _) in &work.removes {
+                        tree.remove(&record::chunk_key(*first)[..])?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(tx_err)?;
+    }
+    for (queue, work, _) in collected {
+        queue.remove_bodies(&work.removes)?;
+    }
+    Ok(())
 }
 
 impl Drop for SledStore {
@@ -389,8 +491,7 @@ struct SledQueue {
 }
 
 impl SledQueue {
-    /// Opens the queue's trees and rebuilds its index from the state records alone (migrating
-    /// a tree of the per-message layout first, if there is one).
+    /// Opens the queue's trees and rebuilds its index from the state records alone.
     fn open(
         db: &Db,
         name_key: &[u8],
@@ -416,19 +517,7 @@ impl SledQueue {
             me: me.clone(),
             dirty,
         });
-        let legacy_name = tree_name(LEGACY_PREFIX, name_key);
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == legacy_name.as_slice())
-        {
-            let legacy = db.open_tree(&legacy_name).map_err(io)?;
-            q.migrate(&legacy, &legacy_name)?;
-            db.flush().map_err(io)?;
-            db.drop_tree(&legacy_name).map_err(io)?;
-        } else {
-            q.recover()?;
-        }
+        q.recover()?;
         Ok(q)
     }
 
@@ -471,26 +560,38 @@ impl SledQueue {
         out
     }
 
-    /// Writes the index's work to sled: with `full` (a flush), the open chunk, every sealed
-    /// chunk, every changed state and every deletion; otherwise only sealed chunks.
-    fn write(&self, full: bool) -> Result<(), StoreError> {
+    /// Takes the queue's work for a flush (every sealed chunk, the open one, every changed
+    /// state and deletion), with the queue's write lock, held until it is applied.
+    fn collect(&self) -> Option<(Work, MutexGuard<'_, ()>)> {
+        let guard = lock(&self.io);
+        if self.deleted.load(Ordering::Acquire) {
+            return None;
+        }
+        let work = {
+            let mut area = self.area();
+            area.queued = false;
+            area.index.take_work(true, true)
+        };
+        (!work.is_empty()).then_some((work, guard))
+    }
+
+    /// Writes sealed chunks' bodies to sled ahead of a flush (bounding the memory they hold);
+    /// their states follow in the next flush, which makes them part of the queue.
+    fn write_ahead(&self) -> Result<(), StoreError> {
         let _io = lock(&self.io);
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        let work = {
-            let mut area = self.area();
-            if full {
-                area.queued = false;
-            }
-            area.index.take_work(full, full)
-        };
+        let work = self.area().index.take_work(false, false);
         if work.is_empty() {
             return Ok(());
         }
-        match self.apply(&work) {
+        match self.write_bodies(&work) {
             Ok(()) => {
-                self.area().index.finish_work(&work);
+                self.update(|ix| {
+                    ix.finish_work(&work, false);
+                    ((), true)
+                });
                 Ok(())
             }
             Err(e) => {
@@ -503,45 +604,37 @@ impl SledQueue {
         }
     }
 
-    /// Writes `work`: each new chunk with its state in one transaction over both trees, and
-    /// each deletion of a chunk with its state in another, so a chunk never exists without its
-    /// state, nor a state without its chunk; changed states alone in one batch.
-    ///
-    /// One transaction per chunk rather than one for everything: atomicity is needed per chunk
-    /// only, and a thread inside a sled transaction holds sled's epoch, which keeps every page
-    /// version replaced in the meantime in memory. Deleting a thousand chunks of a drained
-    /// backlog in one transaction held gigabytes.
-    fn apply(&self, work: &Work) -> Result<(), StoreError> {
-        let mut states = sled::Batch::default();
-        let mut changed_states = 0usize;
+    /// Writes the bodies of the new chunks in `work`, each cut into parts. A body without its
+    /// state is not part of the queue: nothing reads it until the state is written.
+    fn write_bodies(&self, work: &Work) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
         for w in &work.writes {
-            let state_key = record::chunk_key(w.first);
-            let Some(body) = &w.body else {
-                states.insert(&state_key[..], &w.state[..]);
-                changed_states += 1;
-                continue;
-            };
-            self.transact(|chunks, states| {
+            if let Some(body) = &w.body {
                 for (i, part) in (0u32..).zip(body.chunks(PART_BYTES)) {
-                    chunks.insert(&record::part_key(w.first, i)[..], part)?;
+                    batch.insert(&record::part_key(w.first, i)[..], part);
+                    any = true;
                 }
-                states.insert(&state_key[..], &w.state[..])?;
-                Ok(())
-            })?;
+            }
         }
-        if changed_states > 0 {
-            self.states.apply_batch(states).map_err(io)?;
-        }
-        for &(first, parts) in &work.removes {
-            self.transact(|chunks, states| {
-                for i in 0..parts {
-                    chunks.remove(&record::part_key(first, i)[..])?;
-                }
-                states.remove(&record::chunk_key(first)[..])?;
-                Ok(())
-            })?;
+        if any {
+            self.chunks.apply_batch(batch).map_err(io)?;
         }
         Ok(())
+    }
+
+    /// Deletes the bodies of chunks whose states are gone.
+    fn remove_bodies(&self, removes: &[(u64, u32)]) -> Result<(), StoreError> {
+        if removes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for &(first, parts) in removes {
+            for i in 0..parts {
+                batch.remove(&record::part_key(first, i)[..]);
+            }
+        }
+        self.chunks.apply_batch(batch).map_err(io)
     }
 
     /// Runs `f` as one sled transaction over the chunk and state trees.
@@ -590,16 +683,12 @@ impl SledQueue {
     /// Rebuilds the index from the state records. A state that does not decode is quarantined
     /// and rebuilt from its chunk with every entry live and none delivered (at least once: an
     /// acked message may come back); a chunk that does not decode either is quarantined too.
+    /// Chunk bodies without a state (written ahead of a flush that never came, or left by a
+    /// deletion cut short) are not part of the queue and are dropped.
     fn recover(&self) -> Result<(), StoreError> {
-        if self.states.is_empty() {
-            if !self.chunks.is_empty() {
-                // Left by a queue deletion interrupted between its two trees.
-                self.chunks.clear().map_err(io)?;
-            }
-            return Ok(());
-        }
         let mut index = Index::new();
         let mut dead = Vec::new();
+        let mut known = std::collections::HashSet::new();
         for item in self.states.iter() {
             let (key, value) = item.map_err(io)?;
             let Some(first) = record::parse_chunk_key(&key) else {
@@ -615,12 +704,13 @@ impl SledQueue {
             let state = match record::decode_state(first, &value) {
                 Ok(st) => {
                     let nbits = (st.last - first).saturating_add(1);
-                    Some((
-                        st.last,
-                        st.parts,
-                        Bits::from_bytes(st.live, nbits),
-                        Bits::from_bytes(st.delivered, nbits),
-                    ))
+                    Some(Recovered {
+                        last: st.last,
+                        parts: st.parts,
+                        live: Bits::from_bytes(st.live, nbits),
+                        delivered: Bits::from_bytes(st.delivered, nbits),
+                        counts: Counts::from_pairs(st.counts()),
+                    })
                 }
                 Err(reason) => {
                     self.quarantine
@@ -629,31 +719,54 @@ impl SledQueue {
                     self.rebuild_state(first)?
                 }
             };
-            let Some((last, parts, live, delivered)) = state else {
+            let Some(r) = state else {
                 continue;
             };
-            if live.last_set().is_none() {
-                dead.push((first, parts));
+            known.insert(first);
+            if r.live.last_set().is_none() {
+                dead.push((first, r.parts));
                 continue;
             }
-            index.recover(first, last, parts, live, delivered);
+            index.recover(first, r.last, r.parts, r.live, r.delivered, r.counts);
         }
+        self.drop_orphan_bodies(&known)?;
         if !dead.is_empty() {
             // Every entry acked, the deletion lost to a crash: finish it.
-            self.apply(&Work {
-                writes: Vec::new(),
-                removes: dead,
-            })?;
+            let mut batch = sled::Batch::default();
+            for (first, _) in &dead {
+                batch.remove(&record::chunk_key(*first)[..]);
+            }
+            self.states.apply_batch(batch).map_err(io)?;
+            self.remove_bodies(&dead)?;
         }
         self.area().index = index;
+        Ok(())
+    }
+
+    /// Deletes the chunk bodies whose first id is not in `known` (the chunks with a state).
+    fn drop_orphan_bodies(&self, known: &std::collections::HashSet<u64>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut orphans = 0usize;
+        for item in self.chunks.iter().keys() {
+            let key = item.map_err(io)?;
+            let keep =
+                record::parse_part_key(&key).is_some_and(|(first, _)| known.contains(&first));
+            if !keep {
+                batch.remove(key);
+                orphans += 1;
+            }
+        }
+        if orphans > 0 {
+            self.chunks.apply_batch(batch).map_err(io)?;
+            tracing::debug!(tree = %self.chunks_name.escape_ascii(), parts = orphans, "dropped chunk bodies without a state");
+        }
         Ok(())
     }
 
     /// A fresh state for the chunk at `first` whose state record was damaged: every entry
     /// live, none delivered, written at once. `None` (and the chunk quarantined) when the chunk
     /// is missing or damaged too.
-    #[allow(clippy::type_complexity)]
-    fn rebuild_state(&self, first: u64) -> Result<Option<(u64, u32, Bits, Bits)>, StoreError> {
+    fn rebuild_state(&self, first: u64) -> Result<Option<Recovered>, StoreError> {
         let stored = self.scan_parts(first)?;
         if stored.is_empty() {
             return Ok(None);
@@ -686,7 +799,7 @@ impl SledQueue {
         let last = entries.last().map_or(first, |e| e.id);
         let parts = u32::try_from(stored.len()).unwrap_or(u32::MAX);
         let n = record::bitmap_len(first, last);
-        let state = record::encode_state(last, parts, &live.to_bytes(n, None), &vec![0; n]);
+        let state = record::encode_state(last, parts, &live.to_bytes(n, None), &vec![0; n], &[]);
         self.states
             .insert(record::chunk_key(first), state)
             .map_err(io)?;
@@ -696,7 +809,13 @@ impl SledQueue {
             messages = entries.len(),
             "chunk state rebuilt from its chunk: its messages come back unacked and not redelivered"
         );
-        Ok(Some((last, parts, live, Bits::default())))
+        Ok(Some(Recovered {
+            last,
+            parts,
+            live,
+            delivered: Bits::default(),
+            counts: Counts::default(),
+        }))
     }
 
     /// Moves the given parts of a chunk to the quarantine and deletes them.
@@ -710,46 +829,6 @@ impl SledQueue {
                 .put(&self.chunks_name, k, v, reason.clone())?;
             self.chunks.remove(k).map_err(io)?;
         }
-        Ok(())
-    }
-
-    /// Copies a tree of the per-message layout into chunks. The new trees are emptied first:
-    /// nothing writes them before `open` returns, so what they hold is an interrupted copy.
-    fn migrate(&self, legacy: &Tree, legacy_name: &[u8]) -> Result<(), StoreError> {
-        self.states.clear().map_err(io)?;
-        self.chunks.clear().map_err(io)?;
-        let mut copied = 0usize;
-        for item in legacy.iter() {
-            let (key, value) = item.map_err(io)?;
-            match record::parse_message_key(&key) {
-                Some(MessageKey::Message(id)) => {
-                    match record::decode_message(Bytes::from_owner(value.clone())) {
-                        Ok(m) => {
-                            let due = self.area().index.append(id, &m.view())?;
-                            if due {
-                                self.write(false)?;
-                            }
-                            copied += 1;
-                        }
-                        Err(reason) => self.quarantine.put(legacy_name, &key, &value, reason)?,
-                    }
-                }
-                // Markers sort right after their message.
-                Some(MessageKey::Delivered(id)) => {
-                    self.area().index.mark_delivered(id);
-                }
-                None => {
-                    self.quarantine
-                        .put(legacy_name, &key, &value, DecodeError("malformed key"))?;
-                }
-            }
-        }
-        self.write(true)?;
-        tracing::info!(
-            tree = %legacy_name.escape_ascii(),
-            messages = copied,
-            "converted a queue's messages to chunks"
-        );
         Ok(())
     }
 
@@ -830,6 +909,7 @@ impl SledQueue {
                 Ok(record) => out.push(StoredMessage {
                     id: e.id,
                     delivered: part.delivered.get(i),
+                    delivery_count: part.counts.get(i),
                     record,
                 }),
                 Err(reason) => {
@@ -859,12 +939,18 @@ impl QueueStore for SledQueue {
 
     fn write_sealed(&self) -> Result<(), StoreError> {
         self.check_live()?;
-        self.write(false)
+        self.write_ahead()
     }
 
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {
         self.check_live()?;
         self.update(|ix| ((), ix.mark_delivered(id)));
+        Ok(())
+    }
+
+    fn set_delivery_count(&self, id: u64, count: u32) -> Result<(), StoreError> {
+        self.check_live()?;
+        self.update(|ix| ((), ix.set_delivery_count(id, count)));
         Ok(())
     }
 
@@ -921,6 +1007,15 @@ impl QueueStore for SledQueue {
     fn last_id(&self) -> Option<u64> {
         self.area().index.last_id()
     }
+}
+
+/// A chunk's state as found at startup.
+struct Recovered {
+    last: u64,
+    parts: u32,
+    live: Bits,
+    delivered: Bits,
+    counts: Counts,
 }
 
 /// The quarantine tree: damaged records, moved aside with a log line.

@@ -195,13 +195,7 @@ pub struct MemorySpill {
 
 impl Spill for MemorySpill {
     fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
-        let record = MessageRecord {
-            exchange: m.exchange.to_owned(),
-            routing_key: m.routing_key.to_owned(),
-            properties: Bytes::copy_from_slice(m.properties),
-            body: Bytes::copy_from_slice(m.body),
-        };
-        self.items.push_back((id, record));
+        self.items.push_back((id, MessageRecord::from_view(&m)));
         Ok(())
     }
 
@@ -229,6 +223,7 @@ mod tests {
             exchange: "x".into(),
             routing_key: format!("k{i}"),
             properties: Bytes::from_static(&[0, 0]),
+            meta: Bytes::from(i.to_be_bytes().to_vec()),
             body: Bytes::from(vec![(i % 251) as u8; size]),
         }
     }

@@ -52,6 +52,11 @@ fn msg(n: u64) -> MessageRecord {
         exchange: "amq.direct".into(),
         routing_key: format!("key.{n}"),
         properties: Bytes::from(vec![0x10, 0x00, 2]),
+        meta: if n.is_multiple_of(3) {
+            Bytes::new()
+        } else {
+            Bytes::from(n.to_be_bytes().to_vec())
+        },
         body: Bytes::from(format!("body {n}")),
     }
 }
@@ -403,12 +408,14 @@ fn large_and_empty_messages<S: Store>(s: &S) {
         exchange: String::new(),
         routing_key: "ü/é".into(),
         properties: Bytes::new(),
+        meta: Bytes::from_static(b"expires:123"),
         body: Bytes::from((0..(4 << 20)).map(|i: u32| i as u8).collect::<Vec<u8>>()),
     };
     let empty = MessageRecord {
         exchange: String::new(),
         routing_key: String::new(),
         properties: Bytes::new(),
+        meta: Bytes::new(),
         body: Bytes::new(),
     };
     put(&*q, 0);
@@ -489,6 +496,104 @@ fn check_interleaved(q: &dyn QueueStore) {
     }
 }
 
+fn delivery_counts_are_kept_per_message<S: Store>(s: &S) {
+    let q = s.open_queue("/", "counts").expect("open");
+    for id in 0..10 {
+        put(&*q, id);
+        if id == 4 {
+            s.flush().expect("flush");
+        }
+    }
+    q.set_delivery_count(1, 3).expect("count");
+    q.set_delivery_count(7, 1).expect("count");
+    q.set_delivery_count(7, 2).expect("count again");
+    q.set_delivery_count(99, 5).expect("absent ids are ignored");
+    q.mark_delivered(7).expect("mark");
+    let counts = |q: &dyn QueueStore| -> Vec<(u64, u32, bool)> {
+        q.read(0, 100)
+            .expect("read")
+            .iter()
+            .filter(|m| m.delivery_count > 0 || m.delivered)
+            .map(|m| (m.id, m.delivery_count, m.delivered))
+            .collect()
+    };
+    assert_eq!(counts(&*q), [(1, 3, false), (7, 2, true)]);
+    s.flush().expect("flush");
+    assert_eq!(counts(&*q), [(1, 3, false), (7, 2, true)]);
+    // An acked message takes its count with it; a count of 0 clears it.
+    q.remove(1).expect("ack");
+    q.set_delivery_count(7, 0).expect("reset");
+    q.set_delivery_count(8, u32::MAX).expect("count");
+    s.flush().expect("flush");
+    assert_eq!(counts(&*q), [(7, 0, true), (8, u32::MAX, false)]);
+    // The metadata comes back untouched whatever happened to the counts.
+    for m in q.read(0, 100).expect("read") {
+        assert_eq!(m.record, msg(m.id));
+    }
+}
+
+fn objects_are_kept_by_kind_and_key<S: Store>(s: &S) {
+    assert!(s.load_objects("policy").expect("load").is_empty());
+    s.put_object("policy", "/:ttl", b"one").expect("put");
+    s.put_object("policy", "/:dlx", b"two").expect("put");
+    s.put_object("policy2", "x", b"other kind").expect("put");
+    s.put_object("polic", "y/x", b"prefix kind").expect("put");
+    s.put_object("user", "", b"").expect("empty key and value");
+    s.put_object("policy", "/:ttl", b"replaced")
+        .expect("replace");
+    s.delete_object("policy", "absent").expect("delete absent");
+    let got = s.load_objects("policy").expect("load");
+    assert_eq!(
+        got,
+        [
+            ("/:dlx".to_owned(), Bytes::from_static(b"two")),
+            ("/:ttl".to_owned(), Bytes::from_static(b"replaced")),
+        ]
+    );
+    s.delete_object("policy", "/:dlx").expect("delete");
+    s.flush().expect("flush");
+    assert_eq!(s.load_objects("policy").expect("load").len(), 1);
+    assert_eq!(
+        s.load_objects("user").expect("load"),
+        [(String::new(), Bytes::new())]
+    );
+    assert_eq!(s.load_objects("polic").expect("load").len(), 1);
+}
+
+/// A flush waits for every `hold_flush` guard; what was written under one guard (a message
+/// moved from one queue to another) is in that flush as a whole.
+fn flushes_wait_for_held_guards<S: Store>(s: &S) {
+    let a = s.open_queue("/", "a").expect("open");
+    let b = s.open_queue("/", "b").expect("open");
+    put(&*a, 1);
+    s.flush().expect("flush");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let hold = s.hold_flush();
+        scope.spawn(|| {
+            s.flush().expect("flush");
+            let _ = tx.send(());
+        });
+        // Bounded: the flush must still be waiting after 200 ms.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "a flush ran while a guard was held"
+        );
+        put(&*b, 1);
+        a.remove(1).expect("remove");
+        drop(hold);
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the flush ran once the guard was gone");
+    });
+    assert_eq!((ids(&*a), ids(&*b)), (vec![], vec![1]));
+    // Guards on several threads at once are fine.
+    std::thread::scope(|scope| {
+        let _h = s.hold_flush();
+        scope.spawn(|| drop(s.hold_flush())).join().expect("join");
+    });
+}
+
 /// Instantiates each generic test for both stores.
 macro_rules! generic_suite {
     ($($name:ident),* $(,)?) => {
@@ -526,6 +631,9 @@ generic_suite!(
     delete_queue_removes_definition_and_messages,
     large_and_empty_messages,
     interleaved_publishers_keep_their_order,
+    delivery_counts_are_kept_per_message,
+    objects_are_kept_by_kind_and_key,
+    flushes_wait_for_held_guards,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1009,42 +1117,37 @@ fn damaged_records_are_quarantined_and_the_rest_loads() {
 }
 
 #[test]
-fn per_message_trees_of_earlier_versions_are_converted() {
+fn counts_meta_and_objects_survive_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut legacy = b"msg:".to_vec();
-    legacy.extend_from_slice(&record::name_key("/", "old"));
     {
         let s = open(&dir);
-        let t = s.raw_tree(&legacy);
-        for id in [1u64, 2, 5, 9] {
-            t.insert(
-                record::message_key(id),
-                record::encode_message(&msg(id).view()),
-            )
-            .expect("insert");
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 1..=5 {
+            put(&*q, id);
         }
-        t.insert(record::delivered_key(5), &b""[..])
-            .expect("marker");
-        t.insert(record::message_key(7), &b"\x01\xff"[..])
-            .expect("damaged");
         s.flush().expect("flush");
-    }
-    {
-        let s = open(&dir);
-        let q = s.open_queue("/", "old").expect("open");
-        assert_eq!(ids(&*q), [1, 2, 5, 9]);
-        assert_eq!(delivered_ids(&*q), [5]);
-        assert_eq!(q.last_id(), Some(9));
-        assert!(!s.tree_names().contains(&legacy));
-        assert_eq!(s.quarantined(), 1);
-        for m in q.read(0, 10).expect("read") {
-            assert_eq!(m.record, msg(m.id));
-        }
+        q.set_delivery_count(2, 4).expect("count");
+        q.set_delivery_count(5, 1).expect("count");
+        q.remove(5).expect("ack");
+        s.put_object("policy", "p", b"v").expect("put");
+        // No flush: dropping the store writes what is buffered.
     }
     let s = open(&dir);
-    let q = s.open_queue("/", "old").expect("open");
-    assert_eq!(ids(&*q), [1, 2, 5, 9]);
-    assert_eq!(delivered_ids(&*q), [5]);
+    let q = s.open_queue("/", "q").expect("open");
+    let back = q.read(0, 10).expect("read");
+    assert_eq!(
+        back.iter()
+            .map(|m| (m.id, m.delivery_count))
+            .collect::<Vec<_>>(),
+        [(1, 0), (2, 4), (3, 0), (4, 0)]
+    );
+    for m in &back {
+        assert_eq!(m.record, msg(m.id));
+    }
+    assert_eq!(
+        s.load_objects("policy").expect("load"),
+        [("p".to_owned(), Bytes::from_static(b"v"))]
+    );
 }
 
 #[test]

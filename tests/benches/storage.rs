@@ -22,6 +22,7 @@ fn message() -> MessageRecord {
         exchange: "amq.direct".into(),
         routing_key: "bench".into(),
         properties: Bytes::from_static(&[0x10, 0x00, 2]),
+        meta: Bytes::new(),
         body: Bytes::from_static(&[0xab; 16]),
     }
 }

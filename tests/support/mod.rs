@@ -159,6 +159,19 @@ pub mod raw {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    /// What [`Raw::next_event`] saw.
+    #[derive(Debug)]
+    pub enum Event {
+        /// A frame.
+        Frame(Frame),
+        /// The broker closed the socket cleanly (EOF).
+        Closed,
+        /// Reading failed (a reset, for instance).
+        Failed(std::io::ErrorKind),
+        /// Nothing arrived in time; the socket is still open.
+        Silent,
+    }
+
     pub struct Raw {
         pub stream: TcpStream,
         buf: BytesMut,
@@ -174,17 +187,31 @@ pub mod raw {
             }
         }
 
-        /// Connects and completes the handshake as guest on "/", with our tune values.
+        /// Connects and completes the handshake as guest on "/", accepting the broker's
+        /// channel_max and frame_max, with no heartbeats.
         pub async fn connect(addr: SocketAddr) -> Raw {
-            Self::connect_tuned(addr, 0, 131072, 0).await
+            let (mut r, tune) = Self::until_tune(addr).await;
+            r.tune_ok_and_open(tune.channel_max, tune.frame_max, 0)
+                .await;
+            r.expect_open_ok().await;
+            r
         }
 
+        /// Connects and completes the handshake with these tune-ok values.
         pub async fn connect_tuned(
             addr: SocketAddr,
             channel_max: u16,
             frame_max: u32,
             heartbeat: u16,
         ) -> Raw {
+            let (mut r, _) = Self::until_tune(addr).await;
+            r.tune_ok_and_open(channel_max, frame_max, heartbeat).await;
+            r.expect_open_ok().await;
+            r
+        }
+
+        /// Protocol header, start / start-ok as guest; returns the broker's connection.tune.
+        pub async fn until_tune(addr: SocketAddr) -> (Raw, ConnectionTune) {
             let mut r = Self::connect_bare(addr).await;
             r.send_bytes(PROTOCOL_HEADER).await;
             match r.recv().await {
@@ -207,38 +234,40 @@ pub mod raw {
             .await;
             match r.recv().await {
                 Frame::Method {
-                    method: Method::ConnectionTune(_),
+                    method: Method::ConnectionTune(t),
                     ..
-                } => {}
+                } => (r, t),
                 f => panic!("expected tune, got {f:?}"),
             }
-            r.send(
-                0,
-                ConnectionTuneOk {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                }
-                .into(),
-            )
-            .await;
-            r.send(
-                0,
-                ConnectionOpen {
-                    virtual_host: ShortStr::from_static("/"),
-                    ..Default::default()
-                }
-                .into(),
-            )
-            .await;
-            match r.recv().await {
+        }
+
+        /// Sends tune-ok with these values and connection.open of "/" in one write.
+        pub async fn tune_ok_and_open(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
+            let mut b = BytesMut::new();
+            let tune_ok: Method = ConnectionTuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            }
+            .into();
+            frame::encode_method(0, &tune_ok, &mut b);
+            let open: Method = ConnectionOpen {
+                virtual_host: ShortStr::from_static("/"),
+                ..Default::default()
+            }
+            .into();
+            frame::encode_method(0, &open, &mut b);
+            self.send_bytes(&b).await;
+        }
+
+        async fn expect_open_ok(&mut self) {
+            match self.recv().await {
                 Frame::Method {
                     method: Method::ConnectionOpenOk(_),
                     ..
                 } => {}
                 f => panic!("expected open-ok, got {f:?}"),
             }
-            r
         }
 
         pub async fn send_bytes(&mut self, b: &[u8]) {
@@ -284,6 +313,25 @@ pub mod raw {
                 .ok()?;
                 if n == 0 {
                     return None;
+                }
+            }
+        }
+
+        /// The next frame (heartbeats skipped) within `within`, or what happened instead.
+        pub async fn next_event(&mut self, within: std::time::Duration) -> Event {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                match frame::decode(&mut self.buf, 1 << 24) {
+                    Ok(Some(Frame::Heartbeat)) => continue,
+                    Ok(Some(f)) => return Event::Frame(f),
+                    Ok(None) => {}
+                    Err(e) => panic!("invalid frame from broker: {e}"),
+                }
+                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                    Err(_) => return Event::Silent,
+                    Ok(Ok(0)) => return Event::Closed,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Event::Failed(e.kind()),
                 }
             }
         }

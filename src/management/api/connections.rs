@@ -11,7 +11,7 @@ use crate::broker::{ConnId, ConnectionInfo, Outbound};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
-use crate::management::json::{PathArgs, QueryArgs};
+use crate::management::json::{PathArgs, QueryArgs, table_to_json};
 use crate::management::listing::ListQuery;
 use crate::protocol::ReplyCode;
 use axum::Json;
@@ -39,6 +39,19 @@ fn visible_connections(st: &ApiState, user: &AuthUser) -> Vec<Arc<ConnectionInfo
 
 fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
     let limits = st.broker.limits();
+    let props = c
+        .client_properties
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    let user_provided_name = props
+        .get("connection_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let client_properties = match table_to_json(&props) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    drop(props);
     dto::Connection {
         name: connection_name(c),
         node: st.node.to_string(),
@@ -61,7 +74,8 @@ fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
             .connected_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        client_properties: Map::new(),
+        client_properties,
+        user_provided_name,
     }
 }
 

@@ -79,7 +79,7 @@ pub(crate) struct Channel {
     next_tag: u64,
     /// basic.qos global=false: prefetch for consumers created from now on.
     consumer_prefetch: u32,
-    /// basic.qos global=true and channel.flow.
+    /// basic.qos global=true.
     credit: Arc<Credit>,
     pub(crate) confirms: Option<Confirms>,
     tx: Option<Tx>,
@@ -193,12 +193,16 @@ impl Channel {
         }
     }
 
-    /// channel.flow: active=false pauses deliveries to this channel's consumers.
+    /// channel.flow: active=true is accepted; active=false is 540 NOT_IMPLEMENTED, as in
+    /// RabbitMQ 3.x (clients are written against that answer; prefetch is the way to pause).
     fn channel_flow(&mut self, ctx: &mut Ctx<'_>, m: ChannelFlow) -> Result<(), AmqpError> {
-        if self.credit.set_paused(!m.active) {
-            self.dispatch_all();
+        if !m.active {
+            return Err(
+                AmqpError::connection(ReplyCode::NotImplemented, "active=false")
+                    .on(ChannelFlow::CLASS_ID, ChannelFlow::METHOD_ID),
+            );
         }
-        ctx.send(self.id, &ChannelFlowOk { active: m.active }.into());
+        ctx.send(self.id, &ChannelFlowOk { active: true }.into());
         Ok(())
     }
 

@@ -28,7 +28,9 @@ pub fn open_fds() -> Option<u64> {
 /// when unknown or unlimited.
 pub fn fd_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
     line.split_whitespace().next()?.parse().ok()
 }
 

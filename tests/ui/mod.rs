@@ -132,6 +132,7 @@ pub async fn ui_with(sample: Duration) -> Option<Ui> {
         &b,
         lagomorph::management::Options {
             sample_interval: sample,
+            amqp_listeners: vec![b.addr],
             data_dir: Some(b.dir.clone()),
             ..Default::default()
         },

@@ -66,7 +66,7 @@ function node(ov, n, health) {
     ]),
     h('div', null, h('h3', null, 'Listeners'), listeners.length
       ? h('table', { class: 'list' }, h('thead', null, h('tr', null, h('th', null, 'Protocol'), h('th', null, 'Address'), h('th', null, 'Port'))),
-        h('tbody', null, listeners.map((l) => h('tr', null, h('td', null, l.protocol), h('td', null, l.ip_address), h('td', null, num(l.port))))))
+        h('tbody', null, listeners.map((l) => h('tr', null, h('td', null, l.protocol), h('td', null, l.ip_address), h('td', null, String(l.port))))))
       : note('info', 'The API lists no listeners yet.')));
 }
 

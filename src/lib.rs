@@ -11,6 +11,7 @@
 //! - [`management`]: the HTTP management API in RabbitMQ's shape, the web UI at `/`, and
 //!   Prometheus metrics.
 //! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
+//! - [`clock`]: reads the clocks into a [`broker::Now`] (for `server`, `management`, `main`).
 //! - [`cli`]: command-line flags (clap) that become config overrides; `hash-password`.
 //! - [`password`]: RabbitMQ-compatible salted password hashes (a leaf: imports nothing).
 //! - [`process`]: resident memory, file descriptors, total memory, host name (a leaf, reads
@@ -20,6 +21,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod management;

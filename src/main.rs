@@ -106,6 +106,8 @@ async fn run(config: Config) -> Result<(), String> {
             bytes: usize::try_from(config.storage.queue_memory_window_mb << 20)
                 .unwrap_or(usize::MAX),
         },
+        queue_memory_budget: usize::try_from(config.storage.queue_memory_budget_mb << 20)
+            .unwrap_or(usize::MAX),
         stall_watch: (config.storage.flush_stall_exit_secs > 0).then(|| StallWatch {
             limit: Duration::from_secs(config.storage.flush_stall_exit_secs),
             on_stall: Arc::new(exit_on_stall),
@@ -113,7 +115,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let broker = Broker::new(store, opts);
     broker
-        .recover()
+        .recover(lagomorph::clock::now())
         .map_err(|e| format!("recovery failed: {e}"))?;
     let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
         .await

@@ -1258,7 +1258,8 @@ async fn listing_ten_thousand_queues() {
             name: format!("q{i:05}"),
             ..Default::default()
         };
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), lagomorph::clock::now())
+            .expect("declare");
     }
     let started = Instant::now();
     let r = m.get("/api/queues?page=1&page_size=500&sort=name").await;

@@ -7,8 +7,9 @@
 mod support;
 mod ui;
 
+use lagomorph::broker::ConnId;
+use lagomorph::broker::PublishRequest;
 use lagomorph::broker::vhost::QueueSpec;
-use lagomorph::broker::{ConnId, Message};
 use lagomorph::protocol::types::ShortStr;
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -25,18 +26,20 @@ fn declare(u: &ui::Ui, vhost: &str, name: &str) {
         durable: true,
         ..Default::default()
     };
-    vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+    vh.declare_queue(&spec, false, ConnId(0), lagomorph::clock::now())
+        .expect("declare");
 }
 
 fn publish(u: &ui::Ui, vhost: &str, queue: &str, body: &'static [u8]) {
     let vh = u.b.broker.vhost(vhost).expect("vhost");
-    let msg = Arc::new(Message {
+    let req = PublishRequest {
         exchange: ShortStr::EMPTY,
         routing_key: ShortStr::try_from(queue).expect("name"),
         properties: Default::default(),
         body: bytes::Bytes::from_static(body),
-    });
-    vh.publish("", msg).expect("publish");
+        user: "guest",
+    };
+    vh.publish(req, lagomorph::clock::now()).expect("publish");
 }
 
 fn ready(u: &ui::Ui, vhost: &str, queue: &str) -> usize {
@@ -45,7 +48,7 @@ fn ready(u: &ui::Ui, vhost: &str, queue: &str) -> usize {
             .vhost(vhost)
             .and_then(|v| v.queue(queue).ok())
             .expect("queue exists");
-    q.counts().0
+    q.counts().ready
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,5 +625,36 @@ async fn exchange_page_binds_and_publishes_with_a_routing_key() {
     u.click("form.publish button[type=submit]").await;
     u.wait_text("form.publish .form-status", |t| t.contains("not routed"))
         .await;
+    u.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_added_in_admin_shows_on_its_queue() {
+    let Some(u) = ui().await else { return };
+    declare(&u, "/", "limited.orders");
+    u.login("guest", "guest").await;
+    u.open("#/admin").await;
+    u.type_into("#add-policies input[name=name]", "cap-orders")
+        .await;
+    u.type_into("#add-policies input[name=pattern]", "^limited\\.")
+        .await;
+    u.type_into(
+        "#add-policies textarea[name=definition]",
+        "{\"max-length\": 10}",
+    )
+    .await;
+    u.click("#add-policies button[type=submit]").await;
+    u.wait_text("#add-policies .form-status", |t| t.contains("saved"))
+        .await;
+    u.wait_text("#policies table", |t| {
+        t.contains("cap-orders") && t.contains("max-length")
+    })
+    .await;
+    u.open("#/queues/%2F/limited.orders").await;
+    u.wait_text("#queue-name", |t| t == "limited.orders").await;
+    u.wait_text("main", |t| {
+        t.contains("cap-orders") && t.contains("max-length")
+    })
+    .await;
     u.finish().await;
 }

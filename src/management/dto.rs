@@ -36,6 +36,12 @@ pub(crate) struct MessageStats {
     pub(crate) drop_unroutable: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) drop_unroutable_details: Option<Rate>,
+    /// Lagomorph's own (RabbitMQ 3.10's API has no such figure; its Prometheus plugin has
+    /// `rabbitmq_global_messages_dead_lettered_*_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered_details: Option<Rate>,
 }
 
 impl MessageStats {
@@ -59,6 +65,10 @@ impl MessageStats {
             return_unroutable_details: with_confirm.then_some(Rate { rate: r.returned }),
             drop_unroutable: with_confirm.then_some(c.dropped),
             drop_unroutable_details: with_confirm.then_some(Rate { rate: r.dropped }),
+            dead_lettered: with_confirm.then_some(c.dead_lettered),
+            dead_lettered_details: with_confirm.then_some(Rate {
+                rate: r.dead_lettered,
+            }),
         }
     }
 }
@@ -215,6 +225,9 @@ pub(crate) struct Queue {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) policy: Option<String>,
+    pub(crate) operator_policy: Option<String>,
+    /// The merged definitions of its policy and operator policy (`{}` for none).
+    pub(crate) effective_policy_definition: Value,
     pub(crate) exclusive_consumer_tag: Option<String>,
     pub(crate) consumers: u64,
     /// Estimated bytes held (message bodies plus per-message bookkeeping).

@@ -174,6 +174,38 @@ pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
         "Published messages that no queue took",
         stats.unroutable.load(Ordering::Relaxed),
     );
+    for reason in crate::broker::queue::Reason::ALL {
+        let name = format!(
+            "rabbitmq_global_messages_dead_lettered_{}_total",
+            reason.as_str()
+        );
+        t.header(
+            &name,
+            "counter",
+            "Messages dead-lettered, by reason (RabbitMQ 3.12's names)",
+        );
+        let n = stats.dead_lettered[reason.index()].load(Ordering::Relaxed);
+        let _ = writeln!(t.0, "{name}{{queue_type=\"rabbit_classic_queue\"}} {n}");
+    }
+    t.single(
+        "lagomorph_dead_letters_dropped_total",
+        "counter",
+        "Dead letters no queue took (missing exchange, no binding, or a cycle)",
+        stats.dead_letter_dropped.load(Ordering::Relaxed),
+    );
+    let budget = b.memory_budget();
+    t.single(
+        "lagomorph_queue_memory_budget_bytes",
+        "gauge",
+        "The global budget for ready messages kept in memory",
+        budget.limit() as u64,
+    );
+    t.single(
+        "lagomorph_queue_memory_used_bytes",
+        "gauge",
+        "Bytes of ready messages kept in memory, charged to the budget",
+        budget.used() as u64,
+    );
 
     let gc = b.commit();
     let name = "lagomorph_store_flush_duration_seconds";

@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub(crate) returned: u64,
     /// Unroutable messages dropped (overall only).
     pub(crate) dropped: u64,
+    /// Messages dead-lettered, for any reason (overall only).
+    pub(crate) dead_lettered: u64,
     /// Ready plus unacked messages.
     pub(crate) messages: u64,
     /// Ready messages.
@@ -45,8 +47,8 @@ impl Counters {
     }
 
     /// A queue's counters with counts already read by [`Queue::counts`] (one lock per answer).
-    pub(crate) fn with_counts(q: &Queue, counts: (usize, usize, usize, usize)) -> Counters {
-        let (ready, unacked, _, _) = counts;
+    pub(crate) fn with_counts(q: &Queue, counts: crate::broker::queue::Counts) -> Counters {
+        let (ready, unacked) = (counts.ready, counts.unacked);
         let s = &q.stats;
         Counters {
             publish: s.published.load(Ordering::Relaxed),
@@ -56,6 +58,7 @@ impl Counters {
             confirm: 0,
             returned: 0,
             dropped: 0,
+            dead_lettered: 0,
             messages: (ready + unacked) as u64,
             ready: ready as u64,
             unacked: unacked as u64,
@@ -71,6 +74,7 @@ impl Counters {
         self.confirm += o.confirm;
         self.returned += o.returned;
         self.dropped += o.dropped;
+        self.dead_lettered += o.dead_lettered;
         self.messages += o.messages;
         self.ready += o.ready;
         self.unacked += o.unacked;
@@ -85,6 +89,15 @@ impl Counters {
             ..*self
         }
     }
+}
+
+/// Messages dead-lettered so far, all reasons together.
+pub(crate) fn dead_lettered(stats: &crate::broker::BrokerStats) -> u64 {
+    stats
+        .dead_lettered
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Per-second rates between two samples. Gauge rates may be negative (a draining queue).
@@ -104,6 +117,8 @@ pub(crate) struct RateSet {
     pub(crate) returned: f64,
     /// Unroutable messages dropped per second.
     pub(crate) dropped: f64,
+    /// Dead-lettered messages per second.
+    pub(crate) dead_lettered: f64,
     /// Change of `messages` per second.
     pub(crate) messages: f64,
     /// Change of `ready` per second.
@@ -128,6 +143,7 @@ impl RateSet {
             confirm: up(prev.confirm, cur.confirm),
             returned: up(prev.returned, cur.returned),
             dropped: up(prev.dropped, cur.dropped),
+            dead_lettered: up(prev.dead_lettered, cur.dead_lettered),
             messages: delta(prev.messages, cur.messages),
             ready: delta(prev.ready, cur.ready),
             unacked: delta(prev.unacked, cur.unacked),
@@ -143,6 +159,7 @@ impl RateSet {
         self.confirm += o.confirm;
         self.returned += o.returned;
         self.dropped += o.dropped;
+        self.dead_lettered += o.dead_lettered;
         self.messages += o.messages;
         self.ready += o.ready;
         self.unacked += o.unacked;
@@ -248,6 +265,7 @@ impl Rates {
         overall.confirm = confirmed;
         overall.returned = returned;
         overall.dropped = unroutable.saturating_sub(returned);
+        overall.dead_lettered = dead_lettered(stats);
         if inner.at.is_some() {
             inner.overall_rate = RateSet::between(&inner.overall_last, &overall, secs);
         }
@@ -321,20 +339,21 @@ impl Rates {
 mod tests {
     use super::*;
     use crate::broker::vhost::QueueSpec;
-    use crate::broker::{BrokerOptions, ConnId, Message};
+    use crate::broker::{BrokerOptions, ConnId, PublishRequest};
     use crate::protocol::types::ShortStr;
     use crate::storage::MemoryStore;
 
     fn publish(broker: &Broker, queue: &str, n: usize) {
         let vh = broker.vhost("/").expect("vhost");
         for _ in 0..n {
-            let msg = Arc::new(Message {
+            let req = PublishRequest {
                 exchange: ShortStr::EMPTY,
                 routing_key: ShortStr::try_from(queue).expect("name"),
                 properties: Default::default(),
                 body: bytes::Bytes::from_static(b"x"),
-            });
-            vh.publish("", msg).expect("publish");
+                user: "guest",
+            };
+            vh.publish(req, crate::clock::now()).expect("publish");
         }
     }
 
@@ -346,14 +365,15 @@ mod tests {
             name: "q".into(),
             ..Default::default()
         };
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         let rates = Rates::default();
         let t0 = Instant::now();
         rates.sample(&broker, t0);
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         publish(&broker, "q", 10);
         let q = vh.queue("q").expect("queue");
-        let _ = q.get(true).expect("get");
+        let _ = vh.get(&q, true, crate::clock::now()).expect("get");
         rates.sample(&broker, t0 + Duration::from_secs(5));
         let r = rates.queue("/", "q");
         assert_eq!(r.publish, 2.0);
@@ -364,7 +384,8 @@ mod tests {
         // Delete and re-declare under the same name: a new queue, old counts retired.
         vh.delete_queue("q", false, false, ConnId(0))
             .expect("delete");
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         rates.sample(&broker, t0 + Duration::from_secs(10));
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         assert_eq!(rates.retired().publish, 10);

@@ -56,6 +56,7 @@ pub async fn serve(
         );
         tracker.spawn(accept_loop(listener, broker, limit, token, conns));
     }
+    tracker.spawn(ticker(broker.clone(), token.clone()));
     tracker.close();
     token.cancelled().await;
     tracker.wait().await;
@@ -99,6 +100,26 @@ async fn accept_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// The broker's clock driver: sleeps until the earliest armed timer (message TTL, queue
+/// expiry), woken early when an earlier one is armed, then lets the broker do what is due.
+pub async fn ticker(broker: Broker, token: CancellationToken) {
+    loop {
+        let next = broker.timers().next();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = broker.timers().changed().notified() => continue,
+            _ = token.cancelled() => return,
+        }
+        broker.tick(crate::clock::now());
     }
 }
 

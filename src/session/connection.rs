@@ -22,7 +22,7 @@
 //!   frame_max under 4096) closes the socket without a close method, after
 //!   [`SILENT_CLOSE_DELAY`], as RabbitMQ does with errors before the connection is open.
 
-use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Outbound, User, VHost};
+use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Now, Outbound, User, VHost};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{
     ContentHeader, Frame, PROTOCOL_HEADER, decode, decode_protocol_header, encode_heartbeat,
@@ -52,7 +52,6 @@ pub const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
 
 /// What the session hands to channel handlers.
 pub(crate) struct Ctx<'a> {
-    pub(crate) broker: &'a Broker,
     pub(crate) vhost: &'a Arc<VHost>,
     pub(crate) conn: ConnId,
     pub(crate) mailbox: &'a Mailbox,
@@ -60,6 +59,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Output,
     pub(crate) frame_max: u32,
     pub(crate) user: &'a str,
+    /// The time of the input being handled.
+    pub(crate) now: Now,
 }
 
 impl Ctx<'_> {
@@ -115,6 +116,8 @@ pub struct Connection {
     cleaned: bool,
     /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
     acks_pending: bool,
+    /// The time of the input being handled (passed on to the broker).
+    now: Now,
 }
 
 impl std::fmt::Debug for Connection {
@@ -169,7 +172,7 @@ impl std::hash::Hasher for ChannelHasher {
 
 impl Connection {
     /// A new connection; the peer speaks first (protocol header).
-    pub fn new(broker: Broker, info: Arc<ConnectionInfo>, now: Instant) -> Self {
+    pub fn new(broker: Broker, info: Arc<ConnectionInfo>, now: Now) -> Self {
         let frame_max = broker.limits().frame_max;
         Connection {
             broker,
@@ -179,10 +182,10 @@ impl Connection {
             frame_max,
             channel_max: 0,
             heartbeat: None,
-            last_recv: now,
-            last_send: now,
+            last_recv: now.mono,
+            last_send: now.mono,
             // The handshake must finish within a bounded time (RabbitMQ: 10 s).
-            close_deadline: Some(now + Duration::from_secs(10)),
+            close_deadline: Some(now.mono + Duration::from_secs(10)),
             channels: HashMap::default(),
             vhost: None,
             user: None,
@@ -193,6 +196,7 @@ impl Connection {
             has_published: false,
             cleaned: false,
             acks_pending: false,
+            now,
         }
     }
 
@@ -220,9 +224,9 @@ impl Connection {
     /// Takes the bytes to write: encoded frames, with large bodies referenced in between as
     /// parts of their own (write them with vectored writes of many parts: see
     /// [`Transmit`]).
-    pub fn take_output(&mut self, now: Instant) -> Option<Transmit> {
+    pub fn take_output(&mut self, now: Now) -> Option<Transmit> {
         let t = self.out.take()?;
-        self.last_send = now;
+        self.last_send = now.mono;
         Some(t)
     }
 
@@ -242,7 +246,9 @@ impl Connection {
     }
 
     /// Time passed: heartbeats, dead peers, close and handshake deadlines.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        let now = now.mono;
         if let Some(d) = self.close_deadline
             && now >= d
         {
@@ -283,8 +289,9 @@ impl Connection {
     }
 
     /// Bytes from the socket: consumes every complete frame in `buf`.
-    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        self.last_recv = now;
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Now) {
+        self.now = now;
+        self.last_recv = now.mono;
         if self.state == State::Draining {
             buf.clear();
             return;
@@ -324,25 +331,41 @@ impl Connection {
         self.emit_confirms();
     }
 
-    /// Applies the acks every channel deferred during this read batch.
+    /// Applies the acks every channel deferred during this read batch; a store failure closes
+    /// the connection (541).
     fn flush_acks(&mut self) {
-        if std::mem::take(&mut self.acks_pending) {
-            for ch in self.channels.values_mut() {
-                ch.flush_acks();
+        if !std::mem::take(&mut self.acks_pending) {
+            return;
+        }
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        let mut failed = None;
+        for id in ids {
+            if let Some(Err(e)) = self.on_channel(id, |ch, ctx| ch.flush_acks(ctx)) {
+                failed.get_or_insert(e);
             }
+        }
+        if let Some(e) = failed {
+            self.raise(e, self.now);
         }
     }
 
     /// A message from the broker (delivery, cancel notification, forced close).
-    pub fn handle_outbound(&mut self, msg: Outbound, now: Instant) {
+    pub fn handle_outbound(&mut self, msg: Outbound, now: Now) {
+        self.now = now;
         match msg {
             Outbound::Deliver(d) => {
                 if self.state != State::Running || !self.channels.contains_key(&d.channel) {
-                    d.queue.undeliver(d.message, d.no_ack);
+                    if let Some(vh) = &self.vhost
+                        && let Err(e) = vh.undeliver(d, now)
+                    {
+                        tracing::error!(conn = self.info.id.0, error = %e, "store failure taking back a delivery");
+                    }
                     return;
                 }
                 let channel = d.channel;
-                self.on_channel(channel, |ch, ctx| ch.deliver(ctx, d));
+                if let Some(Err(e)) = self.on_channel(channel, |ch, ctx| ch.deliver(ctx, d)) {
+                    self.raise(e, now);
+                }
             }
             Outbound::ConsumerCancelled {
                 channel,
@@ -393,7 +416,7 @@ impl Connection {
     }
 
     /// Closes the connection from our side (shutdown, management): connection.close `code`.
-    pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) {
+    pub fn close(&mut self, code: ReplyCode, text: &str, now: Now) {
         self.handle_outbound(
             Outbound::Close {
                 code,
@@ -404,7 +427,7 @@ impl Connection {
     }
 
     /// Reports an error to the peer: channel.close or connection.close.
-    fn raise(&mut self, e: AmqpError, now: Instant) {
+    fn raise(&mut self, e: AmqpError, now: Now) {
         match e.scope {
             Scope::Channel(id) if self.channels.contains_key(&id) => {
                 tracing::warn!(conn = self.info.id.0, channel = id, code = e.code.code(), text = %e.text, "channel error");
@@ -415,7 +438,9 @@ impl Connection {
                     method_id: e.method_id,
                 };
                 encode_method(id, &m.into(), self.out.buf());
-                self.cleanup_channel(id, true);
+                if let Err(e) = self.cleanup_channel(id, true) {
+                    self.raise(e, now);
+                }
             }
             _ => {
                 if matches!(self.state, State::Closing | State::Draining | State::Closed) {
@@ -435,12 +460,12 @@ impl Connection {
                 encode_method(0, &m.into(), self.out.buf());
                 self.cleanup_all();
                 self.state = State::Closing;
-                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+                self.close_deadline = Some(now.mono + CLOSE_TIMEOUT);
             }
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
+    fn handle_frame(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
         match self.state {
             State::Running => self.running(frame, now),
             State::Closing => {
@@ -463,10 +488,10 @@ impl Connection {
     }
 
     /// Answers the client's connection.close: close-ok, then wait for the client to close.
-    fn close_ok(&mut self, now: Instant) {
+    fn close_ok(&mut self, now: Now) {
         self.release();
         encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-        self.drain(now + CLOSE_TIMEOUT);
+        self.drain(now.mono + CLOSE_TIMEOUT);
     }
 
     /// Discards input from now on and closes the socket when the peer does or at `deadline`.
@@ -475,7 +500,7 @@ impl Connection {
         self.close_deadline = Some(deadline);
     }
 
-    fn running(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
+    fn running(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
         let is_ack = matches!(
             &frame,
             Frame::Method {
@@ -512,7 +537,7 @@ impl Connection {
         }
     }
 
-    fn connection_method(&mut self, method: Method, now: Instant) -> Result<(), AmqpError> {
+    fn connection_method(&mut self, method: Method, now: Now) -> Result<(), AmqpError> {
         match method {
             Method::ConnectionClose(m) => {
                 tracing::info!(
@@ -583,9 +608,9 @@ impl Connection {
                     )
                     .on(class, mid));
                 }
-                self.cleanup_channel(channel, false);
+                let cleaned = self.cleanup_channel(channel, false);
                 encode_method(channel, &ChannelCloseOk.into(), self.out.buf());
-                return Ok(());
+                return cleaned;
             }
             Method::ChannelCloseOk(_) => {
                 if self.channels.get(&channel).is_some_and(|c| c.closing) {
@@ -648,7 +673,6 @@ impl Connection {
         let vhost = self.vhost.clone()?;
         let ch = self.channels.get_mut(&channel)?;
         let mut ctx = Ctx {
-            broker: &self.broker,
             vhost: &vhost,
             conn: self.info.id,
             mailbox: &self.info.mailbox,
@@ -656,6 +680,7 @@ impl Connection {
             out: &mut self.out,
             frame_max: self.frame_max,
             user: self.user.as_ref().map_or("", |u| u.name.as_str()),
+            now: self.now,
         };
         Some(f(ch, &mut ctx))
     }
@@ -715,10 +740,11 @@ impl Connection {
         }
     }
 
-    fn cleanup_channel(&mut self, id: u16, keep_closing: bool) {
-        if self.on_channel(id, |ch, ctx| ch.cleanup(ctx)).is_none() {
-            return;
-        }
+    /// Releases what a channel holds; a store failure meanwhile is returned (541).
+    fn cleanup_channel(&mut self, id: u16, keep_closing: bool) -> Result<(), AmqpError> {
+        let Some(result) = self.on_channel(id, |ch, ctx| ch.cleanup(ctx)) else {
+            return Ok(());
+        };
         if keep_closing {
             if let Some(ch) = self.channels.get_mut(&id) {
                 ch.closing = true;
@@ -727,6 +753,7 @@ impl Connection {
             self.channels.remove(&id);
         }
         self.info.channel_changed(id, false);
+        result
     }
 
     fn cleanup_all(&mut self) {
@@ -737,11 +764,14 @@ impl Connection {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            self.cleanup_channel(id, false);
+            // The connection is going: store failures were logged where they happened.
+            let _ = self.cleanup_channel(id, false);
         }
         self.channels.clear();
-        if let Some(vh) = &self.vhost {
-            vh.drop_exclusive(self.info.id);
+        if let Some(vh) = &self.vhost
+            && let Err(e) = vh.drop_exclusive(self.info.id)
+        {
+            tracing::error!(conn = self.info.id.0, error = %e, "deleting exclusive queues failed");
         }
     }
 

@@ -39,7 +39,7 @@ pub async fn start_with(opts: BrokerOptions) -> TestBroker {
 pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 16 << 20).expect("open store"));
     let broker = Broker::new(store, opts);
-    broker.recover().expect("recover");
+    broker.recover(lagomorph::clock::now()).expect("recover");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -146,6 +146,44 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A recording of RabbitMQ 3.10's answers: tests/fixtures/rabbitmq-3.10/{topic}.json.
+pub fn rabbitmq(topic: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rabbitmq-3.10")
+        .join(format!("{topic}.json"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A field value in the recordings' typed form: `{"type": tag, "value": ...}`, tables as lists
+/// of `[name, typed]` in wire order (see interop/record/queues.py).
+pub fn typed(v: &lagomorph::protocol::types::FieldValue) -> serde_json::Value {
+    use lagomorph::protocol::types::FieldValue as F;
+    use serde_json::json;
+    let tag = (v.tag() as char).to_string();
+    let value = match v {
+        F::LongStr(s) => json!(String::from_utf8_lossy(s)),
+        F::Array(a) => json!(a.iter().map(typed).collect::<Vec<_>>()),
+        F::Table(t) => typed_table(t),
+        F::Timestamp(t) => json!(t),
+        F::Bool(b) => json!(b),
+        other => match other.as_i64() {
+            Some(n) => json!(n),
+            None => json!(format!("{other:?}")),
+        },
+    };
+    json!({"type": tag, "value": value})
+}
+
+/// A table in the recordings' typed form.
+pub fn typed_table(t: &lagomorph::protocol::types::FieldTable) -> serde_json::Value {
+    serde_json::Value::Array(
+        t.iter()
+            .map(|(k, v)| serde_json::json!([k.as_str(), typed(v)]))
+            .collect(),
     )
 }
 
@@ -404,6 +442,27 @@ pub mod raw {
             self.send_bytes(&b).await;
         }
 
+        /// basic.publish with the given properties and one body frame.
+        pub async fn publish_with(
+            &mut self,
+            ch: u16,
+            exchange: &str,
+            key: &str,
+            body: &[u8],
+            properties: &lagomorph::protocol::properties::Properties,
+        ) {
+            let mut b = BytesMut::new();
+            let m: Method = BasicPublish {
+                exchange: ShortStr::try_from(exchange).expect("name"),
+                routing_key: ShortStr::try_from(key).expect("key"),
+                ..Default::default()
+            }
+            .into();
+            frame::encode_method(ch, &m, &mut b);
+            frame::encode_content(ch, 60, properties, body, 131072, &mut b);
+            self.send_bytes(&b).await;
+        }
+
         /// Sends a method and waits for the reply on that channel.
         pub async fn call(&mut self, ch: u16, m: Method) -> Method {
             self.send(ch, m).await;
@@ -411,6 +470,51 @@ pub mod raw {
                 Frame::Method { method, .. } => method,
                 f => panic!("expected a method, got {f:?}"),
             }
+        }
+
+        /// basic.get with no-ack: the get-ok, the properties and the body, or None on
+        /// get-empty.
+        pub async fn get(
+            &mut self,
+            ch: u16,
+            queue: &str,
+        ) -> Option<(
+            BasicGetOk,
+            lagomorph::protocol::properties::Properties,
+            Vec<u8>,
+        )> {
+            self.send(
+                ch,
+                BasicGet {
+                    queue: ShortStr::try_from(queue).expect("name"),
+                    no_ack: true,
+                    ..Default::default()
+                }
+                .into(),
+            )
+            .await;
+            let ok = match self.recv().await {
+                Frame::Method {
+                    method: Method::BasicGetOk(ok),
+                    ..
+                } => ok,
+                Frame::Method {
+                    method: Method::BasicGetEmpty(_),
+                    ..
+                } => return None,
+                f => panic!("expected get-ok or get-empty, got {f:?}"),
+            };
+            let Frame::Header { header, .. } = self.recv().await else {
+                panic!("expected a content header");
+            };
+            let mut body = Vec::new();
+            while (body.len() as u64) < header.body_size {
+                match self.recv().await {
+                    Frame::Body { payload, .. } => body.extend_from_slice(&payload),
+                    f => panic!("expected a body frame, got {f:?}"),
+                }
+            }
+            Some((ok, header.properties, body))
         }
 
         pub async fn open_channel(&mut self, ch: u16) {

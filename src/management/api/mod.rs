@@ -7,6 +7,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod overview;
+mod policies;
 mod queues;
 mod users;
 
@@ -158,6 +159,22 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route(
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
+        )
+        .route("/api/policies", get(policies::list))
+        .route("/api/policies/{vhost}", get(policies::list_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::get_one)
+                .put(policies::put_one)
+                .delete(policies::delete_one),
+        )
+        .route("/api/operator-policies", get(policies::op_list))
+        .route("/api/operator-policies/{vhost}", get(policies::op_list_in))
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(policies::op_get_one)
+                .put(policies::op_put_one)
+                .delete(policies::op_delete_one),
         )
         .route("/metrics", get(super::metrics::metrics))
         .route("/metrics/per-object", get(super::metrics::per_object))

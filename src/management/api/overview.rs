@@ -2,7 +2,7 @@
 
 use super::{ApiState, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::vhost::QueueSpec;
-use crate::broker::{ConnId, Message, Outbound, VHost};
+use crate::broker::{ConnId, Outbound, PublishRequest, VHost};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
@@ -17,7 +17,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Our product, as the overview names it.
@@ -102,6 +101,7 @@ pub(crate) async fn overview(
         .unroutable
         .load(Ordering::Relaxed)
         .saturating_sub(totals.returned);
+    totals.dead_lettered = crate::management::rates::dead_lettered(stats);
     let mut overall = st.rates.overall();
     overall.messages = queue_rates.messages;
     overall.ready = queue_rates.ready;
@@ -364,16 +364,18 @@ pub(crate) async fn aliveness(
         name: ALIVENESS_QUEUE.into(),
         ..Default::default()
     };
-    let q = vh.declare_queue(&spec, false, ConnId(0))?;
+    let now = crate::clock::now();
+    let q = vh.declare_queue(&spec, false, ConnId(0), now)?;
     let body = bytes::Bytes::from_static(b"test_message");
-    let msg = Arc::new(Message {
+    let req = PublishRequest {
         exchange: ShortStr::EMPTY,
         routing_key: ShortStr::from_static(ALIVENESS_QUEUE),
         properties: Default::default(),
         body: body.clone(),
-    });
-    vh.publish("", msg)?;
-    let got = q.get(true)?;
+        user: &user.name,
+    };
+    vh.publish(req, now)?;
+    let got = vh.get(&q, true, now)?;
     Ok(match got {
         Some(g) if g.message.msg.body == body => super::health::health(StatusCode::OK, None),
         _ => super::health::health(

@@ -2,6 +2,7 @@
 
 use super::connections::consumer_dto;
 use super::{ApiState, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::queue::Settle;
 use crate::broker::vhost::QueueSpec;
 use crate::broker::{ConnId, ConnectionInfo, Queue, VHost};
 use crate::management::auth::AuthUser;
@@ -22,8 +23,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Bookkeeping bytes per message, beyond its body, in the memory estimate.
-const PER_MESSAGE_OVERHEAD: u64 = 160;
 /// Bytes a queue takes with no messages, in the memory estimate.
 const QUEUE_BASE_MEMORY: u64 = 1024;
 /// Most messages one get request may take.
@@ -36,7 +35,8 @@ fn queue_dto(
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
     let counts = q.counts();
-    let (_, _, consumers, ready_bytes) = counts;
+    let applied = q.policy();
+    let (consumers, ready_bytes) = (counts.consumers, counts.ready_bytes);
     let c = Counters::with_counts(q, counts);
     let owner = q
         .exclusive
@@ -55,11 +55,13 @@ fn queue_dto(
         arguments: table_to_json(&q.args.raw),
         node: st.node.to_string(),
         state: "running",
-        kind: "classic",
-        policy: None,
+        kind: q.kind(),
+        policy: applied.policy,
+        operator_policy: applied.operator_policy,
+        effective_policy_definition: Value::Object(applied.definition),
         exclusive_consumer_tag: None,
         consumers: consumers as u64,
-        memory: QUEUE_BASE_MEMORY + ready_bytes as u64 + c.messages * PER_MESSAGE_OVERHEAD,
+        memory: QUEUE_BASE_MEMORY + counts.memory as u64,
         message_bytes: ready_bytes as u64,
         message_bytes_ready: ready_bytes as u64,
         counts: dto::MessageCounts::new(&c, &rate),
@@ -98,8 +100,8 @@ fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<
 /// without building the JSON (`None` for other fields: those sorts build it).
 fn sort_key(q: &Queue, rate: impl Fn() -> RateSet, path: &[String]) -> Option<SortKey> {
     let counts = || {
-        let (ready, unacked, consumers, _) = q.counts();
-        (ready, unacked, consumers)
+        let c = q.counts();
+        (c.ready, c.unacked, c.consumers)
     };
     let num = |n: usize| Some(SortKey::Num(n as f64));
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -210,7 +212,7 @@ pub(crate) async fn declare(
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
     let existed = vh.queue(&name).is_ok();
-    vh.declare_queue(&spec, false, owner_of(&vh, &name))?;
+    vh.declare_queue(&spec, false, owner_of(&vh, &name), crate::clock::now())?;
     Ok(if existed {
         StatusCode::NO_CONTENT
     } else {
@@ -253,7 +255,7 @@ pub(crate) async fn purge(
     PathArgs((vhost, name)): PathArgs<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let vh = usable_vhost(&st, &user, &vhost)?;
-    find(&vh, &name)?.purge()?;
+    vh.purge(&find(&vh, &name)?, crate::clock::now())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,7 +266,8 @@ enum AckMode {
     Requeue,
     /// Acknowledge them: they leave the queue.
     Ack,
-    /// Reject without requeue: they leave the queue (dead-lettering would hook in here).
+    /// Reject without requeue: they leave the queue (dead-lettered when it has a
+    /// dead-letter exchange).
     Discard,
 }
 
@@ -312,14 +315,16 @@ pub(crate) async fn get_messages(
             format!("NOT_FOUND - {e}"),
         )
     })?;
+    let now = crate::clock::now();
     let mut taken = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
-        let got = match queue.get(false) {
+        let got = match vh.get(&queue, false, now) {
             Ok(Some(got)) => got,
             Ok(None) => break,
             Err(e) => {
-                queue.requeue(taken);
+                // The store failed: what was taken goes back, as far as it can.
+                let _ = vh.settle(&queue, Settle::Requeue, taken, now);
                 return Err(e.into());
             }
         };
@@ -348,10 +353,11 @@ pub(crate) async fn get_messages(
         });
         taken.push(got.message);
     }
-    match mode {
-        AckMode::Requeue => queue.requeue(taken),
-        AckMode::Ack => queue.ack(&taken)?,
-        AckMode::Discard => queue.discard(&taken)?,
-    }
+    let how = match mode {
+        AckMode::Requeue => Settle::Requeue,
+        AckMode::Ack => Settle::Ack,
+        AckMode::Discard => Settle::Reject,
+    };
+    vh.settle(&queue, how, taken, now)?;
     Ok(Json(out))
 }

@@ -169,15 +169,12 @@ impl Channel {
             Method::BasicCancel(m) => self.basic_cancel(ctx, m),
             Method::BasicPublish(m) => self.basic_publish(m),
             Method::BasicGet(m) => self.basic_get(ctx, m),
-            Method::BasicAck(m) => self.basic_ack(m),
-            Method::BasicReject(m) => self.basic_reject(m),
-            Method::BasicNack(m) => self.basic_nack(m),
-            Method::BasicRecoverAsync(_) => {
-                self.recover();
-                Ok(())
-            }
+            Method::BasicAck(m) => self.basic_ack(ctx, m),
+            Method::BasicReject(m) => self.basic_reject(ctx, m),
+            Method::BasicNack(m) => self.basic_nack(ctx, m),
+            Method::BasicRecoverAsync(_) => self.recover(ctx),
             Method::BasicRecover(_) => {
-                self.recover();
+                self.recover(ctx)?;
                 ctx.send(self.id, &BasicRecoverOk.into());
                 Ok(())
             }
@@ -207,19 +204,22 @@ impl Channel {
     }
 
     /// The channel is gone (closed by either side, or the connection ended): cancel consumers,
-    /// requeue unacked deliveries, drop uncommitted work.
-    pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) {
+    /// requeue unacked deliveries, drop uncommitted work. Store errors meanwhile are logged
+    /// (the channel is going anyway) and returned, so the connection can close with 541.
+    pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         // Acks the client sent count, even when the channel closes right after them.
-        self.flush_acks();
+        let mut result = self.flush_acks(ctx);
         self.assembler.reset();
         self.tx = None;
         for (tag, c) in self.consumers.drain() {
             ctx.info.consumers_changed(-1);
-            if c.queue.cancel(ctx.conn, self.id, &tag) == Some(true) {
-                ctx.vhost.auto_delete_queue(&c.queue);
-            }
+            result = result.and(
+                ctx.vhost
+                    .cancel(&c.queue, ctx.conn, self.id, &tag, ctx.now)
+                    .map_err(acks::store_failure),
+            );
         }
-        self.recover();
+        result.and(self.recover(ctx))
     }
 }
 

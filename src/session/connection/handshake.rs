@@ -3,13 +3,14 @@
 //! open / open-ok. A child of `connection`, whose state it moves forward.
 
 use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
+use crate::broker::Now;
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
 use crate::protocol::method::*;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
 use crate::session::error::AmqpError;
 use bytes::{BufMut, BytesMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 impl Connection {
     pub(super) fn start(&mut self) {
@@ -24,7 +25,7 @@ impl Connection {
         self.state = State::StartOk;
     }
 
-    pub(super) fn handshake(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
+    pub(super) fn handshake(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
         let Frame::Method { channel: 0, method } = frame else {
             if matches!(frame, Frame::Heartbeat) {
                 return Ok(());
@@ -129,7 +130,7 @@ impl Connection {
     /// connection.tune-ok: the client's values must be within ours, as RabbitMQ checks them
     /// (`rabbit_reader:validate_negotiated_integer_value`); 0 means "no limit", which is above
     /// any limit we offered. A refusal closes the socket silently (see the module docs).
-    fn tune_ok(&mut self, m: ConnectionTuneOk, now: Instant) {
+    fn tune_ok(&mut self, m: ConnectionTuneOk, now: Now) {
         let l = self.broker.limits();
         let refusal = negotiation_error("frame_max", FRAME_MIN_SIZE, l.frame_max, m.frame_max)
             .or_else(|| {
@@ -143,7 +144,7 @@ impl Connection {
         if let Some(why) = refusal {
             tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, reason = %why, "handshake error in connection.tune-ok; closing the socket silently");
             self.release();
-            self.drain(now + SILENT_CLOSE_DELAY);
+            self.drain(now.mono + SILENT_CLOSE_DELAY);
             return;
         }
         self.frame_max = m.frame_max;

@@ -10,7 +10,8 @@
 //!   Knows no wire.
 //! - [`storage`]: persistence behind the [`storage::Store`] trait; sled and in-memory stores.
 //! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.
-//! - [`management`]: the HTTP management API in RabbitMQ's shape, and Prometheus metrics.
+//! - [`management`]: the HTTP management API in RabbitMQ's shape, the web UI at `/`, and
+//!   Prometheus metrics.
 //! - [`config`]: plain configuration data, loaded from TOML, environment and flags.
 //! - [`clock`]: reads the clocks into a [`broker::Now`] (for `server`, `management`, `main`).
 //! - [`cli`]: command-line flags (clap) that become config overrides; `hash-password`.

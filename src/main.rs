@@ -140,10 +140,10 @@ async fn run(config: Config) -> Result<(), String> {
         usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
         token.clone(),
     ));
-    if let Some(wm) = config
+    let high_watermark = config
         .memory
-        .high_watermark_bytes(lagomorph::process::total_memory())
-    {
+        .high_watermark_bytes(lagomorph::process::total_memory());
+    if let Some(wm) = high_watermark {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(
             broker.clone(),
@@ -162,6 +162,8 @@ async fn run(config: Config) -> Result<(), String> {
             token.clone(),
             lagomorph::management::Options {
                 amqp_listeners: bound,
+                data_dir: Some(data_dir.clone()),
+                mem_limit: high_watermark.unwrap_or(0),
                 ..Default::default()
             },
         )))

@@ -1,6 +1,7 @@
 //! Figures about this process and its host, read from Linux's `/proc`: resident memory (the
 //! memory alarm's input and management's `mem_used`), open file descriptors, total memory (the
-//! default memory watermark), host name and processors. The one place that reads them, so the
+//! default memory watermark), the file-descriptor limit, free disk space, host name and
+//! processors. The one place that reads them, so the
 //! alarm and the management API report the same number. A leaf: imports nothing of the crate.
 //!
 //! On other systems, or when `/proc` cannot be read, the `/proc` figures are `None`.
@@ -21,6 +22,23 @@ pub fn total_memory() -> Option<u64> {
 pub fn open_fds() -> Option<u64> {
     let dir = std::fs::read_dir("/proc/self/fd").ok()?;
     Some(dir.count() as u64)
+}
+
+/// The soft limit on open file descriptors (`Max open files` of `/proc/self/limits`); `None`
+/// when unknown or unlimited.
+pub fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// Bytes available to this process on the file system holding `path` (`statvfs`, through
+/// rustix: no unsafe code), `None` if it cannot be read.
+pub fn disk_free(path: &std::path::Path) -> Option<u64> {
+    let v = rustix::fs::statvfs(path).ok()?;
+    Some(v.f_bavail.saturating_mul(v.f_frsize))
 }
 
 /// The host name, `localhost` if unknown.
@@ -65,5 +83,7 @@ mod tests {
         assert!(open_fds().is_some_and(|n| n > 0));
         assert!(!hostname().is_empty());
         assert!(processors() >= 1);
+        assert!(fd_limit().is_some_and(|n| n > 0));
+        assert!(disk_free(std::path::Path::new("/")).is_some());
     }
 }

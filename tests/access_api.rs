@@ -18,6 +18,7 @@ struct Api {
     http: reqwest::Client,
     b: Option<TestBroker>,
     token: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for Api {
@@ -32,7 +33,7 @@ async fn api_for(b: TestBroker) -> Api {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
-    tokio::spawn(lagomorph::management::serve(
+    let server = tokio::spawn(lagomorph::management::serve(
         listener,
         b.broker.clone(),
         token.clone(),
@@ -42,6 +43,7 @@ async fn api_for(b: TestBroker) -> Api {
         http: reqwest::Client::new(),
         b: Some(b),
         token,
+        server: Some(server),
     }
 }
 
@@ -754,8 +756,12 @@ async fn restart_keeps_the_access_model_and_definitions_round_trip() {
         204
     );
     let before = api.call(root, M::GET, "/api/definitions", None).await;
+    // The API's handle on the broker (and so on the store) goes before the restart.
     let mut api = api;
     api.token.cancel();
+    if let Some(server) = api.server.take() {
+        let _ = within(server).await;
+    }
     api.b.take().expect("broker").stop().await;
     drop(api);
 

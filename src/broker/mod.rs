@@ -188,6 +188,9 @@ pub struct BrokerStats {
     pub confirmed: AtomicU64,
     /// Unroutable messages.
     pub unroutable: AtomicU64,
+    /// Unroutable mandatory messages returned to their publisher (basic.return); the rest of
+    /// `unroutable` were dropped. RabbitMQ's `return_unroutable` and `drop_unroutable`.
+    pub returned: AtomicU64,
     /// Messages dead-lettered, by reason (indexed by [`queue::Reason::index`]).
     pub dead_lettered: [AtomicU64; 4],
     /// Dead letters that reached no queue (no such exchange, no binding, or a cycle).

@@ -28,10 +28,25 @@ pub(crate) struct MessageStats {
     pub(crate) confirm: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) confirm_details: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) return_unroutable: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) return_unroutable_details: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) drop_unroutable: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) drop_unroutable_details: Option<Rate>,
+    /// Lagomorph's own (RabbitMQ 3.10's API has no such figure; its Prometheus plugin has
+    /// `rabbitmq_global_messages_dead_lettered_*_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered_details: Option<Rate>,
 }
 
 impl MessageStats {
-    /// From counters and rates; `confirm` only where RabbitMQ shows it (overview, vhosts).
+    /// From counters and rates; `confirm`, `return_unroutable` and `drop_unroutable` only
+    /// where RabbitMQ shows them (the overview).
     pub(crate) fn new(c: &Counters, r: &RateSet, with_confirm: bool) -> Self {
         MessageStats {
             publish: c.publish,
@@ -46,6 +61,14 @@ impl MessageStats {
             redeliver_details: Rate { rate: r.redeliver },
             confirm: with_confirm.then_some(c.confirm),
             confirm_details: with_confirm.then_some(Rate { rate: r.confirm }),
+            return_unroutable: with_confirm.then_some(c.returned),
+            return_unroutable_details: with_confirm.then_some(Rate { rate: r.returned }),
+            drop_unroutable: with_confirm.then_some(c.dropped),
+            drop_unroutable_details: with_confirm.then_some(Rate { rate: r.dropped }),
+            dead_lettered: with_confirm.then_some(c.dead_lettered),
+            dead_lettered_details: with_confirm.then_some(Rate {
+                rate: r.dead_lettered,
+            }),
         }
     }
 }
@@ -154,6 +177,9 @@ pub(crate) struct Node {
     pub(crate) mem_alarm: bool,
     pub(crate) disk_free_alarm: bool,
     pub(crate) fd_used: u64,
+    pub(crate) fd_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disk_free: Option<u64>,
     pub(crate) processors: u64,
     pub(crate) uptime: u64,
     pub(crate) run_queue: u64,

@@ -9,7 +9,8 @@
 //! (basic auth, tags), `dto` (JSON shapes), `json` (field tables and properties ↔ JSON, request
 //! extractors), `listing` (pagination, filters, sorting, columns), `rates` (the sampler that
 //! turns atomic counters into rates), `metrics` (Prometheus text), `error` (RabbitMQ's error
-//! bodies). Process figures come from [`crate::process`].
+//! bodies), `ui` (the web UI at `/`, embedded assets). Process figures come from
+//! [`crate::process`].
 
 mod api;
 mod auth;
@@ -19,10 +20,12 @@ mod json;
 mod listing;
 mod metrics;
 mod rates;
+mod ui;
 
 use crate::broker::Broker;
 use rates::Rates;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -38,6 +41,11 @@ pub struct Options {
     /// The broker's AMQP listeners, for `/api/overview`'s `listeners` and the port-listener
     /// health check (the management listener is added to them).
     pub amqp_listeners: Vec<SocketAddr>,
+    /// The broker's data directory, whose file system's free space `/api/nodes` reports as
+    /// `disk_free` (left out when `None`).
+    pub data_dir: Option<PathBuf>,
+    /// The memory high watermark in bytes (`mem_limit` of `/api/nodes`), 0 when there is none.
+    pub mem_limit: u64,
 }
 
 impl Default for Options {
@@ -45,6 +53,8 @@ impl Default for Options {
         Options {
             sample_interval: Duration::from_secs(5),
             amqp_listeners: Vec::new(),
+            data_dir: None,
+            mem_limit: 0,
         }
     }
 }
@@ -89,6 +99,10 @@ pub(crate) struct ApiState {
     /// The cluster name (`PUT /api/cluster-name`); the node name until set. Kept in memory
     /// only, and not the `cluster_name` of AMQP's server properties.
     pub(crate) cluster_name: Arc<RwLock<String>>,
+    /// The data directory (for `disk_free`).
+    pub(crate) data_dir: Option<Arc<PathBuf>>,
+    /// The memory high watermark in bytes, 0 for none.
+    pub(crate) mem_limit: u64,
 }
 
 /// Serves the management API on `listener` until `token` is cancelled, with default options.
@@ -119,6 +133,8 @@ pub async fn serve_with(
             http: listener.local_addr().ok(),
         }),
         cluster_name: Arc::new(RwLock::new(node)),
+        data_dir: opts.data_dir.clone().map(Arc::new),
+        mem_limit: opts.mem_limit,
     };
     let sampler = tokio::spawn(Arc::clone(&state.rates).run(
         broker,

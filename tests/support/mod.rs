@@ -93,6 +93,26 @@ impl TestBroker {
     }
 }
 
+/// Serves `b`'s management API (and UI) on 127.0.0.1:0 until the returned token is
+/// cancelled; returns the base URL (`http://127.0.0.1:PORT`).
+pub async fn serve_management(
+    b: &TestBroker,
+    opts: lagomorph::management::Options,
+) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let token = CancellationToken::new();
+    tokio::spawn(lagomorph::management::serve_with(
+        listener,
+        b.broker.clone(),
+        token.clone(),
+        opts,
+    ));
+    (format!("http://{addr}"), token)
+}
+
 /// Bounded wait for a future, so a broken broker fails a test instead of hanging it.
 pub async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), f)

@@ -314,31 +314,42 @@ fn consumer_items(
         .into_iter()
         .filter_map(|(vhost, queue, h)| {
             let ci = conns.get(&h.conn)?;
-            let cname = connection_name(ci);
-            Some(to_value(&dto::Consumer {
-                consumer_tag: h.tag.to_string(),
-                queue: dto::QueueRef {
-                    name: queue.to_string(),
-                    vhost: vhost.to_string(),
-                },
-                channel_details: dto::ChannelDetails {
-                    name: format!("{cname} ({})", h.channel),
-                    connection_name: cname,
-                    node: st.node.to_string(),
-                    number: h.channel,
-                    peer_host: ci.peer.ip().to_string(),
-                    peer_port: ci.peer.port(),
-                    user: connection_user(ci),
-                },
-                ack_required: !h.no_ack,
-                exclusive: h.exclusive,
-                prefetch_count: h.prefetch.limit(),
-                active: true,
-                activity_status: "up",
-                arguments: Map::new(),
-            }))
+            Some(to_value(&consumer_dto(st, ci, &vhost, &queue, &h)))
         })
         .collect()
+}
+
+/// One consumer of `queue` in `vhost`, on connection `ci`.
+pub(crate) fn consumer_dto(
+    st: &ApiState,
+    ci: &ConnectionInfo,
+    vhost: &str,
+    queue: &str,
+    h: &ConsumerHandle,
+) -> dto::Consumer {
+    let cname = connection_name(ci);
+    dto::Consumer {
+        consumer_tag: h.tag.to_string(),
+        queue: dto::QueueRef {
+            name: queue.to_string(),
+            vhost: vhost.to_string(),
+        },
+        channel_details: dto::ChannelDetails {
+            name: format!("{cname} ({})", h.channel),
+            connection_name: cname,
+            node: st.node.to_string(),
+            number: h.channel,
+            peer_host: ci.peer.ip().to_string(),
+            peer_port: ci.peer.port(),
+            user: connection_user(ci),
+        },
+        ack_required: !h.no_ack,
+        exclusive: h.exclusive,
+        prefetch_count: h.prefetch.limit(),
+        active: true,
+        activity_status: "up",
+        arguments: Map::new(),
+    }
 }
 
 /// GET /api/consumers.

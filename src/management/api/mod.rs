@@ -219,6 +219,8 @@ pub(crate) fn router(state: ApiState) -> Router {
                 .delete(policies::op_delete_one),
         )
         .route("/metrics", get(super::metrics::metrics))
+        .route("/metrics/per-object", get(super::metrics::per_object))
+        .merge(super::ui::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

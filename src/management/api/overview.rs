@@ -95,6 +95,12 @@ pub(crate) async fn overview(
     let stats = st.broker.stats();
     totals.publish = stats.published.load(Ordering::Relaxed);
     totals.confirm = stats.confirmed.load(Ordering::Relaxed);
+    totals.returned = stats.returned.load(Ordering::Relaxed);
+    totals.dropped = stats
+        .unroutable
+        .load(Ordering::Relaxed)
+        .saturating_sub(totals.returned);
+    totals.dead_lettered = crate::management::rates::dead_lettered(stats);
     let mut overall = st.rates.overall();
     overall.messages = queue_rates.messages;
     overall.ready = queue_rates.ready;
@@ -151,10 +157,12 @@ fn node_dto(st: &ApiState) -> dto::Node {
         running: true,
         os_pid: std::process::id().to_string(),
         mem_used: process::resident_memory().unwrap_or(0),
-        mem_limit: 0,
-        mem_alarm: false,
+        mem_limit: st.mem_limit,
+        mem_alarm: st.broker.memory_alarm(),
         disk_free_alarm: false,
         fd_used: process::open_fds().unwrap_or(0),
+        fd_total: process::fd_limit().unwrap_or(0),
+        disk_free: st.data_dir.as_deref().and_then(|d| process::disk_free(d)),
         processors: process::processors(),
         uptime: u64::try_from(st.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         run_queue: 0,

@@ -1,5 +1,6 @@
 //! Queues: listing, declare, delete, purge and get.
 
+use super::connections::consumer_dto;
 use super::{ApiState, authorize, connection_name, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::access::{Perm, Resource};
 use crate::broker::queue::Settle;
@@ -12,8 +13,8 @@ use crate::management::json::{
     JsonBody, PathArgs, QueryArgs, get_bool, get_str, get_u64, json_to_table, properties_to_json,
     require_keys, table_to_json,
 };
-use crate::management::listing::ListQuery;
-use crate::management::rates::{Counters, RateSet};
+use crate::management::listing::{ListQuery, SortKey};
+use crate::management::rates::{Counters, RateSet, VhostRates};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -78,22 +79,61 @@ fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
         .collect()
 }
 
-/// Queues of the given vhosts with their rates, answered with lazy pagination.
+/// Queues of the given vhosts, answered with lazy pagination: a queue's rates are looked up
+/// only when its page is built or a rate is the sort key.
 fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<Response> {
     let conns = conn_map(st);
-    let mut items: Vec<(Arc<Queue>, RateSet)> = Vec::new();
+    let mut items: Vec<(Arc<Queue>, VhostRates)> = Vec::new();
     for vh in vhosts {
         let rates = st.rates.vhost_queues(&vh.name);
-        for q in vh.queues() {
-            let r = rates.get(&*q.name).copied().unwrap_or_default();
-            items.push((q, r));
-        }
+        items.extend(vh.queues().into_iter().map(|q| (q, Arc::clone(&rates))));
     }
+    let rate = |q: &Queue, r: &VhostRates| r.get(&*q.name).copied().unwrap_or_default();
     list.respond_lazy(
         items,
         |(q, _)| (&*q.vhost, &*q.name),
-        |(q, r)| queue_dto(st, q, *r, &conns),
+        |(q, r), path| sort_key(q, || rate(q, r), path),
+        |(q, r)| queue_dto(st, q, rate(q, r), &conns),
     )
+}
+
+/// The value a queue's JSON has at `path`, for the fields the queues page sorts by, read
+/// without building the JSON (`None` for other fields: those sorts build it).
+fn sort_key(q: &Queue, rate: impl Fn() -> RateSet, path: &[String]) -> Option<SortKey> {
+    let counts = || {
+        let c = q.counts();
+        (c.ready, c.unacked, c.consumers)
+    };
+    let num = |n: usize| Some(SortKey::Num(n as f64));
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        ["name"] => Some(SortKey::Str(Arc::clone(&q.name))),
+        ["vhost"] => Some(SortKey::Str(Arc::clone(&q.vhost))),
+        ["durable"] => Some(SortKey::Bool(q.durable)),
+        ["auto_delete"] => Some(SortKey::Bool(q.auto_delete)),
+        ["exclusive"] => Some(SortKey::Bool(q.exclusive.is_some())),
+        ["messages"] => {
+            let (ready, unacked, _) = counts();
+            num(ready + unacked)
+        }
+        ["messages_ready"] => num(counts().0),
+        ["messages_unacknowledged"] => num(counts().1),
+        ["consumers"] => num(counts().2),
+        ["messages_details", "rate"] => Some(SortKey::Num(rate().messages)),
+        ["messages_ready_details", "rate"] => Some(SortKey::Num(rate().ready)),
+        ["messages_unacknowledged_details", "rate"] => Some(SortKey::Num(rate().unacked)),
+        ["message_stats", field, "rate"] => {
+            let r = rate();
+            Some(SortKey::Num(match *field {
+                "publish_details" => r.publish,
+                "deliver_get_details" => r.deliver_get,
+                "ack_details" => r.ack,
+                "redeliver_details" => r.redeliver,
+                _ => return None,
+            }))
+        }
+        _ => None,
+    }
 }
 
 /// GET /api/queues.
@@ -132,8 +172,22 @@ pub(crate) async fn show(
     let list = ListQuery::parse(&q)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
     let queue = find(&vh, &name)?;
-    let dto = queue_dto(&st, &queue, st.rates.queue(&vhost, &name), &conn_map(&st));
-    Ok(Json(list.project_one(to_value(&dto))))
+    let conns = conn_map(&st);
+    let dto = queue_dto(&st, &queue, st.rates.queue(&vhost, &name), &conns);
+    let mut value = to_value(&dto);
+    // One queue's page also lists its consumers, as RabbitMQ's does.
+    let consumers: Vec<Value> = queue
+        .consumers()
+        .iter()
+        .filter_map(|h| {
+            let ci = conns.get(&h.conn)?;
+            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h)))
+        })
+        .collect();
+    if let Value::Object(m) = &mut value {
+        m.insert("consumer_details".into(), Value::Array(consumers));
+    }
+    Ok(Json(list.project_one(value)))
 }
 
 /// PUT /api/queues/{vhost}/{name}: 201 when created, 204 when an equivalent queue existed,

@@ -219,6 +219,11 @@ impl Channel {
             }
         };
         if !outcome.routed && mandatory {
+            ctx.vhost
+                .shared()
+                .stats
+                .returned
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let msg = &outcome.message;
             ctx.send(
                 ch,

@@ -154,6 +154,15 @@ pub struct StorageConfig {
     /// logs it and exits with status 70 so that its supervisor restarts it (what was confirmed
     /// is on disk); 0 waits forever.
     pub flush_stall_exit_secs: u64,
+    /// Largest body-log segment file in MiB (1..=1024): persistent message bodies are appended
+    /// to segments of this size, and a segment is deleted once none of its messages is live.
+    pub segment_size_mb: u64,
+    /// A full segment whose live messages take less than this percentage of it is compacted
+    /// (its live messages copied forward so the file can go); 0 turns compaction off (0..=100).
+    pub compact_live_percent: u8,
+    /// MiB that compaction may copy per group commit at most (at least 1), so that it never
+    /// holds confirms up for long.
+    pub compact_mb_per_flush: u64,
 }
 
 impl Default for StorageConfig {
@@ -166,6 +175,9 @@ impl Default for StorageConfig {
             queue_memory_window: 10_000,
             queue_memory_window_mb: 32,
             flush_stall_exit_secs: 120,
+            segment_size_mb: 64,
+            compact_live_percent: 50,
+            compact_mb_per_flush: 4,
         }
     }
 }
@@ -610,6 +622,24 @@ impl Config {
         if storage.queue_memory_window == 0 {
             return Err(invalid(
                 "storage.queue_memory_window",
+                "must be at least 1, got 0",
+            ));
+        }
+        if !(1..=1024).contains(&storage.segment_size_mb) {
+            return Err(invalid(
+                "storage.segment_size_mb",
+                format!("must be 1..=1024, got {}", storage.segment_size_mb),
+            ));
+        }
+        if storage.compact_live_percent > 100 {
+            return Err(invalid(
+                "storage.compact_live_percent",
+                format!("must be 0..=100, got {}", storage.compact_live_percent),
+            ));
+        }
+        if storage.compact_mb_per_flush == 0 {
+            return Err(invalid(
+                "storage.compact_mb_per_flush",
                 "must be at least 1, got 0",
             ));
         }

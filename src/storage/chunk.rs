@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::bodylog::Loc;
 use super::record;
 use super::{MessageView, StoreError};
 
@@ -28,15 +29,6 @@ use super::{MessageView, StoreError};
 /// this gets a chunk of its own): large enough that a backlog of a million 4 KiB messages, or
 /// of tens of millions of small ones, needs tens of thousands of chunks in memory, no more.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
-
-/// A chunk is stored cut into parts of at most this many bytes, each its own sled value.
-///
-/// Why: sled splits a B-tree leaf only when it holds more than 16 items, whatever their size,
-/// writes a leaf (when it consolidates its updates) as a separate, never fsynced blob file once
-/// it passes a quarter of a 512 KiB segment, and caches whole leaves in 256 shards that each keep
-/// at least one. With parts of 7 KiB a leaf of 17 stays under 128 KiB: no blob files, and the
-/// cache size configured is the cache size obtained.
-pub const PART_BYTES: usize = 7 * 1024;
 
 /// A chunk is sealed when its ids would span more than this (ids of a queue's transient messages
 /// are gaps in its chunks), which bounds each state record to 2 x 512 bytes.
@@ -234,8 +226,8 @@ struct Chunk {
     counts: Counts,
     live_count: usize,
     body: Body,
-    /// Parts it is stored in (set when its value is handed out for writing).
-    parts: u32,
+    /// Where its record is in the body log, once written.
+    loc: Option<Loc>,
     /// Its state changed since the engine's copy was written (only tracked once the body is
     /// handed out: until then the state is written with the body).
     dirty: bool,
@@ -246,7 +238,6 @@ impl Chunk {
         let n = record::bitmap_len(first, self.last);
         record::encode_state(
             self.last,
-            self.parts,
             &self.live.to_bytes(n, None),
             &self.delivered.to_bytes(n, Some(&self.live)),
             &self.counts.live(&self.live),
@@ -277,6 +268,9 @@ pub struct ChunkWrite {
     pub body: Option<Bytes>,
     /// The state record's value.
     pub state: Vec<u8>,
+    /// Where the body is in the body log: the current place for a state write, filled in by
+    /// the store once it has appended a new body.
+    pub loc: Option<Loc>,
 }
 
 /// What [`Index::take_work`] asks the store to write, all of it in one atomic batch.
@@ -284,8 +278,8 @@ pub struct ChunkWrite {
 pub struct Work {
     /// Chunks and states to insert.
     pub writes: Vec<ChunkWrite>,
-    /// Chunks (first id, parts) to delete with their states: every entry is acked.
-    pub removes: Vec<(u64, u32)>,
+    /// Chunks (first id, location) to delete: every entry is acked.
+    pub removes: Vec<(u64, Option<Loc>)>,
 }
 
 impl Work {
@@ -303,8 +297,8 @@ pub struct ReadPart {
     pub first: u64,
     /// Its value if it is in memory; `None`: fetch it from the engine.
     pub body: Option<Bytes>,
-    /// The parts to fetch it from.
-    pub parts: u32,
+    /// Where to read it from when `body` is `None`.
+    pub loc: Option<Loc>,
     /// Live ids, bit `id - first`.
     pub live: Bits,
     /// Delivered ids, bit `id - first`.
@@ -340,7 +334,7 @@ impl Index {
         &mut self,
         first: u64,
         last: u64,
-        parts: u32,
+        loc: Loc,
         live: Bits,
         delivered: Bits,
         counts: Counts,
@@ -360,7 +354,7 @@ impl Index {
                 counts,
                 live_count,
                 body: Body::Stored,
-                parts,
+                loc: Some(loc),
                 dirty: false,
             },
         );
@@ -393,7 +387,7 @@ impl Index {
             // Sized for what fills a chunk, up to a cap so that a lone small message in a
             // queue of many does not cost 64 KiB.
             body: Body::Open(record::new_chunk((len + 1).clamp(256, MAX_CHUNK_BYTES))),
-            parts: 0,
+            loc: None,
             dirty: false,
         });
         let Body::Open(buf) = &mut chunk.body else {
@@ -542,7 +536,7 @@ impl Index {
             out.push(ReadPart {
                 first,
                 body,
-                parts: c.parts,
+                loc: c.loc,
                 live: c.live.clone(),
                 delivered: c.delivered.clone(),
                 counts: c.counts.clone(),
@@ -579,14 +573,12 @@ impl Index {
             let body = body.clone();
             let value = compact(&body, first, &c.live);
             c.body = Body::Writing(body);
-            c.parts = u32::try_from(value.len().div_ceil(PART_BYTES))
-                .unwrap_or(u32::MAX)
-                .max(1);
             c.dirty = false;
             work.writes.push(ChunkWrite {
                 first,
                 body: Some(value),
                 state: c.state(first),
+                loc: None,
             });
         }
         if states {
@@ -599,12 +591,13 @@ impl Index {
                 }
                 c.dirty = false;
                 if c.live_count == 0 {
-                    work.removes.push((first, c.parts));
+                    work.removes.push((first, c.loc));
                 } else {
                     work.writes.push(ChunkWrite {
                         first,
                         body: None,
                         state: c.state(first),
+                        loc: c.loc,
                     });
                 }
             }
@@ -619,6 +612,7 @@ impl Index {
         for w in work.writes.iter().filter(|w| w.body.is_some()) {
             if let Some(c) = self.chunks.get_mut(&w.first) {
                 c.body = Body::Stored;
+                c.loc = w.loc;
                 if !states_written {
                     c.dirty = true;
                     self.dirty.push(w.first);
@@ -662,6 +656,44 @@ impl Index {
         self.sealed.sort_unstable();
     }
 
+    /// The chunks stored in body-log segment `seg` (for compaction), up to `budget` bytes:
+    /// (first id, location, live ids, state record).
+    pub fn stored_in(&self, seg: u64, budget: u64) -> Vec<(u64, Loc, Bits, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut taken = 0u64;
+        for (&first, c) in &self.chunks {
+            let Some(loc) = c.loc.filter(|l| l.seg == seg) else {
+                continue;
+            };
+            if !matches!(c.body, Body::Stored) || c.live_count == 0 {
+                continue;
+            }
+            if taken >= budget {
+                break;
+            }
+            taken += u64::from(loc.len);
+            out.push((first, loc, c.live.clone(), c.state(first)));
+        }
+        out
+    }
+
+    /// Records that the chunk at `first` moved from `old` to `new`; false (and nothing done)
+    /// when it is gone or elsewhere.
+    pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> bool {
+        match self.chunks.get_mut(&first) {
+            Some(c) if c.loc == Some(old) => {
+                c.loc = Some(new);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where the chunk at `first` is stored, if it is.
+    pub fn loc_of(&self, first: u64) -> Option<Loc> {
+        self.chunks.get(&first).and_then(|c| c.loc)
+    }
+
     /// Forgets a chunk found damaged or missing in the engine; returns the live messages lost.
     pub fn forget(&mut self, first: u64) -> usize {
         let Some(c) = self.chunks.remove(&first) else {
@@ -695,7 +727,7 @@ fn chunk_of(chunks: &mut BTreeMap<u64, Chunk>, id: u64) -> Option<(u64, &mut Chu
 
 /// A sealed chunk's value without the entries acked before it was written (the value itself
 /// when none was).
-fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
+pub fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
     // We wrote this value ourselves, so it parses; if it somehow does not, write it whole and
     // let the state's bitmaps say what is live.
     let Ok(entries) = record::chunk_entries(body) else {
@@ -848,11 +880,11 @@ mod tests {
         ix.finish_work(&work, true);
         assert_eq!(ix.remove_from(0), 3);
         let work = ix.take_work(true, true);
-        assert_eq!(work.removes, [(0, 1)]);
+        assert_eq!(work.removes.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
         // A failed write is put back and handed out again.
         ix.undo_work(work);
         let work = ix.take_work(true, true);
-        assert_eq!(work.removes, [(0, 1)]);
+        assert_eq!(work.removes.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
         ix.finish_work(&work, true);
         assert_eq!(ix.chunk_count(), 0);
         assert!(ix.is_empty());

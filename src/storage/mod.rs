@@ -26,14 +26,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod bodylog;
 pub mod chunk;
 pub mod memory;
 pub mod record;
-pub mod sled_store;
+pub mod sled;
 pub mod spill;
 
+pub use self::sled::{LogStats, SledOptions, SledStore};
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
 pub use spill::Spill;
 
 #[cfg(test)]
@@ -254,6 +255,13 @@ pub trait Store: Send + Sync + 'static {
     /// for metrics.
     fn quarantined(&self) -> u64 {
         0
+    }
+
+    /// Whether the store has work of its own for a flush (deleting or compacting body-log
+    /// segments, buffered definitions) even when no write was counted: the group commit then
+    /// flushes on its background tick.
+    fn wants_flush(&self) -> bool {
+        false
     }
 
     /// Writes out everything buffered so far (messages, acks, delivered marks, delivery counts,

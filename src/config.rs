@@ -867,6 +867,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         },
     },
     EnvVar {
+        name: "LAGOMORPH_SEGMENT_SIZE_MB",
+        key: "storage.segment_size_mb",
+        apply: |c, v| {
+            c.storage.segment_size_mb = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
         name: "LAGOMORPH_DEFAULT_VHOST",
         key: "default_vhost",
         apply: |c, v| {

@@ -456,6 +456,7 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW", "100"),
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW_MB", "3"),
         ("LAGOMORPH_FLUSH_STALL_EXIT_SECS", "0"),
+        ("LAGOMORPH_SEGMENT_SIZE_MB", "8"),
         ("LAGOMORPH_DEFAULT_VHOST", "prod"),
         ("LAGOMORPH_LOG_LEVEL", "trace"),
         ("LAGOMORPH_LOG_FORMAT", "json"),
@@ -481,6 +482,7 @@ fn every_environment_variable_is_applied() {
     assert_eq!(c.storage.queue_memory_window, 100);
     assert_eq!(c.storage.queue_memory_window_mb, 3);
     assert_eq!(c.storage.flush_stall_exit_secs, 0);
+    assert_eq!(c.storage.segment_size_mb, 8);
     assert_eq!(c.default_vhost, "prod");
     assert_eq!(c.log.level, "trace");
     assert_eq!(c.log.format, LogFormat::Json);

@@ -12,7 +12,7 @@
 //! next flush; records already appended are garbage that no index entry points at.
 
 use std::collections::HashMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use super::super::StoreError;
 use super::super::bodylog::Loc;
@@ -65,8 +65,8 @@ impl Space {
     }
 }
 
-/// One queue's share of a flush: the queue, its work, its compaction moves, its `io` lock.
-type Collected<'a> = (&'a SledQueue, Work, Vec<Move>, MutexGuard<'a, ()>);
+/// One queue's share of a flush: the queue, its work, its compaction moves.
+type Collected<'a> = (&'a SledQueue, Work, Vec<Move>);
 
 impl SledStore {
     /// Whether a flush has work even without new writes (see [`super::super::Store::wants_flush`]).
@@ -80,6 +80,8 @@ impl SledStore {
 
     /// One group commit. See the module docs.
     pub(super) fn flush_all(&self) -> Result<(), StoreError> {
+        // One flush at a time (the flusher thread, and a final one at shutdown or drop).
+        let _one = lock(&self.flushing);
         let target = lock(&self.shared.space).target;
         let mut budget = self.opts.compact_bytes_per_flush;
         let queues: Vec<Arc<SledQueue>>;
@@ -102,10 +104,10 @@ impl SledStore {
             queues = dirty;
             for queue in &queues {
                 let compact = target.filter(|_| budget > 0).map(|seg| (seg, budget));
-                if let Some((work, moves, guard)) = queue.collect(compact) {
+                if let Some((work, moves)) = queue.collect(compact) {
                     let moved: u64 = moves.iter().map(|m| u64::from(m.from.len)).sum();
                     budget = budget.saturating_sub(moved);
-                    collected.push((queue, work, moves, guard));
+                    collected.push((queue, work, moves));
                 }
             }
             pending = std::mem::take(&mut *lock(&self.shared.pending));
@@ -117,7 +119,7 @@ impl SledStore {
                 Ok(())
             }
             Err(e) => {
-                for (queue, work, _, _) in collected {
+                for (queue, work, _) in collected {
                     queue.undo(work);
                 }
                 let mut p = lock(&self.shared.pending);
@@ -140,7 +142,7 @@ impl SledStore {
         pending: &Pending,
         unlisted: &[u64],
     ) -> Result<Vec<Loc>, StoreError> {
-        for (queue, work, moves, _) in collected.iter_mut() {
+        for (queue, work, moves) in collected.iter_mut() {
             queue.append_bodies(work)?;
             self.append_moves(queue, moves)?;
             let mut space = lock(&self.shared.space);
@@ -157,7 +159,7 @@ impl SledStore {
                 None => b.remove(k),
             }
         };
-        for (queue, work, moves, _) in collected.iter() {
+        for (queue, work, moves) in collected.iter() {
             for w in &work.writes {
                 let Some(loc) = w.loc else {
                     tracing::error!(
@@ -266,7 +268,7 @@ impl SledStore {
         let mut dead: Vec<Loc> = dropped;
         dead.extend(&pending.lost);
         let (mut moved, mut copied) = (0u64, 0u64);
-        for (queue, work, moves, _io) in &collected {
+        for (queue, work, moves) in &collected {
             dead.extend(work.removes.iter().filter_map(|(_, loc)| *loc));
             for m in moves.iter().filter(|m| m.to.is_some()) {
                 // The index points at the copy now, whether or not the chunk is still there.

@@ -165,6 +165,8 @@ pub struct SledStore {
     /// Open message areas by name key: every caller shares one handle (and one index).
     areas: Mutex<HashMap<Vec<u8>, Arc<SledQueue>>>,
     qids: Mutex<Qids>,
+    /// Held for a whole flush: one at a time.
+    flushing: Mutex<()>,
     /// Indexes rebuilt at open, by queue id, until their queue is opened.
     recovered: Mutex<HashMap<u64, Index>>,
     /// sled's log file, to `fdatasync` after sled's own flush (see [`Store::flush`]).
@@ -254,6 +256,7 @@ impl SledStore {
                 by_name: found.qids,
                 next: found.next_qid,
             }),
+            flushing: Mutex::new(()),
             recovered: Mutex::new(found.indexes),
             sled_log,
             path,

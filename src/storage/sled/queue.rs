@@ -3,9 +3,9 @@
 //! the queue's numeric id.
 //!
 //! Locks: `area` is held only for in-memory work (appends, bit flips, planning); `io` is held
-//! by whoever turns the index's work into writes (a write-ahead, or a flush from collecting to
-//! finishing), so that the work of one queue is never out twice. `io` is taken before `area`,
-//! never while holding it. Neither is held during a read's I/O.
+//! by a write-ahead while it appends sealed chunks, and by a flush while it collects, so that a
+//! flush never misses a chunk that is half written ahead. `io` is taken before `area`, never
+//! while holding it. Neither is held during an fsync or a read's I/O.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -119,14 +119,13 @@ impl SledQueue {
         out
     }
 
-    /// Takes the queue's work for a flush, with the queue's `io` lock (held until the flush
-    /// finishes or undoes it), and up to `budget` bytes of its chunks in segment `compact` to
-    /// move: (first id, location, live ids, state).
-    pub(super) fn collect(
-        &self,
-        compact: Option<(u64, u64)>,
-    ) -> Option<(Work, Vec<Move>, MutexGuard<'_, ()>)> {
-        let guard = lock(&self.io);
+    /// Takes the queue's work for a flush, and up to `budget` bytes of its chunks in segment
+    /// `compact` to move. Waits for a write-ahead in flight, so that every chunk put before the
+    /// flush began is in this work or already in the log; later write-aheads only touch chunks
+    /// sealed after this, so the `io` lock is not held past collecting (a publisher's
+    /// write-ahead never waits for an fsync).
+    pub(super) fn collect(&self, compact: Option<(u64, u64)>) -> Option<(Work, Vec<Move>)> {
+        let _io = lock(&self.io);
         if self.deleted.load(Ordering::Acquire) {
             return None;
         }
@@ -149,7 +148,7 @@ impl SledQueue {
                 .collect();
             (work, moves)
         };
-        (!work.is_empty() || !moves.is_empty()).then_some((work, moves, guard))
+        (!work.is_empty() || !moves.is_empty()).then_some((work, moves))
     }
 
     /// Records that a flush wrote `work` (with the new bodies' locations filled in) and moved

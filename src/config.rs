@@ -142,7 +142,7 @@ pub struct StorageConfig {
     /// With [`FlushMode::Interval`]: the longest time in milliseconds between fsyncs (at least 1).
     /// Ignored with [`FlushMode::Batch`].
     pub flush_interval_ms: u64,
-    /// Storage engine page cache size in MiB.
+    /// sled's page cache in MiB (definitions and the message index; bodies live in the body log).
     pub cache_size_mb: u64,
     /// Messages kept in RAM per queue; older ones are paged out to disk and read back on demand,
     /// so a long backlog does not grow memory (at least 1).
@@ -171,7 +171,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             flush: FlushMode::Batch,
             flush_interval_ms: 0,
-            cache_size_mb: 64,
+            cache_size_mb: 16,
             queue_memory_window: 10_000,
             queue_memory_window_mb: 32,
             flush_stall_exit_secs: 120,

@@ -123,7 +123,7 @@ fn builtin_defaults_are_the_documented_ones() {
     assert_eq!(c.amqp.max_connections, 10_000);
     assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
     assert_eq!(c.storage.flush, FlushMode::Batch);
-    assert_eq!(c.storage.cache_size_mb, 64);
+    assert_eq!(c.storage.cache_size_mb, 16);
     assert_eq!(c.storage.queue_memory_window, 10_000);
     assert_eq!(c.storage.queue_memory_window_mb, 32);
     assert_eq!(c.default_vhost, "/");

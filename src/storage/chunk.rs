@@ -26,9 +26,10 @@ use super::record;
 use super::{MessageView, StoreError};
 
 /// A chunk is sealed when its value would grow past this many bytes (a message larger than
-/// this gets a chunk of its own): large enough that a backlog of a million 4 KiB messages, or
-/// of tens of millions of small ones, needs tens of thousands of chunks in memory, no more.
-pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// this gets a chunk of its own): large enough that a backlog of two million 4 KiB messages
+/// needs about 33,000 chunks in memory (some 250 bytes each), small enough that a queue's open
+/// chunk stays a modest buffer. A chunk is one body-log record, read with one `pread`.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A chunk is sealed when its ids would span more than this (ids of a queue's transient messages
 /// are gaps in its chunks), which bounds each state record to 2 x 512 bytes.
@@ -228,6 +229,12 @@ struct Chunk {
     body: Body,
     /// Where its record is in the body log, once written.
     loc: Option<Loc>,
+    /// Bytes of its record counted as live in its segment: the whole record when written,
+    /// then shrinking with its live entries (`len * live / base`), so that a segment kept by a
+    /// few old messages shows as mostly dead and gets compacted.
+    accounted: u64,
+    /// Live entries when the record was written (or found at startup).
+    base: usize,
     /// Its state changed since the engine's copy was written (only tracked once the body is
     /// handed out: until then the state is written with the body).
     dirty: bool,
@@ -271,6 +278,8 @@ pub struct ChunkWrite {
     /// Where the body is in the body log: the current place for a state write, filled in by
     /// the store once it has appended a new body.
     pub loc: Option<Loc>,
+    /// Bytes of the record (at `loc`) that stopped counting as live with this state.
+    pub freed: u64,
 }
 
 /// What [`Index::take_work`] asks the store to write, all of it in one atomic batch.
@@ -278,8 +287,8 @@ pub struct ChunkWrite {
 pub struct Work {
     /// Chunks and states to insert.
     pub writes: Vec<ChunkWrite>,
-    /// Chunks (first id, location) to delete: every entry is acked.
-    pub removes: Vec<(u64, Option<Loc>)>,
+    /// Chunks (first id, location, bytes no longer live) to delete: every entry is acked.
+    pub removes: Vec<(u64, Option<Loc>, u64)>,
 }
 
 impl Work {
@@ -355,6 +364,8 @@ impl Index {
                 live_count,
                 body: Body::Stored,
                 loc: Some(loc),
+                accounted: u64::from(loc.len),
+                base: live_count,
                 dirty: false,
             },
         );
@@ -388,6 +399,8 @@ impl Index {
             // queue of many does not cost 64 KiB.
             body: Body::Open(record::new_chunk((len + 1).clamp(256, MAX_CHUNK_BYTES))),
             loc: None,
+            accounted: 0,
+            base: 0,
             dirty: false,
         });
         let Body::Open(buf) = &mut chunk.body else {
@@ -574,11 +587,13 @@ impl Index {
             let value = compact(&body, first, &c.live);
             c.body = Body::Writing(body);
             c.dirty = false;
+            c.base = c.live_count;
             work.writes.push(ChunkWrite {
                 first,
                 body: Some(value),
                 state: c.state(first),
                 loc: None,
+                freed: 0,
             });
         }
         if states {
@@ -591,13 +606,21 @@ impl Index {
                 }
                 c.dirty = false;
                 if c.live_count == 0 {
-                    work.removes.push((first, c.loc));
+                    work.removes
+                        .push((first, c.loc, std::mem::take(&mut c.accounted)));
                 } else {
+                    let still = c.loc.map_or(0, |l| {
+                        u64::from(l.len) * c.live_count as u64
+                            / c.base.max(c.live_count).max(1) as u64
+                    });
+                    let freed = c.accounted.saturating_sub(still);
+                    c.accounted -= freed;
                     work.writes.push(ChunkWrite {
                         first,
                         body: None,
                         state: c.state(first),
                         loc: c.loc,
+                        freed,
                     });
                 }
             }
@@ -613,13 +636,14 @@ impl Index {
             if let Some(c) = self.chunks.get_mut(&w.first) {
                 c.body = Body::Stored;
                 c.loc = w.loc;
+                c.accounted = w.loc.map_or(0, |l| u64::from(l.len));
                 if !states_written {
                     c.dirty = true;
                     self.dirty.push(w.first);
                 }
             }
         }
-        for (first, _) in &work.removes {
+        for (first, ..) in &work.removes {
             // Nothing revives a chunk with no live entry, so it is still dead.
             self.chunks.remove(first);
         }
@@ -631,6 +655,7 @@ impl Index {
             let Some(c) = self.chunks.get_mut(&w.first) else {
                 continue;
             };
+            c.accounted += w.freed;
             match std::mem::replace(&mut c.body, Body::Stored) {
                 Body::Writing(b) => {
                     c.body = Body::Sealed(b);
@@ -645,12 +670,13 @@ impl Index {
                 }
             }
         }
-        for (first, _) in work.removes {
-            if let Some(c) = self.chunks.get_mut(&first)
-                && !c.dirty
-            {
-                c.dirty = true;
-                self.dirty.push(first);
+        for (first, _, freed) in work.removes {
+            if let Some(c) = self.chunks.get_mut(&first) {
+                c.accounted += freed;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(first);
+                }
             }
         }
         self.sealed.sort_unstable();
@@ -677,15 +703,16 @@ impl Index {
         out
     }
 
-    /// Records that the chunk at `first` moved from `old` to `new`; false (and nothing done)
-    /// when it is gone or elsewhere.
-    pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> bool {
+    /// Records that the chunk at `first` moved from `old` to `new`: returns the bytes it still
+    /// counted as live at `old`, `None` (and nothing done) when it is gone or elsewhere.
+    pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> Option<u64> {
         match self.chunks.get_mut(&first) {
             Some(c) if c.loc == Some(old) => {
                 c.loc = Some(new);
-                true
+                c.base = c.live_count;
+                Some(std::mem::replace(&mut c.accounted, u64::from(new.len)))
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -695,15 +722,24 @@ impl Index {
     }
 
     /// Forgets a chunk found damaged or missing in the engine; returns the live messages lost.
-    pub fn forget(&mut self, first: u64) -> usize {
+    /// It also returns the segment and bytes it counted as live there.
+    pub fn forget(&mut self, first: u64) -> (usize, Option<(u64, u64)>) {
         let Some(c) = self.chunks.remove(&first) else {
-            return 0;
+            return (0, None);
         };
         if self.open == Some(first) {
             self.open = None;
         }
         self.count -= c.live_count;
-        c.live_count
+        (c.live_count, c.loc.map(|l| (l.seg, c.accounted)))
+    }
+
+    /// The bytes every stored chunk counts as live, by segment (when the queue is deleted).
+    pub fn accounted(&self) -> Vec<(u64, u64)> {
+        self.chunks
+            .values()
+            .filter_map(|c| Some((c.loc?.seg, c.accounted)))
+            .collect()
     }
 
     /// Forgets every chunk (the engine's copies are dropped by the caller); ids keep ascending.
@@ -821,15 +857,15 @@ mod tests {
     #[test]
     fn full_chunks_are_sealed_and_due() {
         let mut ix = Index::new();
-        let body = vec![7u8; 1000];
+        let body = vec![7u8; 4000];
         let mut due_at = None;
         for id in 0..200 {
             if ix.append(id, &view(&body)).expect("append") && due_at.is_none() {
                 due_at = Some(id);
             }
         }
-        // 64 KiB hold 63 entries of ~1 KiB: the 64th seals the first chunk.
-        assert_eq!(due_at, Some(63));
+        // 256 KiB hold 65 entries of 4,032 bytes: the 66th seals the first chunk.
+        assert_eq!(due_at, Some(65));
         let work = ix.take_work(false, false);
         assert!(work.writes.len() >= 3);
         assert!(

@@ -22,6 +22,10 @@ use super::defs::Target;
 use super::queue::{Move, Pending, SledQueue};
 use super::{COMMIT_KEY, LogStats, SledStore, Trees, io, lock};
 
+/// Flushes in a row that must leave a segment under the threshold unchanged before it is
+/// compacted (at the idle background tick of 200 ms, about 4 s).
+const QUIET_FLUSHES: u32 = 20;
+
 /// An emptied active segment larger than this is closed, so it can be deleted.
 const SEAL_EMPTY_ACTIVE: u64 = 4 << 20;
 
@@ -34,6 +38,12 @@ pub(super) struct Space {
     size: HashMap<u64, u64>,
     /// The segment being compacted.
     target: Option<u64>,
+    /// Segments under the compaction threshold, with how many flushes in a row left their live
+    /// bytes unchanged: a segment a consumer is draining (FIFO use) keeps changing and is never
+    /// copied; one kept alive by a few old messages goes quiet and is compacted.
+    quiet: HashMap<u64, u32>,
+    /// Segments compaction has copied chunks out of.
+    evacuating: std::collections::HashSet<u64>,
     /// Segments deleted, whose table entries go in the next flush.
     unlisted: Vec<u64>,
     pub(super) stats: LogStats,
@@ -46,10 +56,10 @@ impl Space {
         self.note_size(loc.seg, loc.end());
     }
 
-    /// Counts a record as dead.
-    fn sub(&mut self, loc: &Loc) {
-        if let Some(l) = self.live.get_mut(&loc.seg) {
-            *l = l.saturating_sub(u64::from(loc.len));
+    /// Counts `bytes` of segment `seg` as dead.
+    fn sub(&mut self, seg: u64, bytes: u64) {
+        if let Some(l) = self.live.get_mut(&seg) {
+            *l = l.saturating_sub(bytes);
         }
     }
 
@@ -72,7 +82,7 @@ impl SledStore {
     /// Whether a flush has work even without new writes (see [`super::super::Store::wants_flush`]).
     pub(super) fn maintenance_due(&self) -> bool {
         let space = lock(&self.shared.space);
-        space.target.is_some() || !space.unlisted.is_empty() || {
+        space.target.is_some() || !space.unlisted.is_empty() || !space.quiet.is_empty() || {
             let p = lock(&self.shared.pending);
             !p.ops.is_empty() || !p.dropped.is_empty()
         }
@@ -114,8 +124,8 @@ impl SledStore {
         }
         let unlisted = std::mem::take(&mut lock(&self.shared.space).unlisted);
         match self.write_flush(&mut collected, &pending, &unlisted) {
-            Ok(dropped) => {
-                self.finish_flush(collected, &pending, dropped, target);
+            Ok(()) => {
+                self.finish_flush(collected, &pending, target);
                 Ok(())
             }
             Err(e) => {
@@ -127,21 +137,20 @@ impl SledStore {
                 *p = pending;
                 p.ops.extend(later.ops);
                 p.dropped.extend(later.dropped);
-                p.lost.extend(later.lost);
+                p.freed.extend(later.freed);
                 lock(&self.shared.space).unlisted.extend(unlisted);
                 Err(e)
             }
         }
     }
 
-    /// Steps (2) and (3): the body log, then sled. Returns the locations of the index entries
-    /// of deleted queues.
+    /// Steps (2) and (3): the body log, then sled.
     fn write_flush(
         &self,
         collected: &mut [Collected<'_>],
         pending: &Pending,
         unlisted: &[u64],
-    ) -> Result<Vec<Loc>, StoreError> {
+    ) -> Result<(), StoreError> {
         for (queue, work, moves) in collected.iter_mut() {
             queue.append_bodies(work)?;
             self.append_moves(queue, moves)?;
@@ -176,7 +185,7 @@ impl SledStore {
                     Some(&entry),
                 );
             }
-            for (first, _) in &work.removes {
+            for (first, ..) in &work.removes {
                 put(Target::Index, &record::index_key(queue.qid, *first), None);
             }
             for m in moves {
@@ -190,16 +199,11 @@ impl SledStore {
                 }
             }
         }
-        let mut dropped = Vec::new();
         for &qid in &pending.dropped {
-            for item in self.trees.index.scan_prefix(qid.to_be_bytes()) {
-                let (k, v) = item.map_err(io)?;
-                if let Some((_, first)) = record::parse_index_key(&k)
-                    && let Ok((loc, _)) = record::decode_index_entry(first, &v)
-                {
-                    dropped.push(loc);
-                }
-                put(Target::Index, &k, None);
+            // Keys only: what they counted as live was taken from the queue's index when it
+            // was deleted.
+            for key in self.trees.index.scan_prefix(qid.to_be_bytes()).keys() {
+                put(Target::Index, &key.map_err(io)?, None);
             }
         }
         for (t, k, v) in &pending.ops {
@@ -221,7 +225,7 @@ impl SledStore {
         self.sled_log
             .sync_data()
             .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))?;
-        Ok(dropped)
+        Ok(())
     }
 
     /// Reads the chunks to move, keeps their live entries, appends them.
@@ -258,31 +262,38 @@ impl SledStore {
     }
 
     /// Step (4).
-    fn finish_flush(
-        &self,
-        collected: Vec<Collected<'_>>,
-        pending: &Pending,
-        dropped: Vec<Loc>,
-        target: Option<u64>,
-    ) {
-        let mut dead: Vec<Loc> = dropped;
-        dead.extend(&pending.lost);
+    fn finish_flush(&self, collected: Vec<Collected<'_>>, pending: &Pending, target: Option<u64>) {
+        let mut dead: Vec<(u64, u64)> = pending.freed.clone();
         let (mut moved, mut copied) = (0u64, 0u64);
         for (queue, work, moves) in &collected {
-            dead.extend(work.removes.iter().filter_map(|(_, loc)| *loc));
+            dead.extend(
+                work.removes
+                    .iter()
+                    .filter_map(|(_, loc, freed)| Some(((*loc)?.seg, *freed))),
+            );
+            dead.extend(
+                work.writes
+                    .iter()
+                    .filter_map(|w| Some((w.loc?.seg, w.freed))),
+            );
             for m in moves.iter().filter(|m| m.to.is_some()) {
-                // The index points at the copy now, whether or not the chunk is still there.
-                dead.push(m.from);
+                lock(&self.shared.space).evacuating.insert(m.from.seg);
                 moved += 1;
                 copied += m.to.map_or(0, |l| u64::from(l.len));
             }
-            queue.finish(work, moves);
+            // The index points at the copies now: what the chunks counted where they were is
+            // dead there.
+            dead.extend(queue.finish(work, moves));
         }
         drop(collected);
         let active = self.shared.log.active();
         let mut space = lock(&self.shared.space);
-        for loc in &dead {
-            space.sub(loc);
+        let mut changed = std::collections::HashSet::new();
+        for &(seg, bytes) in &dead {
+            space.sub(seg, bytes);
+            if bytes > 0 {
+                changed.insert(seg);
+            }
         }
         space.stats.chunks_moved += moved;
         space.stats.bytes_copied += copied;
@@ -319,19 +330,63 @@ impl SledStore {
             // Nothing live in the active segment: close it so the next flush can delete it.
             self.shared.log.seal_active();
         }
-        space.target = self.pick_target(&space, self.shared.log.active());
+        if let Some(t) = target
+            && moved == 0
+        {
+            // Nothing could be moved (its chunks belong to no open queue, or are unreadable):
+            // give others a turn and try this one again once it has been quiet as long.
+            space.target = None;
+            space.quiet.insert(t, 0);
+        }
+        let active = self.shared.log.active();
+        self.note_quiet(&mut space, &changed, active);
+        space.target = self.pick_target(&space, active);
     }
 
-    /// The sealed segment with the lowest live share under the threshold, if any.
-    fn pick_target(&self, space: &Space, active: Option<u64>) -> Option<u64> {
+    /// Updates how long each segment under the threshold has gone unchanged.
+    fn note_quiet(
+        &self,
+        space: &mut Space,
+        changed: &std::collections::HashSet<u64>,
+        active: Option<u64>,
+    ) {
         let pct = u64::from(self.opts.compact_live_percent);
-        space
+        let under: Vec<u64> = space
             .size
             .iter()
             .filter(|(seg, size)| Some(**seg) != active && **size > 0)
-            .map(|(&seg, &size)| (seg, space.live(seg), size))
-            .filter(|&(_, live, size)| live > 0 && live * 100 < size * pct)
-            .min_by_key(|&(seg, live, size)| (live * 1000 / size, seg))
+            .filter(|&(&seg, &size)| {
+                let live = space.live(seg);
+                live > 0 && live * 100 < size * pct
+            })
+            .map(|(&seg, _)| seg)
+            .collect();
+        space.quiet.retain(|seg, _| under.contains(seg));
+        for seg in under {
+            let n = space.quiet.entry(seg).or_default();
+            *n = if changed.contains(&seg) {
+                0
+            } else {
+                n.saturating_add(1)
+            };
+        }
+    }
+
+    /// The quiet segment with the lowest live share under the threshold, if any (the one being
+    /// compacted stays the target until it is empty).
+    fn pick_target(&self, space: &Space, active: Option<u64>) -> Option<u64> {
+        if let Some(t) = space.target
+            && space.live(t) > 0
+            && space.size.contains_key(&t)
+        {
+            return Some(t);
+        }
+        space
+            .quiet
+            .iter()
+            .filter(|&(&seg, &n)| n >= QUIET_FLUSHES && Some(seg) != active)
+            .filter_map(|(&seg, _)| Some((seg, space.live(seg), *space.size.get(&seg)?)))
+            .min_by_key(|&(seg, live, size)| (live * 1000 / size.max(1), seg))
             .map(|(seg, _, _)| seg)
     }
 }

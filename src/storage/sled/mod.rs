@@ -112,7 +112,7 @@ pub struct SledOptions {
 impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
             segment_bytes: 64 << 20,
             compact_live_percent: 50,
             compact_bytes_per_flush: 4 << 20,
@@ -344,13 +344,15 @@ impl Store for SledStore {
 
     fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
         let key = record::queue_key(vhost, name);
-        if let Some(area) = lock(&self.areas).remove(&key) {
-            area.delete();
-        }
+        let area = lock(&self.areas).remove(&key);
+        let mut freed = area.map(|a| a.delete()).unwrap_or_default();
         let qid = lock(&self.qids).by_name.remove(&key);
+        if let Some(ix) = qid.and_then(|qid| lock(&self.recovered).remove(&qid)) {
+            freed.extend(ix.accounted());
+        }
         let mut pending = lock(&self.shared.pending);
+        pending.freed.extend(freed);
         if let Some(qid) = qid {
-            lock(&self.recovered).remove(&qid);
             // Its index entries go in the next flush, all at once, with the definition.
             pending.dropped.push(qid);
             pending.ops.push((Target::Qids, key.clone(), None));

@@ -43,8 +43,9 @@ pub(super) struct Pending {
     pub(super) ops: Vec<Op>,
     /// Numeric ids of deleted queues whose index entries are to go.
     pub(super) dropped: Vec<u64>,
-    /// Locations of chunks quarantined by reads (no longer live in their segment).
-    pub(super) lost: Vec<Loc>,
+    /// Bytes that stopped being live, by segment, outside a queue's work (chunks quarantined
+    /// by reads, deleted queues).
+    pub(super) freed: Vec<(u64, u64)>,
 }
 
 /// What a queue's mutex guards: its chunk index, and whether it is on the dirty list.
@@ -97,9 +98,12 @@ impl SledQueue {
         Ok(())
     }
 
-    /// Marks the queue deleted: later writes fail, its work is no longer collected.
-    pub(super) fn delete(&self) {
+    /// Marks the queue deleted: later writes fail, its work is no longer collected. Returns the
+    /// bytes its chunks counted as live, by segment (waiting for a write-ahead in flight).
+    pub(super) fn delete(&self) -> Vec<(u64, u64)> {
+        let _io = lock(&self.io);
         self.deleted.store(true, Ordering::Release);
+        self.area().index.accounted()
     }
 
     /// Runs `f` on the index, then puts the queue on the dirty list if `f` changed something.
@@ -137,7 +141,7 @@ impl SledQueue {
                 .map(|(seg, budget)| area.index.stored_in(seg, budget))
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|(first, ..)| !work.removes.iter().any(|(f, _)| f == first))
+                .filter(|(first, ..)| !work.removes.iter().any(|(f, ..)| f == first))
                 .map(|(first, from, live, state)| Move {
                     first,
                     from,
@@ -152,17 +156,15 @@ impl SledQueue {
     }
 
     /// Records that a flush wrote `work` (with the new bodies' locations filled in) and moved
-    /// `moves`; returns the moves that took (the rest were acked away meanwhile).
-    pub(super) fn finish(&self, work: &Work, moves: &[Move]) -> Vec<(Loc, Loc)> {
+    /// `moves`; returns the bytes the moved chunks counted as live where they were, by segment.
+    pub(super) fn finish(&self, work: &Work, moves: &[Move]) -> Vec<(u64, u64)> {
         let mut area = self.area();
         area.index.finish_work(work, true);
         moves
             .iter()
             .filter_map(|m| {
                 let to = m.to?;
-                area.index
-                    .relocate(m.first, m.from, to)
-                    .then_some((m.from, to))
+                Some((m.from.seg, area.index.relocate(m.first, m.from, to)?))
             })
             .collect()
     }
@@ -228,7 +230,7 @@ impl SledQueue {
     /// entry moved to the quarantine by the next flush. `false` when the chunk moved in the
     /// meantime (compaction), so the read should simply try again.
     fn quarantine_chunk(&self, first: u64, loc: Loc, reason: &str) -> bool {
-        let lost = {
+        let (lost, freed) = {
             let mut area = self.area();
             if area.index.loc_of(first) != Some(loc) {
                 return false;
@@ -247,7 +249,7 @@ impl SledQueue {
             Some(value),
         ));
         pending.ops.push((Target::Index, key.to_vec(), None));
-        pending.lost.push(loc);
+        pending.freed.extend(freed);
         drop(pending);
         tracing::error!(queue = %self.name, first, lost, segment = loc.seg, offset = loc.offset, reason, "messages of a damaged chunk set aside");
         true

@@ -2,20 +2,21 @@
 //! live (stored and not acked) or delivered, and the open chunk that puts append to.
 //!
 //! A durable queue's persistent messages are stored in chunks: runs of messages with ascending
-//! ids, encoded one after the other into one value (layout in [`record`]). A chunk
-//! is written to the storage engine once, when it is sealed (full, or at a flush); acks and
-//! delivered marks only change its state, two bitmaps over its id span, which is written as a
-//! small record of its own. A chunk whose every entry is acked is deleted with its state; one
-//! whose every entry is acked before it is sealed is never written at all, and entries acked
-//! before their chunk is sealed are left out of it.
+//! ids, encoded one after the other into one value (layout in [`record`]). A chunk is appended
+//! to the body log once, when it is sealed (full, or at a flush), and moved only by compaction;
+//! acks, delivered marks and delivery counts only change its state (two bitmaps over its id
+//! span and a sparse list of counts), written with its location as its index entry. A chunk
+//! whose every entry is acked is deleted; one whose every entry is acked before it is sealed is
+//! never written at all, and entries acked before their chunk is sealed are left out of it.
 //!
 //! This module owns that bookkeeping and nothing else: no I/O, no locks. The store that uses it
 //! ([`SledStore`](super::SledStore)) keeps an [`Index`] per queue behind a mutex, asks
 //! [`Index::take_work`] what to write, writes it, and reports back with [`Index::finish_work`]
 //! or [`Index::undo_work`]. In memory it holds the open chunk, chunks sealed but not yet written
 //! (one per publisher at most: a put that fills a chunk asks its caller to write it) and, per
-//! chunk, about 200 bytes plus two bits per id of its span: about 0.4 bytes per stored 16-byte
-//! message, 13 per 4 KiB one.
+//! chunk, about 250 bytes plus two bits per id of its span: about 0.3 bytes per stored 16-byte
+//! message, 4 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them:
+//! memory grows with the backlog by that much.)
 
 use std::collections::BTreeMap;
 

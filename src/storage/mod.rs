@@ -4,13 +4,24 @@
 //! - definitions of durable exchanges, queues and bindings ([`ExchangeRecord`], [`QueueRecord`],
 //!   [`BindingRecord`]), written with `put_*`/`delete_*` and read back once with
 //!   [`Store::load_definitions`];
+//! - durable objects of any other kind ([`Store::put_object`]: policies, users, ...), opaque;
 //! - one message area per durable queue ([`QueueStore`], from [`Store::open_queue`]): its
-//!   persistent messages, keyed by `u64` ids the broker assigns in ascending queue order, with
-//!   their delivered flags. Writes are cheap in-memory appends and bit flips; the on-disk store
-//!   ([`SledStore`]) groups them into chunks (see [`chunk`]) written at [`Store::flush`];
+//!   persistent messages (with the broker's opaque metadata), keyed by `u64` ids the broker
+//!   assigns in ascending queue order, with their delivered flags and delivery counts. Writes
+//!   are cheap in-memory appends and bit flips; the on-disk store ([`SledStore`]) groups them
+//!   into chunks (see [`chunk`]) appended to the node's body log ([`bodylog`]) and indexed in
+//!   sled at [`Store::flush`];
 //! - a spill file per queue ([`Spill`], from [`Store::open_spill`]) for transient messages paged
 //!   out of a full in-memory window, emptied at every start;
-//! - group commit: [`Store::flush`] makes everything written so far durable with one fsync.
+//! - group commit: [`Store::flush`] makes everything written so far durable (the body log's
+//!   fdatasync, then one sled transaction and its fsync), all or nothing;
+//!   [`Store::hold_flush`] keeps writes that belong together in one flush.
+//!
+//! What the broker may rely on: every write call (`put`, `remove`, `mark_delivered`,
+//! `set_delivery_count`, `put_*`, `delete_*`, `*_object`) is in memory only, applied at the next
+//! flush, so it may be made under a broker lock; [`QueueStore::read`],
+//! [`QueueStore::write_sealed`], [`Store::open_queue`] and the `load_*` calls may do I/O and
+//! must be made with no broker lock held.
 //!
 //! It knows records, not broker types: AMQP property lists and argument tables arrive already
 //! encoded, as opaque [`Bytes`]. The on-disk encoding lives in [`record`] (versioned, checked

@@ -6,9 +6,12 @@
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
+
+#[path = "support/process.rs"]
+mod process;
+use process::{connect, spawn};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,58 +19,6 @@ use std::time::{Duration, Instant};
 const QUEUE: &str = "crash";
 const PUBLISHERS: usize = 2;
 const CYCLES: u64 = 5;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Broker {
-    /// A failing test must not leave its broker running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &std::path::Path) -> Broker {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("LAGOMORPH_LOG_LEVEL", "warn")
-        // Small segments, so that the runs cross segment boundaries and delete segments.
-        .env("LAGOMORPH_SEGMENT_SIZE_MB", "4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn lagomorph");
-    Broker { child, port }
-}
-
-async fn connect(b: &Broker) -> Connection {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.port);
-    loop {
-        match Connection::connect(&uri, ConnectionProperties::default()).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("broker did not come up: {e}"),
-        }
-    }
-}
 
 /// A cheap deterministic mix (no extra crate).
 fn mix(mut x: u64) -> u64 {
@@ -105,17 +56,7 @@ fn parse(data: &[u8]) -> (usize, u64) {
 }
 
 async fn declare(ch: &Channel) -> u32 {
-    ch.queue_declare(
-        QUEUE.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare")
-    .message_count()
+    process::declare(ch, QUEUE, false).await
 }
 
 /// Publishes in windows of 20 with confirms until the connection dies; returns the highest
@@ -175,7 +116,7 @@ async fn confirmed_messages_survive_kill_9() {
     let mut delivered: BTreeSet<(usize, u64)> = BTreeSet::new();
     for _cycle in 0..CYCLES {
         seed = mix(seed);
-        let mut b = spawn(dir.path());
+        let mut b = spawn(dir.path(), 4, None);
         let conn = connect(&b).await;
         declare(&conn.create_channel().await.expect("channel")).await;
         let count = Arc::new(AtomicU64::new(0));
@@ -239,7 +180,7 @@ async fn confirmed_messages_survive_kill_9() {
         drop(conn);
     }
     // Final restart: read everything back.
-    let mut b = spawn(dir.path());
+    let mut b = spawn(dir.path(), 4, None);
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
     let total = declare(&ch).await;

@@ -5,56 +5,37 @@
 //! itself (the layout is documented in `storage::bodylog::format` and `storage::record`).
 
 use futures_lite::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+#[path = "support/process.rs"]
+mod process;
+use process::{Broker, connect, declare, spawn};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const QUEUE: &str = "damaged";
 const MESSAGES: u64 = 3000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Broker {
-    child: Child,
-    port: u16,
+/// A broker and the file its log goes to.
+struct Logged {
+    broker: Broker,
     log: PathBuf,
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(dir: &Path, log: PathBuf) -> Logged {
+    let file = std::fs::File::create(&log).expect("log file");
+    Logged {
+        broker: spawn(&dir.join("data"), 1, Some(file)),
+        log,
     }
-}
-
-fn spawn(dir: &Path, log: PathBuf) -> Broker {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("LAGOMORPH_LOG_LEVEL", "warn")
-        .env("LAGOMORPH_SEGMENT_SIZE_MB", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn lagomorph");
-    Broker { child, port, log }
 }
 
 /// Stops the broker cleanly (SIGTERM; it flushes) and waits, bounded.
 fn stop(mut b: Broker) {
-    let _ = Command::new("kill").arg(b.child.id().to_string()).status();
+    let _ = std::process::Command::new("kill").arg(b.child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = b.child.try_wait() {
@@ -63,20 +44,6 @@ fn stop(mut b: Broker) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("broker did not stop");
-}
-
-async fn connect(b: &Broker) -> Connection {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.port);
-    loop {
-        match Connection::connect(&uri, ConnectionProperties::default()).await {
-            Ok(c) => return c,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("broker did not come up: {e}"),
-        }
-    }
 }
 
 fn body(seq: u64) -> Vec<u8> {
@@ -145,19 +112,10 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// Publishes MESSAGES persistent messages with confirms, then stops the broker.
 async fn fill(dir: &Path) {
-    let b = spawn(dir, dir.join("fill.log"));
+    let Logged { broker: b, .. } = start(dir, dir.join("fill.log"));
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        QUEUE.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare(&ch, QUEUE, false).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("select");
@@ -188,7 +146,7 @@ async fn fill(dir: &Path) {
 /// Restarts, consumes everything, and checks that exactly the messages outside `lost` come
 /// back, whole; returns the broker's log.
 async fn check(dir: &Path, lost: &BTreeSet<u64>, what: &str) -> String {
-    let b = spawn(dir, dir.join(format!("{what}.log")));
+    let Logged { broker: b, log } = start(dir, dir.join(format!("{what}.log")));
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
     let mut cons = ch
@@ -218,21 +176,9 @@ async fn check(dir: &Path, lost: &BTreeSet<u64>, what: &str) -> String {
         got.push(seq);
     }
     assert_eq!(got, expected, "{what}");
-    let left = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive")
-        .message_count();
+    let left = declare(&ch, QUEUE, true).await;
     assert_eq!(left, 0, "{what}: nothing else in the queue");
     drop(conn);
-    let log = b.log.clone();
     stop(b);
     std::fs::read_to_string(log).expect("log")
 }

@@ -35,7 +35,9 @@ fn start(dir: &Path, log: PathBuf) -> Logged {
 
 /// Stops the broker cleanly (SIGTERM; it flushes) and waits, bounded.
 fn stop(mut b: Broker) {
-    let _ = std::process::Command::new("kill").arg(b.child.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(b.child.id().to_string())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = b.child.try_wait() {

@@ -91,11 +91,28 @@ struct Writer {
     created: Vec<u64>,
 }
 
+/// Bytes appended since the last sync after which the write-behind thread starts the device
+/// on them (see [`WriteBehind`]).
+const WRITE_BEHIND_BYTES: u64 = 1 << 20;
+
+/// A thread that `fdatasync`s the active segment in the background whenever a megabyte has
+/// been appended since, so that the group commit's own `fdatasync` finds little left to write:
+/// the device writes bodies while the previous flush is busy with sled. Extra syncs change
+/// nothing about what is durable when: only [`BodyLog::sync`] counts.
+#[derive(Default)]
+struct WriteBehind {
+    /// Bytes appended since the thread last synced, and whether to stop.
+    state: Mutex<(u64, bool)>,
+    wake: std::sync::Condvar,
+}
+
 /// The body log of one data directory. See the module docs.
 pub struct BodyLog {
     dir: PathBuf,
     segment_bytes: u64,
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
+    behind: Arc<WriteBehind>,
+    behind_thread: Option<std::thread::JoinHandle<()>>,
     /// Every segment file, by id, for reads.
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// Length of each segment at open (what reads may reach in segments that existed then).
@@ -184,16 +201,27 @@ impl BodyLog {
                 "body-log segment missing: the messages it held are set aside"
             );
         }
+        let writer = Arc::new(Mutex::new(Writer {
+            active: None,
+            next_seg: top.saturating_add(1),
+            next_lsn,
+            unsynced: BTreeMap::new(),
+            created: Vec::new(),
+        }));
+        let behind = Arc::new(WriteBehind::default());
+        let behind_thread = {
+            let (writer, behind) = (Arc::clone(&writer), Arc::clone(&behind));
+            std::thread::Builder::new()
+                .name("lagomorph-write-behind".into())
+                .spawn(move || write_behind(&writer, &behind))
+                .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
+        };
         Ok(BodyLog {
             dir,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
-            writer: Mutex::new(Writer {
-                active: None,
-                next_seg: top.saturating_add(1),
-                next_lsn,
-                unsynced: BTreeMap::new(),
-                created: Vec::new(),
-            }),
+            writer,
+            behind,
+            behind_thread: Some(behind_thread),
             files: RwLock::new(files),
             sizes_at_open: sizes,
         })
@@ -266,6 +294,12 @@ impl BodyLog {
             .map_err(|e| io_err("cannot write", &self.path(seg), e))?;
         *end += buf.len() as u64;
         w.unsynced.insert(seg, file);
+        let mut st = lock(&self.behind.state);
+        st.0 += buf.len() as u64;
+        if st.0 >= WRITE_BEHIND_BYTES {
+            self.behind.wake.notify_one();
+        }
+        drop(st);
         buf.clear();
         Ok(())
     }
@@ -425,6 +459,37 @@ impl BodyLog {
             .collect();
         v.sort_unstable();
         v
+    }
+}
+
+impl Drop for BodyLog {
+    fn drop(&mut self) {
+        lock(&self.behind.state).1 = true;
+        self.behind.wake.notify_one();
+        if let Some(t) = self.behind_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The write-behind thread's loop (see [`WriteBehind`]).
+fn write_behind(writer: &Mutex<Writer>, behind: &WriteBehind) {
+    loop {
+        {
+            let mut st = lock(&behind.state);
+            while st.0 < WRITE_BEHIND_BYTES && !st.1 {
+                st = behind.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            if st.1 {
+                return;
+            }
+            st.0 = 0;
+        }
+        let file = lock(writer).active.as_ref().map(|(_, f, _)| Arc::clone(f));
+        if let Some(f) = file {
+            // Only a head start for the device: a failure here shows again at the real sync.
+            let _ = f.sync_data();
+        }
     }
 }
 

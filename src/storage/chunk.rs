@@ -236,6 +236,9 @@ struct Chunk {
     accounted: u64,
     /// Live entries when the record was written (or found at startup).
     base: usize,
+    /// Being copied by compaction: its index entry is written by that flush, so state writes
+    /// wait until the move is done (a pipelined flush must not write the old location).
+    moving: bool,
     /// Its state changed since the engine's copy was written (only tracked once the body is
     /// handed out: until then the state is written with the body).
     dirty: bool,
@@ -367,6 +370,7 @@ impl Index {
                 loc: Some(loc),
                 accounted: u64::from(loc.len),
                 base: live_count,
+                moving: false,
                 dirty: false,
             },
         );
@@ -402,6 +406,7 @@ impl Index {
             loc: None,
             accounted: 0,
             base: 0,
+            moving: false,
             dirty: false,
         });
         let Body::Open(buf) = &mut chunk.body else {
@@ -519,6 +524,12 @@ impl Index {
             .find_map(|(&first, c)| Some(first + c.live.last_set()?))
     }
 
+    /// Whether state writes were put off by [`Index::take_work`] (their chunks are still being
+    /// written by a flush in flight): the queue needs the next flush too.
+    pub fn has_deferred(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Whether a flush has anything to write.
     pub fn has_work(&self) -> bool {
         !self.sealed.is_empty() || !self.dirty.is_empty() || self.open.is_some()
@@ -598,11 +609,18 @@ impl Index {
             });
         }
         if states {
+            let mut later = Vec::new();
             for first in std::mem::take(&mut self.dirty) {
                 let Some(c) = self.chunks.get_mut(&first) else {
                     continue;
                 };
                 if !c.dirty {
+                    continue;
+                }
+                if c.moving || matches!(c.body, Body::Writing(_)) {
+                    // A flush still in flight writes this chunk's entry: the next one writes
+                    // the state as it is then.
+                    later.push(first);
                     continue;
                 }
                 c.dirty = false;
@@ -625,6 +643,7 @@ impl Index {
                     });
                 }
             }
+            self.dirty.extend(later);
         }
         work
     }
@@ -685,28 +704,46 @@ impl Index {
 
     /// The chunks stored in body-log segment `seg` (for compaction), up to `budget` bytes:
     /// (first id, location, live ids, state record).
-    pub fn stored_in(&self, seg: u64, budget: u64) -> Vec<(u64, Loc, Bits, Vec<u8>)> {
+    /// They are marked moving until [`Index::relocate`] or [`Index::unmove`].
+    pub fn stored_in(&mut self, seg: u64, budget: u64) -> Vec<(u64, Loc, Bits, Vec<u8>)> {
         let mut out = Vec::new();
         let mut taken = 0u64;
-        for (&first, c) in &self.chunks {
+        for (&first, c) in self.chunks.iter_mut() {
             let Some(loc) = c.loc.filter(|l| l.seg == seg) else {
                 continue;
             };
-            if !matches!(c.body, Body::Stored) || c.live_count == 0 {
+            if !matches!(c.body, Body::Stored) || c.live_count == 0 || c.moving {
                 continue;
             }
             if taken >= budget {
                 break;
             }
             taken += u64::from(loc.len);
+            c.moving = true;
+            // The move writes the entry with the state as it is now.
+            c.dirty = false;
             out.push((first, loc, c.live.clone(), c.state(first)));
         }
         out
     }
 
+    /// Ends a move that did not happen.
+    pub fn unmove(&mut self, first: u64) {
+        if let Some(c) = self.chunks.get_mut(&first) {
+            c.moving = false;
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(first);
+            }
+        }
+    }
+
     /// Records that the chunk at `first` moved from `old` to `new`: returns the bytes it still
     /// counted as live at `old`, `None` (and nothing done) when it is gone or elsewhere.
     pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> Option<u64> {
+        if let Some(c) = self.chunks.get_mut(&first) {
+            c.moving = false;
+        }
         match self.chunks.get_mut(&first) {
             Some(c) if c.loc == Some(old) => {
                 c.loc = Some(new);

@@ -275,11 +275,49 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// The first half of a pipelined [`Store::flush`]: collects what was written so far and
+    /// makes the part that must be durable first durable (for the on-disk store: appends to
+    /// the body log and syncs it). Nothing is durable as a whole until [`Store::flush_commit`]
+    /// of the result returns; the next flush may be prepared meanwhile. Every prepared flush
+    /// must be committed, in the order prepared. The default does the whole flush here.
+    fn flush_prepare(&self) -> Result<PreparedFlush, StoreError> {
+        self.flush().map(|()| PreparedFlush::new(()))
+    }
+
+    /// The second half of a pipelined flush: when it returns `Ok`, every write that returned
+    /// before the matching [`Store::flush_prepare`] began is durable. A flush prepared before
+    /// one whose commit failed fails too.
+    fn flush_commit(&self, prepared: PreparedFlush) -> Result<(), StoreError> {
+        let _ = prepared;
+        Ok(())
+    }
+
     /// Writes out everything buffered so far (messages, acks, delivered marks, delivery counts,
     /// objects) and fsyncs it (group commit): every write that returned before this call began
     /// is durable when it returns, and a crash leaves either all or none of one flush's writes.
     /// Called from a dedicated thread, never under a lock.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A flush between [`Store::flush_prepare`] and [`Store::flush_commit`], opaque.
+pub struct PreparedFlush(Box<dyn std::any::Any + Send>);
+
+impl PreparedFlush {
+    /// Wraps a store's own prepared state.
+    pub fn new<T: Send + 'static>(state: T) -> Self {
+        PreparedFlush(Box::new(state))
+    }
+
+    /// The store's own state back, if it is a `T`.
+    pub fn take<T: 'static>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for PreparedFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreparedFlush")
+    }
 }
 
 /// A guard from [`Store::hold_flush`]: no flush begins collecting work while it lives.
@@ -335,7 +373,9 @@ pub enum PutOutcome {
 
 /// One queue's stored messages, keyed by the broker's `u64` ids (ascending = queue order).
 ///
-/// Writes are buffered: they become durable at the next [`Store::flush`]. Every method takes
+/// Writes are buffered: they become durable at the next [`Store::flush`] (with pipelined
+/// flushes, an ack, delivered mark or count on a chunk that a flush in flight is writing waits
+/// for the flush after that one). Every method takes
 /// only short in-memory locks, except [`QueueStore::read`] of messages that are not in memory and
 /// [`QueueStore::write_sealed`], which hand work to the storage engine (still never an fsync).
 pub trait QueueStore: Send + Sync + 'static {

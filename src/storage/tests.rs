@@ -1204,6 +1204,38 @@ fn sparse_segments_are_compacted() {
     assert_eq!(s.quarantined(), 0);
 }
 
+/// Pipelined flushes: the second is prepared while the first is not yet committed; acks of
+/// chunks the first one is writing wait for the flush after; everything lands, in order.
+#[test]
+fn pipelined_flushes_commit_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 0..5 {
+            put(&*q, id);
+        }
+        let first = s.flush_prepare().expect("prepare");
+        // The chunk of 0..5 is being written by `first`: this ack waits for a later flush.
+        q.remove(1).expect("ack");
+        q.mark_delivered(2).expect("mark");
+        for id in 5..8 {
+            put(&*q, id);
+        }
+        let second = s.flush_prepare().expect("prepare");
+        s.flush_commit(first).expect("commit first");
+        s.flush_commit(second).expect("commit second");
+        assert_eq!(ids(&*q), [0, 2, 3, 4, 5, 6, 7]);
+        // The next flush writes the deferred state.
+        s.flush().expect("flush");
+        assert_eq!(raw_states(&s, "/", "q")[0], (0, vec![0, 2, 3, 4], vec![2]));
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(ids(&*q), [0, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(delivered_ids(&*q), [2]);
+}
+
 #[test]
 fn counts_meta_and_objects_survive_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");

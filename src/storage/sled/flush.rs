@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::StoreError;
-use super::super::bodylog::Loc;
+use super::super::bodylog::{Loc, Synced};
 use super::super::chunk::{Work, compact};
 use super::super::record;
 use super::defs::Target;
@@ -76,26 +76,56 @@ impl Space {
 }
 
 /// One queue's share of a flush: the queue, its work, its compaction moves.
-type Collected<'a> = (&'a SledQueue, Work, Vec<Move>);
+type Collected = (Arc<SledQueue>, Work, Vec<Move>);
+
+/// A flush between its halves (see [`SledStore::prepare`]).
+pub(super) struct Prepared {
+    /// Its place in the commit order (1, 2, ...).
+    seq: u64,
+    /// Failed commits when it was prepared.
+    epoch: u64,
+    collected: Vec<Collected>,
+    pending: Pending,
+    unlisted: Vec<u64>,
+    target: Option<u64>,
+    synced: Option<Synced>,
+}
+
+/// Flushes prepared and committed so far, to commit in order.
+#[derive(Debug, Default)]
+pub(super) struct Order {
+    prepared: u64,
+    committed: u64,
+}
 
 impl SledStore {
     /// Whether a flush has work even without new writes (see [`super::super::Store::wants_flush`]).
     pub(super) fn maintenance_due(&self) -> bool {
         let space = lock(&self.shared.space);
-        space.target.is_some() || !space.unlisted.is_empty() || !space.quiet.is_empty() || {
-            let p = lock(&self.shared.pending);
-            !p.ops.is_empty() || !p.dropped.is_empty()
-        }
+        space.target.is_some()
+            || !space.unlisted.is_empty()
+            || !space.quiet.is_empty()
+            || !lock(&self.shared.dirty).is_empty()
+            || {
+                let p = lock(&self.shared.pending);
+                !p.ops.is_empty() || !p.dropped.is_empty()
+            }
     }
 
-    /// One group commit. See the module docs.
+    /// One group commit, both halves. See the module docs.
     pub(super) fn flush_all(&self) -> Result<(), StoreError> {
-        // One flush at a time (the flusher thread, and a final one at shutdown or drop).
-        let _one = lock(&self.flushing);
+        let prepared = self.prepare()?;
+        self.commit(prepared)
+    }
+
+    /// The first half of a flush, steps (1) and (2): collect, append, sync the body log. The
+    /// next flush may be prepared while this one is committed; commits happen in order.
+    pub(super) fn prepare(&self) -> Result<Prepared, StoreError> {
+        // One preparation at a time (the flusher thread, and a final flush at shutdown).
+        let _one = lock(&self.preparing);
         let target = lock(&self.shared.space).target;
         let mut budget = self.opts.compact_bytes_per_flush;
-        let queues: Vec<Arc<SledQueue>>;
-        let mut collected: Vec<Collected<'_>> = Vec::new();
+        let mut collected: Vec<Collected> = Vec::new();
         let pending;
         {
             let _gate = self.gate.exclusive();
@@ -111,8 +141,7 @@ impl SledStore {
                     }
                 }
             }
-            queues = dirty;
-            for queue in &queues {
+            for queue in dirty {
                 let compact = target.filter(|_| budget > 0).map(|seg| (seg, budget));
                 if let Some((work, moves)) = queue.collect(compact) {
                     let moved: u64 = moves.iter().map(|m| u64::from(m.from.len)).sum();
@@ -123,34 +152,88 @@ impl SledStore {
             pending = std::mem::take(&mut *lock(&self.shared.pending));
         }
         let unlisted = std::mem::take(&mut lock(&self.shared.space).unlisted);
-        match self.write_flush(&mut collected, &pending, &unlisted) {
-            Ok(()) => {
-                self.finish_flush(collected, &pending, target);
-                Ok(())
+        let epoch = self.failures.load(std::sync::atomic::Ordering::Acquire);
+        let mut p = Prepared {
+            seq: 0,
+            epoch,
+            collected,
+            pending,
+            unlisted,
+            target,
+            synced: None,
+        };
+        match self.write_log(&mut p.collected) {
+            Ok(synced) => {
+                p.synced = Some(synced);
+                p.seq = {
+                    let mut order = lock(&self.order);
+                    order.prepared += 1;
+                    order.prepared
+                };
+                Ok(p)
             }
             Err(e) => {
-                for (queue, work, _) in collected {
-                    queue.undo(work);
-                }
-                let mut p = lock(&self.shared.pending);
-                let later = std::mem::take(&mut *p);
-                *p = pending;
-                p.ops.extend(later.ops);
-                p.dropped.extend(later.dropped);
-                p.freed.extend(later.freed);
-                lock(&self.shared.space).unlisted.extend(unlisted);
+                self.undo(p);
                 Err(e)
             }
         }
     }
 
-    /// Steps (2) and (3): the body log, then sled.
-    fn write_flush(
-        &self,
-        collected: &mut [Collected<'_>],
-        pending: &Pending,
-        unlisted: &[u64],
-    ) -> Result<(), StoreError> {
+    /// The second half, steps (3) and (4): sled, then the queues and the space. Waits for the
+    /// commit of every flush prepared before this one; a flush prepared before a failed commit
+    /// fails too (its confirms would otherwise cover the failed one's writes).
+    pub(super) fn commit(&self, p: Prepared) -> Result<(), StoreError> {
+        {
+            let mut order = lock(&self.order);
+            while order.committed + 1 < p.seq {
+                order = self
+                    .order_turn
+                    .wait(order)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        let result = if p.epoch != self.failures.load(std::sync::atomic::Ordering::Acquire) {
+            Err(StoreError::Io(
+                "an earlier flush failed; this one is written again later".into(),
+            ))
+        } else {
+            self.write_index(&p)
+        };
+        let seq = p.seq;
+        match result {
+            Ok(()) => {
+                let target = p.target;
+                self.finish_flush(p.collected, &p.pending, target);
+            }
+            Err(_) => {
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.undo(p);
+            }
+        }
+        let mut order = lock(&self.order);
+        order.committed = order.committed.max(seq);
+        self.order_turn.notify_all();
+        drop(order);
+        result
+    }
+
+    /// Puts a flush's work back for the next one.
+    fn undo(&self, p: Prepared) {
+        for (queue, work, moves) in p.collected {
+            queue.undo(work, &moves);
+        }
+        let mut pending = lock(&self.shared.pending);
+        let later = std::mem::take(&mut *pending);
+        *pending = p.pending;
+        pending.ops.extend(later.ops);
+        pending.dropped.extend(later.dropped);
+        pending.freed.extend(later.freed);
+        lock(&self.shared.space).unlisted.extend(p.unlisted);
+    }
+
+    /// Step (2): appends the collected bodies and moved chunks, and syncs the body log.
+    fn write_log(&self, collected: &mut [Collected]) -> Result<Synced, StoreError> {
         for (queue, work, moves) in collected.iter_mut() {
             queue.append_bodies(work)?;
             self.append_moves(queue, moves)?;
@@ -159,7 +242,17 @@ impl SledStore {
                 space.add(&loc);
             }
         }
-        let synced = self.shared.log.sync()?;
+        self.shared.log.sync()
+    }
+
+    /// Step (3): every index change, definition, the commit point and the segment table in
+    /// one sled transaction, then sled's flush and fsync.
+    fn write_index(&self, p: &Prepared) -> Result<(), StoreError> {
+        let (collected, pending, unlisted) = (&p.collected, &p.pending, &p.unlisted);
+        let synced = p
+            .synced
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("invariant: a prepared flush is synced".into()))?;
         let mut batches: HashMap<Target, sled::Batch> = HashMap::new();
         let mut put = |t: Target, k: &[u8], v: Option<&[u8]>| {
             let b = batches.entry(t).or_default();
@@ -262,7 +355,7 @@ impl SledStore {
     }
 
     /// Step (4).
-    fn finish_flush(&self, collected: Vec<Collected<'_>>, pending: &Pending, target: Option<u64>) {
+    fn finish_flush(&self, collected: Vec<Collected>, pending: &Pending, target: Option<u64>) {
         let mut dead: Vec<(u64, u64)> = pending.freed.clone();
         let (mut moved, mut copied) = (0u64, 0u64);
         for (queue, work, moves) in &collected {

@@ -64,8 +64,8 @@ use sled::{Db, Tree};
 use super::chunk::Index;
 use super::record;
 use super::{
-    BindingRecord, Definitions, ExchangeRecord, FlushGate, FlushHold, QueueRecord, QueueStore,
-    Store, StoreError,
+    BindingRecord, Definitions, ExchangeRecord, FlushGate, FlushHold, PreparedFlush, QueueRecord,
+    QueueStore, Store, StoreError,
 };
 use defs::Target;
 use queue::{Pending, Shared, SledQueue};
@@ -165,8 +165,13 @@ pub struct SledStore {
     /// Open message areas by name key: every caller shares one handle (and one index).
     areas: Mutex<HashMap<Vec<u8>, Arc<SledQueue>>>,
     qids: Mutex<Qids>,
-    /// Held for a whole flush: one at a time.
-    flushing: Mutex<()>,
+    /// Held while a flush is prepared: one at a time.
+    preparing: Mutex<()>,
+    /// Flushes prepared and committed, so that commits happen in order.
+    order: Mutex<flush::Order>,
+    order_turn: std::sync::Condvar,
+    /// Failed commits so far: a flush prepared before one failed fails too.
+    failures: std::sync::atomic::AtomicU64,
     /// Indexes rebuilt at open, by queue id, until their queue is opened.
     recovered: Mutex<HashMap<u64, Index>>,
     /// sled's log file, to `fdatasync` after sled's own flush (see [`Store::flush`]).
@@ -256,7 +261,10 @@ impl SledStore {
                 by_name: found.qids,
                 next: found.next_qid,
             }),
-            flushing: Mutex::new(()),
+            preparing: Mutex::new(()),
+            order: Mutex::new(flush::Order::default()),
+            order_turn: std::sync::Condvar::new(),
+            failures: std::sync::atomic::AtomicU64::new(0),
             recovered: Mutex::new(found.indexes),
             sled_log,
             path,
@@ -446,6 +454,17 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.flush_all()
+    }
+
+    fn flush_prepare(&self) -> Result<PreparedFlush, StoreError> {
+        Ok(PreparedFlush::new(self.prepare()?))
+    }
+
+    fn flush_commit(&self, p: PreparedFlush) -> Result<(), StoreError> {
+        match p.take::<flush::Prepared>() {
+            Some(p) => self.commit(p),
+            None => Ok(()),
+        }
     }
 }
 

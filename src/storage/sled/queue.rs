@@ -133,10 +133,12 @@ impl SledQueue {
         if self.deleted.load(Ordering::Acquire) {
             return None;
         }
-        let (work, moves) = {
+        let (work, moves, again) = {
             let mut area = self.area();
-            area.queued = false;
             let work = area.index.take_work(true, true);
+            // State writes put off until a flush in flight is done need the next flush.
+            let again = area.index.has_deferred();
+            area.queued = again;
             let moves: Vec<Move> = compact
                 .map(|(seg, budget)| area.index.stored_in(seg, budget))
                 .unwrap_or_default()
@@ -150,8 +152,11 @@ impl SledQueue {
                     to: None,
                 })
                 .collect();
-            (work, moves)
+            (work, moves, again)
         };
+        if again {
+            lock(&self.shared.dirty).push(self.me.clone());
+        }
         (!work.is_empty() || !moves.is_empty()).then_some((work, moves))
     }
 
@@ -160,19 +165,27 @@ impl SledQueue {
     pub(super) fn finish(&self, work: &Work, moves: &[Move]) -> Vec<(u64, u64)> {
         let mut area = self.area();
         area.index.finish_work(work, true);
-        moves
-            .iter()
-            .filter_map(|m| {
-                let to = m.to?;
-                Some((m.from.seg, area.index.relocate(m.first, m.from, to)?))
-            })
-            .collect()
+        let mut freed = Vec::new();
+        for m in moves {
+            match m.to {
+                Some(to) => freed.extend(
+                    area.index
+                        .relocate(m.first, m.from, to)
+                        .map(|bytes| (m.from.seg, bytes)),
+                ),
+                None => area.index.unmove(m.first),
+            }
+        }
+        freed
     }
 
     /// Puts back a flush's work after it failed.
-    pub(super) fn undo(&self, work: Work) {
+    pub(super) fn undo(&self, work: Work, moves: &[Move]) {
         self.update(|ix| {
             ix.undo_work(work);
+            for m in moves {
+                ix.unmove(m.first);
+            }
             ((), true)
         });
     }
@@ -197,7 +210,7 @@ impl SledQueue {
                 Ok(())
             }
             Err(e) => {
-                self.undo(work);
+                self.undo(work, &[]);
                 Err(e)
             }
         }

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Lagomorph vs RabbitMQ on this machine, in one run, with the project's load generator.
+# Lagomorph vs RabbitMQ vs LavinMQ on this machine, in one run, with the project's load generator.
 #
-# Starts RabbitMQ (Debian's rabbitmq-server, installed if missing) and a release build of
-# Lagomorph on loopback with fresh data directories, runs every scenario against both in
-# turn (A B A B ..., --rounds rounds), samples each broker's CPU (utime + stime) and peak RSS
-# from /proc, and writes docs/BENCHMARKS.md (bench/report.py renders it).
+# Starts RabbitMQ (Debian's rabbitmq-server, installed if missing), LavinMQ (the build in
+# ../shared/anchors/lavinmq-1.0.1 when it is there; its runtime libraries are installed with apt
+# when missing) and a release build of Lagomorph on loopback with fresh data directories, runs
+# every scenario against each in turn (L R V L R V ..., --rounds rounds), samples each broker's
+# CPU (utime + stime) and peak RSS from /proc, and writes docs/BENCHMARKS.md (bench/report.py
+# renders it). Without LavinMQ the comparison runs with the other two.
 #
-#   bench/compare.sh                 full run: 3 rounds of 10 s, 1M backlog (about 30-40 min)
+#   bench/compare.sh                 full run: 3 rounds of 10 s, 1M backlog (about 45-60 min)
 #   bench/compare.sh --quick         smoke run: 1 round of 5 s, 200k backlog
 #   options: --rounds N --time S --latency-time S --backlog N --scenarios 1,2,7a --out FILE
-#            --budget MINUTES
+#            --budget MINUTES --brokers lagomorph,rabbitmq,lavinmq
 #   The latency scenarios (7a, 7b) run for --latency-time (default: --time, at least 30 s): at
 #   1,000 msg/s a 5 s run gives 50 samples above p99 and 5 above p99.9, too few to compare.
 #
@@ -23,8 +25,9 @@ LAT_SECS=""
 BACKLOG=1000000
 SCENARIOS="1,2,3,4,4k,5,6,7a,7b,8,9,10"
 OUT=""
-BUDGET_MIN=40
+BUDGET_MIN=60
 QUICK=0
+BROKERS="lagomorph,rabbitmq,lavinmq"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1; SECS=5; LAT_SECS=10; BACKLOG=200000 ;;
@@ -35,7 +38,8 @@ while [[ $# -gt 0 ]]; do
         --scenarios) SCENARIOS=$2; shift ;;
         --out) OUT=$2; shift ;;
         --budget) BUDGET_MIN=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --brokers) BROKERS=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -51,13 +55,16 @@ LAGO_MGMT=${LAGO_MGMT:-15771}
 RMQ_PORT=${RMQ_PORT:-5772}
 RMQ_DIST_PORT=${RMQ_DIST_PORT:-25772}
 SINK_PORT=${SINK_PORT:-5773}
+LMQ_PORT=${LMQ_PORT:-5774}
+LMQ_HTTP=${LMQ_HTTP:-15774}
 RMQ_NODE=${RMQ_NODE:-lagomorph-bench-$RMQ_PORT@localhost}
+LMQ_BIN=${LAVINMQ_BIN:-$ROOT/../shared/anchors/lavinmq-1.0.1}
 
 # Another run (or broker) on our ports would silently take our place: refuse to start.
-for p in "$LAGO_PORT" "$LAGO_MGMT" "$RMQ_PORT" "$RMQ_DIST_PORT" "$SINK_PORT"; do
+for p in "$LAGO_PORT" "$LAGO_MGMT" "$RMQ_PORT" "$RMQ_DIST_PORT" "$SINK_PORT" "$LMQ_PORT" "$LMQ_HTTP"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "port $p is in use (another bench run?); set LAGO_PORT, LAGO_MGMT, RMQ_PORT," \
-            "RMQ_DIST_PORT, SINK_PORT to free ports" >&2
+            "RMQ_DIST_PORT, SINK_PORT, LMQ_PORT, LMQ_HTTP to free ports" >&2
         exit 1
     fi
 done
@@ -72,6 +79,7 @@ log() { printf '[%4ds] %s\n' $(( $(date +%s) - START )) "$*" >&2; }
 
 # --- processes we start, stopped by PID on exit -------------------------------------------
 LAGO_PID=""
+LMQ_PID=""
 RMQ_PID=""        # beam.smp
 RMQ_LAUNCHER=""   # the rabbitmq-server shell script
 SINK_PID=""
@@ -95,6 +103,15 @@ stop_lagomorph() {
     fi
 }
 
+stop_lavinmq() {
+    if [[ -n "$LMQ_PID" ]]; then
+        kill -TERM "$LMQ_PID" 2>/dev/null || true
+        wait_gone "$LMQ_PID" 15
+        wait "$LMQ_PID" 2>/dev/null || true
+        LMQ_PID=""
+    fi
+}
+
 stop_rabbitmq() {
     if [[ -z "$RMQ_PID" && -n "$RMQ_LAUNCHER" && -s "$WORK/rabbitmq/pid" ]]; then
         RMQ_PID=$(cat "$WORK/rabbitmq/pid")
@@ -114,6 +131,7 @@ stop_rabbitmq() {
 
 cleanup() {
     stop_lagomorph
+    stop_lavinmq
     stop_rabbitmq
     if [[ -n "$SINK_PID" ]]; then kill -TERM "$SINK_PID" 2>/dev/null || true; fi
     # An epmd that our RabbitMQ started (none was running before) goes too.
@@ -142,6 +160,24 @@ if [[ ! -x "$RMQ_BIN/rabbitmq-server" ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
 fi
 RMQ_VERSION=$(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo unknown)
+# LavinMQ: optional. Its runtime libraries come from Debian (see ../shared/anchors/README.md).
+LMQ_VERSION=""
+if [[ ",$BROKERS," == *,lavinmq,* ]]; then
+    if [[ -x "$LMQ_BIN" ]] && ! "$LMQ_BIN" --version > /dev/null 2>&1; then
+        log "installing LavinMQ's runtime libraries (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgc1 libevent-2.1-7 libpcre3 libssl3 zlib1g > /dev/null 2>&1 || true
+    fi
+    if [[ -x "$LMQ_BIN" ]] && LMQ_VERSION=$("$LMQ_BIN" --version 2>/dev/null | head -1) && [[ -n "$LMQ_VERSION" ]]; then
+        if [[ -e /tmp/lavinmqctl.sock ]] && pgrep -f lavinmq > /dev/null; then
+            log "a LavinMQ is running (its control socket /tmp/lavinmqctl.sock is shared): stop it first"; exit 1
+        fi
+    else
+        log "LavinMQ not found or not runnable at $LMQ_BIN: comparing without it"
+        BROKERS=$(echo ",$BROKERS," | sed 's/,lavinmq,/,/; s/^,//; s/,$//')
+        LMQ_VERSION=""
+    fi
+fi
+IFS=',' read -r -a BROKER_LIST <<< "$BROKERS"
 log "building release binaries"
 (cd "$ROOT" && cargo build --release --bins --quiet)
 LAGO="$ROOT/target/release/lagomorph"
@@ -158,6 +194,20 @@ start_lagomorph() {
     LAGO_PID=$!
     if ! wait_port "$LAGO_PORT" 30 || ! kill -0 "$LAGO_PID" 2>/dev/null; then
         log "lagomorph did not start"; cat "$WORK/lagomorph/out.log" >&2; exit 1
+    fi
+}
+
+start_lavinmq() {
+    local d="$WORK/lavinmq"
+    rm -rf "$d"
+    mkdir -p "$d/data" "$d/conf"
+    # An empty configuration directory, so no stray ini file is read.
+    CONFIGURATION_DIRECTORY="$d/conf" "$LMQ_BIN" -D "$d/data" --bind 127.0.0.1 \
+        --amqp-port "$LMQ_PORT" --http-port "$LMQ_HTTP" --amqps-port -1 --https-port -1 \
+        > "$d/out.log" 2>&1 &
+    LMQ_PID=$!
+    if ! wait_port "$LMQ_PORT" 30 || ! kill -0 "$LMQ_PID" 2>/dev/null; then
+        log "lavinmq did not start"; tail -20 "$d/out.log" >&2; exit 1
     fi
 }
 
@@ -194,10 +244,10 @@ start_rabbitmq() {
     fi
 }
 
-start_broker() { case $1 in lagomorph) start_lagomorph ;; rabbitmq) start_rabbitmq ;; esac; }
-stop_broker() { case $1 in lagomorph) stop_lagomorph ;; rabbitmq) stop_rabbitmq ;; esac; }
-broker_pid() { case $1 in lagomorph) echo "$LAGO_PID" ;; rabbitmq) echo "$RMQ_PID" ;; esac; }
-broker_port() { case $1 in lagomorph) echo "$LAGO_PORT" ;; rabbitmq) echo "$RMQ_PORT" ;; esac; }
+start_broker() { case $1 in lagomorph) start_lagomorph ;; rabbitmq) start_rabbitmq ;; lavinmq) start_lavinmq ;; esac; }
+stop_broker() { case $1 in lagomorph) stop_lagomorph ;; rabbitmq) stop_rabbitmq ;; lavinmq) stop_lavinmq ;; esac; }
+broker_pid() { case $1 in lagomorph) echo "$LAGO_PID" ;; rabbitmq) echo "$RMQ_PID" ;; lavinmq) echo "$LMQ_PID" ;; esac; }
+broker_port() { case $1 in lagomorph) echo "$LAGO_PORT" ;; rabbitmq) echo "$RMQ_PORT" ;; lavinmq) echo "$LMQ_PORT" ;; esac; }
 
 # --- sampling ------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
@@ -316,32 +366,31 @@ SINK_PID=""
 IFS=',' read -r -a LIST <<< "$SCENARIOS"
 for s in "${LIST[@]}"; do
     read -r -a ARGS <<< "$(scenario_args "$s")"
-    fresh=0
     limit=$(( SECS * 4 + 120 ))
     case $s in
         7a|7b) limit=$(( LAT_SECS * 4 + 120 )) ;;
-        8) fresh=1; limit=1200 ;;
-        9) fresh=1; limit=300 ;;
+        8) limit=1200 ;;
+        9) limit=300 ;;
     esac
     log "scenario $s: ${ARGS[*]}"
-    if [[ $fresh == 0 ]]; then start_broker lagomorph; start_broker rabbitmq; fi
     for ((r = 1; r <= ROUNDS; r++)); do
-        for b in lagomorph rabbitmq; do
+        for b in "${BROKER_LIST[@]}"; do
             if over_budget; then log "  budget of $BUDGET_MIN min spent: skipping $s/$b/$r"; continue; fi
-            if [[ $fresh == 1 ]]; then start_broker "$b"; fi
+            # A fresh broker for every run: one broker runs at a time (an idle Erlang VM spins
+            # its schedulers and would take CPU from the others' runs), and rounds do not share
+            # state.
+            start_broker "$b"
             log "  round $r: $b"
             run_perf "$s" "$b" "$r" "$limit" "${ARGS[@]}"
-            if [[ $fresh == 1 ]]; then stop_broker "$b"; fi
+            stop_broker "$b"
         done
     done
-    stop_lagomorph
-    stop_rabbitmq
 done
 
 # --- the report ----------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 python3 "$ROOT/bench/report.py" "$RESULTS" "$OUT" \
-    --rounds "$ROUNDS" --time "$SECS" --latency-time "$LAT_SECS" --backlog "$BACKLOG" --rabbitmq "$RMQ_VERSION" \
+    --rounds "$ROUNDS" --time "$SECS" --latency-time "$LAT_SECS" --backlog "$BACKLOG" --rabbitmq "$RMQ_VERSION" --lavinmq "$LMQ_VERSION" \
     --command "bench/compare.sh $([[ $QUICK == 1 ]] && echo --quick)" \
     --elapsed $(( $(date +%s) - START )) --load "$LOAD_AT_START"
 cp "$RESULTS" "${OUT%.md}.jsonl"

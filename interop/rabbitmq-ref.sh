@@ -10,13 +10,15 @@
 #   interop/rabbitmq-ref.sh ctl PORT ARGS...             # rabbitmqctl against that node
 #
 # Users: guest/guest (loopback). State lives in /tmp/rabbitmq-ref-PORT, wiped at start.
+# RMQ_CONF_EXTRA (lines of rabbitmq.conf, e.g. "consumer_timeout = 2000") is added to the
+# node's configuration file.
 # Installs rabbitmq-server with apt when it is missing.
 set -euo pipefail
 
 cmd=${1:-}
 PORT=${2:-}
 if [[ -z "$cmd" || -z "$PORT" ]]; then
-    sed -n '2,13p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
 fi
 shift 2
@@ -49,6 +51,9 @@ start)
     else
         echo '[].' > "$DIR/enabled_plugins"
         : > "$DIR/rabbitmq.conf"
+    fi
+    if [[ -n "${RMQ_CONF_EXTRA:-}" ]]; then
+        printf '%s\n' "$RMQ_CONF_EXTRA" >> "$DIR/rabbitmq.conf"
     fi
     rmq_env "$RMQ_BIN/rabbitmq-server" -detached > "$DIR/out.log" 2>&1
     # await_startup gives up at once while the node is not reachable yet: retry, bounded.

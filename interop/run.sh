@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Lagomorph interop tests: the pika (pytest) and amqplib (node --test) suites against one broker.
+# Lagomorph interop tests: the pika and aio-pika (pytest), amqplib (node --test) and amqp091-go
+# (go test) suites against one broker.
 #
 # Default mode: start the broker at ${LAGOMORPH_BIN:-target/release/lagomorph} (built with
-# `cargo build --release` if the default binary is missing) on free loopback ports, run both
-# suites against it, stop it.
-# External mode: if AMQP_URL is set, run both suites against that URL and start nothing
+# `cargo build --release` if the default binary is missing) on free loopback ports, run every
+# suite against it, stop it.
+# External mode: if AMQP_URL is set, run every suite against that URL and start nothing
 # (e.g. AMQP_URL=amqp://guest:guest@127.0.0.1:5673/%2F interop/run.sh for a local RabbitMQ).
 #
 # Exits non-zero if the broker could not be started or any suite failed.
@@ -100,18 +101,43 @@ start_broker() {
     export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
 }
 
-# interop/pika/.venv with the pinned requirements; reinstalls only when requirements.txt changes.
-setup_pika() {
-    local venv="$INTEROP/pika/.venv" req="$INTEROP/pika/requirements.txt"
+# interop/pika/.venv with the pinned requirements of the pika and aio-pika suites; reinstalls
+# only when a requirements file changes.
+setup_python() {
+    local venv="$INTEROP/pika/.venv"
+    local reqs=("$INTEROP/pika/requirements.txt" "$INTEROP/aio_pika/requirements.txt")
     local want
-    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv" || return 1
     fi
     if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" || return 1
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -r "${reqs[0]}" -r "${reqs[1]}" || return 1
         echo "$want" >"$venv/.requirements.sha256"
     fi
+}
+
+# Go and amqp091-go from Debian's packages (the Go module proxy is not used): installed with
+# apt when missing, and the client must be Debian's 1.5.0. Built in GOPATH mode.
+AMQP091_GO_SRC=/usr/share/gocode/src/github.com/rabbitmq/amqp091-go
+AMQP091_GO_VERSION=1.5.0
+setup_go() {
+    if ! command -v go >/dev/null || [ ! -d "$AMQP091_GO_SRC" ]; then
+        say "installing golang-go and golang-github-rabbitmq-amqp091-go-dev with apt"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go \
+                golang-github-rabbitmq-amqp091-go-dev >/dev/null || return 1
+    fi
+    local have
+    have="$(dpkg-query -W -f='${Version}' golang-github-rabbitmq-amqp091-go-dev 2>/dev/null)"
+    case "$have" in
+    "$AMQP091_GO_VERSION"-*) ;;
+    *)
+        say "golang-github-rabbitmq-amqp091-go-dev is '$have', the suite is pinned to $AMQP091_GO_VERSION"
+        return 1
+        ;;
+    esac
 }
 
 setup_amqplib() {
@@ -121,6 +147,18 @@ setup_amqplib() {
 
 run_pika() {
     (cd "$INTEROP/pika" && timeout -k 10 "$SUITE_SECONDS" .venv/bin/python -m pytest) 2>&1 | tee "$WORK/pika.log"
+    return "${PIPESTATUS[0]}"
+}
+
+run_aio_pika() {
+    (cd "$INTEROP/aio_pika" && timeout -k 10 "$SUITE_SECONDS" ../pika/.venv/bin/python -m pytest) 2>&1 |
+        tee "$WORK/aio_pika.log"
+    return "${PIPESTATUS[0]}"
+}
+
+run_amqp091_go() {
+    (cd "$INTEROP/amqp091-go" && GO111MODULE=off GOPATH="$WORK/gopath:/usr/share/gocode" \
+        GOFLAGS= timeout -k 10 "$SUITE_SECONDS" go test -count=1 -v .) 2>&1 | tee "$WORK/amqp091_go.log"
     return "${PIPESTATUS[0]}"
 }
 
@@ -151,17 +189,24 @@ else
 fi
 
 say "preparing clients"
-setup_pika || { say "could not set up interop/pika/.venv"; exit 1; }
+setup_python || { say "could not set up interop/pika/.venv"; exit 1; }
 setup_amqplib || { say "npm ci failed in interop/amqplib"; exit 1; }
+setup_go || { say "could not install Go and amqp091-go $AMQP091_GO_VERSION from Debian"; exit 1; }
 
 say "pika suite"
 run_pika
 pika_rc=$?
+say "aio-pika suite"
+run_aio_pika
+aio_rc=$?
 say "amqplib suite"
 run_amqplib
 amqplib_rc=$?
+say "amqp091-go suite"
+run_amqp091_go
+go_rc=$?
 
-if [ -n "$BROKER_PID" ] && [ $((pika_rc + amqplib_rc)) -ne 0 ]; then
+if [ -n "$BROKER_PID" ] && [ $((pika_rc + aio_rc + amqplib_rc + go_rc)) -ne 0 ]; then
     say "broker log (last 50 lines):"
     tail -n 50 "$WORK/broker.log"
 fi
@@ -170,15 +215,26 @@ stop_broker
 echo
 say "summary"
 # pytest's closing line, e.g. "==== 1 failed, 55 passed in 2.41s ====", and node's TAP "# pass N" / "# fail N".
-pika_summary="$(grep -E '^=+ .*[0-9]+ [a-z]+.* in [0-9.]+s' "$WORK/pika.log" | tail -n 1)"
+# The pytest -q closing lines, e.g. "1 failed, 55 passed in 2.41s" (with or without ====).
+pytest_summary() {
+    grep -E '[0-9]+ (passed|failed|errors?).* in [0-9.]+s' "$1" | tail -n 1
+}
+pika_summary="$(pytest_summary "$WORK/pika.log")"
+aio_summary="$(pytest_summary "$WORK/aio_pika.log")"
 amqplib_summary="$(grep -E '^# (tests|pass|fail|cancelled) [0-9]+$' "$WORK/amqplib.log" | tail -n 4)"
+go_passed="$(grep -cE '^--- PASS' "$WORK/amqp091_go.log")"
+go_failed="$(grep -cE '^--- FAIL' "$WORK/amqp091_go.log")"
 echo "pika (exit $pika_rc): ${pika_summary:-no pytest summary}"
+echo "aio-pika (exit $aio_rc): ${aio_summary:-no pytest summary}"
 echo "amqplib (exit $amqplib_rc):"
 echo "${amqplib_summary:-no node test summary}"
-passed=$(($(count "$pika_summary" passed) + $(tap_count "$WORK/amqplib.log" pass)))
+echo "amqp091-go (exit $go_rc): $go_passed passed, $go_failed failed"
+passed=$(($(count "$pika_summary" passed) + $(count "$aio_summary" passed) +
+    $(tap_count "$WORK/amqplib.log" pass) + go_passed))
 failed=$(($(count "$pika_summary" failed) + $(count "$pika_summary" 'errors?') +
-    $(tap_count "$WORK/amqplib.log" fail) + $(tap_count "$WORK/amqplib.log" cancelled)))
-if [ "$pika_rc" -ne 0 ] || [ "$amqplib_rc" -ne 0 ]; then
+    $(count "$aio_summary" failed) + $(count "$aio_summary" 'errors?') +
+    $(tap_count "$WORK/amqplib.log" fail) + $(tap_count "$WORK/amqplib.log" cancelled) + go_failed))
+if [ "$pika_rc" -ne 0 ] || [ "$aio_rc" -ne 0 ] || [ "$amqplib_rc" -ne 0 ] || [ "$go_rc" -ne 0 ]; then
     [ "$failed" -gt 0 ] || failed=1 # a suite that died before its summary still counts as a failure
     echo "interop: $passed passed, $failed failed"
     exit 1

@@ -38,6 +38,8 @@ Environment variables:
   LAGOMORPH_QUEUE_MEMORY_WINDOW  storage.queue_memory_window
   LAGOMORPH_QUEUE_MEMORY_WINDOW_MB
                                  storage.queue_memory_window_mb
+  LAGOMORPH_QUEUE_MEMORY_BUDGET_MB
+                                 storage.queue_memory_budget_mb
   LAGOMORPH_FLUSH_STALL_EXIT_SECS
                                  storage.flush_stall_exit_secs (0: never exit)
   LAGOMORPH_SEGMENT_SIZE_MB      storage.segment_size_mb

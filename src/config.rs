@@ -150,6 +150,9 @@ pub struct StorageConfig {
     /// Message body MiB kept in RAM per queue, besides the message count above: whichever is
     /// reached first pages the rest out (at least 1).
     pub queue_memory_window_mb: u64,
+    /// MiB of ready messages that all queues together keep in memory (bodies plus about 200
+    /// bytes each): the global budget each queue's window comes out of (at least 1).
+    pub queue_memory_budget_mb: u64,
     /// Seconds a store flush may run before the broker takes its storage engine for stuck,
     /// logs it and exits with status 70 so that its supervisor restarts it (what was confirmed
     /// is on disk); 0 waits forever.
@@ -174,6 +177,7 @@ impl Default for StorageConfig {
             cache_size_mb: 16,
             queue_memory_window: 10_000,
             queue_memory_window_mb: 32,
+            queue_memory_budget_mb: 256,
             flush_stall_exit_secs: 120,
             segment_size_mb: 64,
             compact_live_percent: 50,
@@ -649,6 +653,12 @@ impl Config {
                 "must be at least 1, got 0",
             ));
         }
+        if storage.queue_memory_budget_mb == 0 {
+            return Err(invalid(
+                "storage.queue_memory_budget_mb",
+                "must be at least 1, got 0",
+            ));
+        }
         Ok(())
     }
 
@@ -855,6 +865,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "storage.queue_memory_window_mb",
         apply: |c, v| {
             c.storage.queue_memory_window_mb = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_QUEUE_MEMORY_BUDGET_MB",
+        key: "storage.queue_memory_budget_mb",
+        apply: |c, v| {
+            c.storage.queue_memory_budget_mb = parse_value(v)?;
             Ok(())
         },
     },

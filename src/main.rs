@@ -114,6 +114,8 @@ async fn run(config: Config) -> Result<(), String> {
             bytes: usize::try_from(config.storage.queue_memory_window_mb << 20)
                 .unwrap_or(usize::MAX),
         },
+        queue_memory_budget: usize::try_from(config.storage.queue_memory_budget_mb << 20)
+            .unwrap_or(usize::MAX),
         stall_watch: (config.storage.flush_stall_exit_secs > 0).then(|| StallWatch {
             limit: Duration::from_secs(config.storage.flush_stall_exit_secs),
             on_stall: Arc::new(exit_on_stall),
@@ -121,16 +123,16 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let broker = Broker::new(store, opts);
     broker
-        .recover()
+        .recover(lagomorph::clock::now())
         .map_err(|e| format!("recovery failed: {e}"))?;
     let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
         .await
         .map_err(|e| e.to_string())?;
-    let addrs: Vec<String> = listeners
+    let bound: Vec<std::net::SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
         .collect();
+    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -144,10 +146,10 @@ async fn run(config: Config) -> Result<(), String> {
         usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
         token.clone(),
     ));
-    if let Some(wm) = config
+    let high_watermark = config
         .memory
-        .high_watermark_bytes(lagomorph::server::total_memory_bytes())
-    {
+        .high_watermark_bytes(lagomorph::process::total_memory());
+    if let Some(wm) = high_watermark {
         tracing::info!(high_watermark_mb = wm >> 20, "memory alarm armed");
         tokio::spawn(lagomorph::server::memory_monitor(
             broker.clone(),
@@ -160,10 +162,16 @@ async fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
         tracing::info!(listener = %config.management.listen, "management API started");
-        Some(tokio::spawn(lagomorph::management::serve(
+        Some(tokio::spawn(lagomorph::management::serve_with(
             listener,
             broker.clone(),
             token.clone(),
+            lagomorph::management::Options {
+                amqp_listeners: bound,
+                data_dir: Some(data_dir.clone()),
+                mem_limit: high_watermark.unwrap_or(0),
+                ..Default::default()
+            },
         )))
     } else {
         None

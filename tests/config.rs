@@ -126,6 +126,7 @@ fn builtin_defaults_are_the_documented_ones() {
     assert_eq!(c.storage.cache_size_mb, 16);
     assert_eq!(c.storage.queue_memory_window, 10_000);
     assert_eq!(c.storage.queue_memory_window_mb, 32);
+    assert_eq!(c.storage.queue_memory_budget_mb, 256);
     assert_eq!(c.default_vhost, "/");
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);
@@ -270,6 +271,10 @@ fn rule_violations_are_named() {
         (
             "[storage]\nqueue_memory_window_mb = 0\n",
             "storage.queue_memory_window_mb",
+        ),
+        (
+            "[storage]\nqueue_memory_budget_mb = 0\n",
+            "storage.queue_memory_budget_mb",
         ),
         ("[storage]\ndata_dir = \"\"\n", "storage.data_dir"),
         ("default_vhost = \"\"\n", "default_vhost"),
@@ -455,6 +460,7 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_CACHE_SIZE_MB", "8"),
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW", "100"),
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW_MB", "3"),
+        ("LAGOMORPH_QUEUE_MEMORY_BUDGET_MB", "7"),
         ("LAGOMORPH_FLUSH_STALL_EXIT_SECS", "0"),
         ("LAGOMORPH_SEGMENT_SIZE_MB", "8"),
         ("LAGOMORPH_DEFAULT_VHOST", "prod"),
@@ -481,6 +487,7 @@ fn every_environment_variable_is_applied() {
     assert_eq!(c.storage.cache_size_mb, 8);
     assert_eq!(c.storage.queue_memory_window, 100);
     assert_eq!(c.storage.queue_memory_window_mb, 3);
+    assert_eq!(c.storage.queue_memory_budget_mb, 7);
     assert_eq!(c.storage.flush_stall_exit_secs, 0);
     assert_eq!(c.storage.segment_size_mb, 8);
     assert_eq!(c.default_vhost, "prod");

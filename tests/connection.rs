@@ -200,7 +200,7 @@ async fn method_on_unopened_channel_is_a_channel_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_larger_than_frame_max_is_a_frame_error() {
     let b = start().await;
-    let mut r = Raw::connect_tuned(b.addr, 0, 4096, 0).await;
+    let mut r = Raw::connect_tuned(b.addr, 2047, 4096, 0).await;
     r.open_channel(1).await;
     r.send_frame(&Frame::Body {
         channel: 1,
@@ -261,7 +261,7 @@ async fn body_without_header_is_unexpected_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_sends_heartbeats_and_drops_silent_peers() {
     let b = start().await;
-    let mut r = Raw::connect_tuned(b.addr, 0, 131072, 1).await;
+    let mut r = Raw::connect_tuned(b.addr, 2047, 131072, 1).await;
     // With a 1 s heartbeat the broker speaks within a second and gives up on us after two.
     let started = std::time::Instant::now();
     let mut saw_heartbeat = false;
@@ -348,7 +348,7 @@ async fn memory_alarm_blocks_and_unblocks_clients_that_asked() {
     r.send(
         0,
         ConnectionTuneOk {
-            channel_max: 0,
+            channel_max: 2047,
             frame_max: 131072,
             heartbeat: 0,
         }

@@ -243,3 +243,160 @@ async fn confirmed_messages_survive_kill_9() {
         "marked redelivered without a delivery"
     );
 }
+
+/// Dead-lettering between durable queues keeps every persistent message in exactly one of the
+/// two across a crash: SIGKILL while messages expire from a durable queue into another; after
+/// the restart every confirmed message is in exactly one of them (the source's removal and the
+/// target's put land in the same store flush), and none is there twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_between_durable_queues_survive_kill_9_exactly_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(11, |d| d.as_nanos() as u64)
+        | 1;
+    const CYCLES: usize = 3;
+    const MESSAGES: u64 = 3000;
+    let durable = || QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let source_args = |target: &str| {
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-message-ttl".into(),
+            lapin::types::AMQPValue::LongInt(100),
+        );
+        t.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString("".into()),
+        );
+        t.insert(
+            "x-dead-letter-routing-key".into(),
+            lapin::types::AMQPValue::LongString(target.into()),
+        );
+        t
+    };
+    // Per cycle, the sequences confirmed before the kill.
+    let mut confirmed: Vec<std::collections::BTreeSet<u64>> = Vec::new();
+    for cycle in 0..CYCLES {
+        let (src, dst) = (format!("dl-src-{cycle}"), format!("dl-dst-{cycle}"));
+        let mut b = spawn(dir.path(), 64, None);
+        let conn = connect(&b).await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_declare(dst.as_str().into(), durable(), FieldTable::default())
+            .await
+            .expect("target");
+        ch.queue_declare(src.as_str().into(), durable(), source_args(&dst))
+            .await
+            .expect("source");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("select");
+        let publisher = {
+            let src = src.clone();
+            tokio::spawn(async move {
+                let mut ok = std::collections::BTreeSet::new();
+                'outer: for start in (0..MESSAGES).step_by(100) {
+                    let mut window = Vec::new();
+                    for seq in start..start + 100 {
+                        match ch
+                            .basic_publish(
+                                "".into(),
+                                src.as_str().into(),
+                                BasicPublishOptions::default(),
+                                format!("{cycle}:{seq}").as_bytes(),
+                                BasicProperties::default().with_delivery_mode(2),
+                            )
+                            .await
+                        {
+                            Ok(c) => window.push((seq, c)),
+                            Err(_) => break 'outer,
+                        }
+                    }
+                    for (seq, c) in window {
+                        match c.await {
+                            Ok(conf) if conf.is_ack() => {
+                                ok.insert(seq);
+                            }
+                            _ => break 'outer,
+                        }
+                    }
+                }
+                ok
+            })
+        };
+        // Kill once some of them have been dead-lettered (bounded in time).
+        seed = mix(seed);
+        let kill_at = 1 + seed % (MESSAGES / 2);
+        let watch = conn.create_channel().await.expect("channel");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let moved = watch
+                .queue_declare(
+                    dst.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("passive")
+                .message_count();
+            if u64::from(moved) >= kill_at || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        b.child.kill().expect("SIGKILL");
+        let _ = b.child.wait();
+        confirmed.push(publisher.await.expect("publisher"));
+        drop(conn);
+    }
+    let mut b = spawn(dir.path(), 64, None);
+    let conn = connect(&b).await;
+    let ch = conn.create_channel().await.expect("channel");
+    for (cycle, ok) in confirmed.iter().enumerate() {
+        let (src, dst) = (format!("dl-src-{cycle}"), format!("dl-dst-{cycle}"));
+        // What is left in the source expires into the target now.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = ch
+                .queue_declare(src.as_str().into(), durable(), source_args(&dst))
+                .await
+                .expect("source")
+                .message_count();
+            if left == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{left} never expired from {src}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+        while let Some(m) = ch
+            .basic_get(dst.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            let s = String::from_utf8(m.delivery.data.clone()).expect("utf8");
+            let (c, n) = s.split_once(':').expect("c:n");
+            assert_eq!(c, cycle.to_string());
+            *seen.entry(n.parse().expect("n")).or_default() += 1;
+        }
+        for seq in ok {
+            assert_eq!(
+                seen.get(seq),
+                Some(&1),
+                "cycle {cycle}: confirmed message {seq} not exactly once"
+            );
+        }
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "cycle {cycle}: a message is there twice"
+        );
+        assert!(!ok.is_empty(), "cycle {cycle}: something was confirmed");
+    }
+    b.child.kill().expect("kill");
+    let _ = b.child.wait();
+}

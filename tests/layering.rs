@@ -97,3 +97,43 @@ fn management_reads_the_broker_not_sessions() {
         }
     }
 }
+
+/// Code of a file up to its first `#[cfg(test)]` (test modules may read the clock to get a
+/// starting instant; what they test may not).
+fn non_test_code(p: &Path, s: &str) -> Option<String> {
+    if p.file_name().is_some_and(|n| n == "tests.rs") {
+        return None;
+    }
+    Some(
+        s.split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Files below `server/` that read a clock for I/O bookkeeping of their own, not for any
+/// protocol or queue rule: the group-commit flusher times its flushes for the stall watch, and
+/// the sled store waits a bounded time for a previous process to release its lock at open.
+const CLOCK_READERS: [&str; 2] = ["broker/group_commit.rs", "storage/sled_store.rs"];
+
+#[test]
+fn core_layers_never_read_a_clock() {
+    for layer in ["protocol", "session", "broker", "storage"] {
+        for (p, s) in files(layer) {
+            let shown = p.display().to_string();
+            if CLOCK_READERS.iter().any(|f| shown.ends_with(f)) {
+                continue;
+            }
+            let Some(code) = non_test_code(&p, &s) else {
+                continue;
+            };
+            for bad in ["Instant::now", "SystemTime::now", "crate::clock"] {
+                assert!(
+                    !code.contains(bad),
+                    "{shown} uses {bad}: time is passed in (a broker::Now)"
+                );
+            }
+        }
+    }
+}

@@ -29,18 +29,9 @@ impl Drop for Mgmt {
 }
 
 async fn mgmt_for(b: TestBroker) -> Mgmt {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let token = CancellationToken::new();
-    tokio::spawn(lagomorph::management::serve(
-        listener,
-        b.broker.clone(),
-        token.clone(),
-    ));
+    let (base, token) = support::serve_management(&b, Default::default()).await;
     Mgmt {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -1267,7 +1258,8 @@ async fn listing_ten_thousand_queues() {
             name: format!("q{i:05}"),
             ..Default::default()
         };
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), lagomorph::clock::now())
+            .expect("declare");
     }
     let started = Instant::now();
     let r = m.get("/api/queues?page=1&page_size=500&sort=name").await;
@@ -1416,14 +1408,25 @@ async fn prometheus_metrics() {
     assert_eq!(s["rabbitmq_channels"], 1.0);
     assert_eq!(s["rabbitmq_consumers"], 0.0);
     assert_eq!(s["rabbitmq_queues"], 1.0);
+    // Aggregated, as rabbitmq_prometheus's /metrics: one sum per queue metric, no labels.
+    assert_eq!(s["rabbitmq_queue_messages_ready"], 2.0);
+    assert_eq!(s["rabbitmq_queue_messages_unacked"], 0.0);
+    assert!(!r.text.contains("queue=\""), "per-queue series in /metrics");
+    // One series per queue on /metrics/per-object.
+    let per = m
+        .call_as(None, Method::GET, "/metrics/per-object", None)
+        .await;
+    assert_status(&per, 200);
+    let (p, _) = parse_prometheus(&per.text);
     assert_eq!(
-        s["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"],
+        p["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m\\\"q\"}"],
         2.0
     );
     assert_eq!(
-        s["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"],
+        p["rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"m\\\"q\"}"],
         0.0
     );
+    assert_eq!(p["rabbitmq_global_messages_received_total"], 3.0);
     assert_eq!(s["rabbitmq_global_messages_received_total"], 3.0);
     assert_eq!(s["rabbitmq_global_messages_delivered_total"], 1.0);
     assert_eq!(s["rabbitmq_global_messages_acknowledged_total"], 1.0);

@@ -1,17 +1,31 @@
-//! The AMQP model: vhosts, exchanges, bindings, queues and consumers. Knows no wire and no
-//! sockets; imports `storage` (the trait and its records) and `protocol`'s value types only.
+//! The AMQP model: vhosts, exchanges, bindings, queues, consumers and policies. Knows no wire
+//! and no sockets; imports `storage` (the trait and its records) and `protocol`'s value types
+//! only, and never reads a clock: time comes in as [`Now`].
 //!
 //! [`Broker`] is a cheap handle (`Arc` inside) shared by every connection task and the
 //! management API. All state is plain structs behind short `std::sync` locks; nothing here
-//! awaits. Deliveries leave through connection mailboxes ([`consumer::Mailbox`]).
+//! awaits. Deliveries leave through connection mailboxes ([`consumer::Mailbox`]). Time-driven
+//! work (TTL, `x-expires`) is armed in [`timers::Timers`] and done by [`Broker::tick`], which
+//! a driver task in `server/` calls.
+//!
+//! Files: [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
+//! and routing), [`queue`] (the queue record and the queue-type seam, classic queues),
+//! [`exchange`], [`consumer`], [`message`], [`deadletter`] (x-death), [`policy`], [`budget`]
+//! (the global memory budget), [`timers`], [`time`], [`group_commit`].
 
+pub mod budget;
 pub mod consumer;
+pub mod deadletter;
 pub mod error;
 pub mod exchange;
 pub mod group_commit;
 pub mod message;
+pub mod policy;
+pub mod publish;
 pub mod queue;
-mod recovery;
+mod store_api;
+pub mod time;
+pub mod timers;
 pub mod vhost;
 
 use crate::storage::Store;
@@ -22,11 +36,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+pub use budget::MemoryBudget;
 pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
 pub use group_commit::{FlushPolicy, GroupCommit, StallWatch};
 pub use message::{Delivery, Message, QueuedMessage};
+pub use publish::{PublishOutcome, PublishRequest};
 pub use queue::{MemoryWindow, Queue};
+pub use time::Now;
 pub use vhost::VHost;
 
 /// The connection.blocked reason while the memory alarm is set (RabbitMQ's wording).
@@ -98,7 +115,12 @@ pub struct BrokerOptions {
     pub queue_window: MemoryWindow,
     /// What to do when a store flush does not finish (none: nothing, it is waited for).
     pub stall_watch: Option<StallWatch>,
+    /// Bytes of ready messages all queues together keep in memory (the global budget).
+    pub queue_memory_budget: usize,
 }
+
+/// The default global memory budget for ready messages in memory: 256 MiB.
+pub const DEFAULT_QUEUE_MEMORY_BUDGET: usize = 256 << 20;
 
 impl Default for BrokerOptions {
     fn default() -> Self {
@@ -113,6 +135,7 @@ impl Default for BrokerOptions {
             flush: FlushPolicy::Batch,
             queue_window: MemoryWindow::default(),
             stall_watch: None,
+            queue_memory_budget: DEFAULT_QUEUE_MEMORY_BUDGET,
         }
     }
 }
@@ -130,6 +153,9 @@ pub struct ConnectionInfo {
     pub user: RwLock<String>,
     /// Vhost ("" before open).
     pub vhost: RwLock<String>,
+    /// The client-properties table of its connection.start-ok (management lists it; tools
+    /// find connections by its `connection_name`).
+    pub client_properties: RwLock<crate::protocol::types::FieldTable>,
     /// When it connected.
     pub connected_at: SystemTime,
     /// Open channels.
@@ -180,21 +206,42 @@ pub struct BrokerStats {
     pub confirmed: AtomicU64,
     /// Unroutable messages.
     pub unroutable: AtomicU64,
+    /// Unroutable mandatory messages returned to their publisher (basic.return); the rest of
+    /// `unroutable` were dropped. RabbitMQ's `return_unroutable` and `drop_unroutable`.
+    pub returned: AtomicU64,
+    /// Messages dead-lettered, by reason (indexed by [`queue::Reason::index`]).
+    pub dead_lettered: [AtomicU64; 4],
+    /// Dead letters that reached no queue (no such exchange, no binding, or a cycle).
+    pub dead_letter_dropped: AtomicU64,
+}
+
+/// What every vhost shares with the broker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) commit: Arc<GroupCommit>,
+    pub(crate) window: MemoryWindow,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) timers: Arc<timers::Timers>,
+    pub(crate) stats: BrokerStats,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
 }
 
 struct Inner {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
-    store: Arc<dyn Store>,
-    commit: Arc<GroupCommit>,
+    shared: Arc<Shared>,
     users: RwLock<Vec<User>>,
     permissions: RwLock<Vec<Permission>>,
     connections: DashMap<ConnId, Arc<ConnectionInfo>>,
     next_conn: AtomicU64,
     limits: Limits,
     default_vhost: String,
-    queue_window: MemoryWindow,
     memory_alarm: std::sync::atomic::AtomicBool,
-    stats: BrokerStats,
 }
 
 /// The broker: a cheap, cloneable handle.
@@ -214,15 +261,18 @@ impl Broker {
     /// store holds.
     pub fn new(store: Arc<dyn Store>, opts: BrokerOptions) -> Broker {
         let commit = GroupCommit::start(Arc::clone(&store), opts.flush, opts.stall_watch.clone());
+        let shared = Arc::new(Shared {
+            store,
+            commit,
+            window: opts.queue_window,
+            budget: Arc::new(MemoryBudget::new(opts.queue_memory_budget)),
+            timers: Arc::new(timers::Timers::default()),
+            stats: BrokerStats::default(),
+        });
         let mut vhosts = HashMap::new();
         vhosts.insert(
             opts.default_vhost.clone(),
-            VHost::new(
-                &opts.default_vhost,
-                Arc::clone(&store),
-                Arc::clone(&commit),
-                opts.queue_window,
-            ),
+            VHost::new(&opts.default_vhost, Arc::clone(&shared)),
         );
         // Like RabbitMQ's default user, the configured users start with full rights on the
         // default vhost.
@@ -240,24 +290,22 @@ impl Broker {
         Broker {
             inner: Arc::new(Inner {
                 vhosts: RwLock::new(vhosts),
-                store,
-                commit,
+                shared,
                 users: RwLock::new(opts.users),
                 permissions: RwLock::new(permissions),
                 connections: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 limits: opts.limits,
                 default_vhost: opts.default_vhost,
-                queue_window: opts.queue_window,
                 memory_alarm: std::sync::atomic::AtomicBool::new(false),
-                stats: BrokerStats::default(),
             }),
         }
     }
 
-    /// Loads durable definitions and persistent messages from the store.
-    pub fn recover(&self) -> BrokerResult<()> {
-        let defs = self.inner.store.load_definitions()?;
+    /// Loads durable definitions, policies and persistent messages from the store, as of
+    /// `now` (messages whose TTL ran out meanwhile expire at once).
+    pub fn recover(&self, now: Now) -> BrokerResult<()> {
+        let defs = self.inner.shared.store.load_definitions()?;
         let mut names: Vec<String> = defs
             .exchanges
             .iter()
@@ -270,22 +318,41 @@ impl Broker {
             self.ensure_vhost(&n);
         }
         for vh in self.vhosts() {
-            vh.restore(&defs)?;
+            vh.restore(&defs, now)?;
         }
         Ok(())
+    }
+
+    /// Does the time-driven work that is due at `now` (expired messages, expired queues).
+    /// Errors are logged here: no client is waiting on a tick.
+    pub fn tick(&self, now: Now) {
+        for q in self.inner.shared.timers.due(now.mono) {
+            let Some(vh) = self.vhost(&q.vhost) else {
+                continue;
+            };
+            if let Err(e) = vh.tick(&q, now) {
+                tracing::error!(queue = %q.name, vhost = %q.vhost, error = %e, "timed queue work failed");
+            }
+        }
+    }
+
+    /// The timers the driver waits on.
+    pub fn timers(&self) -> &timers::Timers {
+        &self.inner.shared.timers
+    }
+
+    /// The global memory budget of queues.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.inner.shared.budget
     }
 
     /// The vhost called `name`, creating it if missing.
     pub fn ensure_vhost(&self, name: &str) -> Arc<VHost> {
         let mut map = self.inner.vhosts.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(name.to_string()).or_insert_with(|| {
-            VHost::new(
-                name,
-                Arc::clone(&self.inner.store),
-                Arc::clone(&self.inner.commit),
-                self.inner.queue_window,
-            )
-        }))
+        Arc::clone(
+            map.entry(name.to_string())
+                .or_insert_with(|| VHost::new(name, Arc::clone(&self.inner.shared))),
+        )
     }
 
     /// The vhost called `name`.
@@ -427,12 +494,12 @@ impl Broker {
 
     /// The group-commit coordinator.
     pub fn commit(&self) -> &Arc<GroupCommit> {
-        &self.inner.commit
+        &self.inner.shared.commit
     }
 
     /// Broker-wide counters.
     pub fn stats(&self) -> &BrokerStats {
-        &self.inner.stats
+        &self.inner.shared.stats
     }
 
     /// Registers a new connection and returns its info.
@@ -441,6 +508,7 @@ impl Broker {
         peer: SocketAddr,
         local: SocketAddr,
         mailbox: Mailbox,
+        connected_at: SystemTime,
     ) -> Arc<ConnectionInfo> {
         let id = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
         let info = Arc::new(ConnectionInfo {
@@ -449,7 +517,8 @@ impl Broker {
             local,
             user: RwLock::new(String::new()),
             vhost: RwLock::new(String::new()),
-            connected_at: SystemTime::now(),
+            client_properties: RwLock::new(Default::default()),
+            connected_at,
             channels: AtomicU32::new(0),
             consumers: std::sync::atomic::AtomicI64::new(0),
             open_channels: std::sync::Mutex::new(std::collections::BTreeSet::new()),
@@ -509,7 +578,7 @@ impl Broker {
 
     /// Final flush and stop of the flusher (shutdown).
     pub fn shutdown_store(&self) {
-        self.inner.commit.flush_now();
-        self.inner.commit.stop();
+        self.inner.shared.commit.flush_now();
+        self.inner.shared.commit.stop();
     }
 }

@@ -28,10 +28,25 @@ pub(crate) struct MessageStats {
     pub(crate) confirm: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) confirm_details: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) return_unroutable: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) return_unroutable_details: Option<Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) drop_unroutable: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) drop_unroutable_details: Option<Rate>,
+    /// Lagomorph's own (RabbitMQ 3.10's API has no such figure; its Prometheus plugin has
+    /// `rabbitmq_global_messages_dead_lettered_*_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dead_lettered_details: Option<Rate>,
 }
 
 impl MessageStats {
-    /// From counters and rates; `confirm` only where RabbitMQ shows it (overview, vhosts).
+    /// From counters and rates; `confirm`, `return_unroutable` and `drop_unroutable` only
+    /// where RabbitMQ shows them (the overview).
     pub(crate) fn new(c: &Counters, r: &RateSet, with_confirm: bool) -> Self {
         MessageStats {
             publish: c.publish,
@@ -46,6 +61,14 @@ impl MessageStats {
             redeliver_details: Rate { rate: r.redeliver },
             confirm: with_confirm.then_some(c.confirm),
             confirm_details: with_confirm.then_some(Rate { rate: r.confirm }),
+            return_unroutable: with_confirm.then_some(c.returned),
+            return_unroutable_details: with_confirm.then_some(Rate { rate: r.returned }),
+            drop_unroutable: with_confirm.then_some(c.dropped),
+            drop_unroutable_details: with_confirm.then_some(Rate { rate: r.dropped }),
+            dead_lettered: with_confirm.then_some(c.dead_lettered),
+            dead_lettered_details: with_confirm.then_some(Rate {
+                rate: r.dead_lettered,
+            }),
         }
     }
 }
@@ -101,6 +124,18 @@ pub(crate) struct Listener {
     pub(crate) protocol: &'static str,
     pub(crate) ip_address: String,
     pub(crate) port: u16,
+    pub(crate) socket_opts: Value,
+}
+
+/// An HTTP context of the overview (RabbitMQ writes its port as a string).
+#[derive(Debug, Serialize)]
+pub(crate) struct Context {
+    pub(crate) ssl_opts: Vec<Value>,
+    pub(crate) node: String,
+    pub(crate) description: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) ip: String,
+    pub(crate) port: String,
 }
 
 /// GET /api/overview.
@@ -119,6 +154,7 @@ pub(crate) struct Overview {
     pub(crate) statistics_db_event_queue: u64,
     pub(crate) node: String,
     pub(crate) listeners: Vec<Listener>,
+    pub(crate) contexts: Vec<Context>,
 }
 
 /// GET /api/whoami.
@@ -141,6 +177,9 @@ pub(crate) struct Node {
     pub(crate) mem_alarm: bool,
     pub(crate) disk_free_alarm: bool,
     pub(crate) fd_used: u64,
+    pub(crate) fd_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disk_free: Option<u64>,
     pub(crate) processors: u64,
     pub(crate) uptime: u64,
     pub(crate) run_queue: u64,
@@ -186,6 +225,9 @@ pub(crate) struct Queue {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) policy: Option<String>,
+    pub(crate) operator_policy: Option<String>,
+    /// The merged definitions of its policy and operator policy (`{}` for none).
+    pub(crate) effective_policy_definition: Value,
     pub(crate) exclusive_consumer_tag: Option<String>,
     pub(crate) consumers: u64,
     /// Estimated bytes held (message bodies plus per-message bookkeeping).
@@ -249,6 +291,9 @@ pub(crate) struct Connection {
     pub(crate) timeout: u16,
     pub(crate) connected_at: u64,
     pub(crate) client_properties: Map<String, Value>,
+    /// The client's `connection_name` property, as RabbitMQ repeats it (absent when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user_provided_name: Option<String>,
 }
 
 /// Connection fields repeated in channel listings.
@@ -346,6 +391,12 @@ pub(crate) struct Health {
     pub(crate) status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+}
+
+/// GET /api/cluster-name, and the body of its PUT.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClusterName {
+    pub(crate) name: String,
 }
 
 /// Serializes a DTO to a JSON value. Our DTOs have string keys and finite numbers only, so

@@ -9,6 +9,7 @@ use crate::protocol::properties::BasicProperties;
 use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -245,9 +246,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                // RabbitMQ 3.10 answers 400 with this reason; 413 says what happened.
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bad_request",
+                    "Exceeded HTTP request body size limit",
+                )
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(Map::new())));
         }

@@ -3,14 +3,17 @@
 //!
 //! Without `page` the whole (filtered, sorted) list is returned as a JSON array; with it, the
 //! paginated envelope `{filtered_count, item_count, items, page, page_count, page_size,
-//! total_count}`. Sorting and filtering run on the JSON items, so any field can be a sort key.
+//! total_count}`. `name` matches case-insensitively, as a substring or (with `use_regex`) an
+//! unanchored regex, as in RabbitMQ 3.10. [`ListQuery::respond`] sorts and filters JSON items,
+//! so any field can be a sort key; [`ListQuery::respond_lazy`] does it on keys read from the
+//! objects, for listings that can hold 100,000 of them.
 
 use super::dto::to_value;
 use super::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::cmp::Ordering;
@@ -26,7 +29,7 @@ const MAX_PATTERN_LEN: usize = 1000;
 enum NameFilter {
     /// Case-insensitive substring (RabbitMQ's default).
     Substring(String),
-    /// Unanchored regular expression.
+    /// Unanchored, case-insensitive regular expression.
     Regex(Regex),
 }
 
@@ -35,6 +38,37 @@ impl NameFilter {
         match self {
             NameFilter::Substring(s) => name.to_lowercase().contains(s.as_str()),
             NameFilter::Regex(r) => r.is_match(name),
+        }
+    }
+}
+
+/// A sort key read from an object without building its JSON; it orders as [`compare`] orders
+/// the JSON value it stands for (booleans, then numbers, then strings).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SortKey {
+    /// A boolean field.
+    Bool(bool),
+    /// A number field.
+    Num(f64),
+    /// A string field.
+    Str(std::sync::Arc<str>),
+}
+
+impl SortKey {
+    fn rank(&self) -> u8 {
+        match self {
+            SortKey::Bool(_) => 1,
+            SortKey::Num(_) => 2,
+            SortKey::Str(_) => 3,
+        }
+    }
+
+    fn cmp(&self, other: &SortKey) -> Ordering {
+        match (self, other) {
+            (SortKey::Bool(a), SortKey::Bool(b)) => a.cmp(b),
+            (SortKey::Num(a), SortKey::Num(b)) => a.total_cmp(b),
+            (SortKey::Str(a), SortKey::Str(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
         }
     }
 }
@@ -98,7 +132,13 @@ impl ListQuery {
                 if n.len() > MAX_PATTERN_LEN {
                     return Err(invalid());
                 }
-                Some(NameFilter::Regex(Regex::new(n).map_err(|_| invalid())?))
+                // Case-insensitive, as RabbitMQ 3.10 matches (recorded in
+                // tests/fixtures/rabbitmq-3.10/ui-shapes.json).
+                let re = RegexBuilder::new(n)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|_| invalid())?;
+                Some(NameFilter::Regex(re))
             }
             Some(n) => Some(NameFilter::Substring(n.to_lowercase())),
         };
@@ -119,49 +159,70 @@ impl ListQuery {
         })
     }
 
-    /// Like [`ListQuery::respond`] for many objects: when the listing is sorted by name (the
-    /// default) and has no `columns`, filtering, sorting and pagination run on the cheap
-    /// `(vhost, name)` keys and only the answered page is built and serialized straight from
-    /// its DTOs. Other sorts build every item as JSON first. This keeps a page of 10,000
-    /// queues cheap.
+    /// Like [`ListQuery::respond`] for many objects, paging and sorting on the server before
+    /// anything is built per object (rabbitmq-management#50, PR #399): the name filter runs on
+    /// the names, the sort on keys that `sort_key` reads straight from each object (the
+    /// default sort is `(vhost, name)`), and only the answered page is built and serialized
+    /// from its DTOs. Only a `sort` field that `sort_key` does not know, or `columns`, makes
+    /// it build every (filtered) item as JSON first. This keeps a page of 100,000 queues cheap.
     pub(crate) fn respond_lazy<T, D: Serialize>(
         &self,
         mut items: Vec<T>,
         key: impl Fn(&T) -> (&str, &str),
+        sort_key: impl Fn(&T, &[String]) -> Option<SortKey>,
         build: impl Fn(&T) -> D,
     ) -> ApiResult<Response> {
-        let by_name = match self.sort.as_deref() {
-            None => true,
-            Some([k]) => k == "name",
-            Some(_) => false,
-        };
-        if !by_name || self.columns.is_some() {
-            let values = items.iter().map(|t| to_value(&build(t))).collect();
-            return Ok(Json(self.respond(values, &["vhost", "name"])?).into_response());
-        }
         let total = items.len();
         if let Some(f) = &self.name {
             items.retain(|t| f.matches(key(t).1));
         }
-        if self.sort.is_some() {
-            items.sort_by(|a, b| key(a).1.cmp(key(b).1));
-        } else {
-            items.sort_by(|a, b| key(a).cmp(&key(b)));
+        let keyed = match self.sort.as_deref() {
+            Some(p) if self.columns.is_none() => {
+                let keys: Option<Vec<SortKey>> = items.iter().map(|t| sort_key(t, p)).collect();
+                match keys {
+                    Some(k) => Some(k),
+                    None => return self.respond_built(items, total, &build),
+                }
+            }
+            Some(_) => return self.respond_built(items, total, &build),
+            None if self.columns.is_some() => return self.respond_built(items, total, &build),
+            None => None,
+        };
+        // Order indexes by the key, ties by (vhost, name) so pages are stable between calls;
+        // sort_reverse reverses the whole order.
+        let base = |a: usize, b: usize| match &keyed {
+            Some(keys) => keys[a]
+                .cmp(&keys[b])
+                .then_with(|| key(&items[a]).cmp(&key(&items[b]))),
+            None => key(&items[a]).cmp(&key(&items[b])),
+        };
+        let cmp = |a: &usize, b: &usize| {
+            let o = base(*a, *b);
+            if self.sort_reverse { o.reverse() } else { o }
+        };
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        // A page needs only the items up to its end in order: select them in linear time,
+        // then sort just those (page 1 of 100,000 sorts 100 items, not 100,000).
+        let end = self
+            .page
+            .map_or(order.len(), |p| p.saturating_mul(self.page_size))
+            .min(order.len());
+        if end > 0 && end < order.len() {
+            order.select_nth_unstable_by(end - 1, cmp);
+            order.truncate(end);
         }
-        if self.sort_reverse {
-            items.reverse();
-        }
+        order.sort_unstable_by(cmp);
         let filtered = items.len();
         let Some(page) = self.page else {
-            let all: Vec<D> = items.iter().map(build).collect();
+            let all: Vec<D> = order.iter().map(|&i| build(&items[i])).collect();
             return Ok(Json(all).into_response());
         };
         let page_count = self.check_page(page, filtered)?;
-        let window: Vec<D> = items
+        let window: Vec<D> = order
             .iter()
             .skip((page - 1).saturating_mul(self.page_size))
             .take(self.page_size)
-            .map(build)
+            .map(|&i| build(&items[i]))
             .collect();
         Ok(Json(Page {
             filtered_count: filtered,
@@ -173,6 +234,22 @@ impl ListQuery {
             total_count: total,
         })
         .into_response())
+    }
+
+    /// The slow path of [`ListQuery::respond_lazy`]: every (already filtered) item as JSON,
+    /// then [`ListQuery::respond`]; `total` is the count before filtering.
+    fn respond_built<T, D: Serialize>(
+        &self,
+        items: Vec<T>,
+        total: usize,
+        build: impl Fn(&T) -> D,
+    ) -> ApiResult<Response> {
+        let values = items.iter().map(|t| to_value(&build(t))).collect();
+        let mut out = self.respond(values, &["vhost", "name"])?;
+        if let Some(t) = out.get_mut("total_count") {
+            *t = Value::from(total);
+        }
+        Ok(Json(out).into_response())
     }
 
     /// The page count, or RabbitMQ's `page_out_of_range`.
@@ -386,6 +463,12 @@ mod tests {
             .respond(items(), &["name"])
             .expect("ok");
         assert_eq!(names(&r), ["b", "c"]);
+        // Regexes ignore case too, as RabbitMQ's do.
+        let r = ListQuery::parse(&q(&[("name", "^[AB]$"), ("use_regex", "true")]))
+            .expect("parse")
+            .respond(items(), &["name"])
+            .expect("ok");
+        assert_eq!(names(&r), ["A", "b"]);
     }
 
     #[test]
@@ -395,6 +478,91 @@ mod tests {
             .respond(items(), &["name"])
             .expect("ok");
         assert_eq!(r[0], json!({"name": "A", "n": {"x": 3}}));
+    }
+
+    /// (vhost, name, n) rows for respond_lazy.
+    fn rows(count: usize) -> Vec<(String, String, u64)> {
+        // Every third value repeats, so ties need the (vhost, name) tie-break.
+        (0..count)
+            .map(|i| {
+                let vh = if i % 2 == 0 { "/" } else { "b" };
+                (
+                    vh.to_string(),
+                    format!("q{:03}", (i * 37) % count),
+                    (i % 7) as u64 / 3,
+                )
+            })
+            .collect()
+    }
+
+    fn lazy_names(params: &[(&str, &str)], data: Vec<(String, String, u64)>) -> Vec<String> {
+        let resp = ListQuery::parse(&q(params))
+            .expect("parse")
+            .respond_lazy(
+                data,
+                |(v, n, _)| (v.as_str(), n.as_str()),
+                |(_, n, x), path| match path {
+                    [p] if p == "n" => Some(SortKey::Num(*x as f64)),
+                    [p] if p == "name" => Some(SortKey::Str(std::sync::Arc::from(n.as_str()))),
+                    _ => None,
+                },
+                |(v, n, x)| json!({"vhost": v, "name": n, "n": x}),
+            )
+            .expect("ok");
+        let body = futures_body(resp);
+        names(&body).into_iter().map(str::to_string).collect()
+    }
+
+    fn futures_body(resp: Response) -> Value {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt")
+            .block_on(axum::body::to_bytes(resp.into_body(), usize::MAX))
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[test]
+    fn lazy_pages_equal_slices_of_the_full_order() {
+        let data = rows(50);
+        // The whole order, computed naively: key, then (vhost, name); reversed whole.
+        let mut full = data.clone();
+        full.sort_by(|a, b| a.2.cmp(&b.2).then((&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        let asc: Vec<String> = full.iter().map(|r| r.1.clone()).collect();
+        let desc: Vec<String> = asc.iter().rev().cloned().collect();
+        for (reverse, expected) in [("false", &asc), ("true", &desc)] {
+            for page in 1..=4 {
+                let p = page.to_string();
+                let got = lazy_names(
+                    &[
+                        ("sort", "n"),
+                        ("sort_reverse", reverse),
+                        ("page", &p),
+                        ("page_size", "15"),
+                    ],
+                    data.clone(),
+                );
+                let start = (page - 1) * 15;
+                let want: Vec<String> = expected.iter().skip(start).take(15).cloned().collect();
+                assert_eq!(got, want, "page {page} reverse {reverse}");
+            }
+        }
+        // Default order (vhost, name) and an unknown key (built as JSON) agree with respond().
+        let mut by_name = data.clone();
+        by_name.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let want: Vec<String> = by_name.iter().take(10).map(|r| r.1.clone()).collect();
+        assert_eq!(
+            lazy_names(&[("page", "1"), ("page_size", "10")], data.clone()),
+            want
+        );
+        let got = lazy_names(
+            &[("sort", "vhost"), ("page", "1"), ("page_size", "10")],
+            data,
+        );
+        assert!(
+            got.iter()
+                .all(|n| by_name.iter().any(|r| &r.1 == n && r.0 == "/"))
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! `GET /metrics`: Prometheus text exposition format (version 0.0.4).
+//! `GET /metrics` and `GET /metrics/per-object`: Prometheus text exposition format (0.0.4).
 //!
 //! Metric names follow RabbitMQ's `rabbitmq_prometheus` plugin where it has one (so existing
-//! dashboards work); what RabbitMQ lacks is `lagomorph_*`. Like RabbitMQ's plugin, the endpoint
-//! needs no login. Everything is read from atomics and the queues' counts; nothing is sampled.
+//! dashboards work); what RabbitMQ lacks is `lagomorph_*`. Like RabbitMQ's plugin, the endpoints
+//! need no login, and `/metrics` is aggregated (queue metrics summed, no per-queue series, so it
+//! stays small and fast with 100,000 queues) while `/metrics/per-object` has one series per
+//! queue (rabbitmq_prometheus's `return_per_object_metrics`). Everything is read from atomics
+//! and the queues' counts; nothing is sampled.
 
 use super::ApiState;
 use super::rates::Counters;
-use super::sys;
 use crate::broker::group_commit::FLUSH_BUCKETS_MICROS;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -45,8 +47,30 @@ impl Text {
     }
 }
 
-/// Renders every metric.
-pub(crate) fn render(st: &ApiState) -> String {
+/// Reads one figure of a queue's counters.
+type Field = fn(&Counters) -> u64;
+
+/// The per-queue metrics: name, help, and which counter.
+const QUEUE_METRICS: [(&str, &str, Field); 3] = [
+    (
+        "rabbitmq_queue_messages_ready",
+        "Messages ready to be delivered to consumers",
+        |c| c.ready,
+    ),
+    (
+        "rabbitmq_queue_messages_unacked",
+        "Messages delivered to consumers but not yet acknowledged",
+        |c| c.unacked,
+    ),
+    (
+        "rabbitmq_queue_messages_published_total",
+        "Messages published into the queue",
+        |c| c.publish,
+    ),
+];
+
+/// Renders every metric; `per_object` gives one series per queue instead of their sum.
+pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
     let b = &st.broker;
     let mut t = Text(String::with_capacity(4096));
     let conns = b.connections();
@@ -75,41 +99,34 @@ pub(crate) fn render(st: &ApiState) -> String {
             .sum::<i64>(),
     );
 
+    // One pass over the queues: their counters (one short lock each), kept with their names
+    // only when each queue gets its own series.
+    let mut sum = Counters::default();
+    let mut count = 0usize;
     let mut queues = Vec::new();
     for vh in b.vhosts() {
         for q in vh.queues() {
-            queues.push((
-                escape_label(&vh.name),
-                escape_label(&q.name),
-                Counters::of_queue(&q),
-            ));
+            let c = Counters::of_queue(&q);
+            sum.add(&c);
+            count += 1;
+            if per_object {
+                queues.push((escape_label(&vh.name), escape_label(&q.name), c));
+            }
         }
     }
     queues.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    t.single("rabbitmq_queues", "gauge", "Queues available", queues.len());
-    for (name, help, get) in [
-        (
-            "rabbitmq_queue_messages_ready",
-            "Messages ready to be delivered to consumers",
-            (|c: &Counters| c.ready) as fn(&Counters) -> u64,
-        ),
-        (
-            "rabbitmq_queue_messages_unacked",
-            "Messages delivered to consumers but not yet acknowledged",
-            |c: &Counters| c.unacked,
-        ),
-        (
-            "rabbitmq_queue_messages_published_total",
-            "Messages published into the queue",
-            |c: &Counters| c.publish,
-        ),
-    ] {
+    t.single("rabbitmq_queues", "gauge", "Queues available", count);
+    for (name, help, get) in QUEUE_METRICS {
         let kind = if name.ends_with("_total") {
             "counter"
         } else {
             "gauge"
         };
         t.header(name, kind, help);
+        if !per_object {
+            let _ = writeln!(t.0, "{name} {}", get(&sum));
+            continue;
+        }
         for (vhost, queue, c) in &queues {
             let _ = writeln!(
                 t.0,
@@ -121,7 +138,6 @@ pub(crate) fn render(st: &ApiState) -> String {
 
     let stats = b.stats();
     let retired = st.rates.retired();
-    let sum = |f: fn(&Counters) -> u64| queues.iter().map(|(_, _, c)| f(c)).sum::<u64>();
     t.single(
         "rabbitmq_global_messages_received_total",
         "counter",
@@ -138,25 +154,57 @@ pub(crate) fn render(st: &ApiState) -> String {
         "rabbitmq_global_messages_delivered_total",
         "counter",
         "Messages delivered to consumers or fetched with basic.get",
-        sum(|c| c.deliver_get) + retired.deliver_get,
+        sum.deliver_get + retired.deliver_get,
     );
     t.single(
         "rabbitmq_global_messages_redelivered_total",
         "counter",
         "Messages redelivered to consumers",
-        sum(|c| c.redeliver) + retired.redeliver,
+        sum.redeliver + retired.redeliver,
     );
     t.single(
         "rabbitmq_global_messages_acknowledged_total",
         "counter",
         "Messages acknowledged by consumers",
-        sum(|c| c.ack) + retired.ack,
+        sum.ack + retired.ack,
     );
     t.single(
         "lagomorph_messages_unroutable_total",
         "counter",
         "Published messages that no queue took",
         stats.unroutable.load(Ordering::Relaxed),
+    );
+    for reason in crate::broker::queue::Reason::ALL {
+        let name = format!(
+            "rabbitmq_global_messages_dead_lettered_{}_total",
+            reason.as_str()
+        );
+        t.header(
+            &name,
+            "counter",
+            "Messages dead-lettered, by reason (RabbitMQ 3.12's names)",
+        );
+        let n = stats.dead_lettered[reason.index()].load(Ordering::Relaxed);
+        let _ = writeln!(t.0, "{name}{{queue_type=\"rabbit_classic_queue\"}} {n}");
+    }
+    t.single(
+        "lagomorph_dead_letters_dropped_total",
+        "counter",
+        "Dead letters no queue took (missing exchange, no binding, or a cycle)",
+        stats.dead_letter_dropped.load(Ordering::Relaxed),
+    );
+    let budget = b.memory_budget();
+    t.single(
+        "lagomorph_queue_memory_budget_bytes",
+        "gauge",
+        "The global budget for ready messages kept in memory",
+        budget.limit() as u64,
+    );
+    t.single(
+        "lagomorph_queue_memory_used_bytes",
+        "gauge",
+        "Bytes of ready messages kept in memory, charged to the budget",
+        budget.used() as u64,
     );
 
     let gc = b.commit();
@@ -178,20 +226,33 @@ pub(crate) fn render(st: &ApiState) -> String {
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory size in bytes",
-        sys::resident_memory(),
+        crate::process::resident_memory().unwrap_or(0),
     );
     t.single(
         "process_open_fds",
         "gauge",
         "Number of open file descriptors",
-        sys::open_fds(),
+        crate::process::open_fds().unwrap_or(0),
     );
     t.0
 }
 
-/// GET /metrics.
-pub(crate) async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&st))
+/// Renders off the async workers: with many queues this is a long loop of short locks.
+async fn respond(st: ApiState, per_object: bool) -> Response {
+    match tokio::task::spawn_blocking(move || render(&st, per_object)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// GET /metrics: aggregated.
+pub(crate) async fn metrics(State(st): State<ApiState>) -> Response {
+    respond(st, false).await
+}
+
+/// GET /metrics/per-object: one series per queue.
+pub(crate) async fn per_object(State(st): State<ApiState>) -> Response {
+    respond(st, true).await
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! (basic auth, tags), `dto` (JSON shapes), `json` (field tables and properties ↔ JSON, request
 //! extractors), `listing` (pagination, filters, sorting, columns), `rates` (the sampler that
 //! turns atomic counters into rates), `metrics` (Prometheus text), `error` (RabbitMQ's error
-//! bodies), `sys` (process figures from `/proc`).
+//! bodies), `ui` (the web UI at `/`, embedded assets). Process figures come from
+//! [`crate::process`].
 
 mod api;
 mod auth;
@@ -19,27 +20,66 @@ mod json;
 mod listing;
 mod metrics;
 mod rates;
-mod sys;
+mod ui;
 
 use crate::broker::Broker;
 use rates::Rates;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower::util::MapRequestLayer;
 
 /// Options of the management server.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// How often message rates are sampled (RabbitMQ's default is 5 s).
     pub sample_interval: Duration,
+    /// The broker's AMQP listeners, for `/api/overview`'s `listeners` and the port-listener
+    /// health check (the management listener is added to them).
+    pub amqp_listeners: Vec<SocketAddr>,
+    /// The broker's data directory, whose file system's free space `/api/nodes` reports as
+    /// `disk_free` (left out when `None`).
+    pub data_dir: Option<PathBuf>,
+    /// The memory high watermark in bytes (`mem_limit` of `/api/nodes`), 0 when there is none.
+    pub mem_limit: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             sample_interval: Duration::from_secs(5),
+            amqp_listeners: Vec::new(),
+            data_dir: None,
+            mem_limit: 0,
         }
+    }
+}
+
+/// The addresses this node listens on.
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    /// AMQP.
+    pub(crate) amqp: Vec<SocketAddr>,
+    /// This management API.
+    pub(crate) http: Option<SocketAddr>,
+}
+
+impl Listeners {
+    /// Every port listened on, sorted (RabbitMQ's port-listener check lists them).
+    pub(crate) fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .amqp
+            .iter()
+            .chain(self.http.iter())
+            .map(SocketAddr::port)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 }
 
@@ -54,6 +94,15 @@ pub(crate) struct ApiState {
     pub(crate) started: Instant,
     /// This node's name, `lagomorph@<host>`.
     pub(crate) node: Arc<str>,
+    /// The addresses this node listens on.
+    pub(crate) listeners: Arc<Listeners>,
+    /// The cluster name (`PUT /api/cluster-name`); the node name until set. Kept in memory
+    /// only, and not the `cluster_name` of AMQP's server properties.
+    pub(crate) cluster_name: Arc<RwLock<String>>,
+    /// The data directory (for `disk_free`).
+    pub(crate) data_dir: Option<Arc<PathBuf>>,
+    /// The memory high watermark in bytes, 0 for none.
+    pub(crate) mem_limit: u64,
 }
 
 /// Serves the management API on `listener` until `token` is cancelled, with default options.
@@ -73,18 +122,28 @@ pub async fn serve_with(
     token: CancellationToken,
     opts: Options,
 ) -> std::io::Result<()> {
+    let node = format!("lagomorph@{}", crate::process::hostname());
     let state = ApiState {
         broker: broker.clone(),
         rates: Arc::new(Rates::default()),
         started: Instant::now(),
-        node: Arc::from(format!("lagomorph@{}", sys::hostname()).as_str()),
+        node: Arc::from(node.as_str()),
+        listeners: Arc::new(Listeners {
+            amqp: opts.amqp_listeners.clone(),
+            http: listener.local_addr().ok(),
+        }),
+        cluster_name: Arc::new(RwLock::new(node)),
+        data_dir: opts.data_dir.clone().map(Arc::new),
+        mem_limit: opts.mem_limit,
     };
     let sampler = tokio::spawn(Arc::clone(&state.rates).run(
         broker,
         opts.sample_interval.max(Duration::from_millis(100)),
         token.clone(),
     ));
-    let app = api::router(state);
+    // RabbitMQ answers `/api/queues/` as `/api/queues`: the slash goes before routing.
+    let app = MapRequestLayer::new(api::trim_trailing_slash).layer(api::router(state));
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .await;

@@ -26,6 +26,12 @@ pub(crate) struct Counters {
     pub(crate) redeliver: u64,
     /// Publisher confirms sent (overall only).
     pub(crate) confirm: u64,
+    /// Unroutable mandatory messages returned (overall only).
+    pub(crate) returned: u64,
+    /// Unroutable messages dropped (overall only).
+    pub(crate) dropped: u64,
+    /// Messages dead-lettered, for any reason (overall only).
+    pub(crate) dead_lettered: u64,
     /// Ready plus unacked messages.
     pub(crate) messages: u64,
     /// Ready messages.
@@ -41,8 +47,8 @@ impl Counters {
     }
 
     /// A queue's counters with counts already read by [`Queue::counts`] (one lock per answer).
-    pub(crate) fn with_counts(q: &Queue, counts: (usize, usize, usize, usize)) -> Counters {
-        let (ready, unacked, _, _) = counts;
+    pub(crate) fn with_counts(q: &Queue, counts: crate::broker::queue::Counts) -> Counters {
+        let (ready, unacked) = (counts.ready, counts.unacked);
         let s = &q.stats;
         Counters {
             publish: s.published.load(Ordering::Relaxed),
@@ -50,18 +56,25 @@ impl Counters {
             ack: s.acked.load(Ordering::Relaxed),
             redeliver: s.redelivered.load(Ordering::Relaxed),
             confirm: 0,
+            returned: 0,
+            dropped: 0,
+            dead_lettered: 0,
             messages: (ready + unacked) as u64,
             ready: ready as u64,
             unacked: unacked as u64,
         }
     }
 
-    fn add(&mut self, o: &Counters) {
+    /// Adds another queue's counters (sums over queues).
+    pub(crate) fn add(&mut self, o: &Counters) {
         self.publish += o.publish;
         self.deliver_get += o.deliver_get;
         self.ack += o.ack;
         self.redeliver += o.redeliver;
         self.confirm += o.confirm;
+        self.returned += o.returned;
+        self.dropped += o.dropped;
+        self.dead_lettered += o.dead_lettered;
         self.messages += o.messages;
         self.ready += o.ready;
         self.unacked += o.unacked;
@@ -78,6 +91,15 @@ impl Counters {
     }
 }
 
+/// Messages dead-lettered so far, all reasons together.
+pub(crate) fn dead_lettered(stats: &crate::broker::BrokerStats) -> u64 {
+    stats
+        .dead_lettered
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .sum()
+}
+
 /// Per-second rates between two samples. Gauge rates may be negative (a draining queue).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct RateSet {
@@ -91,6 +113,12 @@ pub(crate) struct RateSet {
     pub(crate) redeliver: f64,
     /// Confirms per second.
     pub(crate) confirm: f64,
+    /// Returns of unroutable mandatory messages per second.
+    pub(crate) returned: f64,
+    /// Unroutable messages dropped per second.
+    pub(crate) dropped: f64,
+    /// Dead-lettered messages per second.
+    pub(crate) dead_lettered: f64,
     /// Change of `messages` per second.
     pub(crate) messages: f64,
     /// Change of `ready` per second.
@@ -113,6 +141,9 @@ impl RateSet {
             ack: up(prev.ack, cur.ack),
             redeliver: up(prev.redeliver, cur.redeliver),
             confirm: up(prev.confirm, cur.confirm),
+            returned: up(prev.returned, cur.returned),
+            dropped: up(prev.dropped, cur.dropped),
+            dead_lettered: up(prev.dead_lettered, cur.dead_lettered),
             messages: delta(prev.messages, cur.messages),
             ready: delta(prev.ready, cur.ready),
             unacked: delta(prev.unacked, cur.unacked),
@@ -126,6 +157,9 @@ impl RateSet {
         self.ack += o.ack;
         self.redeliver += o.redeliver;
         self.confirm += o.confirm;
+        self.returned += o.returned;
+        self.dropped += o.dropped;
+        self.dead_lettered += o.dead_lettered;
         self.messages += o.messages;
         self.ready += o.ready;
         self.unacked += o.unacked;
@@ -142,11 +176,17 @@ struct Sampled {
     rate: RateSet,
 }
 
+/// The rates of one vhost's queues at the last sample, shared by every listing until the next.
+pub(crate) type VhostRates = Arc<HashMap<Arc<str>, RateSet>>;
+
 #[derive(Debug, Default)]
 struct Inner {
     at: Option<Instant>,
-    /// vhost → queue name → sample.
-    queues: HashMap<String, HashMap<String, Sampled>>,
+    /// vhost → queue name → sample. Keys share the queues' own names (no copies).
+    queues: HashMap<Arc<str>, HashMap<Arc<str>, Sampled>>,
+    /// vhost → queue name → rate, rebuilt at each sample, so a listing of 100,000 queues
+    /// takes an `Arc` instead of copying a map.
+    snapshot: HashMap<Arc<str>, VhostRates>,
     /// Counters of queues that were deleted.
     retired: Counters,
     overall_last: Counters,
@@ -177,17 +217,19 @@ impl Rates {
         let stats = broker.stats();
         let published = stats.published.load(Ordering::Relaxed);
         let confirmed = stats.confirmed.load(Ordering::Relaxed);
+        let returned = stats.returned.load(Ordering::Relaxed);
+        let unroutable = stats.unroutable.load(Ordering::Relaxed);
 
         let mut inner = self.lock();
         let secs = inner
             .at
             .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
-        let mut old = std::mem::take(&mut inner.queues);
-        let mut fresh: HashMap<String, HashMap<String, Sampled>> = HashMap::new();
+        let old = std::mem::take(&mut inner.queues);
+        let mut fresh: HashMap<Arc<str>, HashMap<Arc<str>, Sampled>> = HashMap::new();
         let mut live = Counters::default();
         let mut retired = inner.retired;
         for (vhost, q, cur) in current {
-            let prev = match old.get_mut(&*vhost).and_then(|m| m.remove(&*q.name)) {
+            let prev = match old.get(&vhost).and_then(|m| m.get(&q.name)) {
                 Some(p) if std::ptr::eq(p.queue.as_ptr(), Arc::as_ptr(&q)) => Some(p),
                 Some(replaced) => {
                     retired.add(&replaced.last.monotonic());
@@ -195,12 +237,11 @@ impl Rates {
                 }
                 None => None,
             };
-            let rate = prev
-                .as_ref()
-                .map_or_else(RateSet::default, |p| RateSet::between(&p.last, &cur, secs));
+            let rate =
+                prev.map_or_else(RateSet::default, |p| RateSet::between(&p.last, &cur, secs));
             live.add(&cur);
-            fresh.entry(vhost.to_string()).or_default().insert(
-                q.name.to_string(),
+            fresh.entry(vhost).or_default().insert(
+                Arc::clone(&q.name),
                 Sampled {
                     queue: Arc::downgrade(&q),
                     last: cur,
@@ -208,19 +249,35 @@ impl Rates {
                 },
             );
         }
-        // Whatever is left in `old` was deleted since the last sample.
-        for gone in old.values().flat_map(HashMap::values) {
-            retired.add(&gone.last.monotonic());
+        // Old samples with no new one under their name were deleted since the last sample
+        // (replaced ones were retired above).
+        for (vhost, samples) in &old {
+            let now_there = fresh.get(vhost);
+            for (name, gone) in samples {
+                if now_there.and_then(|m| m.get(name)).is_none() {
+                    retired.add(&gone.last.monotonic());
+                }
+            }
         }
         let mut overall = live;
         overall.add(&retired);
         overall.publish = published;
         overall.confirm = confirmed;
+        overall.returned = returned;
+        overall.dropped = unroutable.saturating_sub(returned);
+        overall.dead_lettered = dead_lettered(stats);
         if inner.at.is_some() {
             inner.overall_rate = RateSet::between(&inner.overall_last, &overall, secs);
         }
         inner.overall_last = overall;
         inner.retired = retired;
+        inner.snapshot = fresh
+            .iter()
+            .map(|(vhost, m)| {
+                let rates = m.iter().map(|(k, s)| (Arc::clone(k), s.rate)).collect();
+                (Arc::clone(vhost), Arc::new(rates))
+            })
+            .collect();
         inner.queues = fresh;
         inner.at = Some(now);
     }
@@ -228,19 +285,16 @@ impl Rates {
     /// The rates of one queue (zero until it has been sampled twice).
     pub(crate) fn queue(&self, vhost: &str, name: &str) -> RateSet {
         self.lock()
-            .queues
+            .snapshot
             .get(vhost)
             .and_then(|m| m.get(name))
-            .map_or_else(RateSet::default, |s| s.rate)
+            .copied()
+            .unwrap_or_default()
     }
 
-    /// The rates of every queue of `vhost`, for one pass over many queues under one lock.
-    pub(crate) fn vhost_queues(&self, vhost: &str) -> HashMap<String, RateSet> {
-        self.lock()
-            .queues
-            .get(vhost)
-            .map(|m| m.iter().map(|(k, s)| (k.clone(), s.rate)).collect())
-            .unwrap_or_default()
+    /// The rates of every queue of `vhost` at the last sample (a shared snapshot).
+    pub(crate) fn vhost_queues(&self, vhost: &str) -> VhostRates {
+        self.lock().snapshot.get(vhost).cloned().unwrap_or_default()
     }
 
     /// Counters of deleted queues, which overall totals add to the live queues' counters.
@@ -285,20 +339,21 @@ impl Rates {
 mod tests {
     use super::*;
     use crate::broker::vhost::QueueSpec;
-    use crate::broker::{BrokerOptions, ConnId, Message};
+    use crate::broker::{BrokerOptions, ConnId, PublishRequest};
     use crate::protocol::types::ShortStr;
     use crate::storage::MemoryStore;
 
     fn publish(broker: &Broker, queue: &str, n: usize) {
         let vh = broker.vhost("/").expect("vhost");
         for _ in 0..n {
-            let msg = Arc::new(Message {
+            let req = PublishRequest {
                 exchange: ShortStr::EMPTY,
                 routing_key: ShortStr::try_from(queue).expect("name"),
                 properties: Default::default(),
                 body: bytes::Bytes::from_static(b"x"),
-            });
-            vh.publish("", msg).expect("publish");
+                user: "guest",
+            };
+            vh.publish(req, crate::clock::now()).expect("publish");
         }
     }
 
@@ -310,14 +365,15 @@ mod tests {
             name: "q".into(),
             ..Default::default()
         };
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         let rates = Rates::default();
         let t0 = Instant::now();
         rates.sample(&broker, t0);
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         publish(&broker, "q", 10);
         let q = vh.queue("q").expect("queue");
-        let _ = q.get(true).expect("get");
+        let _ = vh.get(&q, true, crate::clock::now()).expect("get");
         rates.sample(&broker, t0 + Duration::from_secs(5));
         let r = rates.queue("/", "q");
         assert_eq!(r.publish, 2.0);
@@ -328,7 +384,8 @@ mod tests {
         // Delete and re-declare under the same name: a new queue, old counts retired.
         vh.delete_queue("q", false, false, ConnId(0))
             .expect("delete");
-        vh.declare_queue(&spec, false, ConnId(0)).expect("declare");
+        vh.declare_queue(&spec, false, ConnId(0), crate::clock::now())
+            .expect("declare");
         rates.sample(&broker, t0 + Duration::from_secs(10));
         assert_eq!(rates.queue("/", "q"), RateSet::default());
         assert_eq!(rates.retired().publish, 10);

@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::error::FrameError;
+use super::error::{FrameError, Octets};
 use super::method::{self, Method};
 use super::properties::{self, Properties};
 use super::small;
@@ -90,12 +90,16 @@ pub enum Frame {
 /// Consumes one whole frame from the front of `buf`. `Ok(None)` when more bytes are needed
 /// (`buf` is then untouched, apart from capacity reserved for the announced frame).
 ///
-/// Checks the type, that the size (8 bytes of overhead included, as RabbitMQ counts
-/// frame_max) is at most `frame_max`, and the end octet, all before parsing; `frame_max == 0`
-/// means no limit beyond the u32 size field. Body payloads are zero-copy
-/// (`split_to().freeze()`); short strings and small property lists are copied inline, and
-/// longer ones are zero-copy slices too. A small publish (method, header, one body frame)
-/// therefore costs no allocation and two atomic reference-count updates: the body's.
+/// Checks the type, that the payload is at most `frame_max` bytes, and the end octet, all
+/// before parsing; `frame_max == 0` means no limit beyond the u32 size field. (The spec limits
+/// the whole frame, 8 bytes of overhead included, to frame_max; RabbitMQ accepts 8 bytes more
+/// because many clients size frames by their payload, and so do we. What we send stays within
+/// the spec's limit.) Content frames on channel 0 and heartbeats on other channels are
+/// refused here, as RabbitMQ's reader does, with the payload's first octets in the error.
+/// Body payloads are zero-copy (`split_to().freeze()`); short strings and small property
+/// lists are copied inline, and longer ones are zero-copy slices too. A small publish (method,
+/// header, one body frame) therefore costs no allocation and two atomic reference-count
+/// updates: the body's.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
     let Some(head) = buf.first_chunk::<7>() else {
         return Ok(None);
@@ -109,28 +113,42 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
     ) {
         return Err(FrameError::UnknownFrameType(kind));
     }
-    let whole = u64::from(size) + FRAME_OVERHEAD as u64;
-    if frame_max != 0 && whole > u64::from(frame_max) {
-        return Err(FrameError::TooLarge {
-            size: whole,
-            max: frame_max,
-        });
+    let too_large = || FrameError::TooLarge {
+        kind,
+        size: u64::from(size),
+        max: frame_max,
+    };
+    if frame_max != 0 && size > frame_max {
+        return Err(too_large());
     }
     // Cannot fail where usize is 64 bits; on 32 bits a frame this large is refused.
-    let Ok(whole) = usize::try_from(whole) else {
-        return Err(FrameError::TooLarge {
-            size: whole,
-            max: frame_max,
-        });
+    let Ok(whole) = usize::try_from(u64::from(size) + FRAME_OVERHEAD as u64) else {
+        return Err(too_large());
     };
     if buf.len() < whole {
         // The size is within frame_max, so reserving it is bounded by configuration.
         buf.reserve(whole - buf.len());
         return Ok(None);
     }
+    let payload = &buf[7..whole - 1];
     let end = buf[whole - 1];
     if end != FRAME_END {
-        return Err(FrameError::BadFrameEnd(end));
+        return Err(FrameError::BadFrameEnd {
+            kind,
+            octets: Octets::of(payload),
+            end,
+        });
+    }
+    let misplaced = match kind {
+        FRAME_HEADER | FRAME_BODY => channel == 0,
+        FRAME_HEARTBEAT => channel != 0 || size != 0,
+        _ => false,
+    };
+    if misplaced {
+        return Err(FrameError::UnexpectedFrame {
+            kind,
+            octets: Octets::of(payload),
+        });
     }
     match kind {
         FRAME_METHOD => decode_method(buf, channel, whole),
@@ -140,12 +158,6 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Frame
             payload: frame_payload(buf, whole),
         })),
         _ => {
-            if channel != 0 {
-                return Err(FrameError::HeartbeatOnChannel(channel));
-            }
-            if size != 0 {
-                return Err(FrameError::BadHeartbeat(size));
-            }
             buf.advance(whole);
             Ok(Some(Frame::Heartbeat))
         }
@@ -225,7 +237,21 @@ fn decode_header(
     let class_id = u16::from_be_bytes([head[0], head[1]]);
     let weight = u16::from_be_bytes([head[2], head[3]]);
     if class_id != BASIC_CLASS_ID {
-        return Err(FrameError::UnexpectedContentClass(class_id));
+        // No other class has content. Which error that is depends on what the channel
+        // expects (RabbitMQ names the class it wanted), so the session decides: the header
+        // comes through with its class and no properties.
+        let body_size = u64::from_be_bytes([
+            head[4], head[5], head[6], head[7], head[8], head[9], head[10], head[11],
+        ]);
+        buf.advance(whole);
+        return Ok(Some(Frame::Header {
+            channel,
+            header: ContentHeader {
+                class_id,
+                body_size,
+                properties: Properties::EMPTY,
+            },
+        }));
     }
     if weight != 0 {
         return Err(FrameError::NonZeroWeight(weight));
@@ -441,10 +467,38 @@ mod tests {
     fn heartbeat_on_channel_or_with_payload() {
         let mut buf = BytesMut::from(&b"\x08\x00\x05\x00\x00\x00\x00\xce"[..]);
         let e = decode(&mut buf, 4096).unwrap_err();
-        assert_eq!(e, FrameError::HeartbeatOnChannel(5));
+        assert_eq!(e.to_string(), "type 8, all octets = <<>>");
         assert_eq!(e.reply_code().code(), 505);
         let mut buf = BytesMut::from(&b"\x08\x00\x00\x00\x00\x00\x01x\xce"[..]);
-        assert_eq!(decode(&mut buf, 4096), Err(FrameError::BadHeartbeat(1)));
+        let e = decode(&mut buf, 4096).unwrap_err();
+        assert_eq!(e.to_string(), "type 8, all octets = <<\"x\">>");
+        assert_eq!(e.reply_code().code(), 505);
+    }
+
+    #[test]
+    fn content_frames_on_channel_0_are_unexpected() {
+        // RabbitMQ 3.10's answers (tests/fixtures/rabbitmq-3.10/compat.json).
+        let mut buf = BytesMut::from(&b"\x03\x00\x00\x00\x00\x00\x01x\xce"[..]);
+        let e = decode(&mut buf, 4096).unwrap_err();
+        assert_eq!(e.reply_code().code(), 505);
+        assert_eq!(e.to_string(), "type 3, all octets = <<\"x\">>");
+        let mut buf = BytesMut::new();
+        encode(
+            &Frame::Header {
+                channel: 0,
+                header: ContentHeader {
+                    class_id: 60,
+                    body_size: 1,
+                    properties: Properties::default(),
+                },
+            },
+            &mut buf,
+        );
+        let e = decode(&mut buf, 4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "type 2, all octets = <<0,60,0,0,0,0,0,0,0,0,0,1,0,0>>"
+        );
     }
 
     #[test]
@@ -646,18 +700,33 @@ mod tests {
 
     #[test]
     fn frame_max_is_checked_from_the_header_alone() {
-        // Announces 4089 payload bytes = 4097 with overhead; only the header has arrived.
-        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x0f\xf9"[..]);
+        // Announces 4097 payload bytes; only the header has arrived.
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x10\x01"[..]);
+        let e = decode(&mut buf, 4096).unwrap_err();
         assert_eq!(
-            decode(&mut buf, 4096),
-            Err(FrameError::TooLarge {
+            e,
+            FrameError::TooLarge {
+                kind: 3,
                 size: 4097,
                 max: 4096
-            })
+            }
         );
-        // Exactly frame_max is fine.
-        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x0f\xf8"[..]);
+        // RabbitMQ 3.10's text names the spec's limit on the payload, frame_max - 8.
+        assert_eq!(
+            e.to_string(),
+            "type 3, all octets = <<>>: {frame_too_large,4097,4088}"
+        );
+        // A payload of exactly frame_max is accepted, as RabbitMQ does (whole frame
+        // frame_max + 8).
+        let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x10\x00"[..]);
         assert_eq!(decode(&mut buf, 4096), Ok(None));
+        let mut body = BytesMut::from(&b"\x03\x00\x01\x00\x00\x10\x00"[..]);
+        body.extend_from_slice(&[b'x'; 4096]);
+        body.put_u8(FRAME_END);
+        assert!(matches!(
+            decode(&mut body, 4096),
+            Ok(Some(Frame::Body { payload, .. })) if payload.len() == 4096
+        ));
         // A hostile 4 GiB announcement is refused without reserving anything.
         let mut buf = BytesMut::from(&b"\x03\x00\x01\xff\xff\xff\xff"[..]);
         assert!(matches!(
@@ -673,7 +742,10 @@ mod tests {
         assert_eq!(decode(&mut buf, 4096), Err(FrameError::UnknownFrameType(4)));
         let mut buf = BytesMut::from(&b"\x03\x00\x01\x00\x00\x00\x01xA"[..]);
         let e = decode(&mut buf, 4096).unwrap_err();
-        assert_eq!(e, FrameError::BadFrameEnd(b'A'));
+        assert_eq!(
+            e.to_string(),
+            "type 3, all octets = <<\"x\">>: {invalid_frame_end_marker,65}"
+        );
         assert_eq!(e.reply_code().code(), 501);
     }
 
@@ -729,10 +801,12 @@ mod tests {
         );
         let mut wrong_class = ok.clone();
         wrong_class[8] = 50;
-        assert_eq!(
+        // Another class comes through (the session names the class it expected).
+        assert!(matches!(
             decode(&mut wrong_class, 4096),
-            Err(FrameError::UnexpectedContentClass(50))
-        );
+            Ok(Some(Frame::Header { header, .. })) if header.class_id == 50 && header.body_size == 3
+        ));
+        assert!(wrong_class.is_empty());
         let mut weight = ok.clone();
         weight[10] = 1;
         assert_eq!(decode(&mut weight, 4096), Err(FrameError::NonZeroWeight(1)));

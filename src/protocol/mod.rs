@@ -8,9 +8,7 @@
 //! - [`types`], [`properties`]: field tables and basic properties ([`Properties`] keeps them
 //!   encoded, as they came off the wire), also used by storage.
 //! - [`error`], [`reply`]: what can be wrong with peer bytes, and the reply code it maps to.
-//! - [`codec`]: the tokio-util `Decoder`/`Encoder` adapter for the server.
 
-pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod method;
@@ -20,7 +18,7 @@ mod small;
 pub mod types;
 mod wire;
 
-pub use error::FrameError;
+pub use error::{FrameError, Octets};
 pub use frame::{ContentHeader, Frame};
 pub use method::Method;
 pub use properties::Properties;

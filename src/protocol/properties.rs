@@ -214,6 +214,14 @@ impl Properties {
         std::str::from_utf8(rest.get(..usize::from(len))?).ok()
     }
 
+    /// The expiration property (a per-message TTL in milliseconds, as text), read from the
+    /// bytes without copying; `None` when absent or not UTF-8.
+    pub fn expiration(&self) -> Option<&str> {
+        let raw = self.as_bytes();
+        let (&len, rest) = raw.get(field_offset(raw, EXPIRATION)?..)?.split_first()?;
+        std::str::from_utf8(rest.get(..usize::from(len))?).ok()
+    }
+
     /// The headers table, decoded now (the headers exchange asks for it; nothing else on the
     /// publish path does).
     pub fn headers(&self) -> Option<FieldTable> {

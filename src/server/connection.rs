@@ -2,6 +2,7 @@
 //! shutdown, in one `select!`. All protocol logic lives in the session.
 
 use crate::broker::Broker;
+use crate::clock;
 use crate::protocol::ReplyCode;
 use crate::session::Connection;
 use bytes::BytesMut;
@@ -28,10 +29,10 @@ pub(crate) async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let info = broker.register_connection(peer, local, tx);
+    let info = broker.register_connection(peer, local, tx, std::time::SystemTime::now());
     let commit = std::sync::Arc::clone(broker.commit());
     let mut flushed_rx = commit.subscribe();
-    let mut session = Connection::new(broker, info, Instant::now().into_std());
+    let mut session = Connection::new(broker, info, clock::now());
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut requested = 0u64;
@@ -44,7 +45,7 @@ pub(crate) async fn run(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
-        while let Some(mut out) = session.take_output(Instant::now().into_std()) {
+        while let Some(mut out) = session.take_output(clock::now()) {
             // Vectored: large bodies are separate parts, written where they lie.
             if let Err(e) = write_all_vectored(&mut wr, &mut out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -78,10 +79,10 @@ pub(crate) async fn run(
                     session.handle_disconnect();
                     return;
                 }
-                Ok(_) => session.handle_bytes(&mut buf, Instant::now().into_std()),
+                Ok(_) => session.handle_bytes(&mut buf, clock::now()),
             },
             Some(msg) = rx.recv(), if session.pending_output() < OUTPUT_HIGH_WATER => {
-                let now = Instant::now().into_std();
+                let now = clock::now();
                 session.handle_outbound(msg, now);
                 // Drain what else is waiting, in one batch, up to the output high-water mark.
                 while session.pending_output() < OUTPUT_HIGH_WATER {
@@ -99,14 +100,14 @@ pub(crate) async fn run(
             }
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
-                session.handle_timeout(Instant::now().into_std());
+                session.handle_timeout(clock::now());
             }
             _ = token.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 session.close(
                     ReplyCode::ConnectionForced,
                     "broker forced connection closure with reason 'shutdown'",
-                    Instant::now().into_std(),
+                    clock::now(),
                 );
             }
         }

@@ -56,6 +56,7 @@ pub async fn serve(
         );
         tracker.spawn(accept_loop(listener, broker, limit, token, conns));
     }
+    tracker.spawn(ticker(broker.clone(), token.clone()));
     tracker.close();
     token.cancelled().await;
     tracker.wait().await;
@@ -102,9 +103,29 @@ async fn accept_loop(
     }
 }
 
+/// The broker's clock driver: sleeps until the earliest armed timer (message TTL, queue
+/// expiry), woken early when an earlier one is armed, then lets the broker do what is due.
+pub async fn ticker(broker: Broker, token: CancellationToken) {
+    loop {
+        let next = broker.timers().next();
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = broker.timers().changed().notified() => continue,
+            _ = token.cancelled() => return,
+        }
+        broker.tick(crate::clock::now());
+    }
+}
+
 /// Watches the process's resident memory once a second and raises the broker's memory alarm
 /// above `high_watermark` bytes (clearing it below), like RabbitMQ's vm_memory_high_watermark.
-/// Linux only (reads /proc/self/statm); elsewhere it does nothing.
+/// Linux only (reads /proc, see [`crate::process`]); elsewhere it does nothing.
 pub async fn memory_monitor(broker: Broker, high_watermark: u64, token: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -112,22 +133,9 @@ pub async fn memory_monitor(broker: Broker, high_watermark: u64, token: Cancella
             _ = tick.tick() => {}
             _ = token.cancelled() => return,
         }
-        let Some(rss) = resident_bytes() else { return };
+        let Some(rss) = crate::process::resident_memory() else {
+            return;
+        };
         broker.set_memory_alarm(rss > high_watermark);
     }
-}
-
-/// Resident set size of this process, from /proc/self/statm.
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// Total memory of the machine, from /proc/meminfo.
-pub fn total_memory_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

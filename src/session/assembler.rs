@@ -42,14 +42,32 @@ pub(crate) struct Assembler {
     state: State,
 }
 
+/// A 505 about the publish in progress: RabbitMQ names its method (basic.publish).
 fn unexpected(detail: &str) -> AmqpError {
     AmqpError::connection(ReplyCode::UnexpectedFrame, detail)
+        .on(BasicPublish::CLASS_ID, BasicPublish::METHOD_ID)
 }
+
+/// RabbitMQ's texts (`rabbit_command_assembler`), recorded in
+/// `tests/fixtures/rabbitmq-3.10/compat.json`.
+const EXPECTED_HEADER: &str =
+    "expected content header for class 60, got non content header frame instead";
+const EXPECTED_BODY: &str = "expected content body, got non content body frame instead";
+const EXPECTED_METHOD: &str = "expected method frame, got non method frame instead";
 
 impl Assembler {
     /// True when no publish is in progress (a method frame is expected).
     pub(crate) fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)
+    }
+
+    /// The error for a method frame while content is expected (the caller checked that the
+    /// assembler is not idle).
+    pub(crate) fn unexpected_frame(&self) -> AmqpError {
+        match self.state {
+            State::Body { .. } => unexpected(EXPECTED_BODY),
+            _ => unexpected(EXPECTED_HEADER),
+        }
     }
 
     /// Starts a publish; the header comes next.
@@ -66,9 +84,9 @@ impl Assembler {
     pub(crate) fn header(&mut self, header: ContentHeader) -> Result<Option<Publish>, AmqpError> {
         match std::mem::take(&mut self.state) {
             State::Header(method) => {
-                if header.class_id != 60 {
+                if header.class_id != BasicPublish::CLASS_ID {
                     return Err(unexpected(&format!(
-                        "expected content header for class 60, got class {}",
+                        "expected content header for class 60, got one for class {} instead",
                         header.class_id
                     )));
                 }
@@ -88,24 +106,32 @@ impl Assembler {
                 };
                 Ok(None)
             }
-            State::Idle => Err(unexpected("content header frame without a content method")),
-            State::Body { .. } => Err(unexpected(
-                "expected content body, got content header frame instead",
+            State::Idle => Err(AmqpError::connection(
+                ReplyCode::UnexpectedFrame,
+                EXPECTED_METHOD,
             )),
+            State::Body { .. } => Err(unexpected(EXPECTED_BODY)),
         }
     }
 
     /// A body frame. Returns the publish once the declared size is reached.
     pub(crate) fn body(&mut self, payload: Bytes) -> Result<Option<Publish>, AmqpError> {
-        let State::Body {
-            method,
-            header,
-            mut first,
-            mut rest,
-            received,
-        } = std::mem::take(&mut self.state)
-        else {
-            return Err(unexpected("content body frame without a content header"));
+        let (method, header, mut first, mut rest, received) = match std::mem::take(&mut self.state)
+        {
+            State::Body {
+                method,
+                header,
+                first,
+                rest,
+                received,
+            } => (method, header, first, rest, received),
+            State::Header(_) => return Err(unexpected(EXPECTED_HEADER)),
+            State::Idle => {
+                return Err(AmqpError::connection(
+                    ReplyCode::UnexpectedFrame,
+                    EXPECTED_METHOD,
+                ));
+            }
         };
         let received = received + payload.len() as u64;
         if received > header.body_size {
@@ -115,7 +141,8 @@ impl Assembler {
                     "content body exceeds the declared size {} (got {received})",
                     header.body_size
                 ),
-            ));
+            )
+            .on(BasicPublish::CLASS_ID, BasicPublish::METHOD_ID));
         }
         match (&mut first, &mut rest) {
             (None, _) => first = Some(payload),

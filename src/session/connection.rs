@@ -7,18 +7,30 @@
 //!   to call `handle_timeout`), [`Connection::needs_flush`] (a store flush to wait for before
 //!   confirms can go out), [`Connection::is_closed`] (write what is left, then close the socket).
 //!
-//! Handshake: protocol header, start / start-ok (PLAIN or AMQPLAIN), tune / tune-ok, open /
-//! open-ok. After a connection.close is sent, everything but close and close-ok is discarded.
+//! Handshake (in the child module `handshake`): protocol header, start / start-ok (PLAIN or
+//! AMQPLAIN), tune / tune-ok, open / open-ok.
+//!
+//! Closing, as RabbitMQ 3.10 does (recorded in `tests/fixtures/rabbitmq-3.10/compat.json`):
+//! - the client sends connection.close: we release its channels, answer close-ok and keep
+//!   reading (and discarding) until the client closes the socket, for at most
+//!   [`CLOSE_TIMEOUT`]. Closing at once would leave the client's unread input in our kernel
+//!   buffer, and Linux then answers with a reset, which can reach the client before close-ok;
+//! - we send connection.close: everything but close and close-ok is discarded until close-ok
+//!   arrives (then the socket closes) or [`CLOSE_TIMEOUT`] passes; a close from the client
+//!   crossing ours is answered with close-ok, as above;
+//! - a tune-ok RabbitMQ refuses (frame_max 0 or above ours, channel_max 0 or above ours,
+//!   frame_max under 4096) closes the socket without a close method, after
+//!   [`SILENT_CLOSE_DELAY`], as RabbitMQ does with errors before the connection is open.
 
-use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Outbound, User, VHost};
+use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Now, Outbound, User, VHost};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{
-    ContentHeader, FRAME_MIN_SIZE, Frame, PROTOCOL_HEADER, decode, decode_protocol_header,
-    encode_heartbeat, encode_method,
+    ContentHeader, Frame, PROTOCOL_HEADER, decode, decode_protocol_header, encode_heartbeat,
+    encode_method,
 };
 use crate::protocol::method::*;
-use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
-use bytes::{BufMut, BytesMut};
+use crate::protocol::types::ShortStr;
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,12 +40,18 @@ use super::confirms::Confirm;
 use super::error::{AmqpError, Scope};
 use super::output::{Output, Transmit};
 
-/// How long we wait for the peer's close-ok before giving up on it.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+mod handshake;
+
+/// How long we wait for the peer's close-ok, and after our close-ok for the peer to close the
+/// socket. RabbitMQ waits 30 s (or the heartbeat interval, if shorter); a few seconds are
+/// enough for a client to read close-ok and close, and do not hold a connection slot for long.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection refused before it is open (a bad tune-ok) waits before its socket is
+/// closed, as RabbitMQ's `SILENT_CLOSE_DELAY` (3 s): a client cannot retry in a tight loop.
+pub const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
 
 /// What the session hands to channel handlers.
 pub(crate) struct Ctx<'a> {
-    pub(crate) broker: &'a Broker,
     pub(crate) vhost: &'a Arc<VHost>,
     pub(crate) conn: ConnId,
     pub(crate) mailbox: &'a Mailbox,
@@ -41,6 +59,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Output,
     pub(crate) frame_max: u32,
     pub(crate) user: &'a str,
+    /// The time of the input being handled.
+    pub(crate) now: Now,
 }
 
 impl Ctx<'_> {
@@ -57,7 +77,11 @@ enum State {
     TuneOk,
     Open,
     Running,
+    /// We sent connection.close and wait for close-ok.
     Closing,
+    /// Nothing more will be answered: input is discarded until the peer closes the socket or
+    /// `close_deadline` passes (after our close-ok, or a silent refusal).
+    Draining,
     Closed,
 }
 
@@ -92,6 +116,8 @@ pub struct Connection {
     cleaned: bool,
     /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
     acks_pending: bool,
+    /// The time of the input being handled (passed on to the broker).
+    now: Now,
 }
 
 impl std::fmt::Debug for Connection {
@@ -120,40 +146,6 @@ fn reply_text(s: &str) -> ShortStr {
     short(&format!("{}...", &s[..end]))
 }
 
-fn key(s: &'static str) -> ShortStr {
-    ShortStr::from_static(s)
-}
-
-fn text(s: &str) -> FieldValue {
-    FieldValue::LongStr(LongStr::from(s))
-}
-
-/// The server-properties table of connection.start.
-fn server_properties() -> FieldTable {
-    let caps = FieldTable(vec![
-        (key("publisher_confirms"), FieldValue::Bool(true)),
-        (key("exchange_exchange_bindings"), FieldValue::Bool(true)),
-        (key("basic.nack"), FieldValue::Bool(true)),
-        (key("consumer_cancel_notify"), FieldValue::Bool(true)),
-        (key("connection.blocked"), FieldValue::Bool(true)),
-        (key("authentication_failure_close"), FieldValue::Bool(true)),
-        (key("per_consumer_qos"), FieldValue::Bool(true)),
-        (key("direct_reply_to"), FieldValue::Bool(false)),
-    ]);
-    FieldTable(vec![
-        (key("product"), text("Lagomorph")),
-        (key("version"), text(env!("CARGO_PKG_VERSION"))),
-        (key("platform"), text("Rust")),
-        (key("cluster_name"), text("lagomorph")),
-        (key("copyright"), text("Lagomorph contributors")),
-        (
-            key("information"),
-            text("Licensed under the Apache License 2.0"),
-        ),
-        (key("capabilities"), FieldValue::Table(caps)),
-    ])
-}
-
 /// Hashing for the channel table, looked up on every frame. Channel numbers are at most
 /// channel_max (2047 by default), so a cheap multiplicative hash cannot be flooded the way a
 /// peer could flood a table of arbitrary strings; SipHash cost more than the lookup.
@@ -180,7 +172,7 @@ impl std::hash::Hasher for ChannelHasher {
 
 impl Connection {
     /// A new connection; the peer speaks first (protocol header).
-    pub fn new(broker: Broker, info: Arc<ConnectionInfo>, now: Instant) -> Self {
+    pub fn new(broker: Broker, info: Arc<ConnectionInfo>, now: Now) -> Self {
         let frame_max = broker.limits().frame_max;
         Connection {
             broker,
@@ -190,10 +182,10 @@ impl Connection {
             frame_max,
             channel_max: 0,
             heartbeat: None,
-            last_recv: now,
-            last_send: now,
+            last_recv: now.mono,
+            last_send: now.mono,
             // The handshake must finish within a bounded time (RabbitMQ: 10 s).
-            close_deadline: Some(now + Duration::from_secs(10)),
+            close_deadline: Some(now.mono + Duration::from_secs(10)),
             channels: HashMap::default(),
             vhost: None,
             user: None,
@@ -204,6 +196,7 @@ impl Connection {
             has_published: false,
             cleaned: false,
             acks_pending: false,
+            now,
         }
     }
 
@@ -220,7 +213,7 @@ impl Connection {
     /// False while the memory alarm blocks this connection: the driver stops reading its
     /// socket, so TCP pushes back on the publisher (RabbitMQ's connection.blocked behaviour).
     pub fn wants_read(&self) -> bool {
-        self.blocked.is_none() || !self.has_published
+        self.blocked.is_none() || !self.has_published || self.state == State::Draining
     }
 
     /// Bytes waiting to be written.
@@ -231,9 +224,9 @@ impl Connection {
     /// Takes the bytes to write: encoded frames, with large bodies referenced in between as
     /// parts of their own (write them with vectored writes of many parts: see
     /// [`Transmit`]).
-    pub fn take_output(&mut self, now: Instant) -> Option<Transmit> {
+    pub fn take_output(&mut self, now: Now) -> Option<Transmit> {
         let t = self.out.take()?;
-        self.last_send = now;
+        self.last_send = now.mono;
         Some(t)
     }
 
@@ -253,7 +246,9 @@ impl Connection {
     }
 
     /// Time passed: heartbeats, dead peers, close and handshake deadlines.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.now = now;
+        let now = now.mono;
         if let Some(d) = self.close_deadline
             && now >= d
         {
@@ -294,8 +289,13 @@ impl Connection {
     }
 
     /// Bytes from the socket: consumes every complete frame in `buf`.
-    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        self.last_recv = now;
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Now) {
+        self.now = now;
+        self.last_recv = now.mono;
+        if self.state == State::Draining {
+            buf.clear();
+            return;
+        }
         if self.state == State::Header {
             match decode_protocol_header(buf) {
                 Ok(None) => return,
@@ -309,7 +309,7 @@ impl Connection {
                 }
             }
         }
-        while self.state != State::Closed {
+        while !matches!(self.state, State::Closed | State::Draining) {
             match decode(buf, self.frame_max) {
                 Ok(Some(frame)) => {
                     if let Err(e) = self.handle_frame(frame, now) {
@@ -324,29 +324,48 @@ impl Connection {
                 }
             }
         }
+        if self.state == State::Draining {
+            buf.clear();
+        }
         self.flush_acks();
         self.emit_confirms();
     }
 
-    /// Applies the acks every channel deferred during this read batch.
+    /// Applies the acks every channel deferred during this read batch; a store failure closes
+    /// the connection (541).
     fn flush_acks(&mut self) {
-        if std::mem::take(&mut self.acks_pending) {
-            for ch in self.channels.values_mut() {
-                ch.flush_acks();
+        if !std::mem::take(&mut self.acks_pending) {
+            return;
+        }
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        let mut failed = None;
+        for id in ids {
+            if let Some(Err(e)) = self.on_channel(id, |ch, ctx| ch.flush_acks(ctx)) {
+                failed.get_or_insert(e);
             }
+        }
+        if let Some(e) = failed {
+            self.raise(e, self.now);
         }
     }
 
     /// A message from the broker (delivery, cancel notification, forced close).
-    pub fn handle_outbound(&mut self, msg: Outbound, now: Instant) {
+    pub fn handle_outbound(&mut self, msg: Outbound, now: Now) {
+        self.now = now;
         match msg {
             Outbound::Deliver(d) => {
                 if self.state != State::Running || !self.channels.contains_key(&d.channel) {
-                    d.queue.undeliver(d.message, d.no_ack);
+                    if let Some(vh) = &self.vhost
+                        && let Err(e) = vh.undeliver(d, now)
+                    {
+                        tracing::error!(conn = self.info.id.0, error = %e, "store failure taking back a delivery");
+                    }
                     return;
                 }
                 let channel = d.channel;
-                self.on_channel(channel, |ch, ctx| ch.deliver(ctx, d));
+                if let Some(Err(e)) = self.on_channel(channel, |ch, ctx| ch.deliver(ctx, d)) {
+                    self.raise(e, now);
+                }
             }
             Outbound::ConsumerCancelled {
                 channel,
@@ -397,7 +416,7 @@ impl Connection {
     }
 
     /// Closes the connection from our side (shutdown, management): connection.close `code`.
-    pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) {
+    pub fn close(&mut self, code: ReplyCode, text: &str, now: Now) {
         self.handle_outbound(
             Outbound::Close {
                 code,
@@ -407,20 +426,8 @@ impl Connection {
         );
     }
 
-    fn start(&mut self) {
-        let m = ConnectionStart {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: server_properties(),
-            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
-            locales: LongStr::from("en_US"),
-        };
-        encode_method(0, &m.into(), self.out.buf());
-        self.state = State::StartOk;
-    }
-
     /// Reports an error to the peer: channel.close or connection.close.
-    fn raise(&mut self, e: AmqpError, now: Instant) {
+    fn raise(&mut self, e: AmqpError, now: Now) {
         match e.scope {
             Scope::Channel(id) if self.channels.contains_key(&id) => {
                 tracing::warn!(conn = self.info.id.0, channel = id, code = e.code.code(), text = %e.text, "channel error");
@@ -431,10 +438,12 @@ impl Connection {
                     method_id: e.method_id,
                 };
                 encode_method(id, &m.into(), self.out.buf());
-                self.cleanup_channel(id, true);
+                if let Err(e) = self.cleanup_channel(id, true) {
+                    self.raise(e, now);
+                }
             }
             _ => {
-                if matches!(self.state, State::Closing | State::Closed) {
+                if matches!(self.state, State::Closing | State::Draining | State::Closed) {
                     return;
                 }
                 if e.code == ReplyCode::ConnectionForced {
@@ -451,194 +460,47 @@ impl Connection {
                 encode_method(0, &m.into(), self.out.buf());
                 self.cleanup_all();
                 self.state = State::Closing;
-                self.close_deadline = Some(now + CLOSE_TIMEOUT);
+                self.close_deadline = Some(now.mono + CLOSE_TIMEOUT);
             }
         }
     }
 
-    fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), AmqpError> {
+    fn handle_frame(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
         match self.state {
             State::Running => self.running(frame, now),
             State::Closing => {
                 match frame {
                     Frame::Method {
+                        channel: 0,
                         method: Method::ConnectionCloseOk(_),
-                        ..
                     } => self.finish(),
                     Frame::Method {
+                        channel: 0,
                         method: Method::ConnectionClose(_),
-                        ..
-                    } => {
-                        encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                        self.finish();
-                    }
+                    } => self.close_ok(now),
                     _ => {}
                 }
                 Ok(())
             }
             State::StartOk | State::TuneOk | State::Open => self.handshake(frame, now),
-            State::Header | State::Closed => Ok(()),
+            State::Header | State::Draining | State::Closed => Ok(()),
         }
     }
 
-    fn handshake(&mut self, frame: Frame, _now: Instant) -> Result<(), AmqpError> {
-        let Frame::Method { channel: 0, method } = frame else {
-            if matches!(frame, Frame::Heartbeat) {
-                return Ok(());
-            }
-            return Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                "expected a connection method on channel 0",
-            ));
-        };
-        match (self.state, method) {
-            (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m),
-            (State::TuneOk, Method::ConnectionTuneOk(m)) => self.tune_ok(m),
-            (State::Open, Method::ConnectionOpen(m)) => self.open(m),
-            (_, Method::ConnectionClose(_)) => {
-                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                self.finish();
-                Ok(())
-            }
-            (state, m) => Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                format_args!("unexpected {} during handshake ({state:?})", m.name()),
-            )
-            .on(m.class_id(), m.method_id())),
-        }
+    /// Answers the client's connection.close: close-ok, then wait for the client to close.
+    fn close_ok(&mut self, now: Now) {
+        self.release();
+        encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
+        self.drain(now.mono + CLOSE_TIMEOUT);
     }
 
-    fn start_ok(&mut self, m: ConnectionStartOk) -> Result<(), AmqpError> {
-        if let Some(FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
-            let flag = |k: &str| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
-            self.caps = ClientCaps {
-                consumer_cancel_notify: flag("consumer_cancel_notify"),
-                connection_blocked: flag("connection.blocked"),
-            };
-        }
-        let refused = || {
-            AmqpError::connection(
-                ReplyCode::AccessRefused,
-                format_args!(
-                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                    m.mechanism
-                ),
-            )
-            .on(10, 11)
-        };
-        let (user, pass) = match m.mechanism.as_str() {
-            "PLAIN" => {
-                // authzid \0 authcid \0 password
-                let mut parts = m.response.as_bytes().split(|&b| b == 0);
-                let (_, u, p) = (parts.next(), parts.next(), parts.next());
-                match (u.map(std::str::from_utf8), p.map(std::str::from_utf8)) {
-                    (Some(Ok(u)), Some(Ok(p))) => (u.to_string(), p.to_string()),
-                    _ => return Err(refused()),
-                }
-            }
-            "AMQPLAIN" => {
-                // A field table without its length prefix.
-                let mut b = BytesMut::with_capacity(m.response.len() + 4);
-                b.put_u32(u32::try_from(m.response.len()).unwrap_or(u32::MAX));
-                b.extend_from_slice(m.response.as_bytes());
-                let t = decode_table(&b.freeze()).map_err(|_| refused())?;
-                let get = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
-                match (get("LOGIN"), get("PASSWORD")) {
-                    (Some(u), Some(p)) => (u, p),
-                    _ => return Err(refused()),
-                }
-            }
-            other => {
-                return Err(AmqpError::connection(
-                    ReplyCode::CommandInvalid,
-                    format_args!("unknown authentication mechanism '{other}'"),
-                ));
-            }
-        };
-        let Some(u) = self.broker.authenticate(&user, &pass) else {
-            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials");
-            return Err(refused());
-        };
-        if u.name == "guest" && !self.info.peer.ip().is_loopback() {
-            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user 'guest' can only connect via localhost");
-            return Err(refused());
-        }
-        *self.info.user.write().unwrap_or_else(|e| e.into_inner()) = u.name.clone();
-        self.user = Some(u);
-        let l = self.broker.limits();
-        let m = ConnectionTune {
-            channel_max: l.channel_max,
-            frame_max: l.frame_max,
-            heartbeat: l.heartbeat,
-        };
-        encode_method(0, &m.into(), self.out.buf());
-        self.state = State::TuneOk;
-        Ok(())
+    /// Discards input from now on and closes the socket when the peer does or at `deadline`.
+    fn drain(&mut self, deadline: Instant) {
+        self.state = State::Draining;
+        self.close_deadline = Some(deadline);
     }
 
-    fn tune_ok(&mut self, m: ConnectionTuneOk) -> Result<(), AmqpError> {
-        let l = self.broker.limits();
-        let frame_max = if m.frame_max == 0 {
-            l.frame_max
-        } else {
-            m.frame_max.min(l.frame_max)
-        };
-        if frame_max < FRAME_MIN_SIZE {
-            return Err(AmqpError::connection(
-                ReplyCode::NotAllowed,
-                format_args!("frame_max={} < {} min size", m.frame_max, FRAME_MIN_SIZE),
-            )
-            .on(10, 31));
-        }
-        self.frame_max = frame_max;
-        self.channel_max = if m.channel_max == 0 {
-            l.channel_max
-        } else {
-            m.channel_max.min(l.channel_max)
-        };
-        self.heartbeat = (m.heartbeat > 0).then(|| Duration::from_secs(u64::from(m.heartbeat)));
-        self.state = State::Open;
-        Ok(())
-    }
-
-    fn open(&mut self, m: ConnectionOpen) -> Result<(), AmqpError> {
-        let Some(vh) = self.broker.vhost(&m.virtual_host) else {
-            return Err(AmqpError::connection(
-                ReplyCode::NotAllowed,
-                format_args!("vhost {} not found", m.virtual_host),
-            )
-            .on(10, 40));
-        };
-        *self.info.vhost.write().unwrap_or_else(|e| e.into_inner()) = vh.name.to_string();
-        tracing::info!(
-            conn = self.info.id.0,
-            peer = %self.info.peer,
-            user = %self.user.as_ref().map_or("", |u| u.name.as_str()),
-            vhost = %vh.name,
-            "connection open"
-        );
-        self.vhost = Some(vh);
-        if self.broker.memory_alarm() {
-            self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
-        }
-        encode_method(0, &ConnectionOpenOk::default().into(), self.out.buf());
-        self.state = State::Running;
-        self.close_deadline = None;
-        if let Some(r) = self
-            .blocked
-            .clone()
-            .filter(|_| self.caps.connection_blocked)
-        {
-            encode_method(
-                0,
-                &ConnectionBlocked { reason: short(&r) }.into(),
-                self.out.buf(),
-            );
-        }
-        Ok(())
-    }
-
-    fn running(&mut self, frame: Frame, _now: Instant) -> Result<(), AmqpError> {
+    fn running(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
         let is_ack = matches!(
             &frame,
             Frame::Method {
@@ -654,7 +516,7 @@ impl Connection {
         }
         match frame {
             Frame::Heartbeat => Ok(()),
-            Frame::Method { channel: 0, method } => self.connection_method(method),
+            Frame::Method { channel: 0, method } => self.connection_method(method, now),
             Frame::Method { channel, method } => self.channel_method(channel, method),
             Frame::Header { channel, header } => {
                 self.has_published = true;
@@ -662,10 +524,7 @@ impl Connection {
             }
             Frame::Body { channel, payload } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
-                    return Err(AmqpError::connection(
-                        ReplyCode::ChannelError,
-                        "expected 'channel.open'",
-                    ));
+                    return Err(expected_method_frame());
                 };
                 if ch.closing {
                     return Ok(());
@@ -678,7 +537,7 @@ impl Connection {
         }
     }
 
-    fn connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
+    fn connection_method(&mut self, method: Method, now: Now) -> Result<(), AmqpError> {
         match method {
             Method::ConnectionClose(m) => {
                 tracing::info!(
@@ -690,9 +549,7 @@ impl Connection {
                     text = %m.reply_text,
                     "connection closed by client"
                 );
-                self.cleanup_all();
-                encode_method(0, &ConnectionCloseOk.into(), self.out.buf());
-                self.finish();
+                self.close_ok(now);
                 Ok(())
             }
             Method::ConnectionCloseOk(_) => Ok(()),
@@ -700,9 +557,11 @@ impl Connection {
                 encode_method(0, &ConnectionUpdateSecretOk.into(), self.out.buf());
                 Ok(())
             }
+            // RabbitMQ's answer to any other method on channel 0 (basic.publish,
+            // channel.open, a second connection.open...).
             m => Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                format_args!("unexpected {} on channel 0", m.name()),
+                ReplyCode::ChannelError,
+                "unexpected method in connection state running",
             )
             .on(m.class_id(), m.method_id())),
         }
@@ -710,6 +569,13 @@ impl Connection {
 
     fn channel_method(&mut self, channel: u16, method: Method) -> Result<(), AmqpError> {
         let (class, mid) = (method.class_id(), method.method_id());
+        if let Some(ch) = self.channels.get(&channel)
+            && !ch.closing
+            && !ch.assembler.is_idle()
+        {
+            // The channel's content is incomplete: RabbitMQ's assembler refuses any method.
+            return Err(ch.assembler.unexpected_frame());
+        }
         match method {
             Method::ChannelOpen(_) => {
                 if channel > self.channel_max {
@@ -742,9 +608,9 @@ impl Connection {
                     )
                     .on(class, mid));
                 }
-                self.cleanup_channel(channel, false);
+                let cleaned = self.cleanup_channel(channel, false);
                 encode_method(channel, &ChannelCloseOk.into(), self.out.buf());
-                return Ok(());
+                return cleaned;
             }
             Method::ChannelCloseOk(_) => {
                 if self.channels.get(&channel).is_some_and(|c| c.closing) {
@@ -763,13 +629,6 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
-        if !ch.assembler.is_idle() {
-            return Err(AmqpError::connection(
-                ReplyCode::UnexpectedFrame,
-                "expected content header for class 60, got non content header frame instead",
-            )
-            .on(class, mid));
-        }
         if class == 10 {
             return Err(AmqpError::connection(
                 ReplyCode::CommandInvalid,
@@ -783,10 +642,7 @@ impl Connection {
     fn content_header(&mut self, channel: u16, header: ContentHeader) -> Result<(), AmqpError> {
         let max = u64::from(self.broker.limits().max_message_size);
         let Some(ch) = self.channels.get_mut(&channel) else {
-            return Err(AmqpError::connection(
-                ReplyCode::ChannelError,
-                "expected 'channel.open'",
-            ));
+            return Err(expected_method_frame());
         };
         if ch.closing {
             return Ok(());
@@ -817,7 +673,6 @@ impl Connection {
         let vhost = self.vhost.clone()?;
         let ch = self.channels.get_mut(&channel)?;
         let mut ctx = Ctx {
-            broker: &self.broker,
             vhost: &vhost,
             conn: self.info.id,
             mailbox: &self.info.mailbox,
@@ -825,6 +680,7 @@ impl Connection {
             out: &mut self.out,
             frame_max: self.frame_max,
             user: self.user.as_ref().map_or("", |u| u.name.as_str()),
+            now: self.now,
         };
         Some(f(ch, &mut ctx))
     }
@@ -884,10 +740,11 @@ impl Connection {
         }
     }
 
-    fn cleanup_channel(&mut self, id: u16, keep_closing: bool) {
-        if self.on_channel(id, |ch, ctx| ch.cleanup(ctx)).is_none() {
-            return;
-        }
+    /// Releases what a channel holds; a store failure meanwhile is returned (541).
+    fn cleanup_channel(&mut self, id: u16, keep_closing: bool) -> Result<(), AmqpError> {
+        let Some(result) = self.on_channel(id, |ch, ctx| ch.cleanup(ctx)) else {
+            return Ok(());
+        };
         if keep_closing {
             if let Some(ch) = self.channels.get_mut(&id) {
                 ch.closing = true;
@@ -896,6 +753,7 @@ impl Connection {
             self.channels.remove(&id);
         }
         self.info.channel_changed(id, false);
+        result
     }
 
     fn cleanup_all(&mut self) {
@@ -906,11 +764,14 @@ impl Connection {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            self.cleanup_channel(id, false);
+            // The connection is going: store failures were logged where they happened.
+            let _ = self.cleanup_channel(id, false);
         }
         self.channels.clear();
-        if let Some(vh) = &self.vhost {
-            vh.drop_exclusive(self.info.id);
+        if let Some(vh) = &self.vhost
+            && let Err(e) = vh.drop_exclusive(self.info.id)
+        {
+            tracing::error!(conn = self.info.id.0, error = %e, "deleting exclusive queues failed");
         }
     }
 
@@ -918,6 +779,12 @@ impl Connection {
     fn finish(&mut self) {
         self.state = State::Closed;
         self.close_deadline = None;
+        self.release();
+    }
+
+    /// Releases the channels, exclusive queues and the broker's record of this connection,
+    /// once; the socket may stay open a little longer (see the module docs).
+    fn release(&mut self) {
         if !self.cleaned {
             self.cleaned = true;
             self.cleanup_all();
@@ -935,7 +802,7 @@ impl Connection {
 
     /// The socket ended (peer closed, IO error): release everything.
     pub fn handle_disconnect(&mut self) {
-        if self.state != State::Closed {
+        if !matches!(self.state, State::Closed | State::Draining) {
             tracing::info!(
                 conn = self.info.id.0,
                 peer = %self.info.peer,
@@ -962,6 +829,15 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// RabbitMQ's answer to a content frame where a method frame belongs (no publish in progress,
+/// or a channel that is not open).
+fn expected_method_frame() -> AmqpError {
+    AmqpError::connection(
+        ReplyCode::UnexpectedFrame,
+        "expected method frame, got non method frame instead",
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! [`MemoryStore`], the way h2's mock-IO tests do.
 
 use super::Connection;
+use crate::broker::Now;
 use crate::broker::{Broker, BrokerOptions, Outbound};
 use crate::protocol::frame::{self, Frame, PROTOCOL_HEADER};
 use crate::protocol::method::*;
@@ -11,14 +12,14 @@ use crate::protocol::types::{LongStr, ShortStr};
 use crate::storage::MemoryStore;
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 struct Script {
     conn: Connection,
     broker: Broker,
     mailbox: mpsc::UnboundedReceiver<Outbound>,
-    now: Instant,
+    now: Now,
     inbox: BytesMut,
 }
 
@@ -27,8 +28,8 @@ impl Script {
         let broker = Broker::new(Arc::new(MemoryStore::new()), BrokerOptions::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let peer = "127.0.0.1:40000".parse().expect("addr");
-        let info = broker.register_connection(peer, peer, tx);
-        let now = Instant::now();
+        let info = broker.register_connection(peer, peer, tx, std::time::UNIX_EPOCH);
+        let now = crate::clock::now();
         Script {
             conn: Connection::new(broker.clone(), info, now),
             broker,
@@ -97,7 +98,7 @@ impl Script {
         s.send(
             0,
             ConnectionTuneOk {
-                channel_max: 0,
+                channel_max: 2047,
                 frame_max: 4096,
                 heartbeat,
             }
@@ -262,12 +263,15 @@ fn consumer_gets_deliveries_through_the_mailbox() {
 fn heartbeats_go_out_and_a_silent_peer_is_dropped() {
     let mut s = Script::open(10);
     let start = s.now;
-    assert_eq!(s.conn.poll_timeout(), Some(start + Duration::from_secs(5)));
-    s.now = start + Duration::from_secs(5);
+    assert_eq!(
+        s.conn.poll_timeout(),
+        Some(start.mono + Duration::from_secs(5))
+    );
+    s.now = start.after(Duration::from_secs(5));
     s.conn.handle_timeout(s.now);
     assert_eq!(s.output(), vec![Frame::Heartbeat]);
     assert!(!s.conn.is_closed());
-    s.now = start + Duration::from_secs(20);
+    s.now = start.after(Duration::from_secs(20));
     s.conn.handle_timeout(s.now);
     assert!(
         s.conn.is_closed(),
@@ -579,7 +583,8 @@ impl Script {
             .expect("vhost")
             .queue("q")
             .expect("q");
-        let (ready, unacked, _, _) = q.counts();
+        let c = q.counts();
+        let (ready, unacked) = (c.ready, c.unacked);
         (ready, unacked)
     }
 

@@ -39,7 +39,7 @@ pub async fn start_with(opts: BrokerOptions) -> TestBroker {
 pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 16 << 20).expect("open store"));
     let broker = Broker::new(store, opts);
-    broker.recover().expect("recover");
+    broker.recover(lagomorph::clock::now()).expect("recover");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -93,6 +93,26 @@ impl TestBroker {
     }
 }
 
+/// Serves `b`'s management API (and UI) on 127.0.0.1:0 until the returned token is
+/// cancelled; returns the base URL (`http://127.0.0.1:PORT`).
+pub async fn serve_management(
+    b: &TestBroker,
+    opts: lagomorph::management::Options,
+) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let token = CancellationToken::new();
+    tokio::spawn(lagomorph::management::serve_with(
+        listener,
+        b.broker.clone(),
+        token.clone(),
+        opts,
+    ));
+    (format!("http://{addr}"), token)
+}
+
 /// Bounded wait for a future, so a broken broker fails a test instead of hanging it.
 pub async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(10), f)
@@ -129,6 +149,44 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A recording of RabbitMQ 3.10's answers: tests/fixtures/rabbitmq-3.10/{topic}.json.
+pub fn rabbitmq(topic: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/rabbitmq-3.10")
+        .join(format!("{topic}.json"));
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+/// A field value in the recordings' typed form: `{"type": tag, "value": ...}`, tables as lists
+/// of `[name, typed]` in wire order (see interop/record/queues.py).
+pub fn typed(v: &lagomorph::protocol::types::FieldValue) -> serde_json::Value {
+    use lagomorph::protocol::types::FieldValue as F;
+    use serde_json::json;
+    let tag = (v.tag() as char).to_string();
+    let value = match v {
+        F::LongStr(s) => json!(String::from_utf8_lossy(s)),
+        F::Array(a) => json!(a.iter().map(typed).collect::<Vec<_>>()),
+        F::Table(t) => typed_table(t),
+        F::Timestamp(t) => json!(t),
+        F::Bool(b) => json!(b),
+        other => match other.as_i64() {
+            Some(n) => json!(n),
+            None => json!(format!("{other:?}")),
+        },
+    };
+    json!({"type": tag, "value": value})
+}
+
+/// A table in the recordings' typed form.
+pub fn typed_table(t: &lagomorph::protocol::types::FieldTable) -> serde_json::Value {
+    serde_json::Value::Array(
+        t.iter()
+            .map(|(k, v)| serde_json::json!([k.as_str(), typed(v)]))
+            .collect(),
+    )
+}
+
 pub mod raw {
     //! A raw AMQP client built on our own codec, for what real clients refuse to send.
     use bytes::BytesMut;
@@ -138,6 +196,19 @@ pub mod raw {
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    /// What [`Raw::next_event`] saw.
+    #[derive(Debug)]
+    pub enum Event {
+        /// A frame.
+        Frame(Frame),
+        /// The broker closed the socket cleanly (EOF).
+        Closed,
+        /// Reading failed (a reset, for instance).
+        Failed(std::io::ErrorKind),
+        /// Nothing arrived in time; the socket is still open.
+        Silent,
+    }
 
     pub struct Raw {
         pub stream: TcpStream,
@@ -154,17 +225,31 @@ pub mod raw {
             }
         }
 
-        /// Connects and completes the handshake as guest on "/", with our tune values.
+        /// Connects and completes the handshake as guest on "/", accepting the broker's
+        /// channel_max and frame_max, with no heartbeats.
         pub async fn connect(addr: SocketAddr) -> Raw {
-            Self::connect_tuned(addr, 0, 131072, 0).await
+            let (mut r, tune) = Self::until_tune(addr).await;
+            r.tune_ok_and_open(tune.channel_max, tune.frame_max, 0)
+                .await;
+            r.expect_open_ok().await;
+            r
         }
 
+        /// Connects and completes the handshake with these tune-ok values.
         pub async fn connect_tuned(
             addr: SocketAddr,
             channel_max: u16,
             frame_max: u32,
             heartbeat: u16,
         ) -> Raw {
+            let (mut r, _) = Self::until_tune(addr).await;
+            r.tune_ok_and_open(channel_max, frame_max, heartbeat).await;
+            r.expect_open_ok().await;
+            r
+        }
+
+        /// Protocol header, start / start-ok as guest; returns the broker's connection.tune.
+        pub async fn until_tune(addr: SocketAddr) -> (Raw, ConnectionTune) {
             let mut r = Self::connect_bare(addr).await;
             r.send_bytes(PROTOCOL_HEADER).await;
             match r.recv().await {
@@ -187,38 +272,40 @@ pub mod raw {
             .await;
             match r.recv().await {
                 Frame::Method {
-                    method: Method::ConnectionTune(_),
+                    method: Method::ConnectionTune(t),
                     ..
-                } => {}
+                } => (r, t),
                 f => panic!("expected tune, got {f:?}"),
             }
-            r.send(
-                0,
-                ConnectionTuneOk {
-                    channel_max,
-                    frame_max,
-                    heartbeat,
-                }
-                .into(),
-            )
-            .await;
-            r.send(
-                0,
-                ConnectionOpen {
-                    virtual_host: ShortStr::from_static("/"),
-                    ..Default::default()
-                }
-                .into(),
-            )
-            .await;
-            match r.recv().await {
+        }
+
+        /// Sends tune-ok with these values and connection.open of "/" in one write.
+        pub async fn tune_ok_and_open(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
+            let mut b = BytesMut::new();
+            let tune_ok: Method = ConnectionTuneOk {
+                channel_max,
+                frame_max,
+                heartbeat,
+            }
+            .into();
+            frame::encode_method(0, &tune_ok, &mut b);
+            let open: Method = ConnectionOpen {
+                virtual_host: ShortStr::from_static("/"),
+                ..Default::default()
+            }
+            .into();
+            frame::encode_method(0, &open, &mut b);
+            self.send_bytes(&b).await;
+        }
+
+        async fn expect_open_ok(&mut self) {
+            match self.recv().await {
                 Frame::Method {
                     method: Method::ConnectionOpenOk(_),
                     ..
                 } => {}
                 f => panic!("expected open-ok, got {f:?}"),
             }
-            r
         }
 
         pub async fn send_bytes(&mut self, b: &[u8]) {
@@ -264,6 +351,25 @@ pub mod raw {
                 .ok()?;
                 if n == 0 {
                     return None;
+                }
+            }
+        }
+
+        /// The next frame (heartbeats skipped) within `within`, or what happened instead.
+        pub async fn next_event(&mut self, within: std::time::Duration) -> Event {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                match frame::decode(&mut self.buf, 1 << 24) {
+                    Ok(Some(Frame::Heartbeat)) => continue,
+                    Ok(Some(f)) => return Event::Frame(f),
+                    Ok(None) => {}
+                    Err(e) => panic!("invalid frame from broker: {e}"),
+                }
+                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                    Err(_) => return Event::Silent,
+                    Ok(Ok(0)) => return Event::Closed,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Event::Failed(e.kind()),
                 }
             }
         }
@@ -336,6 +442,27 @@ pub mod raw {
             self.send_bytes(&b).await;
         }
 
+        /// basic.publish with the given properties and one body frame.
+        pub async fn publish_with(
+            &mut self,
+            ch: u16,
+            exchange: &str,
+            key: &str,
+            body: &[u8],
+            properties: &lagomorph::protocol::properties::Properties,
+        ) {
+            let mut b = BytesMut::new();
+            let m: Method = BasicPublish {
+                exchange: ShortStr::try_from(exchange).expect("name"),
+                routing_key: ShortStr::try_from(key).expect("key"),
+                ..Default::default()
+            }
+            .into();
+            frame::encode_method(ch, &m, &mut b);
+            frame::encode_content(ch, 60, properties, body, 131072, &mut b);
+            self.send_bytes(&b).await;
+        }
+
         /// Sends a method and waits for the reply on that channel.
         pub async fn call(&mut self, ch: u16, m: Method) -> Method {
             self.send(ch, m).await;
@@ -343,6 +470,51 @@ pub mod raw {
                 Frame::Method { method, .. } => method,
                 f => panic!("expected a method, got {f:?}"),
             }
+        }
+
+        /// basic.get with no-ack: the get-ok, the properties and the body, or None on
+        /// get-empty.
+        pub async fn get(
+            &mut self,
+            ch: u16,
+            queue: &str,
+        ) -> Option<(
+            BasicGetOk,
+            lagomorph::protocol::properties::Properties,
+            Vec<u8>,
+        )> {
+            self.send(
+                ch,
+                BasicGet {
+                    queue: ShortStr::try_from(queue).expect("name"),
+                    no_ack: true,
+                    ..Default::default()
+                }
+                .into(),
+            )
+            .await;
+            let ok = match self.recv().await {
+                Frame::Method {
+                    method: Method::BasicGetOk(ok),
+                    ..
+                } => ok,
+                Frame::Method {
+                    method: Method::BasicGetEmpty(_),
+                    ..
+                } => return None,
+                f => panic!("expected get-ok or get-empty, got {f:?}"),
+            };
+            let Frame::Header { header, .. } = self.recv().await else {
+                panic!("expected a content header");
+            };
+            let mut body = Vec::new();
+            while (body.len() as u64) < header.body_size {
+                match self.recv().await {
+                    Frame::Body { payload, .. } => body.extend_from_slice(&payload),
+                    f => panic!("expected a body frame, got {f:?}"),
+                }
+            }
+            Some((ok, header.properties, body))
         }
 
         pub async fn open_channel(&mut self, ch: u16) {

@@ -11,10 +11,10 @@
 
 use std::ops::Range;
 
-use lagomorph::protocol::FrameError;
 use lagomorph::protocol::frame::{
     FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
 };
+use lagomorph::protocol::{FrameError, Octets};
 
 /// basic class id.
 const BASIC: u16 = 60;
@@ -75,20 +75,30 @@ pub(crate) fn scan(buf: &[u8], frame_max: u32) -> Result<Scanned, FrameError> {
     ) {
         return Err(FrameError::UnknownFrameType(kind));
     }
-    let len = size + FRAME_OVERHEAD;
-    if frame_max != 0 && len as u64 > u64::from(frame_max) {
+    // The codec's limit: a payload of up to frame_max bytes (RabbitMQ's slack of 8).
+    if frame_max != 0 && size as u64 > u64::from(frame_max) {
         return Err(FrameError::TooLarge {
-            size: len as u64,
+            kind,
+            size: size as u64,
             max: frame_max,
         });
     }
+    let len = size + FRAME_OVERHEAD;
     if buf.len() < len {
         return Ok(Scanned::Incomplete);
     }
     if buf[len - 1] != FRAME_END {
-        return Err(FrameError::BadFrameEnd(buf[len - 1]));
+        return Err(FrameError::BadFrameEnd {
+            kind,
+            octets: Octets::of(&buf[7..len - 1]),
+            end: buf[len - 1],
+        });
     }
     let payload = &buf[7..7 + size];
+    if channel == 0 && kind != FRAME_METHOD {
+        // Content on channel 0 is a protocol error the codec reports.
+        return Ok(Scanned::Other);
+    }
     Ok(match kind {
         FRAME_METHOD => method(payload, channel, len),
         FRAME_HEADER => match payload.first_chunk::<12>() {
@@ -271,7 +281,7 @@ mod tests {
         #[test]
         fn agrees_with_the_codec_on_encoded_frames(
             ctag in name(), ex in name(), rk in name(), tag in any::<u64>(),
-            redelivered in any::<bool>(), mandatory in any::<bool>(), channel in any::<u16>(),
+            redelivered in any::<bool>(), mandatory in any::<bool>(), channel in 1..=u16::MAX,
             body in proptest::collection::vec(any::<u8>(), 0..300),
             mode in proptest::option::of(1u8..=2), app in proptest::option::of(name()),
         ) {

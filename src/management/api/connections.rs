@@ -11,7 +11,7 @@ use crate::broker::{ConnId, ConnectionInfo, Outbound};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
-use crate::management::json::{PathArgs, QueryArgs};
+use crate::management::json::{PathArgs, QueryArgs, table_to_json};
 use crate::management::listing::ListQuery;
 use crate::protocol::ReplyCode;
 use axum::Json;
@@ -39,6 +39,19 @@ fn visible_connections(st: &ApiState, user: &AuthUser) -> Vec<Arc<ConnectionInfo
 
 fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
     let limits = st.broker.limits();
+    let props = c
+        .client_properties
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    let user_provided_name = props
+        .get("connection_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let client_properties = match table_to_json(&props) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    drop(props);
     dto::Connection {
         name: connection_name(c),
         node: st.node.to_string(),
@@ -61,7 +74,8 @@ fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
             .connected_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        client_properties: Map::new(),
+        client_properties,
+        user_provided_name,
     }
 }
 
@@ -295,31 +309,42 @@ fn consumer_items(
         .into_iter()
         .filter_map(|(vhost, queue, h)| {
             let ci = conns.get(&h.conn)?;
-            let cname = connection_name(ci);
-            Some(to_value(&dto::Consumer {
-                consumer_tag: h.tag.to_string(),
-                queue: dto::QueueRef {
-                    name: queue.to_string(),
-                    vhost: vhost.to_string(),
-                },
-                channel_details: dto::ChannelDetails {
-                    name: format!("{cname} ({})", h.channel),
-                    connection_name: cname,
-                    node: st.node.to_string(),
-                    number: h.channel,
-                    peer_host: ci.peer.ip().to_string(),
-                    peer_port: ci.peer.port(),
-                    user: connection_user(ci),
-                },
-                ack_required: !h.no_ack,
-                exclusive: h.exclusive,
-                prefetch_count: h.prefetch.limit(),
-                active: true,
-                activity_status: "up",
-                arguments: Map::new(),
-            }))
+            Some(to_value(&consumer_dto(st, ci, &vhost, &queue, &h)))
         })
         .collect()
+}
+
+/// One consumer of `queue` in `vhost`, on connection `ci`.
+pub(crate) fn consumer_dto(
+    st: &ApiState,
+    ci: &ConnectionInfo,
+    vhost: &str,
+    queue: &str,
+    h: &ConsumerHandle,
+) -> dto::Consumer {
+    let cname = connection_name(ci);
+    dto::Consumer {
+        consumer_tag: h.tag.to_string(),
+        queue: dto::QueueRef {
+            name: queue.to_string(),
+            vhost: vhost.to_string(),
+        },
+        channel_details: dto::ChannelDetails {
+            name: format!("{cname} ({})", h.channel),
+            connection_name: cname,
+            node: st.node.to_string(),
+            number: h.channel,
+            peer_host: ci.peer.ip().to_string(),
+            peer_port: ci.peer.port(),
+            user: connection_user(ci),
+        },
+        ack_required: !h.no_ack,
+        exclusive: h.exclusive,
+        prefetch_count: h.prefetch.limit(),
+        active: true,
+        activity_status: "up",
+        arguments: Map::new(),
+    }
 }
 
 /// GET /api/consumers.

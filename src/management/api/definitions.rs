@@ -1,6 +1,7 @@
 //! Definitions export and import in RabbitMQ's JSON format: users, vhosts, permissions,
-//! exchanges, queues and bindings. Policies, parameters and topic permissions are exported
-//! empty and ignored on import (the broker has none).
+//! policies, operator policies (as RabbitMQ exports them: `parameters` of component
+//! `operator_policy`), exchanges, queues and bindings. Other parameters and topic permissions
+//! are exported empty and ignored on import.
 //!
 //! Export leaves out what RabbitMQ leaves out: the predeclared exchanges, exclusive queues and
 //! the default exchange's implicit bindings. Import adds and updates; it deletes nothing.
@@ -100,11 +101,15 @@ pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiRes
     let mut perms = st.broker.permissions();
     perms.sort_by(|a, b| (&a.vhost, &a.user).cmp(&(&b.vhost, &b.user)));
     let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pols, mut params) = (Vec::new(), Vec::new());
     for v in &vhosts {
         let (x, q, b) = vhost_objects(&st, v, true);
         xs.extend(x);
         qs.extend(q);
         bs.extend(b);
+        let (p, o) = super::policies::export(&st, v, true);
+        pols.extend(p);
+        params.extend(o);
     }
     Ok(Json(json!({
         "rabbit_version": RABBITMQ_VERSION,
@@ -115,9 +120,9 @@ pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiRes
         "vhosts": vhosts.iter().map(|v| json!({"name": v})).collect::<Vec<_>>(),
         "permissions": perms.iter().map(|p| to_value(&permission_dto(p))).collect::<Vec<_>>(),
         "topic_permissions": [],
-        "parameters": [],
+        "parameters": params,
         "global_parameters": [],
-        "policies": [],
+        "policies": pols,
         "queues": qs,
         "exchanges": xs,
         "bindings": bs,
@@ -133,10 +138,11 @@ pub(crate) async fn export_vhost(
     user.require_admin()?;
     vhost(&st, &name)?;
     let (xs, qs, bs) = vhost_objects(&st, &name, false);
+    let (pols, params) = super::policies::export(&st, &name, false);
     Ok(Json(json!({
         "rabbit_version": RABBITMQ_VERSION,
-        "parameters": [],
-        "policies": [],
+        "parameters": params,
+        "policies": pols,
         "queues": qs,
         "exchanges": xs,
         "bindings": bs,
@@ -244,6 +250,17 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         }
         qspecs.push((object_vhost(q, scope)?, spec));
     }
+    let policies = super::policies::import_check(
+        section(doc, "policies")?,
+        section(doc, "parameters")?,
+        |item| {
+            let vh = object_vhost(item, scope)?;
+            if !known.contains(vh) {
+                return Err(ApiError::bad_request(format!("no_such_vhost: {vh}")));
+            }
+            Ok(vh.to_string())
+        },
+    )?;
     let mut bspecs = Vec::new();
     for b in bindings {
         let is_x = match get_str(b, "destination_type")?.unwrap_or("queue") {
@@ -281,28 +298,26 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         )?;
         st.broker.put_permission(perm);
     }
+    for (vh, kind, policy) in policies {
+        vhost(st, &vh)?.put_policy(kind, policy, crate::clock::now())?;
+    }
     for (vh, spec) in xspecs {
         vhost(st, vh)?.declare_exchange(&spec, false)?;
     }
     for (vh, spec) in qspecs {
-        vhost(st, vh)?.declare_queue(&spec, false, ConnId(0))?;
+        vhost(st, vh)?.declare_queue(&spec, false, ConnId(0), crate::clock::now())?;
     }
     for (vh, source, dest, is_x, key, args) in bspecs {
         vhost(st, vh)?.bind(source, dest, is_x, key, &args, ConnId(0))?;
     }
-    let ignored: Vec<&str> = [
-        "policies",
-        "parameters",
-        "global_parameters",
-        "topic_permissions",
-    ]
-    .into_iter()
-    .filter(|k| {
-        doc.get(k)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    })
-    .collect();
+    let ignored: Vec<&str> = ["global_parameters", "topic_permissions"]
+        .into_iter()
+        .filter(|k| {
+            doc.get(k)
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        })
+        .collect();
     if !ignored.is_empty() {
         tracing::warn!(sections = ?ignored, "definitions import: sections not supported, ignored");
     }

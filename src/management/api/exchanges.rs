@@ -3,7 +3,7 @@
 use super::{ApiState, exchange_name, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::exchange::Exchange;
 use crate::broker::vhost::ExchangeSpec;
-use crate::broker::{BrokerError, Message, VHost};
+use crate::broker::{BrokerError, PublishRequest, VHost};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
@@ -19,8 +19,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// The exchange types that can be declared.
 const TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
@@ -187,26 +185,22 @@ pub(crate) async fn publish(
     let properties = json_to_properties(body.get("properties").unwrap_or(&Value::Null))?;
     let properties = Properties::encode(&properties)
         .map_err(|e| ApiError::bad_request(format!("properties: {e}")))?;
-    let msg = Arc::new(Message {
+    let req = PublishRequest {
         exchange: ShortStr::try_from(name).unwrap_or_default(),
         routing_key,
         properties,
         body: payload,
-    });
-    let outcome = vh.publish(name, msg).map_err(|e| {
+        user: &user.name,
+    };
+    let outcome = vh.publish(req, crate::clock::now()).map_err(|e| {
         let code = e.reply_code();
         match e {
             BrokerError::Store(_) => ApiError::from(e),
             e => ApiError::bad_request(format!("{} {} - {e}", code.code(), code.name())),
         }
     })?;
-    let stats = st.broker.stats();
-    stats.published.fetch_add(1, Ordering::Relaxed);
-    if outcome.routed == 0 {
-        stats.unroutable.fetch_add(1, Ordering::Relaxed);
-    }
-    if outcome.persisted {
+    if outcome.flush > 0 {
         st.broker.commit().request_flush();
     }
-    Ok(Json(json!({ "routed": outcome.routed > 0 })))
+    Ok(Json(json!({ "routed": outcome.routed })))
 }

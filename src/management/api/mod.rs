@@ -5,7 +5,9 @@ mod bindings;
 mod connections;
 mod definitions;
 mod exchanges;
+mod health;
 mod overview;
+mod policies;
 mod queues;
 mod users;
 
@@ -15,6 +17,8 @@ use super::error::{ApiError, ApiResult};
 use crate::broker::{ConnectionInfo, VHost};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::http::Uri;
 use axum::routing::{get, post};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,11 +52,25 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/api/vhosts/{vhost}/channels",
             get(connections::vhost_channels),
         )
-        .route("/api/health/checks/alarms", get(overview::health_ok))
-        .route("/api/health/checks/local-alarms", get(overview::health_ok))
+        .route(
+            "/api/cluster-name",
+            get(overview::cluster_name).put(overview::put_cluster_name),
+        )
+        .route("/api/healthchecks/node", get(health::node))
+        .route("/api/healthchecks/node/{node}", get(health::named_node))
+        .route("/api/health/checks/alarms", get(health::alarms))
+        .route("/api/health/checks/local-alarms", get(health::alarms))
         .route(
             "/api/health/checks/virtual-hosts",
-            get(overview::health_vhosts),
+            get(health::virtual_hosts),
+        )
+        .route(
+            "/api/health/checks/port-listener/{port}",
+            get(health::port_listener),
+        )
+        .route(
+            "/api/health/checks/node-is-quorum-critical",
+            get(health::node_is_quorum_critical),
         )
         .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
         .route("/api/connections", get(connections::connections))
@@ -116,6 +134,7 @@ pub(crate) fn router(state: ApiState) -> Router {
             get(bindings::show).delete(bindings::delete),
         )
         .route("/api/users", get(users::users))
+        .route("/api/users/bulk-delete", post(users::bulk_delete))
         .route(
             "/api/users/{name}",
             get(users::user)
@@ -141,10 +160,48 @@ pub(crate) fn router(state: ApiState) -> Router {
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
+        .route("/api/policies", get(policies::list))
+        .route("/api/policies/{vhost}", get(policies::list_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::get_one)
+                .put(policies::put_one)
+                .delete(policies::delete_one),
+        )
+        .route("/api/operator-policies", get(policies::op_list))
+        .route("/api/operator-policies/{vhost}", get(policies::op_list_in))
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(policies::op_get_one)
+                .put(policies::op_put_one)
+                .delete(policies::op_delete_one),
+        )
         .route("/metrics", get(super::metrics::metrics))
+        .route("/metrics/per-object", get(super::metrics::per_object))
+        .merge(super::ui::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// The request with one trailing slash taken off its path (`/api/queues/` → `/api/queues`), as
+/// RabbitMQ's router ignores it. Applied before routing.
+pub(crate) fn trim_trailing_slash(mut req: Request) -> Request {
+    let Some(trimmed) = req.uri().path().strip_suffix('/').filter(|p| !p.is_empty()) else {
+        return req;
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// The vhost called `name`, or RabbitMQ's 404.

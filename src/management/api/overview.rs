@@ -1,23 +1,22 @@
-//! Overview, identity, nodes, vhosts and health checks.
+//! Overview, identity, nodes, vhosts, cluster name and the aliveness test.
 
 use super::{ApiState, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::vhost::QueueSpec;
-use crate::broker::{ConnId, Message, Outbound, VHost};
+use crate::broker::{ConnId, Outbound, PublishRequest, VHost};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
-use crate::management::json::{JsonBody, PathArgs, QueryArgs};
+use crate::management::json::{JsonBody, PathArgs, QueryArgs, get_str};
 use crate::management::listing::ListQuery;
 use crate::management::rates::{Counters, RateSet};
-use crate::management::sys;
+use crate::process;
 use crate::protocol::ReplyCode;
 use crate::protocol::types::ShortStr;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Our product, as the overview names it.
@@ -97,6 +96,12 @@ pub(crate) async fn overview(
     let stats = st.broker.stats();
     totals.publish = stats.published.load(Ordering::Relaxed);
     totals.confirm = stats.confirmed.load(Ordering::Relaxed);
+    totals.returned = stats.returned.load(Ordering::Relaxed);
+    totals.dropped = stats
+        .unroutable
+        .load(Ordering::Relaxed)
+        .saturating_sub(totals.returned);
+    totals.dead_lettered = crate::management::rates::dead_lettered(stats);
     let mut overall = st.rates.overall();
     overall.messages = queue_rates.messages;
     overall.ready = queue_rates.ready;
@@ -114,7 +119,7 @@ pub(crate) async fn overview(
         product_version: PRODUCT_VERSION,
         product_name: PRODUCT_NAME,
         rabbitmq_version: RABBITMQ_VERSION,
-        cluster_name: st.node.to_string(),
+        cluster_name: cluster_name_of(&st),
         message_stats: dto::MessageStats::new(&totals, &overall, true),
         queue_totals: dto::MessageCounts::new(&totals, &overall),
         object_totals: dto::ObjectTotals {
@@ -132,7 +137,8 @@ pub(crate) async fn overview(
         },
         statistics_db_event_queue: 0,
         node: st.node.to_string(),
-        listeners: Vec::new(),
+        listeners: listeners(&st),
+        contexts: contexts(&st),
     };
     Ok(Json(list.project_one(to_value(&body))))
 }
@@ -151,12 +157,14 @@ fn node_dto(st: &ApiState) -> dto::Node {
         kind: "disc",
         running: true,
         os_pid: std::process::id().to_string(),
-        mem_used: sys::resident_memory(),
-        mem_limit: 0,
-        mem_alarm: false,
+        mem_used: process::resident_memory().unwrap_or(0),
+        mem_limit: st.mem_limit,
+        mem_alarm: st.broker.memory_alarm(),
         disk_free_alarm: false,
-        fd_used: sys::open_fds(),
-        processors: sys::processors(),
+        fd_used: process::open_fds().unwrap_or(0),
+        fd_total: process::fd_limit().unwrap_or(0),
+        disk_free: st.data_dir.as_deref().and_then(|d| process::disk_free(d)),
+        processors: process::processors(),
         uptime: u64::try_from(st.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         run_queue: 0,
         rates_mode: "basic",
@@ -272,32 +280,73 @@ pub(crate) async fn delete_vhost(
     }
 }
 
-fn health(status: StatusCode, reason: Option<String>) -> Response {
-    let s = if reason.is_some() { "failed" } else { "ok" };
-    (status, Json(dto::Health { status: s, reason })).into_response()
+/// The overview's `listeners`: each AMQP listener, then this API, as RabbitMQ lists them.
+fn listeners(st: &ApiState) -> Vec<dto::Listener> {
+    let amqp = st.listeners.amqp.iter().map(|a| dto::Listener {
+        node: st.node.to_string(),
+        protocol: "amqp",
+        ip_address: a.ip().to_string(),
+        port: a.port(),
+        socket_opts: json!({"nodelay": true}),
+    });
+    let http = st.listeners.http.iter().map(|a| dto::Listener {
+        node: st.node.to_string(),
+        protocol: "http",
+        ip_address: a.ip().to_string(),
+        port: a.port(),
+        socket_opts: json!({"ip": a.ip().to_string(), "port": a.port()}),
+    });
+    amqp.chain(http).collect()
 }
 
-/// GET /api/health/checks/alarms (and local-alarms): 503 while the memory alarm is set, as
-/// RabbitMQ answers with a resource alarm in effect.
-pub(crate) async fn health_ok(State(st): State<ApiState>, _user: AuthUser) -> Response {
-    if st.broker.memory_alarm() {
-        return health(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("resource alarm(s) in effect: memory".into()),
-        );
-    }
-    health(StatusCode::OK, None)
+/// The overview's `contexts`: this API at `/`.
+fn contexts(st: &ApiState) -> Vec<dto::Context> {
+    st.listeners
+        .http
+        .iter()
+        .map(|a| dto::Context {
+            ssl_opts: Vec::new(),
+            node: st.node.to_string(),
+            description: "Lagomorph Management",
+            path: "/",
+            ip: a.ip().to_string(),
+            port: a.port().to_string(),
+        })
+        .collect()
 }
 
-/// GET /api/health/checks/virtual-hosts: every vhost runs inside this process, so all are up.
-pub(crate) async fn health_vhosts(State(st): State<ApiState>, _user: AuthUser) -> Response {
-    if st.broker.vhosts().is_empty() {
-        return health(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("no virtual hosts".into()),
-        );
+fn cluster_name_of(st: &ApiState) -> String {
+    st.cluster_name
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// GET /api/cluster-name.
+pub(crate) async fn cluster_name(
+    State(st): State<ApiState>,
+    _user: AuthUser,
+) -> Json<dto::ClusterName> {
+    Json(dto::ClusterName {
+        name: cluster_name_of(&st),
+    })
+}
+
+/// PUT /api/cluster-name `{"name": ...}`: 204 (administrators only).
+pub(crate) async fn put_cluster_name(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    user.require_admin()?;
+    let Some(name) = get_str(&body, "name")? else {
+        return Err(ApiError::keys_missing(&["name"]));
+    };
+    if name.is_empty() {
+        return Err(ApiError::bad_request("cluster name must not be empty"));
     }
-    health(StatusCode::OK, None)
+    *st.cluster_name.write().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The queue the aliveness test uses, as in RabbitMQ.
@@ -315,19 +364,21 @@ pub(crate) async fn aliveness(
         name: ALIVENESS_QUEUE.into(),
         ..Default::default()
     };
-    let q = vh.declare_queue(&spec, false, ConnId(0))?;
+    let now = crate::clock::now();
+    let q = vh.declare_queue(&spec, false, ConnId(0), now)?;
     let body = bytes::Bytes::from_static(b"test_message");
-    let msg = Arc::new(Message {
+    let req = PublishRequest {
         exchange: ShortStr::EMPTY,
         routing_key: ShortStr::from_static(ALIVENESS_QUEUE),
         properties: Default::default(),
         body: body.clone(),
-    });
-    vh.publish("", msg)?;
-    let got = q.get(true)?;
+        user: &user.name,
+    };
+    vh.publish(req, now)?;
+    let got = vh.get(&q, true, now)?;
     Ok(match got {
-        Some(g) if g.message.msg.body == body => health(StatusCode::OK, None),
-        _ => health(
+        Some(g) if g.message.msg.body == body => super::health::health(StatusCode::OK, None),
+        _ => super::health::health(
             StatusCode::SERVICE_UNAVAILABLE,
             Some("aliveness test message was not returned".into()),
         ),

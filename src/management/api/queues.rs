@@ -1,6 +1,8 @@
 //! Queues: listing, declare, delete, purge and get.
 
+use super::connections::consumer_dto;
 use super::{ApiState, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::queue::Settle;
 use crate::broker::vhost::QueueSpec;
 use crate::broker::{ConnId, ConnectionInfo, Queue, VHost};
 use crate::management::auth::AuthUser;
@@ -10,8 +12,8 @@ use crate::management::json::{
     JsonBody, PathArgs, QueryArgs, get_bool, get_str, get_u64, json_to_table, properties_to_json,
     require_keys, table_to_json,
 };
-use crate::management::listing::ListQuery;
-use crate::management::rates::{Counters, RateSet};
+use crate::management::listing::{ListQuery, SortKey};
+use crate::management::rates::{Counters, RateSet, VhostRates};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,8 +23,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Bookkeeping bytes per message, beyond its body, in the memory estimate.
-const PER_MESSAGE_OVERHEAD: u64 = 160;
 /// Bytes a queue takes with no messages, in the memory estimate.
 const QUEUE_BASE_MEMORY: u64 = 1024;
 /// Most messages one get request may take.
@@ -35,7 +35,8 @@ fn queue_dto(
     conns: &HashMap<ConnId, Arc<ConnectionInfo>>,
 ) -> dto::Queue {
     let counts = q.counts();
-    let (_, _, consumers, ready_bytes) = counts;
+    let applied = q.policy();
+    let (consumers, ready_bytes) = (counts.consumers, counts.ready_bytes);
     let c = Counters::with_counts(q, counts);
     let owner = q
         .exclusive
@@ -54,11 +55,13 @@ fn queue_dto(
         arguments: table_to_json(&q.args.raw),
         node: st.node.to_string(),
         state: "running",
-        kind: "classic",
-        policy: None,
+        kind: q.kind(),
+        policy: applied.policy,
+        operator_policy: applied.operator_policy,
+        effective_policy_definition: Value::Object(applied.definition),
         exclusive_consumer_tag: None,
         consumers: consumers as u64,
-        memory: QUEUE_BASE_MEMORY + ready_bytes as u64 + c.messages * PER_MESSAGE_OVERHEAD,
+        memory: QUEUE_BASE_MEMORY + counts.memory as u64,
         message_bytes: ready_bytes as u64,
         message_bytes_ready: ready_bytes as u64,
         counts: dto::MessageCounts::new(&c, &rate),
@@ -75,22 +78,61 @@ fn conn_map(st: &ApiState) -> HashMap<ConnId, Arc<ConnectionInfo>> {
         .collect()
 }
 
-/// Queues of the given vhosts with their rates, answered with lazy pagination.
+/// Queues of the given vhosts, answered with lazy pagination: a queue's rates are looked up
+/// only when its page is built or a rate is the sort key.
 fn respond(st: &ApiState, list: &ListQuery, vhosts: &[Arc<VHost>]) -> ApiResult<Response> {
     let conns = conn_map(st);
-    let mut items: Vec<(Arc<Queue>, RateSet)> = Vec::new();
+    let mut items: Vec<(Arc<Queue>, VhostRates)> = Vec::new();
     for vh in vhosts {
         let rates = st.rates.vhost_queues(&vh.name);
-        for q in vh.queues() {
-            let r = rates.get(&*q.name).copied().unwrap_or_default();
-            items.push((q, r));
-        }
+        items.extend(vh.queues().into_iter().map(|q| (q, Arc::clone(&rates))));
     }
+    let rate = |q: &Queue, r: &VhostRates| r.get(&*q.name).copied().unwrap_or_default();
     list.respond_lazy(
         items,
         |(q, _)| (&*q.vhost, &*q.name),
-        |(q, r)| queue_dto(st, q, *r, &conns),
+        |(q, r), path| sort_key(q, || rate(q, r), path),
+        |(q, r)| queue_dto(st, q, rate(q, r), &conns),
     )
+}
+
+/// The value a queue's JSON has at `path`, for the fields the queues page sorts by, read
+/// without building the JSON (`None` for other fields: those sorts build it).
+fn sort_key(q: &Queue, rate: impl Fn() -> RateSet, path: &[String]) -> Option<SortKey> {
+    let counts = || {
+        let c = q.counts();
+        (c.ready, c.unacked, c.consumers)
+    };
+    let num = |n: usize| Some(SortKey::Num(n as f64));
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        ["name"] => Some(SortKey::Str(Arc::clone(&q.name))),
+        ["vhost"] => Some(SortKey::Str(Arc::clone(&q.vhost))),
+        ["durable"] => Some(SortKey::Bool(q.durable)),
+        ["auto_delete"] => Some(SortKey::Bool(q.auto_delete)),
+        ["exclusive"] => Some(SortKey::Bool(q.exclusive.is_some())),
+        ["messages"] => {
+            let (ready, unacked, _) = counts();
+            num(ready + unacked)
+        }
+        ["messages_ready"] => num(counts().0),
+        ["messages_unacknowledged"] => num(counts().1),
+        ["consumers"] => num(counts().2),
+        ["messages_details", "rate"] => Some(SortKey::Num(rate().messages)),
+        ["messages_ready_details", "rate"] => Some(SortKey::Num(rate().ready)),
+        ["messages_unacknowledged_details", "rate"] => Some(SortKey::Num(rate().unacked)),
+        ["message_stats", field, "rate"] => {
+            let r = rate();
+            Some(SortKey::Num(match *field {
+                "publish_details" => r.publish,
+                "deliver_get_details" => r.deliver_get,
+                "ack_details" => r.ack,
+                "redeliver_details" => r.redeliver,
+                _ => return None,
+            }))
+        }
+        _ => None,
+    }
 }
 
 /// GET /api/queues.
@@ -129,8 +171,22 @@ pub(crate) async fn show(
     let list = ListQuery::parse(&q)?;
     let vh = visible_vhost(&st, &user, &vhost)?;
     let queue = find(&vh, &name)?;
-    let dto = queue_dto(&st, &queue, st.rates.queue(&vhost, &name), &conn_map(&st));
-    Ok(Json(list.project_one(to_value(&dto))))
+    let conns = conn_map(&st);
+    let dto = queue_dto(&st, &queue, st.rates.queue(&vhost, &name), &conns);
+    let mut value = to_value(&dto);
+    // One queue's page also lists its consumers, as RabbitMQ's does.
+    let consumers: Vec<Value> = queue
+        .consumers()
+        .iter()
+        .filter_map(|h| {
+            let ci = conns.get(&h.conn)?;
+            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h)))
+        })
+        .collect();
+    if let Value::Object(m) = &mut value {
+        m.insert("consumer_details".into(), Value::Array(consumers));
+    }
+    Ok(Json(list.project_one(value)))
 }
 
 /// PUT /api/queues/{vhost}/{name}: 201 when created, 204 when an equivalent queue existed,
@@ -156,7 +212,7 @@ pub(crate) async fn declare(
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
     let existed = vh.queue(&name).is_ok();
-    vh.declare_queue(&spec, false, owner_of(&vh, &name))?;
+    vh.declare_queue(&spec, false, owner_of(&vh, &name), crate::clock::now())?;
     Ok(if existed {
         StatusCode::NO_CONTENT
     } else {
@@ -199,7 +255,7 @@ pub(crate) async fn purge(
     PathArgs((vhost, name)): PathArgs<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let vh = usable_vhost(&st, &user, &vhost)?;
-    find(&vh, &name)?.purge()?;
+    vh.purge(&find(&vh, &name)?, crate::clock::now())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,7 +266,8 @@ enum AckMode {
     Requeue,
     /// Acknowledge them: they leave the queue.
     Ack,
-    /// Reject without requeue: they leave the queue (dead-lettering would hook in here).
+    /// Reject without requeue: they leave the queue (dead-lettered when it has a
+    /// dead-letter exchange).
     Discard,
 }
 
@@ -258,14 +315,16 @@ pub(crate) async fn get_messages(
             format!("NOT_FOUND - {e}"),
         )
     })?;
+    let now = crate::clock::now();
     let mut taken = Vec::new();
     let mut out = Vec::new();
     for _ in 0..count {
-        let got = match queue.get(false) {
+        let got = match vh.get(&queue, false, now) {
             Ok(Some(got)) => got,
             Ok(None) => break,
             Err(e) => {
-                queue.requeue(taken);
+                // The store failed: what was taken goes back, as far as it can.
+                let _ = vh.settle(&queue, Settle::Requeue, taken, now);
                 return Err(e.into());
             }
         };
@@ -294,10 +353,11 @@ pub(crate) async fn get_messages(
         });
         taken.push(got.message);
     }
-    match mode {
-        AckMode::Requeue => queue.requeue(taken),
-        AckMode::Ack => queue.ack(&taken)?,
-        AckMode::Discard => queue.discard(&taken)?,
-    }
+    let how = match mode {
+        AckMode::Requeue => Settle::Requeue,
+        AckMode::Ack => Settle::Ack,
+        AckMode::Discard => Settle::Reject,
+    };
+    vh.settle(&queue, how, taken, now)?;
     Ok(Json(out))
 }

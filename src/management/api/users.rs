@@ -12,6 +12,7 @@ use crate::password;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -166,6 +167,34 @@ pub(crate) async fn delete_user(
     } else {
         Err(ApiError::not_found())
     }
+}
+
+/// POST /api/users/bulk-delete `{"users": [...]}`: deletes them in order; the first that does
+/// not exist stops it with 400 `["no_such_user", name]` (those before it stay deleted), as
+/// RabbitMQ 3.10 does.
+pub(crate) async fn bulk_delete(
+    State(st): State<ApiState>,
+    auth: AuthUser,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    auth.require_admin()?;
+    let Some(list) = body.get("users") else {
+        return Err(ApiError::keys_missing(&["users"]));
+    };
+    let Some(names) = list.as_array() else {
+        return Err(ApiError::bad_request("users must be a list of user names"));
+    };
+    for name in names {
+        let Some(name) = name.as_str() else {
+            return Err(ApiError::bad_request("users must be a list of user names"));
+        };
+        if !st.broker.delete_user(name) {
+            let reason =
+                serde_json::json!({"error": "bad_request", "reason": ["no_such_user", name]});
+            return Ok((StatusCode::BAD_REQUEST, Json(reason)).into_response());
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn permission_list(

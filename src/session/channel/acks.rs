@@ -1,27 +1,39 @@
 //! basic.ack, basic.nack, basic.reject and basic.recover: settling deliveries, in batches.
 
+use crate::broker::queue::Settle as Settled;
 use crate::broker::{Credit, Queue, QueuedMessage};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use std::sync::Arc;
 
+use super::super::connection::Ctx;
 use super::super::error::AmqpError;
 use super::{Channel, Settle, Unacked, err};
 
 impl Channel {
-    pub(super) fn basic_ack(&mut self, m: BasicAck) -> Result<(), AmqpError> {
+    pub(super) fn basic_ack(&mut self, ctx: &mut Ctx<'_>, m: BasicAck) -> Result<(), AmqpError> {
         let ids = (BasicAck::CLASS_ID, BasicAck::METHOD_ID);
-        self.settle(m.delivery_tag, m.multiple, Settle::Ack, ids)
+        self.settle(ctx, m.delivery_tag, m.multiple, Settle::Ack, ids)
     }
 
-    pub(super) fn basic_reject(&mut self, m: BasicReject) -> Result<(), AmqpError> {
+    pub(super) fn basic_reject(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: BasicReject,
+    ) -> Result<(), AmqpError> {
         let ids = (BasicReject::CLASS_ID, BasicReject::METHOD_ID);
-        self.settle(m.delivery_tag, false, Settle::rejected(m.requeue), ids)
+        self.settle(ctx, m.delivery_tag, false, Settle::rejected(m.requeue), ids)
     }
 
-    pub(super) fn basic_nack(&mut self, m: BasicNack) -> Result<(), AmqpError> {
+    pub(super) fn basic_nack(&mut self, ctx: &mut Ctx<'_>, m: BasicNack) -> Result<(), AmqpError> {
         let ids = (BasicNack::CLASS_ID, BasicNack::METHOD_ID);
-        self.settle(m.delivery_tag, m.multiple, Settle::rejected(m.requeue), ids)
+        self.settle(
+            ctx,
+            m.delivery_tag,
+            m.multiple,
+            Settle::rejected(m.requeue),
+            ids,
+        )
     }
 
     /// Moves the deliveries `tag` (and, with `multiple`, all before it) from `unacked` to the end
@@ -66,6 +78,7 @@ impl Channel {
 
     fn settle(
         &mut self,
+        ctx: &mut Ctx<'_>,
         tag: u64,
         multiple: bool,
         how: Settle,
@@ -83,37 +96,43 @@ impl Channel {
             self.pending_acks = pending;
             return r;
         }
-        self.flush_acks();
+        self.flush_acks(ctx)?;
         let mut taken = Vec::new();
         self.take_unacked(tag, multiple, how, &mut taken, (class, mid))?;
-        self.apply_settles(&mut taken);
-        Ok(())
+        self.apply_settles(ctx, &mut taken)
     }
 
     /// Applies the acks deferred by this read batch.
-    pub(crate) fn flush_acks(&mut self) {
+    pub(crate) fn flush_acks(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if self.pending_acks.is_empty() {
-            return;
+            return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending_acks);
-        self.apply_settles(&mut pending);
+        let r = self.apply_settles(ctx, &mut pending);
         // Keep the allocation for the next batch.
+        pending.clear();
         self.pending_acks = pending;
+        r
     }
 
     /// Settles (and empties) `items`, in order. Each run of consecutive deliveries from the same
     /// queue settled the same way is one queue call (one lock), and each run from the same
     /// consumer gives its prefetch credit back in one release; a queue whose consumer had no
-    /// credit left dispatches once, at the end.
-    pub(super) fn apply_settles(&mut self, items: &mut Vec<(Unacked, Settle)>) {
+    /// credit left dispatches once, at the end. A store error is a connection error (541).
+    pub(super) fn apply_settles(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        items: &mut Vec<(Unacked, Settle)>,
+    ) -> Result<(), AmqpError> {
         if items.is_empty() {
-            return;
+            return Ok(());
         }
         let mut wake: Vec<Arc<Queue>> = Vec::new();
         let mut credited = 0u32;
         let mut run: Vec<QueuedMessage> = Vec::with_capacity(items.len());
         let mut run_of: Option<(Arc<Queue>, Settle)> = None;
         let mut credit_run: Option<(Arc<Credit>, Arc<Queue>, u32)> = None;
+        let mut result = Ok(());
         for (u, how) in items.drain(..) {
             if let Some(p) = u.prefetch {
                 credited += 1;
@@ -130,70 +149,90 @@ impl Channel {
                 Some((q, h)) if *h == how && Arc::ptr_eq(q, &u.queue) => {}
                 _ => {
                     if let Some((q, h)) = run_of.replace((Arc::clone(&u.queue), how)) {
-                        settle_run(&q, h, &mut run);
+                        result = result.and(settle_run(ctx, &q, h, &mut run));
                     }
                 }
             }
             run.push(u.msg);
         }
         if let Some((q, h)) = run_of {
-            settle_run(&q, h, &mut run);
+            result = result.and(settle_run(ctx, &q, h, &mut run));
         }
         if let Some(done) = credit_run {
             release_prefetch(done, &mut wake);
         }
         if credited > 0 {
-            self.release_channel_credit(credited);
+            result = result.and(self.release_channel_credit(ctx, credited));
         }
         for q in wake {
-            q.dispatch();
+            result = result.and(dispatch(ctx, &q));
         }
+        result
     }
 
-    pub(super) fn release_channel_credit(&self, n: u32) {
+    pub(super) fn release_channel_credit(
+        &self,
+        ctx: &mut Ctx<'_>,
+        n: u32,
+    ) -> Result<(), AmqpError> {
         if self.credit.release(n) {
-            self.dispatch_all();
+            return self.dispatch_all(ctx);
         }
+        Ok(())
     }
 
     /// Asks every queue this channel consumes from to dispatch (credit became available).
-    pub(super) fn dispatch_all(&self) {
+    pub(super) fn dispatch_all(&self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         let mut seen: Vec<&Arc<Queue>> = Vec::new();
+        let mut result = Ok(());
         for c in self.consumers.values() {
             if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
                 seen.push(&c.queue);
-                c.queue.dispatch();
+                result = result.and(dispatch(ctx, &c.queue));
             }
         }
+        result
     }
 
     /// basic.recover, and a channel's end: the acks already received are applied, then every
     /// other unacked delivery goes back to its queue.
-    pub(super) fn recover(&mut self) {
-        self.flush_acks();
+    pub(super) fn recover(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        let r = self.flush_acks(ctx);
         let mut all: Vec<(Unacked, Settle)> = self
             .unacked
             .drain(..)
             .map(|u| (u, Settle::Requeue))
             .collect();
-        self.apply_settles(&mut all);
+        r.and(self.apply_settles(ctx, &mut all))
     }
 }
 
+/// A store failure while settling or dispatching: logged, and the connection closes (541).
+pub(super) fn store_failure(e: crate::broker::BrokerError) -> AmqpError {
+    tracing::error!(error = %e, "store failure; closing the connection");
+    AmqpError::connection(e.reply_code(), e)
+}
+
+/// Asks `q` to dispatch.
+pub(super) fn dispatch(ctx: &Ctx<'_>, q: &Arc<Queue>) -> Result<(), AmqpError> {
+    ctx.vhost.dispatch(q, ctx.now).map_err(store_failure)
+}
+
 /// Settles one run of deliveries from `q` (and empties `run`).
-fn settle_run(q: &Arc<Queue>, how: Settle, run: &mut Vec<QueuedMessage>) {
-    let r = match how {
-        Settle::Ack => q.ack(run),
-        Settle::Discard => q.discard(run),
-        Settle::Requeue => {
-            q.requeue(std::mem::take(run));
-            Ok(())
-        }
+fn settle_run(
+    ctx: &Ctx<'_>,
+    q: &Arc<Queue>,
+    how: Settle,
+    run: &mut Vec<QueuedMessage>,
+) -> Result<(), AmqpError> {
+    let how = match how {
+        Settle::Ack => Settled::Ack,
+        Settle::Discard => Settled::Reject,
+        Settle::Requeue => Settled::Requeue,
     };
-    run.clear();
-    if let Err(e) = r {
-        tracing::error!(queue = %q.name, error = %e, "settling deliveries failed");
-    }
+    ctx.vhost
+        .settle(q, how, std::mem::take(run), ctx.now)
+        .map_err(store_failure)
 }
 
 /// Gives `n` slots back to a consumer's prefetch credit; notes its queue for a dispatch when

@@ -3,7 +3,7 @@
 
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::vhost::generate_name;
-use crate::broker::{Credit, Delivery, Message};
+use crate::broker::{Credit, Delivery, PublishRequest};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::ShortStr;
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use super::super::assembler::Publish;
 use super::super::connection::Ctx;
 use super::super::error::AmqpError;
-use super::{Channel, ConsumerState, Unacked, err};
+use super::acks::{dispatch, store_failure};
+use super::{Channel, ConsumerState, Unacked};
 
 impl Channel {
     pub(super) fn basic_qos(&mut self, ctx: &mut Ctx<'_>, m: BasicQos) -> Result<(), AmqpError> {
@@ -25,7 +26,7 @@ impl Channel {
         }
         if m.global {
             if self.credit.set_limit(u32::from(m.prefetch_count)) {
-                self.dispatch_all();
+                self.dispatch_all(ctx)?;
             }
         } else {
             self.consumer_prefetch = u32::from(m.prefetch_count);
@@ -71,7 +72,8 @@ impl Channel {
             transit: Arc::clone(&transit),
             mailbox: ctx.mailbox.clone(),
         };
-        q.consume(handle)
+        ctx.vhost
+            .consume(&q, handle, ctx.now)
             .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
         // consume-ok goes out before the queue pushes anything into the mailbox.
         if !m.no_wait {
@@ -84,7 +86,7 @@ impl Channel {
             );
         }
         ctx.info.consumers_changed(1);
-        q.dispatch();
+        let dispatched = dispatch(ctx, &q);
         self.consumers.insert(
             tag,
             ConsumerState {
@@ -93,7 +95,7 @@ impl Channel {
                 transit,
             },
         );
-        Ok(())
+        dispatched
     }
 
     pub(super) fn basic_cancel(
@@ -103,9 +105,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         if let Some(c) = self.consumers.remove(m.consumer_tag.as_str()) {
             ctx.info.consumers_changed(-1);
-            if c.queue.cancel(ctx.conn, self.id, &m.consumer_tag) == Some(true) {
-                ctx.vhost.auto_delete_queue(&c.queue);
-            }
+            ctx.vhost
+                .cancel(&c.queue, ctx.conn, self.id, &m.consumer_tag, ctx.now)
+                .map_err(store_failure)?;
         }
         if !m.no_wait {
             ctx.send(
@@ -136,7 +138,7 @@ impl Channel {
         let on = |e| AmqpError::from_broker(ch, e).on(class, mid);
         let queue = self.queue_name(&m.queue, class, mid)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
-        let Some(got) = q.get(m.no_ack).map_err(on)? else {
+        let Some(got) = ctx.vhost.get(&q, m.no_ack, ctx.now).map_err(on)? else {
             ctx.send(ch, &BasicGetEmpty::default().into());
             return Ok(());
         };
@@ -154,13 +156,14 @@ impl Channel {
             }
             .into(),
         );
-        ctx.out
-            .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
-        if m.no_ack {
-            q.stats
-                .acked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
+        ctx.out.put_content(
+            ch,
+            60,
+            &got.message.delivery_properties(),
+            &msg.body,
+            ctx.frame_max,
+        );
+        if !m.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
                 queue: q,
@@ -184,100 +187,72 @@ impl Channel {
         self.route(ctx, p)
     }
 
+    /// Publishes through the broker's one entry point and turns the outcome into replies:
+    /// basic.return for a mandatory message no queue took, the confirm (ack after the flush
+    /// it waits for, nack when a queue refused it).
     pub(super) fn route(&mut self, ctx: &mut Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
         let ch = self.id;
-        let on = |e| AmqpError::from_broker(ch, e).on(60, 40);
-        // Read straight from the encoded properties: the message is not decoded on publish.
-        if let Some(uid) = p.header.properties.user_id()
-            && uid != ctx.user
-        {
-            return Err(err(
-                ch,
-                ReplyCode::PreconditionFailed,
-                format_args!(
-                    "user_id property set to '{uid}' but authenticated user was '{}'",
-                    ctx.user
-                ),
-                60,
-                40,
-            ));
-        }
-        let x = ctx.vhost.exchange(&p.method.exchange).map_err(on)?;
-        if x.internal {
-            return Err(err(
-                ch,
-                ReplyCode::AccessRefused,
-                format_args!(
-                    "cannot publish to internal exchange '{}' in vhost '{}'",
-                    x.name, ctx.vhost.name
-                ),
-                60,
-                40,
-            ));
-        }
         let mandatory = p.method.mandatory;
-        let msg = Arc::new(Message {
+        let req = PublishRequest {
             exchange: p.method.exchange,
             routing_key: p.method.routing_key,
             properties: p.header.properties,
             body: p.body,
-        });
-        let stats = ctx.broker.stats();
-        stats
-            .published
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let outcome = match ctx.vhost.publish_to(&x, Arc::clone(&msg)) {
+            user: ctx.user,
+        };
+        let outcome = match ctx.vhost.publish(req, ctx.now) {
             Ok(o) => o,
             Err(e) => {
                 if let Some(c) = &mut self.confirms {
                     c.refuse();
                 }
-                return Err(on(e));
+                return Err(AmqpError::from_broker(ch, e).on(60, 40));
             }
         };
-        if outcome.routed == 0 {
-            stats
-                .unroutable
+        if !outcome.routed && mandatory {
+            ctx.vhost
+                .shared()
+                .stats
+                .returned
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if mandatory {
-                ctx.send(
-                    ch,
-                    &BasicReturn {
-                        reply_code: ReplyCode::NoRoute.code(),
-                        reply_text: ShortStr::from_static("NO_ROUTE"),
-                        exchange: msg.exchange.clone(),
-                        routing_key: msg.routing_key.clone(),
-                    }
-                    .into(),
-                );
-                ctx.out
-                    .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
-            }
+            let msg = &outcome.message;
+            ctx.send(
+                ch,
+                &BasicReturn {
+                    reply_code: ReplyCode::NoRoute.code(),
+                    reply_text: ShortStr::from_static("NO_ROUTE"),
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                }
+                .into(),
+            );
+            ctx.out
+                .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
         }
         if let Some(c) = &mut self.confirms {
-            let wait = if outcome.persisted {
-                ctx.broker.commit().written()
+            if outcome.refused {
+                c.refuse();
             } else {
-                0
-            };
-            c.publish(wait);
+                c.publish(outcome.flush);
+            }
         }
         Ok(())
     }
 
     /// A delivery from the mailbox for a consumer of this channel.
-    pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_>, d: Delivery) {
+    pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_>, d: Delivery) -> Result<(), AmqpError> {
         let Some(c) = self
             .consumers
             .get(&d.consumer_tag)
             .filter(|_| !self.closing)
         else {
             // Cancelled or closing: the message goes back untouched.
-            d.queue.undeliver(d.message, d.no_ack);
-            if !d.no_ack {
-                self.release_channel_credit(1);
+            let no_ack = d.no_ack;
+            let r = ctx.vhost.undeliver(d, ctx.now).map_err(store_failure);
+            if !no_ack {
+                return r.and(self.release_channel_credit(ctx, 1));
             }
-            return;
+            return r;
         };
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -293,11 +268,15 @@ impl Channel {
             }
             .into(),
         );
-        ctx.out
-            .put_content(self.id, 60, &msg.properties, &msg.body, ctx.frame_max);
-        if c.transit.release(1) {
-            d.queue.dispatch();
-        }
+        ctx.out.put_content(
+            self.id,
+            60,
+            &d.message.delivery_properties(),
+            &msg.body,
+            ctx.frame_max,
+        );
+        // The delivery is recorded before the queue is asked for more, which may fail.
+        let wake = c.transit.release(1).then(|| Arc::clone(&d.queue));
         if !d.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
@@ -305,6 +284,10 @@ impl Channel {
                 msg: d.message,
                 prefetch: Some(Arc::clone(&c.prefetch)),
             });
+        }
+        match wake {
+            Some(q) => dispatch(ctx, &q),
+            None => Ok(()),
         }
     }
 

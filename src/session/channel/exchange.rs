@@ -22,12 +22,7 @@ impl Channel {
             ExchangeDeclare::METHOD_ID,
         );
         if m.exchange.is_empty() {
-            if m.passive {
-                if !m.no_wait {
-                    ctx.send(ch, &ExchangeDeclareOk.into());
-                }
-                return Ok(());
-            }
+            // Passive or not, as RabbitMQ 3.10 answers.
             return Err(err(
                 ch,
                 ReplyCode::AccessRefused,

@@ -79,7 +79,7 @@ pub(crate) struct Channel {
     next_tag: u64,
     /// basic.qos global=false: prefetch for consumers created from now on.
     consumer_prefetch: u32,
-    /// basic.qos global=true and channel.flow.
+    /// basic.qos global=true.
     credit: Arc<Credit>,
     pub(crate) confirms: Option<Confirms>,
     tx: Option<Tx>,
@@ -169,15 +169,12 @@ impl Channel {
             Method::BasicCancel(m) => self.basic_cancel(ctx, m),
             Method::BasicPublish(m) => self.basic_publish(m),
             Method::BasicGet(m) => self.basic_get(ctx, m),
-            Method::BasicAck(m) => self.basic_ack(m),
-            Method::BasicReject(m) => self.basic_reject(m),
-            Method::BasicNack(m) => self.basic_nack(m),
-            Method::BasicRecoverAsync(_) => {
-                self.recover();
-                Ok(())
-            }
+            Method::BasicAck(m) => self.basic_ack(ctx, m),
+            Method::BasicReject(m) => self.basic_reject(ctx, m),
+            Method::BasicNack(m) => self.basic_nack(ctx, m),
+            Method::BasicRecoverAsync(_) => self.recover(ctx),
             Method::BasicRecover(_) => {
-                self.recover();
+                self.recover(ctx)?;
                 ctx.send(self.id, &BasicRecoverOk.into());
                 Ok(())
             }
@@ -193,29 +190,36 @@ impl Channel {
         }
     }
 
-    /// channel.flow: active=false pauses deliveries to this channel's consumers.
+    /// channel.flow: active=true is accepted; active=false is 540 NOT_IMPLEMENTED, as in
+    /// RabbitMQ 3.x (clients are written against that answer; prefetch is the way to pause).
     fn channel_flow(&mut self, ctx: &mut Ctx<'_>, m: ChannelFlow) -> Result<(), AmqpError> {
-        if self.credit.set_paused(!m.active) {
-            self.dispatch_all();
+        if !m.active {
+            return Err(
+                AmqpError::connection(ReplyCode::NotImplemented, "active=false")
+                    .on(ChannelFlow::CLASS_ID, ChannelFlow::METHOD_ID),
+            );
         }
-        ctx.send(self.id, &ChannelFlowOk { active: m.active }.into());
+        ctx.send(self.id, &ChannelFlowOk { active: true }.into());
         Ok(())
     }
 
     /// The channel is gone (closed by either side, or the connection ended): cancel consumers,
-    /// requeue unacked deliveries, drop uncommitted work.
-    pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) {
+    /// requeue unacked deliveries, drop uncommitted work. Store errors meanwhile are logged
+    /// (the channel is going anyway) and returned, so the connection can close with 541.
+    pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         // Acks the client sent count, even when the channel closes right after them.
-        self.flush_acks();
+        let mut result = self.flush_acks(ctx);
         self.assembler.reset();
         self.tx = None;
         for (tag, c) in self.consumers.drain() {
             ctx.info.consumers_changed(-1);
-            if c.queue.cancel(ctx.conn, self.id, &tag) == Some(true) {
-                ctx.vhost.auto_delete_queue(&c.queue);
-            }
+            result = result.and(
+                ctx.vhost
+                    .cancel(&c.queue, ctx.conn, self.id, &tag, ctx.now)
+                    .map_err(acks::store_failure),
+            );
         }
-        self.recover();
+        result.and(self.recover(ctx))
     }
 }
 

@@ -25,7 +25,7 @@ impl Channel {
         };
         let q = ctx
             .vhost
-            .declare_queue(&spec, m.passive, ctx.conn)
+            .declare_queue(&spec, m.passive, ctx.conn, ctx.now)
             .map_err(|e| {
                 AmqpError::from_broker(self.id, e)
                     .on(QueueDeclare::CLASS_ID, QueueDeclare::METHOD_ID)
@@ -94,7 +94,7 @@ impl Channel {
         let on = |e| AmqpError::from_broker(self.id, e).on(class, mid);
         let queue = self.queue_name(&m.queue, class, mid)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
-        let n = q.purge().map_err(on)?;
+        let n = ctx.vhost.purge(&q, ctx.now).map_err(on)?;
         if !m.no_wait {
             ctx.send(self.id, &QueuePurgeOk { message_count: n }.into());
         }

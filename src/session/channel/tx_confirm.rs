@@ -70,7 +70,7 @@ impl Channel {
             self.route(ctx, p)?;
         }
         let mut settles = tx.settles;
-        self.apply_settles(&mut settles);
+        self.apply_settles(ctx, &mut settles)?;
         ctx.send(self.id, &TxCommitOk.into());
         Ok(())
     }

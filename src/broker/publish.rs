@@ -1,0 +1,266 @@
+//! Publishing: the one broker call a publish makes ([`VHost::publish`]), and routing.
+//!
+//! `publish` does, in RabbitMQ 3.10's order (`rabbit_channel`'s basic.publish): resolve the
+//! exchange (404), refuse an internal one (403), check `user-id` (406) and `expiration`
+//! (406), then route (following exchange-to-exchange bindings and alternate exchanges), push
+//! into every queue found, and carry out what the pushes left (dead letters from length limits
+//! or TTL 0). It returns what the session needs to answer: whether any queue took the message
+//! (mandatory returns), whether a queue refused it (basic.nack in confirm mode), and the
+//! group-commit sequence its confirm waits for. Exchanges are read from the vhost's concurrent
+//! map, never under the definitions lock.
+//!
+//! A persistent message routed to several durable queues is stored in all of them or none:
+//! the puts happen under one held flush, and if one fails, the copies already put are removed
+//! before the flush can see them.
+
+use crate::protocol::properties::Properties;
+use crate::protocol::types::{FieldTable, ShortStr};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::error::{BrokerError, BrokerResult, no_exchange};
+use super::exchange::{Destination, Exchange, ExchangeKind};
+use super::message::Message;
+use super::queue::args::MAX_EXPIRY;
+use super::queue::{Followups, Queue};
+use super::time::Now;
+use super::vhost::VHost;
+
+/// A complete basic.publish, as the session assembled it.
+#[derive(Debug)]
+pub struct PublishRequest<'a> {
+    /// Exchange name.
+    pub exchange: ShortStr,
+    /// Routing key.
+    pub routing_key: ShortStr,
+    /// Content properties, as sent.
+    pub properties: Properties,
+    /// Body.
+    pub body: Bytes,
+    /// The publishing connection's user (checked against `user-id`).
+    pub user: &'a str,
+}
+
+/// What happened to a publish.
+#[derive(Debug)]
+pub struct PublishOutcome {
+    /// The message, as queued (a mandatory publish that reached no queue is returned).
+    pub message: Arc<Message>,
+    /// Some queue took it (or refused it: the message was routable).
+    pub routed: bool,
+    /// A queue refused it (`x-overflow` reject-publish): the confirm is a basic.nack.
+    pub refused: bool,
+    /// The group-commit sequence the confirm waits for (0: none).
+    pub flush: u64,
+}
+
+/// RabbitMQ's `parse_expiration`: the `expiration` property as milliseconds, or the error
+/// term of its 406 (`no_integer`, `{leftover_string,"…"}`, `{value_negative,N}`,
+/// `{value_too_large,N}` above ten years).
+pub fn parse_expiration(s: &str) -> Result<Option<u64>, String> {
+    let b = s.as_bytes();
+    let (neg, digits_at) = match b.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let end = b[digits_at..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .map_or(b.len(), |p| digits_at + p);
+    if end == digits_at {
+        return Err("no_integer".into());
+    }
+    if end < b.len() {
+        return Err(format!("{{leftover_string,\"{}\"}}", &s[end..]));
+    }
+    let digits = s[digits_at..end].trim_start_matches('0');
+    let shown = if digits.is_empty() { "0" } else { digits };
+    let value: Option<u64> = digits.parse().ok().or(digits.is_empty().then_some(0));
+    match (neg, value) {
+        (true, Some(0)) => Ok(Some(0)),
+        (true, _) => Err(format!("{{value_negative,-{shown}}}")),
+        (false, Some(n)) if n <= MAX_EXPIRY as u64 => Ok(Some(n)),
+        (false, _) => Err(format!("{{value_too_large,{shown}}}")),
+    }
+}
+
+impl VHost {
+    /// Publishes a message: see the module docs.
+    pub fn publish(&self, req: PublishRequest<'_>, now: Now) -> BrokerResult<PublishOutcome> {
+        let x = self
+            .find_exchange(&req.exchange)
+            .ok_or_else(|| no_exchange(&req.exchange, &self.name))?;
+        if x.internal {
+            return Err(BrokerError::AccessRefused(format!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                x.name, self.name
+            )));
+        }
+        if let Some(uid) = req.properties.user_id()
+            && uid != req.user
+        {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "user_id property set to '{uid}' but authenticated user was '{}'",
+                req.user
+            )));
+        }
+        if let Some(exp) = req.properties.expiration()
+            && let Err(term) = parse_expiration(exp)
+        {
+            return Err(BrokerError::PreconditionFailed(format!(
+                "invalid expiration '{exp}': {term}"
+            )));
+        }
+        let stats = &self.shared().stats;
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        let msg = Arc::new(Message {
+            exchange: req.exchange,
+            routing_key: req.routing_key,
+            properties: req.properties,
+            body: req.body,
+        });
+        let mut queues = Vec::new();
+        self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+        let mut outcome = PublishOutcome {
+            routed: !queues.is_empty(),
+            refused: false,
+            flush: 0,
+            message: Arc::clone(&msg),
+        };
+        if queues.is_empty() {
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            return Ok(outcome);
+        }
+        let mut fx = Followups::default();
+        let r = self.push_all(&queues, &msg, now, &mut fx, &mut outcome);
+        self.run(fx, now)?;
+        r?;
+        Ok(outcome)
+    }
+
+    /// Pushes into every queue; a persistent message into several durable queues is stored
+    /// in all or none (one held flush; copies already stored are removed on a failure).
+    fn push_all(
+        &self,
+        queues: &[Arc<Queue>],
+        msg: &Arc<Message>,
+        now: Now,
+        fx: &mut Followups,
+        outcome: &mut PublishOutcome,
+    ) -> BrokerResult<()> {
+        let several = queues.len() > 1
+            && msg.is_persistent()
+            && queues.iter().filter(|q| q.durable).count() > 1;
+        let _hold = several.then(|| self.shared().store.hold_flush());
+        let mut stored: Vec<(&Arc<Queue>, u64)> = Vec::new();
+        for q in queues {
+            match q.push(msg, now, fx) {
+                Ok(p) => {
+                    outcome.refused |= p.refused;
+                    outcome.flush = outcome.flush.max(p.flush);
+                    if several && let Some(id) = p.stored {
+                        stored.push((q, id));
+                    }
+                }
+                Err(e) => {
+                    for (q, id) in stored {
+                        if let Err(e2) = q.forget_stored(id) {
+                            tracing::error!(queue = %q.name, error = %e2, "removing a partly stored publish failed");
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the queues a message goes to: follows exchange-to-exchange bindings (each
+    /// exchange visited once, so cycles end) and the alternate exchange when nothing matched.
+    ///
+    /// The message's headers table is decoded only if a headers exchange is on the way, and
+    /// then once: no other exchange type looks at properties.
+    pub fn route_to(
+        &self,
+        exchange: &Arc<Exchange>,
+        routing_key: &str,
+        properties: &Properties,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        let decoded: std::cell::OnceCell<Option<FieldTable>> = std::cell::OnceCell::new();
+        let headers = |x: &Exchange| match x.kind {
+            ExchangeKind::Headers => decoded.get_or_init(|| properties.headers()).as_ref(),
+            _ => None,
+        };
+        if exchange.name.is_empty() {
+            if let Some(q) = self.find_queue(routing_key)
+                && !out.iter().any(|o| Arc::ptr_eq(o, &q))
+            {
+                out.push(q);
+            }
+            return;
+        }
+        let mut dests = Vec::new();
+        let mut visited: Vec<Arc<str>> = vec![Arc::clone(&exchange.name)];
+        exchange.route(routing_key, headers(exchange), &mut dests);
+        let mut alternate = exchange.alternate.clone();
+        let mut i = 0;
+        loop {
+            while i < dests.len() {
+                match &dests[i] {
+                    Destination::Queue(q) => {
+                        if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                            out.push(Arc::clone(q));
+                        }
+                    }
+                    Destination::Exchange(name) => {
+                        if !visited.iter().any(|v| v == name) {
+                            visited.push(Arc::clone(name));
+                            if let Some(x) = self.find_exchange(name) {
+                                x.route(routing_key, headers(&x), &mut dests);
+                            }
+                        }
+                    }
+                }
+                i += 1;
+            }
+            // Alternate exchange: only when nothing at all was routed (RabbitMQ's rule).
+            match alternate.take() {
+                Some(ae) if out.is_empty() && !visited.contains(&ae) => {
+                    visited.push(Arc::clone(&ae));
+                    if let Some(x) = self.find_exchange(&ae) {
+                        alternate = x.alternate.clone();
+                        x.route(routing_key, headers(&x), &mut dests);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expiration;
+
+    #[test]
+    fn expiration_parses_as_rabbitmq() {
+        assert_eq!(parse_expiration("1000"), Ok(Some(1000)));
+        assert_eq!(parse_expiration("0"), Ok(Some(0)));
+        assert_eq!(parse_expiration("+5"), Ok(Some(5)));
+        assert_eq!(parse_expiration("foo"), Err("no_integer".into()));
+        assert_eq!(parse_expiration(""), Err("no_integer".into()));
+        assert_eq!(
+            parse_expiration("10ms"),
+            Err("{leftover_string,\"ms\"}".into())
+        );
+        assert_eq!(parse_expiration("-1"), Err("{value_negative,-1}".into()));
+        assert_eq!(parse_expiration("4294967296"), Ok(Some(4_294_967_296)));
+        assert_eq!(
+            parse_expiration("1099511627776"),
+            Err("{value_too_large,1099511627776}".into())
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! The connection handshake: protocol header answered with connection.start, then start-ok
+//! (PLAIN or AMQPLAIN login), tune / tune-ok (limits checked as RabbitMQ checks them) and
+//! open / open-ok. A child of `connection`, whose state it moves forward.
+
+use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
+use crate::broker::Now;
+use crate::protocol::ReplyCode;
+use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
+use crate::protocol::method::*;
+use crate::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr, decode_table};
+use crate::session::error::AmqpError;
+use bytes::{BufMut, BytesMut};
+use std::time::Duration;
+
+impl Connection {
+    pub(super) fn start(&mut self) {
+        let m = ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            locales: LongStr::from("en_US"),
+        };
+        encode_method(0, &m.into(), self.out.buf());
+        self.state = State::StartOk;
+    }
+
+    pub(super) fn handshake(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
+        let Frame::Method { channel: 0, method } = frame else {
+            if matches!(frame, Frame::Heartbeat) {
+                return Ok(());
+            }
+            return Err(AmqpError::connection(
+                ReplyCode::CommandInvalid,
+                "expected a connection method on channel 0",
+            ));
+        };
+        match (self.state, method) {
+            (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m),
+            (State::TuneOk, Method::ConnectionTuneOk(m)) => {
+                self.tune_ok(m, now);
+                Ok(())
+            }
+            (State::Open, Method::ConnectionOpen(m)) => self.open(m),
+            (_, Method::ConnectionClose(_)) => {
+                self.close_ok(now);
+                Ok(())
+            }
+            (state, m) => Err(AmqpError::connection(
+                ReplyCode::CommandInvalid,
+                format_args!("unexpected {} during handshake ({state:?})", m.name()),
+            )
+            .on(m.class_id(), m.method_id())),
+        }
+    }
+
+    fn start_ok(&mut self, m: ConnectionStartOk) -> Result<(), AmqpError> {
+        *self
+            .info
+            .client_properties
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = m.client_properties.clone();
+        if let Some(FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
+            let flag = |k: &str| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
+            self.caps = ClientCaps {
+                consumer_cancel_notify: flag("consumer_cancel_notify"),
+                connection_blocked: flag("connection.blocked"),
+            };
+        }
+        let refused = || {
+            AmqpError::connection(
+                ReplyCode::AccessRefused,
+                format_args!(
+                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                    m.mechanism
+                ),
+            )
+            .on(10, 11)
+        };
+        let (user, pass) = match m.mechanism.as_str() {
+            "PLAIN" => {
+                // authzid \0 authcid \0 password
+                let mut parts = m.response.as_bytes().split(|&b| b == 0);
+                let (_, u, p) = (parts.next(), parts.next(), parts.next());
+                match (u.map(std::str::from_utf8), p.map(std::str::from_utf8)) {
+                    (Some(Ok(u)), Some(Ok(p))) => (u.to_string(), p.to_string()),
+                    _ => return Err(refused()),
+                }
+            }
+            "AMQPLAIN" => {
+                // A field table without its length prefix.
+                let mut b = BytesMut::with_capacity(m.response.len() + 4);
+                b.put_u32(u32::try_from(m.response.len()).unwrap_or(u32::MAX));
+                b.extend_from_slice(m.response.as_bytes());
+                let t = decode_table(&b.freeze()).map_err(|_| refused())?;
+                let get = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                match (get("LOGIN"), get("PASSWORD")) {
+                    (Some(u), Some(p)) => (u, p),
+                    _ => return Err(refused()),
+                }
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    ReplyCode::CommandInvalid,
+                    format_args!("unknown authentication mechanism '{other}'"),
+                ));
+            }
+        };
+        let Some(u) = self.broker.authenticate(&user, &pass) else {
+            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials");
+            return Err(refused());
+        };
+        if u.name == "guest" && !self.info.peer.ip().is_loopback() {
+            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user 'guest' can only connect via localhost");
+            return Err(refused());
+        }
+        *self.info.user.write().unwrap_or_else(|e| e.into_inner()) = u.name.clone();
+        self.user = Some(u);
+        let l = self.broker.limits();
+        let m = ConnectionTune {
+            channel_max: l.channel_max,
+            frame_max: l.frame_max,
+            heartbeat: l.heartbeat,
+        };
+        encode_method(0, &m.into(), self.out.buf());
+        self.state = State::TuneOk;
+        Ok(())
+    }
+
+    /// connection.tune-ok: the client's values must be within ours, as RabbitMQ checks them
+    /// (`rabbit_reader:validate_negotiated_integer_value`); 0 means "no limit", which is above
+    /// any limit we offered. A refusal closes the socket silently (see the module docs).
+    fn tune_ok(&mut self, m: ConnectionTuneOk, now: Now) {
+        let l = self.broker.limits();
+        let refusal = negotiation_error("frame_max", FRAME_MIN_SIZE, l.frame_max, m.frame_max)
+            .or_else(|| {
+                negotiation_error(
+                    "channel_max",
+                    1,
+                    u32::from(l.channel_max),
+                    u32::from(m.channel_max),
+                )
+            });
+        if let Some(why) = refusal {
+            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, reason = %why, "handshake error in connection.tune-ok; closing the socket silently");
+            self.release();
+            self.drain(now.mono + SILENT_CLOSE_DELAY);
+            return;
+        }
+        self.frame_max = m.frame_max;
+        self.channel_max = m.channel_max;
+        self.heartbeat = (m.heartbeat > 0).then(|| Duration::from_secs(u64::from(m.heartbeat)));
+        self.state = State::Open;
+    }
+
+    fn open(&mut self, m: ConnectionOpen) -> Result<(), AmqpError> {
+        let Some(vh) = self.broker.vhost(&m.virtual_host) else {
+            return Err(AmqpError::connection(
+                ReplyCode::NotAllowed,
+                format_args!("vhost {} not found", m.virtual_host),
+            )
+            .on(10, 40));
+        };
+        *self.info.vhost.write().unwrap_or_else(|e| e.into_inner()) = vh.name.to_string();
+        tracing::info!(
+            conn = self.info.id.0,
+            peer = %self.info.peer,
+            user = %self.user.as_ref().map_or("", |u| u.name.as_str()),
+            vhost = %vh.name,
+            "connection open"
+        );
+        self.vhost = Some(vh);
+        if self.broker.memory_alarm() {
+            self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
+        }
+        encode_method(0, &ConnectionOpenOk::default().into(), self.out.buf());
+        self.state = State::Running;
+        self.close_deadline = None;
+        if let Some(r) = self
+            .blocked
+            .clone()
+            .filter(|_| self.caps.connection_blocked)
+        {
+            encode_method(
+                0,
+                &ConnectionBlocked { reason: short(&r) }.into(),
+                self.out.buf(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn key(s: &'static str) -> ShortStr {
+    ShortStr::from_static(s)
+}
+
+fn text(s: &str) -> FieldValue {
+    FieldValue::LongStr(LongStr::from(s))
+}
+
+/// The server-properties table of connection.start.
+fn server_properties() -> FieldTable {
+    let caps = FieldTable(vec![
+        (key("publisher_confirms"), FieldValue::Bool(true)),
+        (key("exchange_exchange_bindings"), FieldValue::Bool(true)),
+        (key("basic.nack"), FieldValue::Bool(true)),
+        (key("consumer_cancel_notify"), FieldValue::Bool(true)),
+        (key("connection.blocked"), FieldValue::Bool(true)),
+        (key("authentication_failure_close"), FieldValue::Bool(true)),
+        (key("per_consumer_qos"), FieldValue::Bool(true)),
+        (key("direct_reply_to"), FieldValue::Bool(false)),
+    ]);
+    FieldTable(vec![
+        (key("product"), text("Lagomorph")),
+        (key("version"), text(env!("CARGO_PKG_VERSION"))),
+        (key("platform"), text("Rust")),
+        (key("cluster_name"), text("lagomorph")),
+        (key("copyright"), text("Lagomorph contributors")),
+        (
+            key("information"),
+            text("Licensed under the Apache License 2.0"),
+        ),
+        (key("capabilities"), FieldValue::Table(caps)),
+    ])
+}
+
+/// Why RabbitMQ refuses the client's value of a tune-ok field, if it does: 0 ("no limit") or
+/// more than the `server` value, or less than `min`.
+fn negotiation_error(field: &str, min: u32, server: u32, client: u32) -> Option<String> {
+    if client != 0 && client < min {
+        return Some(format!(
+            "NOT_ALLOWED - negotiated {field} = {client} is lower than the minimum allowed value ({min})"
+        ));
+    }
+    if client == 0 || client > server {
+        let detail = if client == 0 && field == "channel_max" {
+            " (no limit)"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "NOT_ALLOWED - negotiated {field} = {client}{detail} is higher than the maximum allowed value ({server})"
+        ));
+    }
+    None
+}

@@ -42,6 +42,7 @@ Environment variables:
                                  storage.queue_memory_budget_mb
   LAGOMORPH_FLUSH_STALL_EXIT_SECS
                                  storage.flush_stall_exit_secs (0: never exit)
+  LAGOMORPH_SEGMENT_SIZE_MB      storage.segment_size_mb
   LAGOMORPH_DEFAULT_VHOST        default_vhost
   LAGOMORPH_LOG_LEVEL            log.level
   LAGOMORPH_LOG_FORMAT           log.format (text | json)

@@ -151,7 +151,7 @@ pub struct StorageConfig {
     /// With [`FlushMode::Interval`]: the longest time in milliseconds between fsyncs (at least 1).
     /// Ignored with [`FlushMode::Batch`].
     pub flush_interval_ms: u64,
-    /// Storage engine page cache size in MiB.
+    /// sled's page cache in MiB (definitions and the message index; bodies live in the body log).
     pub cache_size_mb: u64,
     /// Messages kept in RAM per queue; older ones are paged out to disk and read back on demand,
     /// so a long backlog does not grow memory (at least 1).
@@ -166,6 +166,15 @@ pub struct StorageConfig {
     /// logs it and exits with status 70 so that its supervisor restarts it (what was confirmed
     /// is on disk); 0 waits forever.
     pub flush_stall_exit_secs: u64,
+    /// Largest body-log segment file in MiB (1..=1024): persistent message bodies are appended
+    /// to segments of this size, and a segment is deleted once none of its messages is live.
+    pub segment_size_mb: u64,
+    /// A full segment whose live messages take less than this percentage of it is compacted
+    /// (its live messages copied forward so the file can go); 0 turns compaction off (0..=100).
+    pub compact_live_percent: u8,
+    /// MiB that compaction may copy per group commit at most (at least 1), so that it never
+    /// holds confirms up for long.
+    pub compact_mb_per_flush: u64,
 }
 
 impl Default for StorageConfig {
@@ -174,11 +183,14 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             flush: FlushMode::Batch,
             flush_interval_ms: 0,
-            cache_size_mb: 64,
+            cache_size_mb: 16,
             queue_memory_window: 10_000,
             queue_memory_window_mb: 32,
             queue_memory_budget_mb: 256,
             flush_stall_exit_secs: 120,
+            segment_size_mb: 64,
+            compact_live_percent: 50,
+            compact_mb_per_flush: 4,
         }
     }
 }
@@ -626,6 +638,24 @@ impl Config {
                 "must be at least 1, got 0",
             ));
         }
+        if !(1..=1024).contains(&storage.segment_size_mb) {
+            return Err(invalid(
+                "storage.segment_size_mb",
+                format!("must be 1..=1024, got {}", storage.segment_size_mb),
+            ));
+        }
+        if storage.compact_live_percent > 100 {
+            return Err(invalid(
+                "storage.compact_live_percent",
+                format!("must be 0..=100, got {}", storage.compact_live_percent),
+            ));
+        }
+        if storage.compact_mb_per_flush == 0 {
+            return Err(invalid(
+                "storage.compact_mb_per_flush",
+                "must be at least 1, got 0",
+            ));
+        }
         if storage.queue_memory_window_mb == 0 {
             return Err(invalid(
                 "storage.queue_memory_window_mb",
@@ -860,6 +890,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "storage.flush_stall_exit_secs",
         apply: |c, v| {
             c.storage.flush_stall_exit_secs = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_SEGMENT_SIZE_MB",
+        key: "storage.segment_size_mb",
+        apply: |c, v| {
+            c.storage.segment_size_mb = parse_value(v)?;
             Ok(())
         },
     },

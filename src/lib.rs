@@ -8,7 +8,8 @@
 //! - [`broker`]: the AMQP model (vhosts, exchanges, bindings, queues, consumers) and the access
 //!   model ([`broker::access`]: users, permissions, limits, the one authorisation check).
 //!   Knows no wire.
-//! - [`storage`]: persistence behind the [`storage::Store`] trait; sled and in-memory stores.
+//! - [`storage`]: persistence behind the [`storage::Store`] trait; the on-disk store (message
+//!   bodies in a checksummed body log, everything else in sled) and the in-memory store.
 //! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.
 //! - [`management`]: the HTTP management API in RabbitMQ's shape, the web UI at `/`, and
 //!   Prometheus metrics.

@@ -5,7 +5,7 @@ use clap::Parser;
 use lagomorph::broker::{Broker, BrokerOptions, FlushPolicy, Limits, StallWatch, User};
 use lagomorph::cli::{Cli, Command};
 use lagomorph::config::{Config, FlushMode};
-use lagomorph::storage::{SledStore, Store};
+use lagomorph::storage::{SledOptions, SledStore, Store};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,8 +75,16 @@ async fn run(config: Config) -> Result<(), String> {
     let data_dir = &config.storage.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let store = SledStore::open(data_dir, config.storage.cache_size_mb * 1024 * 1024)
-        .map_err(|e| e.to_string())?;
+    let store = SledStore::open_with(
+        data_dir,
+        SledOptions {
+            cache_bytes: config.storage.cache_size_mb << 20,
+            segment_bytes: config.storage.segment_size_mb << 20,
+            compact_live_percent: config.storage.compact_live_percent,
+            compact_bytes_per_flush: config.storage.compact_mb_per_flush << 20,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> = Arc::new(store);
     let opts = BrokerOptions {
         default_vhost: config.default_vhost.clone(),

@@ -123,7 +123,7 @@ fn builtin_defaults_are_the_documented_ones() {
     assert_eq!(c.amqp.max_connections, 10_000);
     assert_eq!(c.storage.data_dir, PathBuf::from("./data"));
     assert_eq!(c.storage.flush, FlushMode::Batch);
-    assert_eq!(c.storage.cache_size_mb, 64);
+    assert_eq!(c.storage.cache_size_mb, 16);
     assert_eq!(c.storage.queue_memory_window, 10_000);
     assert_eq!(c.storage.queue_memory_window_mb, 32);
     assert_eq!(c.storage.queue_memory_budget_mb, 256);
@@ -462,6 +462,7 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_QUEUE_MEMORY_WINDOW_MB", "3"),
         ("LAGOMORPH_QUEUE_MEMORY_BUDGET_MB", "7"),
         ("LAGOMORPH_FLUSH_STALL_EXIT_SECS", "0"),
+        ("LAGOMORPH_SEGMENT_SIZE_MB", "8"),
         ("LAGOMORPH_DEFAULT_VHOST", "prod"),
         ("LAGOMORPH_LOG_LEVEL", "trace"),
         ("LAGOMORPH_LOG_FORMAT", "json"),
@@ -488,6 +489,7 @@ fn every_environment_variable_is_applied() {
     assert_eq!(c.storage.queue_memory_window_mb, 3);
     assert_eq!(c.storage.queue_memory_budget_mb, 7);
     assert_eq!(c.storage.flush_stall_exit_secs, 0);
+    assert_eq!(c.storage.segment_size_mb, 8);
     assert_eq!(c.default_vhost, "prod");
     assert_eq!(c.log.level, "trace");
     assert_eq!(c.log.format, LogFormat::Json);

@@ -1,62 +1,104 @@
-//! Crash safety: the real binary is killed with SIGKILL while publishers wait for confirms; after
-//! each restart every confirmed message is there, in per-publisher order (at least once).
+//! Crash safety: the real binary is killed with SIGKILL at random moments while publishers wait
+//! for confirms of bodies from 0 B to 1 MiB and a consumer holds deliveries unacked. After five
+//! such cycles every confirmed message is there exactly once, whole, in per-publisher order,
+//! and every message delivered before the kill comes back marked redelivered.
 
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use lapin::{BasicProperties, Channel};
+
+#[path = "support/process.rs"]
+mod process;
+use process::{connect, spawn};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+const QUEUE: &str = "crash";
+const PUBLISHERS: usize = 2;
+const CYCLES: u64 = 5;
+
+/// A cheap deterministic mix (no extra crate).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
-struct Broker {
-    child: Child,
-    port: u16,
+/// The body of publisher `p`'s message `seq`: `p:seq:` then a fill derived from both, 0 B to
+/// 1 MiB in all (most small, some large).
+fn body(p: usize, seq: u64) -> Vec<u8> {
+    let h = mix((p as u64) << 48 ^ seq);
+    let size = match h % 10 {
+        0 => (h >> 8) as usize % (1 << 20),
+        1..=3 => 0,
+        _ => (h >> 8) as usize % 8192,
+    };
+    let mut b = format!("{p}:{seq}:").into_bytes();
+    b.extend((0..size.saturating_sub(b.len())).map(|i| (h as usize + i) as u8));
+    b
 }
 
-fn spawn(dir: &std::path::Path) -> Broker {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("LAGOMORPH_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn lagomorph");
-    Broker { child, port }
+fn parse(data: &[u8]) -> (usize, u64) {
+    let mut it = data.splitn(3, |&b| b == b':');
+    let mut field = || {
+        it.next()
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let p = field().expect("publisher");
+    let seq = field().expect("sequence");
+    (p as usize, seq)
 }
 
-async fn connect(b: &Broker) -> Connection {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.port);
-    loop {
-        match Connection::connect(&uri, ConnectionProperties::default()).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+async fn declare(ch: &Channel) -> u32 {
+    process::declare(ch, QUEUE, false).await
+}
+
+/// Publishes in windows of 20 with confirms until the connection dies; returns the highest
+/// confirmed sequence and the next unused one. `confirmed` counts confirms as they come.
+async fn publish(
+    ch: Channel,
+    p: usize,
+    start: u64,
+    confirmed: Arc<AtomicU64>,
+) -> (Option<u64>, u64) {
+    let mut last = None;
+    let mut seq = start;
+    'outer: for _ in 0..100_000 {
+        let mut window = Vec::new();
+        for _ in 0..20 {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            match ch
+                .basic_publish(
+                    "".into(),
+                    QUEUE.into(),
+                    BasicPublishOptions::default(),
+                    &body(p, seq),
+                    props,
+                )
+                .await
+            {
+                Ok(c) => window.push((seq, c)),
+                Err(_) => break 'outer,
             }
-            Err(e) => panic!("broker did not come up: {e}"),
+            seq += 1;
+        }
+        for (s, c) in window {
+            match c.await {
+                Ok(conf) if conf.is_ack() => {
+                    last = Some(s);
+                    confirmed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => break 'outer,
+            }
         }
     }
-}
-
-/// A cheap deterministic pseudo-random source (no extra crate).
-fn rand_u64(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
+    (last, seq)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,26 +108,18 @@ async fn confirmed_messages_survive_kill_9() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(7, |d| d.as_nanos() as u64)
         | 1;
-    const PUBLISHERS: usize = 2;
+    eprintln!("crash test seed {seed}");
     // Per publisher, the ranges of sequences confirmed in each cycle (a cycle's unconfirmed
     // tail may be lost; the next cycle starts after it).
     let mut confirmed: BTreeMap<usize, Vec<std::ops::Range<u64>>> = BTreeMap::new();
     let mut next_seq: BTreeMap<usize, u64> = BTreeMap::new();
-    for cycle in 0..3 {
-        let mut b = spawn(dir.path());
-        let kill_after = 200 + rand_u64(&mut seed) % 2000;
+    let mut delivered: BTreeSet<(usize, u64)> = BTreeSet::new();
+    for _cycle in 0..CYCLES {
+        seed = mix(seed);
+        let mut b = spawn(dir.path(), 4, None);
         let conn = connect(&b).await;
-        let ch = conn.create_channel().await.expect("channel");
-        ch.queue_declare(
-            "crash".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+        declare(&conn.create_channel().await.expect("channel")).await;
+        let count = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for p in 0..PUBLISHERS {
             let ch = conn.create_channel().await.expect("channel");
@@ -93,64 +127,49 @@ async fn confirmed_messages_survive_kill_9() {
                 .await
                 .expect("select");
             let start = *next_seq.get(&p).unwrap_or(&0);
+            let count = Arc::clone(&count);
             tasks.push(tokio::spawn(async move {
-                // Publish in windows of 50 and record the highest confirmed sequence.
-                let mut last_confirmed = None;
-                let mut seq = start;
-                'outer: loop {
-                    let mut window = Vec::new();
-                    for _ in 0..50 {
-                        let body = format!("{p}:{seq}");
-                        match ch
-                            .basic_publish(
-                                "".into(),
-                                "crash".into(),
-                                BasicPublishOptions::default(),
-                                body.as_bytes(),
-                                BasicProperties::default().with_delivery_mode(2),
-                            )
-                            .await
-                        {
-                            Ok(c) => window.push((seq, c)),
-                            Err(_) => break 'outer,
-                        }
-                        seq += 1;
-                    }
-                    for (s, c) in window {
-                        match c.await {
-                            Ok(conf) if conf.is_ack() => last_confirmed = Some(s),
-                            _ => break 'outer,
-                        }
-                    }
-                    if seq - start > 100_000 {
-                        break;
-                    }
-                }
-                (p, start, last_confirmed, seq)
+                let (last, seq) = publish(ch, p, start, count).await;
+                (p, start, last, seq)
             }));
         }
-        // Kill once enough messages are confirmed: poll the broker's queue depth through a
-        // passive declare (bounded in time).
-        let watch = conn.create_channel().await.expect("channel");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let q = watch
-                .queue_declare(
-                    "crash".into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("passive");
-            if u64::from(q.message_count()) >= kill_after * (cycle + 1) || Instant::now() > deadline
-            {
-                break;
+        // A consumer that takes a few messages and never acks them.
+        let cons_ch = conn.create_channel().await.expect("channel");
+        cons_ch
+            .basic_qos(20, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut cons = cons_ch
+            .basic_consume(
+                QUEUE.into(),
+                "holder".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut held = Vec::new();
+        while held.len() < 20 {
+            match tokio::time::timeout(Duration::from_secs(30), cons.next()).await {
+                Ok(Some(Ok(d))) => held.push(parse(&d.data)),
+                other => panic!("no delivery: {:?}", other.map(|o| o.map(|r| r.map(|_| ())))),
             }
+        }
+        cons_ch
+            .basic_cancel("holder".into(), BasicCancelOptions::default())
+            .await
+            .expect("cancel");
+        // Two flushes after the deliveries (a publisher's next window waits for the flush of
+        // the one before; a mark on a chunk that a flush in flight is writing waits for the
+        // flush after it): their delivered marks are on disk.
+        let after = count.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count.load(Ordering::Relaxed) < after + 100 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        delivered.extend(held);
+        // Then kill at a random moment.
+        tokio::time::sleep(Duration::from_millis(mix(seed) % 1500)).await;
         b.child.kill().expect("SIGKILL");
         let _ = b.child.wait();
         for t in tasks {
@@ -163,24 +182,13 @@ async fn confirmed_messages_survive_kill_9() {
         drop(conn);
     }
     // Final restart: read everything back.
-    let mut b = spawn(dir.path());
+    let mut b = spawn(dir.path(), 4, None);
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
-    let q = ch
-        .queue_declare(
-            "crash".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    let total = q.message_count();
+    let total = declare(&ch).await;
     let mut cons = ch
         .basic_consume(
-            "crash".into(),
+            QUEUE.into(),
             "check".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -191,41 +199,49 @@ async fn confirmed_messages_survive_kill_9() {
         .await
         .expect("consume");
     let mut seen: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    let mut redelivered = BTreeSet::new();
     for _ in 0..total {
-        let d = tokio::time::timeout(Duration::from_secs(10), cons.next())
+        let d = tokio::time::timeout(Duration::from_secs(30), cons.next())
             .await
             .expect("timely")
             .expect("open")
             .expect("delivery");
-        let s = String::from_utf8(d.data).expect("utf8");
-        let (p, n) = s.split_once(':').expect("p:n");
-        seen.entry(p.parse().expect("p"))
-            .or_default()
-            .push(n.parse().expect("n"));
+        let (p, seq) = parse(&d.data);
+        assert_eq!(d.data, body(p, seq), "message {p}:{seq} damaged");
+        if d.redelivered {
+            redelivered.insert((p, seq));
+        }
+        seen.entry(p).or_default().push(seq);
     }
     b.child.kill().expect("kill");
     let _ = b.child.wait();
     let mut total_confirmed = 0;
     for (p, ranges) in &confirmed {
         let got = seen.get(p).cloned().unwrap_or_default();
-        // Per-publisher order: increasing, apart from at-least-once duplicates.
         assert!(
-            got.windows(2).all(|w| w[0] <= w[1]),
-            "publisher {p} out of order"
+            got.windows(2).all(|w| w[0] < w[1]),
+            "publisher {p}: out of order or duplicated"
         );
-        let mut sorted = got.clone();
-        sorted.dedup();
         for r in ranges {
             total_confirmed += r.end - r.start;
             for s in r.clone() {
                 assert!(
-                    sorted.binary_search(&s).is_ok(),
+                    got.binary_search(&s).is_ok(),
                     "publisher {p}: confirmed message {s} lost"
                 );
             }
         }
     }
     assert!(total_confirmed > 0, "something was confirmed");
+    let missing: Vec<_> = delivered.difference(&redelivered).collect();
+    assert!(
+        missing.is_empty(),
+        "delivered before a kill, not marked redelivered: {missing:?}"
+    );
+    assert!(
+        redelivered.is_subset(&delivered),
+        "marked redelivered without a delivery"
+    );
 }
 
 /// Dead-lettering between durable queues keeps every persistent message in exactly one of the
@@ -265,7 +281,7 @@ async fn dead_letters_between_durable_queues_survive_kill_9_exactly_once() {
     let mut confirmed: Vec<std::collections::BTreeSet<u64>> = Vec::new();
     for cycle in 0..CYCLES {
         let (src, dst) = (format!("dl-src-{cycle}"), format!("dl-dst-{cycle}"));
-        let mut b = spawn(dir.path());
+        let mut b = spawn(dir.path(), 64, None);
         let conn = connect(&b).await;
         let ch = conn.create_channel().await.expect("channel");
         ch.queue_declare(dst.as_str().into(), durable(), FieldTable::default())
@@ -311,7 +327,8 @@ async fn dead_letters_between_durable_queues_survive_kill_9_exactly_once() {
             })
         };
         // Kill once some of them have been dead-lettered (bounded in time).
-        let kill_at = 1 + rand_u64(&mut seed) % (MESSAGES / 2);
+        seed = mix(seed);
+        let kill_at = 1 + seed % (MESSAGES / 2);
         let watch = conn.create_channel().await.expect("channel");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -337,7 +354,7 @@ async fn dead_letters_between_durable_queues_survive_kill_9_exactly_once() {
         confirmed.push(publisher.await.expect("publisher"));
         drop(conn);
     }
-    let mut b = spawn(dir.path());
+    let mut b = spawn(dir.path(), 64, None);
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
     for (cycle, ok) in confirmed.iter().enumerate() {

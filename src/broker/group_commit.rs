@@ -2,9 +2,13 @@
 //!
 //! Writers bump a sequence number after each store write ([`GroupCommit::note_write`]). A session
 //! whose publishes were persisted remembers the sequence it needs and asks for a flush; a single
-//! flusher thread reads the current sequence, calls [`Store::flush`], and publishes the sequence
-//! it covered on a watch channel. Every write numbered at or below that is on disk, so every
-//! confirm waiting for it may go out. Under load, one fsync covers thousands of messages.
+//! flusher thread reads the current sequence and prepares a flush ([`Store::flush_prepare`]:
+//! for the on-disk store, collect, append and sync the body log), and a committer thread
+//! commits it ([`Store::flush_commit`]: sled) and publishes the sequence it covered on a watch
+//! channel. Every write numbered at or below that is on disk, so every confirm waiting for it
+//! may go out. The two halves overlap: the next flush is prepared while the previous one
+//! commits (at most one prepared flush waits), and commits happen in order. Under load, one
+//! fsync covers thousands of messages.
 //!
 //! A flush that never returns stops every confirm, and with them every confirming publisher.
 //! sled 0.34 can do that: its IO thread pool never grows past seven threads (its count of idle
@@ -13,7 +17,7 @@
 //! [`StallWatch`] thread notices a flush running longer than its limit and says so, so the
 //! process can end and be restarted rather than hang: what was confirmed is on disk.
 
-use crate::storage::Store;
+use crate::storage::{PreparedFlush, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +59,14 @@ impl std::fmt::Debug for StallWatch {
     }
 }
 
+/// A prepared flush on its way to the committer: the write sequence it covers and when it
+/// began.
+struct Prepared {
+    target: u64,
+    started: Instant,
+    prepared: PreparedFlush,
+}
+
 /// How often the stall watch looks at the flusher, at most.
 const STALL_POLL: Duration = Duration::from_millis(250);
 
@@ -77,8 +89,13 @@ pub struct GroupCommit {
     /// When the flush in progress started, in microseconds since `epoch` plus one; 0 when the
     /// flusher is not flushing.
     flush_started: AtomicU64,
+    /// As `flush_started`, for the commit half of a pipelined flush.
+    commit_started: AtomicU64,
+    /// The write sequence the latest prepared flush covers.
+    prepared: AtomicU64,
     epoch: Instant,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     watch_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -111,16 +128,33 @@ impl GroupCommit {
             flush_count: AtomicU64::new(0),
             flush_buckets: Default::default(),
             flush_started: AtomicU64::new(0),
+            commit_started: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
+            committer: Mutex::new(None),
             epoch: Instant::now(),
             thread: Mutex::new(None),
             watch_thread: Mutex::new(None),
         });
+        // Flushes are pipelined: this thread prepares the next flush (collect, append, sync the
+        // body log) while the committer commits the previous one (sled); at most one prepared
+        // flush waits between them.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
         let worker = Arc::clone(&gc);
         let handle = std::thread::Builder::new()
             .name("lagomorph-flusher".into())
-            .spawn(move || worker.run())
+            .spawn(move || worker.run(&tx))
             .expect("invariant: the OS can start one thread at startup");
         *gc.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let committer = Arc::clone(&gc);
+        let handle = std::thread::Builder::new()
+            .name("lagomorph-committer".into())
+            .spawn(move || {
+                for p in rx {
+                    committer.commit_one(p);
+                }
+            })
+            .expect("invariant: the OS can start one thread at startup");
+        *gc.committer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         if let Some(watch) = watch {
             let watcher = Arc::clone(&gc);
             let handle = std::thread::Builder::new()
@@ -144,7 +178,14 @@ impl GroupCommit {
         let mut reported = 0;
         while !self.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(STALL_POLL.min(watch.limit));
-            let started = self.flush_started.load(Ordering::Acquire);
+            let started = match (
+                self.flush_started.load(Ordering::Acquire),
+                self.commit_started.load(Ordering::Acquire),
+            ) {
+                (0, c) => c,
+                (p, 0) => p,
+                (p, c) => p.min(c),
+            };
             if started == 0 || started == reported {
                 continue;
             }
@@ -201,6 +242,17 @@ impl GroupCommit {
         {
             let _ = h.join();
         }
+        // The flusher is gone, so the channel is closed: the committer commits what is left.
+        let committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = committer
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
         let watcher = self
             .watch_thread
             .lock()
@@ -214,30 +266,56 @@ impl GroupCommit {
         }
     }
 
-    fn flush_once(&self) {
+    /// Prepares a flush if there is anything to flush, and hands it to the committer.
+    fn flush_once(&self, tx: &std::sync::mpsc::SyncSender<Prepared>) {
         let target = self.written();
-        if target <= self.flushed() {
+        // The store may have work of its own (deleting or compacting body-log segments) even
+        // when nothing was written.
+        if target <= self.prepared.load(Ordering::Acquire) && !self.store.wants_flush() {
             return;
         }
         let started = Instant::now();
         self.flush_started.store(self.stamp(), Ordering::Release);
-        let result = self.store.flush();
+        let result = self.store.flush_prepare();
         self.flush_started.store(0, Ordering::Release);
         match result {
-            Ok(()) => {
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
-                self.flush_count.fetch_add(1, Ordering::Relaxed);
-                if let Some(i) = FLUSH_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
-                    self.flush_buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
-                self.flushed.send_modify(|f| *f = (*f).max(target));
+            Ok(prepared) => {
+                self.prepared.fetch_max(target, Ordering::AcqRel);
+                // Blocks while the committer is busy and one flush already waits: back-pressure.
+                let _ = tx.send(Prepared {
+                    target,
+                    started,
+                    prepared,
+                });
             }
             Err(e) => tracing::error!(error = %e, "store flush failed; confirms withheld"),
         }
     }
 
-    fn run(self: Arc<Self>) {
+    /// Commits a prepared flush and releases the confirms it covers.
+    fn commit_one(&self, p: Prepared) {
+        self.commit_started.store(self.stamp(), Ordering::Release);
+        let result = self.store.flush_commit(p.prepared);
+        self.commit_started.store(0, Ordering::Release);
+        match result {
+            Ok(()) => {
+                let micros = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
+                self.flush_count.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = FLUSH_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
+                    self.flush_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+                self.flushed.send_modify(|f| *f = (*f).max(p.target));
+            }
+            Err(e) => {
+                // Its writes (and those of a flush prepared meanwhile) go into a later flush.
+                self.prepared.store(self.flushed(), Ordering::Release);
+                tracing::error!(error = %e, "store flush failed; confirms withheld");
+            }
+        }
+    }
+
+    fn run(&self, tx: &std::sync::mpsc::SyncSender<Prepared>) {
         loop {
             {
                 let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,7 +343,7 @@ impl GroupCommit {
                 }
                 *wake = false;
             }
-            self.flush_once();
+            self.flush_once(tx);
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -338,6 +416,9 @@ mod tests {
         }
         fn hold_flush(&self) -> FlushHold<'_> {
             self.inner.hold_flush()
+        }
+        fn wants_flush(&self) -> bool {
+            false
         }
         fn flush(&self) -> Result<(), StoreError> {
             let mut open = self.open.lock().expect("gate");

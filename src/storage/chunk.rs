@@ -2,41 +2,35 @@
 //! live (stored and not acked) or delivered, and the open chunk that puts append to.
 //!
 //! A durable queue's persistent messages are stored in chunks: runs of messages with ascending
-//! ids, encoded one after the other into one value (layout in [`record`]). A chunk
-//! is written to the storage engine once, when it is sealed (full, or at a flush); acks and
-//! delivered marks only change its state, two bitmaps over its id span, which is written as a
-//! small record of its own. A chunk whose every entry is acked is deleted with its state; one
-//! whose every entry is acked before it is sealed is never written at all, and entries acked
-//! before their chunk is sealed are left out of it.
+//! ids, encoded one after the other into one value (layout in [`record`]). A chunk is appended
+//! to the body log once, when it is sealed (full, or at a flush), and moved only by compaction;
+//! acks, delivered marks and delivery counts only change its state (two bitmaps over its id
+//! span and a sparse list of counts), written with its location as its index entry. A chunk
+//! whose every entry is acked is deleted; one whose every entry is acked before it is sealed is
+//! never written at all, and entries acked before their chunk is sealed are left out of it.
 //!
 //! This module owns that bookkeeping and nothing else: no I/O, no locks. The store that uses it
 //! ([`SledStore`](super::SledStore)) keeps an [`Index`] per queue behind a mutex, asks
 //! [`Index::take_work`] what to write, writes it, and reports back with [`Index::finish_work`]
 //! or [`Index::undo_work`]. In memory it holds the open chunk, chunks sealed but not yet written
 //! (one per publisher at most: a put that fills a chunk asks its caller to write it) and, per
-//! chunk, about 200 bytes plus two bits per id of its span: about 0.4 bytes per stored 16-byte
-//! message, 13 per 4 KiB one.
+//! chunk, about 250 bytes plus two bits per id of its span: about 0.3 bytes per stored 16-byte
+//! message, 4 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them:
+//! memory grows with the backlog by that much.)
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::bodylog::Loc;
 use super::record;
 use super::{MessageView, StoreError};
 
 /// A chunk is sealed when its value would grow past this many bytes (a message larger than
-/// this gets a chunk of its own): large enough that a backlog of a million 4 KiB messages, or
-/// of tens of millions of small ones, needs tens of thousands of chunks in memory, no more.
-pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
-
-/// A chunk is stored cut into parts of at most this many bytes, each its own sled value.
-///
-/// Why: sled splits a B-tree leaf only when it holds more than 16 items, whatever their size,
-/// writes a leaf (when it consolidates its updates) as a separate, never fsynced blob file once
-/// it passes a quarter of a 512 KiB segment, and caches whole leaves in 256 shards that each keep
-/// at least one. With parts of 7 KiB a leaf of 17 stays under 128 KiB: no blob files, and the
-/// cache size configured is the cache size obtained.
-pub const PART_BYTES: usize = 7 * 1024;
+/// this gets a chunk of its own): large enough that a backlog of two million 4 KiB messages
+/// needs about 33,000 chunks in memory (some 250 bytes each), small enough that a queue's open
+/// chunk stays a modest buffer. A chunk is one body-log record, read with one `pread`.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A chunk is sealed when its ids would span more than this (ids of a queue's transient messages
 /// are gaps in its chunks), which bounds each state record to 2 x 512 bytes.
@@ -234,8 +228,17 @@ struct Chunk {
     counts: Counts,
     live_count: usize,
     body: Body,
-    /// Parts it is stored in (set when its value is handed out for writing).
-    parts: u32,
+    /// Where its record is in the body log, once written.
+    loc: Option<Loc>,
+    /// Bytes of its record counted as live in its segment: the whole record when written,
+    /// then shrinking with its live entries (`len * live / base`), so that a segment kept by a
+    /// few old messages shows as mostly dead and gets compacted.
+    accounted: u64,
+    /// Live entries when the record was written (or found at startup).
+    base: usize,
+    /// Being copied by compaction: its index entry is written by that flush, so state writes
+    /// wait until the move is done (a pipelined flush must not write the old location).
+    moving: bool,
     /// Its state changed since the engine's copy was written (only tracked once the body is
     /// handed out: until then the state is written with the body).
     dirty: bool,
@@ -246,7 +249,6 @@ impl Chunk {
         let n = record::bitmap_len(first, self.last);
         record::encode_state(
             self.last,
-            self.parts,
             &self.live.to_bytes(n, None),
             &self.delivered.to_bytes(n, Some(&self.live)),
             &self.counts.live(&self.live),
@@ -277,6 +279,11 @@ pub struct ChunkWrite {
     pub body: Option<Bytes>,
     /// The state record's value.
     pub state: Vec<u8>,
+    /// Where the body is in the body log: the current place for a state write, filled in by
+    /// the store once it has appended a new body.
+    pub loc: Option<Loc>,
+    /// Bytes of the record (at `loc`) that stopped counting as live with this state.
+    pub freed: u64,
 }
 
 /// What [`Index::take_work`] asks the store to write, all of it in one atomic batch.
@@ -284,8 +291,8 @@ pub struct ChunkWrite {
 pub struct Work {
     /// Chunks and states to insert.
     pub writes: Vec<ChunkWrite>,
-    /// Chunks (first id, parts) to delete with their states: every entry is acked.
-    pub removes: Vec<(u64, u32)>,
+    /// Chunks (first id, location, bytes no longer live) to delete: every entry is acked.
+    pub removes: Vec<(u64, Option<Loc>, u64)>,
 }
 
 impl Work {
@@ -303,8 +310,8 @@ pub struct ReadPart {
     pub first: u64,
     /// Its value if it is in memory; `None`: fetch it from the engine.
     pub body: Option<Bytes>,
-    /// The parts to fetch it from.
-    pub parts: u32,
+    /// Where to read it from when `body` is `None`.
+    pub loc: Option<Loc>,
     /// Live ids, bit `id - first`.
     pub live: Bits,
     /// Delivered ids, bit `id - first`.
@@ -340,7 +347,7 @@ impl Index {
         &mut self,
         first: u64,
         last: u64,
-        parts: u32,
+        loc: Loc,
         live: Bits,
         delivered: Bits,
         counts: Counts,
@@ -360,7 +367,10 @@ impl Index {
                 counts,
                 live_count,
                 body: Body::Stored,
-                parts,
+                loc: Some(loc),
+                accounted: u64::from(loc.len),
+                base: live_count,
+                moving: false,
                 dirty: false,
             },
         );
@@ -393,7 +403,10 @@ impl Index {
             // Sized for what fills a chunk, up to a cap so that a lone small message in a
             // queue of many does not cost 64 KiB.
             body: Body::Open(record::new_chunk((len + 1).clamp(256, MAX_CHUNK_BYTES))),
-            parts: 0,
+            loc: None,
+            accounted: 0,
+            base: 0,
+            moving: false,
             dirty: false,
         });
         let Body::Open(buf) = &mut chunk.body else {
@@ -511,6 +524,12 @@ impl Index {
             .find_map(|(&first, c)| Some(first + c.live.last_set()?))
     }
 
+    /// Whether state writes were put off by [`Index::take_work`] (their chunks are still being
+    /// written by a flush in flight): the queue needs the next flush too.
+    pub fn has_deferred(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Whether a flush has anything to write.
     pub fn has_work(&self) -> bool {
         !self.sealed.is_empty() || !self.dirty.is_empty() || self.open.is_some()
@@ -542,7 +561,7 @@ impl Index {
             out.push(ReadPart {
                 first,
                 body,
-                parts: c.parts,
+                loc: c.loc,
                 live: c.live.clone(),
                 delivered: c.delivered.clone(),
                 counts: c.counts.clone(),
@@ -579,17 +598,18 @@ impl Index {
             let body = body.clone();
             let value = compact(&body, first, &c.live);
             c.body = Body::Writing(body);
-            c.parts = u32::try_from(value.len().div_ceil(PART_BYTES))
-                .unwrap_or(u32::MAX)
-                .max(1);
             c.dirty = false;
+            c.base = c.live_count;
             work.writes.push(ChunkWrite {
                 first,
                 body: Some(value),
                 state: c.state(first),
+                loc: None,
+                freed: 0,
             });
         }
         if states {
+            let mut later = Vec::new();
             for first in std::mem::take(&mut self.dirty) {
                 let Some(c) = self.chunks.get_mut(&first) else {
                     continue;
@@ -597,17 +617,33 @@ impl Index {
                 if !c.dirty {
                     continue;
                 }
+                if c.moving || matches!(c.body, Body::Writing(_)) {
+                    // A flush still in flight writes this chunk's entry: the next one writes
+                    // the state as it is then.
+                    later.push(first);
+                    continue;
+                }
                 c.dirty = false;
                 if c.live_count == 0 {
-                    work.removes.push((first, c.parts));
+                    work.removes
+                        .push((first, c.loc, std::mem::take(&mut c.accounted)));
                 } else {
+                    let still = c.loc.map_or(0, |l| {
+                        u64::from(l.len) * c.live_count as u64
+                            / c.base.max(c.live_count).max(1) as u64
+                    });
+                    let freed = c.accounted.saturating_sub(still);
+                    c.accounted -= freed;
                     work.writes.push(ChunkWrite {
                         first,
                         body: None,
                         state: c.state(first),
+                        loc: c.loc,
+                        freed,
                     });
                 }
             }
+            self.dirty.extend(later);
         }
         work
     }
@@ -619,13 +655,15 @@ impl Index {
         for w in work.writes.iter().filter(|w| w.body.is_some()) {
             if let Some(c) = self.chunks.get_mut(&w.first) {
                 c.body = Body::Stored;
+                c.loc = w.loc;
+                c.accounted = w.loc.map_or(0, |l| u64::from(l.len));
                 if !states_written {
                     c.dirty = true;
                     self.dirty.push(w.first);
                 }
             }
         }
-        for (first, _) in &work.removes {
+        for (first, ..) in &work.removes {
             // Nothing revives a chunk with no live entry, so it is still dead.
             self.chunks.remove(first);
         }
@@ -637,6 +675,7 @@ impl Index {
             let Some(c) = self.chunks.get_mut(&w.first) else {
                 continue;
             };
+            c.accounted += w.freed;
             match std::mem::replace(&mut c.body, Body::Stored) {
                 Body::Writing(b) => {
                     c.body = Body::Sealed(b);
@@ -651,27 +690,94 @@ impl Index {
                 }
             }
         }
-        for (first, _) in work.removes {
-            if let Some(c) = self.chunks.get_mut(&first)
-                && !c.dirty
-            {
-                c.dirty = true;
-                self.dirty.push(first);
+        for (first, _, freed) in work.removes {
+            if let Some(c) = self.chunks.get_mut(&first) {
+                c.accounted += freed;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(first);
+                }
             }
         }
         self.sealed.sort_unstable();
     }
 
+    /// The chunks stored in body-log segment `seg` (for compaction), up to `budget` bytes:
+    /// (first id, location, live ids, state record).
+    /// They are marked moving until [`Index::relocate`] or [`Index::unmove`].
+    pub fn stored_in(&mut self, seg: u64, budget: u64) -> Vec<(u64, Loc, Bits, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut taken = 0u64;
+        for (&first, c) in self.chunks.iter_mut() {
+            let Some(loc) = c.loc.filter(|l| l.seg == seg) else {
+                continue;
+            };
+            if !matches!(c.body, Body::Stored) || c.live_count == 0 || c.moving {
+                continue;
+            }
+            if taken >= budget {
+                break;
+            }
+            taken += u64::from(loc.len);
+            c.moving = true;
+            // The move writes the entry with the state as it is now.
+            c.dirty = false;
+            out.push((first, loc, c.live.clone(), c.state(first)));
+        }
+        out
+    }
+
+    /// Ends a move that did not happen.
+    pub fn unmove(&mut self, first: u64) {
+        if let Some(c) = self.chunks.get_mut(&first) {
+            c.moving = false;
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(first);
+            }
+        }
+    }
+
+    /// Records that the chunk at `first` moved from `old` to `new`: returns the bytes it still
+    /// counted as live at `old`, `None` (and nothing done) when it is gone or elsewhere.
+    pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> Option<u64> {
+        if let Some(c) = self.chunks.get_mut(&first) {
+            c.moving = false;
+        }
+        match self.chunks.get_mut(&first) {
+            Some(c) if c.loc == Some(old) => {
+                c.loc = Some(new);
+                c.base = c.live_count;
+                Some(std::mem::replace(&mut c.accounted, u64::from(new.len)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Where the chunk at `first` is stored, if it is.
+    pub fn loc_of(&self, first: u64) -> Option<Loc> {
+        self.chunks.get(&first).and_then(|c| c.loc)
+    }
+
     /// Forgets a chunk found damaged or missing in the engine; returns the live messages lost.
-    pub fn forget(&mut self, first: u64) -> usize {
+    /// It also returns the segment and bytes it counted as live there.
+    pub fn forget(&mut self, first: u64) -> (usize, Option<(u64, u64)>) {
         let Some(c) = self.chunks.remove(&first) else {
-            return 0;
+            return (0, None);
         };
         if self.open == Some(first) {
             self.open = None;
         }
         self.count -= c.live_count;
-        c.live_count
+        (c.live_count, c.loc.map(|l| (l.seg, c.accounted)))
+    }
+
+    /// The bytes every stored chunk counts as live, by segment (when the queue is deleted).
+    pub fn accounted(&self) -> Vec<(u64, u64)> {
+        self.chunks
+            .values()
+            .filter_map(|c| Some((c.loc?.seg, c.accounted)))
+            .collect()
     }
 
     /// Forgets every chunk (the engine's copies are dropped by the caller); ids keep ascending.
@@ -695,7 +801,7 @@ fn chunk_of(chunks: &mut BTreeMap<u64, Chunk>, id: u64) -> Option<(u64, &mut Chu
 
 /// A sealed chunk's value without the entries acked before it was written (the value itself
 /// when none was).
-fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
+pub fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
     // We wrote this value ourselves, so it parses; if it somehow does not, write it whole and
     // let the state's bitmaps say what is live.
     let Ok(entries) = record::chunk_entries(body) else {
@@ -789,15 +895,15 @@ mod tests {
     #[test]
     fn full_chunks_are_sealed_and_due() {
         let mut ix = Index::new();
-        let body = vec![7u8; 1000];
+        let body = vec![7u8; 4000];
         let mut due_at = None;
         for id in 0..200 {
             if ix.append(id, &view(&body)).expect("append") && due_at.is_none() {
                 due_at = Some(id);
             }
         }
-        // 64 KiB hold 63 entries of ~1 KiB: the 64th seals the first chunk.
-        assert_eq!(due_at, Some(63));
+        // 256 KiB hold 65 entries of 4,032 bytes: the 66th seals the first chunk.
+        assert_eq!(due_at, Some(65));
         let work = ix.take_work(false, false);
         assert!(work.writes.len() >= 3);
         assert!(
@@ -848,11 +954,11 @@ mod tests {
         ix.finish_work(&work, true);
         assert_eq!(ix.remove_from(0), 3);
         let work = ix.take_work(true, true);
-        assert_eq!(work.removes, [(0, 1)]);
+        assert_eq!(work.removes.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
         // A failed write is put back and handed out again.
         ix.undo_work(work);
         let work = ix.take_work(true, true);
-        assert_eq!(work.removes, [(0, 1)]);
+        assert_eq!(work.removes.iter().map(|r| r.0).collect::<Vec<_>>(), [0]);
         ix.finish_work(&work, true);
         assert_eq!(ix.chunk_count(), 0);
         assert!(ix.is_empty());

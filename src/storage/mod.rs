@@ -4,13 +4,24 @@
 //! - definitions of durable exchanges, queues and bindings ([`ExchangeRecord`], [`QueueRecord`],
 //!   [`BindingRecord`]), written with `put_*`/`delete_*` and read back once with
 //!   [`Store::load_definitions`];
+//! - durable objects of any other kind ([`Store::put_object`]: policies, users, ...), opaque;
 //! - one message area per durable queue ([`QueueStore`], from [`Store::open_queue`]): its
-//!   persistent messages, keyed by `u64` ids the broker assigns in ascending queue order, with
-//!   their delivered flags. Writes are cheap in-memory appends and bit flips; the on-disk store
-//!   ([`SledStore`]) groups them into chunks (see [`chunk`]) written at [`Store::flush`];
+//!   persistent messages (with the broker's opaque metadata), keyed by `u64` ids the broker
+//!   assigns in ascending queue order, with their delivered flags and delivery counts. Writes
+//!   are cheap in-memory appends and bit flips; the on-disk store ([`SledStore`]) groups them
+//!   into chunks (see [`chunk`]) appended to the node's body log ([`bodylog`]) and indexed in
+//!   sled at [`Store::flush`];
 //! - a spill file per queue ([`Spill`], from [`Store::open_spill`]) for transient messages paged
 //!   out of a full in-memory window, emptied at every start;
-//! - group commit: [`Store::flush`] makes everything written so far durable with one fsync.
+//! - group commit: [`Store::flush`] makes everything written so far durable (the body log's
+//!   fdatasync, then one sled transaction and its fsync), all or nothing;
+//!   [`Store::hold_flush`] keeps writes that belong together in one flush.
+//!
+//! What the broker may rely on: every write call (`put`, `remove`, `mark_delivered`,
+//! `set_delivery_count`, `put_*`, `delete_*`, `*_object`) is in memory only, applied at the next
+//! flush, so it may be made under a broker lock; [`QueueStore::read`],
+//! [`QueueStore::write_sealed`], [`Store::open_queue`] and the `load_*` calls may do I/O and
+//! must be made with no broker lock held.
 //!
 //! It knows records, not broker types: AMQP property lists and argument tables arrive already
 //! encoded, as opaque [`Bytes`]. The on-disk encoding lives in [`record`] (versioned, checked
@@ -26,14 +37,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub mod bodylog;
 pub mod chunk;
 pub mod memory;
 pub mod record;
-pub mod sled_store;
+pub mod sled;
 pub mod spill;
 
+pub use self::sled::{LogStats, SledOptions, SledStore};
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
 pub use spill::Spill;
 
 #[cfg(test)]
@@ -256,11 +268,56 @@ pub trait Store: Send + Sync + 'static {
         0
     }
 
+    /// Whether the store has work of its own for a flush (deleting or compacting body-log
+    /// segments, buffered definitions) even when no write was counted: the group commit then
+    /// flushes on its background tick.
+    fn wants_flush(&self) -> bool {
+        false
+    }
+
+    /// The first half of a pipelined [`Store::flush`]: collects what was written so far and
+    /// makes the part that must be durable first durable (for the on-disk store: appends to
+    /// the body log and syncs it). Nothing is durable as a whole until [`Store::flush_commit`]
+    /// of the result returns; the next flush may be prepared meanwhile. Every prepared flush
+    /// must be committed, in the order prepared. The default does the whole flush here.
+    fn flush_prepare(&self) -> Result<PreparedFlush, StoreError> {
+        self.flush().map(|()| PreparedFlush::new(()))
+    }
+
+    /// The second half of a pipelined flush: when it returns `Ok`, every write that returned
+    /// before the matching [`Store::flush_prepare`] began is durable. A flush prepared before
+    /// one whose commit failed fails too.
+    fn flush_commit(&self, prepared: PreparedFlush) -> Result<(), StoreError> {
+        let _ = prepared;
+        Ok(())
+    }
+
     /// Writes out everything buffered so far (messages, acks, delivered marks, delivery counts,
     /// objects) and fsyncs it (group commit): every write that returned before this call began
     /// is durable when it returns, and a crash leaves either all or none of one flush's writes.
     /// Called from a dedicated thread, never under a lock.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A flush between [`Store::flush_prepare`] and [`Store::flush_commit`], opaque.
+pub struct PreparedFlush(Box<dyn std::any::Any + Send>);
+
+impl PreparedFlush {
+    /// Wraps a store's own prepared state.
+    pub fn new<T: Send + 'static>(state: T) -> Self {
+        PreparedFlush(Box::new(state))
+    }
+
+    /// The store's own state back, if it is a `T`.
+    pub fn take<T: 'static>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for PreparedFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreparedFlush")
+    }
 }
 
 /// A guard from [`Store::hold_flush`]: no flush begins collecting work while it lives.
@@ -316,7 +373,9 @@ pub enum PutOutcome {
 
 /// One queue's stored messages, keyed by the broker's `u64` ids (ascending = queue order).
 ///
-/// Writes are buffered: they become durable at the next [`Store::flush`]. Every method takes
+/// Writes are buffered: they become durable at the next [`Store::flush`] (with pipelined
+/// flushes, an ack, delivered mark or count on a chunk that a flush in flight is writing waits
+/// for the flush after that one). Every method takes
 /// only short in-memory locks, except [`QueueStore::read`] of messages that are not in memory and
 /// [`QueueStore::write_sealed`], which hand work to the storage engine (still never an fsync).
 pub trait QueueStore: Send + Sync + 'static {

@@ -14,16 +14,17 @@
 //! - exchange: `vhost name kind auto_delete internal arguments`
 //! - queue: `vhost name auto_delete arguments`
 //! - binding: `vhost source destination destination_is_exchange routing_key arguments`
-//! - message: `exchange routing_key properties` then the body, which runs to the end of the value
-//!   (spill files);
-//! - chunk: entries one after the other, each `id: u64, len: u32` then `len` bytes of
-//!   `exchange routing_key properties body` as in a message (the body runs to the end of the
-//!   entry). Ids ascend strictly. A chunk is stored cut into parts, keyed by [`part_key`]: its
-//!   first id then the part's number, so a chunk's parts sort together and in order;
-//! - chunk state (key [`chunk_key`]: the chunk's first id): `last: u64, parts: u32`, then two
-//!   bitmaps of `(last - first) / 8 + 1` bytes each, `live` then `delivered`, where bit `i`
-//!   (byte `i / 8`, bit `i % 8`) is id `first + i`. Ids in the chunk's span that are not live are
-//!   acked, or were never in it.
+//! - message: `exchange routing_key properties meta` then the body, which runs to the end of the
+//!   value (spill files);
+//! - chunk (a body-log record's payload): entries one after the other, each `id: u64, len: u32`
+//!   then `len` bytes of `exchange routing_key properties meta body` as in a message (the body
+//!   runs to the end of the entry). Ids ascend strictly;
+//! - chunk state: `last: u64`, then two bitmaps of `(last - first) / 8 + 1` bytes each, `live`
+//!   then `delivered`, where bit `i` (byte `i / 8`, bit `i % 8`) is id `first + i`, then the
+//!   delivery counts set, 8 bytes each (`i: u32, count: u32`). Ids in the chunk's span that are
+//!   not live are acked, or were never in it;
+//! - index entry (key [`index_key`]: the queue's numeric id, then the chunk's first id): the
+//!   chunk's body-log location (segment, offset, length, CRC, lsn), then its state.
 
 use std::ops::Range;
 
@@ -236,44 +237,8 @@ fn decode_fields(buf: &Bytes, range: Range<usize>) -> Result<MessageRecord, Deco
     })
 }
 
-/// Length of a chunk key.
-pub const CHUNK_KEY_LEN: usize = 8;
-
-/// Length of a chunk part's key.
-pub const PART_KEY_LEN: usize = CHUNK_KEY_LEN + 4;
-
 /// Bytes an entry adds to a chunk besides its message fields: its id and length.
 const ENTRY_HEADER_LEN: usize = 8 + 4;
-
-/// The key of the chunk (and of its state record) whose first id is `first`.
-pub fn chunk_key(first: u64) -> [u8; CHUNK_KEY_LEN] {
-    first.to_be_bytes()
-}
-
-/// The first id of a chunk key; `None` for anything malformed.
-pub fn parse_chunk_key(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
-}
-
-/// The key of part `part` of the chunk whose first id is `first`.
-pub fn part_key(first: u64, part: u32) -> [u8; PART_KEY_LEN] {
-    let mut k = [0u8; PART_KEY_LEN];
-    k[..CHUNK_KEY_LEN].copy_from_slice(&first.to_be_bytes());
-    k[CHUNK_KEY_LEN..].copy_from_slice(&part.to_be_bytes());
-    k
-}
-
-/// The chunk's first id and the part's number of a part key; `None` for anything malformed.
-pub fn parse_part_key(key: &[u8]) -> Option<(u64, u32)> {
-    if key.len() != PART_KEY_LEN {
-        return None;
-    }
-    let (first, part) = key.split_at(CHUNK_KEY_LEN);
-    Some((
-        u64::from_be_bytes(first.try_into().ok()?),
-        u32::from_be_bytes(part.try_into().ok()?),
-    ))
-}
 
 /// A new, empty chunk value (its schema byte), with room for `capacity` bytes.
 pub fn new_chunk(capacity: usize) -> Vec<u8> {
@@ -332,6 +297,50 @@ pub fn chunk_entries(chunk: &[u8]) -> Result<Vec<ChunkEntry>, DecodeError> {
     Ok(out)
 }
 
+/// The index key of the chunk of queue `queue` (numeric id) whose first id is `first`: both
+/// big-endian, so a queue's chunks sort together and in id order.
+pub fn index_key(queue: u64, first: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&queue.to_be_bytes());
+    k[8..].copy_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// The queue and first id of an index key; `None` for anything malformed.
+pub fn parse_index_key(key: &[u8]) -> Option<(u64, u64)> {
+    if key.len() != 16 {
+        return None;
+    }
+    let (q, f) = key.split_at(8);
+    Some((
+        u64::from_be_bytes(q.try_into().ok()?),
+        u64::from_be_bytes(f.try_into().ok()?),
+    ))
+}
+
+/// Encodes an index entry: the chunk's location, then its state ([`encode_state`]).
+pub fn encode_index_entry(loc: &crate::storage::bodylog::Loc, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + crate::storage::bodylog::format::LOC_LEN + state.len());
+    out.push(MESSAGE_SCHEMA);
+    loc.encode(&mut out);
+    out.extend_from_slice(state);
+    out
+}
+
+/// Decodes an index entry into the location and the state of the chunk at `first`.
+pub fn decode_index_entry(
+    first: u64,
+    value: &[u8],
+) -> Result<(crate::storage::bodylog::Loc, StateRecord<'_>), DecodeError> {
+    let r = Reader::with_version(value, MESSAGE_SCHEMA)?;
+    let rest = value.get(r.pos..).ok_or(DecodeError("index entry"))?;
+    let loc_len = crate::storage::bodylog::format::LOC_LEN;
+    let loc = crate::storage::bodylog::Loc::decode(rest.get(..loc_len).unwrap_or_default())
+        .ok_or(DecodeError("index entry location"))?;
+    let state = decode_state(first, rest.get(loc_len..).unwrap_or_default())?;
+    Ok((loc, state))
+}
+
 /// Bytes of each bitmap in the state of a chunk spanning ids `first..=last`.
 pub fn bitmap_len(first: u64, last: u64) -> usize {
     usize::try_from((last.saturating_sub(first)) / 8 + 1).unwrap_or(usize::MAX)
@@ -339,17 +348,10 @@ pub fn bitmap_len(first: u64, last: u64) -> usize {
 
 /// Encodes a chunk's state: `live` and `delivered` are bitmaps of [`bitmap_len`] bytes,
 /// `counts` the delivery counts set, as (id - first, count), ascending.
-pub fn encode_state(
-    last: u64,
-    parts: u32,
-    live: &[u8],
-    delivered: &[u8],
-    counts: &[(u32, u32)],
-) -> Vec<u8> {
+pub fn encode_state(last: u64, live: &[u8], delivered: &[u8], counts: &[(u32, u32)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 8 + 4 + live.len() + delivered.len() + 8 * counts.len());
     out.push(MESSAGE_SCHEMA);
     out.extend_from_slice(&last.to_be_bytes());
-    out.extend_from_slice(&parts.to_be_bytes());
     out.extend_from_slice(live);
     out.extend_from_slice(delivered);
     for (offset, count) in counts {
@@ -364,8 +366,6 @@ pub fn encode_state(
 pub struct StateRecord<'a> {
     /// The chunk's last id.
     pub last: u64,
-    /// How many parts the chunk is stored in (at least 1).
-    pub parts: u32,
     /// Live (stored, unacked) ids, one bit each from `first`.
     pub live: &'a [u8],
     /// Delivered ids, one bit each from `first`.
@@ -395,10 +395,6 @@ pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeE
     if last < first {
         return Err(DecodeError("last id below first"));
     }
-    let parts = r.u32("parts")?;
-    if parts == 0 {
-        return Err(DecodeError("no parts"));
-    }
     let n = bitmap_len(first, last);
     let rest = value.get(r.pos..).ok_or(DecodeError("bitmaps"))?;
     let bitmaps = n.checked_mul(2).ok_or(DecodeError("bitmaps"))?;
@@ -409,7 +405,6 @@ pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeE
     let (delivered, counts) = rest.split_at(n);
     Ok(StateRecord {
         last,
-        parts,
         live,
         delivered,
         counts,
@@ -459,16 +454,6 @@ impl<'a> Reader<'a> {
         }
         self.pos = end;
         Ok(start..end)
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        let b: [u8; 4] = self
-            .buf
-            .get(self.pos..self.pos.saturating_add(4))
-            .and_then(|s| s.try_into().ok())
-            .ok_or(DecodeError(what))?;
-        self.pos += 4;
-        Ok(u32::from_be_bytes(b))
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
@@ -582,17 +567,16 @@ mod tests {
         }
 
         #[test]
-        fn states_round_trip(first: u64, span in 0u64..5000, seed: u64, parts in 1u32..) {
+        fn states_round_trip(first: u64, span in 0u64..5000, seed: u64) {
             let last = first.saturating_add(span);
             let n = bitmap_len(first, last);
             let live: Vec<u8> = (0..n).map(|i| (seed >> (i % 8)) as u8).collect();
             let delivered: Vec<u8> = live.iter().map(|b| b.rotate_left(3)).collect();
             let counts: Vec<(u32, u32)> = (0..(seed % 5) as u32).map(|i| (i * 3, i + 1)).collect();
-            let enc = encode_state(last, parts, &live, &delivered, &counts);
+            let enc = encode_state(last, &live, &delivered, &counts);
             let st = decode_state(first, &enc).expect("decodes");
-            prop_assert_eq!((st.last, st.parts, st.live, st.delivered), (last, parts, &live[..], &delivered[..]));
+            prop_assert_eq!((st.last, st.live, st.delivered), (last, &live[..], &delivered[..]));
             prop_assert_eq!(st.counts(), counts);
-            prop_assert!(decode_state(first, &encode_state(last, 0, &live, &delivered, &[])).is_err());
             prop_assert!(decode_state(first, &enc[..enc.len() - 1]).is_err());
             if first > 0 {
                 prop_assert!(decode_state(last + 1, &enc).is_err());
@@ -605,8 +589,8 @@ mod tests {
             let _ = decode_queue(&buf);
             let _ = decode_binding(&buf);
             let _ = decode_message(Bytes::from(buf.clone()));
-            let _ = parse_chunk_key(&buf);
-            let _ = parse_part_key(&buf);
+            let _ = parse_index_key(&buf);
+            let _ = decode_index_entry(3, &buf);
             let _ = decode_state(0, &buf);
             let chunk = Bytes::from(buf.clone());
             if let Ok(entries) = chunk_entries(&chunk) {
@@ -639,20 +623,6 @@ mod tests {
             prop_assume!((a.as_str(), b.as_str()) != (c.as_str(), d.as_str()));
             prop_assert_ne!(name_key(&a, &b), name_key(&c, &d));
         }
-    }
-
-    #[test]
-    fn part_keys_sort_by_chunk_then_part() {
-        let keys = [
-            part_key(1, 0),
-            part_key(1, 1),
-            part_key(1, u32::MAX),
-            part_key(2, 0),
-            part_key(u64::MAX, 3),
-        ];
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(parse_part_key(&part_key(7, 9)), Some((7, 9)));
-        assert_eq!(parse_part_key(&chunk_key(7)), None);
     }
 
     #[test]

@@ -1,0 +1,508 @@
+//! The group commit of the sled store, and the space it gives back.
+//!
+//! One flush: (1) while no [`Store::hold_flush`](super::super::Store::hold_flush) guard lives,
+//! take every dirty queue's work (with its `io` lock), the buffered definitions and deletions,
+//! and up to a budget of chunks to move out of the segment being compacted; (2) append the new
+//! chunks and the moved ones to the body log and fdatasync it; (3) write every index change,
+//! definition, quarantine move, the commit point and new segments in one sled transaction,
+//! flush sled, fdatasync its log; (4) tell each queue its chunks are stored, count each
+//! segment's live bytes down, delete segments with none left, pick the next one to compact.
+//!
+//! A failure before (3) completes puts every queue's work and the buffered writes back for the
+//! next flush; records already appended are garbage that no index entry points at.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::super::StoreError;
+use super::super::bodylog::{Loc, Synced};
+use super::super::chunk::{Work, compact};
+use super::super::record;
+use super::defs::Target;
+use super::queue::{Move, Pending, SledQueue};
+use super::{COMMIT_KEY, LogStats, SledStore, Trees, io, lock};
+
+/// Flushes in a row that must leave a segment under the threshold unchanged before it is
+/// compacted (at the idle background tick of 200 ms, about 4 s).
+const QUIET_FLUSHES: u32 = 20;
+
+/// An emptied active segment larger than this is closed, so it can be deleted.
+const SEAL_EMPTY_ACTIVE: u64 = 4 << 20;
+
+/// Live bytes per body-log segment (the sum of the lengths of the records index entries point
+/// at, plus records written ahead and not yet indexed), segment sizes, and what compaction is
+/// doing.
+#[derive(Debug, Default)]
+pub(super) struct Space {
+    live: HashMap<u64, u64>,
+    size: HashMap<u64, u64>,
+    /// The segment being compacted.
+    target: Option<u64>,
+    /// Segments under the compaction threshold, with how many flushes in a row left their live
+    /// bytes unchanged: a segment a consumer is draining (FIFO use) keeps changing and is never
+    /// copied; one kept alive by a few old messages goes quiet and is compacted.
+    quiet: HashMap<u64, u32>,
+    /// Segments compaction has copied chunks out of.
+    evacuating: std::collections::HashSet<u64>,
+    /// Segments deleted, whose table entries go in the next flush.
+    unlisted: Vec<u64>,
+    pub(super) stats: LogStats,
+}
+
+impl Space {
+    /// Counts a record as live.
+    pub(super) fn add(&mut self, loc: &Loc) {
+        *self.live.entry(loc.seg).or_default() += u64::from(loc.len);
+        self.note_size(loc.seg, loc.end());
+    }
+
+    /// Counts `bytes` of segment `seg` as dead.
+    fn sub(&mut self, seg: u64, bytes: u64) {
+        if let Some(l) = self.live.get_mut(&seg) {
+            *l = l.saturating_sub(bytes);
+        }
+    }
+
+    /// Notes that segment `seg` is at least `size` bytes long.
+    pub(super) fn note_size(&mut self, seg: u64, size: u64) {
+        let s = self.size.entry(seg).or_default();
+        *s = (*s).max(size);
+    }
+
+    /// Live bytes of segment `seg`.
+    pub(super) fn live(&self, seg: u64) -> u64 {
+        self.live.get(&seg).copied().unwrap_or(0)
+    }
+}
+
+/// One queue's share of a flush: the queue, its work, its compaction moves.
+type Collected = (Arc<SledQueue>, Work, Vec<Move>);
+
+/// A flush between its halves (see [`SledStore::prepare`]).
+pub(super) struct Prepared {
+    /// Its place in the commit order (1, 2, ...).
+    seq: u64,
+    /// Failed commits when it was prepared.
+    epoch: u64,
+    collected: Vec<Collected>,
+    pending: Pending,
+    unlisted: Vec<u64>,
+    target: Option<u64>,
+    synced: Option<Synced>,
+}
+
+/// Flushes prepared and committed so far, to commit in order.
+#[derive(Debug, Default)]
+pub(super) struct Order {
+    prepared: u64,
+    committed: u64,
+}
+
+impl SledStore {
+    /// Whether a flush has work even without new writes (see [`super::super::Store::wants_flush`]).
+    pub(super) fn maintenance_due(&self) -> bool {
+        let space = lock(&self.shared.space);
+        space.target.is_some()
+            || !space.unlisted.is_empty()
+            || !space.quiet.is_empty()
+            || !lock(&self.shared.dirty).is_empty()
+            || {
+                let p = lock(&self.shared.pending);
+                !p.ops.is_empty() || !p.dropped.is_empty()
+            }
+    }
+
+    /// One group commit, both halves. See the module docs.
+    pub(super) fn flush_all(&self) -> Result<(), StoreError> {
+        let prepared = self.prepare()?;
+        self.commit(prepared)
+    }
+
+    /// The first half of a flush, steps (1) and (2): collect, append, sync the body log. The
+    /// next flush may be prepared while this one is committed; commits happen in order.
+    pub(super) fn prepare(&self) -> Result<Prepared, StoreError> {
+        // One preparation at a time (the flusher thread, and a final flush at shutdown).
+        let _one = lock(&self.preparing);
+        let target = lock(&self.shared.space).target;
+        let mut budget = self.opts.compact_bytes_per_flush;
+        let mut collected: Vec<Collected> = Vec::new();
+        let pending;
+        {
+            let _gate = self.gate.exclusive();
+            let mut dirty: Vec<Arc<SledQueue>> = std::mem::take(&mut *lock(&self.shared.dirty))
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
+            if target.is_some() {
+                // Every open queue may hold chunks in the segment being compacted.
+                for q in lock(&self.areas).values() {
+                    if !dirty.iter().any(|d| Arc::ptr_eq(d, q)) {
+                        dirty.push(Arc::clone(q));
+                    }
+                }
+            }
+            for queue in dirty {
+                let compact = target.filter(|_| budget > 0).map(|seg| (seg, budget));
+                if let Some((work, moves)) = queue.collect(compact) {
+                    let moved: u64 = moves.iter().map(|m| u64::from(m.from.len)).sum();
+                    budget = budget.saturating_sub(moved);
+                    collected.push((queue, work, moves));
+                }
+            }
+            pending = std::mem::take(&mut *lock(&self.shared.pending));
+        }
+        let unlisted = std::mem::take(&mut lock(&self.shared.space).unlisted);
+        let epoch = self.failures.load(std::sync::atomic::Ordering::Acquire);
+        let mut p = Prepared {
+            seq: 0,
+            epoch,
+            collected,
+            pending,
+            unlisted,
+            target,
+            synced: None,
+        };
+        match self.write_log(&mut p.collected) {
+            Ok(synced) => {
+                p.synced = Some(synced);
+                p.seq = {
+                    let mut order = lock(&self.order);
+                    order.prepared += 1;
+                    order.prepared
+                };
+                Ok(p)
+            }
+            Err(e) => {
+                self.undo(p);
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half, steps (3) and (4): sled, then the queues and the space. Waits for the
+    /// commit of every flush prepared before this one; a flush prepared before a failed commit
+    /// fails too (its confirms would otherwise cover the failed one's writes).
+    pub(super) fn commit(&self, p: Prepared) -> Result<(), StoreError> {
+        {
+            let mut order = lock(&self.order);
+            while order.committed + 1 < p.seq {
+                order = self
+                    .order_turn
+                    .wait(order)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        let result = if p.epoch != self.failures.load(std::sync::atomic::Ordering::Acquire) {
+            Err(StoreError::Io(
+                "an earlier flush failed; this one is written again later".into(),
+            ))
+        } else {
+            self.write_index(&p)
+        };
+        let seq = p.seq;
+        match result {
+            Ok(()) => {
+                let target = p.target;
+                self.finish_flush(p.collected, &p.pending, target);
+            }
+            Err(_) => {
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                self.undo(p);
+            }
+        }
+        let mut order = lock(&self.order);
+        order.committed = order.committed.max(seq);
+        self.order_turn.notify_all();
+        drop(order);
+        result
+    }
+
+    /// Puts a flush's work back for the next one.
+    fn undo(&self, p: Prepared) {
+        for (queue, work, moves) in p.collected {
+            queue.undo(work, &moves);
+        }
+        let mut pending = lock(&self.shared.pending);
+        let later = std::mem::take(&mut *pending);
+        *pending = p.pending;
+        pending.ops.extend(later.ops);
+        pending.dropped.extend(later.dropped);
+        pending.freed.extend(later.freed);
+        lock(&self.shared.space).unlisted.extend(p.unlisted);
+    }
+
+    /// Step (2): appends the collected bodies and moved chunks, and syncs the body log.
+    fn write_log(&self, collected: &mut [Collected]) -> Result<Synced, StoreError> {
+        for (queue, work, moves) in collected.iter_mut() {
+            queue.append_bodies(work)?;
+            self.append_moves(queue, moves)?;
+            let mut space = lock(&self.shared.space);
+            for loc in moves.iter().filter_map(|m| m.to) {
+                space.add(&loc);
+            }
+        }
+        self.shared.log.sync()
+    }
+
+    /// Step (3): every index change, definition, the commit point and the segment table in
+    /// one sled transaction, then sled's flush and fsync.
+    fn write_index(&self, p: &Prepared) -> Result<(), StoreError> {
+        let (collected, pending, unlisted) = (&p.collected, &p.pending, &p.unlisted);
+        let synced = p
+            .synced
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("invariant: a prepared flush is synced".into()))?;
+        let mut batches: HashMap<Target, sled::Batch> = HashMap::new();
+        let mut put = |t: Target, k: &[u8], v: Option<&[u8]>| {
+            let b = batches.entry(t).or_default();
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        };
+        for (queue, work, moves) in collected.iter() {
+            for w in &work.writes {
+                let Some(loc) = w.loc else {
+                    tracing::error!(
+                        qid = queue.qid,
+                        first = w.first,
+                        "chunk without a location not indexed"
+                    );
+                    continue;
+                };
+                let entry = record::encode_index_entry(&loc, &w.state);
+                put(
+                    Target::Index,
+                    &record::index_key(queue.qid, w.first),
+                    Some(&entry),
+                );
+            }
+            for (first, ..) in &work.removes {
+                put(Target::Index, &record::index_key(queue.qid, *first), None);
+            }
+            for m in moves {
+                if let Some(to) = m.to {
+                    let entry = record::encode_index_entry(&to, &m.state);
+                    put(
+                        Target::Index,
+                        &record::index_key(queue.qid, m.first),
+                        Some(&entry),
+                    );
+                }
+            }
+        }
+        for &qid in &pending.dropped {
+            // Keys only: what they counted as live was taken from the queue's index when it
+            // was deleted.
+            for key in self.trees.index.scan_prefix(qid.to_be_bytes()).keys() {
+                put(Target::Index, &key.map_err(io)?, None);
+            }
+        }
+        for (t, k, v) in &pending.ops {
+            put(*t, k, v.as_deref());
+        }
+        put(Target::Meta, COMMIT_KEY, Some(&synced.commit.encode()));
+        for seg in &synced.created {
+            put(Target::Segments, &seg.to_be_bytes(), Some(&[]));
+        }
+        for seg in unlisted {
+            put(Target::Segments, &seg.to_be_bytes(), None);
+        }
+        apply(&self.trees, batches)?;
+        self.db.flush().map_err(io)?;
+        // sled makes its writes stable with sync_file_range, which waits for the page cache to
+        // reach the device but neither flushes the device's write cache nor syncs the metadata
+        // of a log file that grew. A confirm promises the message is on disk, power loss
+        // included: one fdatasync per group commit makes it so.
+        self.sled_log
+            .sync_data()
+            .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))?;
+        Ok(())
+    }
+
+    /// Reads the chunks to move, keeps their live entries, appends them.
+    fn append_moves(&self, queue: &SledQueue, moves: &mut [Move]) -> Result<(), StoreError> {
+        let mut payloads = Vec::with_capacity(moves.len());
+        for m in moves.iter() {
+            match self.shared.log.read(&m.from, queue.qid, m.first)? {
+                Ok(body) => payloads.push(Some(compact(&body, m.first, &m.live))),
+                Err(reason) => {
+                    // A read will quarantine it; compaction leaves it where it is.
+                    tracing::warn!(
+                        qid = queue.qid,
+                        first = m.first,
+                        reason,
+                        "chunk not moved by compaction"
+                    );
+                    payloads.push(None);
+                }
+            }
+        }
+        let appends: Vec<_> = moves
+            .iter()
+            .zip(&payloads)
+            .filter_map(|(m, p)| Some((queue.qid, m.first, p.as_deref()?)))
+            .collect();
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let mut locs = self.shared.log.append(&appends)?.into_iter();
+        for (m, _) in moves.iter_mut().zip(&payloads).filter(|(_, p)| p.is_some()) {
+            m.to = locs.next();
+        }
+        Ok(())
+    }
+
+    /// Step (4).
+    fn finish_flush(&self, collected: Vec<Collected>, pending: &Pending, target: Option<u64>) {
+        let mut dead: Vec<(u64, u64)> = pending.freed.clone();
+        let (mut moved, mut copied) = (0u64, 0u64);
+        for (queue, work, moves) in &collected {
+            dead.extend(
+                work.removes
+                    .iter()
+                    .filter_map(|(_, loc, freed)| Some(((*loc)?.seg, *freed))),
+            );
+            dead.extend(
+                work.writes
+                    .iter()
+                    .filter_map(|w| Some((w.loc?.seg, w.freed))),
+            );
+            for m in moves.iter().filter(|m| m.to.is_some()) {
+                lock(&self.shared.space).evacuating.insert(m.from.seg);
+                moved += 1;
+                copied += m.to.map_or(0, |l| u64::from(l.len));
+            }
+            // The index points at the copies now: what the chunks counted where they were is
+            // dead there.
+            dead.extend(queue.finish(work, moves));
+        }
+        drop(collected);
+        let active = self.shared.log.active();
+        let mut space = lock(&self.shared.space);
+        let mut changed = std::collections::HashSet::new();
+        for &(seg, bytes) in &dead {
+            space.sub(seg, bytes);
+            if bytes > 0 {
+                changed.insert(seg);
+            }
+        }
+        space.stats.chunks_moved += moved;
+        space.stats.bytes_copied += copied;
+        let mut empty: Vec<u64> = space
+            .size
+            .keys()
+            .copied()
+            .filter(|&seg| space.live(seg) == 0 && Some(seg) != active)
+            .collect();
+        empty.sort_unstable();
+        for seg in empty {
+            if let Err(e) = self.shared.log.delete(seg) {
+                tracing::error!(segment = seg, error = %e, "cannot delete an emptied body-log segment");
+                continue;
+            }
+            space.size.remove(&seg);
+            space.live.remove(&seg);
+            space.unlisted.push(seg);
+            space.stats.segments_deleted += 1;
+            if target == Some(seg) {
+                space.stats.segments_compacted += 1;
+                tracing::info!(
+                    segment = seg,
+                    chunks_moved = space.stats.chunks_moved,
+                    bytes_copied = space.stats.bytes_copied,
+                    "body-log segment compacted and deleted"
+                );
+            }
+        }
+        if let Some(a) = active
+            && space.live(a) == 0
+            && self.shared.log.active_len() > SEAL_EMPTY_ACTIVE
+        {
+            // Nothing live in the active segment: close it so the next flush can delete it.
+            self.shared.log.seal_active();
+        }
+        if let Some(t) = target
+            && moved == 0
+        {
+            // Nothing could be moved (its chunks belong to no open queue, or are unreadable):
+            // give others a turn and try this one again once it has been quiet as long.
+            space.target = None;
+            space.quiet.insert(t, 0);
+        }
+        let active = self.shared.log.active();
+        self.note_quiet(&mut space, &changed, active);
+        space.target = self.pick_target(&space, active);
+    }
+
+    /// Updates how long each segment under the threshold has gone unchanged.
+    fn note_quiet(
+        &self,
+        space: &mut Space,
+        changed: &std::collections::HashSet<u64>,
+        active: Option<u64>,
+    ) {
+        let pct = u64::from(self.opts.compact_live_percent);
+        let under: Vec<u64> = space
+            .size
+            .iter()
+            .filter(|(seg, size)| Some(**seg) != active && **size > 0)
+            .filter(|&(&seg, &size)| {
+                let live = space.live(seg);
+                live > 0 && live * 100 < size * pct
+            })
+            .map(|(&seg, _)| seg)
+            .collect();
+        space.quiet.retain(|seg, _| under.contains(seg));
+        for seg in under {
+            let n = space.quiet.entry(seg).or_default();
+            *n = if changed.contains(&seg) {
+                0
+            } else {
+                n.saturating_add(1)
+            };
+        }
+    }
+
+    /// The quiet segment with the lowest live share under the threshold, if any (the one being
+    /// compacted stays the target until it is empty).
+    fn pick_target(&self, space: &Space, active: Option<u64>) -> Option<u64> {
+        if let Some(t) = space.target
+            && space.live(t) > 0
+            && space.size.contains_key(&t)
+        {
+            return Some(t);
+        }
+        space
+            .quiet
+            .iter()
+            .filter(|&(&seg, &n)| n >= QUIET_FLUSHES && Some(seg) != active)
+            .filter_map(|(&seg, _)| Some((seg, space.live(seg), *space.size.get(&seg)?)))
+            .min_by_key(|&(seg, live, size)| (live * 1000 / size.max(1), seg))
+            .map(|(seg, _, _)| seg)
+    }
+}
+
+/// Applies a flush's batches to their trees in one sled transaction.
+fn apply(trees: &Trees, batches: HashMap<Target, sled::Batch>) -> Result<(), StoreError> {
+    use sled::Transactional;
+    use sled::transaction::TransactionError;
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let order: Vec<(Target, sled::Batch)> = batches.into_iter().collect();
+    let tree_list: Vec<sled::Tree> = order.iter().map(|(t, _)| trees.of(*t).clone()).collect();
+    tree_list
+        .as_slice()
+        .transaction(|txs| {
+            for ((_, batch), tx) in order.iter().zip(txs) {
+                tx.apply_batch(batch)?;
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            TransactionError::Storage(e) => io(e),
+            TransactionError::Abort(()) => StoreError::Io("sled: transaction aborted".into()),
+        })
+}

@@ -99,6 +99,7 @@ start_broker() {
         sleep 0.1
     done
     export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
+    export MANAGEMENT_URL="http://127.0.0.1:$mport"
 }
 
 # interop/pika/.venv with the pinned requirements of the pika and aio-pika suites; reinstalls

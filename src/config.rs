@@ -69,10 +69,17 @@ pub struct Config {
     pub amqp: AmqpConfig,
     /// Where and how messages and definitions are persisted.
     pub storage: StorageConfig,
-    /// The users that may log in. Giving any `[[users]]` in the file replaces the built-in `guest`.
+    /// The users seeded on first start (each with full rights on `default_vhost`). Giving any
+    /// `[[users]]` in the file replaces the built-in `guest`. Once the data directory holds
+    /// users (after the first start), these are ignored: users then live in the store and
+    /// change through the management API and definitions import.
     pub users: Vec<UserConfig>,
     /// The virtual host created at first start (RabbitMQ's is `/`).
     pub default_vhost: String,
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// Milliseconds a failed login (AMQP or HTTP) waits before it is answered.
+    pub failed_login_delay_ms: u64,
     /// Log level and format.
     pub log: LogConfig,
     /// The HTTP management API.
@@ -88,6 +95,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             users: vec![UserConfig::default()],
             default_vhost: "/".to_owned(),
+            loopback_users: vec!["guest".to_owned()],
+            failed_login_delay_ms: 1000,
             log: LogConfig::default(),
             management: ManagementConfig::default(),
             memory: MemoryConfig::default(),

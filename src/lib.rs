@@ -5,7 +5,9 @@
 //!
 //! - [`protocol`]: the wire format. Pure functions over bytes; imports nothing else of the crate.
 //! - [`session`]: sans-IO connection and channel state machines. Bytes in, bytes out, time passed in.
-//! - [`broker`]: the AMQP model (vhosts, exchanges, bindings, queues, consumers). Knows no wire.
+//! - [`broker`]: the AMQP model (vhosts, exchanges, bindings, queues, consumers) and the access
+//!   model ([`broker::access`]: users, permissions, limits, the one authorisation check).
+//!   Knows no wire.
 //! - [`storage`]: persistence behind the [`storage::Store`] trait; the on-disk store (message
 //!   bodies in a checksummed body log, everything else in sled) and the in-memory store.
 //! - [`server`]: the only socket code; a tokio task per connection shuttles bytes to a session.

@@ -97,6 +97,8 @@ async fn run(config: Config) -> Result<(), String> {
                 tags: u.tags.clone(),
             })
             .collect(),
+        loopback_users: config.loopback_users.clone(),
+        failed_login_delay: Duration::from_millis(config.failed_login_delay_ms),
         limits: Limits {
             frame_max: config.amqp.frame_max,
             channel_max: config.amqp.channel_max,

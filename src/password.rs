@@ -1,10 +1,13 @@
 //! Password hashes in RabbitMQ's `rabbit_password_hashing_sha256` scheme:
 //! `base64(salt ++ sha256(salt ++ password))` with a 4-byte random salt, so user definitions can
-//! move between RabbitMQ and Lagomorph. A leaf module: imports nothing else of the crate, so both
+//! move between RabbitMQ and Lagomorph. Hashes of RabbitMQ's `rabbit_password_hashing_sha512`
+//! and (old, from definitions of RabbitMQ before 3.6) `rabbit_password_hashing_md5` schemes are
+//! verified too; the scheme is told apart by the decoded length (20, 36 or 68 bytes). A leaf module: imports nothing else of the crate, so both
 //! `config` and `broker` use it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
 
 /// Salt length of RabbitMQ's password hashes (32 bits).
@@ -33,8 +36,9 @@ pub fn hash_password_with_salt(salt: [u8; 4], password: &str) -> String {
     BASE64.encode(bytes)
 }
 
-/// Whether `password` matches `hash`. Accepts RabbitMQ's SHA-256 hashes (36 bytes decoded) and,
-/// for definitions from brokers set to `rabbit_password_hashing_sha512`, SHA-512 ones (68 bytes).
+/// Whether `password` matches `hash`. Accepts RabbitMQ's SHA-256 hashes (36 bytes decoded),
+/// SHA-512 ones (68 bytes, `rabbit_password_hashing_sha512`) and MD5 ones (20 bytes, from
+/// definitions of RabbitMQ before 3.6).
 /// Returns false on a malformed hash. The digest comparison does not stop at the first
 /// difference.
 pub fn verify_password(hash: &str, password: &str) -> bool {
@@ -60,15 +64,32 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
                 .finalize();
             constant_time_eq(&actual, expected)
         }
+        16 => {
+            let actual = Md5::new()
+                .chain_update(salt)
+                .chain_update(password.as_bytes())
+                .finalize();
+            constant_time_eq(&actual, expected)
+        }
         _ => false,
     }
 }
 
-/// Whether `hash` is well-formed for [`verify_password`] (base64 of salt + SHA-256 or SHA-512).
+/// Whether `hash` is well-formed for [`verify_password`] (base64 of salt + SHA-256, SHA-512 or
+/// MD5).
 pub fn is_password_hash(hash: &str) -> bool {
-    BASE64
-        .decode(hash)
-        .is_ok_and(|b| b.len() == SALT_LEN + 32 || b.len() == SALT_LEN + 64)
+    algorithm_of(hash).is_some()
+}
+
+/// RabbitMQ's name of the scheme of a well-formed `hash` (`rabbit_password_hashing_sha256`,
+/// `..._sha512` or `..._md5`), from its decoded length.
+pub fn algorithm_of(hash: &str) -> Option<&'static str> {
+    match BASE64.decode(hash).ok()?.len().checked_sub(SALT_LEN)? {
+        32 => Some("rabbit_password_hashing_sha256"),
+        64 => Some("rabbit_password_hashing_sha512"),
+        16 => Some("rabbit_password_hashing_md5"),
+        _ => None,
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

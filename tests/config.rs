@@ -600,6 +600,19 @@ fn hashes_are_salted() {
 }
 
 #[test]
+fn md5_hashes_from_old_rabbitmq_definitions_verify() {
+    // base64(salt ++ md5(salt ++ "test12")), rabbit_password_hashing_md5 (RabbitMQ < 3.6).
+    let hash = "kI3GChNpte2FApYFXScl+0dIluk=";
+    assert!(is_password_hash(hash));
+    assert!(verify_password(hash, "test12"));
+    assert!(!verify_password(hash, "test13"));
+    assert_eq!(
+        lagomorph::password::algorithm_of(hash),
+        Some("rabbit_password_hashing_md5")
+    );
+}
+
+#[test]
 fn malformed_hashes_never_verify() {
     for hash in [
         "",
@@ -608,7 +621,8 @@ fn malformed_hashes_never_verify() {
         "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2PO",
         "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR ",
         "kI3GCg==",
-        "2lmoth8l4H0DViLaK9Fxi6l9ds8=",
+        // 24 bytes: neither MD5 (20), SHA-256 (36) nor SHA-512 (68) with their salt.
+        "2lmoth8l4H0DViLaK9Fxi6l9ds8AAAAA",
     ] {
         assert!(!verify_password(hash, "test12"), "{hash:?}");
         assert!(!verify_password(hash, ""), "{hash:?}");

@@ -4,8 +4,8 @@ cases into tests/fixtures/rabbitmq-3.10/security.json.
 
 Run against a reference node started by interop/rabbitmq-ref.sh (users and vhosts are set up
 through rabbitmqctl via that script):
-    interop/rabbitmq-ref.sh start 5700 --management
-    /tmp/venv-rec/bin/python interop/record/security.py 5700 > tests/fixtures/rabbitmq-3.10/security.json
+    interop/rabbitmq-ref.sh start 5715 --management
+    /tmp/venv-rec/bin/python interop/record/security.py 5715 > tests/fixtures/rabbitmq-3.10/security.json
 """
 import json
 import os
@@ -96,6 +96,97 @@ case("purge_refused", on_channel(lambda ch: ch.queue_purge("other-q")))
 case("purge_allowed_read", on_channel(lambda ch: ch.queue_purge("u-read-q") and None))
 case("declare_amq_prefix", on_channel(lambda ch: ch.queue_declare("amq.u-conf")))
 
+# More permission cases: the default exchange is 'amq.default' for the write pattern;
+# exchange.bind needs write on the destination and read on the source; a server-named queue
+# needs configure on its generated name; dead-letter and alternate exchanges need write.
+ctl("set_permissions", "-p", "/", "u", "^u-conf.*", "^u-write.*", "^u-read.*")
+case("publish_default_exchange_refused", on_channel(
+    lambda ch: (ch.confirm_delivery(), ch.basic_publish("", "other-q", b"x"))[1]))
+case("exchange_bind_allowed", on_channel(
+    lambda ch: ch.exchange_bind("u-write-x", "u-read-x", "k") and None))
+case("exchange_bind_needs_write_on_destination", on_channel(
+    lambda ch: ch.exchange_bind("u-read-x", "u-read-x", "k")))
+case("exchange_bind_needs_read_on_source", on_channel(
+    lambda ch: ch.exchange_bind("u-write-x", "u-write-x", "k")))
+case("queue_unbind_needs_write_on_queue", on_channel(
+    lambda ch: ch.queue_unbind("u-read-q", "u-read-x", "k")))
+
+
+def server_named(ch):
+    ch.queue_declare("")
+case("server_named_queue_refused", on_channel(server_named))
+case("queue_declare_dlx_needs_write", on_channel(lambda ch: ch.queue_declare(
+    "u-conf-dlx", arguments={"x-dead-letter-exchange": "other-x"})))
+case("queue_declare_dlx_allowed", on_channel(lambda ch: ch.queue_declare(
+    "u-conf-dlx2", arguments={"x-dead-letter-exchange": "u-write-x"}) and None))
+case("exchange_declare_ae_needs_write", on_channel(lambda ch: ch.exchange_declare(
+    "u-conf-ae", "direct", arguments={"alternate-exchange": "other-x"})))
+case("exchange_declare_ae_needs_read_on_itself", on_channel(lambda ch: ch.exchange_declare(
+    "u-conf-ae2", "direct", arguments={"alternate-exchange": "u-write-x"})))
+case("delete_system_exchange", on_channel(lambda ch: ch.exchange_delete("amq.topic")))
+
+
+def capabilities():
+    c = conn()
+    try:
+        return c._impl.server_capabilities
+    finally:
+        c.close()
+case("server_capabilities", capabilities)
+
+
+# Revoking permissions on an open connection: the next operation is refused, the connection
+# stays open.
+def revoke_open():
+    ctl("set_permissions", "-p", "/", "u", ".*", ".*", ".*")
+    c = conn()
+    ch = c.channel()
+    ch.queue_declare("u-conf-before")
+    ctl("clear_permissions", "-p", "/", "u")
+    result = {}
+    try:
+        ch.queue_declare("u-conf-after")
+        result["declare"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        result["declare"] = err(e)
+    result["connection_open"] = c.is_open
+    try:
+        ch2 = c.channel()
+        ch2.basic_publish("", "u-conf-before", b"x")
+        c.process_data_events(0.5)
+        result["channel_after"] = ch2.is_open
+    except Exception as e:  # noqa: BLE001
+        result["channel_after"] = err(e)
+    if c.is_open:
+        c.close()
+    return result
+case("revoke_permissions_open_connection", revoke_open)
+ctl("set_permissions", "-p", "/", "u", "^u-conf.*", "^u-write.*|^amq\\.default$", "^u-read.*")
+
+
+# Deleting a vhost closes its connections.
+def delete_vhost_closes():
+    ctl("add_vhost", "/y")
+    ctl("set_permissions", "-p", "/y", "guest", ".*", ".*", ".*")
+    c = conn("guest", "guest", "/y")
+    ch = c.channel()
+    ctl("delete_vhost", "/y")
+    try:
+        for _ in range(50):
+            c.process_data_events(0.1)
+            if not c.is_open:
+                break
+        ch.queue_declare("after")
+        return "still open"
+    except Exception as e:  # noqa: BLE001
+        return err(e)
+case("delete_vhost_closes_connection", delete_vhost_closes)
+
+
+def bad_login():
+    conn("u", "wrong").close()
+case("login_wrong_password", bad_login)
+
 # Topic permissions: u may write routing keys starting with its name to amq.topic, read 'r.*'.
 ctl("set_permissions", "-p", "/", "u", ".*", ".*", ".*")
 ctl("set_topic_permissions", "-p", "/", "u", "amq.topic", "^{username}\\..*", "^r\\..*")
@@ -137,6 +228,19 @@ def update_secret():
     c.process_data_events(1)
     return c.is_open
 case("update_secret_plain", update_secret)
+
+
+def update_secret_wrong():
+    c = conn()
+    c._impl._send_method(0, pika.spec.Connection.UpdateSecret(b"wrong", "refresh"))
+    try:
+        c.process_data_events(1)
+        ch = c.channel()
+        ch.queue_declare("u-conf-after-secret")
+        return {"connection_open": c.is_open}
+    except Exception as e:  # noqa: BLE001
+        return err(e)
+case("update_secret_wrong_password", update_secret_wrong)
 
 # Deleting a user closes its connections.
 def delete_user_closes():

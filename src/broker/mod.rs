@@ -8,11 +8,13 @@
 //! work (TTL, `x-expires`) is armed in [`timers::Timers`] and done by [`Broker::tick`], which
 //! a driver task in `server/` calls.
 //!
-//! Files: [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
+//! Files: [`access`] (users, vhost metadata, permissions, topic permissions, limits, logins
+//! and authorisation), [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
 //! and routing), [`queue`] (the queue record and the queue-type seam, classic queues),
 //! [`exchange`], [`consumer`], [`message`], [`deadletter`] (x-death), [`policy`], [`budget`]
 //! (the global memory budget), [`timers`], [`time`], [`group_commit`].
 
+pub mod access;
 pub mod budget;
 pub mod consumer;
 pub mod deadletter;
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+pub use access::{Access, Grant, Permission, User};
 pub use budget::MemoryBudget;
 pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
@@ -48,33 +51,6 @@ pub use vhost::VHost;
 
 /// The connection.blocked reason while the memory alarm is set (RabbitMQ's wording).
 pub const MEMORY_ALARM_REASON: &str = "low on memory";
-
-/// A user who may log in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// Login name.
-    pub name: String,
-    /// RabbitMQ-style salted SHA-256 hash (see [`crate::password`]).
-    pub password_hash: String,
-    /// Tags such as `administrator`.
-    pub tags: Vec<String>,
-}
-
-/// A user's rights in one vhost: RabbitMQ's configure, write and read regular expressions.
-/// Kept for the management API and definitions; the AMQP side does not enforce them yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Permission {
-    /// The user.
-    pub user: String,
-    /// The vhost.
-    pub vhost: String,
-    /// Resources the user may declare and delete.
-    pub configure: String,
-    /// Resources the user may publish to.
-    pub write: String,
-    /// Resources the user may consume from.
-    pub read: String,
-}
 
 /// Protocol limits offered to clients.
 #[derive(Clone, Debug)]
@@ -105,8 +81,12 @@ impl Default for Limits {
 pub struct BrokerOptions {
     /// The vhost created at start ("/").
     pub default_vhost: String,
-    /// Users.
+    /// Users seeded on first start (with full rights on the default vhost).
     pub users: Vec<User>,
+    /// Users who may log in only from loopback addresses (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+    /// How long a failed login waits before it is answered.
+    pub failed_login_delay: std::time::Duration,
     /// Protocol limits.
     pub limits: Limits,
     /// When the store is flushed.
@@ -131,6 +111,8 @@ impl Default for BrokerOptions {
                 password_hash: crate::password::hash_password("guest"),
                 tags: vec!["administrator".into()],
             }],
+            loopback_users: vec!["guest".into()],
+            failed_login_delay: access::DEFAULT_FAILED_LOGIN_DELAY,
             limits: Limits::default(),
             flush: FlushPolicy::Batch,
             queue_window: MemoryWindow::default(),
@@ -235,8 +217,7 @@ impl std::fmt::Debug for dyn Store {
 struct Inner {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     shared: Arc<Shared>,
-    users: RwLock<Vec<User>>,
-    permissions: RwLock<Vec<Permission>>,
+    access: Access,
     connections: DashMap<ConnId, Arc<ConnectionInfo>>,
     next_conn: AtomicU64,
     limits: Limits,
@@ -274,25 +255,21 @@ impl Broker {
             opts.default_vhost.clone(),
             VHost::new(&opts.default_vhost, Arc::clone(&shared)),
         );
-        // Like RabbitMQ's default user, the configured users start with full rights on the
-        // default vhost.
-        let permissions = opts
-            .users
-            .iter()
-            .map(|u| Permission {
-                user: u.name.clone(),
-                vhost: opts.default_vhost.clone(),
-                configure: ".*".into(),
-                write: ".*".into(),
-                read: ".*".into(),
-            })
-            .collect();
+        let access = Access::new(
+            Arc::clone(&shared.store),
+            Arc::clone(&shared.commit),
+            access::AccessOptions {
+                users: opts.users,
+                default_vhost: opts.default_vhost.clone(),
+                loopback_users: opts.loopback_users,
+                failed_login_delay: opts.failed_login_delay,
+            },
+        );
         Broker {
             inner: Arc::new(Inner {
                 vhosts: RwLock::new(vhosts),
                 shared,
-                users: RwLock::new(opts.users),
-                permissions: RwLock::new(permissions),
+                access,
                 connections: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 limits: opts.limits,
@@ -302,9 +279,21 @@ impl Broker {
         }
     }
 
-    /// Loads durable definitions, policies and persistent messages from the store, as of
-    /// `now` (messages whose TTL ran out meanwhile expire at once).
+    /// Loads the access model (or stores its first-start seed), durable definitions, policies
+    /// and persistent messages from the store, as of `now` (messages whose TTL ran out
+    /// meanwhile expire at once).
     pub fn recover(&self, now: Now) -> BrokerResult<()> {
+        let stored = self.inner.access.load()?;
+        // The runtime vhosts follow the records: the seeded default vhost goes if the stored
+        // records say it was deleted, a stored empty vhost comes back.
+        self.inner
+            .vhosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| stored.contains(name));
+        for n in &stored {
+            self.ensure_vhost(n);
+        }
         let defs = self.inner.shared.store.load_definitions()?;
         let mut names: Vec<String> = defs
             .exchanges
@@ -315,6 +304,7 @@ impl Broker {
         names.sort();
         names.dedup();
         for n in names {
+            self.inner.access.adopt_vhost(&n)?;
             self.ensure_vhost(&n);
         }
         for vh in self.vhosts() {
@@ -346,7 +336,8 @@ impl Broker {
         &self.inner.shared.budget
     }
 
-    /// The vhost called `name`, creating it if missing.
+    /// The vhost called `name`, creating its runtime objects if missing. A vhost made here
+    /// has no stored record: create vhosts with [`Broker::put_vhost`].
     pub fn ensure_vhost(&self, name: &str) -> Arc<VHost> {
         let mut map = self.inner.vhosts.write().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
@@ -381,110 +372,18 @@ impl Broker {
         &self.inner.default_vhost
     }
 
-    /// Checks a login; returns the user on success.
-    pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
-        let users = self.inner.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .iter()
-            .find(|u| {
-                u.name == name && crate::password::verify_password(&u.password_hash, password)
-            })
-            .cloned()
+    /// The access model: users, vhost metadata, permissions, limits, logins, grants.
+    pub fn access(&self) -> &Access {
+        &self.inner.access
     }
 
-    /// The users.
-    pub fn users(&self) -> Vec<User> {
-        self.inner
-            .users
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Adds or replaces a user.
-    pub fn put_user(&self, user: User) {
-        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
-        users.retain(|u| u.name != user.name);
-        users.push(user);
-    }
-
-    /// Removes a user; false if there was none.
-    pub fn delete_user(&self, name: &str) -> bool {
-        let mut users = self.inner.users.write().unwrap_or_else(|e| e.into_inner());
-        let before = users.len();
-        users.retain(|u| u.name != name);
-        let gone = users.len() != before;
-        drop(users);
-        if gone {
-            self.write_permissions().retain(|p| p.user != name);
-        }
-        gone
-    }
-
-    fn write_permissions(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Permission>> {
-        self.inner
-            .permissions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Every user's permissions.
-    pub fn permissions(&self) -> Vec<Permission> {
-        self.inner
-            .permissions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Sets a user's permissions in a vhost; returns true when there were none before.
-    pub fn put_permission(&self, perm: Permission) -> bool {
-        let mut perms = self.write_permissions();
-        let before = perms.len();
-        perms.retain(|p| !(p.user == perm.user && p.vhost == perm.vhost));
-        let created = perms.len() == before;
-        perms.push(perm);
-        created
-    }
-
-    /// Removes a user's permissions in a vhost; false if there were none.
-    pub fn delete_permission(&self, user: &str, vhost: &str) -> bool {
-        let mut perms = self.write_permissions();
-        let before = perms.len();
-        perms.retain(|p| !(p.user == user && p.vhost == vhost));
-        perms.len() != before
-    }
-
-    /// Deletes a vhost with its queues, exchanges and permissions; false if there was none.
-    /// Connections using it are not closed here (the caller decides how to tell them).
-    pub fn delete_vhost(&self, name: &str) -> BrokerResult<bool> {
-        let Some(vh) = self.vhost(name) else {
-            return Ok(false);
-        };
-        for q in vh.queues() {
-            // Acting as the owner, so exclusive queues go too.
-            let owner = q.exclusive.unwrap_or(ConnId(0));
-            match vh.delete_queue(&q.name, false, false, owner) {
-                Ok(_) | Err(BrokerError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for x in vh.exchanges() {
-            if x.name.is_empty() || x.name.starts_with("amq.") {
-                continue;
-            }
-            match vh.delete_exchange(&x.name, false) {
-                Ok(()) | Err(BrokerError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+    /// Forgets a vhost's runtime objects (its stored ones are deleted by the caller).
+    fn forget_vhost(&self, name: &str) {
         self.inner
             .vhosts
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        self.write_permissions().retain(|p| p.vhost != name);
-        Ok(true)
     }
 
     /// Protocol limits.

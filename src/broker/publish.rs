@@ -1,8 +1,9 @@
 //! Publishing: the one broker call a publish makes ([`VHost::publish`]), and routing.
 //!
-//! `publish` does, in RabbitMQ 3.10's order (`rabbit_channel`'s basic.publish): resolve the
-//! exchange (404), refuse an internal one (403), check `user-id` (406) and `expiration`
-//! (406), then route (following exchange-to-exchange bindings and alternate exchanges), push
+//! `publish` does, in RabbitMQ 3.10's order (`rabbit_channel`'s basic.publish): check the
+//! user's write permission on the exchange (403), resolve the exchange (404), refuse an
+//! internal one (403), check the topic permission on the routing key (403), `user-id` (406)
+//! and `expiration` (406), then route (following exchange-to-exchange bindings and alternate exchanges), push
 //! into every queue found, and carry out what the pushes left (dead letters from length limits
 //! or TTL 0). It returns what the session needs to answer: whether any queue took the message
 //! (mandatory returns), whether a queue refused it (basic.nack in confirm mode), and the
@@ -40,6 +41,8 @@ pub struct PublishRequest<'a> {
     pub body: Bytes,
     /// The publishing connection's user (checked against `user-id`).
     pub user: &'a str,
+    /// The publisher's rights in this vhost (write on the exchange, topic write on the key).
+    pub grant: &'a super::access::Grant,
 }
 
 /// What happened to a publish.
@@ -89,6 +92,8 @@ pub fn parse_expiration(s: &str) -> Result<Option<u64>, String> {
 impl VHost {
     /// Publishes a message: see the module docs.
     pub fn publish(&self, req: PublishRequest<'_>, now: Now) -> BrokerResult<PublishOutcome> {
+        req.grant
+            .check_publish(&req.exchange, None, &req.routing_key)?;
         let x = self
             .find_exchange(&req.exchange)
             .ok_or_else(|| no_exchange(&req.exchange, &self.name))?;
@@ -98,6 +103,8 @@ impl VHost {
                 x.name, self.name
             )));
         }
+        req.grant
+            .check_publish(&req.exchange, Some(x.kind), &req.routing_key)?;
         if let Some(uid) = req.properties.user_id()
             && uid != req.user
         {

@@ -1,16 +1,28 @@
-//! HTTP basic authentication against the broker's users, and what each user may see.
+//! HTTP basic authentication against the broker's users, and what each user may see and do,
+//! by tag as RabbitMQ 3.10 decides (`tests/fixtures/rabbitmq-3.10/access-api.json`):
 //!
-//! As in RabbitMQ, only users with a management-capable tag log in: `management`, and the tags
-//! that include it (`policymaker`, `monitoring`, `administrator`). Administrators manage users,
-//! permissions, definitions and vhosts; administrators and monitoring users see every vhost;
-//! other users see the vhosts they have permissions in.
+//! - no management tag: 401 `Not management user` (after a correct password);
+//! - `management`: the vhosts it has permissions in, and their objects, subject to those
+//!   permissions (configure, write, read, checked by [`crate::broker::Grant`] as on AMQP);
+//! - `policymaker`: also policies in those vhosts;
+//! - `monitoring`: also reads every vhost, connection and channel; changes only what
+//!   `management` may;
+//! - `administrator`: everything; users, permissions, limits, vhosts, definitions are
+//!   administrator-only (401 `Not administrator user`).
+//!
+//! Logins go through [`crate::broker::Access::authenticate`] (counted, `loopback_users`
+//! applied to the client address); a failed one is answered after the access model's delay.
 
 use super::ApiState;
 use super::error::ApiError;
-use axum::extract::FromRequestParts;
+use crate::broker::Grant;
+use crate::broker::access::LoginError;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Tags that open the management API (RabbitMQ's `management` and the tags that imply it).
 const MANAGEMENT_TAGS: [&str; 4] = ["management", "policymaker", "monitoring", "administrator"];
@@ -34,6 +46,16 @@ impl AuthUser {
         self.has("administrator")
     }
 
+    /// True for users who see every vhost (administrators and monitoring users).
+    pub(crate) fn is_monitor(&self) -> bool {
+        self.is_admin() || self.has("monitoring")
+    }
+
+    /// True for users who may set policies in their vhosts.
+    pub(crate) fn is_policymaker(&self) -> bool {
+        self.is_admin() || self.has("policymaker")
+    }
+
     /// Fails with RabbitMQ's 401 unless the user is an administrator.
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
@@ -45,26 +67,26 @@ impl AuthUser {
 
     /// Whether listings show this vhost's objects to the user.
     pub(crate) fn sees_vhost(&self, state: &ApiState, vhost: &str) -> bool {
-        self.is_admin() || self.has("monitoring") || self.may_use_vhost(state, vhost)
+        self.is_monitor() || self.may_use_vhost(state, vhost)
     }
 
     /// Whether the user has permissions in `vhost` (administrators may use any).
     pub(crate) fn may_use_vhost(&self, state: &ApiState, vhost: &str) -> bool {
-        self.is_admin()
-            || state
-                .broker
-                .permissions()
-                .iter()
-                .any(|p| p.user == self.name && p.vhost == vhost)
+        self.is_admin() || state.broker.access().has_permission(vhost, &self.name)
     }
 
-    /// Fails with 401 "Access refused." unless the user may change objects in `vhost`.
+    /// Fails with 401 unless the user may change objects in `vhost`.
     pub(crate) fn require_vhost(&self, state: &ApiState, vhost: &str) -> Result<(), ApiError> {
         if self.may_use_vhost(state, vhost) {
             Ok(())
         } else {
-            Err(ApiError::access_refused())
+            Err(ApiError::vhost_refused())
         }
+    }
+
+    /// What the user may do in `vhost`: the grant its AMQP connections would get.
+    pub(crate) fn grant(&self, state: &ApiState, vhost: &str) -> Arc<Grant> {
+        state.broker.access().grant(&self.name, vhost)
     }
 }
 
@@ -86,22 +108,39 @@ impl FromRequestParts<ApiState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let (name, pass) = parts
+        let Some((name, pass)) = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_basic)
-            .ok_or_else(ApiError::login_failed)?;
-        let user = state
-            .broker
-            .authenticate(&name, &pass)
-            .ok_or_else(ApiError::login_failed)?;
+        else {
+            return Err(ApiError::login_failed());
+        };
+        // Without the client's address (a listener that does not record it) the user is
+        // treated as remote: loopback-only users are refused.
+        let loopback = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|c| c.0.ip().is_loopback());
+        let access = state.broker.access();
+        let user = match access.authenticate(&name, &pass, loopback) {
+            Ok(u) => u,
+            Err(why) => {
+                tracing::warn!(user = %name, reason = ?why, "HTTP login refused");
+                tokio::time::sleep(access.failed_login_delay()).await;
+                return Err(match why {
+                    LoginError::BadCredentials | LoginError::LoopbackOnly => {
+                        ApiError::login_failed()
+                    }
+                });
+            }
+        };
         if !user
             .tags
             .iter()
             .any(|t| MANAGEMENT_TAGS.contains(&t.as_str()))
         {
-            return Err(ApiError::login_failed());
+            return Err(ApiError::not_management_user());
         }
         Ok(AuthUser {
             name: user.name,

@@ -194,7 +194,7 @@ pub(crate) struct Vhost {
     pub(crate) name: String,
     pub(crate) description: String,
     pub(crate) tags: Vec<String>,
-    pub(crate) default_queue_type: &'static str,
+    pub(crate) default_queue_type: String,
     pub(crate) tracing: bool,
     pub(crate) metadata: Value,
     #[serde(flatten)]

@@ -64,7 +64,35 @@ impl ApiError {
         )
     }
 
-    /// 401 for an operation on a reserved object or a vhost the user may not use.
+    /// 401 for a user whose password is right but who has no management tag.
+    pub(crate) fn not_management_user() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "Not management user",
+        )
+    }
+
+    /// 401 for a vhost the user has no permissions in.
+    pub(crate) fn vhost_refused() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "User not authorised to access virtual host",
+        )
+    }
+
+    /// 401 for an object the user's tags do not let it change (policies without
+    /// `policymaker`).
+    pub(crate) fn object_refused() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "User not authorised to access object",
+        )
+    }
+
+    /// 401 for an operation on a reserved object, or one the user's permissions refuse.
     pub(crate) fn access_refused() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -73,6 +73,19 @@ const QUEUE_METRICS: [(&str, &str, Field); 3] = [
 pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
     let b = &st.broker;
     let mut t = Text(String::with_capacity(4096));
+    let auth = b.access().stats();
+    t.single(
+        "rabbitmq_auth_attempts_total",
+        "counter",
+        "Login attempts (AMQP and management API)",
+        auth.attempts.load(Ordering::Relaxed),
+    );
+    t.single(
+        "rabbitmq_auth_attempts_failed_total",
+        "counter",
+        "Failed login attempts (AMQP and management API); each is answered after a delay",
+        auth.failed.load(Ordering::Relaxed),
+    );
     let conns = b.connections();
     t.single(
         "rabbitmq_connections",

@@ -143,7 +143,10 @@ pub async fn serve_with(
     ));
     // RabbitMQ answers `/api/queues/` as `/api/queues`: the slash goes before routing.
     let app = MapRequestLayer::new(api::trim_trailing_slash).layer(api::router(state));
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    // The client's address reaches the handlers (loopback_users applies to HTTP logins too).
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(token.clone().cancelled_owned())
         .await;

@@ -352,6 +352,7 @@ mod tests {
                 properties: Default::default(),
                 body: bytes::Bytes::from_static(b"x"),
                 user: "guest",
+                grant: &crate::broker::Grant::all("guest", "/"),
             };
             vh.publish(req, crate::clock::now()).expect("publish");
         }

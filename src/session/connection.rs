@@ -22,6 +22,7 @@
 //!   frame_max under 4096) closes the socket without a close method, after
 //!   [`SILENT_CLOSE_DELAY`], as RabbitMQ does with errors before the connection is open.
 
+use crate::broker::access::{ConnectionSlot, Grant};
 use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Now, Outbound, User, VHost};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{
@@ -59,6 +60,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Output,
     pub(crate) frame_max: u32,
     pub(crate) user: &'a str,
+    /// What the user may do in the vhost, current as of this input.
+    pub(crate) grant: &'a Grant,
     /// The time of the input being handled.
     pub(crate) now: Now,
 }
@@ -107,6 +110,12 @@ pub struct Connection {
     channels: HashMap<u16, Channel, ChannelHash>,
     vhost: Option<Arc<VHost>>,
     user: Option<User>,
+    /// The user's rights in the vhost (from connection.open), refreshed when they change.
+    grant: Option<Arc<Grant>>,
+    /// This connection's place in the vhost's and the user's connection counts.
+    admission: Option<ConnectionSlot>,
+    /// A login refusal waiting for its deadline (see `handshake`).
+    delayed_refusal: Option<(Instant, AmqpError)>,
     caps: ClientCaps,
     flushed: u64,
     confirm_buf: Vec<Confirm>,
@@ -189,6 +198,9 @@ impl Connection {
             channels: HashMap::default(),
             vhost: None,
             user: None,
+            grant: None,
+            admission: None,
+            delayed_refusal: None,
             caps: ClientCaps::default(),
             flushed: 0,
             confirm_buf: Vec::new(),
@@ -239,15 +251,30 @@ impl Connection {
                 // Send a heartbeat after half an interval of silence; give up after two intervals.
                 (self.last_send + hb / 2).min(self.last_recv + hb * 2)
             });
-        match (hb, self.close_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            hb,
+            self.close_deadline,
+            self.delayed_refusal.as_ref().map(|r| r.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Answers `e` at `deadline` instead of now; input meanwhile is discarded.
+    fn refuse_later(&mut self, e: AmqpError, deadline: Instant) {
+        self.delayed_refusal = Some((deadline, e));
     }
 
     /// Time passed: heartbeats, dead peers, close and handshake deadlines.
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now;
+        if let Some((d, _)) = &self.delayed_refusal
+            && now.mono >= *d
+            && let Some((_, e)) = self.delayed_refusal.take()
+        {
+            self.raise(e, now);
+        }
         let now = now.mono;
         if let Some(d) = self.close_deadline
             && now >= d
@@ -292,7 +319,7 @@ impl Connection {
     pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Now) {
         self.now = now;
         self.last_recv = now.mono;
-        if self.state == State::Draining {
+        if self.state == State::Draining || self.delayed_refusal.is_some() {
             buf.clear();
             return;
         }
@@ -595,7 +622,12 @@ impl Connection {
                     )
                     .on(class, mid));
                 }
-                self.channels.insert(channel, Channel::new(channel));
+                let slot = self
+                    .broker
+                    .access()
+                    .open_channel(self.user_name())
+                    .map_err(|t| AmqpError::connection(ReplyCode::NotAllowed, t).on(class, mid))?;
+                self.channels.insert(channel, Channel::new(channel, slot));
                 self.info.channel_changed(channel, true);
                 encode_method(channel, &open_ok(), self.out.buf());
                 return Ok(());
@@ -671,6 +703,11 @@ impl Connection {
         f: impl FnOnce(&mut Channel, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
         let vhost = self.vhost.clone()?;
+        if let Some(g) = self.grant.as_mut() {
+            // A changed permission applies from this operation on.
+            self.broker.access().refresh(g);
+        }
+        let grant = self.grant.as_deref()?;
         let ch = self.channels.get_mut(&channel)?;
         let mut ctx = Ctx {
             vhost: &vhost,
@@ -680,6 +717,7 @@ impl Connection {
             out: &mut self.out,
             frame_max: self.frame_max,
             user: self.user.as_ref().map_or("", |u| u.name.as_str()),
+            grant,
             now: self.now,
         };
         Some(f(ch, &mut ctx))
@@ -708,6 +746,11 @@ impl Connection {
         self.flushed = flushed;
         let mut confirmed = 0u64;
         for (id, ch) in self.channels.iter_mut() {
+            // A channel we closed says nothing more (no ack or nack of the publish that
+            // closed it), as in RabbitMQ: a client drops a closed channel's id at close-ok.
+            if ch.closing {
+                continue;
+            }
             let Some(c) = ch.confirms.as_mut().filter(|c| !c.is_idle()) else {
                 continue;
             };
@@ -789,6 +832,7 @@ impl Connection {
             self.cleaned = true;
             self.cleanup_all();
             self.broker.unregister_connection(self.info.id);
+            self.admission = None;
         }
     }
 

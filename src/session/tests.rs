@@ -725,3 +725,56 @@ fn acks_before_a_connection_error_in_the_same_read_still_count() {
     assert_eq!(s.acked(), 1);
     assert_eq!(s.counts(), (2, 0), "the two unacked ones are requeued");
 }
+
+/// A failed login is answered only at its deadline (the broker's delay), which poll_timeout
+/// reports to the driver; input meanwhile is discarded.
+#[test]
+fn a_failed_login_is_refused_at_its_deadline() {
+    let mut s = Script::new();
+    s.send_bytes(PROTOCOL_HEADER);
+    assert!(matches!(s.methods()[..], [Method::ConnectionStart(_)]));
+    s.send(
+        0,
+        ConnectionStartOk {
+            mechanism: ShortStr::from_static("PLAIN"),
+            response: LongStr::from("\0guest\0wrong"),
+            locale: ShortStr::from_static("en_US"),
+            ..Default::default()
+        }
+        .into(),
+    );
+    assert!(s.methods().is_empty(), "nothing before the deadline");
+    let delay = s.broker.access().failed_login_delay();
+    let deadline = s.conn.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, s.now.mono + delay);
+    s.send_bytes(&[1, 0, 0, 0, 0, 0, 0, 0xCE]); // discarded, not a second answer
+    let early = Now {
+        mono: deadline - Duration::from_millis(1),
+        ..s.now
+    };
+    s.conn.handle_timeout(early);
+    assert!(s.methods().is_empty());
+    s.now = Now {
+        mono: deadline,
+        ..s.now
+    };
+    s.conn.handle_timeout(s.now);
+    match &s.methods()[..] {
+        [Method::ConnectionClose(c)] => assert_eq!(
+            (c.reply_code, c.reply_text.as_str()),
+            (
+                403,
+                "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile."
+            )
+        ),
+        other => panic!("expected connection.close, got {other:?}"),
+    }
+    assert_eq!(
+        s.broker
+            .access()
+            .stats()
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -194,19 +194,24 @@ impl Ui {
 
     /// Adds a user with a password, tags and (optionally) full permissions in `vhost`.
     pub fn add_user(&self, name: &str, password: &str, tags: &[&str], vhost: Option<&str>) {
-        self.b.broker.put_user(User {
-            name: name.into(),
-            password_hash: lagomorph::password::hash_password(password),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-        });
+        let access = self.b.broker.access();
+        access
+            .put_user(User {
+                name: name.into(),
+                password_hash: lagomorph::password::hash_password(password),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            })
+            .expect("user");
         if let Some(vh) = vhost {
-            self.b.broker.put_permission(Permission {
-                user: name.into(),
-                vhost: vh.into(),
-                configure: ".*".into(),
-                write: ".*".into(),
-                read: ".*".into(),
-            });
+            access
+                .put_permission(Permission {
+                    user: name.into(),
+                    vhost: vh.into(),
+                    configure: ".*".into(),
+                    write: ".*".into(),
+                    read: ".*".into(),
+                })
+                .expect("permission");
         }
     }
 

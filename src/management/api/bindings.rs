@@ -255,6 +255,8 @@ pub(crate) async fn create(
         return Err(ApiError::bad_request("routing_key longer than 255 bytes"));
     }
     let args = json_to_table(body.get("arguments").unwrap_or(&Value::Null))?;
+    user.grant(&st, &vhost)
+        .check_bind(&vh, source, dest, is_exchange, key)?;
     let conn = if is_exchange {
         crate::broker::ConnId(0)
     } else {
@@ -361,6 +363,8 @@ pub(crate) async fn delete(
     if source.is_empty() {
         return Err(ApiError::access_refused());
     }
+    user.grant(&st, &vhost)
+        .check_bind(&vh, source, dest, is_exchange, &b.routing_key)?;
     // The binding's own arguments, in their AMQP types, from the exchange.
     let x = vh.exchange(source).map_err(|_| ApiError::not_found())?;
     let args = x

@@ -139,6 +139,11 @@ pub(crate) async fn close_connection(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let c = find_connection(&st, &user, &name)?;
+    // Seeing a connection (monitoring users see all) is not closing it: administrators and
+    // the connection's own user may, as RabbitMQ's is_authorized_user decides.
+    if !user.is_admin() && connection_user(&c) != user.name {
+        return Err(ApiError::object_refused());
+    }
     let text = headers
         .get("x-reason")
         .and_then(|v| v.to_str().ok())

@@ -1,7 +1,11 @@
-//! Definitions export and import in RabbitMQ's JSON format: users, vhosts, permissions,
-//! policies, operator policies (as RabbitMQ exports them: `parameters` of component
-//! `operator_policy`), exchanges, queues and bindings. Other parameters and topic permissions
-//! are exported empty and ignored on import.
+//! Definitions export and import in RabbitMQ's JSON format: users (with their `limits`),
+//! vhosts, permissions, topic permissions, vhost limits (`parameters` of component
+//! `vhost-limits`, as RabbitMQ exports them), policies, operator policies (`parameters` of
+//! component `operator_policy`), exchanges, queues and bindings. Other parameters are ignored.
+//!
+//! Vhosts are exported with their `metadata` (description, tags, default queue type), the
+//! shape RabbitMQ 3.11 exports and imports; RabbitMQ 3.10 exports only `name` and ignores the
+//! extra keys on import, so the file still loads there.
 //!
 //! Export leaves out what RabbitMQ leaves out: the predeclared exchanges, exclusive queues and
 //! the default exchange's implicit bindings. Import adds and updates; it deletes nothing.
@@ -10,8 +14,12 @@
 
 use super::exchanges::exchange_dto;
 use super::overview::{PRODUCT_NAME, PRODUCT_VERSION, RABBITMQ_VERSION};
-use super::users::{build_permission, check_hash, parse_tags, permission_dto, user_dto};
+use super::users::{check_hash, parse_tags, user_dto};
+use super::users_permissions::{
+    build_permission, build_topic_permission, permission_dto, topic_dto,
+};
 use super::{ApiState, vhost};
+use crate::broker::access::{USER_LIMITS, VHOST_LIMITS, VhostInfo, check_limits};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec};
 use crate::broker::{ConnId, User};
 use crate::management::auth::AuthUser;
@@ -96,12 +104,17 @@ pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiRes
         .map(|v| v.name.to_string())
         .collect();
     vhosts.sort();
-    let mut users = st.broker.users();
-    users.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut perms = st.broker.permissions();
-    perms.sort_by(|a, b| (&a.vhost, &a.user).cmp(&(&b.vhost, &b.user)));
+    let access = st.broker.access();
+    let users = access.users();
+    let perms = access.permissions();
+    let topics = access.topic_permissions();
     let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pols, mut params) = (Vec::new(), Vec::new());
+    for info in access.vhost_infos() {
+        if !info.limits.is_empty() {
+            params.push(json!({"vhost": info.name, "component": "vhost-limits", "name": "limits", "value": info.limits}));
+        }
+    }
     for v in &vhosts {
         let (x, q, b) = vhost_objects(&st, v, true);
         xs.extend(x);
@@ -116,10 +129,10 @@ pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiRes
         "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": PRODUCT_NAME,
         "product_version": PRODUCT_VERSION,
-        "users": users.iter().map(|u| to_value(&user_dto(u))).collect::<Vec<_>>(),
-        "vhosts": vhosts.iter().map(|v| json!({"name": v})).collect::<Vec<_>>(),
+        "users": users.iter().map(|u| to_value(&user_dto(&st, u))).collect::<Vec<_>>(),
+        "vhosts": vhosts.iter().map(|v| vhost_entry(&st, v)).collect::<Vec<_>>(),
         "permissions": perms.iter().map(|p| to_value(&permission_dto(p))).collect::<Vec<_>>(),
-        "topic_permissions": [],
+        "topic_permissions": topics.iter().map(topic_dto).collect::<Vec<_>>(),
         "parameters": params,
         "global_parameters": [],
         "policies": pols,
@@ -127,6 +140,34 @@ pub(crate) async fn export(State(st): State<ApiState>, user: AuthUser) -> ApiRes
         "exchanges": xs,
         "bindings": bs,
     })))
+}
+
+/// A vhost's definitions entry: its name and metadata.
+fn vhost_entry(st: &ApiState, name: &str) -> Value {
+    let info = st.broker.access().vhost_info(name).unwrap_or_default();
+    let mut meta = json!({"description": info.description, "tags": info.tags});
+    if let Some(dqt) = &info.default_queue_type {
+        meta["default_queue_type"] = json!(dqt);
+    }
+    json!({"name": name, "metadata": meta})
+}
+
+/// A vhost record from a definitions entry: `metadata` (RabbitMQ 3.11) or top-level
+/// `description` / `tags` / `default_queue_type`.
+fn vhost_info(st: &ApiState, item: &Value) -> ApiResult<VhostInfo> {
+    let name = text(item, "name", "vhost")?;
+    let meta = item.get("metadata").unwrap_or(item);
+    let mut info = VhostInfo::named(name);
+    info.description = get_str(meta, "description")?.unwrap_or("").to_string();
+    info.tags = parse_tags(meta.get("tags").unwrap_or(&Value::Null))?;
+    info.default_queue_type = get_str(meta, "default_queue_type")?.map(str::to_string);
+    info.limits = st
+        .broker
+        .access()
+        .vhost_info(name)
+        .map(|i| i.limits)
+        .unwrap_or_default();
+    Ok(info)
 }
 
 /// GET /api/definitions/{vhost}: that vhost's objects, without `vhost` fields.
@@ -175,13 +216,14 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     if !doc.is_object() {
         return Err(ApiError::bad_request("not_json"));
     }
-    let (users, vhosts, perms) = if scope.is_some() {
-        (&[][..], &[][..], &[][..])
+    let (users, vhosts, perms, topics) = if scope.is_some() {
+        (&[][..], &[][..], &[][..], &[][..])
     } else {
         (
             section(doc, "users")?,
             section(doc, "vhosts")?,
             section(doc, "permissions")?,
+            section(doc, "topic_permissions")?,
         )
     };
     let (exchanges, queues, bindings) = (
@@ -197,21 +239,80 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
         .iter()
         .map(|v| v.name.to_string())
         .collect();
+    let mut new_vhosts = Vec::new();
     for v in vhosts {
-        known.insert(text(v, "name", "vhost")?.to_string());
+        let info = vhost_info(st, v)?;
+        known.insert(info.name.clone());
+        new_vhosts.push(info);
     }
     let mut new_users = Vec::new();
     for u in users {
         let name = text(u, "name", "user")?;
         let hash = get_str(u, "password_hash")?.unwrap_or("");
         check_hash(hash, get_str(u, "hashing_algorithm")?)?;
-        new_users.push(User {
-            name: name.to_string(),
-            password_hash: hash.to_string(),
-            tags: parse_tags(u.get("tags").unwrap_or(&Value::Null))?,
-        });
+        let limits = match u.get("limits") {
+            None | Some(Value::Null) => None,
+            Some(l) => {
+                Some(check_limits(&USER_LIMITS, "user-limits", l).map_err(ApiError::bad_request)?)
+            }
+        };
+        new_users.push((
+            User {
+                name: name.to_string(),
+                password_hash: hash.to_string(),
+                tags: parse_tags(u.get("tags").unwrap_or(&Value::Null))?,
+            },
+            limits,
+        ));
     }
-    for item in exchanges.iter().chain(queues).chain(bindings).chain(perms) {
+    let mut vhost_limits = Vec::new();
+    for p in section(doc, "parameters")? {
+        if get_str(p, "component")? != Some("vhost-limits") {
+            continue;
+        }
+        let vh = object_vhost(p, scope)?;
+        let limits = check_limits(
+            &VHOST_LIMITS,
+            "limits",
+            p.get("value").unwrap_or(&Value::Null),
+        )
+        .map_err(|e| ApiError::bad_request(format!("Validation failed\n\n{e}\n")))?;
+        vhost_limits.push((vh.to_string(), limits));
+    }
+    let mut new_perms = Vec::new();
+    for p in perms {
+        new_perms.push(build_permission(
+            text(p, "user", "permission")?,
+            object_vhost(p, scope)?,
+            p,
+        )?);
+    }
+    let mut new_topics = Vec::new();
+    for t in topics {
+        new_topics.push(build_topic_permission(
+            text(t, "user", "topic permission")?,
+            object_vhost(t, scope)?,
+            t,
+        )?);
+    }
+    // Permissions name users of this file or existing ones: checked before anything changes.
+    let user_known = |name: &str| {
+        new_users.iter().any(|(u, _)| u.name == name) || st.broker.access().user(name).is_some()
+    };
+    if let Some(p) = new_perms.iter().find(|p| !user_known(&p.user)) {
+        return Err(ApiError::bad_request(format!("no_such_user: {}", p.user)));
+    }
+    if let Some(t) = new_topics.iter().find(|t| !user_known(&t.user)) {
+        return Err(ApiError::bad_request(format!("no_such_user: {}", t.user)));
+    }
+    for item in exchanges
+        .iter()
+        .chain(queues)
+        .chain(bindings)
+        .chain(perms)
+        .chain(topics)
+        .chain(section(doc, "parameters")?)
+    {
         let vh = object_vhost(item, scope)?;
         if !known.contains(vh) {
             return Err(ApiError::bad_request(format!("no_such_vhost: {vh}")));
@@ -283,20 +384,25 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     }
 
     // Then apply, in dependency order.
-    for u in new_users {
-        st.broker.put_user(u);
+    let access = st.broker.access();
+    for (u, limits) in new_users {
+        let name = u.name.clone();
+        access.put_user(u)?;
+        if let Some(l) = limits {
+            access.set_user_limits(&name, l)?;
+        }
     }
-    for v in vhosts {
-        st.broker.ensure_vhost(text(v, "name", "vhost")?);
+    for v in new_vhosts {
+        st.broker.put_vhost(v)?;
     }
-    for p in perms {
-        let perm = build_permission(
-            st,
-            text(p, "user", "permission")?,
-            object_vhost(p, scope)?,
-            p,
-        )?;
-        st.broker.put_permission(perm);
+    for (vh, limits) in vhost_limits {
+        access.set_vhost_limits(&vh, limits)?;
+    }
+    for p in new_perms {
+        access.put_permission(p)?;
+    }
+    for t in new_topics {
+        access.put_topic_permission(t)?;
     }
     for (vh, kind, policy) in policies {
         vhost(st, &vh)?.put_policy(kind, policy, crate::clock::now())?;
@@ -310,7 +416,7 @@ fn import_doc(st: &ApiState, doc: &Value, scope: Option<&str>) -> ApiResult<()> 
     for (vh, source, dest, is_x, key, args) in bspecs {
         vhost(st, vh)?.bind(source, dest, is_x, key, &args, ConnId(0))?;
     }
-    let ignored: Vec<&str> = ["global_parameters", "topic_permissions"]
+    let ignored: Vec<&str> = ["global_parameters"]
         .into_iter()
         .filter(|k| {
             doc.get(k)

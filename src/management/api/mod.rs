@@ -10,10 +10,13 @@ mod overview;
 mod policies;
 mod queues;
 mod users;
+mod users_limits;
+mod users_permissions;
 
 use super::ApiState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
+use crate::broker::access::{Perm, Resource};
 use crate::broker::{ConnectionInfo, VHost};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -42,7 +45,11 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/vhosts/{vhost}/permissions",
-            get(users::vhost_permissions),
+            get(users_permissions::vhost_permissions),
+        )
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(users_permissions::vhost_topic_permissions),
         )
         .route(
             "/api/vhosts/{vhost}/connections",
@@ -136,6 +143,10 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/users", get(users::users))
         .route("/api/users/bulk-delete", post(users::bulk_delete))
         .route(
+            "/api/users/without-permissions",
+            get(users::without_permissions),
+        )
+        .route(
             "/api/users/{name}",
             get(users::user)
                 .put(users::put_user)
@@ -143,14 +154,45 @@ pub(crate) fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/users/{name}/permissions",
-            get(users::user_permissions),
+            get(users_permissions::user_permissions),
         )
-        .route("/api/permissions", get(users::permissions))
+        .route(
+            "/api/users/{name}/topic-permissions",
+            get(users_permissions::user_topic_permissions),
+        )
+        .route("/api/permissions", get(users_permissions::permissions))
         .route(
             "/api/permissions/{vhost}/{user}",
-            get(users::permission)
-                .put(users::put_permission)
-                .delete(users::delete_permission),
+            get(users_permissions::permission)
+                .put(users_permissions::put_permission)
+                .delete(users_permissions::delete_permission),
+        )
+        .route(
+            "/api/topic-permissions",
+            get(users_permissions::topic_permissions),
+        )
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(users_permissions::topic_permission)
+                .put(users_permissions::put_topic_permission)
+                .delete(users_permissions::delete_topic_permission),
+        )
+        .route("/api/vhost-limits", get(users_limits::vhost_limits))
+        .route(
+            "/api/vhost-limits/{vhost}",
+            get(users_limits::vhost_limits_of),
+        )
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(users_limits::put_vhost_limit)
+                .delete(users_limits::delete_vhost_limit),
+        )
+        .route("/api/user-limits", get(users_limits::user_limits))
+        .route("/api/user-limits/{user}", get(users_limits::user_limits_of))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(users_limits::put_user_limit)
+                .delete(users_limits::delete_user_limit),
         )
         .route(
             "/api/definitions",
@@ -215,7 +257,7 @@ pub(crate) fn visible_vhost(st: &ApiState, user: &AuthUser, name: &str) -> ApiRe
     if user.sees_vhost(st, name) {
         Ok(vh)
     } else {
-        Err(ApiError::access_refused())
+        Err(ApiError::vhost_refused())
     }
 }
 
@@ -229,12 +271,12 @@ pub(crate) fn usable_vhost(st: &ApiState, user: &AuthUser, name: &str) -> ApiRes
 /// The vhosts `user` may see, sorted by name.
 pub(crate) fn visible_vhosts(st: &ApiState, user: &AuthUser) -> Vec<Arc<VHost>> {
     let all = st.broker.vhosts();
-    let mut out: Vec<Arc<VHost>> = if user.is_admin() || user.tags.iter().any(|t| t == "monitoring")
-    {
+    let mut out: Vec<Arc<VHost>> = if user.is_monitor() {
         all
     } else {
         let allowed: HashSet<String> = st
             .broker
+            .access()
             .permissions()
             .into_iter()
             .filter(|p| p.user == user.name)
@@ -246,6 +288,20 @@ pub(crate) fn visible_vhosts(st: &ApiState, user: &AuthUser) -> Vec<Arc<VHost>> 
     };
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The one permission check of the API, as AMQP makes it ([`crate::broker::Grant`]): 401
+/// `Access refused.` when `user`'s permissions in `vhost` refuse `perm` on `resource`.
+pub(crate) fn authorize(
+    st: &ApiState,
+    user: &AuthUser,
+    vhost: &str,
+    perm: Perm,
+    resource: Resource<'_>,
+) -> ApiResult<()> {
+    user.grant(st, vhost)
+        .authorize(perm, resource)
+        .map_err(|_| ApiError::access_refused())
 }
 
 /// RabbitMQ's management API calls the default exchange `amq.default` in paths.

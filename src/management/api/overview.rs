@@ -2,7 +2,7 @@
 
 use super::{ApiState, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::vhost::QueueSpec;
-use crate::broker::{ConnId, Outbound, PublishRequest, VHost};
+use crate::broker::{ConnId, PublishRequest, VHost};
 use crate::management::auth::AuthUser;
 use crate::management::dto::{self, to_value};
 use crate::management::error::{ApiError, ApiResult};
@@ -10,7 +10,6 @@ use crate::management::json::{JsonBody, PathArgs, QueryArgs, get_str};
 use crate::management::listing::ListQuery;
 use crate::management::rates::{Counters, RateSet};
 use crate::process;
-use crate::protocol::ReplyCode;
 use crate::protocol::types::ShortStr;
 use axum::Json;
 use axum::extract::State;
@@ -201,13 +200,16 @@ fn vhost_dto(st: &ApiState, vh: &VHost) -> dto::Vhost {
     let (c, r) = vhost_totals(st, vh);
     let mut cluster_state = Map::new();
     cluster_state.insert(st.node.to_string(), Value::from("running"));
+    let info = st.broker.access().vhost_info(&vh.name).unwrap_or_default();
     dto::Vhost {
         name: vh.name.to_string(),
-        description: String::new(),
-        tags: Vec::new(),
-        default_queue_type: "undefined",
+        metadata: json!({"description": info.description, "tags": info.tags}),
+        description: info.description,
+        tags: info.tags,
+        default_queue_type: info
+            .default_queue_type
+            .unwrap_or_else(|| "undefined".into()),
         tracing: false,
-        metadata: json!({"description": "", "tags": []}),
         counts: dto::MessageCounts::new(&c, &r),
         message_stats: dto::MessageStats::new(&c, &r, false),
         cluster_state,
@@ -228,36 +230,63 @@ pub(crate) async fn vhosts(
     Ok(Json(list.respond(items, &["name"])?))
 }
 
-/// GET /api/vhosts/{vhost}.
+/// GET /api/vhosts/{vhost}. A vhost the user may not see is RabbitMQ's 401 `Not
+/// administrator user` here (not the `virtual host` text of the vhost's objects).
 pub(crate) async fn vhost(
     State(st): State<ApiState>,
     user: AuthUser,
     PathArgs(name): PathArgs<String>,
 ) -> ApiResult<Json<dto::Vhost>> {
-    let vh = visible_vhost(&st, &user, &name)?;
+    let vh = visible_vhost(&st, &user, &name).map_err(|e| {
+        if e.status == StatusCode::UNAUTHORIZED {
+            ApiError::not_administrator()
+        } else {
+            e
+        }
+    })?;
     Ok(Json(vhost_dto(&st, &vh)))
 }
 
-/// PUT /api/vhosts/{vhost}: 201 when created, 204 when it existed. Description, tags and
-/// tracing are accepted and not kept.
+/// PUT /api/vhosts/{vhost} `{"description", "tags", "default_queue_type"}`: 201 when
+/// created, 204 when it existed. The metadata is replaced as a whole (what the body leaves out
+/// is cleared), as RabbitMQ 3.10 does; `tracing` is accepted and ignored. The creating user
+/// gets full permissions on a new vhost, as RabbitMQ's management API gives them.
 pub(crate) async fn put_vhost(
     State(st): State<ApiState>,
     user: AuthUser,
     PathArgs(name): PathArgs<String>,
-    JsonBody(_body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<StatusCode> {
     user.require_admin()?;
     if ShortStr::try_from(name.as_str()).is_err() {
         return Err(ApiError::bad_request("vhost name longer than 255 bytes"));
     }
-    if st.broker.vhost(&name).is_some() {
+    let access = st.broker.access();
+    let mut info = crate::broker::access::VhostInfo::named(&name);
+    info.description = get_str(&body, "description")?.unwrap_or("").to_string();
+    info.tags = super::users::parse_tags(body.get("tags").unwrap_or(&Value::Null))?;
+    info.default_queue_type = get_str(&body, "default_queue_type")?.map(str::to_string);
+    // Limits are set through /api/vhost-limits; a PUT keeps them.
+    info.limits = access
+        .vhost_info(&name)
+        .map(|i| i.limits)
+        .unwrap_or_default();
+    let created = st.broker.put_vhost(info)?;
+    if !created {
         return Ok(StatusCode::NO_CONTENT);
     }
-    st.broker.ensure_vhost(&name);
+    access.put_permission(crate::broker::Permission {
+        user: user.name.clone(),
+        vhost: name,
+        configure: ".*".into(),
+        write: ".*".into(),
+        read: ".*".into(),
+    })?;
     Ok(StatusCode::CREATED)
 }
 
-/// DELETE /api/vhosts/{vhost}: closes its connections (320), deletes its objects.
+/// DELETE /api/vhosts/{vhost}: closes its connections (320 `vhost 'v' is down`), deletes its
+/// objects, permissions and limits.
 pub(crate) async fn delete_vhost(
     State(st): State<ApiState>,
     user: AuthUser,
@@ -265,14 +294,6 @@ pub(crate) async fn delete_vhost(
 ) -> ApiResult<StatusCode> {
     user.require_admin()?;
     super::vhost(&st, &name)?;
-    for c in st.broker.connections() {
-        if super::connection_vhost(&c) == name {
-            let _ = c.mailbox.send(Outbound::Close {
-                code: ReplyCode::ConnectionForced,
-                text: format!("vhost '{name}' is deleted"),
-            });
-        }
-    }
     if st.broker.delete_vhost(&name)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -360,6 +381,10 @@ pub(crate) async fn aliveness(
     PathArgs(name): PathArgs<String>,
 ) -> ApiResult<Response> {
     let vh = usable_vhost(&st, &user, &name)?;
+    let grant = user.grant(&st, &name);
+    grant
+        .check_queue_declare(&vh, ALIVENESS_QUEUE, &Default::default())
+        .map_err(|_| ApiError::access_refused())?;
     let spec = QueueSpec {
         name: ALIVENESS_QUEUE.into(),
         ..Default::default()
@@ -373,6 +398,7 @@ pub(crate) async fn aliveness(
         properties: Default::default(),
         body: body.clone(),
         user: &user.name,
+        grant: &grant,
     };
     vh.publish(req, now)?;
     let got = vh.get(&q, true, now)?;

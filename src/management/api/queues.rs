@@ -1,7 +1,8 @@
 //! Queues: listing, declare, delete, purge and get.
 
 use super::connections::consumer_dto;
-use super::{ApiState, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use super::{ApiState, authorize, connection_name, usable_vhost, visible_vhost, visible_vhosts};
+use crate::broker::access::{Perm, Resource};
 use crate::broker::queue::Settle;
 use crate::broker::vhost::QueueSpec;
 use crate::broker::{ConnId, ConnectionInfo, Queue, VHost};
@@ -211,6 +212,9 @@ pub(crate) async fn declare(
         auto_delete: get_bool(&body, "auto_delete", false)?,
         arguments: json_to_table(body.get("arguments").unwrap_or(&Value::Null))?,
     };
+    // Configure, the DLX rights and the vhost's queue limit, as queue.declare checks them.
+    user.grant(&st, &vhost)
+        .check_queue_declare(&vh, &name, &spec.arguments)?;
     let existed = vh.queue(&name).is_ok();
     vh.declare_queue(&spec, false, owner_of(&vh, &name), crate::clock::now())?;
     Ok(if existed {
@@ -238,6 +242,7 @@ pub(crate) async fn delete(
 ) -> ApiResult<StatusCode> {
     let vh = usable_vhost(&st, &user, &vhost)?;
     find(&vh, &name)?;
+    authorize(&st, &user, &vhost, Perm::Configure, Resource::Queue(&name))?;
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true");
     vh.delete_queue(
         &name,
@@ -255,6 +260,7 @@ pub(crate) async fn purge(
     PathArgs((vhost, name)): PathArgs<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let vh = usable_vhost(&st, &user, &vhost)?;
+    authorize(&st, &user, &vhost, Perm::Read, Resource::Queue(&name))?;
     vh.purge(&find(&vh, &name)?, crate::clock::now())?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -279,6 +285,7 @@ pub(crate) async fn get_messages(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Vec<dto::GotMessage>>> {
     let vh = usable_vhost(&st, &user, &vhost)?;
+    authorize(&st, &user, &vhost, Perm::Read, Resource::Queue(&name))?;
     require_keys(&body, &["ackmode", "encoding"])?;
     let mode = match get_str(&body, "ackmode")? {
         Some("ack_requeue_true" | "reject_requeue_true") => AckMode::Requeue,

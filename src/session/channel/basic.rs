@@ -1,6 +1,7 @@
 //! basic.qos, basic.consume, basic.cancel, basic.publish (routing a whole message), basic.get,
 //! and deliveries from the broker to this channel's consumers.
 
+use crate::broker::access::{Perm, Resource};
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::vhost::generate_name;
 use crate::broker::{Credit, Delivery, PublishRequest};
@@ -43,10 +44,11 @@ impl Channel {
         let (class, mid) = (BasicConsume::CLASS_ID, BasicConsume::METHOD_ID);
         let ch = self.id;
         let queue = self.queue_name(&m.queue, class, mid)?;
-        let q = ctx
-            .vhost
-            .queue_for(queue, ctx.conn)
-            .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
+        let on = |e| AmqpError::from_broker(ch, e).on(class, mid);
+        ctx.grant
+            .authorize(Perm::Read, Resource::Queue(queue))
+            .map_err(on)?;
+        let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
         let tag = if m.consumer_tag.is_empty() {
             ShortStr::try_from(generate_name("amq.ctag-")).unwrap_or_default()
         } else {
@@ -137,6 +139,9 @@ impl Channel {
         let (ch, class, mid) = (self.id, BasicGet::CLASS_ID, BasicGet::METHOD_ID);
         let on = |e| AmqpError::from_broker(ch, e).on(class, mid);
         let queue = self.queue_name(&m.queue, class, mid)?;
+        ctx.grant
+            .authorize(Perm::Read, Resource::Queue(queue))
+            .map_err(on)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
         let Some(got) = ctx.vhost.get(&q, m.no_ack, ctx.now).map_err(on)? else {
             ctx.send(ch, &BasicGetEmpty::default().into());
@@ -177,10 +182,13 @@ impl Channel {
     /// A complete publish from the assembler.
     pub(crate) fn publish(&mut self, ctx: &mut Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
         if let Some(tx) = &mut self.tx {
-            // Check the exchange now, so the error comes with the publish, as RabbitMQ does.
-            ctx.vhost
-                .exchange(&p.method.exchange)
-                .map_err(|e| AmqpError::from_broker(self.id, e).on(60, 40))?;
+            // Check the right and the exchange now, so the error comes with the publish, as
+            // RabbitMQ does.
+            let on = |e| AmqpError::from_broker(self.id, e).on(60, 40);
+            ctx.grant
+                .check_publish(&p.method.exchange, None, &p.method.routing_key)
+                .map_err(on)?;
+            ctx.vhost.exchange(&p.method.exchange).map_err(on)?;
             tx.publishes.push(p);
             return Ok(());
         }
@@ -199,6 +207,7 @@ impl Channel {
             properties: p.header.properties,
             body: p.body,
             user: ctx.user,
+            grant: ctx.grant,
         };
         let outcome = match ctx.vhost.publish(req, ctx.now) {
             Ok(o) => o,

@@ -1,6 +1,7 @@
 //! exchange.declare, exchange.delete, exchange.bind and exchange.unbind.
 
 use crate::broker::BrokerError;
+use crate::broker::access::{Perm, Resource};
 use crate::broker::exchange::ExchangeKind;
 use crate::broker::vhost::ExchangeSpec;
 use crate::protocol::ReplyCode;
@@ -38,6 +39,11 @@ impl Channel {
             )
             .on(class, mid));
         }
+        if !m.passive {
+            ctx.grant
+                .check_exchange_declare(ctx.vhost, &m.exchange, &m.arguments)
+                .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
+        }
         let spec = ExchangeSpec {
             name: m.exchange.to_string(),
             kind: m.kind.to_string(),
@@ -60,13 +66,20 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: ExchangeDelete,
     ) -> Result<(), AmqpError> {
+        let on = |e| {
+            AmqpError::from_broker(self.id, e)
+                .on(ExchangeDelete::CLASS_ID, ExchangeDelete::METHOD_ID)
+        };
+        // The default and `amq.*` exchanges are refused by the vhost first, as in RabbitMQ.
+        if !m.exchange.is_empty() && !m.exchange.starts_with("amq.") {
+            ctx.grant
+                .authorize(Perm::Configure, Resource::Exchange(&m.exchange))
+                .map_err(on)?;
+        }
         match ctx.vhost.delete_exchange(&m.exchange, m.if_unused) {
             // Deleting what does not exist succeeds, as in RabbitMQ.
             Ok(()) | Err(BrokerError::NotFound(_)) => {}
-            Err(e) => {
-                return Err(AmqpError::from_broker(self.id, e)
-                    .on(ExchangeDelete::CLASS_ID, ExchangeDelete::METHOD_ID));
-            }
+            Err(e) => return Err(on(e)),
         }
         if !m.no_wait {
             ctx.send(self.id, &ExchangeDeleteOk.into());
@@ -79,6 +92,12 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: ExchangeBind,
     ) -> Result<(), AmqpError> {
+        ctx.grant
+            .check_bind(ctx.vhost, &m.source, &m.destination, true, &m.routing_key)
+            .map_err(|e| {
+                AmqpError::from_broker(self.id, e)
+                    .on(ExchangeBind::CLASS_ID, ExchangeBind::METHOD_ID)
+            })?;
         ctx.vhost
             .bind(
                 &m.source,
@@ -103,6 +122,12 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: ExchangeUnbind,
     ) -> Result<(), AmqpError> {
+        ctx.grant
+            .check_bind(ctx.vhost, &m.source, &m.destination, true, &m.routing_key)
+            .map_err(|e| {
+                AmqpError::from_broker(self.id, e)
+                    .on(ExchangeUnbind::CLASS_ID, ExchangeUnbind::METHOD_ID)
+            })?;
         ctx.vhost
             .unbind(
                 &m.source,

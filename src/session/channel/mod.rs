@@ -11,6 +11,7 @@ mod exchange;
 mod queue;
 mod tx_confirm;
 
+use crate::broker::access::ChannelSlot;
 use crate::broker::{Credit, Queue, QueuedMessage};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
@@ -90,6 +91,8 @@ pub(crate) struct Channel {
     /// [`Channel::flush_acks`], which the connection calls before any other frame and at the
     /// end of every read batch.
     pending_acks: Vec<(Unacked, Settle)>,
+    /// This channel's place in its user's channel count (`max-channels`).
+    _slot: ChannelSlot,
 }
 
 fn err(
@@ -103,9 +106,10 @@ fn err(
 }
 
 impl Channel {
-    pub(crate) fn new(id: u16) -> Self {
+    pub(crate) fn new(id: u16, slot: ChannelSlot) -> Self {
         Channel {
             id,
+            _slot: slot,
             closing: false,
             assembler: Assembler::default(),
             consumers: HashMap::new(),

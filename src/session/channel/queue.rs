@@ -1,7 +1,9 @@
 //! queue.declare, queue.bind, queue.unbind, queue.purge and queue.delete.
 
 use crate::broker::BrokerError;
+use crate::broker::access::{Perm, Resource};
 use crate::broker::vhost::QueueSpec;
+use crate::broker::vhost::generate_name;
 use crate::protocol::method::*;
 use crate::protocol::types::ShortStr;
 use std::sync::Arc;
@@ -16,6 +18,21 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: QueueDeclare,
     ) -> Result<(), AmqpError> {
+        if !m.passive {
+            // A server-named queue is checked under a name of the shape it will get
+            // (`amq.gen-…`): RabbitMQ checks the name it generated, equally random.
+            let name = if m.queue.is_empty() {
+                generate_name("amq.gen-")
+            } else {
+                m.queue.to_string()
+            };
+            ctx.grant
+                .check_queue_declare(ctx.vhost, &name, &m.arguments)
+                .map_err(|e| {
+                    AmqpError::from_broker(self.id, e)
+                        .on(QueueDeclare::CLASS_ID, QueueDeclare::METHOD_ID)
+                })?;
+        }
         let spec = QueueSpec {
             name: m.queue.to_string(),
             durable: m.durable,
@@ -48,6 +65,9 @@ impl Channel {
     pub(super) fn queue_bind(&mut self, ctx: &mut Ctx<'_>, m: QueueBind) -> Result<(), AmqpError> {
         let (class, mid) = (QueueBind::CLASS_ID, QueueBind::METHOD_ID);
         let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        ctx.grant
+            .check_bind(ctx.vhost, &m.exchange, &queue, false, &m.routing_key)
+            .map_err(|e| AmqpError::from_broker(self.id, e).on(class, mid))?;
         ctx.vhost
             .bind(
                 &m.exchange,
@@ -71,6 +91,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let (class, mid) = (QueueUnbind::CLASS_ID, QueueUnbind::METHOD_ID);
         let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        ctx.grant
+            .check_bind(ctx.vhost, &m.exchange, &queue, false, &m.routing_key)
+            .map_err(|e| AmqpError::from_broker(self.id, e).on(class, mid))?;
         ctx.vhost
             .unbind(
                 &m.exchange,
@@ -93,6 +116,9 @@ impl Channel {
         let (class, mid) = (QueuePurge::CLASS_ID, QueuePurge::METHOD_ID);
         let on = |e| AmqpError::from_broker(self.id, e).on(class, mid);
         let queue = self.queue_name(&m.queue, class, mid)?;
+        ctx.grant
+            .authorize(Perm::Read, Resource::Queue(queue))
+            .map_err(on)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
         let n = ctx.vhost.purge(&q, ctx.now).map_err(on)?;
         if !m.no_wait {
@@ -108,6 +134,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let (class, mid) = (QueueDelete::CLASS_ID, QueueDelete::METHOD_ID);
         let queue = self.queue_name(&m.queue, class, mid)?.to_string();
+        ctx.grant
+            .authorize(Perm::Configure, Resource::Queue(&queue))
+            .map_err(|e| AmqpError::from_broker(self.id, e).on(class, mid))?;
         let n = match ctx
             .vhost
             .delete_queue(&queue, m.if_unused, m.if_empty, ctx.conn)

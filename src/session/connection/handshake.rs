@@ -1,9 +1,17 @@
 //! The connection handshake: protocol header answered with connection.start, then start-ok
 //! (PLAIN or AMQPLAIN login), tune / tune-ok (limits checked as RabbitMQ checks them) and
 //! open / open-ok. A child of `connection`, whose state it moves forward.
+//!
+//! A failed login is answered (403, RabbitMQ's text) only after the access model's delay, so
+//! a client guessing passwords gets no fast oracle: the refusal waits as a deadline that
+//! [`Connection::poll_timeout`] reports, and other connections are not held up.
+//! connection.open checks, in RabbitMQ's order, the vhost's and the user's connection limits
+//! and the user's permission in the vhost (530), and compiles the connection's
+//! [`crate::broker::Grant`].
 
 use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
 use crate::broker::Now;
+use crate::broker::access::LoginError;
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
 use crate::protocol::method::*;
@@ -36,7 +44,7 @@ impl Connection {
             ));
         };
         match (self.state, method) {
-            (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m),
+            (State::StartOk, Method::ConnectionStartOk(m)) => self.start_ok(m, now),
             (State::TuneOk, Method::ConnectionTuneOk(m)) => {
                 self.tune_ok(m, now);
                 Ok(())
@@ -54,7 +62,7 @@ impl Connection {
         }
     }
 
-    fn start_ok(&mut self, m: ConnectionStartOk) -> Result<(), AmqpError> {
+    fn start_ok(&mut self, m: ConnectionStartOk, now: Now) -> Result<(), AmqpError> {
         *self
             .info
             .client_properties
@@ -106,14 +114,22 @@ impl Connection {
                 ));
             }
         };
-        let Some(u) = self.broker.authenticate(&user, &pass) else {
-            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials");
-            return Err(refused());
+        let access = self.broker.access();
+        let u = match access.authenticate(&user, &pass, self.info.peer.ip().is_loopback()) {
+            Ok(u) => u,
+            Err(why) => {
+                match why {
+                    LoginError::BadCredentials => {
+                        tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials")
+                    }
+                    LoginError::LoopbackOnly => {
+                        tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user '{user}' can only connect via localhost")
+                    }
+                }
+                self.refuse_later(refused(), now.mono + access.failed_login_delay());
+                return Ok(());
+            }
         };
-        if u.name == "guest" && !self.info.peer.ip().is_loopback() {
-            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user 'guest' can only connect via localhost");
-            return Err(refused());
-        }
         *self.info.user.write().unwrap_or_else(|e| e.into_inner()) = u.name.clone();
         self.user = Some(u);
         let l = self.broker.limits();
@@ -161,6 +177,14 @@ impl Connection {
             )
             .on(10, 40));
         };
+        let user = self.user.as_ref().map_or("", |u| u.name.as_str());
+        let (slot, grant) = self
+            .broker
+            .access()
+            .open_connection(user, &vh.name)
+            .map_err(|text| AmqpError::connection(ReplyCode::NotAllowed, text).on(10, 40))?;
+        self.admission = Some(slot);
+        self.grant = Some(grant);
         *self.info.vhost.write().unwrap_or_else(|e| e.into_inner()) = vh.name.to_string();
         tracing::info!(
             conn = self.info.id.0,

@@ -116,6 +116,7 @@ impl Harness {
                     properties: Properties::from(&p),
                     body: bytes::Bytes::copy_from_slice(body.as_bytes()),
                     user: "guest",
+                    grant: &crate::broker::Grant::all("guest", "/"),
                 },
                 self.now,
             )

@@ -1,9 +1,29 @@
 //! Figures about this process and its host, read from Linux's `/proc`: resident memory (the
 //! memory alarm's input and management's `mem_used`), open file descriptors, total memory (the
-//! default memory watermark), host name and processors. The one place that reads them, so the
-//! alarm and the management API report the same number. A leaf: imports nothing of the crate.
+//! default memory watermark), host name and processors; and the free space of a filesystem
+//! (`statvfs`, the disk alarm's input and management's `disk_free`). The one place that reads
+//! them, so the alarms and the management API report the same number. A leaf: imports nothing
+//! of the crate.
 //!
 //! On other systems, or when `/proc` cannot be read, the `/proc` figures are `None`.
+
+use std::path::Path;
+
+/// Bytes free for unprivileged users on the filesystem holding `path` (`statvfs`'s
+/// `f_bavail × f_frsize`, the "Available" column of `df`, which RabbitMQ reads). `None` when
+/// it cannot be read.
+pub fn disk_free(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let st = rustix::fs::statvfs(path).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
 
 /// Resident memory of this process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn resident_memory() -> Option<u64> {
@@ -65,5 +85,7 @@ mod tests {
         assert!(open_fds().is_some_and(|n| n > 0));
         assert!(!hostname().is_empty());
         assert!(processors() >= 1);
+        assert!(disk_free(Path::new(".")).is_some_and(|n| n > 0));
+        assert_eq!(disk_free(Path::new("/no/such/directory")), None);
     }
 }

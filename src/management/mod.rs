@@ -100,14 +100,17 @@ pub async fn serve(
     serve_with(listener, broker, token, Options::default()).await
 }
 
-/// Serves the management API on `listener` until `token` is cancelled. Starts the rate sampler
-/// too; both stop with the token.
-pub async fn serve_with(
-    listener: TcpListener,
+/// Serves the management API on `listener` (a `TcpListener`, or `server::https::HttpsListener`
+/// for HTTPS) until `token` is cancelled. Starts the rate sampler too; both stop with the token.
+pub async fn serve_with<L>(
+    listener: L,
     broker: Broker,
     token: CancellationToken,
     opts: Options,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let node = format!("lagomorph@{}", crate::process::hostname());
     let state = ApiState {
         broker: broker.clone(),

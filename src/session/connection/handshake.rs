@@ -1,9 +1,13 @@
 //! The connection handshake: protocol header answered with connection.start, then start-ok
-//! (PLAIN or AMQPLAIN login), tune / tune-ok (limits checked as RabbitMQ checks them) and
-//! open / open-ok. A child of `connection`, whose state it moves forward.
+//! (PLAIN, AMQPLAIN or EXTERNAL login), tune / tune-ok (limits checked as RabbitMQ checks them)
+//! and open / open-ok. A child of `connection`, whose state it moves forward.
+//!
+//! Which mechanisms are offered is the driver's [`Mechanisms`]: EXTERNAL is a name the
+//! transport vouches for (a verified TLS client certificate), which the session only maps to a
+//! user; it knows nothing of TLS.
 
-use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
-use crate::broker::Now;
+use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State};
+use crate::broker::{Now, User};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
 use crate::protocol::method::*;
@@ -12,13 +16,57 @@ use crate::session::error::AmqpError;
 use bytes::{BufMut, BytesMut};
 use std::time::Duration;
 
+/// The SASL mechanisms a connection offers in connection.start, set by the driver from the
+/// configuration and the transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mechanisms {
+    /// PLAIN (user and password).
+    pub plain: bool,
+    /// AMQPLAIN (user and password in a field table).
+    pub amqplain: bool,
+    /// EXTERNAL (RabbitMQ's `rabbit_auth_mechanism_ssl`): offered when `Some`, which the driver
+    /// sets on TLS connections when EXTERNAL is configured, with the user name the verified
+    /// client certificate maps to, or why there is none (logged; the client gets RabbitMQ's
+    /// refusal). RabbitMQ offers it on every TLS connection, with or without a certificate.
+    pub external: Option<Result<String, String>>,
+}
+
+impl Default for Mechanisms {
+    /// PLAIN and AMQPLAIN, RabbitMQ's default `auth_mechanisms`.
+    fn default() -> Self {
+        Mechanisms {
+            plain: true,
+            amqplain: true,
+            external: None,
+        }
+    }
+}
+
+impl Mechanisms {
+    /// The mechanisms field of connection.start, in RabbitMQ 3.10's order (recorded in
+    /// `tests/fixtures/rabbitmq-3.10/tls.json`): `EXTERNAL AMQPLAIN PLAIN`.
+    fn offered(&self) -> String {
+        let names = [
+            (self.external.is_some(), "EXTERNAL"),
+            (self.amqplain, "AMQPLAIN"),
+            (self.plain, "PLAIN"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        on.join(" ")
+    }
+}
+
 impl Connection {
     pub(super) fn start(&mut self) {
         let m = ConnectionStart {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            mechanisms: LongStr::from(self.mechanisms.offered().as_str()),
             locales: LongStr::from("en_US"),
         };
         encode_method(0, &m.into(), self.out.buf());
@@ -78,7 +126,11 @@ impl Connection {
             .on(10, 11)
         };
         let (user, pass) = match m.mechanism.as_str() {
-            "PLAIN" => {
+            "EXTERNAL" if self.mechanisms.external.is_some() => {
+                let u = self.external_user().ok_or_else(refused)?;
+                return self.logged_in(u, refused);
+            }
+            "PLAIN" if self.mechanisms.plain => {
                 // authzid \0 authcid \0 password
                 let mut parts = m.response.as_bytes().split(|&b| b == 0);
                 let (_, u, p) = (parts.next(), parts.next(), parts.next());
@@ -87,7 +139,7 @@ impl Connection {
                     _ => return Err(refused()),
                 }
             }
-            "AMQPLAIN" => {
+            "AMQPLAIN" if self.mechanisms.amqplain => {
                 // A field table without its length prefix.
                 let mut b = BytesMut::with_capacity(m.response.len() + 4);
                 b.put_u32(u32::try_from(m.response.len()).unwrap_or(u32::MAX));
@@ -110,6 +162,29 @@ impl Connection {
             tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials");
             return Err(refused());
         };
+        self.logged_in(u, refused)
+    }
+
+    /// EXTERNAL: the user the transport's verified peer certificate names, looked up without a
+    /// password; `None` (refused) without a certificate or for an unknown user, as RabbitMQ.
+    fn external_user(&self) -> Option<User> {
+        let name = match &self.mechanisms.external {
+            Some(Ok(name)) => name,
+            Some(Err(why)) => {
+                tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, reason = %why, "EXTERNAL login refused");
+                return None;
+            }
+            None => return None,
+        };
+        let user = self.broker.user_for_external_login(name);
+        if user.is_none() {
+            tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %name, "EXTERNAL login refused: no such user");
+        }
+        user
+    }
+
+    /// A login succeeded: loopback rule for `guest`, then connection.tune.
+    fn logged_in(&mut self, u: User, refused: impl FnOnce() -> AmqpError) -> Result<(), AmqpError> {
         if u.name == "guest" && !self.info.peer.ip().is_loopback() {
             tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user 'guest' can only connect via localhost");
             return Err(refused());
@@ -170,23 +245,10 @@ impl Connection {
             "connection open"
         );
         self.vhost = Some(vh);
-        if self.broker.memory_alarm() {
-            self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
-        }
+        self.blocked = self.broker.blocked_reason();
         encode_method(0, &ConnectionOpenOk::default().into(), self.out.buf());
         self.state = State::Running;
         self.close_deadline = None;
-        if let Some(r) = self
-            .blocked
-            .clone()
-            .filter(|_| self.caps.connection_blocked)
-        {
-            encode_method(
-                0,
-                &ConnectionBlocked { reason: short(&r) }.into(),
-                self.out.buf(),
-            );
-        }
         Ok(())
     }
 }

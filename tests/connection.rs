@@ -373,6 +373,10 @@ async fn memory_alarm_blocks_and_unblocks_clients_that_asked() {
         }
     ));
     assert!(b.broker.set_memory_alarm(true));
+    // As RabbitMQ 3.10, connection.blocked comes when the client publishes under the alarm
+    // (tests/fixtures/rabbitmq-3.10/alarms.json), not to idle connections.
+    r.open_channel(1).await;
+    r.publish(1, "", "nowhere", b"x", false).await;
     match r.recv().await {
         Frame::Method {
             method: Method::ConnectionBlocked(m),

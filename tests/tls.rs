@@ -529,14 +529,6 @@ fn der_of(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn write_config(path: &Path, pki: &Pki, amqp: u16, amqps: u16, http: u16) {
     let text = format!(
         "[amqp]\nlisteners = [\"127.0.0.1:{amqp}\"]\n\
@@ -551,8 +543,8 @@ fn write_config(path: &Path, pki: &Pki, amqp: u16, amqps: u16, http: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_and_keeps_open_connections() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    use support::{LogLines, free_port};
     let pki = Pki::new();
     let data = tempfile::tempdir().expect("tmp");
     let (amqp, amqps, http) = (free_port(), free_port(), free_port());
@@ -566,24 +558,8 @@ async fn sighup_reloads_the_certificate_and_keeps_open_connections() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("log line `{what}` in time"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    };
+    let log = LogLines::of(&mut child);
+    let wait_for = |what: &str| log.wait_for(what);
     let banner = wait_for("Lagomorph started");
     assert!(
         banner.contains(&format!("amqps://127.0.0.1:{amqps}")),

@@ -11,7 +11,8 @@
 //! Files: [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
 //! and routing), [`queue`] (the queue record and the queue-type seam, classic queues),
 //! [`exchange`], [`consumer`], [`message`], [`deadletter`] (x-death), [`policy`], [`budget`]
-//! (the global memory budget), [`timers`], [`time`], [`group_commit`].
+//! (the global memory budget), [`timers`], [`time`], [`group_commit`], [`alarm`] (memory and
+//! disk alarms).
 
 pub mod alarm;
 pub mod budget;

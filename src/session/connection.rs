@@ -7,8 +7,8 @@
 //!   to call `handle_timeout`), [`Connection::needs_flush`] (a store flush to wait for before
 //!   confirms can go out), [`Connection::is_closed`] (write what is left, then close the socket).
 //!
-//! Handshake (in the child module `handshake`): protocol header, start / start-ok (PLAIN or
-//! AMQPLAIN), tune / tune-ok, open / open-ok.
+//! Handshake (in the child module `handshake`): protocol header, start / start-ok (PLAIN,
+//! AMQPLAIN or EXTERNAL, offered as the driver says), tune / tune-ok, open / open-ok.
 //!
 //! Closing, as RabbitMQ 3.10 does (recorded in `tests/fixtures/rabbitmq-3.10/compat.json`):
 //! - the client sends connection.close: we release its channels, answer close-ok and keep

@@ -1,6 +1,6 @@
 //! HTTPS for the management API: a listener that axum serves like a `TcpListener`, whose
 //! connections have finished their TLS handshake. Handshakes run in their own tasks (at most
-//! [`MAX_HANDSHAKES`] at once, each bounded by the handshake timeout), so a slow or silent
+//! `MAX_HANDSHAKES` (64) at once, each bounded by the handshake timeout), so a slow or silent
 //! client never holds up the others.
 
 use super::tls::{Tls, TlsStream};

@@ -1,7 +1,7 @@
 //! TLS for the AMQPS and HTTPS listeners: rustls through tokio-rustls, ring as the crypto
 //! provider. Owns the certificate files, client-certificate verification, TLS versions and
 //! cipher suites, the bounded handshake, reload on SIGHUP, and the EXTERNAL mechanism's user
-//! name taken from a verified client certificate (see [`cert_login`]).
+//! name taken from a verified client certificate (see [`login_name`]).
 //!
 //! A [`Tls`] holds the current `rustls::ServerConfig` behind a lock that each handshake reads
 //! once; [`Tls::reload`] builds a new one from the same files and swaps it in, so connections

@@ -431,13 +431,22 @@ impl Connection {
 
     /// A publish arrived: under an alarm, block this connection (once) and tell the client.
     fn block_publisher(&mut self) {
-        let Some(reason) = self.blocked.as_deref().filter(|_| !self.publish_blocked) else {
+        if self.publish_blocked {
+            return;
+        }
+        // The broker's own state too (one atomic load while no alarm is set): a publish right
+        // after an alarm was raised is blocked even while the mailbox notice is still queued.
+        let Some(reason) = self
+            .blocked
+            .clone()
+            .or_else(|| self.broker.blocked_reason())
+        else {
             return;
         };
         self.publish_blocked = true;
         if self.caps.connection_blocked {
             let m = ConnectionBlocked {
-                reason: short(reason),
+                reason: short(&reason),
             };
             encode_method(0, &m.into(), self.out.buf());
         }

@@ -49,11 +49,11 @@ fn main() -> ExitCode {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
-    if cli.tls_ca.is_some() || cli.tls_insecure {
-        if let Err(e) = stream::configure(cli.tls_ca.as_deref(), cli.tls_insecure) {
-            eprintln!("lagomorph-perf: TLS: {e}");
-            return ExitCode::from(2);
-        }
+    if (cli.tls_ca.is_some() || cli.tls_insecure)
+        && let Err(e) = stream::configure(cli.tls_ca.as_deref(), cli.tls_insecure)
+    {
+        eprintln!("lagomorph-perf: TLS: {e}");
+        return ExitCode::from(2);
     }
     match cli.command {
         Some(Command::Sink(a)) => {

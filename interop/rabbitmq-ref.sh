@@ -11,14 +11,15 @@
 #
 # Users: guest/guest (loopback). State lives in /tmp/rabbitmq-ref-PORT, wiped at start.
 # RMQ_CONF_EXTRA (lines of rabbitmq.conf, e.g. "consumer_timeout = 2000") is added to the
-# node's configuration file.
+# node's configuration file. RMQ_PLUGINS_EXTRA (plugin names separated by spaces or commas, e.g.
+# "rabbitmq_auth_mechanism_ssl") are enabled besides the management plugin.
 # Installs rabbitmq-server with apt when it is missing.
 set -euo pipefail
 
 cmd=${1:-}
 PORT=${2:-}
 if [[ -z "$cmd" || -z "$PORT" ]]; then
-    sed -n '2,15p' "$0"
+    sed -n '2,17p' "$0"
     exit 2
 fi
 shift 2
@@ -45,13 +46,18 @@ start)
     "$0" stop "$PORT" >/dev/null 2>&1 || true
     rm -rf "$DIR"
     mkdir -p "$DIR/mnesia" "$DIR/log"
+    plugins=()
     if [[ "${1:-}" == --management ]]; then
-        echo '[rabbitmq_management].' > "$DIR/enabled_plugins"
+        plugins+=(rabbitmq_management)
         printf 'management.tcp.port = %s\nmanagement.tcp.ip = 127.0.0.1\n' "$HTTP" > "$DIR/rabbitmq.conf"
     else
-        echo '[].' > "$DIR/enabled_plugins"
         : > "$DIR/rabbitmq.conf"
     fi
+    extra=${RMQ_PLUGINS_EXTRA:-}
+    for p in ${extra//,/ }; do
+        plugins+=("$p")
+    done
+    (IFS=,; echo "[${plugins[*]}]." > "$DIR/enabled_plugins")
     if [[ -n "${RMQ_CONF_EXTRA:-}" ]]; then
         printf '%s\n' "$RMQ_CONF_EXTRA" >> "$DIR/rabbitmq.conf"
     fi

@@ -77,10 +77,34 @@ start_broker() {
     port="$(free_port)" || return 1
     mport="$(free_port)" || return 1
     while [ "$mport" = "$port" ]; do mport="$(free_port)" || return 1; done
+    tport="$(free_port)" || return 1
+    while [ "$tport" = "$port" ] || [ "$tport" = "$mport" ]; do tport="$(free_port)" || return 1; done
     DATA_DIR="$(mktemp -d)"
-    say "starting $bin on 127.0.0.1:$port (management 127.0.0.1:$mport, data $DATA_DIR)"
-    "$bin" --listen "127.0.0.1:$port" --data-dir "$DATA_DIR" --management-listen "127.0.0.1:$mport" \
-        >"$WORK/broker.log" 2>&1 &
+    # AMQPS with a throw-away CA (interop/pika/test_tls.py): client certificates optional,
+    # EXTERNAL offered, and a user for the client certificate's CN besides guest.
+    local certs="$WORK/certs"
+    "$INTEROP/pika/.venv/bin/python" "$INTEROP/tls/certs.py" "$certs" >/dev/null || return 1
+    cat >"$WORK/lagomorph.toml" <<CONF
+[amqp]
+auth_mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]
+[tls]
+enabled = true
+listeners = ["127.0.0.1:$tport"]
+cert_file = "$certs/server.pem"
+key_file = "$certs/server.key"
+ca_file = "$certs/ca.pem"
+verify = "optional"
+[[users]]
+name = "guest"
+password_hash = "7su4utwuXx30jUmgTK5FXeRSfJJppGv5BwoHzo1kP779y9v/"
+tags = ["administrator"]
+[[users]]
+name = "tls-user"
+password_hash = "7su4utwuXx30jUmgTK5FXeRSfJJppGv5BwoHzo1kP779y9v/"
+CONF
+    say "starting $bin on 127.0.0.1:$port (AMQPS $tport, management 127.0.0.1:$mport, data $DATA_DIR)"
+    "$bin" --config "$WORK/lagomorph.toml" --listen "127.0.0.1:$port" --data-dir "$DATA_DIR" \
+        --management-listen "127.0.0.1:$mport" >"$WORK/broker.log" 2>&1 &
     BROKER_PID=$!
     local deadline=$((SECONDS + STARTUP_SECONDS))
     while ! port_open "$port"; do
@@ -100,6 +124,7 @@ start_broker() {
     done
     export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F"
     export MANAGEMENT_URL="http://127.0.0.1:$mport"
+    export AMQPS_URL="amqps://127.0.0.1:$tport/%2F" TLS_CERTS="$certs"
 }
 
 # interop/pika/.venv with the pinned requirements of the pika and aio-pika suites; reinstalls
@@ -183,14 +208,13 @@ tap_count() {
     echo "${n:-0}"
 }
 
+say "preparing clients"
+setup_python || { say "could not set up interop/pika/.venv"; exit 1; }
 if [ -n "${AMQP_URL:-}" ]; then
     say "external mode: using AMQP_URL=$AMQP_URL"
 else
     start_broker || exit 1
 fi
-
-say "preparing clients"
-setup_python || { say "could not set up interop/pika/.venv"; exit 1; }
 setup_amqplib || { say "npm ci failed in interop/amqplib"; exit 1; }
 setup_go || { say "could not install Go and amqp091-go $AMQP091_GO_VERSION from Debian"; exit 1; }
 

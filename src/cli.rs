@@ -49,6 +49,12 @@ Environment variables:
   LAGOMORPH_MANAGEMENT_ENABLED   management.enabled (true | false)
   LAGOMORPH_MANAGEMENT_LISTEN    management.listen
   LAGOMORPH_HIGH_WATERMARK_MB    memory.high_watermark_mb
+  LAGOMORPH_DISK_FREE_LIMIT      disk.free_limit (50MB, 2GiB or bytes)
+  LAGOMORPH_TLS_ENABLED          tls.enabled (true | false)
+  LAGOMORPH_TLS_LISTEN           tls.listeners, comma-separated
+  LAGOMORPH_TLS_CERT_FILE        tls.cert_file
+  LAGOMORPH_TLS_KEY_FILE         tls.key_file
+  LAGOMORPH_TLS_CA_FILE          tls.ca_file
 
 A bad configuration is reported with the key at fault and exit code 2.";
 

@@ -19,6 +19,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+mod tls_disk;
+pub use tls_disk::{
+    ByteSize, CertLoginFrom, DiskConfig, SanType, TlsConfig, TlsVerify, parse_byte_size,
+};
+
 pub use crate::password::{
     hash_password, hash_password_with_salt, is_password_hash, verify_password,
 };
@@ -26,6 +31,10 @@ use serde::{Deserialize, Serialize};
 
 /// The IANA port for AMQP 0-9-1 without TLS.
 pub const DEFAULT_AMQP_PORT: u16 = 5672;
+/// The IANA port for AMQP 0-9-1 over TLS (AMQPS).
+pub const DEFAULT_AMQPS_PORT: u16 = 5671;
+/// Login mechanisms the broker knows (`amqp.auth_mechanisms`).
+pub const KNOWN_MECHANISMS: &[&str] = &["PLAIN", "AMQPLAIN", "EXTERNAL"];
 /// RabbitMQ's management HTTP port.
 pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
 /// The smallest `amqp.frame_max` we accept. AMQP 0-9-1 (section 4.2.3) lets a peer assume frames
@@ -86,6 +95,10 @@ pub struct Config {
     pub management: ManagementConfig,
     /// The memory alarm that blocks publishers.
     pub memory: MemoryConfig,
+    /// The disk alarm that blocks publishers.
+    pub disk: DiskConfig,
+    /// TLS: the AMQPS listeners, certificates and client-certificate logins.
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -100,6 +113,8 @@ impl Default for Config {
             log: LogConfig::default(),
             management: ManagementConfig::default(),
             memory: MemoryConfig::default(),
+            disk: DiskConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -121,6 +136,9 @@ pub struct AmqpConfig {
     pub max_message_size: u32,
     /// Most simultaneous client connections; further connections wait to be accepted.
     pub max_connections: u32,
+    /// Login mechanisms offered, any of [`KNOWN_MECHANISMS`] (RabbitMQ's `auth_mechanisms`);
+    /// EXTERNAL is offered on TLS connections only.
+    pub auth_mechanisms: Vec<String>,
 }
 
 impl Default for AmqpConfig {
@@ -135,6 +153,7 @@ impl Default for AmqpConfig {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             max_connections: 10_000,
+            auth_mechanisms: vec!["PLAIN".to_owned(), "AMQPLAIN".to_owned()],
         }
     }
 }
@@ -350,6 +369,9 @@ pub struct ManagementConfig {
     pub enabled: bool,
     /// Address of the management HTTP listener.
     pub listen: SocketAddr,
+    /// Serve HTTPS instead of HTTP, with `tls.cert_file` and `tls.key_file` (no client
+    /// certificates are asked for).
+    pub tls: bool,
 }
 
 impl Default for ManagementConfig {
@@ -357,6 +379,7 @@ impl Default for ManagementConfig {
         ManagementConfig {
             enabled: true,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_MANAGEMENT_PORT),
+            tls: false,
         }
     }
 }
@@ -566,6 +589,30 @@ impl Config {
             ));
         }
         validate_log_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
+        self.disk.validate()?;
+        self.tls.validate(&self.amqp.listeners)?;
+        if self.management.tls {
+            self.tls.require_files("management.tls = true")?;
+        }
+        for m in &self.amqp.auth_mechanisms {
+            if !KNOWN_MECHANISMS.contains(&m.as_str()) {
+                return Err(invalid(
+                    "amqp.auth_mechanisms",
+                    format!(
+                        "unknown mechanism `{m}`, expected some of {}",
+                        KNOWN_MECHANISMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.amqp.auth_mechanisms.iter().any(|m| m == "EXTERNAL")
+            && (!self.tls.enabled || self.tls.verify == TlsVerify::None)
+        {
+            return Err(invalid(
+                "amqp.auth_mechanisms",
+                "EXTERNAL needs client certificates: tls.enabled = true and tls.verify = \"optional\" or \"required\"",
+            ));
+        }
         if self.management.enabled && self.amqp.listeners.contains(&self.management.listen) {
             return Err(invalid(
                 "management.listen",
@@ -938,6 +985,54 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "management.listen",
         apply: |c, v| {
             c.management.listen = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_DISK_FREE_LIMIT",
+        key: "disk.free_limit",
+        apply: |c, v| {
+            c.disk.free_limit = ByteSize::parse(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_TLS_ENABLED",
+        key: "tls.enabled",
+        apply: |c, v| {
+            c.tls.enabled = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_TLS_LISTEN",
+        key: "tls.listeners",
+        apply: |c, v| {
+            c.tls.listeners = parse_addr_list(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_TLS_CERT_FILE",
+        key: "tls.cert_file",
+        apply: |c, v| {
+            c.tls.cert_file = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_TLS_KEY_FILE",
+        key: "tls.key_file",
+        apply: |c, v| {
+            c.tls.key_file = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_TLS_CA_FILE",
+        key: "tls.ca_file",
+        apply: |c, v| {
+            c.tls.ca_file = PathBuf::from(v);
             Ok(())
         },
     },

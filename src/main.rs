@@ -4,7 +4,8 @@
 use clap::Parser;
 use lagomorph::broker::{Broker, BrokerOptions, FlushPolicy, Limits, StallWatch, User};
 use lagomorph::cli::{Cli, Command};
-use lagomorph::config::{Config, FlushMode};
+use lagomorph::config::{CertLoginFrom, Config, FlushMode, SanType, TlsConfig, TlsVerify};
+use lagomorph::server::tls::{CertLogin, ClientAuth, SanKind, Tls, TlsOptions, TlsVersion};
 use lagomorph::storage::{SledOptions, SledStore, Store};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,6 +52,14 @@ fn main() -> ExitCode {
         eprintln!("lagomorph: cannot initialise logging: {e}");
         return ExitCode::from(2);
     }
+    // Certificates are read before anything starts: a bad file is a configuration error.
+    let tls = match tls_configs(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("lagomorph: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,7 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -71,7 +80,67 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// The AMQPS and HTTPS TLS configurations, when enabled.
+struct TlsConfigs {
+    amqps: Option<Arc<Tls>>,
+    https: Option<Arc<Tls>>,
+}
+
+fn tls_options(t: &TlsConfig, client_auth: ClientAuth, alpn: Vec<Vec<u8>>) -> TlsOptions {
+    let (v12, v13) = t.version_flags();
+    TlsOptions {
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+        ca_file: (!t.ca_file.as_os_str().is_empty()).then(|| t.ca_file.clone()),
+        client_auth,
+        versions: [(v12, TlsVersion::V1_2), (v13, TlsVersion::V1_3)]
+            .into_iter()
+            .filter_map(|(on, v)| on.then_some(v))
+            .collect(),
+        cipher_suites: t.cipher_suites.clone(),
+        handshake_timeout: Duration::from_millis(t.handshake_timeout_ms),
+        alpn,
+        login: match t.cert_login_from {
+            CertLoginFrom::CommonName => CertLogin::CommonName,
+            CertLoginFrom::DistinguishedName => CertLogin::DistinguishedName,
+            CertLoginFrom::SubjectAlternativeName => CertLogin::SubjectAlternativeName {
+                kind: match t.cert_login_san_type {
+                    SanType::Dns => SanKind::Dns,
+                    SanType::Ip => SanKind::Ip,
+                    SanType::Email => SanKind::Email,
+                    SanType::Uri => SanKind::Uri,
+                },
+                index: t.cert_login_san_index,
+            },
+        },
+    }
+}
+
+fn tls_configs(config: &Config) -> Result<TlsConfigs, String> {
+    let t = &config.tls;
+    let amqps = if t.enabled {
+        let auth = match t.verify {
+            TlsVerify::None => ClientAuth::None,
+            TlsVerify::Optional => ClientAuth::Optional,
+            TlsVerify::Required => ClientAuth::Required,
+        };
+        let tls = Tls::new(tls_options(t, auth, Vec::new())).map_err(|e| format!("tls: {e}"))?;
+        Some(tls)
+    } else {
+        None
+    };
+    let https = if config.management.tls {
+        let alpn = vec![b"http/1.1".to_vec()];
+        let tls = Tls::new(tls_options(t, ClientAuth::None, alpn))
+            .map_err(|e| format!("management.tls: {e}"))?;
+        Some(tls)
+    } else {
+        None
+    };
+    Ok(TlsConfigs { amqps, https })
+}
+
+async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
     let data_dir = &config.storage.data_dir;
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
@@ -127,14 +196,39 @@ async fn run(config: Config) -> Result<(), String> {
     broker
         .recover(lagomorph::clock::now())
         .map_err(|e| format!("recovery failed: {e}"))?;
-    let listeners = lagomorph::server::bind_all(&config.amqp.listeners)
+    use lagomorph::server::{Listener, ServeOptions, Transport};
+    let mut listeners: Vec<Listener> = lagomorph::server::bind_all(&config.amqp.listeners)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|tcp| Listener {
+            tcp,
+            transport: Transport::Plain,
+        })
+        .collect();
+    if let Some(amqps) = &tls.amqps {
+        for tcp in lagomorph::server::bind_all(&config.tls.listeners)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let transport = Transport::Tls(Arc::clone(amqps));
+            listeners.push(Listener { tcp, transport });
+        }
+    }
     let bound: Vec<std::net::SocketAddr> = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
+        .filter_map(|l| l.tcp.local_addr().ok())
         .collect();
-    let addrs: Vec<String> = bound.iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| {
+            let scheme = match l.transport {
+                Transport::Plain => "amqp",
+                Transport::Tls(_) => "amqps",
+            };
+            Some(format!("{scheme}://{}", l.tcp.local_addr().ok()?))
+        })
+        .collect();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -142,10 +236,42 @@ async fn run(config: Config) -> Result<(), String> {
         "Lagomorph started"
     );
     let token = CancellationToken::new();
-    let server = tokio::spawn(lagomorph::server::serve(
+    let mechanisms = lagomorph::session::Mechanisms {
+        plain: config.amqp.auth_mechanisms.iter().any(|m| m == "PLAIN"),
+        amqplain: config.amqp.auth_mechanisms.iter().any(|m| m == "AMQPLAIN"),
+        // Filled in per TLS connection from its certificate.
+        external: config
+            .amqp
+            .auth_mechanisms
+            .iter()
+            .any(|m| m == "EXTERNAL")
+            .then(|| Err("no peer certificate".to_owned())),
+    };
+    let server = tokio::spawn(lagomorph::server::serve_with(
         listeners,
         broker.clone(),
-        usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
+        ServeOptions {
+            max_connections: usize::try_from(config.amqp.max_connections).unwrap_or(usize::MAX),
+            mechanisms,
+        },
+        token.clone(),
+    ));
+    let reloadable: Vec<Arc<Tls>> = tls.amqps.iter().chain(&tls.https).cloned().collect();
+    if !reloadable.is_empty() {
+        tokio::spawn(lagomorph::server::tls::reload_on_sighup(
+            reloadable,
+            token.clone(),
+        ));
+    }
+    let disk_limit = config
+        .disk
+        .free_limit_bytes(lagomorph::process::total_memory());
+    tracing::info!(disk_free_limit = disk_limit, "disk alarm armed");
+    tokio::spawn(lagomorph::server::disk_monitor(
+        broker.clone(),
+        data_dir.clone(),
+        Arc::new(lagomorph::server::DiskLimit::new(disk_limit)),
+        Duration::from_millis(config.disk.check_interval_ms),
         token.clone(),
     ));
     let high_watermark = config
@@ -163,18 +289,30 @@ async fn run(config: Config) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(config.management.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
-        tracing::info!(listener = %config.management.listen, "management API started");
-        Some(tokio::spawn(lagomorph::management::serve_with(
-            listener,
-            broker.clone(),
-            token.clone(),
-            lagomorph::management::Options {
-                amqp_listeners: bound,
-                data_dir: Some(data_dir.clone()),
-                mem_limit: high_watermark.unwrap_or(0),
-                ..Default::default()
-            },
-        )))
+        let opts = lagomorph::management::Options {
+            amqp_listeners: bound,
+            data_dir: Some(data_dir.clone()),
+            mem_limit: high_watermark.unwrap_or(0),
+            ..Default::default()
+        };
+        let (broker, token) = (broker.clone(), token.clone());
+        Some(match &tls.https {
+            Some(https) => {
+                let listener =
+                    lagomorph::server::https::HttpsListener::new(listener, Arc::clone(https))
+                        .map_err(|e| e.to_string())?;
+                tracing::info!(listener = %config.management.listen, "management API started (HTTPS)");
+                tokio::spawn(lagomorph::management::serve_with(
+                    listener, broker, token, opts,
+                ))
+            }
+            None => {
+                tracing::info!(listener = %config.management.listen, "management API started");
+                tokio::spawn(lagomorph::management::serve_with(
+                    listener, broker, token, opts,
+                ))
+            }
+        })
     } else {
         None
     };

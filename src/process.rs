@@ -1,10 +1,29 @@
 //! Figures about this process and its host, read from Linux's `/proc`: resident memory (the
 //! memory alarm's input and management's `mem_used`), open file descriptors, total memory (the
-//! default memory watermark), the file-descriptor limit, free disk space, host name and
-//! processors. The one place that reads them, so the
-//! alarm and the management API report the same number. A leaf: imports nothing of the crate.
+//! default memory watermark), host name and processors; and the free space of a filesystem
+//! (`statvfs`, the disk alarm's input and management's `disk_free`). The one place that reads
+//! them, so the alarms and the management API report the same number. A leaf: imports nothing
+//! of the crate.
 //!
 //! On other systems, or when `/proc` cannot be read, the `/proc` figures are `None`.
+
+use std::path::Path;
+
+/// Bytes free for unprivileged users on the filesystem holding `path` (`statvfs`'s
+/// `f_bavail × f_frsize`, the "Available" column of `df`, which RabbitMQ reads). `None` when
+/// it cannot be read.
+pub fn disk_free(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let st = rustix::fs::statvfs(path).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
 
 /// Resident memory of this process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn resident_memory() -> Option<u64> {
@@ -32,13 +51,6 @@ pub fn fd_limit() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("Max open files"))?;
     line.split_whitespace().next()?.parse().ok()
-}
-
-/// Bytes available to this process on the file system holding `path` (`statvfs`, through
-/// rustix: no unsafe code), `None` if it cannot be read.
-pub fn disk_free(path: &std::path::Path) -> Option<u64> {
-    let v = rustix::fs::statvfs(path).ok()?;
-    Some(v.f_bavail.saturating_mul(v.f_frsize))
 }
 
 /// The host name, `localhost` if unknown.
@@ -84,6 +96,7 @@ mod tests {
         assert!(!hostname().is_empty());
         assert!(processors() >= 1);
         assert!(fd_limit().is_some_and(|n| n > 0));
-        assert!(disk_free(std::path::Path::new("/")).is_some());
+        assert!(disk_free(Path::new(".")).is_some_and(|n| n > 0));
+        assert_eq!(disk_free(Path::new("/no/such/directory")), None);
     }
 }

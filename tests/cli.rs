@@ -3,20 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::raw::Raw;
+use support::{LogLines, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lagomorph");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 #[test]
 fn bad_key_in_config_file_exits_2_naming_it() {
@@ -99,22 +91,7 @@ async fn sigterm_closes_clients_with_320_and_exits_0() {
         .spawn()
         .expect("spawn");
     // The banner names the listener and the data directory; wait for it (bounded).
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let banner = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("banner in time");
-        if line.contains("Lagomorph started") {
-            break line;
-        }
-    };
+    let banner = LogLines::of(&mut child).wait_for("Lagomorph started");
     assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
     assert!(
         banner.contains(&dir.path().display().to_string()),

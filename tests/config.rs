@@ -469,6 +469,12 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_MANAGEMENT_ENABLED", "false"),
         ("LAGOMORPH_MANAGEMENT_LISTEN", "127.0.0.1:7002"),
         ("LAGOMORPH_HIGH_WATERMARK_MB", "512"),
+        ("LAGOMORPH_DISK_FREE_LIMIT", "2GiB"),
+        ("LAGOMORPH_TLS_ENABLED", "true"),
+        ("LAGOMORPH_TLS_LISTEN", "127.0.0.1:7003"),
+        ("LAGOMORPH_TLS_CERT_FILE", "/tmp/c.pem"),
+        ("LAGOMORPH_TLS_KEY_FILE", "/tmp/k.pem"),
+        ("LAGOMORPH_TLS_CA_FILE", "/tmp/ca.pem"),
     ];
     let names: BTreeSet<&str> = pairs.iter().map(|(k, _)| *k).collect();
     let documented: BTreeSet<&str> = ENV_VARS.iter().map(|v| v.name).collect();
@@ -496,6 +502,64 @@ fn every_environment_variable_is_applied() {
     assert!(!c.management.enabled);
     assert_eq!(c.management.listen, addr("127.0.0.1:7002"));
     assert_eq!(c.memory.high_watermark_mb, 512);
+    assert_eq!(c.disk.free_limit.bytes(), 2 << 30);
+    assert!(c.tls.enabled);
+    assert_eq!(c.tls.listeners, vec![addr("127.0.0.1:7003")]);
+    assert_eq!(c.tls.cert_file, PathBuf::from("/tmp/c.pem"));
+    assert_eq!(c.tls.key_file, PathBuf::from("/tmp/k.pem"));
+    assert_eq!(c.tls.ca_file, PathBuf::from("/tmp/ca.pem"));
+}
+
+#[test]
+fn tls_and_disk_keys() {
+    let c = Config::from_toml_str(
+        "[amqp]\nauth_mechanisms = [\"EXTERNAL\", \"PLAIN\"]\n\
+         [tls]\nenabled = true\ncert_file = \"c\"\nkey_file = \"k\"\nca_file = \"ca\"\n\
+         verify = \"required\"\nversions = [\"1.3\"]\n\
+         cert_login_from = \"subject_alternative_name\"\ncert_login_san_type = \"email\"\n\
+         [disk]\nfree_limit = \"1000000TB\"\ncheck_interval_ms = 50\n",
+    )
+    .expect("valid");
+    assert_eq!(c.disk.free_limit.bytes(), 1_000_000_000_000_000_000);
+    assert_eq!(c.tls.verify, lagomorph::config::TlsVerify::Required);
+    assert_eq!(c.tls.version_flags(), (false, true));
+    let c = Config::from_toml_str("[disk]\nfree_limit = 1234\n").expect("bytes");
+    assert_eq!(c.disk.free_limit.bytes(), 1234);
+
+    let key_of = |toml: &str| {
+        Config::from_toml_str(toml)
+            .expect_err("refused")
+            .key()
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        key_of("[disk]\nfree_limit = \"5 parsecs\"\n").as_deref(),
+        Some("disk.free_limit")
+    );
+    assert_eq!(
+        key_of("[tls]\nenabled = true\n").as_deref(),
+        Some("tls.cert_file")
+    );
+    assert_eq!(
+        key_of(
+            "[tls]\nenabled = true\ncert_file = \"c\"\nkey_file = \"k\"\nverify = \"optional\"\n"
+        )
+        .as_deref(),
+        Some("tls.ca_file")
+    );
+    // EXTERNAL without client certificates cannot work.
+    assert_eq!(
+        key_of("[amqp]\nauth_mechanisms = [\"EXTERNAL\"]\n").as_deref(),
+        Some("amqp.auth_mechanisms")
+    );
+    assert_eq!(
+        key_of("[amqp]\nauth_mechanisms = [\"CRAM-MD5\"]\n").as_deref(),
+        Some("amqp.auth_mechanisms")
+    );
+    assert_eq!(
+        key_of("[tls]\nversions = [\"1.0\"]\n").as_deref(),
+        Some("tls.versions")
+    );
 }
 
 #[test]

@@ -12,9 +12,11 @@
 //! and authorisation), [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
 //! and routing), [`queue`] (the queue record and the queue-type seam, classic queues),
 //! [`exchange`], [`consumer`], [`message`], [`deadletter`] (x-death), [`policy`], [`budget`]
-//! (the global memory budget), [`timers`], [`time`], [`group_commit`].
+//! (the global memory budget), [`timers`], [`time`], [`group_commit`], [`alarm`] (memory and
+//! disk alarms).
 
 pub mod access;
+pub mod alarm;
 pub mod budget;
 pub mod consumer;
 pub mod deadletter;
@@ -39,6 +41,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 pub use access::{Access, Grant, Permission, User};
+pub use alarm::Alarm;
 pub use budget::MemoryBudget;
 pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
@@ -49,7 +52,8 @@ pub use queue::{MemoryWindow, Queue};
 pub use time::Now;
 pub use vhost::VHost;
 
-/// The connection.blocked reason while the memory alarm is set (RabbitMQ's wording).
+/// The connection.blocked reason while only the memory alarm is set (RabbitMQ's wording; see
+/// [`alarm`] for the others).
 pub const MEMORY_ALARM_REASON: &str = "low on memory";
 
 /// Protocol limits offered to clients.
@@ -222,7 +226,7 @@ struct Inner {
     next_conn: AtomicU64,
     limits: Limits,
     default_vhost: String,
-    memory_alarm: std::sync::atomic::AtomicBool,
+    alarms: alarm::Alarms,
 }
 
 /// The broker: a cheap, cloneable handle.
@@ -274,7 +278,7 @@ impl Broker {
                 next_conn: AtomicU64::new(1),
                 limits: opts.limits,
                 default_vhost: opts.default_vhost,
-                memory_alarm: std::sync::atomic::AtomicBool::new(false),
+                alarms: alarm::Alarms::default(),
             }),
         }
     }
@@ -451,19 +455,27 @@ impl Broker {
         }
     }
 
-    /// Raises or clears the memory alarm. Every connection is told (connection.blocked /
-    /// unblocked for clients that announced the capability) and publishing connections stop
-    /// being read until it clears, as in RabbitMQ. Returns true when the state changed.
+    /// Raises or clears the memory alarm (see [`Broker::set_alarm`]).
     pub fn set_memory_alarm(&self, on: bool) -> bool {
-        if self.inner.memory_alarm.swap(on, Ordering::AcqRel) == on {
+        self.set_alarm(Alarm::Memory, on)
+    }
+
+    /// Raises or clears a resource alarm. Every connection is told the new blocked reason
+    /// (`low on memory`, `low on disk`, `low on memory & disk`, or none); publishing
+    /// connections stop being read while any alarm is set, as in RabbitMQ. Returns true when
+    /// the alarm changed.
+    pub fn set_alarm(&self, alarm: Alarm, on: bool) -> bool {
+        let Some((_, reason)) = self.inner.alarms.set(alarm, on) else {
             return false;
-        }
+        };
         if on {
-            tracing::warn!("memory alarm set: publishers are blocked");
+            tracing::warn!(
+                resource = alarm.resource(),
+                "resource alarm set: publishers are blocked"
+            );
         } else {
-            tracing::info!("memory alarm cleared: publishers unblocked");
+            tracing::info!(resource = alarm.resource(), "resource alarm cleared");
         }
-        let reason = on.then(|| MEMORY_ALARM_REASON.to_string());
         for c in self.connections() {
             let _ = c.mailbox.send(Outbound::Blocked(reason.clone()));
         }
@@ -472,7 +484,17 @@ impl Broker {
 
     /// True while the memory alarm is set.
     pub fn memory_alarm(&self) -> bool {
-        self.inner.memory_alarm.load(Ordering::Acquire)
+        self.alarm(Alarm::Memory)
+    }
+
+    /// True while `alarm` is set.
+    pub fn alarm(&self, alarm: Alarm) -> bool {
+        self.inner.alarms.is_set(alarm)
+    }
+
+    /// The connection.blocked reason while any alarm is set.
+    pub fn blocked_reason(&self) -> Option<String> {
+        self.inner.alarms.reason()
     }
 
     /// Final flush and stop of the flusher (shutdown).

@@ -21,7 +21,6 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Tags that open the management API (RabbitMQ's `management` and the tags that imply it).
@@ -120,8 +119,8 @@ impl FromRequestParts<ApiState> for AuthUser {
         // treated as remote: loopback-only users are refused.
         let loopback = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|c| c.0.ip().is_loopback());
+            .get::<ConnectInfo<super::ClientAddr>>()
+            .is_some_and(|c| c.0.0.ip().is_loopback());
         let access = state.broker.access();
         let user = match access.authenticate(&name, &pass, loopback) {
             Ok(u) => u,

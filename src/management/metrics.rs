@@ -235,6 +235,19 @@ pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
     let _ = writeln!(t.0, "{name}_sum {}", micros as f64 / 1e6);
     let _ = writeln!(t.0, "{name}_count {count}");
 
+    // rabbitmq_prometheus's alarm gauges: 1 while the alarm is in effect.
+    t.single(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "gauge",
+        "is 1 if free disk space watermark alarm is in effect",
+        u8::from(b.alarm(crate::broker::Alarm::Disk)),
+    );
+    t.single(
+        "rabbitmq_alarms_memory_used_watermark",
+        "gauge",
+        "is 1 if VM memory watermark alarm is in effect",
+        u8::from(b.alarm(crate::broker::Alarm::Memory)),
+    );
     t.single(
         "process_resident_memory_bytes",
         "gauge",

@@ -114,14 +114,18 @@ pub async fn serve(
     serve_with(listener, broker, token, Options::default()).await
 }
 
-/// Serves the management API on `listener` until `token` is cancelled. Starts the rate sampler
-/// too; both stop with the token.
-pub async fn serve_with(
-    listener: TcpListener,
+/// Serves the management API on `listener` (a `TcpListener`, or `server::https::HttpsListener`
+/// for HTTPS) until `token` is cancelled. Starts the rate sampler too; both stop with the token.
+pub async fn serve_with<L>(
+    listener: L,
     broker: Broker,
     token: CancellationToken,
     opts: Options,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    ClientAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let node = format!("lagomorph@{}", crate::process::hostname());
     let state = ApiState {
         broker: broker.clone(),
@@ -145,7 +149,7 @@ pub async fn serve_with(
     let app = MapRequestLayer::new(api::trim_trailing_slash).layer(api::router(state));
     // The client's address reaches the handlers (loopback_users applies to HTTP logins too).
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
+        ClientAddr,
     >(app);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(token.clone().cancelled_owned())
@@ -153,4 +157,18 @@ pub async fn serve_with(
     token.cancel();
     let _ = sampler.await;
     result
+}
+
+/// The client's address as the management handlers see it (`ConnectInfo<ClientAddr>`): every
+/// listener the API is served on says how to get it (plain TCP here, HTTPS in `server::https`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
 }

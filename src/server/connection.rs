@@ -1,14 +1,17 @@
 //! One task per connection: read → session → write, plus the mailbox, timers, store flushes and
 //! shutdown, in one `select!`. All protocol logic lives in the session.
+//!
+//! Generic over the stream: a plain `TcpStream` or a TLS stream over one. Reads (inside the
+//! `select!`) and writes (before it) never overlap, so the task owns the stream whole with no
+//! split and no lock; the plain path compiles to the same code as before TLS existed.
 
 use crate::broker::Broker;
 use crate::clock;
 use crate::protocol::ReplyCode;
-use crate::session::Connection;
+use crate::session::{Connection, Mechanisms};
 use bytes::BytesMut;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,22 +21,27 @@ const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Runs one client connection to its end.
-#[tracing::instrument(name = "conn", skip_all, fields(peer = %peer))]
-pub(crate) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    broker: Broker,
-    token: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+/// Where a connection came from and what it offers.
+pub(crate) struct Peer {
+    /// The client's address.
+    pub(crate) addr: SocketAddr,
+    /// Our address.
+    pub(crate) local: SocketAddr,
+    /// The login mechanisms to offer.
+    pub(crate) mechanisms: Mechanisms,
+}
+
+/// Runs one client connection to its end. `stream` has `TCP_NODELAY` set already.
+#[tracing::instrument(name = "conn", skip_all, fields(peer = %peer.addr))]
+pub(crate) async fn run<S>(mut stream: S, peer: Peer, broker: Broker, token: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let info = broker.register_connection(peer, local, tx, std::time::SystemTime::now());
+    let info = broker.register_connection(peer.addr, peer.local, tx, std::time::SystemTime::now());
     let commit = std::sync::Arc::clone(broker.commit());
     let mut flushed_rx = commit.subscribe();
-    let mut session = Connection::new(broker, info, clock::now());
-    let (mut rd, mut wr) = stream.into_split();
+    let mut session = Connection::new(broker, info, clock::now()).with_mechanisms(peer.mechanisms);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut requested = 0u64;
     let mut shutting_down = false;
@@ -47,14 +55,14 @@ pub(crate) async fn run(
     loop {
         while let Some(mut out) = session.take_output(clock::now()) {
             // Vectored: large bodies are separate parts, written where they lie.
-            if let Err(e) = write_all_vectored(&mut wr, &mut out).await {
+            if let Err(e) = write_all_vectored(&mut stream, &mut out).await {
                 tracing::debug!(error = %e, "write failed");
                 session.handle_disconnect();
                 return;
             }
         }
         if session.is_closed() {
-            let _ = wr.shutdown().await;
+            let _ = stream.shutdown().await;
             return;
         }
         let wants_flush = session.needs_flush();
@@ -74,7 +82,7 @@ pub(crate) async fn run(
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
-            r = rd.read_buf(&mut buf), if session.wants_read() => match r {
+            r = stream.read_buf(&mut buf), if session.wants_read() => match r {
                 Ok(0) | Err(_) => {
                     session.handle_disconnect();
                     return;
@@ -115,9 +123,10 @@ pub(crate) async fn run(
 }
 
 /// Writes all of `out` with vectored writes of up to [`IOV_BATCH`] parts each (tokio's
-/// `write_all_buf` passes at most 64: a syscall per 32 large deliveries).
-async fn write_all_vectored(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+/// `write_all_buf` passes at most 64: a syscall per 32 large deliveries), then flushes (a no-op
+/// on TCP; TLS may hold the last record until flushed).
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     out: &mut crate::session::Transmit,
 ) -> std::io::Result<()> {
     use bytes::Buf;
@@ -133,7 +142,7 @@ async fn write_all_vectored(
         }
         out.advance(written);
     }
-    Ok(())
+    wr.flush().await
 }
 
 /// Parts per vectored write at most (Linux takes up to 1024).

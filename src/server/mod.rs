@@ -1,13 +1,21 @@
 //! The only socket code: accept loops and one task per connection that shuttles bytes between
-//! the socket and a sans-IO [`crate::session::Connection`]. Imports `session`, `broker`.
+//! the socket (plain TCP, or TLS in [`tls`]) and a sans-IO [`crate::session::Connection`]; the
+//! clock-driven tasks: the broker's timer [`ticker`], the [`memory_monitor`] and the
+//! [`disk`] monitor. Imports `session`, `broker`.
 
 mod connection;
+pub mod disk;
+pub mod https;
+pub mod tls;
+
+pub use disk::{DiskLimit, disk_monitor};
 
 use crate::broker::Broker;
+use crate::session::Mechanisms;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,24 +45,84 @@ pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>>
     Ok(out)
 }
 
-/// Serves AMQP on `listeners` until `token` is cancelled, then waits for every connection task
-/// to finish (each sends connection.close 320 and waits briefly for close-ok).
+/// What a listener speaks.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// AMQP over plain TCP.
+    Plain,
+    /// AMQP over TLS (AMQPS).
+    Tls(Arc<tls::Tls>),
+}
+
+/// An AMQP listener and what it speaks.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// Plain or TLS.
+    pub transport: Transport,
+}
+
+/// How connections are served.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Most connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// The login mechanisms; EXTERNAL (`external` set to anything) is offered on TLS
+    /// listeners only, with the name from the client's certificate.
+    pub mechanisms: Mechanisms,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_connections: 10_000,
+            mechanisms: Mechanisms::default(),
+        }
+    }
+}
+
+/// Serves AMQP on plain `listeners` until `token` is cancelled, then waits for every
+/// connection task to finish (each sends connection.close 320 and waits briefly for close-ok).
 pub async fn serve(
     listeners: Vec<TcpListener>,
     broker: Broker,
     max_connections: usize,
     token: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    let listeners = listeners
+        .into_iter()
+        .map(|tcp| Listener {
+            tcp,
+            transport: Transport::Plain,
+        })
+        .collect();
+    let opts = ServeOptions {
+        max_connections,
+        ..ServeOptions::default()
+    };
+    serve_with(listeners, broker, opts, token).await;
+}
+
+/// Serves AMQP and AMQPS on `listeners` until `token` is cancelled, as [`serve`].
+pub async fn serve_with(
+    listeners: Vec<Listener>,
+    broker: Broker,
+    opts: ServeOptions,
+    token: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let tracker = TaskTracker::new();
+    let opts = Arc::new(opts);
     for listener in listeners {
-        let (broker, limit, token, conns) = (
+        let (broker, limit, token, conns, opts) = (
             broker.clone(),
             Arc::clone(&limit),
             token.clone(),
             tracker.clone(),
+            Arc::clone(&opts),
         );
-        tracker.spawn(accept_loop(listener, broker, limit, token, conns));
+        tracker.spawn(accept_loop(listener, broker, limit, token, conns, opts));
     }
     tracker.spawn(ticker(broker.clone(), token.clone()));
     tracker.close();
@@ -63,12 +131,17 @@ pub async fn serve(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     broker: Broker,
     limit: Arc<Semaphore>,
     token: CancellationToken,
     tracker: TaskTracker,
+    opts: Arc<ServeOptions>,
 ) {
+    let Listener {
+        tcp: listener,
+        transport,
+    } = listener;
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -87,9 +160,14 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let local = stream.local_addr().ok().or(local).unwrap_or(peer);
-                let (broker, token) = (broker.clone(), token.clone());
+                let (broker, token, transport) = (broker.clone(), token.clone(), transport.clone());
+                let peer = connection::Peer {
+                    addr: peer,
+                    local,
+                    mechanisms: opts.mechanisms.clone(),
+                };
                 tracker.spawn(async move {
-                    connection::run(stream, peer, local, broker, token).await;
+                    serve_connection(stream, peer, transport, broker, token).await;
                     drop(permit);
                 });
             }
@@ -98,6 +176,42 @@ async fn accept_loop(
                 tracing::error!(error = %e, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One accepted socket: the TLS handshake first on an AMQPS listener (bounded in time; a
+/// client that does not speak TLS fails at once), then the AMQP connection.
+async fn serve_connection(
+    stream: TcpStream,
+    mut peer: connection::Peer,
+    transport: Transport,
+    broker: Broker,
+    token: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    match transport {
+        Transport::Plain => {
+            peer.mechanisms.external = None;
+            connection::run(stream, peer, broker, token).await;
+        }
+        Transport::Tls(tls) => {
+            let accepted = tokio::select! {
+                r = tls.accept(stream) => r,
+                _ = token.cancelled() => return,
+            };
+            match accepted {
+                Ok((stream, login)) => {
+                    if peer.mechanisms.external.is_some() {
+                        peer.mechanisms.external =
+                            Some(login.unwrap_or_else(|| Err("no peer certificate".to_owned())));
+                    }
+                    connection::run(stream, peer, broker, token).await;
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.addr, error = %e, "TLS handshake failed");
+                }
             }
         }
     }

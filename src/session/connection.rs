@@ -7,8 +7,8 @@
 //!   to call `handle_timeout`), [`Connection::needs_flush`] (a store flush to wait for before
 //!   confirms can go out), [`Connection::is_closed`] (write what is left, then close the socket).
 //!
-//! Handshake (in the child module `handshake`): protocol header, start / start-ok (PLAIN or
-//! AMQPLAIN), tune / tune-ok, open / open-ok.
+//! Handshake (in the child module `handshake`): protocol header, start / start-ok (PLAIN,
+//! AMQPLAIN or EXTERNAL, offered as the driver says), tune / tune-ok, open / open-ok.
 //!
 //! Closing, as RabbitMQ 3.10 does (recorded in `tests/fixtures/rabbitmq-3.10/compat.json`):
 //! - the client sends connection.close: we release its channels, answer close-ok and keep
@@ -42,6 +42,8 @@ use super::error::{AmqpError, Scope};
 use super::output::{Output, Transmit};
 
 mod handshake;
+
+pub use handshake::Mechanisms;
 
 /// How long we wait for the peer's close-ok, and after our close-ok for the peer to close the
 /// socket. RabbitMQ waits 30 s (or the heartbeat interval, if shorter); a few seconds are
@@ -117,11 +119,17 @@ pub struct Connection {
     /// A login refusal waiting for its deadline (see `handshake`).
     delayed_refusal: Option<(Instant, AmqpError)>,
     caps: ClientCaps,
+    /// The login mechanisms offered (set by the driver).
+    mechanisms: Mechanisms,
     flushed: u64,
     confirm_buf: Vec<Confirm>,
+    /// The resource alarms' blocked reason while any is set (see `broker::alarm`).
     blocked: Option<String>,
-    /// Set once the client publishes: only publishers are blocked by the memory alarm.
-    has_published: bool,
+    /// The client published while an alarm was set: it has been sent connection.blocked (if
+    /// it announced the capability) and is not read until the alarms clear. As RabbitMQ 3.10,
+    /// a connection that does not publish is neither told nor stopped
+    /// (`tests/fixtures/rabbitmq-3.10/alarms.json`).
+    publish_blocked: bool,
     cleaned: bool,
     /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
     acks_pending: bool,
@@ -202,14 +210,22 @@ impl Connection {
             admission: None,
             delayed_refusal: None,
             caps: ClientCaps::default(),
+            mechanisms: Mechanisms::default(),
             flushed: 0,
             confirm_buf: Vec::new(),
             blocked: None,
-            has_published: false,
+            publish_blocked: false,
             cleaned: false,
             acks_pending: false,
             now,
         }
+    }
+
+    /// The login mechanisms to offer instead of PLAIN and AMQPLAIN; call before the first
+    /// bytes are handled.
+    pub fn with_mechanisms(mut self, mechanisms: Mechanisms) -> Self {
+        self.mechanisms = mechanisms;
+        self
     }
 
     /// This connection's id.
@@ -222,10 +238,10 @@ impl Connection {
         self.state == State::Closed
     }
 
-    /// False while the memory alarm blocks this connection: the driver stops reading its
+    /// False while a resource alarm blocks this connection: the driver stops reading its
     /// socket, so TCP pushes back on the publisher (RabbitMQ's connection.blocked behaviour).
     pub fn wants_read(&self) -> bool {
-        self.blocked.is_none() || !self.has_published || self.state == State::Draining
+        !self.publish_blocked || self.state == State::Draining
     }
 
     /// Bytes waiting to be written.
@@ -427,18 +443,39 @@ impl Connection {
                 }
             }
             Outbound::Blocked(reason) => {
-                if self.caps.connection_blocked
-                    && self.state == State::Running
-                    && self.blocked != reason
-                {
-                    let m: Method = match &reason {
-                        Some(r) => ConnectionBlocked { reason: short(r) }.into(),
-                        None => ConnectionUnblocked.into(),
-                    };
-                    encode_method(0, &m, self.out.buf());
+                // A second alarm or one of two clearing changes nothing on the wire; the last
+                // one clearing unblocks.
+                if reason.is_none() && self.publish_blocked {
+                    self.publish_blocked = false;
+                    if self.caps.connection_blocked && self.state == State::Running {
+                        encode_method(0, &ConnectionUnblocked.into(), self.out.buf());
+                    }
                 }
                 self.blocked = reason;
             }
+        }
+    }
+
+    /// A publish arrived: under an alarm, block this connection (once) and tell the client.
+    fn block_publisher(&mut self) {
+        if self.publish_blocked {
+            return;
+        }
+        // The broker's own state too (one atomic load while no alarm is set): a publish right
+        // after an alarm was raised is blocked even while the mailbox notice is still queued.
+        let Some(reason) = self
+            .blocked
+            .clone()
+            .or_else(|| self.broker.blocked_reason())
+        else {
+            return;
+        };
+        self.publish_blocked = true;
+        if self.caps.connection_blocked {
+            let m = ConnectionBlocked {
+                reason: short(&reason),
+            };
+            encode_method(0, &m.into(), self.out.buf());
         }
     }
 
@@ -546,7 +583,7 @@ impl Connection {
             Frame::Method { channel: 0, method } => self.connection_method(method, now),
             Frame::Method { channel, method } => self.channel_method(channel, method),
             Frame::Header { channel, header } => {
-                self.has_published = true;
+                self.block_publisher();
                 self.content_header(channel, header)
             }
             Frame::Body { channel, payload } => {

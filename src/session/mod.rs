@@ -14,6 +14,6 @@ mod output;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{CLOSE_TIMEOUT, Connection, SILENT_CLOSE_DELAY};
+pub use connection::{CLOSE_TIMEOUT, Connection, Mechanisms, SILENT_CLOSE_DELAY};
 pub use error::{AmqpError, Scope};
 pub use output::Transmit;

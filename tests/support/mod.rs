@@ -187,6 +187,49 @@ pub fn typed_table(t: &lagomorph::protocol::types::FieldTable) -> serde_json::Va
     )
 }
 
+/// A free loopback port (bound, then released), for a broker binary started with explicit
+/// addresses.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The stderr lines of a spawned broker binary, read on a thread.
+pub struct LogLines(std::sync::mpsc::Receiver<String>);
+
+impl LogLines {
+    /// Takes `child`'s piped stderr.
+    pub fn of(child: &mut std::process::Child) -> LogLines {
+        use std::io::{BufRead, BufReader};
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        LogLines(rx)
+    }
+
+    /// The next line containing `what`, within 30 s.
+    pub fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .0
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("log line `{what}` within 30 s"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+}
+
 pub mod raw {
     //! A raw AMQP client built on our own codec, for what real clients refuse to send.
     use bytes::BytesMut;

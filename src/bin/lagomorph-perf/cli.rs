@@ -23,6 +23,12 @@ pub(crate) struct Cli {
     /// The load run's options.
     #[command(flatten)]
     pub(crate) run: RunArgs,
+    /// For amqps:// URIs: PEM file of the CA(s) that signed the broker's certificate.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// For amqps:// URIs: accept any broker certificate (benchmarks only).
+    #[arg(long, global = true)]
+    pub(crate) tls_insecure: bool,
 }
 
 /// Helper modes.

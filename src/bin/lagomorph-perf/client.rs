@@ -11,6 +11,7 @@
 use std::io;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use bytes::{BufMut, BytesMut};
 use lagomorph::protocol::FrameError;
 use lagomorph::protocol::frame::{self, Frame, PROTOCOL_HEADER};
@@ -77,15 +78,23 @@ pub(crate) struct Uri {
     pub(crate) password: String,
     /// Virtual host, "/" by default.
     pub(crate) vhost: String,
+    /// `amqps://`: TLS (see `stream`).
+    pub(crate) tls: bool,
 }
 
 impl Uri {
-    /// Parses an AMQP URI. Only the `amqp` scheme (no TLS); user, password and vhost are
-    /// percent-decoded; an empty path means vhost "/".
+    /// Parses an AMQP URI, `amqp://` or `amqps://` (TLS, port 5671 by default); user,
+    /// password and vhost are percent-decoded; an empty path means vhost "/".
     pub(crate) fn parse(s: &str) -> Result<Uri> {
-        let rest = s
-            .strip_prefix("amqp://")
-            .ok_or_else(|| ClientError::Uri(format!("{s}: only amqp:// is supported")))?;
+        let (rest, tls) = match (s.strip_prefix("amqp://"), s.strip_prefix("amqps://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => {
+                return Err(ClientError::Uri(format!(
+                    "{s}: only amqp:// and amqps:// are supported"
+                )));
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
@@ -116,6 +125,7 @@ impl Uri {
             Some(p) => p
                 .parse()
                 .map_err(|_| ClientError::Uri(format!("{s}: bad port {p:?}")))?,
+            None if tls => 5671,
             None => 5672,
         };
         let host = if host.is_empty() {
@@ -133,6 +143,7 @@ impl Uri {
             user,
             password,
             vhost,
+            tls,
         })
     }
 }
@@ -175,7 +186,7 @@ fn closed(scope: &'static str, code: u16, text: &ShortStr) -> ClientError {
 /// An open AMQP connection with its buffers.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     frame_max: u32,
@@ -185,7 +196,7 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub(crate) struct Parts {
     /// The socket.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     /// Bytes already read but not decoded.
     pub(crate) rbuf: BytesMut,
     /// The negotiated frame_max.
@@ -203,6 +214,13 @@ impl Conn {
         .await
         .map_err(|_| ClientError::Timeout("TCP connect"))??;
         stream.set_nodelay(true)?;
+        let stream = if uri.tls {
+            tokio::time::timeout(RPC_TIMEOUT, crate::stream::tls(stream, &uri.host))
+                .await
+                .map_err(|_| ClientError::Timeout("TLS handshake"))??
+        } else {
+            Stream::Plain(stream)
+        };
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
@@ -276,6 +294,7 @@ impl Conn {
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await?;
             self.wbuf.clear();
         }
         Ok(())
@@ -615,6 +634,7 @@ mod tests {
                 user: "guest".into(),
                 password: "guest".into(),
                 vhost: "/".into(),
+                tls: false,
             }
         );
         let u = Uri::parse("amqp://localhost").expect("uri");
@@ -633,7 +653,9 @@ mod tests {
             ("::1", 1, "a@b", "p:w")
         );
         assert_eq!(u.vhost, "v/h");
-        assert!(Uri::parse("amqps://x").is_err());
+        let u = Uri::parse("amqps://x").expect("amqps");
+        assert_eq!((u.tls, u.port), (true, 5671));
+        assert!(Uri::parse("http://x").is_err());
         assert!(Uri::parse("amqp://x:notaport/").is_err());
         assert!(Uri::parse("amqp://x/%zz").is_err());
     }

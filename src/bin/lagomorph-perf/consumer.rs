@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::stream::Stream as TcpStream;
 use bytes::{Buf, BytesMut};
 use lagomorph::protocol::frame::{self, Frame};
 use lagomorph::protocol::method::{BasicAck, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientError, Conn, READ_CHUNK, Uri, describe};
@@ -146,6 +146,7 @@ impl Consumer {
             &mut buf,
         );
         let _ = stream.write_all(&buf).await;
+        let _ = stream.flush().await;
         let _ = stream.shutdown().await;
         out
     }
@@ -372,11 +373,13 @@ async fn consume(
             }
             if !wbuf.is_empty() {
                 stream.write_all(&wbuf).await?;
+                stream.flush().await?;
             }
             return Ok(());
         }
         if !wbuf.is_empty() {
             stream.write_all(&wbuf).await?;
+            stream.flush().await?;
             wbuf.clear();
         }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {

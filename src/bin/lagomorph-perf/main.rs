@@ -22,6 +22,7 @@ mod run;
 mod scan;
 mod sink;
 mod stats;
+mod stream;
 mod topology;
 
 use std::process::ExitCode;
@@ -48,6 +49,12 @@ fn main() -> ExitCode {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
+    if (cli.tls_ca.is_some() || cli.tls_insecure)
+        && let Err(e) = stream::configure(cli.tls_ca.as_deref(), cli.tls_insecure)
+    {
+        eprintln!("lagomorph-perf: TLS: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Some(Command::Sink(a)) => {
             let listener = match tokio::net::TcpListener::bind(a.listen).await {

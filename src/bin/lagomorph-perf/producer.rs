@@ -14,13 +14,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::stream::{ReadHalf as OwnedReadHalf, WriteHalf as OwnedWriteHalf};
 use bytes::BytesMut;
 use lagomorph::protocol::frame::{self, ContentHeader, Frame};
 use lagomorph::protocol::method::{BasicPublish, ConnectionClose, ConnectionCloseOk, Method};
 use lagomorph::protocol::properties::{BasicProperties, Properties};
 use lagomorph::protocol::types::ShortStr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -273,6 +273,7 @@ impl Producer {
             &mut buf,
         );
         let _ = wr.write_all(&buf).await;
+        let _ = wr.flush().await;
         // On timeout the reader task is left to end with the socket.
         if tokio::time::timeout(drain, reader).await.is_err() {
             return Some(format!("no connection.close-ok within {drain:?}"));
@@ -403,6 +404,7 @@ async fn publish(
             buf.extend_from_slice(&[frame::FRAME_END]);
             let mut slices = interleave(&buf, &ends, tail);
             write_all_vectored(wr, &mut slices).await?;
+            wr.flush().await?;
             buf.clear();
             out.published = seq;
             counters.published.fetch_add(n, Ordering::Relaxed);
@@ -422,6 +424,7 @@ async fn publish(
             seq += 1;
         }
         wr.write_all(&buf).await?;
+        wr.flush().await?;
         buf.clear();
         out.published = seq;
         counters.published.fetch_add(n, Ordering::Relaxed);

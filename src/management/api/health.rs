@@ -4,6 +4,7 @@
 //! `{"status":"failed","reason":...}`.
 
 use super::ApiState;
+use crate::broker::Alarm;
 use crate::management::auth::AuthUser;
 use crate::management::dto;
 use crate::management::error::ApiError;
@@ -20,20 +21,55 @@ pub(crate) fn health(status: StatusCode, reason: Option<String>) -> Response {
     (status, Json(dto::Health { status: s, reason })).into_response()
 }
 
-/// 503 while the memory alarm is set, as RabbitMQ with a resource alarm in effect.
+/// The alarms in effect, in RabbitMQ's order (`disk space`, then `memory`).
+fn alarms_in_effect(st: &ApiState) -> Vec<Alarm> {
+    Alarm::ALL
+        .into_iter()
+        .filter(|a| st.broker.alarm(*a))
+        .collect()
+}
+
+/// 200 `{"status":"ok"}`, or 503 with the alarms listed per node, as RabbitMQ 3.10 answers
+/// (`tests/fixtures/rabbitmq-3.10/alarms.json`): `reason` says "in the cluster" for
+/// `alarms` and "on the node" for `local-alarms`.
+fn alarm_check(st: &ApiState, scope: &str) -> Response {
+    let alarms = alarms_in_effect(st);
+    if alarms.is_empty() {
+        return health(StatusCode::OK, None);
+    }
+    let list: Vec<_> = alarms
+        .iter()
+        .map(|a| json!({"node": &*st.node, "resource": a.resource()}))
+        .collect();
+    let body = json!({
+        "status": "failed",
+        "reason": format!("There are alarms in effect {scope}"),
+        "alarms": list,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// 503 while a resource alarm is set (the older `/api/healthchecks/node`).
 fn alarm_state(st: &ApiState) -> Response {
-    if st.broker.memory_alarm() {
+    let alarms = alarms_in_effect(st);
+    if !alarms.is_empty() {
+        let names: Vec<&str> = alarms.iter().map(|a| a.resource()).collect();
         return health(
             StatusCode::SERVICE_UNAVAILABLE,
-            Some("resource alarm(s) in effect: memory".into()),
+            Some(format!("resource alarm(s) in effect: {}", names.join(", "))),
         );
     }
     health(StatusCode::OK, None)
 }
 
-/// GET /api/health/checks/alarms and /local-alarms (one node: the same).
+/// GET /api/health/checks/alarms.
 pub(crate) async fn alarms(State(st): State<ApiState>, _user: AuthUser) -> Response {
-    alarm_state(&st)
+    alarm_check(&st, "in the cluster")
+}
+
+/// GET /api/health/checks/local-alarms (one node: the same alarms).
+pub(crate) async fn local_alarms(State(st): State<ApiState>, _user: AuthUser) -> Response {
+    alarm_check(&st, "on the node")
 }
 
 /// GET /api/healthchecks/node (and /api/healthchecks/node/{node}): RabbitMQ's older check,

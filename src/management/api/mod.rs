@@ -66,7 +66,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/healthchecks/node", get(health::node))
         .route("/api/healthchecks/node/{node}", get(health::named_node))
         .route("/api/health/checks/alarms", get(health::alarms))
-        .route("/api/health/checks/local-alarms", get(health::alarms))
+        .route("/api/health/checks/local-alarms", get(health::local_alarms))
         .route(
             "/api/health/checks/virtual-hosts",
             get(health::virtual_hosts),

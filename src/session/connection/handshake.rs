@@ -1,6 +1,10 @@
 //! The connection handshake: protocol header answered with connection.start, then start-ok
-//! (PLAIN or AMQPLAIN login), tune / tune-ok (limits checked as RabbitMQ checks them) and
-//! open / open-ok. A child of `connection`, whose state it moves forward.
+//! (PLAIN, AMQPLAIN or EXTERNAL login), tune / tune-ok (limits checked as RabbitMQ checks them)
+//! and open / open-ok. A child of `connection`, whose state it moves forward.
+//!
+//! Which mechanisms are offered is the driver's [`Mechanisms`]: EXTERNAL is a name the
+//! transport vouches for (a verified TLS client certificate), which the session only maps to a
+//! user through the access model; it knows nothing of TLS.
 //!
 //! A failed login is answered (403, RabbitMQ's text) only after the access model's delay, so
 //! a client guessing passwords gets no fast oracle: the refusal waits as a deadline that
@@ -9,9 +13,9 @@
 //! and the user's permission in the vhost (530), and compiles the connection's
 //! [`crate::broker::Grant`].
 
-use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State, short};
-use crate::broker::Now;
+use super::{ClientCaps, Connection, SILENT_CLOSE_DELAY, State};
 use crate::broker::access::LoginError;
+use crate::broker::{Now, User};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{FRAME_MIN_SIZE, Frame, encode_method};
 use crate::protocol::method::*;
@@ -20,13 +24,57 @@ use crate::session::error::AmqpError;
 use bytes::{BufMut, BytesMut};
 use std::time::Duration;
 
+/// The SASL mechanisms a connection offers in connection.start, set by the driver from the
+/// configuration and the transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mechanisms {
+    /// PLAIN (user and password).
+    pub plain: bool,
+    /// AMQPLAIN (user and password in a field table).
+    pub amqplain: bool,
+    /// EXTERNAL (RabbitMQ's `rabbit_auth_mechanism_ssl`): offered when `Some`, which the driver
+    /// sets on TLS connections when EXTERNAL is configured, with the user name the verified
+    /// client certificate maps to, or why there is none (logged; the client gets RabbitMQ's
+    /// refusal). RabbitMQ offers it on every TLS connection, with or without a certificate.
+    pub external: Option<Result<String, String>>,
+}
+
+impl Default for Mechanisms {
+    /// PLAIN and AMQPLAIN, RabbitMQ's default `auth_mechanisms`.
+    fn default() -> Self {
+        Mechanisms {
+            plain: true,
+            amqplain: true,
+            external: None,
+        }
+    }
+}
+
+impl Mechanisms {
+    /// The mechanisms field of connection.start, in RabbitMQ 3.10's order (recorded in
+    /// `tests/fixtures/rabbitmq-3.10/tls.json`): `EXTERNAL AMQPLAIN PLAIN`.
+    fn offered(&self) -> String {
+        let names = [
+            (self.external.is_some(), "EXTERNAL"),
+            (self.amqplain, "AMQPLAIN"),
+            (self.plain, "PLAIN"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        on.join(" ")
+    }
+}
+
 impl Connection {
     pub(super) fn start(&mut self) {
         let m = ConnectionStart {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+            mechanisms: LongStr::from(self.mechanisms.offered().as_str()),
             locales: LongStr::from("en_US"),
         };
         encode_method(0, &m.into(), self.out.buf());
@@ -85,17 +133,25 @@ impl Connection {
             )
             .on(10, 11)
         };
-        let (user, pass) = match m.mechanism.as_str() {
-            "PLAIN" => {
+        let access = self.broker.access();
+        let loopback = self.info.peer.ip().is_loopback();
+        let (user, result) = match m.mechanism.as_str() {
+            "EXTERNAL" if self.mechanisms.external.is_some() => match self.external_name() {
+                Some(name) => (name.clone(), access.authenticate_external(&name, loopback)),
+                None => (String::new(), Err(LoginError::BadCredentials)),
+            },
+            "PLAIN" if self.mechanisms.plain => {
                 // authzid \0 authcid \0 password
                 let mut parts = m.response.as_bytes().split(|&b| b == 0);
                 let (_, u, p) = (parts.next(), parts.next(), parts.next());
                 match (u.map(std::str::from_utf8), p.map(std::str::from_utf8)) {
-                    (Some(Ok(u)), Some(Ok(p))) => (u.to_string(), p.to_string()),
+                    (Some(Ok(u)), Some(Ok(p))) => {
+                        (u.to_string(), access.authenticate(u, p, loopback))
+                    }
                     _ => return Err(refused()),
                 }
             }
-            "AMQPLAIN" => {
+            "AMQPLAIN" if self.mechanisms.amqplain => {
                 // A field table without its length prefix.
                 let mut b = BytesMut::with_capacity(m.response.len() + 4);
                 b.put_u32(u32::try_from(m.response.len()).unwrap_or(u32::MAX));
@@ -103,7 +159,10 @@ impl Connection {
                 let t = decode_table(&b.freeze()).map_err(|_| refused())?;
                 let get = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
                 match (get("LOGIN"), get("PASSWORD")) {
-                    (Some(u), Some(p)) => (u, p),
+                    (Some(u), Some(p)) => {
+                        let r = access.authenticate(&u, &p, loopback);
+                        (u, r)
+                    }
                     _ => return Err(refused()),
                 }
             }
@@ -114,13 +173,12 @@ impl Connection {
                 ));
             }
         };
-        let access = self.broker.access();
-        let u = match access.authenticate(&user, &pass, self.info.peer.ip().is_loopback()) {
+        let u = match result {
             Ok(u) => u,
             Err(why) => {
                 match why {
                     LoginError::BadCredentials => {
-                        tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, "login refused: bad credentials")
+                        tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, user = %user, mechanism = %m.mechanism, "login refused: bad credentials")
                     }
                     LoginError::LoopbackOnly => {
                         tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "login refused: user '{user}' can only connect via localhost")
@@ -130,6 +188,25 @@ impl Connection {
                 return Ok(());
             }
         };
+        self.logged_in(u);
+        Ok(())
+    }
+
+    /// EXTERNAL: the user name the transport's verified peer certificate gives; `None` (refused)
+    /// without a certificate or when no name could be read from it, as RabbitMQ.
+    fn external_name(&self) -> Option<String> {
+        match &self.mechanisms.external {
+            Some(Ok(name)) => Some(name.clone()),
+            Some(Err(why)) => {
+                tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, reason = %why, "EXTERNAL login refused");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A login succeeded: connection.tune.
+    fn logged_in(&mut self, u: User) {
         *self.info.user.write().unwrap_or_else(|e| e.into_inner()) = u.name.clone();
         self.user = Some(u);
         let l = self.broker.limits();
@@ -140,7 +217,6 @@ impl Connection {
         };
         encode_method(0, &m.into(), self.out.buf());
         self.state = State::TuneOk;
-        Ok(())
     }
 
     /// connection.tune-ok: the client's values must be within ours, as RabbitMQ checks them
@@ -194,23 +270,10 @@ impl Connection {
             "connection open"
         );
         self.vhost = Some(vh);
-        if self.broker.memory_alarm() {
-            self.blocked = Some(crate::broker::MEMORY_ALARM_REASON.to_string());
-        }
+        self.blocked = self.broker.blocked_reason();
         encode_method(0, &ConnectionOpenOk::default().into(), self.out.buf());
         self.state = State::Running;
         self.close_deadline = None;
-        if let Some(r) = self
-            .blocked
-            .clone()
-            .filter(|_| self.caps.connection_blocked)
-        {
-            encode_method(
-                0,
-                &ConnectionBlocked { reason: short(&r) }.into(),
-                self.out.buf(),
-            );
-        }
         Ok(())
     }
 }

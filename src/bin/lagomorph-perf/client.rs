@@ -439,7 +439,18 @@ impl Conn {
         name: &str,
         durable: bool,
         passive: bool,
+        args: &[(String, String)],
     ) -> Result<u32> {
+        let mut arguments = FieldTable::new();
+        for (k, v) in args {
+            let value = match (v.parse::<i64>(), v.as_str()) {
+                (Ok(n), _) => FieldValue::I64(n),
+                (_, "true") => FieldValue::Bool(true),
+                (_, "false") => FieldValue::Bool(false),
+                _ => FieldValue::LongStr(LongStr::from(v.as_str())),
+            };
+            arguments.insert(short(k)?, value);
+        }
         let m = Method::QueueDeclare(QueueDeclare {
             reserved_1: 0,
             queue: short(name)?,
@@ -448,7 +459,7 @@ impl Conn {
             exclusive: false,
             auto_delete: false,
             no_wait: false,
-            arguments: FieldTable::new(),
+            arguments,
         });
         match self.rpc(channel, m).await? {
             Method::QueueDeclareOk(ok) => Ok(ok.message_count),

@@ -325,7 +325,7 @@ async fn declare(setup: &mut Conn, topo: &Topology) -> crate::client::Result<()>
     }
     for q in &topo.queues {
         setup
-            .queue_declare(SETUP_CHANNEL, q, topo.durable, false)
+            .queue_declare(SETUP_CHANNEL, q, topo.durable, false, &topo.queue_args)
             .await?;
         setup.queue_purge(SETUP_CHANNEL, q).await?;
     }
@@ -433,7 +433,7 @@ async fn wait_for_backlog(
         let mut ok = true;
         for (q, w) in topo.queues.iter().zip(want) {
             let n = setup
-                .queue_declare(SETUP_CHANNEL, q, topo.durable, true)
+                .queue_declare(SETUP_CHANNEL, q, topo.durable, true, &[])
                 .await
                 .map_err(|e| format!("checking {q}: {e}"))?;
             total += u64::from(n);

@@ -29,6 +29,8 @@ pub(crate) struct Topology {
     pub(crate) bindings: Vec<(usize, String)>,
     /// Route of producer i.
     pub(crate) routes: Vec<Route>,
+    /// Queue arguments (`--queue-arg`), as given.
+    pub(crate) queue_args: Vec<(String, String)>,
 }
 
 impl Topology {
@@ -89,6 +91,7 @@ impl Topology {
             queues,
             bindings,
             routes,
+            queue_args: a.queue_args.clone(),
         }
     }
 

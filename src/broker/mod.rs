@@ -400,6 +400,11 @@ impl Broker {
         &self.inner.shared.commit
     }
 
+    /// Damaged store records moved aside (quarantined) so far, this run and earlier ones.
+    pub fn quarantined_records(&self) -> u64 {
+        self.inner.shared.store.quarantined()
+    }
+
     /// Broker-wide counters.
     pub fn stats(&self) -> &BrokerStats {
         &self.inner.shared.stats

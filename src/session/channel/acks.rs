@@ -55,6 +55,11 @@ impl Channel {
                 mid,
             )
         };
+        // The common case: acking the oldest delivery, one at a time.
+        if !multiple && self.unacked.front().is_some_and(|u| u.tag == tag) {
+            out.extend(self.unacked.pop_front().map(|u| (u, how)));
+            return Ok(());
+        }
         let range = if multiple {
             if tag == 0 {
                 0..self.unacked.len()

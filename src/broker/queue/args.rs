@@ -380,6 +380,16 @@ impl QueueArgs {
         }
     }
 
+    /// `x-max-priority` (checked at declare to be 0-255); `None` without it. RabbitMQ 3.10
+    /// makes a queue with `x-max-priority: 0` a priority queue of one level, which orders as a
+    /// plain queue: so does this.
+    pub fn max_priority(&self) -> Option<u8> {
+        self.raw
+            .get("x-max-priority")
+            .and_then(int_arg)
+            .and_then(|n| u8::try_from(n).ok())
+    }
+
     fn values_of(raw: &FieldTable) -> FeatureValues {
         let num = |k: &str| {
             raw.get(k)

@@ -18,12 +18,13 @@
 //!   541.
 //!
 //! Files: [`args`] (argument checks, equivalence, policy resolution), [`ready`] (the ready
-//! list), [`consumers`] (consumer selection), [`outcome`] (what operations return),
+//! list), [`lanes`] (ready lists by priority), [`consumers`] (consumer selection), [`outcome`] (what operations return),
 //! [`classic`] (the classic queue type).
 
 pub mod args;
 pub mod classic;
 pub mod consumers;
+pub mod lanes;
 pub mod outcome;
 pub mod ready;
 

@@ -280,6 +280,7 @@ impl VHost {
             window: self.shared.window,
             budget: Arc::clone(&self.shared.budget),
             timers: Arc::clone(&self.shared.timers),
+            max_priority: args.max_priority(),
         };
         let imp = ClassicQueue::new(
             Arc::clone(name),

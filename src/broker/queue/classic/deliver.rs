@@ -29,7 +29,7 @@ impl ClassicQueue {
         fx: &mut Followups,
     ) {
         while !st.consumers.is_empty() {
-            if st.ready.wants_refill(&self.deps.window) {
+            if st.ready.wants_refill() {
                 work.refill = true;
             }
             let Some(head) = st.ready.front() else {
@@ -268,7 +268,7 @@ impl ClassicQueue {
                                 work.delivered.push(qm.id);
                             }
                         }
-                        if st.ready.wants_refill(&self.deps.window) {
+                        if st.ready.wants_refill() {
                             work.refill = true;
                         }
                         Self::rearm(&mut st, now, &mut work);

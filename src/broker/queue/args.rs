@@ -390,6 +390,14 @@ impl QueueArgs {
             .and_then(|n| u8::try_from(n).ok())
     }
 
+    /// `x-single-active-consumer: true`.
+    pub fn single_active(&self) -> bool {
+        matches!(
+            self.raw.get("x-single-active-consumer"),
+            Some(FieldValue::Bool(true))
+        )
+    }
+
     fn values_of(raw: &FieldTable) -> FeatureValues {
         let num = |k: &str| {
             raw.get(k)
@@ -489,6 +497,42 @@ fn describe(v: Option<&FieldValue>) -> String {
     match v {
         None => "none".into(),
         Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+    }
+}
+
+/// basic.consume's arguments as this broker reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerArgs {
+    /// `x-priority` (0 when absent).
+    pub priority: i32,
+    /// `x-browse`: deliver copies, leave the messages in the queue.
+    pub browse: bool,
+}
+
+impl ConsumerArgs {
+    /// Checks basic.consume's arguments as RabbitMQ 3.10's `check_consume_arguments` does
+    /// (`x-priority` must be an integer: 406 with its text) and reads them. `x-browse` is ours
+    /// and must be a boolean.
+    pub fn parse(t: &FieldTable, queue: &str, vhost: &str) -> BrokerResult<ConsumerArgs> {
+        let bad = |key: &str, term: String| {
+            BrokerError::PreconditionFailed(format!(
+                "invalid arg '{key}' for {}: {term}",
+                resource(queue, vhost)
+            ))
+        };
+        let priority = match t.get("x-priority") {
+            None => 0,
+            Some(v) => {
+                let n = int_or_err(v).map_err(|e| bad("x-priority", e))?;
+                i32::try_from(n.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(0)
+            }
+        };
+        let browse = match t.get("x-browse") {
+            None => false,
+            Some(FieldValue::Bool(b)) => *b,
+            Some(v) => return Err(bad("x-browse", unacceptable(v))),
+        };
+        Ok(ConsumerArgs { priority, browse })
     }
 }
 

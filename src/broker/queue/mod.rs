@@ -4,8 +4,8 @@
 //!
 //! The rest of the broker talks to a queue only through [`Queue`]'s methods, which forward to
 //! its type: push, consume and cancel, dispatch, settle, get, purge, tick, counts and info.
-//! Classic queues ([`classic`]) are the one type today; stream, replicated or priority queues
-//! plug in as other implementations of [`QueueType`] without touching the code that holds an
+//! Classic queues ([`classic`], with priorities as lanes) are the one type today; stream or
+//! replicated queues plug in as other implementations of [`QueueType`] without touching the code that holds an
 //! `Arc<Queue>`.
 //!
 //! Rules every type follows (STYLE.md §5):
@@ -18,8 +18,8 @@
 //!   541.
 //!
 //! Files: [`args`] (argument checks, equivalence, policy resolution), [`ready`] (the ready
-//! list), [`lanes`] (ready lists by priority), [`consumers`] (consumer selection), [`outcome`] (what operations return),
-//! [`classic`] (the classic queue type).
+//! list), [`lanes`] (ready lists by priority), [`consumers`] (consumer selection),
+//! [`outcome`] (what operations return), [`classic`] (the classic queue type).
 
 pub mod args;
 pub mod classic;
@@ -37,7 +37,7 @@ use super::message::{Message, QueuedMessage};
 use super::time::Now;
 use crate::storage::StoreError;
 
-pub use args::{FeatureValues, Overflow, QueueArgs, QueueSettings};
+pub use args::{ConsumerArgs, FeatureValues, Overflow, QueueArgs, QueueSettings};
 pub use outcome::{Counts, DeadLetter, Followups, GetResult, Pushed, Reason, Settle};
 
 /// Counters for management and metrics: updated with relaxed atomics, never under a lock.

@@ -281,6 +281,7 @@ impl VHost {
             budget: Arc::clone(&self.shared.budget),
             timers: Arc::clone(&self.shared.timers),
             max_priority: args.max_priority(),
+            single_active: args.single_active(),
         };
         let imp = ClassicQueue::new(
             Arc::clone(name),

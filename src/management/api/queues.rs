@@ -1,6 +1,6 @@
 //! Queues: listing, declare, delete, purge and get.
 
-use super::connections::consumer_dto;
+use super::connections::{activity, consumer_dto};
 use super::{ApiState, authorize, connection_name, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::access::{Perm, Resource};
 use crate::broker::queue::Settle;
@@ -61,6 +61,11 @@ fn queue_dto(
         operator_policy: applied.operator_policy,
         effective_policy_definition: Value::Object(applied.definition),
         exclusive_consumer_tag: None,
+        single_active_consumer_tag: q
+            .args
+            .single_active()
+            .then(|| q.consumers().first().map(|c| c.tag.to_string()))
+            .flatten(),
         consumers: consumers as u64,
         memory: QUEUE_BASE_MEMORY + counts.memory as u64,
         message_bytes: ready_bytes as u64,
@@ -179,9 +184,11 @@ pub(crate) async fn show(
     let consumers: Vec<Value> = queue
         .consumers()
         .iter()
-        .filter_map(|h| {
+        .enumerate()
+        .filter_map(|(i, h)| {
             let ci = conns.get(&h.conn)?;
-            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h)))
+            let act = activity(&queue, i);
+            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h, act)))
         })
         .collect();
     if let Value::Object(m) = &mut value {

@@ -3,6 +3,7 @@
 
 use crate::broker::access::{Perm, Resource};
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
+use crate::broker::queue::ConsumerArgs;
 use crate::broker::vhost::generate_name;
 use crate::broker::{Credit, Delivery, PublishRequest};
 use crate::protocol::ReplyCode;
@@ -49,6 +50,7 @@ impl Channel {
             .authorize(Perm::Read, Resource::Queue(queue))
             .map_err(on)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
+        let args = ConsumerArgs::parse(&m.arguments, queue, &ctx.vhost.name).map_err(on)?;
         let tag = if m.consumer_tag.is_empty() {
             ShortStr::try_from(generate_name("amq.ctag-")).unwrap_or_default()
         } else {
@@ -69,6 +71,8 @@ impl Channel {
             conn: ctx.conn,
             no_ack: m.no_ack,
             exclusive: m.exclusive,
+            priority: args.priority,
+            browse: args.browse,
             prefetch: Arc::clone(&prefetch),
             channel_credit: Arc::clone(&self.credit),
             transit: Arc::clone(&transit),
@@ -110,6 +114,9 @@ impl Channel {
             ctx.vhost
                 .cancel(&c.queue, ctx.conn, self.id, &m.consumer_tag, ctx.now)
                 .map_err(store_failure)?;
+            // A single active consumer's successor, or lower-priority consumers, may take
+            // what it left.
+            dispatch(ctx, &c.queue)?;
         }
         if !m.no_wait {
             ctx.send(

@@ -54,6 +54,8 @@ pub(crate) struct Deps {
     pub(crate) timers: Arc<Timers>,
     /// `x-max-priority`: one ready lane per level up to it (`None`: one lane).
     pub(crate) max_priority: Option<u8>,
+    /// `x-single-active-consumer`.
+    pub(crate) single_active: bool,
 }
 
 /// See the module docs.
@@ -153,13 +155,14 @@ impl ClassicQueue {
         };
         let lanes = deps.max_priority.map_or(1, |m| usize::from(m) + 1);
         let ready = Lanes::new(deps.max_priority, deps.window);
+        let consumers = Consumers::new(deps.single_active);
         ClassicQueue {
             name,
             vhost,
             deps,
             state: Mutex::new(State {
                 ready,
-                consumers: Consumers::default(),
+                consumers,
                 unacked: 0,
                 settings,
                 next_id,

@@ -353,3 +353,238 @@ async fn management_shows_the_single_active_consumer() {
     assert_eq!(q["consumer_details"][0]["activity_status"], "single_active");
     token.cancel();
 }
+
+// ---- consumer acknowledgement timeout -------------------------------------------------------
+
+mod timeout {
+    use super::support::raw::{Event, Raw};
+    use super::support::{self, rabbitmq, within};
+    use super::*;
+    use lagomorph::broker::{BrokerOptions, Limits};
+    use lagomorph::protocol::frame::Frame;
+    use lagomorph::protocol::method::*;
+    use lagomorph::protocol::types::{FieldTable as Table, FieldValue, ShortStr};
+    use std::time::{Duration, Instant};
+
+    fn short(s: &str) -> ShortStr {
+        ShortStr::try_from(s).expect("short string")
+    }
+
+    fn with_timeout(ms: Option<u64>) -> BrokerOptions {
+        BrokerOptions {
+            limits: Limits {
+                consumer_timeout: ms.map(Duration::from_millis),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// RabbitMQ's text (consumers.json, consumer_timeout_text) for `channel` and `ms`.
+    fn rabbitmq_text(channel: u16, ms: u64) -> String {
+        let want = &rabbitmq("consumers")["consumer_timeout_text"];
+        want["text"]
+            .as_str()
+            .expect("text")
+            .replace("channel 1", &format!("channel {channel}"))
+            .replace("1800000 ms", &format!("{ms} ms"))
+    }
+
+    /// Declares `queue` with `args`, publishes one message and consumes it with acks on
+    /// channel `ch`; returns when the delivery arrived.
+    async fn consume_one(r: &mut Raw, ch: u16, queue: &str, args: Table) -> Instant {
+        r.open_channel(ch).await;
+        let ok = r
+            .call(
+                ch,
+                QueueDeclare {
+                    queue: short(queue),
+                    arguments: args,
+                    ..Default::default()
+                }
+                .into(),
+            )
+            .await;
+        assert!(matches!(ok, Method::QueueDeclareOk(_)), "{ok:?}");
+        r.publish(ch, "", queue, b"m", false).await;
+        r.send(
+            ch,
+            BasicConsume {
+                queue: short(queue),
+                consumer_tag: short("c"),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .await;
+        loop {
+            match r.recv().await {
+                Frame::Method {
+                    method: Method::BasicDeliver(_),
+                    ..
+                } => return Instant::now(),
+                Frame::Method {
+                    method: Method::ChannelClose(c),
+                    ..
+                } => panic!("channel closed: {} {}", c.reply_code, c.reply_text),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits (bounded) for the broker's channel.close on `ch`; answers close-ok.
+    async fn closed(r: &mut Raw, ch: u16) -> ChannelClose {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match r.next_event(left).await {
+                Event::Frame(Frame::Method {
+                    channel,
+                    method: Method::ChannelClose(c),
+                }) if channel == ch => {
+                    r.send(ch, ChannelCloseOk.into()).await;
+                    return c;
+                }
+                Event::Frame(_) => continue,
+                other => panic!("no channel.close: {other:?}"),
+            }
+        }
+    }
+
+    async fn ready(r: &mut Raw, ch: u16, queue: &str) -> u32 {
+        match r
+            .call(
+                ch,
+                QueueDeclare {
+                    queue: short(queue),
+                    passive: true,
+                    ..Default::default()
+                }
+                .into(),
+            )
+            .await
+        {
+            Method::QueueDeclareOk(ok) => ok.message_count,
+            m => panic!("expected declare-ok, got {m:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unacked_delivery_past_the_timeout_closes_the_channel_and_is_requeued() {
+        let b = support::start_with(with_timeout(Some(300))).await;
+        let mut r = Raw::connect(b.addr).await;
+        let sent = consume_one(&mut r, 3, "slow", Table::default()).await;
+        let c = closed(&mut r, 3).await;
+        let took = sent.elapsed();
+        assert_eq!(
+            (
+                c.reply_code,
+                c.reply_text.to_string(),
+                c.class_id,
+                c.method_id
+            ),
+            (406, rabbitmq_text(3, 300), 0, 0)
+        );
+        assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+        r.open_channel(4).await;
+        assert_eq!(ready(&mut r, 4, "slow").await, 1, "requeued");
+        // The connection and its other channels stay open.
+        assert_eq!(ready(&mut r, 4, "slow").await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queue_argument_or_a_policy_sets_the_timeout() {
+        // The broker's own timeout is off; the queue's argument applies.
+        let b = support::start_with(with_timeout(None)).await;
+        let mut r = Raw::connect(b.addr).await;
+        let args = Table(vec![(short("x-consumer-timeout"), FieldValue::I32(200))]);
+        consume_one(&mut r, 1, "arg-timeout", args).await;
+        let c = closed(&mut r, 1).await;
+        assert_eq!(c.reply_text.to_string(), rabbitmq_text(1, 200));
+        // A policy's consumer-timeout.
+        let vh = b.broker.vhost("/").expect("vhost");
+        let p = lagomorph::broker::policy::build(
+            lagomorph::broker::policy::PolicyKind::Policy,
+            "/",
+            "ct",
+            "^pol-",
+            Some("queues"),
+            None,
+            &serde_json::json!({"consumer-timeout": 250}),
+        )
+        .expect("policy");
+        vh.put_policy(
+            lagomorph::broker::policy::PolicyKind::Policy,
+            p,
+            support_now(),
+        )
+        .expect("set policy");
+        consume_one(&mut r, 2, "pol-timeout", Table::default()).await;
+        let c = closed(&mut r, 2).await;
+        assert_eq!(c.reply_text.to_string(), rabbitmq_text(2, 250));
+        // Without either, nothing closes.
+        consume_one(&mut r, 5, "no-timeout", Table::default()).await;
+        loop {
+            match r.next_event(Duration::from_millis(600)).await {
+                Event::Silent => break,
+                Event::Frame(Frame::Header { .. } | Frame::Body { .. }) => continue,
+                other => panic!("expected nothing more, got {other:?}"),
+            }
+        }
+    }
+
+    fn support_now() -> lagomorph::broker::Now {
+        lagomorph::clock::now()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acked_in_time_nothing_happens_and_lapin_sees_the_close() {
+        let b = support::start_with(with_timeout(Some(400))).await;
+        let (_c, ch) = b.channel().await;
+        declare(&ch, "lapin-timeout", FieldTable::default()).await;
+        let mut c = consume(&ch, "lapin-timeout", "c", false, FieldTable::default()).await;
+        within(ch.basic_publish(
+            "".into(),
+            "lapin-timeout".into(),
+            BasicPublishOptions::default(),
+            b"a",
+            BasicProperties::default(),
+        ))
+        .await
+        .expect("publish");
+        let d = next(&mut c).await;
+        within(d.ack(BasicAckOptions::default()))
+            .await
+            .expect("ack");
+        sync(&ch, "lapin-timeout").await;
+        within(ch.basic_publish(
+            "".into(),
+            "lapin-timeout".into(),
+            BasicPublishOptions::default(),
+            b"b",
+            BasicProperties::default(),
+        ))
+        .await
+        .expect("publish");
+        let d = next(&mut c).await;
+        assert_eq!(text(&d), "b");
+        // Not acked: the channel goes (polled with a deadline), the message is requeued.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ch.status().connected() {
+            assert!(Instant::now() < deadline, "channel never closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ch2 = within(_c.create_channel()).await.expect("channel");
+        let ok = within(ch2.queue_declare(
+            "lapin-timeout".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .expect("passive");
+        assert_eq!(ok.message_count(), 1);
+    }
+}

@@ -72,6 +72,8 @@ pub struct FeatureValues {
     pub overflow: Option<Overflow>,
     /// `delivery-limit`.
     pub delivery_limit: Option<u64>,
+    /// `consumer-timeout`, milliseconds (`x-consumer-timeout`).
+    pub consumer_timeout: Option<u64>,
 }
 
 impl FeatureValues {
@@ -93,6 +95,7 @@ impl FeatureValues {
             max_length_bytes: min_opt(self.max_length_bytes, op.max_length_bytes),
             overflow: self.overflow.or(op.overflow),
             delivery_limit: min_opt(self.delivery_limit, op.delivery_limit),
+            consumer_timeout: self.consumer_timeout.or(op.consumer_timeout),
         }
     }
 }
@@ -123,6 +126,9 @@ pub struct QueueSettings {
     pub overflow: Overflow,
     /// Most returns of a message before it is dead-lettered (`delivery_limit`).
     pub delivery_limit: Option<u64>,
+    /// How long a delivery may stay unacknowledged, milliseconds (none: the broker's
+    /// `consumer_timeout`).
+    pub consumer_timeout: Option<u64>,
 }
 
 impl QueueSettings {
@@ -144,6 +150,7 @@ impl QueueSettings {
             max_length_bytes: min_opt(args.max_length_bytes, policy.max_length_bytes),
             overflow: args.overflow.or(policy.overflow).unwrap_or_default(),
             delivery_limit: min_opt(args.delivery_limit, policy.delivery_limit),
+            consumer_timeout: min_opt(args.consumer_timeout, policy.consumer_timeout),
         }
     }
 
@@ -417,6 +424,9 @@ impl QueueArgs {
                 .and_then(FieldValue::as_str)
                 .and_then(Overflow::parse),
             delivery_limit: num("x-delivery-limit"),
+            // Not checked at declare: RabbitMQ 3.10 accepts any value (it does not know the
+            // key); a non-integer one is ignored.
+            consumer_timeout: num("x-consumer-timeout"),
         }
     }
 

@@ -190,6 +190,8 @@ pub struct Queue {
     /// Counters.
     pub stats: QueueStats,
     policy: RwLock<AppliedPolicy>,
+    /// The settings' `consumer_timeout` (`u64::MAX`: none), read per delivery without a lock.
+    consumer_timeout: AtomicU64,
     imp: Box<dyn QueueType>,
 }
 
@@ -204,6 +206,7 @@ impl Queue {
         args: QueueArgs,
         imp: Box<dyn QueueType>,
     ) -> Arc<Queue> {
+        let consumer_timeout = AtomicU64::new(imp.settings().consumer_timeout.unwrap_or(u64::MAX));
         Arc::new(Queue {
             name,
             vhost,
@@ -213,6 +216,7 @@ impl Queue {
             args,
             stats: QueueStats::default(),
             policy: RwLock::new(AppliedPolicy::default()),
+            consumer_timeout,
             imp,
         })
     }
@@ -302,6 +306,10 @@ impl Queue {
     ) -> Result<(), StoreError> {
         let settings = QueueSettings::resolve(&self.args.values, &applied.values);
         self.record_policy(applied);
+        self.consumer_timeout.store(
+            settings.consumer_timeout.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if settings != self.imp.settings() {
             self.imp.apply_settings(self, settings, now, fx)?;
         }
@@ -329,6 +337,18 @@ impl Queue {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How long its deliveries may stay unacknowledged, milliseconds (`x-consumer-timeout`
+    /// or policy `consumer-timeout`); `None`: the broker's `consumer_timeout` applies.
+    pub fn consumer_timeout(&self) -> Option<u64> {
+        match self
+            .consumer_timeout
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            u64::MAX => None,
+            ms => Some(ms),
+        }
     }
 
     /// The settings it runs with (arguments resolved against policies).

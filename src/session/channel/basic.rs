@@ -178,9 +178,11 @@ impl Channel {
         if !m.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
+                timeout: q.consumer_timeout(),
                 queue: q,
                 msg: got.message,
                 prefetch: None,
+                at: ctx.now.mono,
             });
         }
         Ok(())
@@ -296,6 +298,8 @@ impl Channel {
         if !d.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
+                timeout: d.queue.consumer_timeout(),
+                at: ctx.now.mono,
                 queue: d.queue,
                 msg: d.message,
                 prefetch: Some(Arc::clone(&c.prefetch)),

@@ -38,6 +38,7 @@ use super::time::Now;
 use crate::storage::StoreError;
 
 pub use args::{ConsumerArgs, FeatureValues, Overflow, QueueArgs, QueueSettings};
+pub use classic::browse::{Browsed, MAX_BROWSE_REACH};
 pub use outcome::{Counts, DeadLetter, Followups, GetResult, Pushed, Reason, Settle};
 
 /// Counters for management and metrics: updated with relaxed atomics, never under a lock.
@@ -168,6 +169,9 @@ pub trait QueueType: Send + Sync + std::fmt::Debug {
     /// Its consumers, for listings.
     fn consumers(&self) -> Vec<ConsumerHandle>;
     /// The type's name in management (`classic`).
+    /// Up to `count` ready messages from position `offset` in delivery order, left in the
+    /// queue unchanged (not taken, reordered or marked redelivered).
+    fn browse(&self, offset: usize, count: usize) -> Result<Browsed, StoreError>;
     fn kind(&self) -> &'static str;
 }
 
@@ -324,6 +328,11 @@ impl Queue {
     /// See [`QueueType::touch`].
     pub fn touch(self: &Arc<Self>, now: Now) {
         self.imp.touch(self, now);
+    }
+
+    /// See [`QueueType::browse`].
+    pub fn browse(&self, offset: usize, count: usize) -> Result<Browsed, StoreError> {
+        self.imp.browse(offset, count)
     }
 
     /// See [`QueueType::forget_stored`].

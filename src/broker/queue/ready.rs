@@ -58,6 +58,11 @@ impl ReadyList {
         self.items.front()
     }
 
+    /// The messages in memory, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.items.iter()
+    }
+
     /// True when the message with `id` is above every id in memory, so it may be paged.
     pub fn may_page(&self, id: u64) -> bool {
         id > self.max_mem_id

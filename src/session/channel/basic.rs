@@ -2,8 +2,9 @@
 //! and deliveries from the broker to this channel's consumers.
 
 use crate::broker::access::{Perm, Resource};
+use crate::broker::consumer::Outbound;
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
-use crate::broker::queue::ConsumerArgs;
+use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
 use crate::broker::vhost::generate_name;
 use crate::broker::{Credit, Delivery, PublishRequest};
 use crate::protocol::ReplyCode;
@@ -63,6 +64,9 @@ impl Channel {
             )
             .on(class, mid));
         }
+        if args.browse {
+            return self.browse_consume(ctx, m, q, tag);
+        }
         let prefetch = Credit::new(self.consumer_prefetch);
         let transit = Credit::new(TRANSIT_LIMIT);
         let handle = ConsumerHandle {
@@ -102,6 +106,77 @@ impl Channel {
             },
         );
         dispatched
+    }
+
+    /// basic.consume with `x-browse: true` (Lagomorph's own): the consumer receives copies of
+    /// the queue's ready messages as they are now, in delivery order (at most
+    /// [`MAX_BROWSE_REACH`]), which stay in the queue untouched; then the broker cancels it
+    /// (basic.cancel, so the client knows the browse is complete). Copies are not
+    /// acknowledged, so the consumer must be no-ack (406 otherwise). The consumer is not
+    /// registered with the queue: it takes nothing and no new messages.
+    fn browse_consume(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: BasicConsume,
+        q: Arc<crate::broker::Queue>,
+        tag: ShortStr,
+    ) -> Result<(), AmqpError> {
+        let (ch, class, mid) = (self.id, BasicConsume::CLASS_ID, BasicConsume::METHOD_ID);
+        if !m.no_ack {
+            return Err(AmqpError::channel(
+                ch,
+                ReplyCode::PreconditionFailed,
+                "x-browse requires no-ack: browsed messages are copies and are not acknowledged",
+            )
+            .on(class, mid));
+        }
+        if m.exclusive {
+            return Err(AmqpError::channel(
+                ch,
+                ReplyCode::PreconditionFailed,
+                "x-browse consumers cannot be exclusive",
+            )
+            .on(class, mid));
+        }
+        let browsed = ctx
+            .vhost
+            .browse(&q, 0, MAX_BROWSE_REACH)
+            .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
+        if !m.no_wait {
+            ctx.send(
+                ch,
+                &BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                }
+                .into(),
+            );
+        }
+        ctx.info.consumers_changed(1);
+        // The copies and the end go through the mailbox, after consume-ok, like any delivery
+        // (a cancel by the client meanwhile drops the rest).
+        for message in browsed.messages {
+            let _ = ctx.mailbox.send(Outbound::Deliver(Delivery {
+                queue: Arc::clone(&q),
+                channel: ch,
+                consumer_tag: tag.clone(),
+                message,
+                no_ack: true,
+                copy: true,
+            }));
+        }
+        let _ = ctx.mailbox.send(Outbound::ConsumerCancelled {
+            channel: ch,
+            consumer_tag: tag.clone(),
+        });
+        self.consumers.insert(
+            tag,
+            ConsumerState {
+                queue: q,
+                prefetch: Credit::new(0),
+                transit: Credit::new(0),
+            },
+        );
+        Ok(())
     }
 
     pub(super) fn basic_cancel(

@@ -91,6 +91,7 @@ impl ClassicQueue {
             consumer_tag: c.tag.clone(),
             message: qm,
             no_ack,
+            copy: false,
         };
         if let Err(returned) = c.mailbox.send(Outbound::Deliver(delivery)) {
             c.unreserve();

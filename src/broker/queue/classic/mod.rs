@@ -13,8 +13,10 @@
 //!
 //! # Files
 //! `enqueue` (push, overflow, TTL at the head, ticks, settings), `deliver` (dispatch,
-//! consume/cancel, settle, get), `paging` (spill tail, refill), `recovery` (startup).
+//! consume/cancel, settle, get), `paging` (spill tail, refill), `recovery` (startup),
+//! [`browse`] (reading without taking).
 
+pub mod browse;
 mod deliver;
 mod enqueue;
 mod paging;
@@ -465,6 +467,10 @@ impl super::QueueType for ClassicQueue {
 
     fn kind(&self) -> &'static str {
         "classic"
+    }
+
+    fn browse(&self, offset: usize, count: usize) -> Result<browse::Browsed, StoreError> {
+        self.browse_messages(offset, count)
     }
 }
 

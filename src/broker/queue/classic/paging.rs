@@ -47,6 +47,24 @@ impl Pager {
         }
     }
 
+    /// Lane `lane`'s read-back lookahead and the first messages of its spill file, up to
+    /// `limit` each, left in place (browsing).
+    pub(super) fn peek_lane(
+        &mut self,
+        lane: usize,
+        limit: usize,
+    ) -> Result<(Vec<QueuedMessage>, Vec<Spilled>), StoreError> {
+        let Some(pl) = self.lanes.get_mut(lane) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let lookahead = pl.lookahead.iter().take(limit).cloned().collect();
+        let spilled = match pl.spill.as_mut() {
+            Some(s) if !s.is_empty() => s.peek(limit)?,
+            _ => Vec::new(),
+        };
+        Ok((lookahead, spilled))
+    }
+
     /// Drops the spill files (the queue is gone).
     pub(super) fn close(&mut self) {
         for l in &mut self.lanes {
@@ -62,6 +80,9 @@ impl PagerLane {
         self.spill.as_ref().map_or(0, |s| s.len())
     }
 }
+
+/// A message read from a spill file: its id and record.
+pub(super) type Spilled = (u64, crate::storage::MessageRecord);
 
 /// What one refill round reads.
 struct Plan {
@@ -80,7 +101,7 @@ struct Plan {
 const SCAN_LIMIT: usize = 16 * 1024;
 
 impl ClassicQueue {
-    fn pager(&self) -> MutexGuard<'_, Pager> {
+    pub(super) fn pager(&self) -> MutexGuard<'_, Pager> {
         self.pager.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -473,6 +494,6 @@ struct ReadBack {
 }
 
 /// The lane of a message in a queue of `lanes` lanes.
-fn lane_of(qm: &QueuedMessage, lanes: usize) -> usize {
+pub(super) fn lane_of(qm: &QueuedMessage, lanes: usize) -> usize {
     usize::from(qm.msg.properties.priority().unwrap_or(0)).min(lanes.saturating_sub(1))
 }

@@ -104,6 +104,12 @@ pub(crate) struct RunArgs {
     /// Persistent messages (delivery-mode 2) to durable queues.
     #[arg(short = 'f', long)]
     pub(crate) persistent: bool,
+    /// Declare the queues as priority queues with this `x-max-priority` (0-255).
+    #[arg(long, value_name = "MAX")]
+    pub(crate) max_priority: Option<u8>,
+    /// Give every message a random priority from 0 to N (uniform).
+    #[arg(long, value_name = "N")]
+    pub(crate) priority_random: Option<u8>,
     /// basic.qos prefetch count per consumer; 0 = unlimited.
     #[arg(short = 'q', long, default_value_t = 0)]
     pub(crate) prefetch: u16,

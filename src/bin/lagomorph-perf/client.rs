@@ -439,7 +439,14 @@ impl Conn {
         name: &str,
         durable: bool,
         passive: bool,
+        max_priority: Option<u8>,
     ) -> Result<u32> {
+        let mut arguments = FieldTable::new();
+        if let Some(p) = max_priority.filter(|_| !passive) {
+            arguments
+                .0
+                .push((short("x-max-priority")?, FieldValue::I32(i32::from(p))));
+        }
         let m = Method::QueueDeclare(QueueDeclare {
             reserved_1: 0,
             queue: short(name)?,
@@ -448,7 +455,7 @@ impl Conn {
             exclusive: false,
             auto_delete: false,
             no_wait: false,
-            arguments: FieldTable::new(),
+            arguments,
         });
         match self.rpc(channel, m).await? {
             Method::QueueDeclareOk(ok) => Ok(ok.message_count),

@@ -65,6 +65,7 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
                 rate: args.rate,
                 confirm: args.confirm,
                 persistent: args.persistent,
+                priority_random: args.priority_random,
                 limit: per_producer(i),
             }
         }),
@@ -325,7 +326,7 @@ async fn declare(setup: &mut Conn, topo: &Topology) -> crate::client::Result<()>
     }
     for q in &topo.queues {
         setup
-            .queue_declare(SETUP_CHANNEL, q, topo.durable, false)
+            .queue_declare(SETUP_CHANNEL, q, topo.durable, false, topo.max_priority)
             .await?;
         setup.queue_purge(SETUP_CHANNEL, q).await?;
     }
@@ -433,7 +434,7 @@ async fn wait_for_backlog(
         let mut ok = true;
         for (q, w) in topo.queues.iter().zip(want) {
             let n = setup
-                .queue_declare(SETUP_CHANNEL, q, topo.durable, true)
+                .queue_declare(SETUP_CHANNEL, q, topo.durable, true, None)
                 .await
                 .map_err(|e| format!("checking {q}: {e}"))?;
             total += u64::from(n);

@@ -23,6 +23,8 @@ pub(crate) struct Topology {
     pub(crate) kind: ExchangeType,
     /// Durable exchange and queues (persistent runs).
     pub(crate) durable: bool,
+    /// `x-max-priority` of the queues.
+    pub(crate) max_priority: Option<u8>,
     /// Queue names.
     pub(crate) queues: Vec<String>,
     /// (queue index, binding key).
@@ -86,6 +88,7 @@ impl Topology {
             exchange,
             kind: a.exchange_type,
             durable: a.persistent,
+            max_priority: a.max_priority,
             queues,
             bindings,
             routes,

@@ -334,3 +334,41 @@ async fn purging_a_paged_priority_queue_keeps_only_the_unacked() {
     assert!(got[0].1 && got[0].0.starts_with("9:"));
     assert_eq!(got[1], ("9:new".to_string(), false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_expires_at_the_head_of_its_own_priority() {
+    let b = support::start().await;
+    let (_c, ch) = confirming(&b).await;
+    declare(&ch, "prio-ttl", false, max_priority(5)).await;
+    publish(&ch, "prio-ttl", "high", Some(5), false).await;
+    within(
+        within(
+            ch.basic_publish(
+                "".into(),
+                "prio-ttl".into(),
+                BasicPublishOptions::default(),
+                b"low-short-lived",
+                BasicProperties::default()
+                    .with_priority(1)
+                    .with_expiration("50".into()),
+            ),
+        )
+        .await
+        .expect("publish"),
+    )
+    .await
+    .expect("confirm");
+    // The low one expires behind the high one (time-driven: polled with a deadline).
+    let q = b
+        .broker
+        .vhost("/")
+        .expect("vhost")
+        .queue("prio-ttl")
+        .expect("q");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while q.message_count() != 1 {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(bodies(&drain(&ch, "prio-ttl").await), ["high"]);
+}

@@ -114,6 +114,26 @@ impl Lanes {
         self.lanes[h].ready.pop_front()
     }
 
+    /// Takes the first in-memory message of the highest lane whose first message expired by
+    /// `now_ms` (TTL expires messages at the head of every lane, as RabbitMQ's priority
+    /// queue drops from each priority's head).
+    pub fn pop_expired(&mut self, now_ms: u64) -> Option<QueuedMessage> {
+        let lane = self
+            .lanes
+            .iter()
+            .rposition(|l| l.ready.front().is_some_and(|m| m.is_expired(now_ms)))?;
+        self.lanes[lane].ready.pop_front()
+    }
+
+    /// The earliest TTL deadline (unix ms) of the lanes' first messages in memory.
+    pub fn earliest_deadline(&self) -> Option<u64> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.ready.front().map(|m| m.expires_at))
+            .filter(|&at| at != 0)
+            .min()
+    }
+
     /// Puts a message in memory, in its place in its lane.
     pub fn insert(&mut self, qm: QueuedMessage) {
         let i = self.lane_of(&qm.msg);

@@ -185,8 +185,8 @@ impl ClassicQueue {
         Some(qm)
     }
 
-    /// Drops expired messages from the head, at most `limit`; true when it stopped at the
-    /// limit. A paged head is read back when TTLs are in use.
+    /// Drops expired messages from the head (of each priority lane), at most `limit`; true
+    /// when it stopped at the limit. A paged head is read back when TTLs are in use.
     pub(super) fn expire_head(
         &self,
         q: &Arc<Queue>,
@@ -196,15 +196,25 @@ impl ClassicQueue {
         fx: &mut Followups,
         limit: usize,
     ) -> bool {
+        if !st.ttl_seen {
+            // No message ever had a deadline: nothing to look for.
+            return false;
+        }
         let mut n = 0;
-        while st.ready.front().is_some_and(|m| m.is_expired(now.unix_ms)) {
+        while st
+            .ready
+            .earliest_deadline()
+            .is_some_and(|at| at <= now.unix_ms)
+        {
             if n == limit {
                 return true;
             }
-            if let Some(qm) = self.pop(st) {
-                self.drop_message(q, st, qm, Reason::Expired, work, fx);
-                n += 1;
-            }
+            let Some(qm) = st.ready.pop_expired(now.unix_ms) else {
+                break;
+            };
+            st.share.credit(&self.deps.budget, qm.cost());
+            self.drop_message(q, st, qm, Reason::Expired, work, fx);
+            n += 1;
         }
         if st.ttl_seen && st.ready.needs_refill() {
             work.refill = true;

@@ -279,11 +279,7 @@ impl ClassicQueue {
     /// The next time this queue needs a tick: its head's TTL, or its `x-expires` while it has
     /// no consumers.
     fn next_deadline(st: &State, now: Now) -> Option<Instant> {
-        let ttl = st
-            .ready
-            .front()
-            .filter(|m| m.expires_at != 0)
-            .map(|m| now.mono_at(m.expires_at));
+        let ttl = st.ready.earliest_deadline().map(|at| now.mono_at(at));
         let expiry = st
             .settings
             .expires

@@ -23,7 +23,7 @@ ROUNDS=3
 SECS=10
 LAT_SECS=""
 BACKLOG=1000000
-SCENARIOS="1,2,3,4,4k,5,6,7a,7b,8,9,10"
+SCENARIOS="1,2,2d,3,4,4k,5,6,7a,7b,8,9,10"
 OUT=""
 BUDGET_MIN=60
 QUICK=0
@@ -322,6 +322,7 @@ scenario_args() { # id -> the tool's arguments
     case $1 in
         1) echo "-x 1 -y 1 -a -z $SECS" ;;
         2) echo "-x 1 -y 1 -q 1000 -z $SECS" ;;
+        2d) echo "-x 1 -y 1 -q 1000 -z $SECS --queue-arg x-message-ttl=60000 --queue-arg x-dead-letter-exchange= --queue-arg x-dead-letter-routing-key=lagomorph-perf-dlq" ;;
         3) echo "-x 1 -y 1 -a -s 4096 -z $SECS" ;;
         4) echo "-x 1 -y 1 -f -c 1000 -q 1000 -z $SECS" ;;
         4k) echo "-x 1 -y 1 -f -c 1000 -q 1000 -s 4096 -z $SECS" ;;

@@ -77,7 +77,7 @@ print(f"{label} {d['consume_rate']:.0f} {cpu / n * 1e6:.3f} clean={d['clean']}")
 PY
 }
 S2=(-x 1 -y 1 -q 1000 -z "$SECS")
-PRIO=(--max-priority 10 --priority-random 10)
+PRIO=(--queue-arg x-max-priority=10 --priority-random 10)
 [[ $ONLY_BACKLOG == 1 ]] && ROUNDS=0
 for r in $(seq 1 "$ROUNDS"); do
     run lagomorph-prio lagomorph "${S2[@]}" "${PRIO[@]}" --queue-prefix "prio-$r"
@@ -106,7 +106,7 @@ backlog() {
     local b=$1 pid out hwm
     pid=${PID[$b]}
     echo 5 > "/proc/$pid/clear_refs" 2>/dev/null || true
-    out=$(timeout 1800 "$PERF" -x 1 -y 1 -a --backlog "$BACKLOG" --max-priority 9 --priority-random 9 \
+    out=$(timeout 1800 "$PERF" -x 1 -y 1 -a --backlog "$BACKLOG" --queue-arg x-max-priority=9 --priority-random 9 \
         "${PERSISTENT[@]}" \
         --drain-timeout 600 --queue-prefix backlog --quiet --json \
         --uri "amqp://guest:guest@127.0.0.1:${PORT[$b]}/%2f") || true

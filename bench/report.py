@@ -18,6 +18,7 @@ import sys
 SCENARIOS = [
     ("1", "16 B transient, 1 producer, 1 queue, 1 consumer, auto-ack"),
     ("2", "as 1 with manual acks (each message), prefetch 1000"),
+    ("2d", "as 2 on a queue with a 60 s message TTL and a dead-letter exchange"),
     ("3", "as 1 with 4 KiB bodies"),
     ("4", "persistent, confirms (window 1000), durable queue, manual acks, prefetch 1000"),
     ("4k", "as 4 with 4 KiB bodies"),
@@ -234,6 +235,11 @@ def main():
         lv, rv = L(s).lat("p99_us"), R(s).lat("p99_us")
         ok = None if lv is None or rv is None else lv <= rv / 2
         target_row(f"({s}) p99 latency ≤ 1/2 of RabbitMQ", lv, rv, ratio(rv, lv), ok, us)
+    if "2d" in present and "2" in present:
+        lv, pv = L("2d").s("consume_rate"), L("2").s("consume_rate")
+        ok = None if lv is None or pv is None or pv == 0 else lv >= 0.9 * pv
+        target_row("(2d) with TTL and DLX, delivered msg/s within 10% of scenario 2 (peer: Lagomorph's 2)",
+                   lv, pv, ratio(lv, pv, 2), ok, fmt_int)
     if "8" in present:
         lv, rv = L("8").backlog("drain_rate"), R("8").backlog("drain_rate")
         ok = None if lv is None or rv is None or rv == 0 else lv / rv >= 5

@@ -221,6 +221,11 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
         .iter()
         .filter_map(|l| l.tcp.local_addr().ok())
         .collect();
+    let bound_tls: Vec<std::net::SocketAddr> = listeners
+        .iter()
+        .filter(|l| matches!(l.transport, Transport::Tls(_)))
+        .filter_map(|l| l.tcp.local_addr().ok())
+        .collect();
     let addrs: Vec<String> = listeners
         .iter()
         .filter_map(|l| {
@@ -293,6 +298,8 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", config.management.listen))?;
         let opts = lagomorph::management::Options {
             amqp_listeners: bound,
+            amqps_listeners: bound_tls,
+            https: tls.https.is_some(),
             data_dir: Some(data_dir.clone()),
             mem_limit: high_watermark.unwrap_or(0),
             ..Default::default()

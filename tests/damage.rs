@@ -180,9 +180,32 @@ async fn check(dir: &Path, lost: &BTreeSet<u64>, what: &str) -> String {
     assert_eq!(got, expected, "{what}");
     let left = declare(&ch, QUEUE, true).await;
     assert_eq!(left, 0, "{what}: nothing else in the queue");
+    let quarantined = quarantined_metric(&b).await;
+    if lost.is_empty() {
+        assert_eq!(quarantined, 0, "{what}: nothing set aside");
+    } else {
+        assert!(
+            quarantined > 0,
+            "{what}: /metrics counts what was set aside"
+        );
+    }
     drop(conn);
     stop(b);
     std::fs::read_to_string(log).expect("log")
+}
+
+/// `lagomorph_store_quarantined_records_total` from the broker's /metrics.
+async fn quarantined_metric(b: &Broker) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", b.http))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("lagomorph_store_quarantined_records_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no quarantine counter in /metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

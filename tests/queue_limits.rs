@@ -425,3 +425,52 @@ async fn the_delay_queue_pattern_end_to_end() {
     }
     assert!(sent.elapsed() < Duration::from_secs(3), "delivered late");
 }
+
+/// Messages that expire together are dead-lettered as a batch, and the broker reuses the
+/// copy's headers for messages that differ only in their bodies: each copy must still carry
+/// its own body and its own headers, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_expiries_keeps_each_message_its_own_headers_and_body() {
+    let b = start().await;
+    let (_c, ch) = b.channel().await;
+    declare(&ch, "batch-dlq", FieldTable::default()).await;
+    declare(
+        &ch,
+        "batch-ttl",
+        table(&[
+            ("x-message-ttl", i(300)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s("batch-dlq")),
+        ]),
+    )
+    .await;
+    // Two runs of identical properties and one odd one out between them.
+    let kinds = ["a", "a", "b", "a", "a"];
+    for (n, kind) in kinds.iter().enumerate() {
+        let props = BasicProperties::default().with_headers(table(&[("kind", s(kind))]));
+        within(ch.basic_publish(
+            "".into(),
+            "batch-ttl".into(),
+            BasicPublishOptions::default(),
+            n.to_string().as_bytes(),
+            props,
+        ))
+        .await
+        .expect("publish");
+    }
+    count_becomes(&ch, "batch-dlq", kinds.len() as u32).await;
+    for (n, kind) in kinds.iter().enumerate() {
+        let m = within(ch.basic_get("batch-dlq".into(), BasicGetOptions { no_ack: true }))
+            .await
+            .expect("get")
+            .expect("a message");
+        assert_eq!(m.delivery.data, n.to_string().as_bytes());
+        let headers = m.delivery.properties.headers().clone().expect("headers");
+        assert_eq!(headers.inner().get("kind"), Some(&s(kind)), "message {n}");
+        let deaths = match headers.inner().get("x-death") {
+            Some(AMQPValue::FieldArray(a)) => a.as_slice().len(),
+            other => panic!("x-death of message {n}: {other:?}"),
+        };
+        assert_eq!(deaths, 1, "message {n}");
+    }
+}

@@ -380,6 +380,10 @@ async fn external_login_maps_the_certificate_to_its_user() {
         .map(|c| c.user.read().expect("lock").clone())
         .collect();
     assert_eq!(users, ["tls-user"]);
+    // What /api/connections shows as `ssl` and `auth_mechanism`.
+    let c = &b.broker.connections()[0];
+    assert!(c.tls.load(std::sync::atomic::Ordering::Relaxed), "ssl");
+    assert_eq!(c.auth_mechanism.get().copied(), Some("EXTERNAL"));
 
     // A certificate for a user that does not exist, and no certificate at all: refused as
     // RabbitMQ refuses them.

@@ -161,6 +161,10 @@ pub struct ConnectionInfo {
     pub open_channels: std::sync::Mutex<std::collections::BTreeSet<u16>>,
     /// Its mailbox (to close it).
     pub mailbox: Mailbox,
+    /// Over TLS (AMQPS); set by the driver once the handshake is done.
+    pub tls: std::sync::atomic::AtomicBool,
+    /// The SASL mechanism it logged in with (management's `auth_mechanism`).
+    pub auth_mechanism: std::sync::OnceLock<&'static str>,
 }
 
 impl ConnectionInfo {
@@ -409,6 +413,11 @@ impl Broker {
         &self.inner.shared.commit
     }
 
+    /// Damaged store records moved aside (quarantined) so far, this run and earlier ones.
+    pub fn quarantined_records(&self) -> u64 {
+        self.inner.shared.store.quarantined()
+    }
+
     /// Broker-wide counters.
     pub fn stats(&self) -> &BrokerStats {
         &self.inner.shared.stats
@@ -435,6 +444,8 @@ impl Broker {
             consumers: std::sync::atomic::AtomicI64::new(0),
             open_channels: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             mailbox,
+            tls: std::sync::atomic::AtomicBool::new(false),
+            auth_mechanism: std::sync::OnceLock::new(),
         });
         self.inner.connections.insert(id, Arc::clone(&info));
         info

@@ -206,6 +206,12 @@ pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
         "Dead letters no queue took (missing exchange, no binding, or a cycle)",
         stats.dead_letter_dropped.load(Ordering::Relaxed),
     );
+    t.single(
+        "lagomorph_store_quarantined_records_total",
+        "counter",
+        "Damaged store records set aside (index entries past the synced log or with a bad checksum)",
+        b.quarantined_records(),
+    );
     let budget = b.memory_budget();
     t.single(
         "lagomorph_queue_memory_budget_bytes",

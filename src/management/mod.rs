@@ -41,6 +41,10 @@ pub struct Options {
     /// The broker's AMQP listeners, for `/api/overview`'s `listeners` and the port-listener
     /// health check (the management listener is added to them).
     pub amqp_listeners: Vec<SocketAddr>,
+    /// Which of `amqp_listeners` speak TLS (AMQPS): listed as `amqp/ssl`, as RabbitMQ does.
+    pub amqps_listeners: Vec<SocketAddr>,
+    /// The management listener serves HTTPS (listed as `https`).
+    pub https: bool,
     /// The broker's data directory, whose file system's free space `/api/nodes` reports as
     /// `disk_free` (left out when `None`).
     pub data_dir: Option<PathBuf>,
@@ -53,6 +57,8 @@ impl Default for Options {
         Options {
             sample_interval: Duration::from_secs(5),
             amqp_listeners: Vec::new(),
+            amqps_listeners: Vec::new(),
+            https: false,
             data_dir: None,
             mem_limit: 0,
         }
@@ -64,8 +70,12 @@ impl Default for Options {
 pub(crate) struct Listeners {
     /// AMQP.
     pub(crate) amqp: Vec<SocketAddr>,
+    /// Those of `amqp` that speak TLS.
+    pub(crate) amqps: Vec<SocketAddr>,
     /// This management API.
     pub(crate) http: Option<SocketAddr>,
+    /// It serves HTTPS.
+    pub(crate) https: bool,
 }
 
 impl Listeners {
@@ -134,7 +144,9 @@ where
         node: Arc::from(node.as_str()),
         listeners: Arc::new(Listeners {
             amqp: opts.amqp_listeners.clone(),
+            amqps: opts.amqps_listeners.clone(),
             http: listener.local_addr().ok(),
+            https: opts.https,
         }),
         cluster_name: Arc::new(RwLock::new(node)),
         data_dir: opts.data_dir.clone().map(Arc::new),

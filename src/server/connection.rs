@@ -29,6 +29,8 @@ pub(crate) struct Peer {
     pub(crate) local: SocketAddr,
     /// The login mechanisms to offer.
     pub(crate) mechanisms: Mechanisms,
+    /// Over TLS.
+    pub(crate) tls: bool,
 }
 
 /// Runs one client connection to its end. `stream` has `TCP_NODELAY` set already.
@@ -39,6 +41,8 @@ where
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let info = broker.register_connection(peer.addr, peer.local, tx, std::time::SystemTime::now());
+    info.tls
+        .store(peer.tls, std::sync::atomic::Ordering::Relaxed);
     let commit = std::sync::Arc::clone(broker.commit());
     let mut flushed_rx = commit.subscribe();
     let mut session = Connection::new(broker, info, clock::now()).with_mechanisms(peer.mechanisms);

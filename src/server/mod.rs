@@ -165,6 +165,7 @@ async fn accept_loop(
                     addr: peer,
                     local,
                     mechanisms: opts.mechanisms.clone(),
+                    tls: false,
                 };
                 tracker.spawn(async move {
                     serve_connection(stream, peer, transport, broker, token).await;
@@ -203,6 +204,7 @@ async fn serve_connection(
             };
             match accepted {
                 Ok((stream, login)) => {
+                    peer.tls = true;
                     if peer.mechanisms.external.is_some() {
                         peer.mechanisms.external =
                             Some(login.unwrap_or_else(|| Err("no peer certificate".to_owned())));

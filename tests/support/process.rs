@@ -22,6 +22,9 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Broker {
     pub(crate) child: Child,
     pub(crate) port: u16,
+    /// The management listener's port (tests/damage.rs reads /metrics there).
+    #[allow(dead_code)]
+    pub(crate) http: u16,
 }
 
 impl Drop for Broker {
@@ -35,17 +38,18 @@ impl Drop for Broker {
 /// stderr to `stderr` (inherited when `None`).
 pub(crate) fn spawn(data_dir: &Path, segment_mb: u32, stderr: Option<std::fs::File>) -> Broker {
     let port = free_port();
+    let http = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--management-listen", &format!("127.0.0.1:{http}")])
         .env("LAGOMORPH_LOG_LEVEL", "warn")
         .env("LAGOMORPH_SEGMENT_SIZE_MB", segment_mb.to_string())
         .stdout(Stdio::null())
         .stderr(stderr.map_or_else(Stdio::inherit, Stdio::from))
         .spawn()
         .expect("spawn lagomorph");
-    Broker { child, port }
+    Broker { child, port, http }
 }
 
 /// Connects, retrying while the broker starts (bounded).

@@ -104,9 +104,6 @@ pub(crate) struct RunArgs {
     /// Persistent messages (delivery-mode 2) to durable queues.
     #[arg(short = 'f', long)]
     pub(crate) persistent: bool,
-    /// Declare the queues as priority queues with this `x-max-priority` (0-255).
-    #[arg(long, value_name = "MAX")]
-    pub(crate) max_priority: Option<u8>,
     /// Give every message a random priority from 0 to N (uniform).
     #[arg(long, value_name = "N")]
     pub(crate) priority_random: Option<u8>,
@@ -145,6 +142,19 @@ pub(crate) struct RunArgs {
     /// Keep the queues after the run (default: delete them).
     #[arg(long)]
     pub(crate) keep_queues: bool,
+    /// A queue argument on every queue.declare, as KEY=VALUE; repeat for several. An integer
+    /// value is sent as a signed 64-bit number, `true`/`false` as a boolean, anything else as
+    /// a string, e.g. `--queue-arg x-message-ttl=60000 --queue-arg x-dead-letter-exchange=`.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE", value_parser = parse_queue_arg)]
+    pub(crate) queue_args: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` of `--queue-arg`.
+fn parse_queue_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Options of `sink`.

@@ -439,13 +439,17 @@ impl Conn {
         name: &str,
         durable: bool,
         passive: bool,
-        max_priority: Option<u8>,
+        args: &[(String, String)],
     ) -> Result<u32> {
         let mut arguments = FieldTable::new();
-        if let Some(p) = max_priority.filter(|_| !passive) {
-            arguments
-                .0
-                .push((short("x-max-priority")?, FieldValue::I32(i32::from(p))));
+        for (k, v) in args {
+            let value = match (v.parse::<i64>(), v.as_str()) {
+                (Ok(n), _) => FieldValue::I64(n),
+                (_, "true") => FieldValue::Bool(true),
+                (_, "false") => FieldValue::Bool(false),
+                _ => FieldValue::LongStr(LongStr::from(v.as_str())),
+            };
+            arguments.insert(short(k)?, value);
         }
         let m = Method::QueueDeclare(QueueDeclare {
             reserved_1: 0,

@@ -326,7 +326,7 @@ async fn declare(setup: &mut Conn, topo: &Topology) -> crate::client::Result<()>
     }
     for q in &topo.queues {
         setup
-            .queue_declare(SETUP_CHANNEL, q, topo.durable, false, topo.max_priority)
+            .queue_declare(SETUP_CHANNEL, q, topo.durable, false, &topo.queue_args)
             .await?;
         setup.queue_purge(SETUP_CHANNEL, q).await?;
     }
@@ -434,7 +434,7 @@ async fn wait_for_backlog(
         let mut ok = true;
         for (q, w) in topo.queues.iter().zip(want) {
             let n = setup
-                .queue_declare(SETUP_CHANNEL, q, topo.durable, true, None)
+                .queue_declare(SETUP_CHANNEL, q, topo.durable, true, &[])
                 .await
                 .map_err(|e| format!("checking {q}: {e}"))?;
             total += u64::from(n);

@@ -23,14 +23,14 @@ pub(crate) struct Topology {
     pub(crate) kind: ExchangeType,
     /// Durable exchange and queues (persistent runs).
     pub(crate) durable: bool,
-    /// `x-max-priority` of the queues.
-    pub(crate) max_priority: Option<u8>,
     /// Queue names.
     pub(crate) queues: Vec<String>,
     /// (queue index, binding key).
     pub(crate) bindings: Vec<(usize, String)>,
     /// Route of producer i.
     pub(crate) routes: Vec<Route>,
+    /// Queue arguments (`--queue-arg`), as given.
+    pub(crate) queue_args: Vec<(String, String)>,
 }
 
 impl Topology {
@@ -88,10 +88,10 @@ impl Topology {
             exchange,
             kind: a.exchange_type,
             durable: a.persistent,
-            max_priority: a.max_priority,
             queues,
             bindings,
             routes,
+            queue_args: a.queue_args.clone(),
         }
     }
 

@@ -16,8 +16,8 @@ use super::VHost;
 use crate::broker::consumer::ConsumerHandle;
 use crate::broker::deadletter::{dead_letter_copy, is_cycle};
 use crate::broker::error::BrokerResult;
-use crate::broker::message::{Delivery, QueuedMessage};
-use crate::broker::queue::{DeadLetter, Followups, GetResult, Queue, Settle};
+use crate::broker::message::{Delivery, Message, QueuedMessage};
+use crate::broker::queue::{DeadLetter, Followups, GetResult, Queue, Reason, Settle};
 use crate::broker::time::Now;
 use crate::storage::StoreError;
 
@@ -162,6 +162,12 @@ impl VHost {
     /// Routes dead letters to their exchanges and pushes them into the target queues; then
     /// removes the sources' stored copies. Under one held flush, so that both land in the same
     /// store flush.
+    ///
+    /// A batch (messages expiring together, a purge into a dead-letter exchange) is mostly
+    /// messages that differ only in their bodies: same source, reason, exchange, routing key and
+    /// properties, in the same second. For those the copy's properties (with its `x-death`), its
+    /// keys and the targets (after the cycle check) are worked out once and reused; only the
+    /// body differs. Measured (bench/ttl_expiry.py, 1M x 16 B expiring): see the commit.
     fn dead_letter(
         &self,
         batch: Vec<DeadLetter>,
@@ -173,28 +179,23 @@ impl VHost {
             .iter()
             .any(|d| d.in_source_store)
             .then(|| self.shared.store.hold_flush());
-        let mut targets: Vec<Arc<Queue>> = Vec::new();
+        let mut last: Option<(DeathShape, Message, Vec<Arc<Queue>>)> = None;
         for dl in batch {
             stats.dead_lettered[dl.reason.index()].fetch_add(1, Ordering::Relaxed);
-            let (copy, keys) = dead_letter_copy(&dl, now);
-            targets.clear();
-            match self.find_exchange(&dl.exchange) {
-                Some(x) => {
-                    for k in &keys {
-                        self.route_to(&x, k, &copy.properties, &mut targets);
-                    }
-                }
+            let shape = DeathShape::of(&dl, now);
+            let reuse = last.as_ref().filter(|(s, _, _)| *s == shape);
+            let (copy, targets) = match reuse {
+                Some((_, template, targets)) => (
+                    with_body(template, dl.message.msg.body.clone()),
+                    targets.clone(),
+                ),
                 None => {
-                    tracing::debug!(exchange = %dl.exchange, queue = %dl.source.name, "dead-letter exchange missing; message dropped");
+                    let (copy, targets) = self.dead_letter_targets(&dl, now);
+                    let template = with_body(&copy, bytes::Bytes::new());
+                    last = Some((shape, template, targets.clone()));
+                    (copy, targets)
                 }
-            }
-            targets.retain(|t| {
-                let cycle = is_cycle(&copy, dl.reason, &t.name);
-                if cycle {
-                    tracing::debug!(queue = %t.name, "dead-letter cycle; message dropped for this queue");
-                }
-                !cycle
-            });
+            };
             if targets.is_empty() {
                 stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -207,5 +208,69 @@ impl VHost {
             }
         }
         Ok(())
+    }
+
+    /// The dead-lettered copy of one message and the queues it goes to (cycles removed).
+    fn dead_letter_targets(&self, dl: &DeadLetter, now: Now) -> (Message, Vec<Arc<Queue>>) {
+        let (copy, keys) = dead_letter_copy(dl, now);
+        let mut targets: Vec<Arc<Queue>> = Vec::new();
+        match self.find_exchange(&dl.exchange) {
+            Some(x) => {
+                for k in &keys {
+                    self.route_to(&x, k, &copy.properties, &mut targets);
+                }
+            }
+            None => {
+                tracing::debug!(exchange = %dl.exchange, queue = %dl.source.name, "dead-letter exchange missing; message dropped");
+            }
+        }
+        targets.retain(|t| {
+            let cycle = is_cycle(&copy, dl.reason, &t.name);
+            if cycle {
+                tracing::debug!(queue = %t.name, "dead-letter cycle; message dropped for this queue");
+            }
+            !cycle
+        });
+        (copy, targets)
+    }
+}
+
+/// `m` with another body.
+fn with_body(m: &Message, body: bytes::Bytes) -> Message {
+    Message {
+        exchange: m.exchange.clone(),
+        routing_key: m.routing_key.clone(),
+        properties: m.properties.clone(),
+        body,
+    }
+}
+
+/// What a dead-lettered copy's properties, keys and targets depend on, apart from the body:
+/// two dead letters of the same shape get the same copy but for the body.
+#[derive(PartialEq)]
+struct DeathShape {
+    source: *const Queue,
+    reason: Reason,
+    exchange: Arc<str>,
+    routing_key: Option<Arc<str>>,
+    from_exchange: crate::protocol::types::ShortStr,
+    from_key: crate::protocol::types::ShortStr,
+    properties: crate::protocol::properties::Properties,
+    second: u64,
+}
+
+impl DeathShape {
+    fn of(dl: &DeadLetter, now: Now) -> Self {
+        let m = &dl.message.msg;
+        DeathShape {
+            source: Arc::as_ptr(&dl.source),
+            reason: dl.reason,
+            exchange: Arc::clone(&dl.exchange),
+            routing_key: dl.routing_key.clone(),
+            from_exchange: m.exchange.clone(),
+            from_key: m.routing_key.clone(),
+            properties: m.properties.clone(),
+            second: now.unix_secs(),
+        }
     }
 }

@@ -305,14 +305,18 @@ pub(crate) async fn delete_vhost(
 fn listeners(st: &ApiState) -> Vec<dto::Listener> {
     let amqp = st.listeners.amqp.iter().map(|a| dto::Listener {
         node: st.node.to_string(),
-        protocol: "amqp",
+        protocol: if st.listeners.amqps.contains(a) {
+            "amqp/ssl"
+        } else {
+            "amqp"
+        },
         ip_address: a.ip().to_string(),
         port: a.port(),
         socket_opts: json!({"nodelay": true}),
     });
     let http = st.listeners.http.iter().map(|a| dto::Listener {
         node: st.node.to_string(),
-        protocol: "http",
+        protocol: if st.listeners.https { "https" } else { "http" },
         ip_address: a.ip().to_string(),
         port: a.port(),
         socket_opts: json!({"ip": a.ip().to_string(), "port": a.port()}),

@@ -188,6 +188,12 @@ impl Connection {
                 return Ok(());
             }
         };
+        let mechanism = match m.mechanism.as_str() {
+            "EXTERNAL" => "EXTERNAL",
+            "AMQPLAIN" => "AMQPLAIN",
+            _ => "PLAIN",
+        };
+        let _ = self.info.auth_mechanism.set(mechanism);
         self.logged_in(u);
         Ok(())
     }

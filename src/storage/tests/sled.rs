@@ -1,0 +1,368 @@
+//! sled-only storage tests: restarts, chunks and their states as sled holds them, locking.
+
+use super::*;
+use crate::storage::bodylog::Loc;
+
+pub(super) fn open(dir: &tempfile::TempDir) -> SledStore {
+    SledStore::open(dir.path(), CACHE).expect("open")
+}
+
+/// The numeric id of a durable queue, as sled holds it.
+pub(super) fn qid(s: &SledStore, vhost: &str, name: &str) -> u64 {
+    let v = s
+        .raw_tree(b"qids")
+        .get(record::queue_key(vhost, name))
+        .expect("get")
+        .expect("queue has an id");
+    u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
+}
+
+/// The index entries of a queue as sled holds them: (first id, location, live ids, delivered
+/// ids).
+pub(super) fn raw_index(
+    s: &SledStore,
+    vhost: &str,
+    name: &str,
+) -> Vec<(u64, Loc, Vec<u64>, Vec<u64>)> {
+    let set = |first: u64, bits: &[u8]| -> Vec<u64> {
+        (0..bits.len() as u64 * 8)
+            .filter(|i| bits[(*i / 8) as usize] >> (i % 8) & 1 == 1)
+            .map(|i| first + i)
+            .collect()
+    };
+    s.raw_tree(b"index")
+        .scan_prefix(qid(s, vhost, name).to_be_bytes())
+        .map(|kv| {
+            let (k, v) = kv.expect("item");
+            let (_, first) = record::parse_index_key(&k).expect("key");
+            let (loc, st) = record::decode_index_entry(first, &v).expect("entry");
+            (first, loc, set(first, st.live), set(first, st.delivered))
+        })
+        .collect()
+}
+
+/// The chunks of a queue as the body log holds them: (first id, ids of the entries written).
+pub(super) fn raw_chunks(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Vec<u64>)> {
+    let q = qid(s, vhost, name);
+    raw_index(s, vhost, name)
+        .into_iter()
+        .map(|(first, loc, _, _)| {
+            let body = s.raw_body(&loc, q, first);
+            let ids = record::chunk_entries(&body)
+                .expect("entries")
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            (first, ids)
+        })
+        .collect()
+}
+
+/// The chunk states of a queue as sled holds them: (first id, live ids, delivered ids).
+pub(super) fn raw_states(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Vec<u64>, Vec<u64>)> {
+    raw_index(s, vhost, name)
+        .into_iter()
+        .map(|(first, _, live, delivered)| (first, live, delivered))
+        .collect()
+}
+
+#[test]
+fn restart_keeps_durable_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defs = Definitions {
+        exchanges: vec![
+            exchange("/", "logs", "topic"),
+            exchange("v/1", "a/b", "fanout"),
+        ],
+        queues: vec![queue("/", "durable"), queue("v/1", "x")],
+        bindings: vec![binding("logs", "durable", "#", b"\x00\x00\x00\x00")],
+    };
+    {
+        let s = open(&dir);
+        for e in &defs.exchanges {
+            s.put_exchange(e).expect("put");
+        }
+        for q in &defs.queues {
+            s.put_queue(q).expect("put");
+        }
+        for b in &defs.bindings {
+            s.put_binding(b).expect("put");
+        }
+        s.put_exchange(&exchange("/", "gone", "direct"))
+            .expect("put");
+        s.delete_exchange("/", "gone").expect("delete");
+
+        let q = s.open_queue("/", "durable").expect("open");
+        for id in [1u64, 2, 3, 7, 10] {
+            put(&*q, id);
+        }
+        q.mark_delivered(3).expect("mark");
+        q.mark_delivered(10).expect("mark");
+        q.mark_delivered(2).expect("mark");
+        q.remove(2).expect("ack");
+        // A scratch tree of an earlier version is dropped at the next open.
+        s.raw_tree(b"tmp:\x00\x00\x00\x01/\x00\x00\x00\x01t")
+            .insert(b"k", b"v")
+            .expect("insert");
+        s.flush().expect("flush");
+    }
+    {
+        let s = open(&dir);
+        assert_eq!(
+            sorted(s.load_definitions().expect("load")),
+            sorted(defs.clone())
+        );
+        assert!(!s.tree_names().iter().any(|n| n.starts_with(b"tmp:")));
+        let q = s.open_queue("/", "durable").expect("open");
+        assert_eq!((q.len(), q.last_id()), (4, Some(10)));
+        let back = q.read(0, 100).expect("read");
+        assert_eq!(back.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 3, 7, 10]);
+        assert_eq!(delivered_ids(&*q), [3, 10]);
+        for m in &back {
+            assert_eq!(m.record, msg(m.id));
+        }
+        // The store keeps working after a restart, and a second one sees that too.
+        assert!(q.put(10, msg(10).view()).is_err());
+        put(&*q, 11);
+        q.remove(1).expect("ack");
+        s.flush().expect("flush");
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "durable").expect("open");
+    assert_eq!(ids(&*q), [3, 7, 10, 11]);
+    assert_eq!(delivered_ids(&*q), [3, 10]);
+}
+
+#[test]
+fn partially_acked_chunks_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 1..=10 {
+            put(&*q, id);
+        }
+        s.flush().expect("flush");
+        for id in [3, 4, 7] {
+            q.remove(id).expect("ack");
+        }
+        s.flush().expect("flush");
+        // One chunk, written once; its state says what is left.
+        assert_eq!(raw_chunks(&s, "/", "q"), [(1, (1..=10).collect())]);
+        assert_eq!(
+            raw_states(&s, "/", "q"),
+            [(1, vec![1, 2, 5, 6, 8, 9, 10], vec![])]
+        );
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!((q.len(), q.last_id()), (7, Some(10)));
+        assert_eq!(ids(&*q), [1, 2, 5, 6, 8, 9, 10]);
+        // Acking the tail lowers the last id, so a restart numbers on from 10 again: the new
+        // chunk's span overlaps the old chunk's acked tail.
+        q.remove(10).expect("ack");
+        q.remove(9).expect("ack");
+        s.flush().expect("flush");
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!((q.len(), q.last_id()), (5, Some(8)));
+        for id in 9..=12 {
+            put(&*q, id);
+        }
+        q.remove(1).expect("ack");
+        q.mark_delivered(9).expect("mark");
+        s.flush().expect("flush");
+        assert_eq!(ids(&*q), [2, 5, 6, 8, 9, 10, 11, 12]);
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!((q.len(), q.last_id()), (8, Some(12)));
+    assert_eq!(ids(&*q), [2, 5, 6, 8, 9, 10, 11, 12]);
+    assert_eq!(delivered_ids(&*q), [9]);
+    assert_eq!(
+        raw_states(&s, "/", "q"),
+        [
+            (1, vec![2, 5, 6, 8], vec![]),
+            (9, vec![9, 10, 11, 12], vec![9])
+        ]
+    );
+}
+
+#[test]
+fn fully_acked_chunks_are_removed_with_their_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    for id in 1..=3 {
+        put(&*q, id);
+    }
+    s.flush().expect("flush");
+    for id in 4..=6 {
+        put(&*q, id);
+    }
+    s.flush().expect("flush");
+    assert_eq!(
+        raw_chunks(&s, "/", "q"),
+        [(1, vec![1, 2, 3]), (4, vec![4, 5, 6])]
+    );
+    for id in 1..=3 {
+        q.remove(id).expect("ack");
+    }
+    q.remove(5).expect("ack");
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(4, vec![4, 5, 6])]);
+    assert_eq!(raw_states(&s, "/", "q"), [(4, vec![4, 6], vec![])]);
+    q.remove(4).expect("ack");
+    q.remove(6).expect("ack");
+    s.flush().expect("flush");
+    assert!(raw_chunks(&s, "/", "q").is_empty());
+    assert!(raw_states(&s, "/", "q").is_empty());
+    assert!(q.is_empty());
+}
+
+#[test]
+fn entries_acked_before_their_chunk_is_sealed_are_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    for id in 1..=5 {
+        put(&*q, id);
+        q.mark_delivered(id).expect("mark");
+    }
+    q.remove(2).expect("ack");
+    q.remove(4).expect("ack");
+    // Consumed and acked within one group commit: nothing of these reaches sled.
+    for id in 6..=8 {
+        put(&*q, id);
+        q.remove(id).expect("ack");
+    }
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(1, vec![1, 3, 5])]);
+    assert_eq!(
+        raw_states(&s, "/", "q"),
+        [(1, vec![1, 3, 5], vec![1, 3, 5])]
+    );
+    for id in 9..=10 {
+        put(&*q, id);
+        q.remove(id).expect("ack");
+    }
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q"), [(1, vec![1, 3, 5])]);
+    assert_eq!(ids(&*q), [1, 3, 5]);
+}
+
+#[test]
+fn full_chunks_are_written_before_a_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = MessageRecord {
+        body: Bytes::from(vec![9u8; 40_000]),
+        ..msg(0)
+    };
+    let mut due = 0;
+    for id in 0..20 {
+        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+            due += 1;
+            q.write_sealed().expect("write sealed");
+        }
+    }
+    // 256 KiB chunks of ~40 KB messages: every 7th message starts the next (at 6, 12, 18).
+    assert_eq!(due, 3);
+    // Three full chunks are in the body log already; the flush indexes them with the rest.
+    assert!(s.raw_tree(b"index").is_empty());
+    let logged: u64 = std::fs::read_dir(dir.path().join("bodies"))
+        .expect("bodies")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    assert!(logged > 3 * 240_000, "{logged}");
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q")[0].1.len(), 6);
+    let all: Vec<u64> = raw_chunks(&s, "/", "q")
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn delivered_marks_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        for id in 1..=3 {
+            put(&*q, id);
+        }
+        s.flush().expect("flush");
+        for id in 4..=6 {
+            put(&*q, id);
+        }
+        q.mark_delivered(2).expect("mark");
+        q.mark_delivered(5).expect("mark");
+        s.flush().expect("flush");
+        q.mark_delivered(6).expect("mark");
+        q.remove(5).expect("ack");
+        // No explicit flush: dropping the store writes what is buffered.
+    }
+    {
+        let s = open(&dir);
+        let q = s.open_queue("/", "q").expect("open");
+        assert_eq!(ids(&*q), [1, 2, 3, 4, 6]);
+        assert_eq!(delivered_ids(&*q), [2, 6]);
+        q.remove(2).expect("ack");
+        s.flush().expect("flush");
+    }
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(delivered_ids(&*q), [6]);
+    assert_eq!(ids(&*q), [1, 3, 4, 6]);
+}
+
+#[test]
+fn restart_after_delete_and_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = open(&dir);
+        for name in ["a", "b"] {
+            s.put_queue(&queue("/", name)).expect("put");
+            let q = s.open_queue("/", name).expect("open");
+            for id in 0..20 {
+                put(&*q, id);
+                if id == 9 {
+                    s.flush().expect("flush");
+                }
+            }
+        }
+        let qa = qid(&s, "/", "a");
+        s.delete_queue("/", "a").expect("delete");
+        s.flush().expect("flush");
+        assert_eq!(
+            s.raw_tree(b"index").scan_prefix(qa.to_be_bytes()).count(),
+            0
+        );
+        s.open_queue("/", "b")
+            .expect("open")
+            .clear()
+            .expect("purge");
+        s.flush().expect("flush");
+        assert!(raw_chunks(&s, "/", "b").is_empty());
+        assert!(raw_states(&s, "/", "b").is_empty());
+    }
+    let s = open(&dir);
+    let names: Vec<_> = s
+        .load_definitions()
+        .expect("load")
+        .queues
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, ["b"]);
+    for name in ["a", "b"] {
+        let q = s.open_queue("/", name).expect("open");
+        assert_eq!((q.len(), q.last_id()), (0, None), "{name}");
+    }
+}

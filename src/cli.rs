@@ -31,6 +31,7 @@ Environment variables:
   LAGOMORPH_HEARTBEAT            amqp.heartbeat
   LAGOMORPH_MAX_MESSAGE_SIZE     amqp.max_message_size
   LAGOMORPH_MAX_CONNECTIONS      amqp.max_connections
+  LAGOMORPH_CONSUMER_TIMEOUT     amqp.consumer_timeout (ms, 0 = off)
   LAGOMORPH_DATA_DIR             storage.data_dir
   LAGOMORPH_FLUSH                storage.flush (batch | interval)
   LAGOMORPH_FLUSH_INTERVAL_MS    storage.flush_interval_ms

@@ -139,6 +139,11 @@ pub struct AmqpConfig {
     /// Login mechanisms offered, any of [`KNOWN_MECHANISMS`] (RabbitMQ's `auth_mechanisms`);
     /// EXTERNAL is offered on TLS connections only.
     pub auth_mechanisms: Vec<String>,
+    /// How long in milliseconds a delivery may stay unacknowledged before its channel is
+    /// closed with 406 PRECONDITION_FAILED and its messages requeued (RabbitMQ's
+    /// `consumer_timeout`, 30 minutes by default); 0 turns the check off. Queues may set their
+    /// own with `x-consumer-timeout` or a `consumer-timeout` policy.
+    pub consumer_timeout: u64,
 }
 
 impl Default for AmqpConfig {
@@ -154,6 +159,7 @@ impl Default for AmqpConfig {
             max_message_size: 128 * 1024 * 1024,
             max_connections: 10_000,
             auth_mechanisms: vec!["PLAIN".to_owned(), "AMQPLAIN".to_owned()],
+            consumer_timeout: 1_800_000,
         }
     }
 }
@@ -873,6 +879,14 @@ pub const ENV_VARS: &[EnvVar] = &[
         key: "amqp.max_connections",
         apply: |c, v| {
             c.amqp.max_connections = parse_value(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "LAGOMORPH_CONSUMER_TIMEOUT",
+        key: "amqp.consumer_timeout",
+        apply: |c, v| {
+            c.amqp.consumer_timeout = parse_value(v)?;
             Ok(())
         },
     },

@@ -173,6 +173,8 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             channel_max: config.amqp.channel_max,
             heartbeat: config.amqp.heartbeat,
             max_message_size: config.amqp.max_message_size,
+            consumer_timeout: (config.amqp.consumer_timeout > 0)
+                .then(|| Duration::from_millis(config.amqp.consumer_timeout)),
         },
         flush: match config.storage.flush {
             FlushMode::Batch => FlushPolicy::Batch,

@@ -454,6 +454,7 @@ fn every_environment_variable_is_applied() {
         ("LAGOMORPH_HEARTBEAT", "0"),
         ("LAGOMORPH_MAX_MESSAGE_SIZE", "1024"),
         ("LAGOMORPH_MAX_CONNECTIONS", "5"),
+        ("LAGOMORPH_CONSUMER_TIMEOUT", "2500"),
         ("LAGOMORPH_DATA_DIR", "/tmp/x"),
         ("LAGOMORPH_FLUSH", "interval"),
         ("LAGOMORPH_FLUSH_INTERVAL_MS", "25"),
@@ -487,6 +488,7 @@ fn every_environment_variable_is_applied() {
     assert_eq!(c.amqp.heartbeat, 0);
     assert_eq!(c.amqp.max_message_size, 1024);
     assert_eq!(c.amqp.max_connections, 5);
+    assert_eq!(c.amqp.consumer_timeout, 2500);
     assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
     assert_eq!(c.storage.flush, FlushMode::Interval);
     assert_eq!(c.storage.flush_interval_ms, 25);

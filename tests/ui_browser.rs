@@ -227,9 +227,8 @@ async fn queue_create_publish_get_and_purge() {
     u.finish().await;
 }
 
-/// WAITING ON the browse endpoint (`POST /api/queues/{vhost}/{name}/browse`, another branch):
-/// until it exists this checks that the page says so in words; once it exists, that browsing
-/// shows the messages and leaves them in the queue.
+/// Browsing (`POST /api/queues/{vhost}/{name}/browse`) shows the messages and leaves them in
+/// the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browse_without_removing() {
     let Some(u) = ui().await else { return };
@@ -243,18 +242,11 @@ async fn browse_without_removing() {
     let status = u
         .wait_text("#browse-messages .form-status", |t| !t.is_empty())
         .await;
-    if status.contains("no browse endpoint yet") {
-        eprintln!(
-            "\n=== WAITING: browse_without_removing needs POST /api/queues/{{vhost}}/{{name}}/browse; \
-             the page shows: {status} ===\n"
-        );
-    } else {
-        u.wait_text("#browsed-messages", |t| {
-            t.contains("first") && t.contains("second")
-        })
-        .await;
-        assert!(status.contains("stay in the queue"), "{status}");
-    }
+    u.wait_text("#browsed-messages", |t| {
+        t.contains("first") && t.contains("second")
+    })
+    .await;
+    assert!(status.contains("stay in the queue"), "{status}");
     assert_eq!(ready(&u, "/", "browse-me"), 2, "browsing took messages");
     u.finish().await;
 }

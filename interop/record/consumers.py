@@ -3,8 +3,11 @@
 consumer, direct reply-to misuse and the consumer acknowledgement timeout into
 tests/fixtures/rabbitmq-3.10/consumers.json.
 
-    RMQ_CONF_EXTRA="consumer_timeout = 2000" interop/rabbitmq-ref.sh start 5700
+    RMQ_CONF_EXTRA="consumer_timeout = 2000" interop/rabbitmq-ref.sh start 5700 --management
     /tmp/venv-rec/bin/python interop/record/consumers.py 5700 > tests/fixtures/rabbitmq-3.10/consumers.json
+
+With ONLY=name,name... only those cases run (merge their output into the file by hand); the
+management cases need --management (HTTP on PORT+10000).
 """
 import json
 import os
@@ -35,9 +38,21 @@ def err(e):
 
 
 out = {}
+ONLY = [n for n in os.environ.get("ONLY", "").split(",") if n]
+
+
+def http(path):
+    import base64
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{PORT + 10000}{path}")
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
 
 
 def case(name, fn):
+    if ONLY and name not in ONLY:
+        return
     c = conn()
     try:
         r = fn(c, c.channel())
@@ -193,6 +208,45 @@ def sac_exclusive(c, ch):
     ch.queue_declare("sacq2", arguments={"x-single-active-consumer": True}, auto_delete=True)
     ch.basic_consume("sacq2", lambda *a: None, exclusive=True)
 case("single_active_consumer_exclusive_consume", sac_exclusive)
+
+
+def sac_management(c, ch):
+    """What management shows of a single-active-consumer queue: the queue's
+    single_active_consumer_tag and each consumer's active/activity_status, before and after the
+    active one cancels; and a plain queue's consumer."""
+    ch.queue_declare("sacm", arguments={"x-single-active-consumer": True})
+    ch.queue_declare("plainm")
+    ch.basic_consume("sacm", lambda *a: None, consumer_tag="first")
+    ch.basic_consume("sacm", lambda *a: None, consumer_tag="second", arguments={"x-priority": 3})
+    ch.basic_consume("plainm", lambda *a: None, consumer_tag="other")
+
+    def view():
+        # Management's stats are collected every few seconds: wait for both consumers.
+        for _ in range(60):
+            q = http("/api/queues/%2f/sacm")
+            if len(q.get("consumer_details", [])) == q.get("consumers") and q.get("consumers"):
+                break
+            time.sleep(0.5)
+        pick = lambda d: {k: d.get(k) for k in ("consumer_tag", "active", "activity_status", "arguments")}
+        return {"single_active_consumer_tag": q.get("single_active_consumer_tag"),
+                "consumer_details": sorted((pick(d) for d in q["consumer_details"]), key=lambda d: d["consumer_tag"])}
+    before = view()
+    plain = http("/api/queues/%2f/plainm")
+    listed = sorted(({"consumer_tag": d["consumer_tag"], "active": d.get("active"), "activity_status": d.get("activity_status")}
+                     for d in http("/api/consumers") if d["queue"]["name"] in ("sacm", "plainm")),
+                    key=lambda d: d["consumer_tag"])
+    ch.basic_cancel("first")
+    for _ in range(60):
+        after = view()
+        if after["single_active_consumer_tag"] == "second" and len(after["consumer_details"]) == 1:
+            break
+        time.sleep(0.5)
+    ch.queue_delete("sacm")
+    ch.queue_delete("plainm")
+    return {"before": before, "after_cancel": after, "api_consumers": listed,
+            "plain_queue": {"single_active_consumer_tag": plain.get("single_active_consumer_tag"),
+                            "activity_status": [d.get("activity_status") for d in plain["consumer_details"]]}}
+case("single_active_consumer_management", sac_management)
 
 
 def consumer_timeout(c, ch):

@@ -140,6 +140,10 @@ pub struct ConsumerHandle {
     pub no_ack: bool,
     /// Exclusive consumer: no other consumer may use the queue.
     pub exclusive: bool,
+    /// `x-priority`: higher-priority consumers with credit get messages first.
+    pub priority: i32,
+    /// `x-browse`: receives copies of the messages, which stay in the queue.
+    pub browse: bool,
     /// basic.qos global=false: per-consumer prefetch.
     pub prefetch: Arc<Credit>,
     /// basic.qos global=true and channel.flow: shared by the channel's consumers.

@@ -175,6 +175,9 @@ pub struct Delivery {
     pub message: QueuedMessage,
     /// Sent to a no-ack consumer (already counted as acked by the queue).
     pub no_ack: bool,
+    /// A copy for a browsing consumer (`x-browse`): the message stays in the queue, so an
+    /// undelivered copy is dropped, not put back.
+    pub copy: bool,
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ pub struct Limits {
     pub heartbeat: u16,
     /// Largest message body accepted.
     pub max_message_size: u32,
+    /// How long a delivery may stay unacknowledged before its channel is closed with 406
+    /// (RabbitMQ's `consumer_timeout`); `None`: no limit. Queues may set their own.
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -76,9 +79,15 @@ impl Default for Limits {
             channel_max: 2047,
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
+            consumer_timeout: Some(std::time::Duration::from_millis(
+                DEFAULT_CONSUMER_TIMEOUT_MS,
+            )),
         }
     }
 }
+
+/// RabbitMQ's default `consumer_timeout`: 30 minutes.
+pub const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 1_800_000;
 
 /// What a broker is built from.
 #[derive(Clone, Debug)]

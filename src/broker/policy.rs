@@ -196,6 +196,10 @@ fn check_key(k: &str, v: &Value, out: &mut FeatureValues) -> Result<bool, String
             Some(n) => out.max_length_bytes = Some(n),
             None => return bad("maximum length in bytes"),
         },
+        "consumer-timeout" => match int_at_least(v, 0) {
+            Some(n) => out.consumer_timeout = Some(n),
+            None => return bad("consumer timeout"),
+        },
         "delivery-limit" => match int_at_least(v, 0) {
             Some(n) => out.delivery_limit = Some(n),
             None => return bad("delivery limit"),

@@ -229,6 +229,8 @@ pub(crate) struct Queue {
     /// The merged definitions of its policy and operator policy (`{}` for none).
     pub(crate) effective_policy_definition: Value,
     pub(crate) exclusive_consumer_tag: Option<String>,
+    /// The consumer receiving on a single-active-consumer queue (`null` otherwise).
+    pub(crate) single_active_consumer_tag: Option<String>,
     pub(crate) consumers: u64,
     /// Estimated bytes held (message bodies plus per-message bookkeeping).
     pub(crate) memory: u64,

@@ -207,6 +207,13 @@ impl Properties {
         self.delivery_mode() == Some(2)
     }
 
+    /// The priority property, read from the bytes.
+    #[inline]
+    pub fn priority(&self) -> Option<u8> {
+        let raw = self.as_bytes();
+        raw.get(field_offset(raw, PRIORITY)?).copied()
+    }
+
     /// The user-id property, read from the bytes without copying.
     pub fn user_id(&self) -> Option<&str> {
         let raw = self.as_bytes();

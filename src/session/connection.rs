@@ -271,10 +271,53 @@ impl Connection {
             hb,
             self.close_deadline,
             self.delayed_refusal.as_ref().map(|r| r.0),
+            self.ack_deadline().map(|(at, _, _)| at),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The earliest consumer acknowledgement deadline of the open channels: when, on which
+    /// channel, and the timeout used (milliseconds).
+    fn ack_deadline(&self) -> Option<(Instant, u16, u64)> {
+        if self.state != State::Running {
+            return None;
+        }
+        let default = self
+            .broker
+            .limits()
+            .consumer_timeout
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.channels
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(&id, c)| c.ack_deadline(default).map(|(at, ms)| (at, id, ms)))
+            .min()
+    }
+
+    /// Consumer acknowledgement timeouts: a channel whose oldest delivery is unacked past its
+    /// timeout is closed with 406 and RabbitMQ's text (class and method 0), which requeues
+    /// its unacked messages.
+    fn check_ack_deadlines(&mut self, now: Now) {
+        while let Some((at, id, ms)) = self.ack_deadline()
+            && now.mono >= at
+        {
+            tracing::warn!(
+                conn = self.info.id.0,
+                channel = id,
+                timeout_ms = ms,
+                "consumer acknowledgement timed out"
+            );
+            let e = AmqpError::channel(
+                id,
+                ReplyCode::PreconditionFailed,
+                format_args!(
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                ),
+            );
+            self.raise(e, now);
+        }
     }
 
     /// Answers `e` at `deadline` instead of now; input meanwhile is discarded.
@@ -305,6 +348,7 @@ impl Connection {
             // We are not reading: the peer's silence is ours.
             self.last_recv = now;
         }
+        self.check_ack_deadlines(self.now);
         if let (State::Running, Some(hb)) = (self.state, self.heartbeat) {
             if now >= self.last_recv + hb * 2 {
                 tracing::warn!(conn = self.info.id.0, peer = %self.info.peer, "missed heartbeats from client, timeout: {}s", hb.as_secs());

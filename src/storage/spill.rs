@@ -19,6 +19,9 @@ pub trait Spill: Send + Sync + 'static {
     fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError>;
     /// Takes up to `limit` messages from the head, in the order they were pushed.
     fn pop(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError>;
+    /// Up to `limit` messages from the head, in the order they were pushed, left in place
+    /// (browsing).
+    fn peek(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError>;
     /// Messages held.
     fn len(&self) -> usize;
     /// True when empty.
@@ -85,36 +88,22 @@ impl FileSpill {
         self.buf.clear();
         Ok(())
     }
-}
 
-impl Drop for FileSpill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Spill for FileSpill {
-    fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
-        let len = 8 + record::message_len(&m);
-        self.buf
-            .extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-        self.buf.extend_from_slice(&id.to_be_bytes());
-        record::encode_message_into(&m, &mut self.buf);
-        self.count += 1;
-        if self.buf.len() >= WRITE_CHUNK {
-            self.write_out()?;
-        }
-        Ok(())
-    }
-
-    fn pop(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+    /// Reads up to `limit` records from byte `from` on; returns them and the byte after the
+    /// last one.
+    fn read_from(
+        &mut self,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, MessageRecord)>, u64), StoreError> {
         let mut out = Vec::new();
+        let mut read = from;
         self.write_out()?;
-        while out.len() < limit && self.read < self.written {
-            let want = usize::try_from((self.written - self.read).min(READ_CHUNK as u64))
-                .unwrap_or(READ_CHUNK);
+        while out.len() < limit && read < self.written {
+            let want =
+                usize::try_from((self.written - read).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
             let mut chunk = vec![0u8; want];
-            self.file.read_exact_at(&mut chunk, self.read).map_err(io)?;
+            self.file.read_exact_at(&mut chunk, read).map_err(io)?;
             let chunk = Bytes::from(chunk);
             let mut at = 0usize;
             while out.len() < limit && at + 4 <= chunk.len() {
@@ -131,7 +120,7 @@ impl Spill for FileSpill {
                     if at == 0 {
                         // A record larger than the read chunk: read exactly it.
                         let mut big = vec![0u8; 4 + len];
-                        self.file.read_exact_at(&mut big, self.read).map_err(io)?;
+                        self.file.read_exact_at(&mut big, read).map_err(io)?;
                         let big = Bytes::from(big);
                         let mut id8 = [0u8; 8];
                         id8.copy_from_slice(&big[4..12]);
@@ -158,11 +147,38 @@ impl Spill for FileSpill {
                 out.push((u64::from_be_bytes(id8), rec));
                 at += 4 + len;
             }
-            self.read += at as u64;
+            read += at as u64;
             if at == 0 {
                 break;
             }
         }
+        Ok((out, read))
+    }
+}
+
+impl Drop for FileSpill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Spill for FileSpill {
+    fn push(&mut self, id: u64, m: MessageView<'_>) -> Result<(), StoreError> {
+        let len = 8 + record::message_len(&m);
+        self.buf
+            .extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        self.buf.extend_from_slice(&id.to_be_bytes());
+        record::encode_message_into(&m, &mut self.buf);
+        self.count += 1;
+        if self.buf.len() >= WRITE_CHUNK {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn pop(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+        let (out, read) = self.read_from(self.read, limit)?;
+        self.read = read;
         self.count = self.count.saturating_sub(out.len());
         if self.read >= self.written && self.buf.is_empty() {
             // Caught up: start the file over so it never grows past one backlog.
@@ -171,6 +187,10 @@ impl Spill for FileSpill {
             self.written = 0;
         }
         Ok(out)
+    }
+
+    fn peek(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+        Ok(self.read_from(self.read, limit)?.0)
     }
 
     fn len(&self) -> usize {
@@ -202,6 +222,10 @@ impl Spill for MemorySpill {
     fn pop(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
         let n = limit.min(self.items.len());
         Ok(self.items.drain(..n).collect())
+    }
+
+    fn peek(&mut self, limit: usize) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+        Ok(self.items.iter().take(limit).cloned().collect())
     }
 
     fn len(&self) -> usize {
@@ -239,6 +263,10 @@ mod tests {
         assert_eq!(s.len(), 5001);
         let mut next = 0u64;
         while !s.is_empty() {
+            // A peek sees what the next pop takes, and takes nothing.
+            let peeked: Vec<u64> = s.peek(5).expect("peek").iter().map(|m| m.0).collect();
+            let want: Vec<u64> = (next..(next + 5).min(5001)).collect();
+            assert_eq!(peeked, want);
             for (id, r) in s.pop(777).expect("pop") {
                 assert_eq!(id, next);
                 assert_eq!(

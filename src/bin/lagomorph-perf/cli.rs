@@ -104,6 +104,9 @@ pub(crate) struct RunArgs {
     /// Persistent messages (delivery-mode 2) to durable queues.
     #[arg(short = 'f', long)]
     pub(crate) persistent: bool,
+    /// Give every message a random priority from 0 to N (uniform).
+    #[arg(long, value_name = "N")]
+    pub(crate) priority_random: Option<u8>,
     /// basic.qos prefetch count per consumer; 0 = unlimited.
     #[arg(short = 'q', long, default_value_t = 0)]
     pub(crate) prefetch: u16,

@@ -55,6 +55,8 @@ pub(crate) struct ProducerConfig {
     pub(crate) confirm: Option<u32>,
     /// delivery-mode 2.
     pub(crate) persistent: bool,
+    /// Random priorities 0..=N.
+    pub(crate) priority_random: Option<u8>,
     /// Stop after this many messages.
     pub(crate) limit: Option<u64>,
 }
@@ -282,16 +284,23 @@ impl Producer {
     }
 }
 
-/// Pre-encoded method + header frames, one per routing key.
+/// Pre-encoded method + header frames, one per routing key (per routing key and priority with
+/// random priorities: key-major).
 fn templates(cfg: &ProducerConfig) -> client::Result<Vec<BytesMut>> {
     let exchange = short(&cfg.exchange)?;
-    let properties = Properties::from(BasicProperties {
-        delivery_mode: Some(if cfg.persistent { 2 } else { 1 }),
-        ..BasicProperties::default()
-    });
+    let priorities: Vec<Option<u8>> = match cfg.priority_random {
+        Some(n) => (0..=n).map(Some).collect(),
+        None => vec![None],
+    };
     cfg.keys
         .iter()
-        .map(|k| {
+        .flat_map(|k| priorities.iter().map(move |p| (k, *p)))
+        .map(|(k, priority)| {
+            let properties = Properties::from(BasicProperties {
+                delivery_mode: Some(if cfg.persistent { 2 } else { 1 }),
+                priority,
+                ..BasicProperties::default()
+            });
             let mut b = BytesMut::new();
             frame::encode_method(
                 CHANNEL,
@@ -331,6 +340,20 @@ async fn publish(
     out: &mut ProducerOutcome,
 ) -> Result<(), ClientError> {
     let templates = templates(cfg)?;
+    let keys = cfg.keys.len().max(1);
+    let per_key = templates.len() / keys;
+    // The template of routing key `key` for message `seq`: a pseudo-random priority (a hash of
+    // the sequence number) when there are several per key.
+    let pick = |key: usize, seq: u64| {
+        if per_key <= 1 {
+            return key;
+        }
+        let mut h = seq.wrapping_add(u64::from(cfg.id) << 40);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        key * per_key + (h % per_key as u64) as usize
+    };
     let per_msg = templates.first().map_or(0, |t| t.len()) + cfg.size + frame::FRAME_OVERHEAD;
     let batch_max = ((BATCH_BYTES / per_msg.max(1)) as u64).clamp(1, BATCH_MAX);
     let mut body = vec![0u8; cfg.size];
@@ -393,12 +416,12 @@ async fn publish(
                 stats::put_body_header(&mut body, cfg.id, s, sent_ns);
                 put_message_head(
                     &mut buf,
-                    &templates[key],
+                    &templates[pick(key, seq)],
                     &body[..stats::BODY_HEADER],
                     cfg.size,
                 );
                 ends.push(buf.len());
-                key = (key + 1) % templates.len();
+                key = (key + 1) % keys;
                 seq += 1;
             }
             buf.extend_from_slice(&[frame::FRAME_END]);
@@ -415,10 +438,10 @@ async fn publish(
                 ClientError::Unexpected("more than 2^32 messages from one producer".into())
             })?;
             stats::put_body_header(&mut body, cfg.id, s, sent_ns);
-            buf.extend_from_slice(&templates[key]);
+            buf.extend_from_slice(&templates[pick(key, seq)]);
             put_body_frames(CHANNEL, &body, frame_max, &mut buf);
             key += 1;
-            if key == templates.len() {
+            if key == keys {
                 key = 0;
             }
             seq += 1;
@@ -611,10 +634,23 @@ mod tests {
             rate: 0,
             confirm: None,
             persistent: true,
+            priority_random: None,
             limit: None,
         };
         let t = templates(&cfg).expect("templates");
         assert_eq!(t.len(), 2);
+        let with_priorities = ProducerConfig {
+            priority_random: Some(9),
+            ..cfg.clone()
+        };
+        let tp = templates(&with_priorities).expect("templates");
+        assert_eq!(tp.len(), 20, "ten priorities per key");
+        let mut b = tp[13].clone();
+        let _ = frame::decode(&mut b, 4096).expect("method");
+        match frame::decode(&mut b, 4096).expect("decode") {
+            Some(Frame::Header { header, .. }) => assert_eq!(header.properties.priority(), Some(3)),
+            f => panic!("expected a header, got {f:?}"),
+        }
         let mut b = t[1].clone();
         match frame::decode(&mut b, 4096).expect("decode") {
             Some(Frame::Method {

@@ -65,6 +65,7 @@ pub(crate) async fn run(args: &RunArgs) -> Result<Summary, String> {
                 rate: args.rate,
                 confirm: args.confirm,
                 persistent: args.persistent,
+                priority_random: args.priority_random,
                 limit: per_producer(i),
             }
         }),
@@ -507,7 +508,10 @@ fn check(
     for o in seen {
         latency.merge(&o.tracker.latency);
         s.duplicated += o.tracker.duplicated;
-        s.out_of_order += o.tracker.out_of_order;
+        if args.priority_random.is_none() {
+            // With random priorities, delivery order is priority order, not publish order.
+            s.out_of_order += o.tracker.out_of_order;
+        }
         s.malformed += o.tracker.malformed;
         consumed[o.queue_index] = true;
         let m = &mut merged[o.queue_index];

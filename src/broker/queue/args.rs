@@ -72,6 +72,8 @@ pub struct FeatureValues {
     pub overflow: Option<Overflow>,
     /// `delivery-limit`.
     pub delivery_limit: Option<u64>,
+    /// `consumer-timeout`, milliseconds (`x-consumer-timeout`).
+    pub consumer_timeout: Option<u64>,
 }
 
 impl FeatureValues {
@@ -93,6 +95,7 @@ impl FeatureValues {
             max_length_bytes: min_opt(self.max_length_bytes, op.max_length_bytes),
             overflow: self.overflow.or(op.overflow),
             delivery_limit: min_opt(self.delivery_limit, op.delivery_limit),
+            consumer_timeout: self.consumer_timeout.or(op.consumer_timeout),
         }
     }
 }
@@ -123,6 +126,9 @@ pub struct QueueSettings {
     pub overflow: Overflow,
     /// Most returns of a message before it is dead-lettered (`delivery_limit`).
     pub delivery_limit: Option<u64>,
+    /// How long a delivery may stay unacknowledged, milliseconds (none: the broker's
+    /// `consumer_timeout`).
+    pub consumer_timeout: Option<u64>,
 }
 
 impl QueueSettings {
@@ -144,6 +150,7 @@ impl QueueSettings {
             max_length_bytes: min_opt(args.max_length_bytes, policy.max_length_bytes),
             overflow: args.overflow.or(policy.overflow).unwrap_or_default(),
             delivery_limit: min_opt(args.delivery_limit, policy.delivery_limit),
+            consumer_timeout: min_opt(args.consumer_timeout, policy.consumer_timeout),
         }
     }
 
@@ -380,6 +387,24 @@ impl QueueArgs {
         }
     }
 
+    /// `x-max-priority` (checked at declare to be 0-255); `None` without it. RabbitMQ 3.10
+    /// makes a queue with `x-max-priority: 0` a priority queue of one level, which orders as a
+    /// plain queue: so does this.
+    pub fn max_priority(&self) -> Option<u8> {
+        self.raw
+            .get("x-max-priority")
+            .and_then(int_arg)
+            .and_then(|n| u8::try_from(n).ok())
+    }
+
+    /// `x-single-active-consumer: true`.
+    pub fn single_active(&self) -> bool {
+        matches!(
+            self.raw.get("x-single-active-consumer"),
+            Some(FieldValue::Bool(true))
+        )
+    }
+
     fn values_of(raw: &FieldTable) -> FeatureValues {
         let num = |k: &str| {
             raw.get(k)
@@ -399,6 +424,9 @@ impl QueueArgs {
                 .and_then(FieldValue::as_str)
                 .and_then(Overflow::parse),
             delivery_limit: num("x-delivery-limit"),
+            // Not checked at declare: RabbitMQ 3.10 accepts any value (it does not know the
+            // key); a non-integer one is ignored.
+            consumer_timeout: num("x-consumer-timeout"),
         }
     }
 
@@ -479,6 +507,42 @@ fn describe(v: Option<&FieldValue>) -> String {
     match v {
         None => "none".into(),
         Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+    }
+}
+
+/// basic.consume's arguments as this broker reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerArgs {
+    /// `x-priority` (0 when absent).
+    pub priority: i32,
+    /// `x-browse`: deliver copies, leave the messages in the queue.
+    pub browse: bool,
+}
+
+impl ConsumerArgs {
+    /// Checks basic.consume's arguments as RabbitMQ 3.10's `check_consume_arguments` does
+    /// (`x-priority` must be an integer: 406 with its text) and reads them. `x-browse` is ours
+    /// and must be a boolean.
+    pub fn parse(t: &FieldTable, queue: &str, vhost: &str) -> BrokerResult<ConsumerArgs> {
+        let bad = |key: &str, term: String| {
+            BrokerError::PreconditionFailed(format!(
+                "invalid arg '{key}' for {}: {term}",
+                resource(queue, vhost)
+            ))
+        };
+        let priority = match t.get("x-priority") {
+            None => 0,
+            Some(v) => {
+                let n = int_or_err(v).map_err(|e| bad("x-priority", e))?;
+                i32::try_from(n.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(0)
+            }
+        };
+        let browse = match t.get("x-browse") {
+            None => false,
+            Some(FieldValue::Bool(b)) => *b,
+            Some(v) => return Err(bad("x-browse", unacceptable(v))),
+        };
+        Ok(ConsumerArgs { priority, browse })
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! The rest of the broker talks to a queue only through [`Queue`]'s methods, which forward to
 //! its type: push, consume and cancel, dispatch, settle, get, purge, tick, counts and info.
-//! Classic queues ([`classic`]) are the one type today; stream, replicated or priority queues
-//! plug in as other implementations of [`QueueType`] without touching the code that holds an
+//! Classic queues ([`classic`], with priorities as lanes) are the one type today; stream or
+//! replicated queues plug in as other implementations of [`QueueType`] without touching the code that holds an
 //! `Arc<Queue>`.
 //!
 //! Rules every type follows (STYLE.md §5):
@@ -18,12 +18,13 @@
 //!   541.
 //!
 //! Files: [`args`] (argument checks, equivalence, policy resolution), [`ready`] (the ready
-//! list), [`consumers`] (consumer selection), [`outcome`] (what operations return),
-//! [`classic`] (the classic queue type).
+//! list), [`lanes`] (ready lists by priority), [`consumers`] (consumer selection),
+//! [`outcome`] (what operations return), [`classic`] (the classic queue type).
 
 pub mod args;
 pub mod classic;
 pub mod consumers;
+pub mod lanes;
 pub mod outcome;
 pub mod ready;
 
@@ -36,7 +37,8 @@ use super::message::{Message, QueuedMessage};
 use super::time::Now;
 use crate::storage::StoreError;
 
-pub use args::{FeatureValues, Overflow, QueueArgs, QueueSettings};
+pub use args::{ConsumerArgs, FeatureValues, Overflow, QueueArgs, QueueSettings};
+pub use classic::browse::{Browsed, MAX_BROWSE_REACH};
 pub use outcome::{Counts, DeadLetter, Followups, GetResult, Pushed, Reason, Settle};
 
 /// Counters for management and metrics: updated with relaxed atomics, never under a lock.
@@ -167,6 +169,9 @@ pub trait QueueType: Send + Sync + std::fmt::Debug {
     /// Its consumers, for listings.
     fn consumers(&self) -> Vec<ConsumerHandle>;
     /// The type's name in management (`classic`).
+    /// Up to `count` ready messages from position `offset` in delivery order, left in the
+    /// queue unchanged (not taken, reordered or marked redelivered).
+    fn browse(&self, offset: usize, count: usize) -> Result<Browsed, StoreError>;
     fn kind(&self) -> &'static str;
 }
 
@@ -189,6 +194,8 @@ pub struct Queue {
     /// Counters.
     pub stats: QueueStats,
     policy: RwLock<AppliedPolicy>,
+    /// The settings' `consumer_timeout` (`u64::MAX`: none), read per delivery without a lock.
+    consumer_timeout: AtomicU64,
     imp: Box<dyn QueueType>,
 }
 
@@ -203,6 +210,7 @@ impl Queue {
         args: QueueArgs,
         imp: Box<dyn QueueType>,
     ) -> Arc<Queue> {
+        let consumer_timeout = AtomicU64::new(imp.settings().consumer_timeout.unwrap_or(u64::MAX));
         Arc::new(Queue {
             name,
             vhost,
@@ -212,6 +220,7 @@ impl Queue {
             args,
             stats: QueueStats::default(),
             policy: RwLock::new(AppliedPolicy::default()),
+            consumer_timeout,
             imp,
         })
     }
@@ -301,6 +310,10 @@ impl Queue {
     ) -> Result<(), StoreError> {
         let settings = QueueSettings::resolve(&self.args.values, &applied.values);
         self.record_policy(applied);
+        self.consumer_timeout.store(
+            settings.consumer_timeout.unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if settings != self.imp.settings() {
             self.imp.apply_settings(self, settings, now, fx)?;
         }
@@ -317,6 +330,11 @@ impl Queue {
         self.imp.touch(self, now);
     }
 
+    /// See [`QueueType::browse`].
+    pub fn browse(&self, offset: usize, count: usize) -> Result<Browsed, StoreError> {
+        self.imp.browse(offset, count)
+    }
+
     /// See [`QueueType::forget_stored`].
     pub fn forget_stored(&self, id: u64) -> Result<(), StoreError> {
         self.imp.forget_stored(id)
@@ -328,6 +346,18 @@ impl Queue {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How long its deliveries may stay unacknowledged, milliseconds (`x-consumer-timeout`
+    /// or policy `consumer-timeout`); `None`: the broker's `consumer_timeout` applies.
+    pub fn consumer_timeout(&self) -> Option<u64> {
+        match self
+            .consumer_timeout
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            u64::MAX => None,
+            ms => Some(ms),
+        }
     }
 
     /// The settings it runs with (arguments resolved against policies).

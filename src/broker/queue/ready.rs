@@ -9,7 +9,7 @@
 //! below it (requeued messages go back to memory, in their place). A message is paged only when
 //! its id is above every id in memory, so the store's ids from `paged_start` on are exactly the
 //! paged persistent messages, and reading them back in id order keeps the queue's order.
-//! A later priority queue keeps one of these per priority.
+//! A priority queue keeps one of these per priority (see `lanes`).
 
 use std::collections::VecDeque;
 
@@ -56,6 +56,11 @@ impl ReadyList {
     /// The first message in memory.
     pub fn front(&self) -> Option<&QueuedMessage> {
         self.items.front()
+    }
+
+    /// The messages in memory, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
+        self.items.iter()
     }
 
     /// True when the message with `id` is above every id in memory, so it may be paged.

@@ -280,6 +280,8 @@ impl VHost {
             window: self.shared.window,
             budget: Arc::clone(&self.shared.budget),
             timers: Arc::clone(&self.shared.timers),
+            max_priority: args.max_priority(),
+            single_active: args.single_active(),
         };
         let imp = ClassicQueue::new(
             Arc::clone(name),

@@ -73,6 +73,10 @@ impl VHost {
 
     /// Takes back a delivery that never reached its consumer.
     pub fn undeliver(&self, d: Delivery, now: Now) -> BrokerResult<()> {
+        if d.copy {
+            // A browsed copy: the message never left its queue.
+            return Ok(());
+        }
         let mut fx = Followups::default();
         let r = d.queue.undeliver(d.message, d.no_ack, now, &mut fx);
         self.run(fx, now)?;
@@ -85,6 +89,17 @@ impl VHost {
         let r = q.get(no_ack, now, &mut fx);
         self.run(fx, now)?;
         Ok(r?)
+    }
+
+    /// Reads up to `count` ready messages of `q` from position `offset` without taking them
+    /// (see [`Queue::browse`]).
+    pub fn browse(
+        &self,
+        q: &Arc<Queue>,
+        offset: usize,
+        count: usize,
+    ) -> BrokerResult<crate::broker::queue::Browsed> {
+        Ok(q.browse(offset, count)?)
     }
 
     /// queue.purge.

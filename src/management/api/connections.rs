@@ -310,13 +310,41 @@ fn consumer_items(
         .into_iter()
         .map(|c| (c.id, c))
         .collect();
-    all_consumers(vhosts)
-        .into_iter()
-        .filter_map(|(vhost, queue, h)| {
-            let ci = conns.get(&h.conn)?;
-            Some(to_value(&consumer_dto(st, ci, &vhost, &queue, &h)))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for vh in vhosts {
+        for q in vh.queues() {
+            for (i, h) in q.consumers().iter().enumerate() {
+                if let Some(ci) = conns.get(&h.conn) {
+                    let act = activity(&q, i);
+                    out.push(to_value(&consumer_dto(st, ci, &vh.name, &q.name, h, act)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A consumer's `active` and `activity_status`, as RabbitMQ 3.10 shows them: on a
+/// single-active-consumer queue the first consumer (`index` 0 in [`Queue::consumers`]'s
+/// order) is `single_active` and the others `waiting`; elsewhere every consumer is `up`.
+pub(crate) fn activity(q: &crate::broker::queue::Queue, index: usize) -> (bool, &'static str) {
+    match (q.args.single_active(), index) {
+        (false, _) => (true, "up"),
+        (true, 0) => (true, "single_active"),
+        (true, _) => (false, "waiting"),
+    }
+}
+
+/// The arguments a consumer was given, as far as this broker keeps them.
+fn consumer_arguments(h: &ConsumerHandle) -> Map<String, Value> {
+    let mut m = Map::new();
+    if h.priority != 0 {
+        m.insert("x-priority".into(), Value::from(h.priority));
+    }
+    if h.browse {
+        m.insert("x-browse".into(), Value::Bool(true));
+    }
+    m
 }
 
 /// One consumer of `queue` in `vhost`, on connection `ci`.
@@ -326,6 +354,7 @@ pub(crate) fn consumer_dto(
     vhost: &str,
     queue: &str,
     h: &ConsumerHandle,
+    (active, activity_status): (bool, &'static str),
 ) -> dto::Consumer {
     let cname = connection_name(ci);
     dto::Consumer {
@@ -346,9 +375,9 @@ pub(crate) fn consumer_dto(
         ack_required: !h.no_ack,
         exclusive: h.exclusive,
         prefetch_count: h.prefetch.limit(),
-        active: true,
-        activity_status: "up",
-        arguments: Map::new(),
+        active,
+        activity_status,
+        arguments: consumer_arguments(h),
     }
 }
 

@@ -126,6 +126,7 @@ pub(crate) fn router(state: ApiState) -> Router {
             axum::routing::delete(queues::purge),
         )
         .route("/api/queues/{vhost}/{name}/get", post(queues::get_messages))
+        .route("/api/queues/{vhost}/{name}/browse", post(queues::browse))
         .route(
             "/api/queues/{vhost}/{name}/bindings",
             get(bindings::of_queue),

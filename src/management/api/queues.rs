@@ -1,6 +1,6 @@
 //! Queues: listing, declare, delete, purge and get.
 
-use super::connections::consumer_dto;
+use super::connections::{activity, consumer_dto};
 use super::{ApiState, authorize, connection_name, usable_vhost, visible_vhost, visible_vhosts};
 use crate::broker::access::{Perm, Resource};
 use crate::broker::queue::Settle;
@@ -61,6 +61,11 @@ fn queue_dto(
         operator_policy: applied.operator_policy,
         effective_policy_definition: Value::Object(applied.definition),
         exclusive_consumer_tag: None,
+        single_active_consumer_tag: q
+            .args
+            .single_active()
+            .then(|| q.consumers().first().map(|c| c.tag.to_string()))
+            .flatten(),
         consumers: consumers as u64,
         memory: QUEUE_BASE_MEMORY + counts.memory as u64,
         message_bytes: ready_bytes as u64,
@@ -179,9 +184,11 @@ pub(crate) async fn show(
     let consumers: Vec<Value> = queue
         .consumers()
         .iter()
-        .filter_map(|h| {
+        .enumerate()
+        .filter_map(|(i, h)| {
             let ci = conns.get(&h.conn)?;
-            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h)))
+            let act = activity(&queue, i);
+            Some(to_value(&consumer_dto(&st, ci, &vhost, &name, h, act)))
         })
         .collect();
     if let Value::Object(m) = &mut value {
@@ -277,6 +284,108 @@ enum AckMode {
     Discard,
 }
 
+/// A message in the shape of RabbitMQ's `/get` answer, with `remaining` as its
+/// `message_count`.
+fn got_message(
+    qm: &crate::broker::QueuedMessage,
+    remaining: u32,
+    truncate: Option<u64>,
+    base64_only: bool,
+) -> dto::GotMessage {
+    let m = &qm.msg;
+    let mut payload: &[u8] = &m.body;
+    if let Some(t) = truncate {
+        payload = &payload[..payload.len().min(usize::try_from(t).unwrap_or(usize::MAX))];
+    }
+    let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+        Ok(s) if !base64_only => (s.to_string(), "string"),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(payload),
+            "base64",
+        ),
+    };
+    dto::GotMessage {
+        payload_bytes: m.body.len(),
+        redelivered: qm.redelivered,
+        exchange: m.exchange.to_string(),
+        routing_key: m.routing_key.to_string(),
+        message_count: remaining,
+        // Decoded only here, to show them.
+        properties: properties_to_json(&m.properties.decode()),
+        payload,
+        payload_encoding,
+    }
+}
+
+/// The `encoding` of a get or browse body: `auto` (the default for browse) or `base64`.
+fn base64_only(body: &Value, required: bool) -> ApiResult<bool> {
+    match get_str(body, "encoding")? {
+        Some("auto") => Ok(false),
+        None if !required => Ok(false),
+        Some("base64") => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "invalid encoding {}",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+/// POST /api/queues/{vhost}/{name}/browse: `{"offset": N, "count": M}` (also `encoding`
+/// and `truncate` as for `/get`). Up to `count` messages from position `offset` (0 = the
+/// next to be delivered, in delivery order: highest priority first), in `/get`'s shape, left
+/// in the queue as they were: not taken, reordered or marked redelivered. A message's
+/// `message_count` is the number of ready messages after it. Lagomorph's own; RabbitMQ has
+/// no such endpoint.
+pub(crate) async fn browse(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    PathArgs((vhost, name)): PathArgs<(String, String)>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Vec<dto::GotMessage>>> {
+    let vh = usable_vhost(&st, &user, &vhost)?;
+    authorize(&st, &user, &vhost, Perm::Read, Resource::Queue(&name))?;
+    let base64_only = base64_only(&body, false)?;
+    let offset = get_u64(&body, "offset")?.unwrap_or(0);
+    let count = get_u64(&body, "count")?.unwrap_or(1);
+    if count > MAX_GET_COUNT {
+        return Err(ApiError::bad_request(format!(
+            "count must be at most {MAX_GET_COUNT}"
+        )));
+    }
+    let reach = crate::broker::queue::MAX_BROWSE_REACH as u64;
+    if offset.saturating_add(count) > reach {
+        return Err(ApiError::bad_request(format!(
+            "offset + count must be at most {reach}"
+        )));
+    }
+    let truncate = get_u64(&body, "truncate")?;
+    let queue = vh.queue(&name).map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("NOT_FOUND - {e}"),
+        )
+    })?;
+    // Both fit in usize: they are at most MAX_BROWSE_REACH.
+    let (offset, count) = (offset as usize, count as usize);
+    let browsed = vh.browse(&queue, offset, count)?;
+    let out = browsed
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let after = browsed.ready.saturating_sub(offset + i + 1);
+            got_message(
+                m,
+                u32::try_from(after).unwrap_or(u32::MAX),
+                truncate,
+                base64_only,
+            )
+        })
+        .collect();
+    Ok(Json(out))
+}
+
 /// POST /api/queues/{vhost}/{name}/get.
 pub(crate) async fn get_messages(
     State(st): State<ApiState>,
@@ -298,16 +407,7 @@ pub(crate) async fn get_messages(
             )));
         }
     };
-    let base64_only = match get_str(&body, "encoding")? {
-        Some("auto") => false,
-        Some("base64") => true,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "invalid encoding {}",
-                other.unwrap_or("")
-            )));
-        }
-    };
+    let base64_only = base64_only(&body, true)?;
     let count = get_u64(&body, "count")?.unwrap_or(1);
     if count > MAX_GET_COUNT {
         return Err(ApiError::bad_request(format!(
@@ -335,29 +435,12 @@ pub(crate) async fn get_messages(
                 return Err(e.into());
             }
         };
-        let m = &got.message.msg;
-        let mut payload: &[u8] = &m.body;
-        if let Some(t) = truncate {
-            payload = &payload[..payload.len().min(usize::try_from(t).unwrap_or(usize::MAX))];
-        }
-        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
-            Ok(s) if !base64_only => (s.to_string(), "string"),
-            _ => (
-                base64::engine::general_purpose::STANDARD.encode(payload),
-                "base64",
-            ),
-        };
-        out.push(dto::GotMessage {
-            payload_bytes: m.body.len(),
-            redelivered: got.message.redelivered,
-            exchange: m.exchange.to_string(),
-            routing_key: m.routing_key.to_string(),
-            message_count: got.remaining,
-            // Decoded only here, to show them.
-            properties: properties_to_json(&m.properties.decode()),
-            payload,
-            payload_encoding,
-        });
+        out.push(got_message(
+            &got.message,
+            got.remaining,
+            truncate,
+            base64_only,
+        ));
         taken.push(got.message);
     }
     let how = match mode {

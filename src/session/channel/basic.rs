@@ -2,7 +2,9 @@
 //! and deliveries from the broker to this channel's consumers.
 
 use crate::broker::access::{Perm, Resource};
+use crate::broker::consumer::Outbound;
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
+use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
 use crate::broker::vhost::generate_name;
 use crate::broker::{Credit, Delivery, PublishRequest};
 use crate::protocol::ReplyCode;
@@ -49,6 +51,7 @@ impl Channel {
             .authorize(Perm::Read, Resource::Queue(queue))
             .map_err(on)?;
         let q = ctx.vhost.queue_for(queue, ctx.conn).map_err(on)?;
+        let args = ConsumerArgs::parse(&m.arguments, queue, &ctx.vhost.name).map_err(on)?;
         let tag = if m.consumer_tag.is_empty() {
             ShortStr::try_from(generate_name("amq.ctag-")).unwrap_or_default()
         } else {
@@ -61,6 +64,9 @@ impl Channel {
             )
             .on(class, mid));
         }
+        if args.browse {
+            return self.browse_consume(ctx, m, q, tag);
+        }
         let prefetch = Credit::new(self.consumer_prefetch);
         let transit = Credit::new(TRANSIT_LIMIT);
         let handle = ConsumerHandle {
@@ -69,6 +75,8 @@ impl Channel {
             conn: ctx.conn,
             no_ack: m.no_ack,
             exclusive: m.exclusive,
+            priority: args.priority,
+            browse: args.browse,
             prefetch: Arc::clone(&prefetch),
             channel_credit: Arc::clone(&self.credit),
             transit: Arc::clone(&transit),
@@ -100,6 +108,77 @@ impl Channel {
         dispatched
     }
 
+    /// basic.consume with `x-browse: true` (Lagomorph's own): the consumer receives copies of
+    /// the queue's ready messages as they are now, in delivery order (at most
+    /// [`MAX_BROWSE_REACH`]), which stay in the queue untouched; then the broker cancels it
+    /// (basic.cancel, so the client knows the browse is complete). Copies are not
+    /// acknowledged, so the consumer must be no-ack (406 otherwise). The consumer is not
+    /// registered with the queue: it takes nothing and no new messages.
+    fn browse_consume(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m: BasicConsume,
+        q: Arc<crate::broker::Queue>,
+        tag: ShortStr,
+    ) -> Result<(), AmqpError> {
+        let (ch, class, mid) = (self.id, BasicConsume::CLASS_ID, BasicConsume::METHOD_ID);
+        if !m.no_ack {
+            return Err(AmqpError::channel(
+                ch,
+                ReplyCode::PreconditionFailed,
+                "x-browse requires no-ack: browsed messages are copies and are not acknowledged",
+            )
+            .on(class, mid));
+        }
+        if m.exclusive {
+            return Err(AmqpError::channel(
+                ch,
+                ReplyCode::PreconditionFailed,
+                "x-browse consumers cannot be exclusive",
+            )
+            .on(class, mid));
+        }
+        let browsed = ctx
+            .vhost
+            .browse(&q, 0, MAX_BROWSE_REACH)
+            .map_err(|e| AmqpError::from_broker(ch, e).on(class, mid))?;
+        if !m.no_wait {
+            ctx.send(
+                ch,
+                &BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                }
+                .into(),
+            );
+        }
+        ctx.info.consumers_changed(1);
+        // The copies and the end go through the mailbox, after consume-ok, like any delivery
+        // (a cancel by the client meanwhile drops the rest).
+        for message in browsed.messages {
+            let _ = ctx.mailbox.send(Outbound::Deliver(Delivery {
+                queue: Arc::clone(&q),
+                channel: ch,
+                consumer_tag: tag.clone(),
+                message,
+                no_ack: true,
+                copy: true,
+            }));
+        }
+        let _ = ctx.mailbox.send(Outbound::ConsumerCancelled {
+            channel: ch,
+            consumer_tag: tag.clone(),
+        });
+        self.consumers.insert(
+            tag,
+            ConsumerState {
+                queue: q,
+                prefetch: Credit::new(0),
+                transit: Credit::new(0),
+            },
+        );
+        Ok(())
+    }
+
     pub(super) fn basic_cancel(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -110,6 +189,9 @@ impl Channel {
             ctx.vhost
                 .cancel(&c.queue, ctx.conn, self.id, &m.consumer_tag, ctx.now)
                 .map_err(store_failure)?;
+            // A single active consumer's successor, or lower-priority consumers, may take
+            // what it left.
+            dispatch(ctx, &c.queue)?;
         }
         if !m.no_wait {
             ctx.send(
@@ -171,9 +253,11 @@ impl Channel {
         if !m.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
+                timeout: q.consumer_timeout(),
                 queue: q,
                 msg: got.message,
                 prefetch: None,
+                at: ctx.now.mono,
             });
         }
         Ok(())
@@ -289,6 +373,8 @@ impl Channel {
         if !d.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
+                timeout: d.queue.consumer_timeout(),
+                at: ctx.now.mono,
                 queue: d.queue,
                 msg: d.message,
                 prefetch: Some(Arc::clone(&c.prefetch)),

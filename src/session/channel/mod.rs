@@ -18,6 +18,7 @@ use crate::protocol::method::*;
 use crate::protocol::types::{LongStr, ShortStr};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::assembler::{Assembler, Publish};
 use super::confirms::Confirms;
@@ -40,6 +41,10 @@ struct Unacked {
     msg: QueuedMessage,
     /// The consumer's prefetch credit; `None` for basic.get (which takes no credit).
     prefetch: Option<Arc<Credit>>,
+    /// When it was sent.
+    at: Instant,
+    /// Its queue's consumer timeout, milliseconds (`None`: the broker's).
+    timeout: Option<u64>,
 }
 
 /// How a delivery is settled.
@@ -127,6 +132,15 @@ impl Channel {
     /// Number of unacked deliveries.
     pub(crate) fn unacked_count(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// When the oldest unacked delivery times out, and the timeout used (milliseconds), with
+    /// `default` (the broker's `consumer_timeout`) where its queue sets none. As RabbitMQ's
+    /// channel, only the oldest delivery is looked at; a timeout of 0 is none.
+    pub(crate) fn ack_deadline(&self, default: Option<u64>) -> Option<(Instant, u64)> {
+        let u = self.unacked.front()?;
+        let ms = u.timeout.or(default).filter(|&ms| ms > 0)?;
+        Some((u.at + std::time::Duration::from_millis(ms), ms))
     }
 
     fn queue_name<'a>(

@@ -299,6 +299,7 @@ fn server_properties() -> FieldTable {
         (key("exchange_exchange_bindings"), FieldValue::Bool(true)),
         (key("basic.nack"), FieldValue::Bool(true)),
         (key("consumer_cancel_notify"), FieldValue::Bool(true)),
+        (key("consumer_priorities"), FieldValue::Bool(true)),
         (key("connection.blocked"), FieldValue::Bool(true)),
         (key("authentication_failure_close"), FieldValue::Bool(true)),
         (key("per_consumer_qos"), FieldValue::Bool(true)),

@@ -29,7 +29,7 @@ impl ClassicQueue {
         fx: &mut Followups,
     ) {
         while !st.consumers.is_empty() {
-            if st.ready.wants_refill(&self.deps.window) {
+            if st.ready.wants_refill() {
                 work.refill = true;
             }
             let Some(head) = st.ready.front() else {
@@ -91,6 +91,7 @@ impl ClassicQueue {
             consumer_tag: c.tag.clone(),
             message: qm,
             no_ack,
+            copy: false,
         };
         if let Err(returned) = c.mailbox.send(Outbound::Deliver(delivery)) {
             c.unreserve();
@@ -268,7 +269,7 @@ impl ClassicQueue {
                                 work.delivered.push(qm.id);
                             }
                         }
-                        if st.ready.wants_refill(&self.deps.window) {
+                        if st.ready.wants_refill() {
                             work.refill = true;
                         }
                         Self::rearm(&mut st, now, &mut work);

@@ -75,7 +75,7 @@ impl ClassicQueue {
                 work.write_sealed = store.put(id, to_view(msg, &meta))? == PutOutcome::WriteDue;
                 work.put = true;
             }
-            if st.ready.is_empty() && st.tail.is_empty() {
+            if st.ready.is_empty() && st.ready.tails_empty() {
                 // Nothing ahead of it: a consumer with credit takes it now, TTL 0 included.
                 match self.deliver_first(q, &mut st, qm, &mut work) {
                     Ok(()) => {}
@@ -106,7 +106,9 @@ impl ClassicQueue {
         fx: &mut Followups,
     ) {
         let cost = qm.cost();
-        let in_memory = if st.ready.must_page(qm.id, &self.deps.window) {
+        let lane = st.ready.lane_of(&qm.msg);
+        let window = *st.ready.window();
+        let in_memory = if st.ready.lane(lane).ready.must_page(qm.id, &window) {
             false
         } else if st.share.charge(&self.deps.budget, cost) {
             true
@@ -120,13 +122,14 @@ impl ClassicQueue {
         if in_memory {
             st.ready.insert(qm);
         } else {
-            st.ready.note_paged(qm.id, qm.msg.body.len());
+            let l = st.ready.lane_mut(lane);
+            l.ready.note_paged(qm.id, qm.msg.body.len());
             if !qm.persisted {
                 // Written to the spill file after the lock; meanwhile it waits here.
+                l.tail_bytes += cost;
+                l.tail.push(qm);
                 st.share.force(&self.deps.budget, cost);
-                st.tail_bytes += cost;
-                st.tail.push(qm);
-                if st.tail_bytes >= TAIL_FLUSH.min(self.deps.window.bytes)
+                if st.ready.tail_bytes() >= TAIL_FLUSH.min(self.deps.window.bytes)
                     || self.deps.budget.used() > self.deps.budget.limit()
                 {
                     work.flush_tail = true;
@@ -156,7 +159,7 @@ impl ClassicQueue {
                 None => match self.pop_tail(st) {
                     Some(qm) => self.drop_message(q, st, qm, Reason::Maxlen, work, fx),
                     None => {
-                        if st.ready.paged() > 0 {
+                        if st.ready.lane(st.ready.head()).ready.paged() > 0 {
                             work.refill = true;
                         }
                         return;
@@ -166,22 +169,24 @@ impl ClassicQueue {
         }
     }
 
-    /// The oldest message of the spill tail when nothing older is paged (a queue whose whole
-    /// backlog is still in the tail).
+    /// The oldest message of the head lane's spill tail when nothing older is paged (a lane
+    /// whose whole backlog is still in the tail).
     fn pop_tail(&self, st: &mut State) -> Option<QueuedMessage> {
-        if st.tail.is_empty() || st.ready.paged() != st.tail.len() {
+        let head = st.ready.head();
+        let l = st.ready.lane_mut(head);
+        if l.tail.is_empty() || l.ready.paged() != l.tail.len() {
             return None;
         }
-        let qm = st.tail.remove(0);
+        let qm = l.tail.remove(0);
         let cost = qm.cost();
-        st.tail_bytes -= cost;
+        l.tail_bytes -= cost;
+        l.ready.note_unpaged(1, qm.msg.body.len());
         st.share.credit(&self.deps.budget, cost);
-        st.ready.note_unpaged(1, qm.msg.body.len());
         Some(qm)
     }
 
-    /// Drops expired messages from the head, at most `limit`; true when it stopped at the
-    /// limit. A paged head is read back when TTLs are in use.
+    /// Drops expired messages from the head (of each priority lane), at most `limit`; true
+    /// when it stopped at the limit. A paged head is read back when TTLs are in use.
     pub(super) fn expire_head(
         &self,
         q: &Arc<Queue>,
@@ -191,15 +196,25 @@ impl ClassicQueue {
         fx: &mut Followups,
         limit: usize,
     ) -> bool {
+        if !st.ttl_seen {
+            // No message ever had a deadline: nothing to look for.
+            return false;
+        }
         let mut n = 0;
-        while st.ready.front().is_some_and(|m| m.is_expired(now.unix_ms)) {
+        while st
+            .ready
+            .earliest_deadline()
+            .is_some_and(|at| at <= now.unix_ms)
+        {
             if n == limit {
                 return true;
             }
-            if let Some(qm) = self.pop(st) {
-                self.drop_message(q, st, qm, Reason::Expired, work, fx);
-                n += 1;
-            }
+            let Some(qm) = st.ready.pop_expired(now.unix_ms) else {
+                break;
+            };
+            st.share.credit(&self.deps.budget, qm.cost());
+            self.drop_message(q, st, qm, Reason::Expired, work, fx);
+            n += 1;
         }
         if st.ttl_seen && st.ready.needs_refill() {
             work.refill = true;

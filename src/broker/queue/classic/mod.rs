@@ -13,8 +13,10 @@
 //!
 //! # Files
 //! `enqueue` (push, overflow, TTL at the head, ticks, settings), `deliver` (dispatch,
-//! consume/cancel, settle, get), `paging` (spill tail, refill), `recovery` (startup).
+//! consume/cancel, settle, get), `paging` (spill tail, refill), `recovery` (startup),
+//! [`browse`] (reading without taking).
 
+pub mod browse;
 mod deliver;
 mod enqueue;
 mod paging;
@@ -25,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::consumers::Consumers;
+use super::lanes::Lanes;
 use super::outcome::{Counts, DeadLetter, Followups, Reason};
-use super::ready::ReadyList;
 use super::{MemoryWindow, Queue, QueueSettings};
 use crate::broker::budget::{BudgetShare, MemoryBudget};
 use crate::broker::group_commit::GroupCommit;
@@ -52,6 +54,10 @@ pub(crate) struct Deps {
     pub(crate) budget: Arc<MemoryBudget>,
     /// The broker's timers.
     pub(crate) timers: Arc<Timers>,
+    /// `x-max-priority`: one ready lane per level up to it (`None`: one lane).
+    pub(crate) max_priority: Option<u8>,
+    /// `x-single-active-consumer`.
+    pub(crate) single_active: bool,
 }
 
 /// See the module docs.
@@ -83,15 +89,13 @@ impl std::fmt::Debug for dyn QueueStore {
 /// Everything behind the queue's lock.
 #[derive(Debug)]
 struct State {
-    ready: ReadyList,
+    /// Ready messages, by priority lane (with their spill tails).
+    ready: Lanes,
     consumers: Consumers,
     unacked: usize,
     settings: QueueSettings,
     /// The next message id.
     next_id: u64,
-    /// Transient messages paged out but not yet written to the spill file (oldest first).
-    tail: Vec<QueuedMessage>,
-    tail_bytes: usize,
     /// This queue's part of the memory budget.
     share: BudgetShare,
     /// When the queue was last used (declared, fetched from, left by its last consumer): its
@@ -151,18 +155,19 @@ impl ClassicQueue {
             },
             ..deps
         };
+        let lanes = deps.max_priority.map_or(1, |m| usize::from(m) + 1);
+        let ready = Lanes::new(deps.max_priority, deps.window);
+        let consumers = Consumers::new(deps.single_active);
         ClassicQueue {
             name,
             vhost,
             deps,
             state: Mutex::new(State {
-                ready: ReadyList::default(),
-                consumers: Consumers::default(),
+                ready,
+                consumers,
                 unacked: 0,
                 settings,
                 next_id,
-                tail: Vec::new(),
-                tail_bytes: 0,
                 share: BudgetShare::default(),
                 last_used: now.mono,
                 armed: None,
@@ -170,7 +175,7 @@ impl ClassicQueue {
                 deleted: false,
                 epoch: 0,
             }),
-            pager: Mutex::new(Pager::default()),
+            pager: Mutex::new(Pager::new(lanes)),
             refill_asked: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
         }
@@ -274,11 +279,7 @@ impl ClassicQueue {
     /// The next time this queue needs a tick: its head's TTL, or its `x-expires` while it has
     /// no consumers.
     fn next_deadline(st: &State, now: Now) -> Option<Instant> {
-        let ttl = st
-            .ready
-            .front()
-            .filter(|m| m.expires_at != 0)
-            .map(|m| now.mono_at(m.expires_at));
+        let ttl = st.ready.earliest_deadline().map(|at| now.mono_at(at));
         let expiry = st
             .settings
             .expires
@@ -429,8 +430,6 @@ impl super::QueueType for ClassicQueue {
             st.epoch += 1;
             let n = st.ready.len();
             let _ = st.ready.drain();
-            st.tail.clear();
-            st.tail_bytes = 0;
             st.share.release_all(&self.deps.budget);
             (st.consumers.take_all(), n)
         };
@@ -464,6 +463,10 @@ impl super::QueueType for ClassicQueue {
 
     fn kind(&self) -> &'static str {
         "classic"
+    }
+
+    fn browse(&self, offset: usize, count: usize) -> Result<browse::Browsed, StoreError> {
+        self.browse_messages(offset, count)
     }
 }
 

@@ -25,9 +25,14 @@ use crate::broker::message::QueuedMessage;
 use crate::broker::time::Now;
 use crate::storage::{Spill, StoreError, StoredMessage};
 
-/// The spill file and what was read from it but not yet inserted.
-#[derive(Default)]
+/// Each lane's spill file and what was read from it but not yet inserted.
 pub(super) struct Pager {
+    lanes: Vec<PagerLane>,
+}
+
+/// One priority lane's spill file and read-back state.
+#[derive(Default)]
+struct PagerLane {
     spill: Option<Box<dyn Spill>>,
     /// Transient messages read back (or taken from the tail) beyond the last merge frontier;
     /// all older than anything in the spill file.
@@ -35,53 +40,109 @@ pub(super) struct Pager {
 }
 
 impl Pager {
-    /// Drops the spill file (the queue is gone).
-    pub(super) fn close(&mut self) {
-        self.spill = None;
-        self.lookahead.clear();
+    /// A pager for `lanes` priority lanes.
+    pub(super) fn new(lanes: usize) -> Pager {
+        Pager {
+            lanes: (0..lanes.max(1)).map(|_| PagerLane::default()).collect(),
+        }
     }
 
+    /// Lane `lane`'s read-back lookahead and the first messages of its spill file, up to
+    /// `limit` each, left in place (browsing).
+    pub(super) fn peek_lane(
+        &mut self,
+        lane: usize,
+        limit: usize,
+    ) -> Result<(Vec<QueuedMessage>, Vec<Spilled>), StoreError> {
+        let Some(pl) = self.lanes.get_mut(lane) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let lookahead = pl.lookahead.iter().take(limit).cloned().collect();
+        let spilled = match pl.spill.as_mut() {
+            Some(s) if !s.is_empty() => s.peek(limit)?,
+            _ => Vec::new(),
+        };
+        Ok((lookahead, spilled))
+    }
+
+    /// Drops the spill files (the queue is gone).
+    pub(super) fn close(&mut self) {
+        for l in &mut self.lanes {
+            l.spill = None;
+            l.lookahead.clear();
+        }
+    }
+}
+
+impl PagerLane {
     /// Messages in the spill file.
     fn spilled(&self) -> usize {
         self.spill.as_ref().map_or(0, |s| s.len())
     }
 }
 
+/// A message read from a spill file: its id and record.
+pub(super) type Spilled = (u64, crate::storage::MessageRecord);
+
 /// What one refill round reads.
 struct Plan {
+    /// The lane read back (the head lane).
+    lane: usize,
     want: usize,
     paged_start: u64,
     next_id: u64,
-    tail: Vec<QueuedMessage>,
+    /// Every lane's tail, taken to be written (each to its own spill file).
+    tails: Vec<Vec<QueuedMessage>>,
     epoch: u64,
 }
 
+/// Most store records a lane's read-back scans per round (a priority lane skips the other
+/// lanes' messages).
+const SCAN_LIMIT: usize = 16 * 1024;
+
 impl ClassicQueue {
-    fn pager(&self) -> MutexGuard<'_, Pager> {
+    pub(super) fn pager(&self) -> MutexGuard<'_, Pager> {
         self.pager.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the spill tail to the spill file (opened on first use).
+    /// Writes the lanes' spill tails to their spill files (opened on first use).
     pub(super) fn flush_tail(&self) -> Result<(), StoreError> {
         let mut pager = self.pager();
-        let tail = {
+        let tails = {
             let mut st = self.lock();
-            let tail = std::mem::take(&mut st.tail);
-            let bytes = std::mem::take(&mut st.tail_bytes);
+            let (tails, bytes) = st.ready.take_tails();
             st.share.credit(&self.deps.budget, bytes);
-            tail
+            tails
         };
-        self.write_spill(&mut pager, tail)
+        for (lane, tail) in tails.into_iter().enumerate() {
+            self.write_spill(&mut pager, lane, tail)?;
+        }
+        Ok(())
     }
 
-    fn write_spill(&self, pager: &mut Pager, tail: Vec<QueuedMessage>) -> Result<(), StoreError> {
+    fn write_spill(
+        &self,
+        pager: &mut Pager,
+        lane: usize,
+        tail: Vec<QueuedMessage>,
+    ) -> Result<(), StoreError> {
         if tail.is_empty() {
             return Ok(());
         }
-        if pager.spill.is_none() {
-            pager.spill = Some(self.deps.root.open_spill(&self.vhost, &self.name)?);
+        let n = pager.lanes.len();
+        let Some(pl) = pager.lanes.get_mut(lane) else {
+            return Ok(());
+        };
+        if pl.spill.is_none() {
+            // A priority queue has a spill file per lane, named apart from the queue's.
+            let name = if n == 1 {
+                self.name.to_string()
+            } else {
+                format!("{}\u{0}priority-{lane}", self.name)
+            };
+            pl.spill = Some(self.deps.root.open_spill(&self.vhost, &name)?);
         }
-        if let Some(spill) = pager.spill.as_mut() {
+        if let Some(spill) = pl.spill.as_mut() {
             for qm in &tail {
                 let meta = qm.meta();
                 spill.push(qm.id, super::to_view(&qm.msg, &meta))?;
@@ -116,15 +177,17 @@ impl ClassicQueue {
             };
             self.refill_asked.store(false, Ordering::Release);
             while let Some(mut plan) = self.plan_refill() {
-                let (read, more) = self.read_paged(&mut pager, &mut plan)?;
+                let back = self.read_paged(&mut pager, &mut plan)?;
                 let mut work = Work::default();
                 {
                     let mut st = self.lock();
                     if st.epoch != plan.epoch || st.deleted {
                         return Ok(());
                     }
-                    let progress = !read.is_empty();
-                    self.insert_read(&mut st, read, more);
+                    // A priority lane's scan may skip only other lanes' messages: it moved on.
+                    let progress = !back.read.is_empty()
+                        || back.read_to.is_some_and(|to| to >= plan.paged_start);
+                    self.insert_read(&mut st, plan.lane, back);
                     // A paged head may have kept drop-head from working; it is in memory now.
                     self.drop_over_limit(q, &mut st, &mut work, fx);
                     self.dispatch_locked(q, &mut st, now, &mut work, fx);
@@ -150,17 +213,25 @@ impl ClassicQueue {
     /// and what the budget has room for)?
     fn plan_refill(&self) -> Option<Plan> {
         let mut st = self.lock();
-        if st.deleted || !(st.ready.wants_refill(&self.deps.window) || st.ready.needs_refill()) {
+        if st.deleted || !(st.ready.wants_refill() || st.ready.needs_refill()) {
             return None;
         }
-        let mut want = st.ready.refill_count(&self.deps.window);
+        let lane = st.ready.head();
+        let window = *st.ready.window();
+        let head = &st.ready.lane(lane).ready;
+        let (mut want, paged_avg, in_memory, paged_start) = (
+            head.refill_count(&window),
+            head.paged_avg(),
+            head.in_memory(),
+            head.paged_start(),
+        );
         let free = self
             .deps
             .budget
             .limit()
             .saturating_sub(self.deps.budget.used());
-        let by_budget = free / (st.ready.paged_avg() + crate::broker::message::MESSAGE_OVERHEAD);
-        if st.ready.in_memory() > 0 {
+        let by_budget = free / (paged_avg + crate::broker::message::MESSAGE_OVERHEAD);
+        if in_memory > 0 {
             want = want.min(by_budget);
             if want == 0 {
                 return None;
@@ -168,37 +239,40 @@ impl ClassicQueue {
         } else {
             want = want.min(by_budget.max(1));
         }
-        let tail = std::mem::take(&mut st.tail);
-        let bytes = std::mem::take(&mut st.tail_bytes);
+        let (tails, bytes) = st.ready.take_tails();
         st.share.credit(&self.deps.budget, bytes);
         Some(Plan {
+            lane,
             want,
-            paged_start: st.ready.paged_start(),
+            paged_start,
             next_id: st.next_id,
-            tail,
+            tails,
             epoch: st.epoch,
         })
     }
 
-    /// Under the pager lock only: reads up to `plan.want` paged messages in id order. Returns
-    /// them and whether any source may have more.
-    fn read_paged(
-        &self,
-        pager: &mut Pager,
-        plan: &mut Plan,
-    ) -> Result<(Vec<QueuedMessage>, bool), StoreError> {
-        let (want, paged_start, next_id) = (plan.want, plan.paged_start, plan.next_id);
-        // The tail goes behind what the spill file holds, or straight to the lookahead when
-        // the file is empty (no I/O).
-        let tail = std::mem::take(&mut plan.tail);
-        if pager.spilled() > 0 {
-            self.write_spill(pager, tail)?;
-        } else {
-            pager.lookahead.extend(tail);
+    /// Under the pager lock only: reads up to `plan.want` paged messages of the plan's lane in
+    /// id order. Returns them, whether any source may have more, and how far the lane's paged
+    /// persistent messages were read (its paged start moves past it).
+    fn read_paged(&self, pager: &mut Pager, plan: &mut Plan) -> Result<ReadBack, StoreError> {
+        let (lane, want, paged_start, next_id) =
+            (plan.lane, plan.want, plan.paged_start, plan.next_id);
+        // A tail goes behind what its spill file holds, or straight to the lookahead when the
+        // file is empty and it is the lane being read (no I/O).
+        for (i, tail) in std::mem::take(&mut plan.tails).into_iter().enumerate() {
+            let spilled = pager.lanes.get(i).map_or(0, PagerLane::spilled);
+            if spilled > 0 || i != lane {
+                self.write_spill(pager, i, tail)?;
+            } else if let Some(pl) = pager.lanes.get_mut(i) {
+                pl.lookahead.extend(tail);
+            }
         }
-        let need = want.saturating_sub(pager.lookahead.len());
+        let Some(pl) = pager.lanes.get_mut(lane) else {
+            return Ok(ReadBack::default());
+        };
+        let need = want.saturating_sub(pl.lookahead.len());
         if need > 0
-            && let Some(spill) = pager.spill.as_mut().filter(|s| !s.is_empty())
+            && let Some(spill) = pl.spill.as_mut().filter(|s| !s.is_empty())
         {
             for (id, record) in spill.pop(need)? {
                 let sm = StoredMessage {
@@ -208,95 +282,218 @@ impl ClassicQueue {
                     record,
                 };
                 if let Some(qm) = to_queued(&self.name, sm, false) {
-                    pager.lookahead.push_back(qm);
+                    pl.lookahead.push_back(qm);
                 }
             }
         }
-        let spill_more = pager.spilled() > 0;
-        let stored = match self.store() {
-            Some(store) => store.read(paged_start, want)?,
-            None => Vec::new(),
+        let spill_more = pl.spilled() > 0;
+        let scan = match self.store() {
+            Some(store) => self.scan_lane(&**store, lane, pager.lanes.len(), paged_start, want)?,
+            None => Scan::default(),
         };
-        let store_more = stored.len() == want;
+        let Some(pl) = pager.lanes.get_mut(lane) else {
+            return Ok(ReadBack::default());
+        };
         // Only messages up to the frontier keep id order; newer transient messages may be
         // in the tail taken after this plan, so nothing at or past `next_id` either.
         let mut frontier = next_id.saturating_sub(1);
-        if store_more && let Some(last) = stored.last() {
-            frontier = frontier.min(last.id);
+        if scan.more
+            && let Some(last) = scan.last
+        {
+            frontier = frontier.min(last);
         }
-        if spill_more && let Some(last) = pager.lookahead.back() {
+        if spill_more && let Some(last) = pl.lookahead.back() {
             frontier = frontier.min(last.id);
         }
         let mut out: Vec<QueuedMessage> = Vec::with_capacity(want);
-        while pager.lookahead.front().is_some_and(|m| m.id <= frontier) {
-            out.extend(pager.lookahead.pop_front());
+        while pl.lookahead.front().is_some_and(|m| m.id <= frontier) {
+            out.extend(pl.lookahead.pop_front());
         }
-        let more_lookahead = !pager.lookahead.is_empty();
-        out.extend(
-            stored
-                .into_iter()
-                .filter(|sm| sm.id <= frontier)
-                .filter_map(|sm| to_queued(&self.name, sm, true)),
-        );
+        let more_lookahead = !pl.lookahead.is_empty();
+        out.extend(scan.found.into_iter().filter(|m| m.id <= frontier));
         out.sort_by_key(|m| m.id);
-        Ok((out, store_more || spill_more || more_lookahead))
+        let mut more = scan.more || spill_more || more_lookahead;
+        if out.len() > want {
+            // Both sources gave up to `want`: keep the window's worth, the oldest. Transient
+            // ones beyond go back to the lookahead, persistent ones are read again later.
+            let rest = out.split_off(want);
+            frontier = out.last().map_or(frontier, |m| m.id);
+            for m in rest.into_iter().rev().filter(|m| !m.persisted) {
+                pl.lookahead.push_front(m);
+            }
+            more = true;
+        }
+        Ok(ReadBack {
+            read: out,
+            more,
+            read_to: scan.last.map(|l| l.min(frontier)),
+        })
     }
 
-    /// Under the queue lock: inserts what a refill read and updates the paged tail's books.
-    fn insert_read(&self, st: &mut State, read: Vec<QueuedMessage>, more: bool) {
-        if read.is_empty() {
-            if !more && st.tail.is_empty() && st.ready.paged() > 0 {
-                tracing::error!(queue = %self.name, vhost = %self.vhost, paged = st.ready.paged(), "paged messages missing from disk; forgetting them");
-                let n = st.ready.paged();
-                st.ready.note_unpaged(n, 0);
+    /// Reads up to `want` persistent messages of `lane` from the store, from id `from` on. A
+    /// queue of one lane reads them straight; a priority queue skips the other lanes'
+    /// messages, scanning at most [`SCAN_LIMIT`] records per call.
+    fn scan_lane(
+        &self,
+        store: &dyn crate::storage::QueueStore,
+        lane: usize,
+        lanes: usize,
+        from: u64,
+        want: usize,
+    ) -> Result<Scan, StoreError> {
+        let mut scan = Scan::default();
+        let mut from = from;
+        let mut scanned = 0;
+        let batch = if lanes == 1 { want } else { want.max(256) };
+        loop {
+            let stored = store.read(from, batch)?;
+            let full = stored.len() == batch;
+            for sm in stored {
+                scan.last = Some(sm.id);
+                scanned += 1;
+                if let Some(qm) = to_queued(&self.name, sm, true)
+                    && (lanes == 1 || lane_of(&qm, lanes) == lane)
+                {
+                    scan.found.push(qm);
+                    if scan.found.len() == want {
+                        break;
+                    }
+                }
+            }
+            let stopped = scan.found.len() == want || scanned >= SCAN_LIMIT;
+            if !full && !stopped {
+                return Ok(scan);
+            }
+            match scan.last {
+                Some(last) if !stopped => from = last + 1,
+                _ => {
+                    scan.more = true;
+                    return Ok(scan);
+                }
+            }
+        }
+    }
+
+    /// Under the queue lock: inserts what a refill read and updates the lane's books.
+    fn insert_read(&self, st: &mut State, lane: usize, back: ReadBack) {
+        let l = &mut st.ready.lane_mut(lane).ready;
+        if let Some(to) = back.read_to {
+            l.advance_paged_start(to);
+        }
+        if back.read.is_empty() {
+            let tail_empty = st.ready.lane(lane).tail.is_empty();
+            let l = &mut st.ready.lane_mut(lane).ready;
+            if !back.more && tail_empty && l.paged() > 0 {
+                tracing::error!(queue = %self.name, vhost = %self.vhost, paged = l.paged(), "paged messages missing from disk; forgetting them");
+                let n = l.paged();
+                l.note_unpaged(n, 0);
             }
             return;
         }
-        let n = read.len();
-        let bytes: usize = read.iter().map(|m| m.msg.body.len()).sum();
-        if let Some(last) = read.iter().filter(|m| m.persisted).map(|m| m.id).max() {
-            st.ready.advance_paged_start(last);
-        }
-        for qm in read {
+        let n = back.read.len();
+        let bytes: usize = back.read.iter().map(|m| m.msg.body.len()).sum();
+        for qm in back.read {
             if qm.expires_at != 0 {
                 st.ttl_seen = true;
             }
             self.insert(st, qm);
         }
-        st.ready.note_unpaged(n, bytes);
+        st.ready.lane_mut(lane).ready.note_unpaged(n, bytes);
     }
 
-    /// queue.purge: every ready message goes, in memory, in the tail, in the spill file and in
-    /// the store. Holds the pager lock so that no refill runs meanwhile.
+    /// queue.purge: every ready message goes, in memory, in the tails, in the spill files and
+    /// in the store. Holds the pager lock so that no refill runs meanwhile.
     pub(super) fn purge_all(&self) -> Result<u32, StoreError> {
         let mut pager = self.pager();
-        let (drained, paged_start, paged, next_id) = {
+        let (drained, paged, next_id) = {
             let mut st = self.lock();
             st.epoch += 1;
-            let (drained, paged_start, paged) = st.ready.drain();
-            st.tail.clear();
-            st.tail_bytes = 0;
+            let (drained, paged) = st.ready.drain();
             let used = st.share.used();
             st.share.credit(&self.deps.budget, used);
-            (drained, paged_start, paged, st.next_id)
+            (drained, paged, st.next_id)
         };
-        pager.lookahead.clear();
-        if let Some(s) = pager.spill.as_mut() {
-            s.clear()?;
+        for pl in &mut pager.lanes {
+            pl.lookahead.clear();
+            if let Some(s) = pl.spill.as_mut() {
+                s.clear()?;
+            }
         }
+        let paged_total: usize = paged.iter().map(|p| p.1).sum();
         if let Some(store) = self.store() {
             for m in drained.iter().filter(|m| m.persisted) {
                 store.remove(m.id)?;
             }
-            if paged > 0 {
-                // Every paged persistent message has an id in this range; messages published
-                // since have higher ids and stay.
-                for id in paged_start..next_id {
-                    store.remove(id)?;
+            if let [(paged_start, n)] = paged[..] {
+                if n > 0 {
+                    // Every paged persistent message has an id in this range; messages
+                    // published since have higher ids and stay.
+                    for id in paged_start..next_id {
+                        store.remove(id)?;
+                    }
                 }
+            } else {
+                self.purge_paged_lanes(&**store, &paged, next_id)?;
             }
             self.deps.commit.note_write();
         }
-        Ok(u32::try_from(drained.len() + paged).unwrap_or(u32::MAX))
+        Ok(u32::try_from(drained.len() + paged_total).unwrap_or(u32::MAX))
     }
+
+    /// Purge of a priority queue's paged persistent messages: those of a lane at or past the
+    /// lane's paged start (the others in that range are other lanes' or unacked).
+    fn purge_paged_lanes(
+        &self,
+        store: &dyn crate::storage::QueueStore,
+        paged: &[(u64, usize)],
+        next_id: u64,
+    ) -> Result<(), StoreError> {
+        let Some(mut from) = paged.iter().filter(|p| p.1 > 0).map(|p| p.0).min() else {
+            return Ok(());
+        };
+        loop {
+            let batch = store.read(from, 4096)?;
+            let Some(last) = batch.last().map(|m| m.id) else {
+                return Ok(());
+            };
+            for sm in batch {
+                let id = sm.id;
+                if id >= next_id {
+                    return Ok(());
+                }
+                if let Some(qm) = to_queued(&self.name, sm, true)
+                    && let Some(&(start, n)) = paged.get(lane_of(&qm, paged.len()))
+                    && n > 0
+                    && id >= start
+                {
+                    store.remove(id)?;
+                }
+            }
+            from = last + 1;
+        }
+    }
+}
+
+/// What a lane's store scan found.
+#[derive(Default)]
+struct Scan {
+    found: Vec<QueuedMessage>,
+    /// The last id scanned.
+    last: Option<u64>,
+    /// The store may hold more of the lane's messages past `last`.
+    more: bool,
+}
+
+/// What one read-back round got.
+#[derive(Default)]
+struct ReadBack {
+    read: Vec<QueuedMessage>,
+    more: bool,
+    /// The lane's paged persistent messages up to this id were read.
+    read_to: Option<u64>,
+}
+
+/// The lane of a message in a queue of `lanes` lanes.
+pub(super) fn lane_of(qm: &QueuedMessage, lanes: usize) -> usize {
+    usize::from(qm.msg.properties.priority().unwrap_or(0)).min(lanes.saturating_sub(1))
 }

@@ -16,6 +16,9 @@ impl ClassicQueue {
     /// Loads the first window of `store`'s messages (by count and body bytes); the rest stay
     /// paged. Called before the queue is shared, with no lock held during the reads.
     pub(crate) fn recover(&self, store: &dyn QueueStore) -> Result<(), StoreError> {
+        if self.lock().ready.count() > 1 {
+            return self.recover_lanes(store);
+        }
         let stored = store.len();
         let w = self.deps.window;
         let mut restored: Vec<QueuedMessage> = Vec::new();
@@ -57,13 +60,59 @@ impl ClassicQueue {
             self.insert(&mut st, m);
         }
         if more > 0 {
-            st.ready.restore_paged(more, more.saturating_mul(avg), from);
+            st.ready
+                .lane_mut(0)
+                .ready
+                .restore_paged(more, more.saturating_mul(avg), from);
             // Paged messages may carry deadlines too.
             st.ttl_seen = true;
         }
         Ok(())
     }
 }
+
+impl ClassicQueue {
+    /// Recovery of a priority queue: the whole store is scanned once, in id order, a batch at
+    /// a time; each message goes to its lane, in memory while the lane's window has room,
+    /// else counted as paged (the lane's paged start is its first paged message), so each
+    /// lane's invariant holds and memory stays within the lanes' windows.
+    fn recover_lanes(&self, store: &dyn QueueStore) -> Result<(), StoreError> {
+        let (mut from, mut total, mut in_memory) = (0u64, 0usize, 0usize);
+        loop {
+            let batch = store.read(from, RECOVERY_BATCH)?;
+            let Some(last) = batch.last().map(|m| m.id) else {
+                break;
+            };
+            from = last + 1;
+            let mut st = self.lock();
+            for sm in batch {
+                let Some(qm) = to_queued(&self.name, sm, true) else {
+                    continue;
+                };
+                total += 1;
+                if qm.expires_at != 0 {
+                    st.ttl_seen = true;
+                }
+                let lane = st.ready.lane_of(&qm.msg);
+                let window = *st.ready.window();
+                let l = &mut st.ready.lane_mut(lane).ready;
+                if l.must_page(qm.id, &window) {
+                    l.note_paged(qm.id, qm.msg.body.len());
+                } else {
+                    in_memory += 1;
+                    self.insert(&mut st, qm);
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(queue = %self.name, vhost = %self.vhost, messages = total, in_memory, "recovered messages");
+        }
+        Ok(())
+    }
+}
+
+/// Store records a priority queue's recovery reads at a time.
+const RECOVERY_BATCH: usize = 4096;
 
 /// A stored message as a queue entry. One whose properties are malformed is logged and
 /// skipped (it stays in the store for inspection): they are validated, as a publish is, before

@@ -144,6 +144,8 @@ impl Harness {
             conn: ConnId(7),
             no_ack: false,
             exclusive: false,
+            priority: 0,
+            browse: false,
             prefetch: Credit::new(prefetch),
             channel_credit: Credit::new(0),
             transit: Credit::new(TRANSIT_LIMIT),

@@ -236,6 +236,9 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             Some(format!("{scheme}://{}", l.tcp.local_addr().ok()?))
         })
         .collect();
+    // Installed before anything can see the broker as started: a SIGTERM that arrives in
+    // between must shut down gracefully, not kill the process with the default action.
+    let signals = ShutdownSignals::install();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -325,7 +328,7 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
     } else {
         None
     };
-    let signal = shutdown_signal().await;
+    let signal = signals.wait().await;
     tracing::info!(signal, "shutting down");
     token.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
@@ -341,24 +344,53 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
+/// The next delivery of a signal, or never when it could not be listened for.
+#[cfg(unix)]
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), listened for from [`ShutdownSignals::install`] on.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            ShutdownSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+
+    /// Waits for the first of them; names it.
+    async fn wait(self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = (self.term, self.int);
+            tokio::select! {
+                _ = recv(&mut int) => "SIGINT",
+                _ = recv(&mut term) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

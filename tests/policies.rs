@@ -264,11 +264,21 @@ async fn policies_apply_to_queues_as_rabbitmq_shows_them() {
         .await
         .expect("publish");
     }
-    assert_eq!(
-        queue.message_count(),
-        10,
-        "the operator policy's max-length applies"
-    );
+    // The publishes have no reply: a passive declare on the same channel is answered after
+    // they were all handled.
+    let count = within(ch.queue_declare(
+        "polq".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive declare")
+    .message_count();
+    assert_eq!(count, 10, "the operator policy's max-length applies");
+    assert_eq!(queue.message_count(), 10);
 
     assert_eq!(
         a.call(Method::GET, "/policies", None).await,

@@ -3,7 +3,8 @@
 //! `publish` does, in RabbitMQ 3.10's order (`rabbit_channel`'s basic.publish): check the
 //! user's write permission on the exchange (403), resolve the exchange (404), refuse an
 //! internal one (403), check the topic permission on the routing key (403), `user-id` (406)
-//! and `expiration` (406), then route (following exchange-to-exchange bindings and alternate exchanges), push
+//! and `expiration` (406), read the `CC`/`BCC` routing headers (406 when not arrays; `BCC` is
+//! removed from the message, see [`super::exchange::cc`]), then route with every key (following exchange-to-exchange bindings and alternate exchanges), push
 //! into every queue found, and carry out what the pushes left (dead letters from length limits
 //! or TTL 0). It returns what the session needs to answer: whether any queue took the message
 //! (mandatory returns), whether a queue refused it (basic.nack in confirm mode), and the
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::error::{BrokerError, BrokerResult, no_exchange};
+use super::exchange::cc::sender_selected;
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::message::Message;
 use super::queue::args::MAX_EXPIRY;
@@ -120,16 +122,23 @@ impl VHost {
                 "invalid expiration '{exp}': {term}"
             )));
         }
+        let cc = sender_selected(&req.properties).map_err(BrokerError::PreconditionFailed)?;
         let stats = &self.shared().stats;
         stats.published.fetch_add(1, Ordering::Relaxed);
         let msg = Arc::new(Message {
             exchange: req.exchange,
             routing_key: req.routing_key,
-            properties: req.properties,
+            properties: cc.stripped.unwrap_or(req.properties),
             body: req.body,
         });
         let mut queues = Vec::new();
-        self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+        if cc.keys.is_empty() {
+            self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+        } else {
+            let mut keys: Vec<&str> = vec![&msg.routing_key];
+            keys.extend(cc.keys.iter().map(|k| k.as_str()));
+            self.route_keys(&x, &keys, &msg.properties, &mut queues);
+        }
         let mut outcome = PublishOutcome {
             routed: !queues.is_empty(),
             refused: false,
@@ -196,22 +205,36 @@ impl VHost {
         properties: &Properties,
         out: &mut Vec<Arc<Queue>>,
     ) {
+        self.route_keys(exchange, &[routing_key], properties, out);
+    }
+
+    /// [`VHost::route_to`] with several routing keys (a message's own key and its `CC`/`BCC`
+    /// keys): every exchange on the way matches each key.
+    pub fn route_keys(
+        &self,
+        exchange: &Arc<Exchange>,
+        keys: &[&str],
+        properties: &Properties,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
         let decoded: std::cell::OnceCell<Option<FieldTable>> = std::cell::OnceCell::new();
         let headers = |x: &Exchange| match x.kind {
             ExchangeKind::Headers => decoded.get_or_init(|| properties.headers()).as_ref(),
             _ => None,
         };
         if exchange.name.is_empty() {
-            if let Some(q) = self.find_queue(routing_key)
-                && !out.iter().any(|o| Arc::ptr_eq(o, &q))
-            {
-                out.push(q);
+            for k in keys {
+                if let Some(q) = self.find_queue(k)
+                    && !out.iter().any(|o| Arc::ptr_eq(o, &q))
+                {
+                    out.push(q);
+                }
             }
             return;
         }
         let mut dests = Vec::new();
         let mut visited: Vec<Arc<str>> = vec![Arc::clone(&exchange.name)];
-        exchange.route(routing_key, headers(exchange), &mut dests);
+        exchange.route_keys(keys, headers(exchange), &mut dests);
         let mut alternate = exchange.alternate.clone();
         let mut i = 0;
         loop {
@@ -226,7 +249,7 @@ impl VHost {
                         if !visited.iter().any(|v| v == name) {
                             visited.push(Arc::clone(name));
                             if let Some(x) = self.find_exchange(name) {
-                                x.route(routing_key, headers(&x), &mut dests);
+                                x.route_keys(keys, headers(&x), &mut dests);
                             }
                         }
                     }
@@ -239,7 +262,7 @@ impl VHost {
                     visited.push(Arc::clone(&ae));
                     if let Some(x) = self.find_exchange(&ae) {
                         alternate = x.alternate.clone();
-                        x.route(routing_key, headers(&x), &mut dests);
+                        x.route_keys(keys, headers(&x), &mut dests);
                     }
                 }
                 _ => break,

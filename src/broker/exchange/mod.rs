@@ -8,6 +8,7 @@
 //!
 //! Every kind also keeps the full binding list (for unbind, listing and persistence).
 
+pub mod cc;
 pub mod headers;
 pub mod topic;
 
@@ -323,6 +324,26 @@ impl Exchange {
     /// The bindings from this exchange.
     pub fn bindings(&self) -> Vec<Binding> {
         self.read().all.clone()
+    }
+
+    /// Appends the destinations a message with these routing keys (its own and its `CC`/`BCC`
+    /// keys) goes to: direct and topic match each key, fanout and headers ignore keys. May
+    /// contain duplicates; the caller dedups.
+    pub fn route_keys(
+        &self,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        match (self.kind, keys) {
+            (ExchangeKind::Direct | ExchangeKind::Topic, [_, _, ..]) => {
+                for k in keys {
+                    self.route(k, headers, out);
+                }
+            }
+            (_, [first, ..]) => self.route(first, headers, out),
+            (_, []) => {}
+        }
     }
 
     /// Appends the destinations a message with this key and headers goes to. May contain

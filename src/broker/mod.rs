@@ -27,6 +27,7 @@ pub mod message;
 pub mod policy;
 pub mod publish;
 pub mod queue;
+pub mod reply_to;
 mod store_api;
 pub mod time;
 pub mod timers;
@@ -210,6 +211,7 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) timers: Arc<timers::Timers>,
     pub(crate) stats: BrokerStats,
+    pub(crate) replies: reply_to::ReplyConsumers,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -253,6 +255,7 @@ impl Broker {
             budget: Arc::new(MemoryBudget::new(opts.queue_memory_budget)),
             timers: Arc::new(timers::Timers::default()),
             stats: BrokerStats::default(),
+            replies: reply_to::ReplyConsumers::default(),
         });
         let mut vhosts = HashMap::new();
         vhosts.insert(
@@ -333,6 +336,11 @@ impl Broker {
     /// The timers the driver waits on.
     pub fn timers(&self) -> &timers::Timers {
         &self.inner.shared.timers
+    }
+
+    /// The direct reply-to consumers of the node.
+    pub fn replies(&self) -> &reply_to::ReplyConsumers {
+        &self.inner.shared.replies
     }
 
     /// The global memory budget of queues.

@@ -27,6 +27,7 @@ use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::message::Message;
 use super::queue::args::MAX_EXPIRY;
 use super::queue::{Followups, Queue};
+use super::reply_to::{REPLY_PREFIX, REPLY_QUEUE};
 use super::time::Now;
 use super::vhost::VHost;
 
@@ -94,6 +95,19 @@ pub fn parse_expiration(s: &str) -> Result<Option<u64>, String> {
 impl VHost {
     /// Publishes a message: see the module docs.
     pub fn publish(&self, req: PublishRequest<'_>, now: Now) -> BrokerResult<PublishOutcome> {
+        self.publish_from(req, None, now)
+    }
+
+    /// [`VHost::publish`] from a channel: `reply_suffix` is the key of its direct reply-to
+    /// consumer, if it has one; a `reply_to` of `amq.rabbitmq.reply-to` is rewritten with it
+    /// (406 `fast reply consumer does not exist` without one, RabbitMQ's
+    /// `maybe_set_fast_reply_to`).
+    pub fn publish_from(
+        &self,
+        mut req: PublishRequest<'_>,
+        reply_suffix: Option<&str>,
+        now: Now,
+    ) -> BrokerResult<PublishOutcome> {
         req.grant
             .check_publish(&req.exchange, None, &req.routing_key)?;
         let x = self
@@ -107,6 +121,16 @@ impl VHost {
         }
         req.grant
             .check_publish(&req.exchange, Some(x.kind), &req.routing_key)?;
+        if req.properties.reply_to() == Some(REPLY_QUEUE) {
+            let Some(suffix) = reply_suffix else {
+                return Err(BrokerError::PreconditionFailed(
+                    "fast reply consumer does not exist".into(),
+                ));
+            };
+            let mut p = req.properties.decode();
+            p.reply_to = ShortStr::try_from(format!("{REPLY_PREFIX}{suffix}")).ok();
+            req.properties = Properties::from(&p);
+        }
         if let Some(uid) = req.properties.user_id()
             && uid != req.user
         {
@@ -139,6 +163,9 @@ impl VHost {
             keys.extend(cc.keys.iter().map(|k| k.as_str()));
             self.route_keys(&x, &keys, &msg.properties, &mut queues);
         }
+        if x.name.is_empty() {
+            self.deliver_replies(&msg, &cc.keys);
+        }
         let mut outcome = PublishOutcome {
             routed: !queues.is_empty(),
             refused: false,
@@ -154,6 +181,17 @@ impl VHost {
         self.run(fx, now)?;
         r?;
         Ok(outcome)
+    }
+
+    /// Direct reply-to: a message to the default exchange whose key (or a `CC`/`BCC` key) is
+    /// a reply key goes to that requester's channel. Routing finds no queue for it (no queue
+    /// name starts with `amq.`), so a mandatory reply is also returned, as RabbitMQ 3.10 does.
+    fn deliver_replies(&self, msg: &Arc<Message>, cc: &[ShortStr]) {
+        let replies = &self.shared().replies;
+        std::iter::once(msg.routing_key.as_str())
+            .chain(cc.iter().map(|k| k.as_str()))
+            .filter(|k| k.starts_with(REPLY_PREFIX))
+            .for_each(|k| replies.deliver(k, msg));
     }
 
     /// Pushes into every queue; a persistent message into several durable queues is stored

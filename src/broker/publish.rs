@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 
 use super::error::{BrokerError, BrokerResult, no_exchange};
 use super::exchange::cc::sender_selected;
+use super::exchange::delayed::{DelayMode, Due, delay_of};
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::message::Message;
 use super::queue::args::MAX_EXPIRY;
@@ -166,6 +167,11 @@ impl VHost {
         if x.name.is_empty() {
             self.deliver_replies(&msg, &cc.keys);
         }
+        if x.delay.is_some()
+            && let Some((delay, props)) = delay_of(&msg.properties)
+        {
+            return self.delay(&x, msg, props, delay, now);
+        }
         let mut outcome = PublishOutcome {
             routed: !queues.is_empty(),
             refused: false,
@@ -181,6 +187,72 @@ impl VHost {
         self.run(fx, now)?;
         r?;
         Ok(outcome)
+    }
+
+    /// Keeps a message with an `x-delay` in its delayed exchange (see
+    /// [`super::exchange::delayed`]).
+    fn delay(
+        &self,
+        x: &Arc<Exchange>,
+        msg: Arc<Message>,
+        props: Properties,
+        delay: u64,
+        now: Now,
+    ) -> BrokerResult<PublishOutcome> {
+        let msg = Arc::new(Message {
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            properties: props,
+            body: msg.body.clone(),
+        });
+        let flush = self.shared().delayed.delay(
+            &self.name,
+            &x.name,
+            x.durable,
+            Arc::clone(&msg),
+            delay,
+            now,
+        )?;
+        Ok(PublishOutcome {
+            message: msg,
+            // The plugin routes a delayed message to no queue (a mandatory one is returned);
+            // LavinMQ's delayed exchange counts it as routed.
+            routed: x.delay != Some(DelayMode::Plugin),
+            refused: false,
+            flush,
+        })
+    }
+
+    /// Routes a delayed message whose time has come through its exchange, as it is now.
+    /// Dropped when the exchange is gone.
+    pub fn publish_delayed(&self, d: &Due, now: Now) -> BrokerResult<()> {
+        let Some(x) = self.find_exchange(&d.exchange) else {
+            tracing::debug!(exchange = %d.exchange, "delayed message of a deleted exchange dropped");
+            return Ok(());
+        };
+        let msg = &d.msg;
+        let cc = sender_selected(&msg.properties).unwrap_or_default();
+        let mut queues = Vec::new();
+        let mut keys: Vec<&str> = vec![&msg.routing_key];
+        keys.extend(cc.keys.iter().map(|k| k.as_str()));
+        self.route_keys(&x, &keys, &msg.properties, &mut queues);
+        if queues.is_empty() {
+            self.shared()
+                .stats
+                .unroutable
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut outcome = PublishOutcome {
+            message: Arc::clone(msg),
+            routed: true,
+            refused: false,
+            flush: 0,
+        };
+        let mut fx = Followups::default();
+        let r = self.push_all(&queues, msg, now, &mut fx, &mut outcome);
+        self.run(fx, now)?;
+        r
     }
 
     /// Direct reply-to: a message to the default exchange whose key (or a `CC`/`BCC` key) is

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::VHost;
 use super::declare::QueueSpec;
 use crate::broker::error::BrokerResult;
-use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
+use crate::broker::exchange::{Destination, Exchange};
 use crate::broker::queue::QueueArgs;
 use crate::broker::time::Now;
 
@@ -26,18 +26,17 @@ impl VHost {
         };
         self.load_policies()?;
         for x in defs.exchanges.iter().filter(|x| x.vhost == vh) {
-            let Some(kind) = ExchangeKind::parse(&x.kind) else {
-                tracing::error!(exchange = %x.name, kind = %x.kind, "unknown stored exchange type");
-                continue;
-            };
-            let e = Exchange::new(
+            let Some(e) = Exchange::of_type(
                 Arc::from(x.name.as_str()),
-                kind,
+                &x.kind,
                 true,
                 x.auto_delete,
                 x.internal,
                 args(&x.arguments, &x.name),
-            );
+            ) else {
+                tracing::error!(exchange = %x.name, kind = %x.kind, "unknown stored exchange type");
+                continue;
+            };
             self.exchanges.insert(Arc::clone(&e.name), e);
         }
         for r in defs.queues.iter().filter(|q| q.vhost == vh) {

@@ -79,6 +79,7 @@ pub(super) const INDEX: &[u8] = b"index";
 pub(super) const META: &[u8] = b"meta";
 pub(super) const SEGMENTS: &[u8] = b"segments";
 pub(super) const QUARANTINE: &[u8] = b"quarantine";
+pub(super) const DELAYED: &[u8] = b"delayed";
 /// `meta` key of the body log's commit point.
 const COMMIT_KEY: &[u8] = b"commit";
 /// `meta` key of the next queue id to hand out.
@@ -146,6 +147,7 @@ pub(super) struct Trees {
     pub(super) segments: Tree,
     pub(super) quarantine: Tree,
     pub(super) index: Tree,
+    pub(super) delayed: Tree,
 }
 
 /// Queue ids by name key, and the next one to hand out.
@@ -241,6 +243,7 @@ impl SledStore {
             segments: tree(SEGMENTS)?,
             quarantine: tree(QUARANTINE)?,
             index: tree(INDEX)?,
+            delayed: tree(DELAYED)?,
         };
         let log_path = path.join(SLED_LOG_FILE);
         let sled_log = File::open(&log_path)
@@ -404,6 +407,24 @@ impl Store for SledStore {
     fn load_objects(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
         let ops = lock(&self.shared.pending).ops.clone();
         defs::load_objects(&self.trees, kind, &ops)
+    }
+
+    fn put_delayed(&self, key: super::DelayKey, value: &[u8]) -> Result<(), StoreError> {
+        self.pend(Target::Delayed, key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn remove_delayed(&self, key: super::DelayKey) -> Result<(), StoreError> {
+        self.pend(Target::Delayed, key.to_vec(), None);
+        Ok(())
+    }
+
+    fn read_delayed(
+        &self,
+        from: super::DelayKey,
+        limit: usize,
+    ) -> Result<super::DelayedPage, StoreError> {
+        defs::read_delayed(&self.trees, &self.shared.pending, from, limit)
     }
 
     fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError> {

@@ -156,6 +156,25 @@ impl VHost {
             properties: cc.stripped.unwrap_or(req.properties),
             body: req.body,
         });
+        if !self.no_dedup()
+            && let Some(d) = self.deduper(false, &x.name)
+            && d.check(&msg.properties, now)?
+        {
+            // A duplicate goes nowhere: confirmed, and returned when mandatory (LavinMQ counts
+            // it unroutable).
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            return Ok(PublishOutcome {
+                message: msg,
+                routed: false,
+                refused: false,
+                flush: 0,
+            });
+        }
+        if x.delay.is_some()
+            && let Some((delay, props)) = delay_of(&msg.properties)
+        {
+            return self.delay(&x, msg, props, delay, now);
+        }
         let mut queues = Vec::new();
         if cc.keys.is_empty() {
             self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
@@ -167,19 +186,20 @@ impl VHost {
         if x.name.is_empty() {
             self.deliver_replies(&msg, &cc.keys);
         }
-        if x.delay.is_some()
-            && let Some((delay, props)) = delay_of(&msg.properties)
-        {
-            return self.delay(&x, msg, props, delay, now);
+        let routed = !queues.is_empty();
+        if !self.no_dedup() {
+            self.drop_queue_duplicates(&mut queues, &msg, now)?;
         }
         let mut outcome = PublishOutcome {
-            routed: !queues.is_empty(),
+            routed,
             refused: false,
             flush: 0,
             message: Arc::clone(&msg),
         };
         if queues.is_empty() {
-            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            if !routed {
+                stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(outcome);
         }
         let mut fx = Followups::default();
@@ -187,6 +207,30 @@ impl VHost {
         self.run(fx, now)?;
         r?;
         Ok(outcome)
+    }
+
+    /// Leaves out the deduplicating queues that already had this message.
+    fn drop_queue_duplicates(
+        &self,
+        queues: &mut Vec<Arc<Queue>>,
+        msg: &Message,
+        now: Now,
+    ) -> BrokerResult<()> {
+        let mut err = None;
+        queues.retain(|q| match self.deduper(true, &q.name) {
+            None => true,
+            Some(d) => match d.check(&msg.properties, now) {
+                Ok(dup) => !dup,
+                Err(e) => {
+                    err = Some(e);
+                    true
+                }
+            },
+        });
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Keeps a message with an `x-delay` in its delayed exchange (see
@@ -242,6 +286,9 @@ impl VHost {
                 .unroutable
                 .fetch_add(1, Ordering::Relaxed);
             return Ok(());
+        }
+        if !self.no_dedup() {
+            self.drop_queue_duplicates(&mut queues, msg, now)?;
         }
         let mut outcome = PublishOutcome {
             message: Arc::clone(msg),

@@ -9,6 +9,7 @@
 //! Every kind also keeps the full binding list (for unbind, listing and persistence).
 
 pub mod cc;
+pub mod dedup;
 pub mod delayed;
 pub mod headers;
 pub mod topic;

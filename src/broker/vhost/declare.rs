@@ -93,6 +93,7 @@ impl VHost {
                 spec.kind
             )));
         }
+        let dedup = Self::dedup_spec(&spec.arguments)?;
         self.change(|defs| {
             if let Some(x) = self.find_exchange(&spec.name) {
                 let name = &spec.name;
@@ -151,6 +152,9 @@ impl VHost {
                     arguments: table_bytes(&spec.arguments),
                 }));
             }
+            if let Some(d) = dedup.clone() {
+                self.attach_dedup(false, &x.name, spec.durable, d, None)?;
+            }
             self.exchanges.insert(Arc::clone(&x.name), x);
             Ok(())
         })
@@ -179,6 +183,7 @@ impl VHost {
     pub(super) fn remove_exchange_locked(&self, defs: &mut Changes, x: &Arc<Exchange>) {
         self.exchanges.remove(&*x.name);
         x.mark_deleted();
+        self.detach_dedup(false, &x.name);
         if x.delay.is_some() {
             self.shared.delayed.forget(&self.name, &x.name);
         }
@@ -223,6 +228,7 @@ impl VHost {
             Arc::from(spec.name.as_str())
         };
         let args = QueueArgs::parse(spec.arguments.clone(), &name, &self.name)?;
+        let dedup = Self::dedup_spec(&spec.arguments)?;
         if let Some(q) = self.find_queue(&name) {
             return self.redeclare(&q, spec, conn, now);
         }
@@ -262,6 +268,9 @@ impl VHost {
                         auto_delete: spec.auto_delete,
                         arguments: table_bytes(&spec.arguments),
                     }));
+                }
+                if let Some(d) = dedup.clone() {
+                    self.attach_dedup(true, &name, stored, d, None)?;
                 }
                 self.queues.insert(Arc::clone(&name), Arc::clone(&q));
                 Ok(Some(Ok(q)))
@@ -400,6 +409,7 @@ impl VHost {
         {
             return 0;
         }
+        self.detach_dedup(true, &q.name);
         let dest = Destination::Queue(Arc::clone(q));
         for x in self.exchanges() {
             for b in x.bindings().into_iter().filter(|b| b.destination == dest) {

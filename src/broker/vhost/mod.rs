@@ -16,6 +16,7 @@
 
 pub(crate) mod bind;
 pub(crate) mod declare;
+pub(crate) mod dedup;
 pub(crate) mod ops;
 pub(crate) mod persist;
 pub(crate) mod policies;
@@ -56,6 +57,8 @@ pub struct VHost {
     persisting: Mutex<()>,
     policies: RwLock<Policies>,
     shared: Arc<Shared>,
+    /// Deduplication caches of exchanges and queues (see `dedup`).
+    dedup: DashMap<dedup::Owner, Arc<crate::broker::exchange::dedup::Deduper>>,
 }
 
 /// Names of the exchanges every vhost has, with their types.
@@ -86,6 +89,7 @@ impl VHost {
             persisting: Mutex::new(()),
             policies: RwLock::new(Policies::default()),
             shared,
+            dedup: DashMap::new(),
         })
     }
 

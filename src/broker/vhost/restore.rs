@@ -37,6 +37,9 @@ impl VHost {
                 tracing::error!(exchange = %x.name, kind = %x.kind, "unknown stored exchange type");
                 continue;
             };
+            if let Ok(Some(d)) = Self::dedup_spec(&e.arguments) {
+                self.attach_dedup(false, &e.name, true, d, Some(now))?;
+            }
             self.exchanges.insert(Arc::clone(&e.name), e);
         }
         for r in defs.queues.iter().filter(|q| q.vhost == vh) {
@@ -52,6 +55,9 @@ impl VHost {
             };
             let queue_args = QueueArgs::restored(table, &r.name, vh);
             let q = self.new_queue(&name, &spec, queue_args, Some(area), now, true)?;
+            if let Ok(Some(d)) = Self::dedup_spec(&spec.arguments) {
+                self.attach_dedup(true, &name, true, d, Some(now))?;
+            }
             self.queues.insert(name, q);
         }
         for b in defs.bindings.iter().filter(|b| b.vhost == vh) {

@@ -361,16 +361,20 @@ impl Broker {
                 return;
             }
         };
-        for d in due {
-            if let Some(vh) = self.vhost(&d.vhost)
-                && let Err(e) = vh.publish_delayed(&d, now)
+        let mut vhost: Option<Arc<VHost>> = None;
+        for d in &due {
+            if vhost.as_ref().is_none_or(|v| v.name != d.vhost) {
+                vhost = self.vhost(&d.vhost);
+            }
+            if let Some(vh) = &vhost
+                && let Err(e) = vh.publish_delayed(d, now)
             {
+                // Dropped (a store failure of the queues it was routed to).
                 tracing::error!(exchange = %d.exchange, vhost = %d.vhost, error = %e, "routing a delayed message failed");
-                continue;
             }
-            if let Err(e) = delayed.released(&d) {
-                tracing::error!(error = %e, "removing a released delayed message failed");
-            }
+        }
+        if let Err(e) = delayed.released(&due) {
+            tracing::error!(error = %e, "removing released delayed messages failed");
         }
     }
 

@@ -70,8 +70,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn remove_delayed(&self, key: super::DelayKey) -> Result<(), StoreError> {
-        self.defs().delayed.remove(&key);
+    fn remove_delayed(&self, keys: &[super::DelayKey]) -> Result<(), StoreError> {
+        let mut defs = self.defs();
+        for k in keys {
+            defs.delayed.remove(k);
+        }
         Ok(())
     }
 

@@ -261,9 +261,9 @@ pub trait Store: Send + Sync + 'static {
             "this store keeps no delayed messages".into(),
         ))
     }
-    /// Removes a delayed message; absent is not an error. Durable at the next flush.
-    fn remove_delayed(&self, key: DelayKey) -> Result<(), StoreError> {
-        let _ = key;
+    /// Removes delayed messages; absent ones are not an error. Durable at the next flush.
+    fn remove_delayed(&self, keys: &[DelayKey]) -> Result<(), StoreError> {
+        let _ = keys;
         Ok(())
     }
     /// Up to `limit` delayed messages with keys at or above `from`, in key order (buffered

@@ -389,10 +389,13 @@ impl DelayedMessages {
         Ok(out)
     }
 
-    /// A due message was routed: it leaves the store and the count.
-    pub fn released(&self, d: &Due) -> Result<(), StoreError> {
-        self.count_add(&d.vhost, &d.exchange, false);
-        self.store.remove_delayed(d.key)
+    /// Due messages were routed: they leave the store and the counts.
+    pub fn released(&self, done: &[Due]) -> Result<(), StoreError> {
+        for d in done {
+            self.count_add(&d.vhost, &d.exchange, false);
+        }
+        let keys: Vec<DelayKey> = done.iter().map(|d| d.key).collect();
+        self.store.remove_delayed(&keys)
     }
 
     /// Reads the next page from the store into the window if it runs low.
@@ -452,9 +455,9 @@ impl DelayedMessages {
         st.refilling = false;
         evict(&mut st);
         drop(st);
-        for k in bad {
-            tracing::error!(key = ?k, "undecodable delayed message dropped");
-            self.store.remove_delayed(k)?;
+        if !bad.is_empty() {
+            tracing::error!(count = bad.len(), "undecodable delayed messages dropped");
+            self.store.remove_delayed(&bad)?;
         }
         Ok(())
     }
@@ -485,8 +488,8 @@ impl DelayedMessages {
                 None => break,
             }
         }
-        for k in &drop_keys {
-            self.store.remove_delayed(*k)?;
+        for chunk in drop_keys.chunks(10_000) {
+            self.store.remove_delayed(chunk)?;
         }
         if !drop_keys.is_empty() {
             self.commit.note_write();

@@ -409,13 +409,21 @@ impl Store for SledStore {
         defs::load_objects(&self.trees, kind, &ops)
     }
 
+    // Delayed messages go straight to their tree (sled buffers the write; the group commit's
+    // `db.flush` makes it durable), not through the flush's transaction: they need no
+    // atomicity with other writes, and a million-entry transaction costs sled far more
+    // memory than the entries themselves.
     fn put_delayed(&self, key: super::DelayKey, value: &[u8]) -> Result<(), StoreError> {
-        self.pend(Target::Delayed, key.to_vec(), Some(value.to_vec()));
+        self.trees.delayed.insert(key, value).map_err(io)?;
         Ok(())
     }
 
-    fn remove_delayed(&self, key: super::DelayKey) -> Result<(), StoreError> {
-        self.pend(Target::Delayed, key.to_vec(), None);
+    fn remove_delayed(&self, keys: &[super::DelayKey]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.trees.delayed.apply_batch(batch).map_err(io)?;
         Ok(())
     }
 

@@ -39,6 +39,7 @@ use bytes::Bytes;
 
 pub mod bodylog;
 pub mod chunk;
+pub mod delayed_log;
 pub mod memory;
 pub mod record;
 pub mod sled;
@@ -261,7 +262,9 @@ pub trait Store: Send + Sync + 'static {
             "this store keeps no delayed messages".into(),
         ))
     }
-    /// Removes delayed messages; absent ones are not an error. Durable at the next flush.
+    /// Removes released delayed messages; absent ones are not an error. Durable at the next
+    /// flush. The broker releases in key order, so `keys` is always a prefix of what is
+    /// stored: the on-disk store keeps only a watermark (the largest key released).
     fn remove_delayed(&self, keys: &[DelayKey]) -> Result<(), StoreError> {
         let _ = keys;
         Ok(())

@@ -126,15 +126,17 @@ fn due_of(key: u128) -> u64 {
 /// Version tag of a stored delayed message.
 const RECORD_V1: u8 = 1;
 
-/// A stored delayed message: version, durable flag, vhost (u16 length), exchange and routing
-/// key (u8 lengths), properties (u32 length), body (the rest).
-fn encode(durable: bool, vhost: &str, exchange: &str, msg: &Message) -> Bytes {
+/// A stored delayed message: version, durable flag, the epoch (start count) it was stored in
+/// (u32), vhost (u16 length), exchange and routing key (u8 lengths), properties (u32 length),
+/// body (the rest).
+fn encode(durable: bool, epoch: u32, vhost: &str, exchange: &str, msg: &Message) -> Bytes {
     let props = msg.properties.as_bytes();
     let mut b = BytesMut::with_capacity(
         16 + vhost.len() + exchange.len() + msg.routing_key.len() + props.len() + msg.body.len(),
     );
     b.put_u8(RECORD_V1);
     b.put_u8(u8::from(durable));
+    b.put_u32(epoch);
     b.put_u16(u16::try_from(vhost.len()).unwrap_or(u16::MAX));
     b.put_slice(&vhost.as_bytes()[..vhost.len().min(usize::from(u16::MAX))]);
     b.put_u8(u8::try_from(exchange.len()).unwrap_or(u8::MAX));
@@ -151,6 +153,7 @@ fn encode(durable: bool, vhost: &str, exchange: &str, msg: &Message) -> Bytes {
 #[derive(Debug)]
 struct Decoded {
     durable: bool,
+    epoch: u32,
     vhost: Arc<str>,
     exchange: Arc<str>,
     msg: Option<Arc<Message>>,
@@ -162,10 +165,11 @@ fn take_str(b: &mut Bytes, len: usize) -> Option<Bytes> {
 
 /// Decodes a stored record; with `full`, the message too (else only where it goes).
 fn decode(mut b: Bytes, full: bool) -> Option<Decoded> {
-    if b.remaining() < 4 || b.get_u8() != RECORD_V1 {
+    if b.remaining() < 8 || b.get_u8() != RECORD_V1 {
         return None;
     }
     let durable = b.get_u8() == 1;
+    let epoch = b.get_u32();
     let vlen = usize::from(b.get_u16());
     let vhost = take_str(&mut b, vlen)?;
     let xlen = usize::from(*b.first()?);
@@ -177,6 +181,7 @@ fn decode(mut b: Bytes, full: bool) -> Option<Decoded> {
     if !full {
         return Some(Decoded {
             durable,
+            epoch,
             vhost,
             exchange,
             msg: None,
@@ -198,6 +203,7 @@ fn decode(mut b: Bytes, full: bool) -> Option<Decoded> {
     };
     Some(Decoded {
         durable,
+        epoch,
         vhost,
         exchange,
         msg: Some(Arc::new(msg)),
@@ -248,6 +254,11 @@ pub struct DelayedMessages {
     commit: Arc<GroupCommit>,
     timers: Arc<Timers>,
     seq: AtomicU64,
+    /// This start's number: transient messages of earlier starts are skipped.
+    epoch: std::sync::atomic::AtomicU32,
+    /// The latest due time released: a new message is due after it (its key stays above the
+    /// store's released watermark even if the publisher's clock reading was a little older).
+    released_due: AtomicU64,
     state: Mutex<State>,
     counts: DashMap<(Arc<str>, Arc<str>), u64>,
 }
@@ -266,6 +277,8 @@ impl DelayedMessages {
             commit,
             timers,
             seq: AtomicU64::new(1),
+            epoch: std::sync::atomic::AtomicU32::new(1),
+            released_due: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             counts: DashMap::new(),
         }
@@ -311,11 +324,17 @@ impl DelayedMessages {
         delay: u64,
         now: Now,
     ) -> Result<u64, StoreError> {
-        let due = now.unix_ms.saturating_add(delay);
+        let due = now
+            .unix_ms
+            .saturating_add(delay)
+            .max(self.released_due.load(Ordering::Acquire) + 1);
         let key = key_of(due, self.seq.fetch_add(1, Ordering::Relaxed));
         let durable = durable_exchange && msg.is_persistent();
-        self.store
-            .put_delayed(key.to_be_bytes(), &encode(durable, vhost, exchange, &msg))?;
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        self.store.put_delayed(
+            key.to_be_bytes(),
+            &encode(durable, epoch, vhost, exchange, &msg),
+        )?;
         // Every put is counted, so that the flusher takes it out of memory soon; only a
         // durable one holds its confirm back.
         let seq = self.commit.note_write();
@@ -364,6 +383,7 @@ impl DelayedMessages {
                 }
                 let e = entry.remove();
                 st.bytes = st.bytes.saturating_sub(e.msg.body.len());
+                self.released_due.fetch_max(due_of(key), Ordering::AcqRel);
                 out.push(Due {
                     key: key.to_be_bytes(),
                     vhost: e.vhost,
@@ -420,10 +440,13 @@ impl DelayedMessages {
         let new_horizon = page.resume.map(u128::from_be_bytes);
         let below = |k: u128| new_horizon.is_none_or(|h| k < h);
         let mut loaded = Vec::with_capacity(page.entries.len());
-        let mut bad = Vec::new();
+        let mut bad = 0usize;
+        let epoch = self.epoch.load(Ordering::Relaxed);
         for (k, v) in page.entries {
             let key = u128::from_be_bytes(k);
             match decode(v, true) {
+                // Transient messages of an earlier start are gone; the watermark passes them.
+                Some(d) if !d.durable && d.epoch != epoch => {}
                 Some(Decoded {
                     vhost,
                     exchange,
@@ -437,7 +460,7 @@ impl DelayedMessages {
                         msg,
                     },
                 )),
-                _ => bad.push(k),
+                _ => bad += 1,
             }
         }
         let mut st = self.state();
@@ -455,9 +478,8 @@ impl DelayedMessages {
         st.refilling = false;
         evict(&mut st);
         drop(st);
-        if !bad.is_empty() {
-            tracing::error!(count = bad.len(), "undecodable delayed messages dropped");
-            self.store.remove_delayed(&bad)?;
+        if bad > 0 {
+            tracing::error!(count = bad, "undecodable delayed messages skipped");
         }
         Ok(())
     }
@@ -468,19 +490,26 @@ impl DelayedMessages {
     /// `keeps(vhost, exchange)` says whether a durable delayed exchange of that name exists.
     pub fn recover(&self, keeps: impl Fn(&str, &str) -> bool, now: Now) -> Result<(), StoreError> {
         let mut from = [0u8; 16];
-        let mut drop_keys = Vec::new();
+        let mut dropped = 0usize;
         let mut max_seq = 0u64;
+        let mut max_epoch = 0u32;
         let mut kept = 0u64;
         loop {
             let page = self.store.read_delayed(from, 10_000)?;
             for (k, v) in page.entries {
                 max_seq = max_seq.max(u128::from_be_bytes(k) as u64);
                 match decode(v, false) {
-                    Some(d) if d.durable && keeps(&d.vhost, &d.exchange) => {
-                        kept += 1;
-                        self.count_add(&d.vhost, &d.exchange, true);
+                    Some(d) => {
+                        max_epoch = max_epoch.max(d.epoch);
+                        if d.durable && keeps(&d.vhost, &d.exchange) {
+                            kept += 1;
+                            self.count_add(&d.vhost, &d.exchange, true);
+                        } else {
+                            // Skipped when its turn comes (transient, or its exchange is gone).
+                            dropped += 1;
+                        }
                     }
-                    _ => drop_keys.push(k),
+                    None => dropped += 1,
                 }
             }
             match page.resume {
@@ -488,26 +517,17 @@ impl DelayedMessages {
                 None => break,
             }
         }
-        for chunk in drop_keys.chunks(10_000) {
-            self.store.remove_delayed(chunk)?;
-        }
-        if !drop_keys.is_empty() {
-            self.commit.note_write();
-        }
         self.seq.store(max_seq + 1, Ordering::Relaxed);
+        self.epoch.store(max_epoch + 1, Ordering::Relaxed);
         {
             let mut st = self.state();
             *st = State {
-                horizon: (kept > 0).then_some(0),
+                horizon: (kept + dropped as u64 > 0).then_some(0),
                 ..State::default()
             };
         }
-        if kept > 0 {
-            tracing::info!(
-                kept,
-                dropped = drop_keys.len(),
-                "delayed messages recovered"
-            );
+        if kept + dropped as u64 > 0 {
+            tracing::info!(kept, dropped, "delayed messages recovered");
             self.timers.wake_at(now.mono);
         }
         Ok(())
@@ -569,7 +589,7 @@ mod tests {
             properties: with_delay(FieldValue::I32(-3)),
             ..Message::for_tests("dx", "rk", b"body".to_vec())
         };
-        let d = decode(encode(true, "/", "dx", &m), true).expect("decodes");
+        let d = decode(encode(true, 3, "/", "dx", &m), true).expect("decodes");
         assert!(d.durable);
         assert_eq!((&*d.vhost, &*d.exchange), ("/", "dx"));
         let got = d.msg.expect("message");

@@ -24,7 +24,6 @@ pub(super) enum Target {
     Segments,
     Quarantine,
     Index,
-    Delayed,
 }
 
 /// A buffered write: insert (`Some`) or remove (`None`).
@@ -42,7 +41,6 @@ impl Trees {
             Target::Segments => &self.segments,
             Target::Quarantine => &self.quarantine,
             Target::Index => &self.index,
-            Target::Delayed => &self.delayed,
         }
     }
 
@@ -164,61 +162,4 @@ pub(super) fn load_objects(
             _ => None,
         })
         .collect())
-}
-
-/// [`super::super::Store::read_delayed`]: sled's entries from `from` on, with the buffered
-/// writes to the delayed tree applied on top. When sled has more than `limit`, the page ends at
-/// the last key read from sled (buffered inserts beyond it come in a later page).
-pub(super) fn read_delayed(
-    trees: &Trees,
-    pending: &std::sync::Mutex<super::queue::Pending>,
-    from: super::super::DelayKey,
-    limit: usize,
-) -> Result<super::super::DelayedPage, StoreError> {
-    let mut map: BTreeMap<Vec<u8>, Bytes> = BTreeMap::new();
-    let mut last_read: Option<Vec<u8>> = None;
-    let mut read = 0usize;
-    for item in trees.delayed.range(from.to_vec()..) {
-        let (k, v) = item.map_err(io)?;
-        read += 1;
-        last_read = Some(k.to_vec());
-        map.insert(k.to_vec(), Bytes::copy_from_slice(&v));
-        if read >= limit {
-            break;
-        }
-    }
-    let bound = if read >= limit { last_read } else { None };
-    {
-        let p = pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (t, k, v) in &p.ops {
-            if *t != Target::Delayed || k.as_slice() < from.as_slice() {
-                continue;
-            }
-            if bound.as_ref().is_some_and(|b| k > b) {
-                continue;
-            }
-            match v {
-                Some(v) => map.insert(k.clone(), Bytes::copy_from_slice(v)),
-                None => map.remove(k),
-            };
-        }
-    }
-    let entries = map
-        .into_iter()
-        .filter_map(|(k, v)| Some((<[u8; 16]>::try_from(k.as_slice()).ok()?, v)))
-        .collect();
-    // The next page starts just above the last key read from sled.
-    let resume = bound
-        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
-        .map(|b| {
-            let next = u128::from_be_bytes(b).saturating_add(1);
-            next.to_be_bytes()
-        });
-    Ok(super::super::DelayedPage {
-        entries,
-        complete: resume.is_none(),
-        resume,
-    })
 }

@@ -339,10 +339,19 @@ impl DelayedMessages {
         // durable one holds its confirm back.
         let seq = self.commit.note_write();
         self.count_add(vhost, exchange, true);
+        // The window keeps a compact copy: the published body (and properties) may be slices
+        // of a large read buffer, which a long-lived entry would pin whole.
+        let compact = Arc::new(Message {
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            properties: Properties::from_bytes(Bytes::copy_from_slice(msg.properties.as_bytes()))
+                .unwrap_or_else(|_| msg.properties.clone()),
+            body: Bytes::copy_from_slice(&msg.body),
+        });
         let entry = Entry {
             vhost: Arc::clone(vhost),
             exchange: Arc::clone(exchange),
-            msg,
+            msg: compact,
         };
         let arm = {
             let mut st = self.state();

@@ -229,6 +229,9 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             Some(format!("{scheme}://{}", l.tcp.local_addr().ok()?))
         })
         .collect();
+    // The signal handlers are installed before the banner: a SIGTERM right after it (a
+    // supervisor, the CLI tests) must close connections with 320, not kill the process.
+    let signal = shutdown_signal();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listeners = %addrs.join(", "),
@@ -316,7 +319,7 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
     } else {
         None
     };
-    let signal = shutdown_signal().await;
+    let signal = signal.await;
     tracing::info!(signal, "shutting down");
     token.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
@@ -332,24 +335,29 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM handler now (registration is synchronous) and returns a future that
+/// resolves with the name of the first shutdown signal.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            match term {
+                Some(mut term) => tokio::select! {
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                },
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

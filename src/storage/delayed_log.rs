@@ -55,6 +55,8 @@ struct Inner {
     next_run: u64,
     watermark: u128,
     watermark_dirty: bool,
+    /// Puts since the last sync (a flush with none costs no fsync).
+    wal_dirty: bool,
 }
 
 /// See the module docs.
@@ -158,6 +160,7 @@ impl DelayedLog {
                 next_run,
                 watermark,
                 watermark_dirty: false,
+                wal_dirty: false,
             }),
         })
     }
@@ -179,6 +182,7 @@ impl DelayedLog {
         let mut rec = Vec::with_capacity(20 + value.len());
         encode_record(&mut rec, key, value);
         st.wal.write_all(&rec).map_err(|e| io("append wal", e))?;
+        st.wal_dirty = true;
         st.mem_bytes += value.len() + 48;
         st.mem.insert(key, Bytes::copy_from_slice(value));
         if st.mem_bytes >= MEMTABLE_BYTES {
@@ -259,11 +263,14 @@ impl DelayedLog {
     /// Makes every put so far durable, persists the watermark and deletes released runs.
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut st = self.lock();
-        st.wal.flush().map_err(|e| io("flush wal", e))?;
-        st.wal
-            .get_ref()
-            .sync_data()
-            .map_err(|e| io("sync wal", e))?;
+        if st.wal_dirty {
+            st.wal.flush().map_err(|e| io("flush wal", e))?;
+            st.wal
+                .get_ref()
+                .sync_data()
+                .map_err(|e| io("sync wal", e))?;
+            st.wal_dirty = false;
+        }
         if st.watermark_dirty {
             let tmp = self.dir.join("watermark.tmp");
             let mut f = File::create(&tmp).map_err(|e| io("write watermark", e))?;

@@ -53,6 +53,7 @@ async fn server_properties_announce_capabilities() {
         "connection.blocked",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         assert_eq!(caps.get(cap).and_then(|v| v.as_bool()), Some(true), "{cap}");
     }

@@ -293,3 +293,125 @@ async fn mandatory_unroutable_is_returned_then_confirmed() {
     assert_eq!(ret.reply_code, 312);
     assert_eq!(ret.reply_text.as_str(), "NO_ROUTE");
 }
+
+fn keys(items: &[&str]) -> AMQPValue {
+    AMQPValue::FieldArray(
+        items
+            .iter()
+            .map(|k| AMQPValue::LongString(k.to_string().into()))
+            .collect::<Vec<_>>()
+            .into(),
+    )
+}
+
+/// Sender-selected distribution (RabbitMQ's `CC`/`BCC`): the extra keys route through the same
+/// exchange; a queue matched by several keys gets one copy; `BCC` is gone on delivery, `CC`
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cc_and_bcc_route_to_extra_keys_and_bcc_is_removed() {
+    let b = start().await;
+    let (_c, ch) = b.channel().await;
+    let (main, cc, bcc, both, none) = (
+        queue(&ch).await,
+        queue(&ch).await,
+        queue(&ch).await,
+        queue(&ch).await,
+        queue(&ch).await,
+    );
+    for (q, k) in [
+        (&main, "k.main"),
+        (&cc, "k.cc"),
+        (&bcc, "k.bcc"),
+        (&both, "k.main"),
+        (&both, "k.cc"),
+        (&none, "k.other"),
+    ] {
+        bind(&ch, q, "amq.direct", k, FieldTable::default()).await;
+    }
+    let headers = table(&[
+        ("CC", keys(&["k.cc"])),
+        ("BCC", keys(&["k.bcc"])),
+        ("keep", AMQPValue::LongString("v".into())),
+    ]);
+    publish(
+        &ch,
+        "amq.direct",
+        "k.main",
+        b"m",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    for q in [&main, &cc, &bcc, &both] {
+        let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{q} got nothing"));
+        assert_eq!(m.delivery.routing_key.as_str(), "k.main");
+        let h = m.delivery.properties.headers().clone().expect("headers");
+        let h = h.inner();
+        assert!(h.contains_key("CC") && h.contains_key("keep"), "{h:?}");
+        assert!(!h.contains_key("BCC"), "BCC delivered: {h:?}");
+    }
+    // One copy each, and nothing for the unrelated key.
+    for q in [&main, &cc, &bcc, &both, &none] {
+        assert!(drain(&ch, q).await.is_empty(), "{q} got a second copy");
+    }
+
+    // Topic patterns and the default exchange match CC keys too.
+    let t = queue(&ch).await;
+    bind(&ch, &t, "amq.topic", "cc.*", FieldTable::default()).await;
+    let d = queue(&ch).await;
+    let h = table(&[("CC", keys(&["cc.x", &d]))]);
+    publish(
+        &ch,
+        "amq.topic",
+        "nothing",
+        b"t",
+        BasicProperties::default().with_headers(h.clone()),
+    )
+    .await;
+    publish(
+        &ch,
+        "",
+        "no-such-queue",
+        b"d",
+        BasicProperties::default().with_headers(h),
+    )
+    .await;
+    assert_eq!(drain(&ch, &t).await, ["t"]);
+    assert_eq!(drain(&ch, &d).await, ["d"]);
+}
+
+/// A `CC` header that is not an array refuses the publish with RabbitMQ's 406
+/// (tests/fixtures/rabbitmq-3.10/routing_headers.json).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cc_header_of_the_wrong_type_is_a_precondition_failure() {
+    let b = start().await;
+    let (_c, ch) = b.channel().await;
+    let q = queue(&ch).await;
+    let h = table(&[("CC", AMQPValue::LongString("k".into()))]);
+    publish(
+        &ch,
+        "",
+        &q,
+        b"x",
+        BasicProperties::default().with_headers(h),
+    )
+    .await;
+    // The channel error arrives with the next synchronous method.
+    support::assert_amqp_err(
+        within(ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await,
+        406,
+        support::rabbitmq("routing_headers")["cc_header_not_an_array"]["text"]
+            .as_str()
+            .expect("recorded text"),
+    );
+}

@@ -37,6 +37,17 @@ pub enum Outbound {
         /// Reply text, without the code's name.
         text: String,
     },
+    /// A direct reply-to reply for the reply consumer of a channel (no queue, no ack).
+    Reply {
+        /// Channel of the reply consumer.
+        channel: u16,
+        /// Its tag.
+        consumer_tag: ShortStr,
+        /// The reply.
+        message: Arc<super::message::Message>,
+        /// The reply consumer's mailbox credit: one slot to give back once handled.
+        transit: Arc<Credit>,
+    },
     /// The memory alarm changed: `Some(reason)` blocks publishers, `None` unblocks.
     Blocked(Option<String>),
 }

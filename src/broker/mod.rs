@@ -27,6 +27,7 @@ pub mod message;
 pub mod policy;
 pub mod publish;
 pub mod queue;
+pub mod reply_to;
 mod store_api;
 pub mod time;
 pub mod timers;
@@ -223,6 +224,8 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) timers: Arc<timers::Timers>,
     pub(crate) stats: BrokerStats,
+    pub(crate) replies: reply_to::ReplyConsumers,
+    pub(crate) delayed: exchange::delayed::DelayedMessages,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -259,13 +262,21 @@ impl Broker {
     /// store holds.
     pub fn new(store: Arc<dyn Store>, opts: BrokerOptions) -> Broker {
         let commit = GroupCommit::start(Arc::clone(&store), opts.flush, opts.stall_watch.clone());
+        let timers = Arc::new(timers::Timers::default());
+        let delayed = exchange::delayed::DelayedMessages::new(
+            Arc::clone(&store),
+            Arc::clone(&commit),
+            Arc::clone(&timers),
+        );
         let shared = Arc::new(Shared {
             store,
             commit,
             window: opts.queue_window,
             budget: Arc::new(MemoryBudget::new(opts.queue_memory_budget)),
-            timers: Arc::new(timers::Timers::default()),
+            timers,
             stats: BrokerStats::default(),
+            replies: reply_to::ReplyConsumers::default(),
+            delayed,
         });
         let mut vhosts = HashMap::new();
         vhosts.insert(
@@ -327,13 +338,23 @@ impl Broker {
         for vh in self.vhosts() {
             vh.restore(&defs, now)?;
         }
+        let keeps = |vhost: &str, name: &str| {
+            self.vhost(vhost)
+                .and_then(|vh| vh.find_exchange(name))
+                .is_some_and(|x| x.durable && x.delay.is_some())
+        };
+        self.inner.shared.delayed.recover(keeps, now)?;
         Ok(())
     }
 
     /// Does the time-driven work that is due at `now` (expired messages, expired queues).
     /// Errors are logged here: no client is waiting on a tick.
     pub fn tick(&self, now: Now) {
-        for q in self.inner.shared.timers.due(now.mono) {
+        // Due entries are taken before delayed messages re-arm: a re-arm at `now` (more are due
+        // at once) must survive this tick.
+        let due = self.inner.shared.timers.due(now.mono);
+        self.release_delayed(now);
+        for q in due {
             let Some(vh) = self.vhost(&q.vhost) else {
                 continue;
             };
@@ -343,9 +364,46 @@ impl Broker {
         }
     }
 
+    /// Routes the delayed messages that are due (see [`exchange::delayed`]).
+    fn release_delayed(&self, now: Now) {
+        let delayed = &self.inner.shared.delayed;
+        let due = match delayed.take_due(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "reading delayed messages failed");
+                return;
+            }
+        };
+        let mut vhost: Option<Arc<VHost>> = None;
+        for d in &due {
+            if vhost.as_ref().is_none_or(|v| v.name != d.vhost) {
+                vhost = self.vhost(&d.vhost);
+            }
+            if let Some(vh) = &vhost
+                && let Err(e) = vh.publish_delayed(d, now)
+            {
+                // Dropped (a store failure of the queues it was routed to).
+                tracing::error!(exchange = %d.exchange, vhost = %d.vhost, error = %e, "routing a delayed message failed");
+            }
+        }
+        if let Err(e) = delayed.released(&due) {
+            tracing::error!(error = %e, "removing released delayed messages failed");
+        }
+    }
+
+    /// The delayed messages of the node.
+    pub fn delayed(&self) -> &exchange::delayed::DelayedMessages {
+        &self.inner.shared.delayed
+    }
+
     /// The timers the driver waits on.
     pub fn timers(&self) -> &timers::Timers {
         &self.inner.shared.timers
+    }
+
+    /// The direct reply-to consumers of the node.
+    pub fn replies(&self) -> &reply_to::ReplyConsumers {
+        &self.inner.shared.replies
     }
 
     /// The global memory budget of queues.

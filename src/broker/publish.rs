@@ -3,7 +3,8 @@
 //! `publish` does, in RabbitMQ 3.10's order (`rabbit_channel`'s basic.publish): check the
 //! user's write permission on the exchange (403), resolve the exchange (404), refuse an
 //! internal one (403), check the topic permission on the routing key (403), `user-id` (406)
-//! and `expiration` (406), then route (following exchange-to-exchange bindings and alternate exchanges), push
+//! and `expiration` (406), read the `CC`/`BCC` routing headers (406 when not arrays; `BCC` is
+//! removed from the message, see [`super::exchange::cc`]), then route with every key (following exchange-to-exchange bindings and alternate exchanges), push
 //! into every queue found, and carry out what the pushes left (dead letters from length limits
 //! or TTL 0). It returns what the session needs to answer: whether any queue took the message
 //! (mandatory returns), whether a queue refused it (basic.nack in confirm mode), and the
@@ -21,10 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::error::{BrokerError, BrokerResult, no_exchange};
+use super::exchange::cc::sender_selected;
+use super::exchange::delayed::{DelayMode, Due, delay_of};
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::message::Message;
 use super::queue::args::MAX_EXPIRY;
 use super::queue::{Followups, Queue};
+use super::reply_to::{REPLY_PREFIX, REPLY_QUEUE};
 use super::time::Now;
 use super::vhost::VHost;
 
@@ -92,6 +96,19 @@ pub fn parse_expiration(s: &str) -> Result<Option<u64>, String> {
 impl VHost {
     /// Publishes a message: see the module docs.
     pub fn publish(&self, req: PublishRequest<'_>, now: Now) -> BrokerResult<PublishOutcome> {
+        self.publish_from(req, None, now)
+    }
+
+    /// [`VHost::publish`] from a channel: `reply_suffix` is the key of its direct reply-to
+    /// consumer, if it has one; a `reply_to` of `amq.rabbitmq.reply-to` is rewritten with it
+    /// (406 `fast reply consumer does not exist` without one, RabbitMQ's
+    /// `maybe_set_fast_reply_to`).
+    pub fn publish_from(
+        &self,
+        mut req: PublishRequest<'_>,
+        reply_suffix: Option<&str>,
+        now: Now,
+    ) -> BrokerResult<PublishOutcome> {
         req.grant
             .check_publish(&req.exchange, None, &req.routing_key)?;
         let x = self
@@ -105,6 +122,16 @@ impl VHost {
         }
         req.grant
             .check_publish(&req.exchange, Some(x.kind), &req.routing_key)?;
+        if req.properties.reply_to() == Some(REPLY_QUEUE) {
+            let Some(suffix) = reply_suffix else {
+                return Err(BrokerError::PreconditionFailed(
+                    "fast reply consumer does not exist".into(),
+                ));
+            };
+            let mut p = req.properties.decode();
+            p.reply_to = ShortStr::try_from(format!("{REPLY_PREFIX}{suffix}")).ok();
+            req.properties = Properties::from(&p);
+        }
         if let Some(uid) = req.properties.user_id()
             && uid != req.user
         {
@@ -120,24 +147,59 @@ impl VHost {
                 "invalid expiration '{exp}': {term}"
             )));
         }
+        let cc = sender_selected(&req.properties).map_err(BrokerError::PreconditionFailed)?;
         let stats = &self.shared().stats;
         stats.published.fetch_add(1, Ordering::Relaxed);
         let msg = Arc::new(Message {
             exchange: req.exchange,
             routing_key: req.routing_key,
-            properties: req.properties,
+            properties: cc.stripped.unwrap_or(req.properties),
             body: req.body,
         });
+        if !self.no_dedup()
+            && let Some(d) = self.deduper(false, &x.name)
+            && d.check(&msg.properties, now)?
+        {
+            // A duplicate goes nowhere: confirmed, and returned when mandatory (LavinMQ counts
+            // it unroutable).
+            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            return Ok(PublishOutcome {
+                message: msg,
+                routed: false,
+                refused: false,
+                flush: 0,
+            });
+        }
+        if x.delay.is_some()
+            && let Some((delay, props)) = delay_of(&msg.properties)
+        {
+            return self.delay(&x, msg, props, delay, now);
+        }
         let mut queues = Vec::new();
-        self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+        if cc.keys.is_empty() {
+            self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+        } else {
+            let mut keys: Vec<&str> = vec![&msg.routing_key];
+            keys.extend(cc.keys.iter().map(|k| k.as_str()));
+            self.route_keys(&x, &keys, &msg.properties, &mut queues);
+        }
+        if x.name.is_empty() {
+            self.deliver_replies(&msg, &cc.keys);
+        }
+        let routed = !queues.is_empty();
+        if !self.no_dedup() {
+            self.drop_queue_duplicates(&mut queues, &msg, now)?;
+        }
         let mut outcome = PublishOutcome {
-            routed: !queues.is_empty(),
+            routed,
             refused: false,
             flush: 0,
             message: Arc::clone(&msg),
         };
         if queues.is_empty() {
-            stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            if !routed {
+                stats.unroutable.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(outcome);
         }
         let mut fx = Followups::default();
@@ -145,6 +207,110 @@ impl VHost {
         self.run(fx, now)?;
         r?;
         Ok(outcome)
+    }
+
+    /// Leaves out the deduplicating queues that already had this message.
+    fn drop_queue_duplicates(
+        &self,
+        queues: &mut Vec<Arc<Queue>>,
+        msg: &Message,
+        now: Now,
+    ) -> BrokerResult<()> {
+        let mut err = None;
+        queues.retain(|q| match self.deduper(true, &q.name) {
+            None => true,
+            Some(d) => match d.check(&msg.properties, now) {
+                Ok(dup) => !dup,
+                Err(e) => {
+                    err = Some(e);
+                    true
+                }
+            },
+        });
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps a message with an `x-delay` in its delayed exchange (see
+    /// [`super::exchange::delayed`]).
+    fn delay(
+        &self,
+        x: &Arc<Exchange>,
+        msg: Arc<Message>,
+        props: Properties,
+        delay: u64,
+        now: Now,
+    ) -> BrokerResult<PublishOutcome> {
+        let msg = Arc::new(Message {
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            properties: props,
+            body: msg.body.clone(),
+        });
+        let flush = self.shared().delayed.delay(
+            &self.name,
+            &x.name,
+            x.durable,
+            Arc::clone(&msg),
+            delay,
+            now,
+        )?;
+        Ok(PublishOutcome {
+            message: msg,
+            // The plugin routes a delayed message to no queue (a mandatory one is returned);
+            // LavinMQ's delayed exchange counts it as routed.
+            routed: x.delay != Some(DelayMode::Plugin),
+            refused: false,
+            flush,
+        })
+    }
+
+    /// Routes a delayed message whose time has come through its exchange, as it is now.
+    /// Dropped when the exchange is gone.
+    pub fn publish_delayed(&self, d: &Due, now: Now) -> BrokerResult<()> {
+        let Some(x) = self.find_exchange(&d.exchange) else {
+            tracing::debug!(exchange = %d.exchange, "delayed message of a deleted exchange dropped");
+            return Ok(());
+        };
+        let msg = &d.msg;
+        let cc = sender_selected(&msg.properties).unwrap_or_default();
+        let mut queues = Vec::new();
+        let mut keys: Vec<&str> = vec![&msg.routing_key];
+        keys.extend(cc.keys.iter().map(|k| k.as_str()));
+        self.route_keys(&x, &keys, &msg.properties, &mut queues);
+        if queues.is_empty() {
+            self.shared()
+                .stats
+                .unroutable
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if !self.no_dedup() {
+            self.drop_queue_duplicates(&mut queues, msg, now)?;
+        }
+        let mut outcome = PublishOutcome {
+            message: Arc::clone(msg),
+            routed: true,
+            refused: false,
+            flush: 0,
+        };
+        let mut fx = Followups::default();
+        let r = self.push_all(&queues, msg, now, &mut fx, &mut outcome);
+        self.run(fx, now)?;
+        r
+    }
+
+    /// Direct reply-to: a message to the default exchange whose key (or a `CC`/`BCC` key) is
+    /// a reply key goes to that requester's channel. Routing finds no queue for it (no queue
+    /// name starts with `amq.`), so a mandatory reply is also returned, as RabbitMQ 3.10 does.
+    fn deliver_replies(&self, msg: &Arc<Message>, cc: &[ShortStr]) {
+        let replies = &self.shared().replies;
+        std::iter::once(msg.routing_key.as_str())
+            .chain(cc.iter().map(|k| k.as_str()))
+            .filter(|k| k.starts_with(REPLY_PREFIX))
+            .for_each(|k| replies.deliver(k, msg));
     }
 
     /// Pushes into every queue; a persistent message into several durable queues is stored
@@ -196,22 +362,36 @@ impl VHost {
         properties: &Properties,
         out: &mut Vec<Arc<Queue>>,
     ) {
+        self.route_keys(exchange, &[routing_key], properties, out);
+    }
+
+    /// [`VHost::route_to`] with several routing keys (a message's own key and its `CC`/`BCC`
+    /// keys): every exchange on the way matches each key.
+    pub fn route_keys(
+        &self,
+        exchange: &Arc<Exchange>,
+        keys: &[&str],
+        properties: &Properties,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
         let decoded: std::cell::OnceCell<Option<FieldTable>> = std::cell::OnceCell::new();
         let headers = |x: &Exchange| match x.kind {
             ExchangeKind::Headers => decoded.get_or_init(|| properties.headers()).as_ref(),
             _ => None,
         };
         if exchange.name.is_empty() {
-            if let Some(q) = self.find_queue(routing_key)
-                && !out.iter().any(|o| Arc::ptr_eq(o, &q))
-            {
-                out.push(q);
+            for k in keys {
+                if let Some(q) = self.find_queue(k)
+                    && !out.iter().any(|o| Arc::ptr_eq(o, &q))
+                {
+                    out.push(q);
+                }
             }
             return;
         }
         let mut dests = Vec::new();
         let mut visited: Vec<Arc<str>> = vec![Arc::clone(&exchange.name)];
-        exchange.route(routing_key, headers(exchange), &mut dests);
+        exchange.route_keys(keys, headers(exchange), &mut dests);
         let mut alternate = exchange.alternate.clone();
         let mut i = 0;
         loop {
@@ -226,7 +406,7 @@ impl VHost {
                         if !visited.iter().any(|v| v == name) {
                             visited.push(Arc::clone(name));
                             if let Some(x) = self.find_exchange(name) {
-                                x.route(routing_key, headers(&x), &mut dests);
+                                x.route_keys(keys, headers(&x), &mut dests);
                             }
                         }
                     }
@@ -239,7 +419,7 @@ impl VHost {
                     visited.push(Arc::clone(&ae));
                     if let Some(x) = self.find_exchange(&ae) {
                         alternate = x.alternate.clone();
-                        x.route(routing_key, headers(&x), &mut dests);
+                        x.route_keys(keys, headers(&x), &mut dests);
                     }
                 }
                 _ => break,

@@ -84,6 +84,25 @@ impl Timers {
         }
     }
 
+    /// Asks for a broker tick at `at`, for work that belongs to no queue (delayed messages).
+    pub fn wake_at(&self, at: Instant) {
+        let earliest = {
+            let mut h = self.heap();
+            h.seq += 1;
+            let seq = h.seq;
+            let before = h.entries.peek().map(|e| e.0.at);
+            h.entries.push(Reverse(Entry {
+                at,
+                seq,
+                queue: Weak::new(),
+            }));
+            before.is_none_or(|b| at < b)
+        };
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
     /// The earliest armed deadline.
     pub fn next(&self) -> Option<Instant> {
         self.heap().entries.peek().map(|e| e.0.at)

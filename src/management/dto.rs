@@ -256,6 +256,9 @@ pub(crate) struct Exchange {
     pub(crate) arguments: Value,
     pub(crate) user_who_performed_action: &'static str,
     pub(crate) policy: Option<String>,
+    /// Delayed exchanges only: messages waiting (the delayed-message plugin's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) messages_delayed: Option<u64>,
 }
 
 /// GET /api/bindings entries.

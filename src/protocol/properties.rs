@@ -221,6 +221,13 @@ impl Properties {
         std::str::from_utf8(rest.get(..usize::from(len))?).ok()
     }
 
+    /// The reply-to property, read from the bytes without copying.
+    pub fn reply_to(&self) -> Option<&str> {
+        let raw = self.as_bytes();
+        let (&len, rest) = raw.get(field_offset(raw, REPLY_TO)?..)?.split_first()?;
+        std::str::from_utf8(rest.get(..usize::from(len))?).ok()
+    }
+
     /// The expiration property (a per-message TTL in milliseconds, as text), read from the
     /// bytes without copying; `None` when absent or not UTF-8.
     pub fn expiration(&self) -> Option<&str> {

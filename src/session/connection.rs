@@ -486,6 +486,19 @@ impl Connection {
                     self.raise(AmqpError::connection(code, text), now);
                 }
             }
+            Outbound::Reply {
+                channel,
+                consumer_tag,
+                message,
+                transit,
+            } => {
+                transit.release(1);
+                if self.state == State::Running {
+                    self.on_channel(channel, |ch, ctx| {
+                        ch.deliver_reply(ctx, consumer_tag, &message);
+                    });
+                }
+            }
             Outbound::Blocked(reason) => {
                 // A second alarm or one of two clearing changes nothing on the wire; the last
                 // one clearing unblocks.

@@ -28,6 +28,8 @@ struct Defs {
     objects: BTreeMap<(String, String), Bytes>,
     /// Open message areas by vhost/name key.
     areas: HashMap<Vec<u8>, Arc<MemoryQueue>>,
+    /// Delayed messages by key.
+    delayed: BTreeMap<super::DelayKey, Bytes>,
 }
 
 /// An in-memory [`Store`]. Cheap to create; `Default` gives an empty one.
@@ -59,6 +61,41 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn open_spill(&self, _vhost: &str, _name: &str) -> Result<Box<dyn super::Spill>, StoreError> {
         Ok(Box::new(super::spill::MemorySpill::default()))
+    }
+
+    fn put_delayed(&self, key: super::DelayKey, value: &[u8]) -> Result<(), StoreError> {
+        self.defs()
+            .delayed
+            .insert(key, Bytes::copy_from_slice(value));
+        Ok(())
+    }
+
+    fn remove_delayed(&self, keys: &[super::DelayKey]) -> Result<(), StoreError> {
+        let mut defs = self.defs();
+        for k in keys {
+            defs.delayed.remove(k);
+        }
+        Ok(())
+    }
+
+    fn read_delayed(
+        &self,
+        from: super::DelayKey,
+        limit: usize,
+    ) -> Result<super::DelayedPage, StoreError> {
+        let defs = self.defs();
+        let mut it = defs.delayed.range(from..);
+        let entries: Vec<_> = it
+            .by_ref()
+            .take(limit)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let resume = it.next().map(|(k, _)| *k);
+        Ok(super::DelayedPage {
+            entries,
+            complete: resume.is_none(),
+            resume,
+        })
     }
 
     fn put_exchange(&self, r: &ExchangeRecord) -> Result<(), StoreError> {

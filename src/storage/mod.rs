@@ -39,6 +39,7 @@ use bytes::Bytes;
 
 pub mod bodylog;
 pub mod chunk;
+pub mod delayed_log;
 pub mod memory;
 pub mod record;
 pub mod sled;
@@ -253,6 +254,32 @@ pub trait Store: Send + Sync + 'static {
     /// Every object of `kind`, as `(key, value)`, in key order.
     fn load_objects(&self, kind: &str) -> Result<Vec<(String, Bytes)>, StoreError>;
 
+    /// Stores a delayed message (see [`DelayedPage`]) under `key`: buffered, durable at the
+    /// next [`Store::flush`], like [`Store::put_object`].
+    fn put_delayed(&self, key: DelayKey, value: &[u8]) -> Result<(), StoreError> {
+        let _ = (key, value);
+        Err(StoreError::Io(
+            "this store keeps no delayed messages".into(),
+        ))
+    }
+    /// Removes released delayed messages; absent ones are not an error. Durable at the next
+    /// flush. The broker releases in key order, so `keys` is always a prefix of what is
+    /// stored: the on-disk store keeps only a watermark (the largest key released).
+    fn remove_delayed(&self, keys: &[DelayKey]) -> Result<(), StoreError> {
+        let _ = keys;
+        Ok(())
+    }
+    /// Up to `limit` delayed messages with keys at or above `from`, in key order (buffered
+    /// writes included). May do I/O: call with no broker lock held.
+    fn read_delayed(&self, from: DelayKey, limit: usize) -> Result<DelayedPage, StoreError> {
+        let _ = (from, limit);
+        Ok(DelayedPage {
+            entries: Vec::new(),
+            complete: true,
+            resume: None,
+        })
+    }
+
     /// Holds back the next flush: while the returned guard lives, no [`Store::flush`] begins
     /// collecting work, so every write made under one guard (say a put into queue B and the
     /// removal of the same message from queue A, when dead-lettering) lands in the same flush,
@@ -297,6 +324,23 @@ pub trait Store: Send + Sync + 'static {
     /// is durable when it returns, and a crash leaves either all or none of one flush's writes.
     /// Called from a dedicated thread, never under a lock.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The key of a delayed message: its due time (wall-clock ms) and a sequence number, both
+/// big-endian, so that key order is release order.
+pub type DelayKey = [u8; 16];
+
+/// What [`Store::read_delayed`] found: delayed messages (values opaque to storage) in key
+/// order, and whether they are all there are from the requested key on.
+#[derive(Clone, Debug, Default)]
+pub struct DelayedPage {
+    /// `(key, value)` in key order.
+    pub entries: Vec<(DelayKey, Bytes)>,
+    /// No stored key above the last entry's (or above `from`, when empty).
+    pub complete: bool,
+    /// When not complete: the key to read the next page from (every stored key below it at the
+    /// time of the read is in this page).
+    pub resume: Option<DelayKey>,
 }
 
 /// A flush between [`Store::flush_prepare`] and [`Store::flush_commit`], opaque.

@@ -39,6 +39,59 @@ pub(crate) enum Command {
     Sink(SinkArgs),
     /// Open many connections with one channel each, hold them, then close them.
     Connections(ConnectionsArgs),
+    /// Fill a delayed-message exchange, then measure release lateness (and the broker's RSS).
+    Delayed(DelayedArgs),
+    /// RPC round trips over direct reply-to with concurrent callers.
+    Rpc(RpcArgs),
+}
+
+/// Options of `rpc`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RpcArgs {
+    /// Broker URI, as for a load run.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub(crate) uri: String,
+    /// Concurrent callers (one connection each, one request outstanding each).
+    #[arg(short = 'c', long, default_value_t = 10)]
+    pub(crate) callers: u32,
+    /// Server connections answering requests.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) servers: u32,
+    /// Seconds to run.
+    #[arg(short = 'z', long, default_value_t = 10.0)]
+    pub(crate) time: f64,
+    /// Request and reply body bytes.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub(crate) size: usize,
+}
+
+/// Options of `delayed`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DelayedArgs {
+    /// Broker URI, as for a load run.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub(crate) uri: String,
+    /// Delayed messages to publish.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    pub(crate) count: u64,
+    /// Shortest delay, ms (longer than the fill takes, so release starts after it).
+    #[arg(long, default_value_t = 30_000)]
+    pub(crate) min_delay: u64,
+    /// Delays spread uniformly over this many ms above --min-delay.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) spread: u64,
+    /// Body bytes (at least 8: the due time).
+    #[arg(short = 's', long, default_value_t = 16)]
+    pub(crate) size: usize,
+    /// Durable exchange and queue.
+    #[arg(long)]
+    pub(crate) durable: bool,
+    /// Persistent messages (delivery-mode 2).
+    #[arg(long)]
+    pub(crate) persistent: bool,
+    /// The broker's process id, to sample its RSS.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
 }
 
 /// Exchange types the tool can set up.

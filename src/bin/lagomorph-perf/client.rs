@@ -300,8 +300,19 @@ impl Conn {
         Ok(())
     }
 
+    /// Encodes a content header and body frames into the write buffer.
+    pub(crate) fn send_content(
+        &mut self,
+        channel: u16,
+        properties: &lagomorph::protocol::properties::Properties,
+        body: &[u8],
+    ) {
+        frame::encode_content_header(channel, 60, properties, body.len() as u64, &mut self.wbuf);
+        put_body_frames(channel, body, self.frame_max, &mut self.wbuf);
+    }
+
     /// The next frame, reading as needed.
-    async fn next_frame(&mut self) -> Result<Frame> {
+    pub(crate) async fn next_frame(&mut self) -> Result<Frame> {
         loop {
             if let Some(f) = frame::decode(&mut self.rbuf, self.frame_max)? {
                 return Ok(f);
@@ -415,6 +426,19 @@ impl Conn {
         kind: &str,
         durable: bool,
     ) -> Result<()> {
+        self.exchange_declare_with(channel, name, kind, durable, FieldTable::new())
+            .await
+    }
+
+    /// Declares an exchange with arguments.
+    pub(crate) async fn exchange_declare_with(
+        &mut self,
+        channel: u16,
+        name: &str,
+        kind: &str,
+        durable: bool,
+        arguments: FieldTable,
+    ) -> Result<()> {
         let m = Method::ExchangeDeclare(ExchangeDeclare {
             reserved_1: 0,
             exchange: short(name)?,
@@ -424,7 +448,7 @@ impl Conn {
             auto_delete: false,
             internal: false,
             no_wait: false,
-            arguments: FieldTable::new(),
+            arguments,
         });
         match self.rpc(channel, m).await? {
             Method::ExchangeDeclareOk(_) => Ok(()),

@@ -15,9 +15,11 @@ mod cli;
 mod client;
 mod connections;
 mod consumer;
+mod delayed;
 mod histogram;
 mod producer;
 mod report;
+mod rpc;
 mod run;
 mod scan;
 mod sink;
@@ -83,6 +85,20 @@ async fn async_main(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some(Command::Rpc(a)) => match rpc::run(&a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lagomorph-perf rpc: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::Delayed(a)) => match delayed::run(&a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lagomorph-perf delayed: {e}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::Connections(a)) => match connections::run(&a).await {
             Ok(s) => {
                 if a.json {

@@ -8,6 +8,9 @@
 //!
 //! Every kind also keeps the full binding list (for unbind, listing and persistence).
 
+pub mod cc;
+pub mod dedup;
+pub mod delayed;
 pub mod headers;
 pub mod topic;
 
@@ -144,6 +147,9 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<Arc<str>>,
+    /// Whether (and how) it delays messages with an `x-delay` header; `kind` is then the
+    /// routing type.
+    pub delay: Option<delayed::DelayMode>,
     bindings: RwLock<Bindings>,
     deleted: AtomicBool,
 }
@@ -162,6 +168,8 @@ impl Exchange {
             .get("alternate-exchange")
             .and_then(|v| v.as_str())
             .map(Arc::from);
+        let delay =
+            delayed::delayed_by_argument(&arguments).then_some(delayed::DelayMode::Argument);
         Arc::new(Exchange {
             name,
             kind,
@@ -170,9 +178,47 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            delay,
             bindings: RwLock::new(Bindings::default()),
             deleted: AtomicBool::new(false),
         })
+    }
+
+    /// An exchange of the declared type `type_name`: one of the four, or `x-delayed-message`
+    /// with its routing type in `x-delayed-type`. `None` for an unknown type (or a delayed
+    /// type whose routing type is not one of the four).
+    pub fn of_type(
+        name: Arc<str>,
+        type_name: &str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Option<Arc<Self>> {
+        if type_name != delayed::DELAYED_TYPE {
+            let kind = ExchangeKind::parse(type_name)?;
+            return Some(Exchange::new(
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            ));
+        }
+        let kind = ExchangeKind::parse(delayed::delayed_type(&arguments).ok()?)?;
+        let x = Exchange::new(name, kind, durable, auto_delete, internal, arguments);
+        let mut x = Arc::into_inner(x)?;
+        x.delay = Some(delayed::DelayMode::Plugin);
+        Some(Arc::new(x))
+    }
+
+    /// The type name it was declared with (`x-delayed-message` for the plugin's type).
+    pub fn type_name(&self) -> &'static str {
+        match self.delay {
+            Some(delayed::DelayMode::Plugin) => delayed::DELAYED_TYPE,
+            _ => self.kind.as_str(),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Bindings> {
@@ -323,6 +369,26 @@ impl Exchange {
     /// The bindings from this exchange.
     pub fn bindings(&self) -> Vec<Binding> {
         self.read().all.clone()
+    }
+
+    /// Appends the destinations a message with these routing keys (its own and its `CC`/`BCC`
+    /// keys) goes to: direct and topic match each key, fanout and headers ignore keys. May
+    /// contain duplicates; the caller dedups.
+    pub fn route_keys(
+        &self,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        match (self.kind, keys) {
+            (ExchangeKind::Direct | ExchangeKind::Topic, [_, _, ..]) => {
+                for k in keys {
+                    self.route(k, headers, out);
+                }
+            }
+            (_, [first, ..]) => self.route(first, headers, out),
+            (_, []) => {}
+        }
     }
 
     /// Appends the destinations a message with this key and headers goes to. May contain

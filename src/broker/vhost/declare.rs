@@ -10,6 +10,7 @@ use super::persist::DefOp;
 use super::{Changes, VHost, generate_name, locked};
 use crate::broker::consumer::{ConnId, Outbound};
 use crate::broker::error::{BrokerError, BrokerResult, no_exchange, no_queue};
+use crate::broker::exchange::delayed::{DELAYED_TYPE, delayed_type};
 use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
 use crate::broker::queue::classic::{ClassicQueue, Deps};
 use crate::broker::queue::{Queue, QueueArgs, QueueSettings};
@@ -85,21 +86,22 @@ impl VHost {
             self.exchange(&spec.name)?;
             return Ok(());
         }
-        let Some(kind) = ExchangeKind::parse(&spec.kind) else {
+        let type_name = spec.kind.as_str();
+        if type_name != DELAYED_TYPE && ExchangeKind::parse(type_name).is_none() {
             return Err(BrokerError::NotImplemented(format!(
                 "invalid exchange type '{}'",
                 spec.kind
             )));
-        };
+        }
+        let dedup = Self::dedup_spec(&spec.arguments)?;
         self.change(|defs| {
             if let Some(x) = self.find_exchange(&spec.name) {
                 let name = &spec.name;
-                if x.kind != kind {
+                if x.type_name() != type_name {
                     return Err(BrokerError::PreconditionFailed(format!(
                         "inequivalent arg 'type' for exchange '{name}' in vhost '{vh}': received \
-                         '{}' but current is '{}'",
-                        kind.as_str(),
-                        x.kind.as_str()
+                         '{type_name}' but current is '{}'",
+                        x.type_name()
                     )));
                 }
                 for (arg, got, cur) in [
@@ -119,23 +121,39 @@ impl VHost {
                     spec.name
                 )));
             }
-            let x = Exchange::new(
+            if type_name == DELAYED_TYPE {
+                // The plugin's `validate`, for a new exchange only.
+                let routing =
+                    delayed_type(&spec.arguments).map_err(BrokerError::PreconditionFailed)?;
+                if ExchangeKind::parse(routing).is_none() {
+                    return Err(BrokerError::NotImplemented(format!(
+                        "invalid exchange type '{routing}'"
+                    )));
+                }
+            }
+            let x = Exchange::of_type(
                 Arc::from(spec.name.as_str()),
-                kind,
+                type_name,
                 spec.durable,
                 spec.auto_delete,
                 spec.internal,
                 spec.arguments.clone(),
-            );
+            )
+            .ok_or_else(|| {
+                BrokerError::NotImplemented(format!("invalid exchange type '{type_name}'"))
+            })?;
             if spec.durable {
                 defs.push(DefOp::PutExchange(ExchangeRecord {
                     vhost: vh.to_string(),
                     name: spec.name.clone(),
-                    kind: kind.as_str().to_string(),
+                    kind: type_name.to_string(),
                     auto_delete: spec.auto_delete,
                     internal: spec.internal,
                     arguments: table_bytes(&spec.arguments),
                 }));
+            }
+            if let Some(d) = dedup.clone() {
+                self.attach_dedup(false, &x.name, spec.durable, d, None)?;
             }
             self.exchanges.insert(Arc::clone(&x.name), x);
             Ok(())
@@ -165,6 +183,10 @@ impl VHost {
     pub(super) fn remove_exchange_locked(&self, defs: &mut Changes, x: &Arc<Exchange>) {
         self.exchanges.remove(&*x.name);
         x.mark_deleted();
+        self.detach_dedup(false, &x.name);
+        if x.delay.is_some() {
+            self.shared.delayed.forget(&self.name, &x.name);
+        }
         if x.durable {
             for b in x.bindings() {
                 defs.push(DefOp::DeleteBinding(self.binding_record(
@@ -206,6 +228,7 @@ impl VHost {
             Arc::from(spec.name.as_str())
         };
         let args = QueueArgs::parse(spec.arguments.clone(), &name, &self.name)?;
+        let dedup = Self::dedup_spec(&spec.arguments)?;
         if let Some(q) = self.find_queue(&name) {
             return self.redeclare(&q, spec, conn, now);
         }
@@ -245,6 +268,9 @@ impl VHost {
                         auto_delete: spec.auto_delete,
                         arguments: table_bytes(&spec.arguments),
                     }));
+                }
+                if let Some(d) = dedup.clone() {
+                    self.attach_dedup(true, &name, stored, d, None)?;
                 }
                 self.queues.insert(Arc::clone(&name), Arc::clone(&q));
                 Ok(Some(Ok(q)))
@@ -385,6 +411,7 @@ impl VHost {
         {
             return 0;
         }
+        self.detach_dedup(true, &q.name);
         let dest = Destination::Queue(Arc::clone(q));
         for x in self.exchanges() {
             for b in x.bindings().into_iter().filter(|b| b.destination == dest) {

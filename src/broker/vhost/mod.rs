@@ -16,6 +16,7 @@
 
 pub(crate) mod bind;
 pub(crate) mod declare;
+pub(crate) mod dedup;
 pub(crate) mod ops;
 pub(crate) mod persist;
 pub(crate) mod policies;
@@ -56,6 +57,8 @@ pub struct VHost {
     persisting: Mutex<()>,
     policies: RwLock<Policies>,
     shared: Arc<Shared>,
+    /// Deduplication caches of exchanges and queues (see `dedup`).
+    dedup: DashMap<dedup::Owner, Arc<crate::broker::exchange::dedup::Deduper>>,
 }
 
 /// Names of the exchanges every vhost has, with their types.
@@ -86,6 +89,7 @@ impl VHost {
             persisting: Mutex::new(()),
             policies: RwLock::new(Policies::default()),
             shared,
+            dedup: DashMap::new(),
         })
     }
 
@@ -160,6 +164,14 @@ fn locked(queue: &str, vhost: &str) -> BrokerError {
 /// A random name with a prefix, like RabbitMQ's `amq.gen-…` and `amq.ctag-…` (22 base64url chars).
 pub fn generate_name(prefix: &str) -> String {
     use base64::Engine;
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
+    )
+}
+
+/// 16 random bytes (names, direct reply-to keys).
+pub(crate) fn random_bytes() -> [u8; 16] {
     let mut raw = [0u8; 16];
     if getrandom::fill(&mut raw).is_err() {
         // No OS randomness: fall back to the process id and a counter; names only need to be
@@ -169,8 +181,5 @@ pub fn generate_name(prefix: &str) -> String {
         raw[..8].copy_from_slice(&n.to_be_bytes());
         raw[8..12].copy_from_slice(&std::process::id().to_be_bytes());
     }
-    format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    )
+    raw
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::VHost;
 use super::declare::QueueSpec;
 use crate::broker::error::BrokerResult;
-use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
+use crate::broker::exchange::{Destination, Exchange};
 use crate::broker::queue::QueueArgs;
 use crate::broker::time::Now;
 
@@ -26,18 +26,20 @@ impl VHost {
         };
         self.load_policies()?;
         for x in defs.exchanges.iter().filter(|x| x.vhost == vh) {
-            let Some(kind) = ExchangeKind::parse(&x.kind) else {
-                tracing::error!(exchange = %x.name, kind = %x.kind, "unknown stored exchange type");
-                continue;
-            };
-            let e = Exchange::new(
+            let Some(e) = Exchange::of_type(
                 Arc::from(x.name.as_str()),
-                kind,
+                &x.kind,
                 true,
                 x.auto_delete,
                 x.internal,
                 args(&x.arguments, &x.name),
-            );
+            ) else {
+                tracing::error!(exchange = %x.name, kind = %x.kind, "unknown stored exchange type");
+                continue;
+            };
+            if let Ok(Some(d)) = Self::dedup_spec(&e.arguments) {
+                self.attach_dedup(false, &e.name, true, d, Some(now))?;
+            }
             self.exchanges.insert(Arc::clone(&e.name), e);
         }
         for r in defs.queues.iter().filter(|q| q.vhost == vh) {
@@ -53,6 +55,9 @@ impl VHost {
             };
             let queue_args = QueueArgs::restored(table, &r.name, vh);
             let q = self.new_queue(&name, &spec, queue_args, Some(area), now, true)?;
+            if let Ok(Some(d)) = Self::dedup_spec(&spec.arguments) {
+                self.attach_dedup(true, &name, true, d, Some(now))?;
+            }
             self.queues.insert(name, q);
         }
         for b in defs.bindings.iter().filter(|b| b.vhost == vh) {

@@ -34,7 +34,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
-const EXCHANGE_TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
+const EXCHANGE_TYPES: [&str; 5] = ["direct", "fanout", "topic", "headers", "x-delayed-message"];
 
 /// Objects of one vhost: (exchanges, queues, bindings), with or without `vhost` fields.
 fn vhost_objects(

@@ -22,27 +22,34 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// The exchange types that can be declared.
-const TYPES: [&str; 4] = ["direct", "fanout", "topic", "headers"];
+const TYPES: [&str; 5] = ["direct", "fanout", "topic", "headers", "x-delayed-message"];
 
 pub(crate) fn exchange_dto(vhost: &str, x: &Exchange) -> dto::Exchange {
     dto::Exchange {
         name: x.name.to_string(),
         vhost: vhost.to_string(),
-        kind: x.kind.as_str(),
+        kind: x.type_name(),
         durable: x.durable,
         auto_delete: x.auto_delete,
         internal: x.internal,
         arguments: table_to_json(&x.arguments),
         user_who_performed_action: "rmq-internal",
         policy: None,
+        messages_delayed: None,
     }
 }
 
+/// [`exchange_dto`] with the live figures a listing shows (`messages_delayed`).
+fn listed(vh: &VHost, x: &Exchange) -> Value {
+    let mut d = exchange_dto(&vh.name, x);
+    if x.delay.is_some() {
+        d.messages_delayed = Some(vh.shared().delayed.count(&vh.name, &x.name));
+    }
+    to_value(&d)
+}
+
 fn vhost_items(vh: &VHost) -> Vec<Value> {
-    vh.exchanges()
-        .iter()
-        .map(|x| to_value(&exchange_dto(&vh.name, x)))
-        .collect()
+    vh.exchanges().iter().map(|x| listed(vh, x)).collect()
 }
 
 /// GET /api/exchanges.
@@ -83,7 +90,7 @@ pub(crate) async fn show(
     let x = vh
         .exchange(exchange_name(&name))
         .map_err(|_| ApiError::not_found())?;
-    Ok(Json(list.project_one(to_value(&exchange_dto(&vhost, &x)))))
+    Ok(Json(list.project_one(listed(&vh, &x))))
 }
 
 /// PUT /api/exchanges/{vhost}/{name}: 201 when created, 204 when an equivalent exchange

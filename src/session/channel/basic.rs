@@ -5,6 +5,7 @@ use crate::broker::access::{Perm, Resource};
 use crate::broker::consumer::Outbound;
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
+use crate::broker::reply_to::REPLY_QUEUE;
 use crate::broker::vhost::generate_name;
 use crate::broker::{Credit, Delivery, PublishRequest};
 use crate::protocol::ReplyCode;
@@ -45,6 +46,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let (class, mid) = (BasicConsume::CLASS_ID, BasicConsume::METHOD_ID);
         let ch = self.id;
+        if m.queue.as_str() == REPLY_QUEUE {
+            return self.reply_consume(ctx, m);
+        }
         let queue = self.queue_name(&m.queue, class, mid)?;
         let on = |e| AmqpError::from_broker(ch, e).on(class, mid);
         ctx.grant
@@ -57,7 +61,7 @@ impl Channel {
         } else {
             m.consumer_tag.clone()
         };
-        if self.consumers.contains_key(tag.as_str()) {
+        if self.consumers.contains_key(tag.as_str()) || self.is_reply_tag(&tag) {
             return Err(AmqpError::connection(
                 ReplyCode::NotAllowed,
                 format_args!("attempt to reuse consumer tag '{tag}'"),
@@ -184,7 +188,10 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: BasicCancel,
     ) -> Result<(), AmqpError> {
-        if let Some(c) = self.consumers.remove(m.consumer_tag.as_str()) {
+        if self.is_reply_tag(&m.consumer_tag) {
+            self.reply = None;
+            ctx.vhost.shared().replies.unregister(ctx.conn, self.id);
+        } else if let Some(c) = self.consumers.remove(m.consumer_tag.as_str()) {
             ctx.info.consumers_changed(-1);
             ctx.vhost
                 .cancel(&c.queue, ctx.conn, self.id, &m.consumer_tag, ctx.now)
@@ -293,7 +300,8 @@ impl Channel {
             user: ctx.user,
             grant: ctx.grant,
         };
-        let outcome = match ctx.vhost.publish(req, ctx.now) {
+        let reply = self.reply.as_ref().map(|(_, suffix)| suffix.as_str());
+        let outcome = match ctx.vhost.publish_from(req, reply, ctx.now) {
             Ok(o) => o,
             Err(e) => {
                 if let Some(c) = &mut self.confirms {
@@ -384,6 +392,76 @@ impl Channel {
             Some(q) => dispatch(ctx, &q),
             None => Ok(()),
         }
+    }
+
+    /// basic.consume on `amq.rabbitmq.reply-to` (RabbitMQ's checks and texts, in its order:
+    /// tag reuse, no-ack required, one per channel).
+    fn reply_consume(&mut self, ctx: &mut Ctx<'_>, m: BasicConsume) -> Result<(), AmqpError> {
+        let (class, mid) = (BasicConsume::CLASS_ID, BasicConsume::METHOD_ID);
+        if self.consumers.contains_key(m.consumer_tag.as_str()) {
+            return Err(AmqpError::connection(
+                ReplyCode::NotAllowed,
+                format_args!("attempt to reuse consumer tag '{}'", m.consumer_tag),
+            )
+            .on(class, mid));
+        }
+        let refuse = |text| {
+            Err(AmqpError::channel(self.id, ReplyCode::PreconditionFailed, text).on(class, mid))
+        };
+        if !m.no_ack {
+            return refuse("reply consumer cannot acknowledge");
+        }
+        if self.reply.is_some() {
+            return refuse("reply consumer already set");
+        }
+        let tag = if m.consumer_tag.is_empty() {
+            ShortStr::try_from(generate_name("amq.ctag-")).unwrap_or_default()
+        } else {
+            m.consumer_tag
+        };
+        let suffix = ctx.vhost.shared().replies.register(
+            ctx.conn,
+            self.id,
+            tag.clone(),
+            ctx.mailbox.clone(),
+        );
+        self.reply = Some((tag.clone(), suffix));
+        if !m.no_wait {
+            ctx.send(self.id, &BasicConsumeOk { consumer_tag: tag }.into());
+        }
+        Ok(())
+    }
+
+    fn is_reply_tag(&self, tag: &str) -> bool {
+        self.reply.as_ref().is_some_and(|(t, _)| t.as_str() == tag)
+    }
+
+    /// A direct reply-to reply for this channel's reply consumer: delivered with the next
+    /// delivery tag, needing no ack. Dropped if the consumer is gone or was replaced.
+    pub(crate) fn deliver_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        consumer_tag: ShortStr,
+        msg: &crate::broker::Message,
+    ) {
+        if self.closing || !self.is_reply_tag(&consumer_tag) {
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        ctx.send(
+            self.id,
+            &BasicDeliver {
+                consumer_tag,
+                delivery_tag: tag,
+                redelivered: false,
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+            }
+            .into(),
+        );
+        ctx.out
+            .put_content(self.id, 60, &msg.properties, &msg.body, ctx.frame_max);
     }
 
     /// The queue of a consumer was deleted: forget the consumer; true if it was ours.

@@ -3,6 +3,7 @@
 use crate::broker::BrokerError;
 use crate::broker::access::{Perm, Resource};
 use crate::broker::exchange::ExchangeKind;
+use crate::broker::exchange::delayed::{DELAYED_TYPE, delayed_type};
 use crate::broker::vhost::ExchangeSpec;
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
@@ -32,12 +33,20 @@ impl Channel {
                 mid,
             ));
         }
-        if !m.passive && ExchangeKind::parse(&m.kind).is_none() {
-            return Err(AmqpError::connection(
-                ReplyCode::CommandInvalid,
-                format_args!("invalid exchange type '{}'", m.kind),
-            )
-            .on(class, mid));
+        // A delayed exchange's routing type is checked as its own type is (RabbitMQ's
+        // `check_type` in the plugin's `validate`), when the exchange is new.
+        let delayed_routing = (m.kind.as_str() == DELAYED_TYPE
+            && ctx.vhost.find_exchange(&m.exchange).is_none())
+        .then(|| delayed_type(&m.arguments).ok())
+        .flatten();
+        for t in std::iter::once(m.kind.as_str()).chain(delayed_routing) {
+            if !m.passive && t != DELAYED_TYPE && ExchangeKind::parse(t).is_none() {
+                return Err(AmqpError::connection(
+                    ReplyCode::CommandInvalid,
+                    format_args!("invalid exchange type '{t}'"),
+                )
+                .on(class, mid));
+            }
         }
         if !m.passive {
             ctx.grant

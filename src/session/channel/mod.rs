@@ -96,6 +96,8 @@ pub(crate) struct Channel {
     /// [`Channel::flush_acks`], which the connection calls before any other frame and at the
     /// end of every read batch.
     pending_acks: Vec<(Unacked, Settle)>,
+    /// The direct reply-to consumer: its tag and the suffix of its reply key.
+    reply: Option<(ShortStr, String)>,
     /// This channel's place in its user's channel count (`max-channels`).
     _slot: ChannelSlot,
 }
@@ -126,6 +128,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             pending_acks: Vec::new(),
+            reply: None,
         }
     }
 
@@ -229,6 +232,9 @@ impl Channel {
         let mut result = self.flush_acks(ctx);
         self.assembler.reset();
         self.tx = None;
+        if self.reply.take().is_some() {
+            ctx.vhost.shared().replies.unregister(ctx.conn, self.id);
+        }
         for (tag, c) in self.consumers.drain() {
             ctx.info.consumers_changed(-1);
             result = result.and(

@@ -2,6 +2,7 @@
 
 use crate::broker::BrokerError;
 use crate::broker::access::{Perm, Resource};
+use crate::broker::reply_to::REPLY_QUEUE;
 use crate::broker::vhost::QueueSpec;
 use crate::broker::vhost::generate_name;
 use crate::protocol::method::*;
@@ -18,6 +19,9 @@ impl Channel {
         ctx: &mut Ctx<'_>,
         m: QueueDeclare,
     ) -> Result<(), AmqpError> {
+        if m.queue.as_str().starts_with(REPLY_QUEUE) {
+            return self.reply_queue_declare(ctx, m);
+        }
         if !m.passive {
             // A server-named queue is checked under a name of the shape it will get
             // (`amq.gen-…`): RabbitMQ checks the name it generated, equally random.
@@ -55,6 +59,31 @@ impl Channel {
                     queue: ShortStr::try_from(&*q.name).unwrap_or_default(),
                     message_count: q.message_count(),
                     consumer_count: q.consumer_count(),
+                }
+                .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// queue.declare of `amq.rabbitmq.reply-to` or of a reply key: declare-ok with no message
+    /// and one consumer when it exists, else 404 (RabbitMQ's `declare_fast_reply_to`, passive
+    /// or not).
+    fn reply_queue_declare(&mut self, ctx: &mut Ctx<'_>, m: QueueDeclare) -> Result<(), AmqpError> {
+        if !ctx.vhost.shared().replies.exists(&m.queue) {
+            return Err(AmqpError::from_broker(
+                self.id,
+                crate::broker::error::no_queue(&m.queue, &ctx.vhost.name),
+            )
+            .on(QueueDeclare::CLASS_ID, QueueDeclare::METHOD_ID));
+        }
+        if !m.no_wait {
+            ctx.send(
+                self.id,
+                &QueueDeclareOk {
+                    queue: m.queue,
+                    message_count: 0,
+                    consumer_count: 1,
                 }
                 .into(),
             );

@@ -303,7 +303,7 @@ fn server_properties() -> FieldTable {
         (key("connection.blocked"), FieldValue::Bool(true)),
         (key("authentication_failure_close"), FieldValue::Bool(true)),
         (key("per_consumer_qos"), FieldValue::Bool(true)),
-        (key("direct_reply_to"), FieldValue::Bool(false)),
+        (key("direct_reply_to"), FieldValue::Bool(true)),
     ]);
     FieldTable(vec![
         (key("product"), text("Lagomorph")),

@@ -242,6 +242,8 @@ impl SledStore {
                 space.add(&loc);
             }
         }
+        // Delayed messages put before this flush began become durable with it.
+        self.delayed.sync()?;
         self.shared.log.sync()
     }
 

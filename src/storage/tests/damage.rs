@@ -327,16 +327,25 @@ fn flushes_racing_puts_marks_and_acks_leave_exact_states() {
         let s = open(&dir);
         let q = s.open_queue("/", "q").expect("open");
         let done = std::sync::atomic::AtomicBool::new(false);
+        // Both sides start together, so the flushes race the writes even when the machine is
+        // busy and the flusher thread is scheduled late.
+        let start = std::sync::Barrier::new(2);
         std::thread::scope(|scope| {
             let flusher = scope.spawn(|| {
+                start.wait();
                 let mut flushes = 0u32;
-                // Bounded: stops when the writers are done, or after 10 000 flushes.
-                while !done.load(std::sync::atomic::Ordering::Acquire) && flushes < 10_000 {
+                // Bounded: stops when the writers are done, or after 10 000 flushes; at least
+                // one flush either way.
+                loop {
                     s.flush().expect("flush");
                     flushes += 1;
+                    if done.load(std::sync::atomic::Ordering::Acquire) || flushes >= 10_000 {
+                        break;
+                    }
                 }
                 flushes
             });
+            start.wait();
             for id in 0..3000u64 {
                 put(&*q, id);
                 q.mark_delivered(id).expect("mark");

@@ -4,6 +4,7 @@
 //! any.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::VHost;
 use crate::broker::error::{BrokerError, BrokerResult};
@@ -40,22 +41,25 @@ impl VHost {
         if let Some(now) = load {
             d.load(now)?;
         }
-        self.dedup.insert((queue, Arc::clone(name)), d);
+        if self.dedup.insert((queue, Arc::clone(name)), d).is_none() {
+            self.dedup_owners.fetch_add(1, Ordering::Release);
+        }
         Ok(())
     }
 
     /// Drops an owner's cache, stored entries included (buffered deletes: no I/O).
     pub(crate) fn detach_dedup(&self, queue: bool, name: &Arc<str>) {
-        if let Some((_, d)) = self.dedup.remove(&(queue, Arc::clone(name)))
-            && let Err(e) = d.clear()
-        {
-            tracing::error!(name = %name, error = %e, "clearing a deduplication cache failed");
+        if let Some((_, d)) = self.dedup.remove(&(queue, Arc::clone(name))) {
+            self.dedup_owners.fetch_sub(1, Ordering::Release);
+            if let Err(e) = d.clear() {
+                tracing::error!(name = %name, error = %e, "clearing a deduplication cache failed");
+            }
         }
     }
 
     /// The cache of an exchange or queue, if it deduplicates.
     pub(crate) fn deduper(&self, queue: bool, name: &Arc<str>) -> Option<Arc<Deduper>> {
-        if self.dedup.is_empty() {
+        if self.no_dedup() {
             return None;
         }
         self.dedup
@@ -65,6 +69,6 @@ impl VHost {
 
     /// True when no exchange or queue of the vhost deduplicates (the publish fast path).
     pub(crate) fn no_dedup(&self) -> bool {
-        self.dedup.is_empty()
+        self.dedup_owners.load(Ordering::Acquire) == 0
     }
 }

@@ -59,6 +59,9 @@ pub struct VHost {
     shared: Arc<Shared>,
     /// Deduplication caches of exchanges and queues (see `dedup`).
     dedup: DashMap<dedup::Owner, Arc<crate::broker::exchange::dedup::Deduper>>,
+    /// How many entries `dedup` has: read on every publish, where `DashMap::is_empty` would
+    /// read-lock every shard.
+    dedup_owners: std::sync::atomic::AtomicUsize,
 }
 
 /// Names of the exchanges every vhost has, with their types.
@@ -90,6 +93,7 @@ impl VHost {
             policies: RwLock::new(Policies::default()),
             shared,
             dedup: DashMap::new(),
+            dedup_owners: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

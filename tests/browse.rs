@@ -6,50 +6,12 @@ mod support;
 
 use futures_lite::StreamExt;
 use lagomorph::broker::{BrokerOptions, MemoryWindow};
+use lapin::Channel;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use support::{assert_amqp_err, start_with, within};
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-async fn confirming(b: &support::TestBroker) -> (lapin::Connection, Channel) {
-    let (c, ch) = b.channel().await;
-    within(ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .expect("confirm.select");
-    (c, ch)
-}
-
-async fn publish(ch: &Channel, queue: &str, body: &str, priority: Option<u8>, persistent: bool) {
-    let mut props = BasicProperties::default();
-    if let Some(p) = priority {
-        props = props.with_priority(p);
-    }
-    if persistent {
-        props = props.with_delivery_mode(2);
-    }
-    within(
-        within(ch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props,
-        ))
-        .await
-        .expect("publish"),
-    )
-    .await
-    .expect("confirm");
-}
+use support::{confirming, publish_with, table};
 
 /// A small window: messages are paged early, and transient ones reach the spill files.
 fn small_window() -> BrokerOptions {
@@ -116,7 +78,7 @@ async fn the_browse_endpoint_shows_messages_in_delivery_order_and_leaves_them() 
     const N: usize = 400;
     for n in 0..N {
         let p = (n % 4) as u8;
-        publish(&ch, "browsed", &format!("{p}:{n:03}"), Some(p), n % 2 == 0).await;
+        publish_with(&ch, "browsed", &format!("{p}:{n:03}"), Some(p), n % 2 == 0).await;
     }
     let first = browse(&base, "browsed", 0, 3).await;
     assert_eq!(payloads(&first), ["3:003", "3:007", "3:011"]);
@@ -157,7 +119,7 @@ async fn an_x_browse_consumer_gets_copies_then_is_cancelled() {
     .await
     .expect("declare");
     for n in 0..5 {
-        publish(&ch, "browsed-amqp", &format!("m{n}"), None, false).await;
+        publish_with(&ch, "browsed-amqp", &format!("m{n}"), None, false).await;
     }
     // Take one and requeue it: it is redelivered; browsing shows it as it is.
     let first = within(ch.basic_get("browsed-amqp".into(), BasicGetOptions { no_ack: false }))

@@ -7,18 +7,11 @@ mod support;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::Value;
+use support::table;
 use support::{assert_amqp_err, rabbitmq, within};
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
 
 fn priority(p: i32) -> FieldTable {
     table(&[("x-priority", AMQPValue::LongInt(p))])

@@ -8,6 +8,7 @@ use lagomorph::broker::{BrokerOptions, MemoryWindow};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
+use support::{confirming, publish_with};
 use support::{start_in, start_with, within};
 
 fn max_priority(n: i32) -> FieldTable {
@@ -27,37 +28,6 @@ async fn declare(ch: &Channel, name: &str, durable: bool, args: FieldTable) {
     ))
     .await
     .expect("declare");
-}
-
-async fn confirming(b: &support::TestBroker) -> (lapin::Connection, Channel) {
-    let (c, ch) = b.channel().await;
-    within(ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .expect("confirm.select");
-    (c, ch)
-}
-
-async fn publish(ch: &Channel, queue: &str, body: &str, priority: Option<u8>, persistent: bool) {
-    let mut props = BasicProperties::default();
-    if let Some(p) = priority {
-        props = props.with_priority(p);
-    }
-    if persistent {
-        props = props.with_delivery_mode(2);
-    }
-    within(
-        within(ch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props,
-        ))
-        .await
-        .expect("publish"),
-    )
-    .await
-    .expect("confirm");
 }
 
 /// Every message, by basic.get with no-ack: (body, redelivered).
@@ -95,7 +65,7 @@ async fn highest_first_fifo_within_a_priority_and_clamped_to_the_maximum() {
         ("p1-2", Some(1)),
         ("p255", Some(255)),
     ] {
-        publish(&ch, "prio", body, p, false).await;
+        publish_with(&ch, "prio", body, p, false).await;
     }
     let got = drain(&ch, "prio").await;
     // 9 and 255 count as 5, FIFO with the real 5s; no priority counts as 0.
@@ -108,8 +78,8 @@ async fn highest_first_fifo_within_a_priority_and_clamped_to_the_maximum() {
 
     // A queue without x-max-priority ignores priorities.
     declare(&ch, "plain", false, FieldTable::default()).await;
-    publish(&ch, "plain", "a", Some(1), false).await;
-    publish(&ch, "plain", "b", Some(9), false).await;
+    publish_with(&ch, "plain", "a", Some(1), false).await;
+    publish_with(&ch, "plain", "b", Some(9), false).await;
     assert_eq!(bodies(&drain(&ch, "plain").await), ["a", "b"]);
 }
 
@@ -119,7 +89,7 @@ async fn requeued_messages_go_back_to_their_place_in_their_priority() {
     let (_c, ch) = confirming(&b).await;
     declare(&ch, "prio-requeue", false, max_priority(10)).await;
     for (body, p) in [("a1", 1), ("b5", 5), ("c5", 5), ("d1", 1), ("e5", 5)] {
-        publish(&ch, "prio-requeue", body, Some(p), false).await;
+        publish_with(&ch, "prio-requeue", body, Some(p), false).await;
     }
     let mut tags = Vec::new();
     for want in ["b5", "c5"] {
@@ -131,7 +101,7 @@ async fn requeued_messages_go_back_to_their_place_in_their_priority() {
         tags.push(m.delivery.delivery_tag);
     }
     // A later priority-9 message goes ahead of them; the requeued ones go back before e5.
-    publish(&ch, "prio-requeue", "f9", Some(9), false).await;
+    publish_with(&ch, "prio-requeue", "f9", Some(9), false).await;
     for tag in tags.into_iter().rev() {
         within(ch.basic_nack(
             tag,
@@ -201,7 +171,7 @@ async fn a_paged_backlog_is_delivered_highest_first_within_the_window() {
     for n in 0..N {
         // Half persistent (paged in the store), half transient (paged to the spill files).
         let p = priority_of(n);
-        publish(&ch, "prio-paged", &format!("{p}:{n}"), Some(p), n % 2 == 0).await;
+        publish_with(&ch, "prio-paged", &format!("{p}:{n}"), Some(p), n % 2 == 0).await;
     }
     let q = b
         .broker
@@ -259,7 +229,7 @@ async fn priorities_and_their_order_survive_a_restart() {
         declare(&ch, "prio-durable", true, max_priority(9)).await;
         for n in 0..N {
             let p = priority_of(n);
-            publish(&ch, "prio-durable", &format!("{p}:{n}"), Some(p), true).await;
+            publish_with(&ch, "prio-durable", &format!("{p}:{n}"), Some(p), true).await;
         }
         // Take the first (priority 9) and requeue it: it comes back redelivered, first.
         let first = within(ch.basic_get("prio-durable".into(), BasicGetOptions { no_ack: false }))
@@ -311,7 +281,7 @@ async fn purging_a_paged_priority_queue_keeps_only_the_unacked() {
         declare(&ch, "prio-purge", true, max_priority(9)).await;
         for n in 0..N {
             let p = priority_of(n);
-            publish(&ch, "prio-purge", &format!("{p}:{n}"), Some(p), true).await;
+            publish_with(&ch, "prio-purge", &format!("{p}:{n}"), Some(p), true).await;
         }
         let held = within(ch.basic_get("prio-purge".into(), BasicGetOptions { no_ack: false }))
             .await
@@ -322,7 +292,7 @@ async fn purging_a_paged_priority_queue_keeps_only_the_unacked() {
             .expect("purge");
         assert_eq!(purged as usize, N - 1);
         // Still usable: a new message is the only one.
-        publish(&ch, "prio-purge", "9:new", Some(9), true).await;
+        publish_with(&ch, "prio-purge", "9:new", Some(9), true).await;
         drop(held);
         b.stop().await;
     }
@@ -340,7 +310,7 @@ async fn a_message_expires_at_the_head_of_its_own_priority() {
     let b = support::start().await;
     let (_c, ch) = confirming(&b).await;
     declare(&ch, "prio-ttl", false, max_priority(5)).await;
-    publish(&ch, "prio-ttl", "high", Some(5), false).await;
+    publish_with(&ch, "prio-ttl", "high", Some(5), false).await;
     within(
         within(
             ch.basic_publish(

@@ -7,8 +7,9 @@ mod support;
 
 use lapin::Channel;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::Value;
+use support::table;
 use support::{TestBroker, amqp_error, rabbitmq, start, within};
 
 fn s(v: &str) -> AMQPValue {
@@ -21,14 +22,6 @@ fn i(v: i32) -> AMQPValue {
 
 fn l(v: i64) -> AMQPValue {
     AMQPValue::LongLongInt(v)
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
 }
 
 /// What RabbitMQ answered: `Ok(())` or `(code, text)`.

@@ -10,6 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::table;
 use support::{amqp_error, rabbitmq, start, within};
 
 fn s(v: &str) -> AMQPValue {
@@ -18,14 +19,6 @@ fn s(v: &str) -> AMQPValue {
 
 fn i(v: i32) -> AMQPValue {
     AMQPValue::LongInt(v)
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
 }
 
 async fn declare(ch: &Channel, name: &str, args: FieldTable) -> u32 {

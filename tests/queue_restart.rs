@@ -7,18 +7,11 @@ mod support;
 use lagomorph::broker::BrokerOptions;
 use lagomorph::broker::policy::{PolicyKind, build};
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use std::time::{Duration, Instant};
+use support::{confirming, table};
 use support::{start_in, within};
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
 
 fn s(v: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v))
@@ -52,14 +45,6 @@ async fn publish_persistent(ch: &Channel, queue: &str, body: &str) {
     )
     .await
     .expect("confirm");
-}
-
-async fn confirming(b: &support::TestBroker) -> (lapin::Connection, Channel) {
-    let (c, ch) = b.channel().await;
-    within(ch.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .expect("confirm.select");
-    (c, ch)
 }
 
 /// The ready count as the channel sees it, after everything sent before on that channel.

@@ -572,3 +572,52 @@ pub mod raw {
         }
     }
 }
+
+/// A field table of arguments.
+pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> lapin::types::FieldTable {
+    let mut t = lapin::types::FieldTable::default();
+    for (k, v) in entries {
+        t.insert(lapin::types::ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+/// A connection and a channel in confirm mode.
+pub async fn confirming(b: &TestBroker) -> (lapin::Connection, lapin::Channel) {
+    let (c, ch) = b.channel().await;
+    within(ch.confirm_select(lapin::options::ConfirmSelectOptions::default()))
+        .await
+        .expect("confirm.select");
+    (c, ch)
+}
+
+/// Publishes `body` to `queue` through the default exchange on a confirming channel, with an
+/// optional priority, persistent or not, and waits for the confirm.
+pub async fn publish_with(
+    ch: &lapin::Channel,
+    queue: &str,
+    body: &str,
+    priority: Option<u8>,
+    persistent: bool,
+) {
+    let mut props = lapin::BasicProperties::default();
+    if let Some(p) = priority {
+        props = props.with_priority(p);
+    }
+    if persistent {
+        props = props.with_delivery_mode(2);
+    }
+    within(
+        within(ch.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        ))
+        .await
+        .expect("publish"),
+    )
+    .await
+    .expect("confirm");
+}

@@ -174,15 +174,23 @@ async fn misuse_gets_rabbitmq_errors() {
     let (_c, conn_ch) = b.channel().await;
     let c = b.connect().await;
 
-    // Publishing a request without a reply consumer on the channel.
-    let ch = c.create_channel().await.expect("channel");
+    // Publishing a request without a reply consumer on the channel. The publish has no reply
+    // and the channel closes later: read the close off the wire with the raw client (through
+    // lapin, a method sent after it races the close and may fail without its reason).
     let q = unique("rpcq0");
-    declare(&ch, &q, false).await.expect("declare");
-    request(&ch, &q, b"req").await;
-    let e = declare(&ch, &q, true).await.expect_err("channel closed");
+    declare(&conn_ch, &q, false).await.expect("declare");
+    let mut raw = support::raw::Raw::connect(b.addr).await;
+    raw.open_channel(1).await;
+    let props = lagomorph::protocol::properties::Properties::from(
+        &lagomorph::protocol::properties::BasicProperties {
+            reply_to: Some(lagomorph::protocol::types::ShortStr::from_static(REPLY_TO)),
+            ..Default::default()
+        },
+    );
+    raw.publish_with(1, "", &q, b"req", &props).await;
     assert_eq!(
-        amqp_error(&e),
-        Some(expected("reply_to_publish_without_consumer"))
+        raw.expect_channel_close(1).await,
+        expected("reply_to_publish_without_consumer")
     );
 
     // Consuming with acks.

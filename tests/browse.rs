@@ -6,12 +6,11 @@ mod support;
 
 use futures_lite::StreamExt;
 use lagomorph::broker::{BrokerOptions, MemoryWindow};
-use lapin::Channel;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use support::{assert_amqp_err, start_with, within};
-use support::{confirming, publish_with, table};
+use support::{confirming, drain, publish_with, table};
 
 /// A small window: messages are paged early, and transient ones reach the spill files.
 fn small_window() -> BrokerOptions {
@@ -42,21 +41,6 @@ fn payloads(v: &[Value]) -> Vec<String> {
     v.iter()
         .map(|m| m["payload"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// Every message, by basic.get with no-ack: (body, redelivered).
-async fn drain(ch: &Channel, queue: &str) -> Vec<(String, bool)> {
-    let mut got = Vec::new();
-    while let Some(m) = within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
-        .await
-        .expect("get")
-    {
-        got.push((
-            String::from_utf8_lossy(&m.delivery.data).into_owned(),
-            m.delivery.redelivered,
-        ));
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use lagomorph::broker::{BrokerOptions, MemoryWindow};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use support::{confirming, publish_with};
+use support::{confirming, drain, publish_with};
 use support::{start_in, start_with, within};
 
 fn max_priority(n: i32) -> FieldTable {
@@ -28,21 +28,6 @@ async fn declare(ch: &Channel, name: &str, durable: bool, args: FieldTable) {
     ))
     .await
     .expect("declare");
-}
-
-/// Every message, by basic.get with no-ack: (body, redelivered).
-async fn drain(ch: &Channel, queue: &str) -> Vec<(String, bool)> {
-    let mut got = Vec::new();
-    while let Some(m) = within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
-        .await
-        .expect("get")
-    {
-        got.push((
-            String::from_utf8_lossy(&m.delivery.data).into_owned(),
-            m.delivery.redelivered,
-        ));
-    }
-    got
 }
 
 fn bodies(v: &[(String, bool)]) -> Vec<&str> {

@@ -621,3 +621,21 @@ pub async fn publish_with(
     .await
     .expect("confirm");
 }
+
+/// Every message of `queue`, by basic.get with no-ack: (body, redelivered).
+pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<(String, bool)> {
+    let mut got = Vec::new();
+    while let Some(m) = within(ch.basic_get(
+        queue.into(),
+        lapin::options::BasicGetOptions { no_ack: true },
+    ))
+    .await
+    .expect("get")
+    {
+        got.push((
+            String::from_utf8_lossy(&m.delivery.data).into_owned(),
+            m.delivery.redelivered,
+        ));
+    }
+    got
+}

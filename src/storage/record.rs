@@ -275,6 +275,16 @@ impl ChunkEntry {
     pub fn decode(&self, chunk: &Bytes) -> Result<MessageRecord, DecodeError> {
         decode_fields(chunk, self.range.start + ENTRY_HEADER_LEN..self.range.end)
     }
+
+    /// As [`ChunkEntry::decode`], but `properties`, `meta` and `body` are slices of one copy of
+    /// the entry, so they do not keep the whole chunk alive.
+    pub fn decode_owned(&self, chunk: &[u8]) -> Result<MessageRecord, DecodeError> {
+        let entry = chunk
+            .get(self.range.clone())
+            .ok_or(DecodeError("entry out of bounds"))?;
+        let copy = Bytes::copy_from_slice(entry);
+        decode_fields(&copy, ENTRY_HEADER_LEN.min(copy.len())..copy.len())
+    }
 }
 
 /// The entries of a chunk value, checked for structure (schema byte, lengths within the value,
@@ -563,6 +573,13 @@ mod tests {
             for (e, (id, m)) in entries.iter().zip(&expected) {
                 prop_assert_eq!(e.id, *id);
                 prop_assert_eq!(&e.decode(&chunk).expect("decode"), m);
+                // The owned decoding is equal and shares no memory with the chunk.
+                let owned = e.decode_owned(&chunk).expect("decode owned");
+                prop_assert_eq!(&owned, m);
+                let inside = chunk.as_ptr_range();
+                for part in [&owned.properties, &owned.meta, &owned.body] {
+                    prop_assert!(part.is_empty() || !inside.contains(&part.as_ptr()));
+                }
             }
         }
 

@@ -290,18 +290,31 @@ impl SledQueue {
             Err(DecodeError(reason)) => return Ok(Err(reason.into())),
         };
         let start = out.len();
+        let mut wanted = Vec::with_capacity(entries.len().min(limit - start));
         for e in entries {
-            if out.len() == limit {
+            if start + wanted.len() == limit {
                 break;
             }
             let Some(i) = e.id.checked_sub(part.first) else {
-                out.truncate(start);
                 return Ok(Err("entry below its chunk's first id".into()));
             };
-            if e.id < from || !part.live.get(i) {
-                continue;
+            if e.id >= from && part.live.get(i) {
+                wanted.push((i, e));
             }
-            match e.decode(&value) {
+        }
+        // Messages sliced out of the chunk keep all of it alive until the last of them is
+        // acked: a refill that takes a few messages of a 256 KiB chunk, in each of a thousand
+        // queues, would hold gigabytes that the memory budget never sees. Take copies unless
+        // most of the chunk is taken.
+        let taken: usize = wanted.iter().map(|(_, e)| e.range.len()).sum();
+        let copy = taken.saturating_mul(2) < value.len();
+        for (i, e) in wanted {
+            let decoded = if copy {
+                e.decode_owned(&value)
+            } else {
+                e.decode(&value)
+            };
+            match decoded {
                 Ok(record) => out.push(StoredMessage {
                     id: e.id,
                     delivered: part.delivered.get(i),

@@ -123,6 +123,13 @@ impl Credit {
         was && !paused
     }
 
+    /// Whether [`Credit::try_acquire`] would succeed now.
+    pub fn has_room(&self) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        !self.paused.load(Ordering::Acquire)
+            && (limit == 0 || self.used.load(Ordering::Acquire) < limit)
+    }
+
     /// Slots in use.
     pub fn used(&self) -> u32 {
         self.used.load(Ordering::Acquire)
@@ -189,6 +196,18 @@ impl ConsumerHandle {
             return false;
         }
         true
+    }
+
+    /// Whether the consumer would take a delivery now but for the deliveries already on their
+    /// way to its connection (its `transit` credit): the connection is behind, not the client
+    /// (a client at its prefetch limit, or paused by channel.flow, is not held by transit).
+    pub(crate) fn held_by_transit(&self) -> bool {
+        !self.transit.has_room()
+            && if self.no_ack {
+                !self.channel_credit.paused.load(Ordering::Acquire)
+            } else {
+                self.channel_credit.has_room() && self.prefetch.has_room()
+            }
     }
 
     /// Gives back what [`Self::try_reserve`] took, when the delivery could not be sent.

@@ -166,6 +166,12 @@ pub struct ConnectionInfo {
     pub tls: std::sync::atomic::AtomicBool,
     /// The SASL mechanism it logged in with (management's `auth_mechanism`).
     pub auth_mechanism: std::sync::OnceLock<&'static str>,
+    /// Times its socket went unread because a queue it published to fell behind (see
+    /// [`PublishOutcome::flow`]).
+    pub flow_pauses: std::sync::atomic::AtomicU64,
+    /// When the latest of those pauses began, in Unix milliseconds (0: never). Management
+    /// shows the connection in state `flow` for a second after, as RabbitMQ does.
+    pub flow_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl ConnectionInfo {
@@ -504,6 +510,8 @@ impl Broker {
             mailbox,
             tls: std::sync::atomic::AtomicBool::new(false),
             auth_mechanism: std::sync::OnceLock::new(),
+            flow_pauses: std::sync::atomic::AtomicU64::new(0),
+            flow_at_ms: std::sync::atomic::AtomicU64::new(0),
         });
         self.inner.connections.insert(id, Arc::clone(&info));
         info

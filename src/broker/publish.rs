@@ -60,6 +60,10 @@ pub struct PublishOutcome {
     pub refused: bool,
     /// The group-commit sequence the confirm waits for (0: none).
     pub flush: u64,
+    /// A queue it went to is falling behind its consumers (see `needs_flow` in the classic
+    /// queue): the publisher's connection should pause reading briefly, as RabbitMQ's credit
+    /// flow blocks a publisher's reader.
+    pub flow: bool,
 }
 
 /// RabbitMQ's `parse_expiration`: the `expiration` property as milliseconds, or the error
@@ -167,6 +171,7 @@ impl VHost {
                 message: msg,
                 routed: false,
                 refused: false,
+                flow: false,
                 flush: 0,
             });
         }
@@ -193,6 +198,7 @@ impl VHost {
         let mut outcome = PublishOutcome {
             routed,
             refused: false,
+            flow: false,
             flush: 0,
             message: Arc::clone(&msg),
         };
@@ -263,6 +269,7 @@ impl VHost {
             // LavinMQ's delayed exchange counts it as routed.
             routed: x.delay != Some(DelayMode::Plugin),
             refused: false,
+            flow: false,
             flush,
         })
     }
@@ -294,6 +301,7 @@ impl VHost {
             message: Arc::clone(msg),
             routed: true,
             refused: false,
+            flow: false,
             flush: 0,
         };
         let mut fx = Followups::default();
@@ -332,6 +340,7 @@ impl VHost {
             match q.push(msg, now, fx) {
                 Ok(p) => {
                     outcome.refused |= p.refused;
+                    outcome.flow |= p.flow;
                     outcome.flush = outcome.flush.max(p.flush);
                     if several && let Some(id) = p.stored {
                         stored.push((q, id));

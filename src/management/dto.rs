@@ -281,6 +281,8 @@ pub(crate) struct Connection {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) state: &'static str,
+    /// Ours: how often its socket went unread because a queue it published to fell behind.
+    pub(crate) flow_pauses: u64,
     pub(crate) protocol: &'static str,
     pub(crate) auth_mechanism: &'static str,
     pub(crate) user: String,

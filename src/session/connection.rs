@@ -50,6 +50,11 @@ pub use handshake::Mechanisms;
 /// socket. RabbitMQ waits 30 s (or the heartbeat interval, if shorter); a few seconds are
 /// enough for a client to read close-ok and close, and do not hold a connection slot for long.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a publisher's socket goes unread when a queue it published to is falling behind its
+/// consumers (RabbitMQ's credit flow, in time rather than credits): about a millisecond's worth
+/// of deliveries leaves the queue meanwhile, then the next read publishes again. A connection
+/// that also consumes from that queue has its acks read late by as much, no more.
+pub(crate) const FLOW_PAUSE: Duration = Duration::from_millis(1);
 /// How long a connection refused before it is open (a bad tune-ok) waits before its socket is
 /// closed, as RabbitMQ's `SILENT_CLOSE_DELAY` (3 s): a client cannot retry in a tight loop.
 pub const SILENT_CLOSE_DELAY: Duration = Duration::from_secs(3);
@@ -67,6 +72,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) grant: &'a Grant,
     /// The time of the input being handled.
     pub(crate) now: Now,
+    /// Set by a publish whose queue is falling behind its consumers (see
+    /// [`crate::broker::PublishOutcome::flow`]).
+    pub(crate) flow: bool,
 }
 
 impl Ctx<'_> {
@@ -131,6 +139,9 @@ pub struct Connection {
     /// a connection that does not publish is neither told nor stopped
     /// (`tests/fixtures/rabbitmq-3.10/alarms.json`).
     publish_blocked: bool,
+    /// A queue this connection publishes to fell behind its consumers: the socket is not read
+    /// until then (see [`FLOW_PAUSE`]).
+    flow_until: Option<Instant>,
     cleaned: bool,
     /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
     acks_pending: bool,
@@ -216,6 +227,7 @@ impl Connection {
             confirm_buf: Vec::new(),
             blocked: None,
             publish_blocked: false,
+            flow_until: None,
             cleaned: false,
             acks_pending: false,
             now,
@@ -242,7 +254,7 @@ impl Connection {
     /// False while a resource alarm blocks this connection: the driver stops reading its
     /// socket, so TCP pushes back on the publisher (RabbitMQ's connection.blocked behaviour).
     pub fn wants_read(&self) -> bool {
-        !self.publish_blocked || self.state == State::Draining
+        (!self.publish_blocked && self.flow_until.is_none()) || self.state == State::Draining
     }
 
     /// Bytes waiting to be written.
@@ -273,6 +285,7 @@ impl Connection {
             self.close_deadline,
             self.delayed_refusal.as_ref().map(|r| r.0),
             self.ack_deadline().map(|(at, _, _)| at),
+            self.flow_until,
         ]
         .into_iter()
         .flatten()
@@ -336,6 +349,9 @@ impl Connection {
             self.raise(e, now);
         }
         let now = now.mono;
+        if self.flow_until.is_some_and(|d| now >= d) {
+            self.flow_until = None;
+        }
         if let Some(d) = self.close_deadline
             && now >= d
         {
@@ -647,8 +663,19 @@ impl Connection {
             user: self.user.as_ref().map_or("", |u| u.name.as_str()),
             grant,
             now: self.now,
+            flow: false,
         };
-        Some(f(ch, &mut ctx))
+        let r = f(ch, &mut ctx);
+        if ctx.flow && self.flow_until.is_none() {
+            self.flow_until = Some(self.now.mono + FLOW_PAUSE);
+            self.info
+                .flow_pauses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.info
+                .flow_at_ms
+                .store(self.now.unix_ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(r)
     }
 
     /// [`Connection::on_channel`] for methods: a missing channel is a connection error.

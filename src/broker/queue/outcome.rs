@@ -29,6 +29,9 @@ pub struct Pushed {
     pub flush: u64,
     /// Its id in the queue's store, when it was stored.
     pub stored: Option<u64>,
+    /// The queue is falling behind its consumers' connections: the publisher should pause
+    /// reading for a moment (see [`crate::broker::PublishOutcome::flow`]).
+    pub flow: bool,
 }
 
 /// Why a message is dead-lettered (x-death's `reason`).

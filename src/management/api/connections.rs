@@ -37,6 +37,21 @@ fn visible_connections(st: &ApiState, user: &AuthUser) -> Vec<Arc<ConnectionInfo
         .collect()
 }
 
+/// `flow` for a second after the connection's socket last went unread because a queue it
+/// published to fell behind (RabbitMQ's `credit_flow:state/0` uses the same second), else
+/// `running`.
+fn connection_state(c: &ConnectionInfo) -> &'static str {
+    let at = c.flow_at_ms.load(Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if at != 0 && now.saturating_sub(at) < 1000 {
+        "flow"
+    } else {
+        "running"
+    }
+}
+
 fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
     let limits = st.broker.limits();
     let props = c
@@ -56,7 +71,8 @@ fn connection_dto(st: &ApiState, c: &ConnectionInfo) -> dto::Connection {
         name: connection_name(c),
         node: st.node.to_string(),
         kind: "network",
-        state: "running",
+        state: connection_state(c),
+        flow_pauses: c.flow_pauses.load(Ordering::Relaxed),
         protocol: "AMQP 0-9-1",
         auth_mechanism: c.auth_mechanism.get().copied().unwrap_or("PLAIN"),
         user: connection_user(c),

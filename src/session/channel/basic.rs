@@ -330,6 +330,7 @@ impl Channel {
             ctx.out
                 .put_content(ch, 60, &msg.properties, &msg.body, ctx.frame_max);
         }
+        ctx.flow |= outcome.flow;
         if let Some(c) = &mut self.confirms {
             if outcome.refused {
                 c.refuse();

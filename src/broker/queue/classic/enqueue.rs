@@ -83,6 +83,7 @@ impl ClassicQueue {
                 }
             } else {
                 self.enqueue(q, &mut st, qm, now, &mut work, fx);
+                pushed.flow = needs_flow(&st);
             }
             Self::rearm(&mut st, now, &mut work);
         }
@@ -318,4 +319,22 @@ fn over_limit(s: &QueueSettings, st: &State) -> bool {
     s.max_length.is_some_and(|max| st.ready.len() as u64 > max)
         || s.max_length_bytes
             .is_some_and(|max| st.ready.total_bytes() as u64 > max)
+}
+
+/// Consumers looked at by [`needs_flow`]: enough to see that a queue's consumers are behind,
+/// few enough that a deep queue with many consumers costs little per publish.
+const FLOW_SAMPLE: usize = 8;
+
+/// Whether publishers to this queue should pause for a moment: half its memory window of ready
+/// messages waits while a consumer that could take them is held only by what is already on its
+/// way to its connection. The broker is delivering slower than publishers publish, and the
+/// excess would be paged out and read back. RabbitMQ's credit flow does the same. A queue whose
+/// consumers are at their prefetch limit (or that has none) absorbs the peak instead.
+fn needs_flow(st: &State) -> bool {
+    st.ready.len() >= st.ready.window().messages / 2
+        && st
+            .consumers
+            .iter()
+            .take(FLOW_SAMPLE)
+            .any(|c| c.held_by_transit())
 }

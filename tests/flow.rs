@@ -1,0 +1,132 @@
+//! Publisher flow control: a publisher whose queue falls behind a consumer's connection is read
+//! more slowly (RabbitMQ's credit flow; management shows the connection in state `flow`), and
+//! a queue whose consumers are at their prefetch limit absorbs the publishers' peak instead.
+
+mod support;
+
+use lagomorph::protocol::method::{BasicConsume, Method};
+use lagomorph::protocol::types::ShortStr;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use std::sync::atomic::Ordering;
+use support::raw::Raw;
+use support::{confirming, unique, within};
+
+/// Publishes `n` messages of `size` bytes to `queue`, waiting for every confirm (in windows of
+/// 1,000, so the publisher is never far ahead).
+async fn publish_confirmed(ch: &Channel, queue: &str, n: usize, size: usize) {
+    let body = vec![b'x'; size];
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(1000);
+        let mut confirms = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            confirms.push(
+                within(ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                ))
+                .await
+                .expect("publish"),
+            );
+        }
+        for c in confirms {
+            assert!(within(c).await.expect("confirm").is_ack());
+        }
+        left -= batch;
+    }
+}
+
+fn flow_pauses(b: &support::TestBroker) -> u64 {
+    b.broker
+        .connections()
+        .iter()
+        .map(|c| c.flow_pauses.load(Ordering::Relaxed))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_publisher_is_slowed_while_a_consumer_connection_falls_behind() {
+    let b = support::start().await;
+    let q = unique("flow");
+    let (_c, ch) = confirming(&b).await;
+    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    // A no-ack consumer whose client never reads: deliveries pile up in its socket, then in
+    // the broker's output for it, and the queue stops being able to hand it more.
+    let mut stuck = Raw::connect(b.addr).await;
+    stuck.open_channel(1).await;
+    let consume: Method = BasicConsume {
+        queue: ShortStr::try_from(q.as_str()).expect("name"),
+        consumer_tag: ShortStr::from_static("stuck"),
+        no_ack: true,
+        ..Default::default()
+    }
+    .into();
+    let ok = stuck.call(1, consume).await;
+    assert!(matches!(ok, Method::BasicConsumeOk(_)), "{ok:?}");
+    // 40 MB: more than the socket buffers and the broker's output can hold, so the queue
+    // grows past half its memory window with the consumer held only by what is in transit.
+    publish_confirmed(&ch, &q, 40_000, 1024).await;
+    assert!(
+        flow_pauses(&b) > 0,
+        "the publisher was never paused while its queue fell behind"
+    );
+    let pub_conn = b
+        .broker
+        .connections()
+        .into_iter()
+        .find(|c| c.flow_pauses.load(Ordering::Relaxed) > 0)
+        .expect("the paused connection");
+    assert_eq!(
+        pub_conn.consumers.load(Ordering::Relaxed),
+        0,
+        "the publisher, not the consumer, was paused"
+    );
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_queue_whose_consumers_are_at_their_prefetch_limit_absorbs_the_peak() {
+    let b = support::start().await;
+    let q = unique("absorb");
+    let (_c, ch) = confirming(&b).await;
+    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    let (_cc, cch) = b.channel().await;
+    within(cch.basic_qos(10, BasicQosOptions::default()))
+        .await
+        .expect("qos");
+    // A manual-ack consumer that never acks: it is at its prefetch limit, not behind.
+    let _consumer = within(cch.basic_consume(
+        q.as_str().into(),
+        "slow".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
+    publish_confirmed(&ch, &q, 20_000, 16).await;
+    assert_eq!(
+        flow_pauses(&b),
+        0,
+        "a publisher was slowed by a prefetch-bound consumer"
+    );
+    let depth = within(ch.queue_declare(
+        q.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("passive declare");
+    assert_eq!(depth.message_count(), 20_000 - 10);
+}

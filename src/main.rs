@@ -151,6 +151,7 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             segment_bytes: config.storage.segment_size_mb << 20,
             compact_live_percent: config.storage.compact_live_percent,
             compact_bytes_per_flush: config.storage.compact_mb_per_flush << 20,
+            ..SledOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -62,7 +62,8 @@ fn seq_of(body: &[u8]) -> u64 {
         .expect("seq")
 }
 
-/// One body-log record as found in a segment file: where it is and the sequences it holds.
+/// One body-log record as found in a segment file: where it is and the sequences it holds
+/// (none for an index record, kind 2).
 struct Record {
     offset: u64,
     len: u64,
@@ -73,8 +74,9 @@ fn be32(b: &[u8]) -> u64 {
     u64::from(u32::from_be_bytes(b.try_into().expect("4 bytes")))
 }
 
-/// The records of a segment file (32-byte header; records of a 36-byte header then a chunk:
-/// schema byte, then entries `id u64, len u32, exchange, routing key, properties, meta, body`).
+/// The records of a segment file (32-byte header; records of a 36-byte header, its kind at byte
+/// 8, then for a chunk (kind 1): schema byte, then entries `id u64, len u32, exchange, routing
+/// key, properties, meta, body`).
 fn records(path: &Path) -> Vec<Record> {
     let data = std::fs::read(path).expect("segment");
     let mut out = Vec::new();
@@ -83,7 +85,7 @@ fn records(path: &Path) -> Vec<Record> {
         let len = be32(&data[at + 4..at + 8]) as usize;
         let payload = &data[at + 36..at + 36 + len];
         let mut seqs = Vec::new();
-        let mut p = 1;
+        let mut p = if data[at + 8] == 1 { 1 } else { payload.len() };
         while p < payload.len() {
             let elen = be32(&payload[p + 8..p + 12]) as usize;
             let mut f = p + 12;
@@ -255,7 +257,10 @@ async fn damaged_segments_are_set_aside_and_the_rest_is_served() {
     fill(dir.path()).await;
     let segs = segments(dir.path());
     let victim = &segs[segs.len() / 2];
-    let recs = records(victim);
+    let recs: Vec<Record> = records(victim)
+        .into_iter()
+        .filter(|r| !r.seqs.is_empty())
+        .collect();
     let rec = &recs[(next() % recs.len() as u64) as usize];
     let at = rec.offset + next() % rec.len;
     {

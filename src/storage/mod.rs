@@ -13,8 +13,9 @@
 //!   sled at [`Store::flush`];
 //! - a spill file per queue ([`Spill`], from [`Store::open_spill`]) for transient messages paged
 //!   out of a full in-memory window, emptied at every start;
-//! - group commit: [`Store::flush`] makes everything written so far durable (the body log's
-//!   fdatasync, then one sled transaction and its fsync), all or nothing;
+//! - group commit: [`Store::flush`] makes everything written so far durable (for the on-disk
+//!   store: the chunks and one index record appended to the body log and one fdatasync, then
+//!   one sled transaction, not synced: the body log is sled's write-ahead log), all or nothing;
 //!   [`Store::hold_flush`] keeps writes that belong together in one flush.
 //!
 //! What the broker may rely on: every write call (`put`, `remove`, `mark_delivered`,

@@ -8,7 +8,8 @@
 //! first id u64 | payload`. The CRC (Castagnoli, as in iSCSI, ext4 and RocksDB) covers
 //! everything after itself, payload included; the lsn grows by one per record, node-wide, and
 //! is never reused, so stale bytes can never pass for a record an index entry points at. All
-//! integers are big-endian. A chunk record's payload is a chunk value ([`super::super::record`]).
+//! integers are big-endian. A chunk record's payload is a chunk value ([`super::super::record`]);
+//! an index record's ([`KIND_INDEX`]) is one group commit's index changes.
 
 /// Bytes of a segment's header; the first record starts here.
 pub const SEGMENT_HEADER: u64 = 32;
@@ -20,6 +21,10 @@ pub const MAGIC: &[u8; 4] = b"LGMB";
 pub const VERSION: u16 = 1;
 /// Record kind: a chunk of one queue's messages.
 pub const KIND_CHUNK: u8 = 1;
+/// Record kind: one group commit's index changes (the write-ahead log of sled's trees; its
+/// payload is decoded by the store, see `storage::sled::wal`). Its header's queue and first id
+/// are 0.
+pub const KIND_INDEX: u8 = 2;
 
 /// Where a record is, and what must be found there: what an index entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,8 +114,13 @@ pub struct RecordId {
     pub first: u64,
 }
 
-/// Appends a record to `out` and returns its CRC.
+/// Appends a chunk record to `out` and returns its CRC.
 pub fn encode_record(id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
+    encode_kind(KIND_CHUNK, id, payload, out)
+}
+
+/// Appends a record of `kind` to `out` and returns its CRC.
+pub fn encode_kind(kind: u8, id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     // Payloads are chunk values, far below 4 GiB (a message is at most 512 MiB).
@@ -119,7 +129,7 @@ pub fn encode_record(id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
             .unwrap_or(u32::MAX)
             .to_be_bytes(),
     );
-    out.extend_from_slice(&[KIND_CHUNK, 1, 0, 0]);
+    out.extend_from_slice(&[kind, 1, 0, 0]);
     out.extend_from_slice(&id.lsn.to_be_bytes());
     out.extend_from_slice(&id.queue.to_be_bytes());
     out.extend_from_slice(&id.first.to_be_bytes());
@@ -134,6 +144,8 @@ pub fn encode_record(id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
 /// A record header that passed its checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// [`KIND_CHUNK`] or [`KIND_INDEX`].
+    pub kind: u8,
     /// The record's identity.
     pub id: RecordId,
     /// Payload bytes.
@@ -145,10 +157,11 @@ pub struct Header {
 /// Parses a record header (without checking the CRC, which needs the payload).
 pub fn parse_header(h: &[u8]) -> Result<Header, &'static str> {
     let h = h.get(..RECORD_HEADER).ok_or("short record header")?;
-    if h[8] != KIND_CHUNK || h[9] != 1 {
+    if !matches!(h[8], KIND_CHUNK | KIND_INDEX) || h[9] != 1 {
         return Err("unknown record kind or version");
     }
     Ok(Header {
+        kind: h[8],
         crc: be32(&h[0..4]),
         payload_len: be32(&h[4..8]),
         id: RecordId {
@@ -195,7 +208,7 @@ mod tests {
             let mut rec = Vec::new();
             let crc = encode_record(id, &payload, &mut rec);
             let h = check_record(&rec).expect("valid");
-            prop_assert_eq!(h, Header { id, payload_len: payload.len() as u32, crc });
+            prop_assert_eq!(h, Header { kind: KIND_CHUNK, id, payload_len: payload.len() as u32, crc });
             let at = flip.index(rec.len());
             rec[at] ^= 1 << bit;
             prop_assert!(check_record(&rec).is_err() || parse_header(&rec).map(|h| h.id) != Ok(id));

@@ -6,27 +6,31 @@
 //! (`pwrite` at the end of the active segment, under one short lock); reads are positional too
 //! (`pread` into a fresh buffer, no mmap: the crate forbids unsafe code) and check the record
 //! against what the index entry expects (CRC32C, lsn, queue, first id, length). Nothing here
-//! fsyncs except [`BodyLog::sync`], called by the group commit before sled's batch: log first,
-//! then the index, then the confirm, so an index entry never points at unsynced bytes.
+//! fsyncs except [`BodyLog::sync`], called by the group commit once per flush, after it has
+//! appended the flush's chunks and its *index record* ([`BodyLog::append_index`]: every index
+//! change of the flush): the log is the write-ahead log of the index, so an index entry never
+//! points at unsynced bytes, and sled is made durable only at checkpoints.
 //!
-//! Recovery ([`BodyLog::open`]) never writes into the segment that was active at the last
-//! commit: records past the commit point were never indexed (never confirmed) and are dropped
-//! with a log line naming segment and offset, the file is cut at the commit point, and writing
-//! resumes in a new segment with lsns above any seen. Files the segment table does not know
-//! (created, then a crash before a commit recorded them) are deleted.
+//! Recovery ([`BodyLog::open`], module `scan`) reads forward from the last checkpoint's commit point,
+//! returns the index records found for the store to replay, and ends the log at the first torn
+//! or corrupt record (cut there; later segment files deleted). It never writes into an old
+//! segment: writing resumes in a new one with lsns above any seen.
 
 pub mod format;
+mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
 pub use format::Loc;
 use format::{RECORD_HEADER, RecordId, SEGMENT_HEADER};
+pub use scan::Replay;
 
 use super::StoreError;
 
@@ -66,15 +70,6 @@ impl CommitPoint {
     }
 }
 
-/// What [`BodyLog::sync`] made durable.
-#[derive(Debug)]
-pub struct Synced {
-    /// The commit point: every record appended before the sync began is at or below it.
-    pub commit: CommitPoint,
-    /// Segments created since the previous sync, to add to the segment table.
-    pub created: Vec<u64>,
-}
-
 /// One append of a flush or a write-ahead: the queue's numeric id, the chunk's first id and
 /// the chunk value.
 pub type Append<'a> = (u64, u64, &'a [u8]);
@@ -89,6 +84,8 @@ struct Writer {
     unsynced: BTreeMap<u64, Arc<File>>,
     /// Segments created since the last sync (their directory entries need an fsync).
     created: Vec<u64>,
+    /// Segments created since the last index record (which adds them to the segment table).
+    unrecorded: Vec<u64>,
 }
 
 /// Bytes appended since the last sync after which the write-behind thread starts the device
@@ -117,6 +114,8 @@ pub struct BodyLog {
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// Length of each segment at open (what reads may reach in segments that existed then).
     sizes_at_open: HashMap<u64, u64>,
+    /// Bytes appended since open (the store checkpoints every so many).
+    appended: AtomicU64,
 }
 
 impl std::fmt::Debug for BodyLog {
@@ -137,14 +136,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl BodyLog {
-    /// Opens the log in `data_dir/bodies`, given the last commit point and segment table from
-    /// sled (see the module docs for what recovery does). Segments roll at `segment_bytes`.
+    /// Opens the log in `data_dir/bodies`, given the last durable commit point and segment table
+    /// from sled (see the module docs for what recovery does), and returns the index records past the
+    /// commit point, to replay in order. Segments roll at `segment_bytes`.
     pub fn open(
         data_dir: &Path,
         commit: Option<CommitPoint>,
         table: &BTreeSet<u64>,
         segment_bytes: u64,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<(Self, Vec<Replay>), StoreError> {
         let dir = data_dir.join(DIR);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
         let commit = commit.unwrap_or(CommitPoint {
@@ -152,61 +152,20 @@ impl BodyLog {
             end: 0,
             next_lsn: 1,
         });
-        let mut files = HashMap::new();
-        let mut sizes = HashMap::new();
-        let mut next_lsn = commit.next_lsn.max(1);
-        let mut top = commit.seg;
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_err("cannot list", &dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
-            let path = entry.path();
-            let Some(id) = parse_name(&entry.file_name().to_string_lossy()) else {
-                tracing::warn!(file = %path.display(), "unknown file in the body-log folder left alone");
-                continue;
-            };
-            top = top.max(id);
-            if !table.contains(&id) {
-                // Created after the last commit: nothing indexed points into it.
-                tracing::warn!(
-                    segment = id,
-                    "body-log segment written after the last commit dropped"
-                );
-                std::fs::remove_file(&path).map_err(|e| io_err("cannot remove", &path, e))?;
-                continue;
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_err("cannot open", &path, e))?;
-            let mut len = file
-                .metadata()
-                .map_err(|e| io_err("cannot stat", &path, e))?
-                .len();
-            if id == commit.seg {
-                let (end, max_lsn) = check_tail(&file, id, commit.end, len)?;
-                next_lsn = next_lsn.max(max_lsn.saturating_add(1));
-                if len > end {
-                    file.set_len(end)
-                        .map_err(|e| io_err("cannot truncate", &path, e))?;
-                    len = end;
-                }
-            }
-            sizes.insert(id, len);
-            files.insert(id, Arc::new(file));
-        }
-        for id in table.iter().filter(|id| !files.contains_key(id)) {
-            tracing::error!(
-                segment = id,
-                "body-log segment missing: the messages it held are set aside"
-            );
-        }
+        let scan::Opened {
+            files,
+            sizes,
+            next_seg,
+            next_lsn,
+            replay,
+        } = scan::open_segments(&dir, commit, table)?;
         let writer = Arc::new(Mutex::new(Writer {
             active: None,
-            next_seg: top.saturating_add(1),
+            next_seg,
             next_lsn,
             unsynced: BTreeMap::new(),
             created: Vec::new(),
+            unrecorded: Vec::new(),
         }));
         let behind = Arc::new(WriteBehind::default());
         let behind_thread = {
@@ -216,7 +175,7 @@ impl BodyLog {
                 .spawn(move || write_behind(&writer, &behind))
                 .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
         };
-        Ok(BodyLog {
+        let log = BodyLog {
             dir,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
             writer,
@@ -224,7 +183,25 @@ impl BodyLog {
             behind_thread: Some(behind_thread),
             files: RwLock::new(files),
             sizes_at_open: sizes,
-        })
+            appended: AtomicU64::new(0),
+        };
+        Ok((log, replay))
+    }
+
+    /// Where writing resumes (before anything is appended in this run): the start of the next
+    /// segment. Recovery records it as the commit point once everything before is in sled.
+    pub fn resume_point(&self) -> CommitPoint {
+        let w = lock(&self.writer);
+        CommitPoint {
+            seg: w.next_seg,
+            end: SEGMENT_HEADER,
+            next_lsn: w.next_lsn,
+        }
+    }
+
+    /// Bytes appended since the log was opened.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
     }
 
     /// Length of segment `seg` when the log was opened (`None`: it did not exist then). Index
@@ -234,7 +211,7 @@ impl BodyLog {
     }
 
     fn path(&self, seg: u64) -> PathBuf {
-        self.dir.join(format!("seg-{seg:016x}"))
+        segment_path(&self.dir, seg)
     }
 
     /// Appends records (one write per segment touched) and returns where each went. No fsync:
@@ -293,6 +270,7 @@ impl BodyLog {
         file.write_all_at(buf, *end)
             .map_err(|e| io_err("cannot write", &self.path(seg), e))?;
         *end += buf.len() as u64;
+        self.appended.fetch_add(buf.len() as u64, Ordering::Relaxed);
         w.unsynced.insert(seg, file);
         let mut st = lock(&self.behind.state);
         st.0 += buf.len() as u64;
@@ -323,32 +301,72 @@ impl BodyLog {
             .insert(seg, Arc::clone(&file));
         w.next_seg += 1;
         w.created.push(seg);
+        w.unrecorded.push(seg);
         w.unsynced.insert(seg, Arc::clone(&file));
         w.active = Some((seg, file, SEGMENT_HEADER));
         Ok(())
     }
 
+    /// Appends one index record (see [`format::KIND_INDEX`]): `payload`, extended by
+    /// `add_segments` with the segments created since the previous index record (this record's
+    /// own included), each adding at most `per_segment` bytes. No fsync. Returns its location.
+    pub fn append_index(
+        &self,
+        mut payload: Vec<u8>,
+        per_segment: usize,
+        add_segments: impl FnOnce(&mut Vec<u8>, &[u64]),
+    ) -> Result<Loc, StoreError> {
+        let mut w = lock(&self.writer);
+        let bound = (RECORD_HEADER + payload.len() + per_segment * (w.unrecorded.len() + 1)) as u64;
+        let need_new = match &w.active {
+            None => true,
+            Some((_, _, end)) => *end > SEGMENT_HEADER && end + bound > self.segment_bytes,
+        };
+        if need_new {
+            self.roll(&mut w)?;
+        }
+        let created = std::mem::take(&mut w.unrecorded);
+        add_segments(&mut payload, &created);
+        let Some((seg, _, end)) = &w.active else {
+            return Err(StoreError::Io("invariant: an active segment".into()));
+        };
+        let (seg, offset, lsn) = (*seg, *end, w.next_lsn);
+        let mut buf = Vec::with_capacity(RECORD_HEADER + payload.len());
+        let crc = format::encode_kind(
+            format::KIND_INDEX,
+            RecordId {
+                lsn,
+                queue: 0,
+                first: 0,
+            },
+            &payload,
+            &mut buf,
+        );
+        let len = u32::try_from(buf.len())
+            .map_err(|_| StoreError::Io("body-log index record over 4 GiB".into()))?;
+        if let Err(e) = self.write_out(&mut w, &mut buf) {
+            let later = std::mem::replace(&mut w.unrecorded, created);
+            w.unrecorded.extend(later);
+            return Err(e);
+        }
+        w.next_lsn += 1;
+        Ok(Loc {
+            seg,
+            offset,
+            len,
+            crc,
+            lsn,
+        })
+    }
+
     /// Makes every record appended so far durable (`fdatasync` of each segment written, and of
-    /// the folder when segments were created) and says where the log stands.
-    pub fn sync(&self) -> Result<Synced, StoreError> {
-        let (files, created, commit) = {
+    /// the folder when segments were created).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (files, created) = {
             let mut w = lock(&self.writer);
-            let commit = match &w.active {
-                Some((seg, _, end)) => CommitPoint {
-                    seg: *seg,
-                    end: *end,
-                    next_lsn: w.next_lsn,
-                },
-                None => CommitPoint {
-                    seg: 0,
-                    end: 0,
-                    next_lsn: w.next_lsn,
-                },
-            };
             (
                 std::mem::take(&mut w.unsynced),
                 std::mem::take(&mut w.created),
-                commit,
             )
         };
         for (seg, file) in &files {
@@ -360,7 +378,7 @@ impl BodyLog {
             dir.sync_all()
                 .map_err(|e| io_err("fsync of", &self.dir, e))?;
         }
-        Ok(Synced { commit, created })
+        Ok(())
     }
 
     /// Reads the record at `loc` and checks it is the one expected (queue and first id): its
@@ -392,7 +410,8 @@ impl BodyLog {
         }
         let reason = match format::check_record(&buf) {
             Ok(h)
-                if h.crc == loc.crc
+                if h.kind == format::KIND_CHUNK
+                    && h.crc == loc.crc
                     && h.id
                         == (RecordId {
                             lsn: loc.lsn,
@@ -493,80 +512,16 @@ fn write_behind(writer: &Mutex<Writer>, behind: &WriteBehind) {
     }
 }
 
+/// The path of segment `seg` in the folder `dir`.
+fn segment_path(dir: &Path, seg: u64) -> PathBuf {
+    dir.join(format!("seg-{seg:016x}"))
+}
+
 /// The segment id of a file name `seg-<16 hex digits>`.
 fn parse_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?;
     (hex.len() == 16).then_some(())?;
     u64::from_str_radix(hex, 16).ok()
-}
-
-/// Checks the segment that was active at the last commit: its header, and the records past the
-/// commit point `end` (written, never indexed), which are dropped with a log line. Returns the
-/// length to keep and the highest lsn seen.
-fn check_tail(file: &File, seg: u64, end: u64, len: u64) -> Result<(u64, u64), StoreError> {
-    let mut header = [0u8; SEGMENT_HEADER as usize];
-    if let Err(why) = file
-        .read_exact_at(&mut header, 0)
-        .map_err(|_| "short segment header")
-        .and_then(|()| format::check_segment_header(&header, seg))
-    {
-        tracing::error!(
-            segment = seg,
-            error = why,
-            "body-log segment header damaged"
-        );
-    }
-    if len < end {
-        tracing::error!(
-            segment = seg,
-            length = len,
-            commit_point = end,
-            "body-log segment shorter than its commit point: records past its end are set aside"
-        );
-        return Ok((len, 0));
-    }
-    let (mut at, mut max_lsn, mut dropped) = (end.max(SEGMENT_HEADER), 0u64, 0usize);
-    while at < len {
-        let mut h = [0u8; RECORD_HEADER];
-        let why = match file.read_exact_at(&mut h, at) {
-            Err(_) => "torn record header",
-            Ok(()) => match format::parse_header(&h) {
-                Err(why) => why,
-                Ok(hd) => {
-                    let rec_end = at + (RECORD_HEADER as u64) + u64::from(hd.payload_len);
-                    let mut rec = vec![0u8; (rec_end.min(len) - at) as usize];
-                    match file.read_exact_at(&mut rec, at) {
-                        Ok(()) if rec_end <= len => match format::check_record(&rec) {
-                            Ok(_) => {
-                                max_lsn = max_lsn.max(hd.id.lsn);
-                                dropped += 1;
-                                at = rec_end;
-                                continue;
-                            }
-                            Err(why) => why,
-                        },
-                        _ => "torn record",
-                    }
-                }
-            },
-        };
-        tracing::warn!(
-            segment = seg,
-            offset = at,
-            error = why,
-            "torn or corrupt record at the body log's tail dropped"
-        );
-        break;
-    }
-    if dropped > 0 {
-        tracing::warn!(
-            segment = seg,
-            offset = end,
-            records = dropped,
-            "records written after the last commit (never confirmed) dropped"
-        );
-    }
-    Ok((end, max_lsn))
 }
 
 #[cfg(test)]
@@ -577,10 +532,22 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    /// The commit point just after an index record.
+    fn after(loc: Loc) -> CommitPoint {
+        CommitPoint {
+            seg: loc.seg,
+            end: loc.end(),
+            next_lsn: loc.lsn + 1,
+        }
+    }
+
+    fn no_segments(_: &mut Vec<u8>, _: &[u64]) {}
+
     #[test]
     fn appends_roll_segments_and_read_back() {
         let dir = tempfile::tempdir().expect("tmp");
-        let log = BodyLog::open(dir.path(), None, &table(&[]), 1000).expect("open");
+        let (log, replay) = BodyLog::open(dir.path(), None, &table(&[]), 1000).expect("open");
+        assert!(replay.is_empty());
         let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
         let recs: Vec<Append<'_>> = payloads
             .iter()
@@ -591,53 +558,109 @@ mod tests {
         // A record bigger than a segment gets one of its own.
         let big = vec![9u8; 5000];
         let big_loc = log.append(&[(7, 999, &big)]).expect("append big")[0];
-        let synced = log.sync().expect("sync");
-        assert!(synced.created.len() >= 4, "{:?}", synced.created);
-        assert_eq!(synced.commit.next_lsn, 22);
+        let mut recorded = Vec::new();
+        let ix = log
+            .append_index(b"changes".to_vec(), 8, |_, segs| {
+                recorded.extend_from_slice(segs)
+            })
+            .expect("index record");
+        log.sync().expect("sync");
+        assert!(log.segments().len() >= 4, "{:?}", log.segments());
+        assert_eq!(recorded, log.segments());
+        assert_eq!(ix.lsn, 22);
         for (i, loc) in locs.iter().enumerate() {
             let got = log.read(loc, 7, i as u64 * 10).expect("io").expect("valid");
             assert_eq!(got, payloads[i]);
             assert!(log.read(loc, 8, i as u64 * 10).expect("io").is_err());
         }
         assert_eq!(log.read(&big_loc, 7, 999).expect("io").expect("ok"), big);
+        // An index record is never served as a chunk.
+        assert!(log.read(&ix, 0, 0).expect("io").is_err());
     }
 
     #[test]
-    fn recovery_drops_the_uncommitted_tail_and_starts_a_new_segment() {
+    fn recovery_replays_index_records_past_the_commit_point_and_cuts_the_torn_tail() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (commit, created, loc) = {
-            let log = BodyLog::open(dir.path(), None, &table(&[]), 1 << 20).expect("open");
+        let (commit, second, loc, tail) = {
+            let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 1 << 20).expect("open");
             let loc = log.append(&[(1, 1, b"kept")]).expect("append")[0];
-            let synced = log.sync().expect("sync");
-            log.append(&[(1, 2, b"never indexed")]).expect("append");
-            (synced.commit, synced.created, loc)
+            let first = log
+                .append_index(b"first".to_vec(), 0, no_segments)
+                .expect("index");
+            log.append(&[(1, 2, b"indexed after the checkpoint")])
+                .expect("append");
+            let second = log
+                .append_index(b"second".to_vec(), 0, no_segments)
+                .expect("index");
+            let tail = log.append(&[(1, 3, b"never indexed")]).expect("append")[0];
+            log.sync().expect("sync");
+            (after(first), after(second), loc, tail)
         };
-        let seg_path = dir
-            .path()
-            .join(DIR)
-            .join(format!("seg-{:016x}", commit.seg));
+        let seg_path = segment_path(&dir.path().join(DIR), commit.seg);
         // A torn record after the unindexed one.
         let f = OpenOptions::new()
             .append(true)
             .open(&seg_path)
             .expect("open");
         std::io::Write::write_all(&mut &f, &[1, 2, 3]).expect("write");
-        // A segment created after the commit.
+        // A segment after a gap in the sequence: past the end of the log.
         std::fs::write(dir.path().join(DIR).join("seg-00000000000000ff"), b"junk").expect("junk");
-        let log = BodyLog::open(
-            dir.path(),
-            Some(commit),
-            &created.iter().copied().collect(),
-            1 << 20,
-        )
-        .expect("reopen");
+        let (log, replay) = BodyLog::open(dir.path(), Some(commit), &table(&[commit.seg]), 1 << 20)
+            .expect("reopen");
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].commit, second);
+        assert_eq!(replay[0].payload, &b"second"[..]);
         assert_eq!(log.segments(), [commit.seg]);
         assert_eq!(
             std::fs::metadata(&seg_path).expect("meta").len(),
-            commit.end
+            tail.end()
         );
         assert_eq!(log.read(&loc, 1, 1).expect("io").expect("ok"), &b"kept"[..]);
-        let next = log.append(&[(1, 3, b"new")]).expect("append")[0];
-        assert!(next.seg > 0xff && next.lsn > commit.next_lsn, "{next:?}");
+        let next = log.append(&[(1, 4, b"new")]).expect("append")[0];
+        assert!(next.seg > 0xff && next.lsn > tail.lsn, "{next:?}");
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_log_and_later_segments_go() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (commit, first_ix, second_ix) = {
+            let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 200).expect("open");
+            let a = log
+                .append_index(vec![1; 100], 0, no_segments)
+                .expect("index");
+            let b = log
+                .append_index(vec![2; 100], 0, no_segments)
+                .expect("index");
+            let c = log
+                .append_index(vec![3; 100], 0, no_segments)
+                .expect("index");
+            log.sync().expect("sync");
+            assert!(a.seg < b.seg && b.seg < c.seg, "{a:?} {b:?} {c:?}");
+            (
+                CommitPoint {
+                    seg: a.seg,
+                    end: SEGMENT_HEADER,
+                    next_lsn: 1,
+                },
+                a,
+                b,
+            )
+        };
+        let d = dir.path().join(DIR);
+        // Flip a payload byte of the second record: the first replays, the third is dropped.
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(&d, second_ix.seg))
+            .expect("open");
+        f.write_all_at(&[0xee], second_ix.offset + 50)
+            .expect("flip");
+        let (log, replay) =
+            BodyLog::open(dir.path(), Some(commit), &table(&[]), 200).expect("reopen");
+        assert_eq!(replay.len(), 1);
+        assert_eq!(replay[0].commit, after(first_ix));
+        assert_eq!(log.segments(), [first_ix.seg, second_ix.seg]);
+        assert_eq!(log.size_at_open(second_ix.seg), Some(SEGMENT_HEADER));
     }
 }

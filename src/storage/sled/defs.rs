@@ -70,8 +70,8 @@ impl Trees {
 }
 
 /// Decodes one definitions tree (with buffered writes), quarantining records that do not
-/// decode or whose key does not match their contents; returns the good ones and the keys to
-/// remove.
+/// decode or whose key does not match their contents; returns the good ones and the writes
+/// that move the bad ones aside (their quarantine copies and removals).
 pub(super) fn load_tree<T>(
     trees: &Trees,
     quarantine: &Quarantine,
@@ -80,7 +80,7 @@ pub(super) fn load_tree<T>(
     ops: &[Op],
     decode: fn(&[u8]) -> Result<T, DecodeError>,
     key_of: fn(&T) -> Vec<u8>,
-) -> Result<(Vec<T>, Vec<Vec<u8>>), StoreError> {
+) -> Result<(Vec<T>, Vec<Op>), StoreError> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for (key, value) in trees.overlay(target, &[], ops)? {
@@ -93,12 +93,19 @@ pub(super) fn load_tree<T>(
             Err(e) => e,
         };
         quarantine.put(tree_name, &key, &value, reason)?;
-        bad.push(key);
+        // Also logged with the removal by the next flush: the copy is as durable as the removal.
+        bad.push((
+            Target::Quarantine,
+            Quarantine::key(tree_name, &key),
+            Some(value),
+        ));
+        bad.push((target, key, None));
     }
     Ok((out, bad))
 }
 
-/// Loads every definition; damaged records' keys are returned for removal.
+/// Loads every definition; damaged records are copied to the quarantine, and the writes that
+/// move them aside are returned for the next flush.
 pub(super) fn load_definitions(
     trees: &Trees,
     quarantine: &Quarantine,
@@ -114,7 +121,7 @@ pub(super) fn load_definitions(
         record::decode_exchange,
         |r: &ExchangeRecord| record::exchange_key(&r.vhost, &r.name),
     )?;
-    removals.extend(bad.into_iter().map(|k| (Target::Exchanges, k, None)));
+    removals.extend(bad);
     let (queues, bad) = load_tree(
         trees,
         quarantine,
@@ -124,7 +131,7 @@ pub(super) fn load_definitions(
         record::decode_queue,
         |r: &QueueRecord| record::queue_key(&r.vhost, &r.name),
     )?;
-    removals.extend(bad.into_iter().map(|k| (Target::Queues, k, None)));
+    removals.extend(bad);
     let (bindings, bad) = load_tree(
         trees,
         quarantine,
@@ -134,7 +141,7 @@ pub(super) fn load_definitions(
         record::decode_binding,
         |r: &BindingRecord| record::binding_key(r),
     )?;
-    removals.extend(bad.into_iter().map(|k| (Target::Bindings, k, None)));
+    removals.extend(bad);
     Ok((
         Definitions {
             exchanges,

@@ -3,24 +3,30 @@
 //! One flush: (1) while no [`Store::hold_flush`](super::super::Store::hold_flush) guard lives,
 //! take every dirty queue's work (with its `io` lock), the buffered definitions and deletions,
 //! and up to a budget of chunks to move out of the segment being compacted; (2) append the new
-//! chunks and the moved ones to the body log and fdatasync it; (3) write every index change,
-//! definition, quarantine move, the commit point and new segments in one sled transaction,
-//! flush sled, fdatasync its log; (4) tell each queue its chunks are stored, count each
-//! segment's live bytes down, delete segments with none left, pick the next one to compact.
+//! chunks and the moved ones to the body log, then one *index record* ([`super::wal`]) with
+//! every index change, definition, quarantine move, deleted queue and segment-table change of
+//! the flush, and fdatasync the log: the one fsync of the flush, after which it is durable;
+//! (3) apply the same changes and the commit point (the end of the index record) to sled in
+//! one transaction, without flushing sled (a checkpoint does that, see [`super::checkpoint`]);
+//! (4) tell each queue its chunks are stored, count each segment's live bytes down, note the
+//! segments with none left for deletion at a checkpoint, pick the next one to compact.
 //!
 //! A failure before (3) completes puts every queue's work and the buffered writes back for the
-//! next flush; records already appended are garbage that no index entry points at.
+//! next flush; records already appended are either garbage that no index entry points at, or an
+//! index record whose changes the next flush writes again (replaying both is harmless: a
+//! change is a value, and the later one wins).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::StoreError;
-use super::super::bodylog::{Loc, Synced};
+use super::super::bodylog::{CommitPoint, Loc};
 use super::super::chunk::{Work, compact};
 use super::super::record;
 use super::defs::Target;
 use super::queue::{Move, Pending, SledQueue};
-use super::{COMMIT_KEY, LogStats, SledStore, Trees, io, lock};
+use super::wal::{self, Change};
+use super::{LogStats, SledStore, lock};
 
 /// Flushes in a row that must leave a segment under the threshold unchanged before it is
 /// compacted (at the idle background tick of 200 ms, about 4 s).
@@ -46,6 +52,11 @@ pub(super) struct Space {
     evacuating: std::collections::HashSet<u64>,
     /// Segments deleted, whose table entries go in the next flush.
     unlisted: Vec<u64>,
+    /// Segments with nothing live, with the flush that emptied them: deleted by the first
+    /// checkpoint that covers that flush and lies past them.
+    doomed: Vec<(u64, u64)>,
+    /// Segment of the last index record written.
+    last_record_seg: u64,
     pub(super) stats: LogStats,
 }
 
@@ -73,6 +84,31 @@ impl Space {
     pub(super) fn live(&self, seg: u64) -> u64 {
         self.live.get(&seg).copied().unwrap_or(0)
     }
+
+    /// Takes the doomed segments that flushes up to `seq` emptied, below segment `below`.
+    pub(super) fn take_doomed(&mut self, seq: u64, below: u64) -> Vec<(u64, u64)> {
+        let (go, stay) = std::mem::take(&mut self.doomed)
+            .into_iter()
+            .partition(|&(seg, by)| by <= seq && seg < below);
+        self.doomed = stay;
+        go
+    }
+
+    /// Notes segments deleted (their table entries go in the next flush), and puts back those
+    /// that could not be.
+    pub(super) fn deleted(&mut self, deleted: &[u64], kept: Vec<(u64, u64)>) {
+        self.unlisted.extend_from_slice(deleted);
+        self.stats.segments_deleted += deleted.len() as u64;
+        self.doomed.extend(kept);
+    }
+
+    /// Whether a doomed segment waits for an index record in a later segment (a flush must
+    /// write one, even with nothing else to say, so that a checkpoint can lie past it).
+    fn needs_advance(&self) -> bool {
+        self.doomed
+            .iter()
+            .any(|&(seg, _)| seg >= self.last_record_seg)
+    }
 }
 
 /// One queue's share of a flush: the queue, its work, its compaction moves.
@@ -88,7 +124,10 @@ pub(super) struct Prepared {
     pending: Pending,
     unlisted: Vec<u64>,
     target: Option<u64>,
-    synced: Option<Synced>,
+    /// The flush's index changes (segment-table additions included), as logged.
+    changes: Vec<Change>,
+    /// Its index record (`None`: the flush had nothing to say).
+    record: Option<Loc>,
 }
 
 /// Flushes prepared and committed so far, to commit in order.
@@ -104,6 +143,7 @@ impl SledStore {
         let space = lock(&self.shared.space);
         space.target.is_some()
             || !space.unlisted.is_empty()
+            || space.needs_advance()
             || !space.quiet.is_empty()
             || !lock(&self.shared.dirty).is_empty()
             || {
@@ -160,11 +200,11 @@ impl SledStore {
             pending,
             unlisted,
             target,
-            synced: None,
+            changes: Vec::new(),
+            record: None,
         };
-        match self.write_log(&mut p.collected) {
-            Ok(synced) => {
-                p.synced = Some(synced);
+        match self.write_log(&mut p) {
+            Ok(()) => {
                 p.seq = {
                     let mut order = lock(&self.order);
                     order.prepared += 1;
@@ -196,14 +236,24 @@ impl SledStore {
             Err(StoreError::Io(
                 "an earlier flush failed; this one is written again later".into(),
             ))
+        } else if let Some(loc) = p.record {
+            let commit = CommitPoint {
+                seg: loc.seg,
+                end: loc.end(),
+                next_lsn: loc.lsn.saturating_add(1),
+            };
+            wal::apply(&self.trees, &p.changes, &commit)
         } else {
-            self.write_index(&p)
+            Ok(())
         };
         let seq = p.seq;
         match result {
             Ok(()) => {
-                let target = p.target;
-                self.finish_flush(p.collected, &p.pending, target);
+                let (target, record) = (p.target, p.record);
+                self.finish_flush(p.collected, &p.pending, target, seq);
+                if let Some(loc) = record {
+                    self.checkpoints.committed(seq, loc);
+                }
             }
             Err(_) => {
                 self.failures
@@ -232,9 +282,10 @@ impl SledStore {
         lock(&self.shared.space).unlisted.extend(p.unlisted);
     }
 
-    /// Step (2): appends the collected bodies and moved chunks, and syncs the body log.
-    fn write_log(&self, collected: &mut [Collected]) -> Result<Synced, StoreError> {
-        for (queue, work, moves) in collected.iter_mut() {
+    /// Step (2): appends the collected bodies and moved chunks, then the index record, and
+    /// syncs the body log.
+    fn write_log(&self, p: &mut Prepared) -> Result<(), StoreError> {
+        for (queue, work, moves) in p.collected.iter_mut() {
             queue.append_bodies(work)?;
             self.append_moves(queue, moves)?;
             let mut space = lock(&self.shared.space);
@@ -244,83 +295,22 @@ impl SledStore {
         }
         // Delayed messages put before this flush began become durable with it.
         self.delayed.sync()?;
+        let mut changes = changes_of(p);
+        if !changes.is_empty() || lock(&self.shared.space).needs_advance() {
+            let mut added = Vec::new();
+            let loc = self.shared.log.append_index(
+                wal::encode(&changes),
+                wal::SEGMENT_ADD_BYTES,
+                |out, segs| added = wal::add_segments(out, segs),
+            )?;
+            changes.extend(added);
+            let mut space = lock(&self.shared.space);
+            space.note_size(loc.seg, loc.end());
+            space.last_record_seg = loc.seg;
+            p.record = Some(loc);
+        }
+        p.changes = changes;
         self.shared.log.sync()
-    }
-
-    /// Step (3): every index change, definition, the commit point and the segment table in
-    /// one sled transaction, then sled's flush and fsync.
-    fn write_index(&self, p: &Prepared) -> Result<(), StoreError> {
-        let (collected, pending, unlisted) = (&p.collected, &p.pending, &p.unlisted);
-        let synced = p
-            .synced
-            .as_ref()
-            .ok_or_else(|| StoreError::Io("invariant: a prepared flush is synced".into()))?;
-        let mut batches: HashMap<Target, sled::Batch> = HashMap::new();
-        let mut put = |t: Target, k: &[u8], v: Option<&[u8]>| {
-            let b = batches.entry(t).or_default();
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        };
-        for (queue, work, moves) in collected.iter() {
-            for w in &work.writes {
-                let Some(loc) = w.loc else {
-                    tracing::error!(
-                        qid = queue.qid,
-                        first = w.first,
-                        "chunk without a location not indexed"
-                    );
-                    continue;
-                };
-                let entry = record::encode_index_entry(&loc, &w.state);
-                put(
-                    Target::Index,
-                    &record::index_key(queue.qid, w.first),
-                    Some(&entry),
-                );
-            }
-            for (first, ..) in &work.removes {
-                put(Target::Index, &record::index_key(queue.qid, *first), None);
-            }
-            for m in moves {
-                if let Some(to) = m.to {
-                    let entry = record::encode_index_entry(&to, &m.state);
-                    put(
-                        Target::Index,
-                        &record::index_key(queue.qid, m.first),
-                        Some(&entry),
-                    );
-                }
-            }
-        }
-        for &qid in &pending.dropped {
-            // Keys only: what they counted as live was taken from the queue's index when it
-            // was deleted.
-            for key in self.trees.index.scan_prefix(qid.to_be_bytes()).keys() {
-                put(Target::Index, &key.map_err(io)?, None);
-            }
-        }
-        for (t, k, v) in &pending.ops {
-            put(*t, k, v.as_deref());
-        }
-        put(Target::Meta, COMMIT_KEY, Some(&synced.commit.encode()));
-        for seg in &synced.created {
-            put(Target::Segments, &seg.to_be_bytes(), Some(&[]));
-        }
-        for seg in unlisted {
-            put(Target::Segments, &seg.to_be_bytes(), None);
-        }
-        apply(&self.trees, batches)?;
-        self.db.flush().map_err(io)?;
-        // sled makes its writes stable with sync_file_range, which waits for the page cache to
-        // reach the device but neither flushes the device's write cache nor syncs the metadata
-        // of a log file that grew. A confirm promises the message is on disk, power loss
-        // included: one fdatasync per group commit makes it so.
-        self.sled_log
-            .sync_data()
-            .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))?;
-        Ok(())
     }
 
     /// Reads the chunks to move, keeps their live entries, appends them.
@@ -356,8 +346,14 @@ impl SledStore {
         Ok(())
     }
 
-    /// Step (4).
-    fn finish_flush(&self, collected: Vec<Collected>, pending: &Pending, target: Option<u64>) {
+    /// Step (4). `seq` is the flush's place in the commit order.
+    fn finish_flush(
+        &self,
+        collected: Vec<Collected>,
+        pending: &Pending,
+        target: Option<u64>,
+        seq: u64,
+    ) {
         let mut dead: Vec<(u64, u64)> = pending.freed.clone();
         let (mut moved, mut copied) = (0u64, 0u64);
         for (queue, work, moves) in &collected {
@@ -400,21 +396,18 @@ impl SledStore {
             .collect();
         empty.sort_unstable();
         for seg in empty {
-            if let Err(e) = self.shared.log.delete(seg) {
-                tracing::error!(segment = seg, error = %e, "cannot delete an emptied body-log segment");
-                continue;
-            }
+            // Deleted by the first checkpoint that covers this flush and lies past it.
             space.size.remove(&seg);
             space.live.remove(&seg);
-            space.unlisted.push(seg);
-            space.stats.segments_deleted += 1;
+            space.quiet.remove(&seg);
+            space.doomed.push((seg, seq));
             if target == Some(seg) {
                 space.stats.segments_compacted += 1;
                 tracing::info!(
                     segment = seg,
                     chunks_moved = space.stats.chunks_moved,
                     bytes_copied = space.stats.bytes_copied,
-                    "body-log segment compacted and deleted"
+                    "body-log segment compacted (deleted at the next checkpoint)"
                 );
             }
         }
@@ -486,25 +479,57 @@ impl SledStore {
     }
 }
 
-/// Applies a flush's batches to their trees in one sled transaction.
-fn apply(trees: &Trees, batches: HashMap<Target, sled::Batch>) -> Result<(), StoreError> {
-    use sled::Transactional;
-    use sled::transaction::TransactionError;
-    if batches.is_empty() {
-        return Ok(());
-    }
-    let order: Vec<(Target, sled::Batch)> = batches.into_iter().collect();
-    let tree_list: Vec<sled::Tree> = order.iter().map(|(t, _)| trees.of(*t).clone()).collect();
-    tree_list
-        .as_slice()
-        .transaction(|txs| {
-            for ((_, batch), tx) in order.iter().zip(txs) {
-                tx.apply_batch(batch)?;
+/// A prepared flush's index changes, exactly as its sled transaction applies them: index
+/// entries written, removed and moved, deleted queues, buffered writes (definitions, objects,
+/// queue ids, quarantine moves), segments deleted from the table.
+fn changes_of(p: &Prepared) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (queue, work, moves) in &p.collected {
+        for w in &work.writes {
+            let Some(loc) = w.loc else {
+                tracing::error!(
+                    qid = queue.qid,
+                    first = w.first,
+                    "chunk without a location not indexed"
+                );
+                continue;
+            };
+            out.push(Change::Put(
+                Target::Index,
+                record::index_key(queue.qid, w.first).to_vec(),
+                Some(record::encode_index_entry(&loc, &w.state)),
+            ));
+        }
+        for (first, ..) in &work.removes {
+            out.push(Change::Put(
+                Target::Index,
+                record::index_key(queue.qid, *first).to_vec(),
+                None,
+            ));
+        }
+        for m in moves {
+            if let Some(to) = m.to {
+                out.push(Change::Put(
+                    Target::Index,
+                    record::index_key(queue.qid, m.first).to_vec(),
+                    Some(record::encode_index_entry(&to, &m.state)),
+                ));
             }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        })
-        .map_err(|e| match e {
-            TransactionError::Storage(e) => io(e),
-            TransactionError::Abort(()) => StoreError::Io("sled: transaction aborted".into()),
-        })
+        }
+    }
+    // Keys resolved when applied: what they counted as live was taken from the queue's index
+    // when it was deleted.
+    out.extend(p.pending.dropped.iter().map(|&qid| Change::DropQueue(qid)));
+    out.extend(
+        p.pending
+            .ops
+            .iter()
+            .map(|(t, k, v)| Change::Put(*t, k.clone(), v.clone())),
+    );
+    out.extend(
+        p.unlisted
+            .iter()
+            .map(|seg| Change::Put(Target::Segments, seg.to_be_bytes().to_vec(), None)),
+    );
+    out
 }

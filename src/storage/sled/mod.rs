@@ -19,26 +19,34 @@
 //!     chunk is written, again when acks or deliveries change its state or compaction moves
 //!     it, and deleted when its last message is acked;
 //!   - `segments`: the segment table (one key per body-log segment file that may be indexed);
-//!   - `meta`: the body log's commit point (`commit`) and the next queue id (`next-qid`);
+//!   - `meta`: the commit point (`commit`: the end of the last index record applied; recovery
+//!     replays the index records after it) and the next queue id (`next-qid`);
 //!   - `quarantine`: damaged records moved aside, counted by [`SledStore::quarantined`].
 //!
 //! The life of a persistent message: [`QueueStore::put`] appends it to its queue's open chunk
 //! in memory (a copy under a short lock). A full chunk is appended to the body log by
 //! [`QueueStore::write_sealed`] outside the caller's locks (no fsync). A flush (group commit,
 //! [`Store::flush`]) collects every queue's work while no [`Store::hold_flush`] guard lives,
-//! appends the open chunks, fdatasyncs the body log, then writes every index entry, deletion,
-//! definition, the commit point and the segment table in **one sled transaction** (sled
-//! recovers a transaction whole or not at all: a flush is all-or-nothing after a crash),
-//! flushes sled and fdatasyncs its log; only then do confirms go out. Log first, then the
-//! index, then the confirm: an index entry never points at unsynced bytes. Acks and delivered
+//! appends the open chunks, then one *index record* (module `wal`) holding every index entry,
+//! deletion, definition and segment-table change of the flush, and fdatasyncs the body log:
+//! the flush's one fsync. It then applies the same changes and the commit point (the end of the
+//! index record) to sled in **one transaction** without flushing sled; only then do confirms go
+//! out. The index record and the chunks it points at are synced together before sled sees an
+//! entry: an index entry never points at unsynced bytes. A checkpoint (module `checkpoint`, every
+//! [`SledOptions::checkpoint_ms`] or [`SledOptions::checkpoint_bytes`] of log, and at
+//! shutdown) flushes and fdatasyncs sled; after a crash, recovery applies the index records
+//! past the commit point sled holds again, in order (every change is a value: applying one
+//! twice is harmless), so a flush is all-or-nothing, as its index record is. Acks and delivered
 //! marks flip bits in memory; a message acked before its chunk is written is never written.
-//!
+
 //! Every write call on the broker's side (`put`, `remove`, `mark_delivered`,
 //! `set_delivery_count`, `put_exchange`, `put_object`, `delete_queue`, ...) is in memory only,
 //! applied by the next flush; `read`, `write_sealed` and `open_queue` may do I/O.
 //!
 //! Space comes back without copying in FIFO use: a segment none of whose chunks is live any
-//! more is deleted once the flush that removed its last index entry is durable. A segment kept
+//! more is deleted by the first checkpoint that covers the flush that removed its last index
+//! entry and whose commit point lies in a later segment (so no index record recovery may need
+//! goes with it). A segment kept
 //! by a few live chunks is compacted when its live share falls under
 //! [`SledOptions::compact_live_percent`]: a bounded number of bytes per flush of its live
 //! chunks are rewritten (acked entries dropped) at the log's end and their index entries
@@ -46,11 +54,13 @@
 //! segment (present, long enough), and every read checks the record's CRC and identity: what
 //! fails is quarantined, counted ([`SledStore::quarantined`]) and logged, the rest is served.
 
+mod checkpoint;
 mod defs;
 mod flush;
 mod quarantine;
 mod queue;
 mod recovery;
+mod wal;
 
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
@@ -109,6 +119,11 @@ pub struct SledOptions {
     /// At most this many bytes of live chunks are copied by compaction per flush (so a flush,
     /// and the confirms waiting for it, is never held up by much).
     pub compact_bytes_per_flush: u64,
+    /// sled is made durable (a checkpoint) at least this often, in milliseconds; recovery
+    /// replays the index records written since the last one.
+    pub checkpoint_ms: u64,
+    /// ... and whenever this many bytes have been appended to the body log since the last one.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for SledOptions {
@@ -118,6 +133,8 @@ impl Default for SledOptions {
             segment_bytes: 64 << 20,
             compact_live_percent: 50,
             compact_bytes_per_flush: 4 << 20,
+            checkpoint_ms: 1000,
+            checkpoint_bytes: 256 << 20,
         }
     }
 }
@@ -159,7 +176,6 @@ struct Qids {
 /// The sled + body-log [`Store`]. One per data directory per machine (see [`SledStore::open`]).
 pub struct SledStore {
     path: PathBuf,
-    db: Db,
     trees: Trees,
     shared: Arc<Shared>,
     gate: FlushGate,
@@ -176,10 +192,13 @@ pub struct SledStore {
     failures: std::sync::atomic::AtomicU64,
     /// Indexes rebuilt at open, by queue id, until their queue is opened.
     recovered: Mutex<HashMap<u64, Index>>,
-    /// sled's log file, to `fdatasync` after sled's own flush (see [`Store::flush`]).
-    sled_log: File,
+    /// Checkpoints (sled made durable), and the thread that takes them.
+    checkpoints: Arc<checkpoint::Checkpointer>,
+    checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Delayed messages (synced by each flush).
     delayed: super::delayed_log::DelayedLog,
+    /// Index records replayed at open.
+    replayed: u64,
     /// Held (locked) for as long as the store lives; declared last so it is released last.
     _lock: File,
 }
@@ -250,15 +269,39 @@ impl SledStore {
         let log_path = path.join(SLED_LOG_FILE);
         let sled_log = File::open(&log_path)
             .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-        let found = recovery::recover(&path, &trees, &opts)?;
+        let sync_sled = || -> Result<(), StoreError> {
+            db.flush().map_err(io)?;
+            sled_log
+                .sync_data()
+                .map_err(|e| StoreError::Io(format!("fdatasync of sled's log: {e}")))
+        };
+        let found = recovery::recover(&path, &trees, &opts, &sync_sled)?;
+        let shared = Arc::new(Shared {
+            dirty: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
+            log: found.log,
+            quarantine: found.quarantine,
+            space: Mutex::new(found.space),
+        });
+        let checkpoints = Arc::new(checkpoint::Checkpointer::new(
+            db.clone(),
+            sled_log,
+            Arc::clone(&shared),
+            Duration::from_millis(opts.checkpoint_ms.max(1)),
+            opts.checkpoint_bytes,
+        ));
+        let checkpoint_thread = {
+            let c = Arc::clone(&checkpoints);
+            std::thread::Builder::new()
+                .name("lagomorph-checkpoint".into())
+                .spawn(move || c.run())
+                .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
+        };
         Ok(SledStore {
-            shared: Arc::new(Shared {
-                dirty: Mutex::new(Vec::new()),
-                pending: Mutex::new(Pending::default()),
-                log: found.log,
-                quarantine: found.quarantine,
-                space: Mutex::new(found.space),
-            }),
+            shared,
+            checkpoints,
+            checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
+            replayed: found.replayed,
             gate: FlushGate::default(),
             opts,
             areas: Mutex::new(HashMap::new()),
@@ -271,10 +314,8 @@ impl SledStore {
             order_turn: std::sync::Condvar::new(),
             failures: std::sync::atomic::AtomicU64::new(0),
             recovered: Mutex::new(found.indexes),
-            sled_log,
             delayed,
             path,
-            db,
             trees,
             _lock: lock_file,
         })
@@ -288,13 +329,21 @@ impl SledStore {
     /// Any sled tree of this store, for tests that inspect or damage records directly.
     #[cfg(test)]
     pub(super) fn raw_tree(&self, name: &[u8]) -> Tree {
-        self.db.open_tree(name).expect("test hook: open tree")
+        self.checkpoints
+            .db()
+            .open_tree(name)
+            .expect("test hook: open tree")
     }
 
     /// The names of sled's trees (tests that check what was dropped).
     #[cfg(test)]
     pub(super) fn tree_names(&self) -> Vec<Vec<u8>> {
-        self.db.tree_names().iter().map(|n| n.to_vec()).collect()
+        self.checkpoints
+            .db()
+            .tree_names()
+            .iter()
+            .map(|n| n.to_vec())
+            .collect()
     }
 
     /// The payload of the body-log record at `loc` (tests that look at what was written).
@@ -305,6 +354,23 @@ impl SledStore {
             .read(loc, qid, first)
             .expect("test hook: read")
             .expect("test hook: valid record")
+    }
+
+    /// How many index records recovery applied again at open (0 after a clean shutdown).
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Makes sled durable up to the last committed flush and deletes the body-log segments that
+    /// may go (the checkpoint thread does this on its own, see [`SledOptions::checkpoint_ms`]).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.checkpoints.checkpoint()
+    }
+
+    /// The last committed flush's index record (tests that damage it).
+    #[cfg(test)]
+    pub(super) fn last_index_record(&self) -> Option<super::bodylog::Loc> {
+        self.checkpoints.last_committed()
     }
 
     /// How many damaged records have been moved to the quarantine (in this run or earlier ones).
@@ -497,10 +563,30 @@ impl Store for SledStore {
 
 impl Drop for SledStore {
     /// A store dropped without a final flush still writes what is buffered and syncs, so a clean
-    /// shutdown never loses it.
+    /// shutdown never loses it; then a final checkpoint, so the next open replays nothing.
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, path = %self.path.display(), "final flush failed");
+        }
+        self.checkpoints.stop();
+        if let Some(t) = lock(&self.checkpoint_thread).take() {
+            let _ = t.join();
+        }
+        // Twice: the segments the first checkpoint deletes leave the segment table in the
+        // second flush.
+        for _ in 0..2 {
+            if let Err(e) = self.checkpoints.checkpoint() {
+                tracing::error!(error = %e, path = %self.path.display(), "final checkpoint failed");
+            }
+            if !self.maintenance_due() {
+                break;
+            }
+            if let Err(e) = self.flush() {
+                tracing::error!(error = %e, path = %self.path.display(), "final flush failed");
+            }
+        }
+        if let Err(e) = self.checkpoints.checkpoint() {
+            tracing::error!(error = %e, path = %self.path.display(), "final checkpoint failed");
         }
     }
 }
@@ -509,7 +595,12 @@ impl Drop for SledStore {
 /// that has just been dropped: sled's background IO jobs keep its file open for a moment after
 /// the `Db` goes. Wait for them, boundedly; a handle that stays alive still ends in `Locked`.
 fn open_sled(path: &Path, cache_bytes: u64) -> Result<Db, StoreError> {
-    let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+    // No flush on sled's own timer: sled is made durable at checkpoints (the body log holds
+    // every change since), so its IO threads write when its buffers fill and at checkpoints.
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(None);
     let deadline = Instant::now() + SLED_RELEASE_WAIT;
     loop {
         match config.open() {

@@ -1,6 +1,9 @@
-//! Opening the store: the body log's recovery, then one pass over the index that checks every
-//! entry against its segment, rebuilds each queue's in-memory index and counts each segment's
-//! live bytes, then deletes segments nothing live points into.
+//! Opening the store: the body log's recovery and the replay of the index records written after
+//! sled's last checkpoint (each applied again, in order, in a transaction of its own with its
+//! commit point), then one pass over the index that checks every entry against its segment,
+//! rebuilds each queue's in-memory index and counts each segment's live bytes, then a
+//! checkpoint (sled flushed and synced, its commit point moved to where writing resumes), and
+//! only then the deletion of segments nothing live points into.
 //!
 //! Entries that do not decode, or point into a missing segment or past a segment's end (a
 //! truncated file), are moved to the quarantine with a log line naming segment and offset;
@@ -11,12 +14,12 @@ use std::path::Path;
 
 use super::super::StoreError;
 use super::super::bodylog::format::SEGMENT_HEADER;
-use super::super::bodylog::{BodyLog, CommitPoint};
+use super::super::bodylog::{BodyLog, CommitPoint, Replay};
 use super::super::chunk::{Bits, Counts, Index};
 use super::super::record::{self, DecodeError};
 use super::flush::Space;
 use super::quarantine::Quarantine;
-use super::{COMMIT_KEY, INDEX, NEXT_QID_KEY, SledOptions, Trees, io};
+use super::{COMMIT_KEY, INDEX, NEXT_QID_KEY, SledOptions, Trees, io, wal};
 
 /// What recovery found.
 pub(super) struct Found {
@@ -26,10 +29,17 @@ pub(super) struct Found {
     pub(super) next_qid: u64,
     pub(super) indexes: HashMap<u64, Index>,
     pub(super) space: Space,
+    /// Index records replayed.
+    pub(super) replayed: u64,
 }
 
 /// Recovers the body log and the index. See the module docs.
-pub(super) fn recover(path: &Path, trees: &Trees, opts: &SledOptions) -> Result<Found, StoreError> {
+pub(super) fn recover(
+    path: &Path,
+    trees: &Trees,
+    opts: &SledOptions,
+    sync_sled: &dyn Fn() -> Result<(), StoreError>,
+) -> Result<Found, StoreError> {
     let quarantine = Quarantine::new(trees.quarantine.clone());
     let commit = trees
         .meta
@@ -43,7 +53,8 @@ pub(super) fn recover(path: &Path, trees: &Trees, opts: &SledOptions) -> Result<
             table.insert(u64::from_be_bytes(b));
         }
     }
-    let log = BodyLog::open(path, commit, &table, opts.segment_bytes)?;
+    let (log, replay) = BodyLog::open(path, commit, &table, opts.segment_bytes)?;
+    let replayed = replay_records(trees, &replay)?;
     let mut qids = HashMap::new();
     let mut known = BTreeSet::new();
     for item in trees.qids.iter() {
@@ -123,13 +134,17 @@ pub(super) fn recover(path: &Path, trees: &Trees, opts: &SledOptions) -> Result<
         );
     }
     trees.index.apply_batch(batch).map_err(io)?;
-    // Segments nothing live points into go now; the table follows the files.
+    // The segment table follows the files: those kept are listed (whatever the records said),
+    // those about to go and those missing are not.
     let mut seg_batch = sled::Batch::default();
+    let mut empty = Vec::new();
     for seg in log.segments() {
-        space.note_size(seg, log.size_at_open(seg).unwrap_or(0));
         if space.live(seg) == 0 {
-            log.delete(seg)?;
+            empty.push(seg);
             seg_batch.remove(&seg.to_be_bytes()[..]);
+        } else {
+            space.note_size(seg, log.size_at_open(seg).unwrap_or(0));
+            seg_batch.insert(&seg.to_be_bytes()[..], &[][..]);
         }
     }
     let present: BTreeSet<u64> = log.segments().into_iter().collect();
@@ -137,6 +152,16 @@ pub(super) fn recover(path: &Path, trees: &Trees, opts: &SledOptions) -> Result<
         seg_batch.remove(&seg.to_be_bytes()[..]);
     }
     trees.segments.apply_batch(seg_batch).map_err(io)?;
+    // Everything replayed is in sled now: once synced, the log is read from where writing
+    // resumes, and the segments nothing live points into may go.
+    trees
+        .meta
+        .insert(COMMIT_KEY, log.resume_point().encode())
+        .map_err(io)?;
+    sync_sled()?;
+    for seg in empty {
+        log.delete(seg)?;
+    }
     Ok(Found {
         log,
         quarantine,
@@ -144,5 +169,34 @@ pub(super) fn recover(path: &Path, trees: &Trees, opts: &SledOptions) -> Result<
         next_qid,
         indexes,
         space,
+        replayed,
     })
+}
+
+/// Applies the index records found past sled's commit point, in order; stops at one that does
+/// not decode (it passed its CRC: a bug or a newer layout), with a log line.
+fn replay_records(trees: &Trees, replay: &[Replay]) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for r in replay {
+        match wal::decode(&r.payload) {
+            Ok(changes) => wal::apply(trees, &changes, &r.commit)?,
+            Err(e) => {
+                tracing::error!(
+                    segment = r.commit.seg,
+                    offset = r.offset,
+                    error = %e,
+                    "index record does not decode: replay stops here"
+                );
+                break;
+            }
+        }
+        n += 1;
+    }
+    if n > 0 {
+        tracing::info!(
+            records = n,
+            "index records written after the last checkpoint applied again"
+        );
+    }
+    Ok(n)
 }

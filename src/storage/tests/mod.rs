@@ -3,7 +3,8 @@
 //! only a disk store has: restarts, chunks and their states as sled holds them, damaged records,
 //! conversion of older layouts, and the data directory lock. Files: this one (shared helpers
 //! and the generic suite), [`sled`] (restarts, chunks, locking), [`damage`] (damaged and
-//! missing records, compaction, pipelined and racing flushes).
+//! missing records, compaction, pipelined and racing flushes), [`wal`] (crashes between
+//! checkpoints: the index records replayed).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -668,3 +669,4 @@ generic_suite!(
 
 mod damage;
 mod sled;
+mod wal;

@@ -325,13 +325,20 @@ fn over_limit(s: &QueueSettings, st: &State) -> bool {
 /// few enough that a deep queue with many consumers costs little per publish.
 const FLOW_SAMPLE: usize = 8;
 
+/// Ready body bytes that count as a queue falling behind (see [`needs_flow`]), whatever its
+/// window: a few milliseconds of deliveries of large bodies at full speed, so consumers never
+/// run dry while publishers pause, and 4 KiB messages do not pile up 20 MB before they do.
+const FLOW_BYTES: usize = 4 << 20;
+
 /// Whether publishers to this queue should pause for a moment: half its memory window of ready
-/// messages waits while a consumer that could take them is held only by what is already on its
-/// way to its connection. The broker is delivering slower than publishers publish, and the
+/// messages (or [`FLOW_BYTES`] of bodies) waits while a consumer that could take them is held
+/// only by what is already on its way to its connection. The broker is delivering slower than publishers publish, and the
 /// excess would be paged out and read back. RabbitMQ's credit flow does the same. A queue whose
 /// consumers are at their prefetch limit (or that has none) absorbs the peak instead.
 fn needs_flow(st: &State) -> bool {
-    st.ready.len() >= st.ready.window().messages / 2
+    let window = st.ready.window();
+    (st.ready.len() >= window.messages / 2
+        || st.ready.total_bytes() >= FLOW_BYTES.min(window.bytes / 2))
         && st
             .consumers
             .iter()

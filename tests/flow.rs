@@ -41,6 +41,19 @@ async fn publish_confirmed(ch: &Channel, queue: &str, n: usize, size: usize) {
     }
 }
 
+/// A broker, a confirming channel and a fresh queue named after `prefix`.
+async fn broker_with_queue(
+    prefix: &str,
+) -> (support::TestBroker, lapin::Connection, Channel, String) {
+    let b = support::start().await;
+    let q = unique(prefix);
+    let (c, ch) = confirming(&b).await;
+    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    (b, c, ch, q)
+}
+
 fn flow_pauses(b: &support::TestBroker) -> u64 {
     b.broker
         .connections()
@@ -51,12 +64,7 @@ fn flow_pauses(b: &support::TestBroker) -> u64 {
 
 #[tokio::test]
 async fn a_publisher_is_slowed_while_a_consumer_connection_falls_behind() {
-    let b = support::start().await;
-    let q = unique("flow");
-    let (_c, ch) = confirming(&b).await;
-    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
-        .await
-        .expect("declare");
+    let (b, _c, ch, q) = broker_with_queue("flow").await;
     // A no-ack consumer whose client never reads: deliveries pile up in its socket, then in
     // the broker's output for it, and the queue stops being able to hand it more.
     let mut stuck = Raw::connect(b.addr).await;
@@ -93,12 +101,7 @@ async fn a_publisher_is_slowed_while_a_consumer_connection_falls_behind() {
 
 #[tokio::test]
 async fn a_queue_whose_consumers_are_at_their_prefetch_limit_absorbs_the_peak() {
-    let b = support::start().await;
-    let q = unique("absorb");
-    let (_c, ch) = confirming(&b).await;
-    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
-        .await
-        .expect("declare");
+    let (b, _c, ch, q) = broker_with_queue("absorb").await;
     let (_cc, cch) = b.channel().await;
     within(cch.basic_qos(10, BasicQosOptions::default()))
         .await

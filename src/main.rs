@@ -194,6 +194,7 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
             limit: Duration::from_secs(config.storage.flush_stall_exit_secs),
             on_stall: Arc::new(exit_on_stall),
         }),
+        clock: lagomorph::broker::Monotonic::default(),
     };
     let broker = Broker::new(store, opts);
     broker

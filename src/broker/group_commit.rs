@@ -17,6 +17,7 @@
 //! [`StallWatch`] thread notices a flush running longer than its limit and says so, so the
 //! process can end and be restarted rather than hang: what was confirmed is on disk.
 
+use crate::broker::Monotonic;
 use crate::storage::{PreparedFlush, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -94,6 +95,7 @@ pub struct GroupCommit {
     /// The write sequence the latest prepared flush covers.
     prepared: AtomicU64,
     epoch: Instant,
+    clock: Monotonic,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     watch_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -114,6 +116,7 @@ impl GroupCommit {
         store: Arc<dyn Store>,
         policy: FlushPolicy,
         watch: Option<StallWatch>,
+        clock: Monotonic,
     ) -> Arc<Self> {
         let (flushed, _) = watch::channel(0);
         let gc = Arc::new(GroupCommit {
@@ -131,7 +134,8 @@ impl GroupCommit {
             commit_started: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
             committer: Mutex::new(None),
-            epoch: Instant::now(),
+            epoch: clock.read(),
+            clock,
             thread: Mutex::new(None),
             watch_thread: Mutex::new(None),
         });
@@ -168,7 +172,8 @@ impl GroupCommit {
 
     /// Microseconds since `epoch`, plus one (so that 0 can mean "not flushing").
     fn stamp(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros())
+        let since = self.clock.read().saturating_duration_since(self.epoch);
+        u64::try_from(since.as_micros())
             .unwrap_or(u64::MAX - 1)
             .saturating_add(1)
     }
@@ -274,7 +279,7 @@ impl GroupCommit {
         if target <= self.prepared.load(Ordering::Acquire) && !self.store.wants_flush() {
             return;
         }
-        let started = Instant::now();
+        let started = self.clock.read();
         self.flush_started.store(self.stamp(), Ordering::Release);
         let result = self.store.flush_prepare();
         self.flush_started.store(0, Ordering::Release);
@@ -299,7 +304,8 @@ impl GroupCommit {
         self.commit_started.store(0, Ordering::Release);
         match result {
             Ok(()) => {
-                let micros = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let took = self.clock.read().saturating_duration_since(p.started);
+                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 self.flush_micros_total.fetch_add(micros, Ordering::Relaxed);
                 self.flush_count.fetch_add(1, Ordering::Relaxed);
                 if let Some(i) = FLUSH_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
@@ -452,6 +458,7 @@ mod tests {
             Arc::clone(&store) as Arc<dyn Store>,
             FlushPolicy::Batch,
             Some(watch),
+            Monotonic::default(),
         );
         gc.note_write();
         gc.request_flush();

@@ -50,7 +50,7 @@ pub use group_commit::{FlushPolicy, GroupCommit, StallWatch};
 pub use message::{Delivery, Message, QueuedMessage};
 pub use publish::{PublishOutcome, PublishRequest};
 pub use queue::{MemoryWindow, Queue};
-pub use time::Now;
+pub use time::{Monotonic, Now};
 pub use vhost::VHost;
 
 /// The connection.blocked reason while only the memory alarm is set (RabbitMQ's wording; see
@@ -111,6 +111,8 @@ pub struct BrokerOptions {
     pub stall_watch: Option<StallWatch>,
     /// Bytes of ready messages all queues together keep in memory (the global budget).
     pub queue_memory_budget: usize,
+    /// The clock the group-commit flusher times its flushes with.
+    pub clock: Monotonic,
 }
 
 /// The default global memory budget for ready messages in memory: 256 MiB.
@@ -132,6 +134,7 @@ impl Default for BrokerOptions {
             queue_window: MemoryWindow::default(),
             stall_watch: None,
             queue_memory_budget: DEFAULT_QUEUE_MEMORY_BUDGET,
+            clock: Monotonic::default(),
         }
     }
 }
@@ -267,7 +270,12 @@ impl Broker {
     /// A broker over `store` with the default vhost. Call [`Broker::recover`] to load what the
     /// store holds.
     pub fn new(store: Arc<dyn Store>, opts: BrokerOptions) -> Broker {
-        let commit = GroupCommit::start(Arc::clone(&store), opts.flush, opts.stall_watch.clone());
+        let commit = GroupCommit::start(
+            Arc::clone(&store),
+            opts.flush,
+            opts.stall_watch.clone(),
+            opts.clock,
+        );
         let timers = Arc::new(timers::Timers::default());
         let delayed = exchange::delayed::DelayedMessages::new(
             Arc::clone(&store),

@@ -48,7 +48,7 @@ pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
 pub use group_commit::{FlushPolicy, GroupCommit, StallWatch};
 pub use message::{Delivery, Message, QueuedMessage};
-pub use publish::{PublishOutcome, PublishRequest};
+pub use publish::{Prepared, PublishOutcome, PublishRequest, Routed};
 pub use queue::{MemoryWindow, Queue};
 pub use time::{Monotonic, Now};
 pub use vhost::VHost;

@@ -11,6 +11,10 @@
 //! group-commit sequence its confirm waits for. Exchanges are read from the vhost's concurrent
 //! map, never under the definitions lock.
 //!
+//! A session may split the call in two: [`VHost::route_publish`] (everything up to the pushes)
+//! per publish, then [`VHost::push_batch`] for the routed publishes of one read batch, which
+//! takes each queue's lock once for all of its messages instead of once per message.
+//!
 //! A persistent message routed to several durable queues is stored in all of them or none:
 //! the puts happen under one held flush, and if one fails, the copies already put are removed
 //! before the flush can see them.
@@ -27,7 +31,7 @@ use super::exchange::delayed::{DelayMode, Due, delay_of};
 use super::exchange::{Destination, Exchange, ExchangeKind};
 use super::message::Message;
 use super::queue::args::MAX_EXPIRY;
-use super::queue::{Followups, Queue};
+use super::queue::{Followups, Pushed, Queue};
 use super::reply_to::{REPLY_PREFIX, REPLY_QUEUE};
 use super::time::Now;
 use super::vhost::VHost;
@@ -64,6 +68,39 @@ pub struct PublishOutcome {
     /// queue): the publisher's connection should pause reading briefly, as RabbitMQ's credit
     /// flow blocks a publisher's reader.
     pub flow: bool,
+}
+
+/// A publish routed to its queues and not yet pushed (see [`VHost::route_publish`]).
+#[derive(Debug)]
+pub struct Routed {
+    message: Arc<Message>,
+    queues: Vec<Arc<Queue>>,
+}
+
+/// Most queues a publish may go to and still be pushed with the rest of its batch.
+const BATCH_FANOUT: usize = 64;
+
+impl Routed {
+    /// Whether it may be pushed with other publishes ([`VHost::push_batch`]): not a persistent
+    /// message bound for several durable queues (stored in all or none, on its own), nor one
+    /// routed to so many queues that grouping would cost more than it saves.
+    pub fn batchable(&self) -> bool {
+        self.queues.len() <= BATCH_FANOUT && !stored_in_several(&self.queues, &self.message)
+    }
+}
+
+/// A persistent message bound for several durable queues: stored in all of them or none.
+fn stored_in_several(queues: &[Arc<Queue>], msg: &Message) -> bool {
+    queues.len() > 1 && msg.is_persistent() && queues.iter().filter(|q| q.durable).count() > 1
+}
+
+/// What [`VHost::route_publish`] decided.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Nothing to push (unroutable, a duplicate, delayed): the outcome is final.
+    Done(PublishOutcome),
+    /// Queues to push into: now ([`VHost::push_routed`]) or with others ([`VHost::push_batch`]).
+    Routed(Routed),
 }
 
 /// RabbitMQ's `parse_expiration`: the `expiration` property as milliseconds, or the error
@@ -109,10 +146,25 @@ impl VHost {
     /// `maybe_set_fast_reply_to`).
     pub fn publish_from(
         &self,
-        mut req: PublishRequest<'_>,
+        req: PublishRequest<'_>,
         reply_suffix: Option<&str>,
         now: Now,
     ) -> BrokerResult<PublishOutcome> {
+        match self.route_publish(req, reply_suffix, now)? {
+            Prepared::Done(outcome) => Ok(outcome),
+            Prepared::Routed(r) => self.push_routed(r, now),
+        }
+    }
+
+    /// Everything [`VHost::publish_from`] does before the pushes: the checks, deduplication,
+    /// delayed messages, direct replies and routing. A publisher's session may then push a
+    /// read batch of routed publishes together ([`VHost::push_batch`]).
+    pub fn route_publish(
+        &self,
+        mut req: PublishRequest<'_>,
+        reply_suffix: Option<&str>,
+        now: Now,
+    ) -> BrokerResult<Prepared> {
         req.grant
             .check_publish(&req.exchange, None, &req.routing_key)?;
         let x = self
@@ -167,18 +219,18 @@ impl VHost {
             // A duplicate goes nowhere: confirmed, and returned when mandatory (LavinMQ counts
             // it unroutable).
             stats.unroutable.fetch_add(1, Ordering::Relaxed);
-            return Ok(PublishOutcome {
+            return Ok(Prepared::Done(PublishOutcome {
                 message: msg,
                 routed: false,
                 refused: false,
                 flow: false,
                 flush: 0,
-            });
+            }));
         }
         if x.delay.is_some()
             && let Some((delay, props)) = delay_of(&msg.properties)
         {
-            return self.delay(&x, msg, props, delay, now);
+            return self.delay(&x, msg, props, delay, now).map(Prepared::Done);
         }
         let mut queues = Vec::new();
         if cc.keys.is_empty() {
@@ -195,24 +247,85 @@ impl VHost {
         if !self.no_dedup() {
             self.drop_queue_duplicates(&mut queues, &msg, now)?;
         }
-        let mut outcome = PublishOutcome {
-            routed,
-            refused: false,
-            flow: false,
-            flush: 0,
-            message: Arc::clone(&msg),
-        };
         if queues.is_empty() {
             if !routed {
                 stats.unroutable.fetch_add(1, Ordering::Relaxed);
             }
-            return Ok(outcome);
+            return Ok(Prepared::Done(PublishOutcome {
+                routed,
+                refused: false,
+                flow: false,
+                flush: 0,
+                message: msg,
+            }));
         }
+        Ok(Prepared::Routed(Routed {
+            message: msg,
+            queues,
+        }))
+    }
+
+    /// Pushes one routed publish into its queues (see [`VHost::push_all`]).
+    pub fn push_routed(&self, r: Routed, now: Now) -> BrokerResult<PublishOutcome> {
+        let mut outcome = PublishOutcome {
+            routed: true,
+            refused: false,
+            flow: false,
+            flush: 0,
+            message: Arc::clone(&r.message),
+        };
         let mut fx = Followups::default();
-        let r = self.push_all(&queues, &msg, now, &mut fx, &mut outcome);
+        let pushed = self.push_all(&r.queues, &r.message, now, &mut fx, &mut outcome);
         self.run(fx, now)?;
-        r?;
+        pushed?;
         Ok(outcome)
+    }
+
+    /// Pushes a batch of [`Routed::batchable`] publishes, in order within each queue, taking
+    /// each queue's lock once for all the batch's messages bound for it; `out` gets one
+    /// [`Pushed`] per publish (refused by any queue, the flush its confirm waits for, flow).
+    /// A store error stops the batch and is returned (the connection closes with 541).
+    pub fn push_batch(
+        &self,
+        batch: &[Routed],
+        now: Now,
+        out: &mut Vec<Pushed>,
+    ) -> BrokerResult<()> {
+        out.clear();
+        out.resize_with(batch.len(), Pushed::default);
+        // (queue, publish, the queue's place in the publish's list): grouped by queue, each
+        // group in publish order.
+        let mut order: Vec<(usize, usize, usize)> = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            for (j, q) in r.queues.iter().enumerate() {
+                order.push((Arc::as_ptr(q) as usize, i, j));
+            }
+        }
+        order.sort_unstable_by_key(|&(q, i, _)| (q, i));
+        let mut fx = Followups::default();
+        let mut msgs = Vec::new();
+        let mut pushed = Vec::new();
+        let mut result = Ok(());
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let (_, i, j) = group[0];
+            let q = &batch[i].queues[j];
+            msgs.clear();
+            msgs.extend(group.iter().map(|&(_, i, _)| Arc::clone(&batch[i].message)));
+            pushed.clear();
+            let r = q.push_many(&msgs, now, &mut fx, &mut pushed);
+            for (&(_, i, _), p) in group.iter().zip(&pushed) {
+                let o = &mut out[i];
+                o.refused |= p.refused;
+                o.flow |= p.flow;
+                o.flush = o.flush.max(p.flush);
+            }
+            if let Err(e) = r {
+                result = Err(e.into());
+                break;
+            }
+        }
+        self.run(fx, now)?;
+        result
     }
 
     /// Leaves out the deduplicating queues that already had this message.
@@ -331,9 +444,7 @@ impl VHost {
         fx: &mut Followups,
         outcome: &mut PublishOutcome,
     ) -> BrokerResult<()> {
-        let several = queues.len() > 1
-            && msg.is_persistent()
-            && queues.iter().filter(|q| q.durable).count() > 1;
+        let several = stored_in_several(queues, msg);
         let _hold = several.then(|| self.shared().store.hold_flush());
         let mut stored: Vec<(&Arc<Queue>, u64)> = Vec::new();
         for q in queues {

@@ -75,6 +75,8 @@ pub(crate) struct Ctx<'a> {
     /// Set by a publish whose queue is falling behind its consumers (see
     /// [`crate::broker::PublishOutcome::flow`]).
     pub(crate) flow: bool,
+    /// Set by a publish that joined its channel's batch (see `Channel::flush_publishes`).
+    pub(crate) batched: bool,
 }
 
 impl Ctx<'_> {
@@ -145,6 +147,9 @@ pub struct Connection {
     cleaned: bool,
     /// Some channel holds acks of this read batch not yet applied (see `Channel::flush_acks`).
     acks_pending: bool,
+    /// Some channel holds publishes of this read batch not yet pushed (see
+    /// `Channel::flush_publishes`).
+    publishes_pending: bool,
     /// The time of the input being handled (passed on to the broker).
     now: Now,
 }
@@ -230,6 +235,7 @@ impl Connection {
             flow_until: None,
             cleaned: false,
             acks_pending: false,
+            publishes_pending: false,
             now,
         }
     }
@@ -431,6 +437,7 @@ impl Connection {
         if self.state == State::Draining {
             buf.clear();
         }
+        self.flush_publishes();
         self.flush_acks();
         self.emit_confirms();
     }
@@ -438,13 +445,25 @@ impl Connection {
     /// Applies the acks every channel deferred during this read batch; a store failure closes
     /// the connection (541).
     fn flush_acks(&mut self) {
-        if !std::mem::take(&mut self.acks_pending) {
-            return;
+        if std::mem::take(&mut self.acks_pending) {
+            self.flush_channels(|ch, ctx| ch.flush_acks(ctx));
         }
+    }
+
+    /// Pushes the publishes every channel batched during this read batch; a store failure
+    /// closes the connection (541).
+    fn flush_publishes(&mut self) {
+        if std::mem::take(&mut self.publishes_pending) {
+            self.flush_channels(|ch, ctx| ch.flush_publishes(ctx));
+        }
+    }
+
+    /// Runs `f` on every channel; the first error is raised.
+    fn flush_channels(&mut self, f: impl Fn(&mut Channel, &mut Ctx<'_>) -> Result<(), AmqpError>) {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         let mut failed = None;
         for id in ids {
-            if let Some(Err(e)) = self.on_channel(id, |ch, ctx| ch.flush_acks(ctx)) {
+            if let Some(Err(e)) = self.on_channel(id, &f) {
                 failed.get_or_insert(e);
             }
         }
@@ -664,8 +683,10 @@ impl Connection {
             grant,
             now: self.now,
             flow: false,
+            batched: false,
         };
         let r = f(ch, &mut ctx);
+        self.publishes_pending |= ctx.batched;
         if ctx.flow && self.flow_until.is_none() {
             self.flow_until = Some(self.now.mono + FLOW_PAUSE);
             self.info

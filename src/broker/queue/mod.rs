@@ -100,6 +100,21 @@ pub trait QueueType: Send + Sync + std::fmt::Debug {
         now: Now,
         fx: &mut Followups,
     ) -> Result<Pushed, StoreError>;
+    /// Pushes several messages in order, appending one [`Pushed`] per message to `out` (a
+    /// type may take its lock once for all of them). A store error stops at that message.
+    fn push_many(
+        &self,
+        q: &Arc<Queue>,
+        msgs: &[Arc<Message>],
+        now: Now,
+        fx: &mut Followups,
+        out: &mut Vec<Pushed>,
+    ) -> Result<(), StoreError> {
+        for m in msgs {
+            out.push(self.push(q, m, now, fx)?);
+        }
+        Ok(())
+    }
     /// Adds a consumer (no dispatch: the caller sends consume-ok first, then dispatches).
     fn consume(&self, q: &Arc<Queue>, c: ConsumerHandle, now: Now) -> BrokerResult<()>;
     /// Removes a consumer; `Some(true)` when it was the last of an auto-delete queue, `None`
@@ -233,6 +248,17 @@ impl Queue {
         fx: &mut Followups,
     ) -> Result<Pushed, StoreError> {
         self.imp.push(self, msg, now, fx)
+    }
+
+    /// See [`QueueType::push_many`].
+    pub fn push_many(
+        self: &Arc<Self>,
+        msgs: &[Arc<Message>],
+        now: Now,
+        fx: &mut Followups,
+        out: &mut Vec<Pushed>,
+    ) -> Result<(), StoreError> {
+        self.imp.push_many(self, msgs, now, fx, out)
     }
 
     /// See [`QueueType::consume`].

@@ -7,7 +7,7 @@ use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
 use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
 use crate::broker::reply_to::REPLY_QUEUE;
 use crate::broker::vhost::generate_name;
-use crate::broker::{Credit, Delivery, PublishRequest};
+use crate::broker::{Credit, Delivery, Prepared, PublishRequest};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::ShortStr;
@@ -18,6 +18,10 @@ use super::super::connection::Ctx;
 use super::super::error::AmqpError;
 use super::acks::{dispatch, store_failure};
 use super::{Channel, ConsumerState, Unacked};
+
+/// Most publishes a channel batches before it pushes them (a read batch of small messages
+/// is a few hundred).
+const MAX_BATCH: usize = 512;
 
 impl Channel {
     pub(super) fn basic_qos(&mut self, ctx: &mut Ctx<'_>, m: BasicQos) -> Result<(), AmqpError> {
@@ -283,13 +287,26 @@ impl Channel {
             tx.publishes.push(p);
             return Ok(());
         }
-        self.route(ctx, p)
+        self.route_with(ctx, p, true)
     }
 
-    /// Publishes through the broker's one entry point and turns the outcome into replies:
-    /// basic.return for a mandatory message no queue took, the confirm (ack after the flush
-    /// it waits for, nack when a queue refused it).
+    /// Publishes now (a committed transaction's publishes, whose returns and confirms go out
+    /// before commit-ok): see [`Channel::route_with`].
     pub(super) fn route(&mut self, ctx: &mut Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
+        self.route_with(ctx, p, false)
+    }
+
+    /// Publishes through the broker and turns the outcome into replies: basic.return for a
+    /// mandatory message no queue took, the confirm (ack after the flush it waits for, nack
+    /// when a queue refused it). With `may_batch`, a publish routed to queues joins the
+    /// channel's batch instead (pushed by [`Channel::flush_publishes`]); anything answered at
+    /// once first pushes the batch, so confirms and returns keep the publishes' order.
+    fn route_with(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: Publish,
+        may_batch: bool,
+    ) -> Result<(), AmqpError> {
         let ch = self.id;
         let mandatory = p.method.mandatory;
         let req = PublishRequest {
@@ -301,13 +318,31 @@ impl Channel {
             grant: ctx.grant,
         };
         let reply = self.reply.as_ref().map(|(_, suffix)| suffix.as_str());
-        let outcome = match ctx.vhost.publish_from(req, reply, ctx.now) {
+        let outcome = match ctx.vhost.route_publish(req, reply, ctx.now) {
+            Ok(Prepared::Routed(r)) if may_batch && r.batchable() => {
+                self.batch.push(r);
+                ctx.batched = true;
+                if self.batch.len() >= MAX_BATCH {
+                    return self.flush_publishes(ctx);
+                }
+                return Ok(());
+            }
+            prepared => self.flush_publishes(ctx).and_then(|()| {
+                prepared
+                    .and_then(|p| match p {
+                        Prepared::Done(o) => Ok(o),
+                        Prepared::Routed(r) => ctx.vhost.push_routed(r, ctx.now),
+                    })
+                    .map_err(|e| AmqpError::from_broker(ch, e).on(60, 40))
+            }),
+        };
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 if let Some(c) = &mut self.confirms {
                     c.refuse();
                 }
-                return Err(AmqpError::from_broker(ch, e).on(60, 40));
+                return Err(e);
             }
         };
         if !outcome.routed && mandatory {
@@ -339,6 +374,29 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// Pushes the batched publishes (see [`Channel::route_with`]) and records their
+    /// confirms, in publish order. A store failure closes the connection (541).
+    pub(crate) fn flush_publishes(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let pushed = ctx
+            .vhost
+            .push_batch(&self.batch, ctx.now, &mut self.batch_out);
+        self.batch.clear();
+        for p in &self.batch_out {
+            ctx.flow |= p.flow;
+            if let Some(c) = &mut self.confirms {
+                if p.refused {
+                    c.refuse();
+                } else {
+                    c.publish(p.flush);
+                }
+            }
+        }
+        pushed.map_err(|e| AmqpError::from_broker(self.id, e).on(60, 40))
     }
 
     /// A delivery from the mailbox for a consumer of this channel.

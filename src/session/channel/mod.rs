@@ -12,7 +12,8 @@ mod queue;
 mod tx_confirm;
 
 use crate::broker::access::ChannelSlot;
-use crate::broker::{Credit, Queue, QueuedMessage};
+use crate::broker::queue::Pushed;
+use crate::broker::{Credit, Queue, QueuedMessage, Routed};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::{LongStr, ShortStr};
@@ -96,6 +97,13 @@ pub(crate) struct Channel {
     /// [`Channel::flush_acks`], which the connection calls before any other frame and at the
     /// end of every read batch.
     pending_acks: Vec<(Unacked, Settle)>,
+    /// Publishes routed but not yet pushed: the publishes of one read batch are pushed
+    /// together (one lock per queue) by [`Channel::flush_publishes`], which runs before this
+    /// channel answers anything else and, from the connection, before any frame that is not
+    /// part of a publish and at the end of every read batch.
+    batch: Vec<Routed>,
+    /// What the last batch's pushes did, one per publish (kept for its allocation).
+    batch_out: Vec<Pushed>,
     /// The direct reply-to consumer: its tag and the suffix of its reply key.
     reply: Option<(ShortStr, String)>,
     /// This channel's place in its user's channel count (`max-channels`).
@@ -128,6 +136,8 @@ impl Channel {
             tx: None,
             last_queue: None,
             pending_acks: Vec::new(),
+            batch: Vec::new(),
+            batch_out: Vec::new(),
             reply: None,
         }
     }
@@ -228,8 +238,8 @@ impl Channel {
     /// requeue unacked deliveries, drop uncommitted work. Store errors meanwhile are logged
     /// (the channel is going anyway) and returned, so the connection can close with 541.
     pub(crate) fn cleanup(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
-        // Acks the client sent count, even when the channel closes right after them.
-        let mut result = self.flush_acks(ctx);
+        // Publishes and acks the client sent count, even when the channel closes right after.
+        let mut result = self.flush_publishes(ctx).and(self.flush_acks(ctx));
         self.assembler.reset();
         self.tx = None;
         if self.reply.take().is_some() {

@@ -6,17 +6,22 @@ use super::*;
 
 impl Connection {
     pub(super) fn running(&mut self, frame: Frame, now: Now) -> Result<(), AmqpError> {
-        let is_ack = matches!(
-            &frame,
-            Frame::Method {
-                method: Method::BasicAck(_),
-                ..
-            }
-        );
+        let (is_ack, is_publish) = match &frame {
+            Frame::Method { method, .. } => (
+                matches!(method, Method::BasicAck(_)),
+                matches!(method, Method::BasicPublish(_)),
+            ),
+            Frame::Header { .. } | Frame::Body { .. } => (false, true),
+            Frame::Heartbeat => (false, false),
+        };
+        // Whatever else the client sends sees every earlier publish pushed and ack applied
+        // (only one of the two can be pending: each kind of frame flushes the other).
+        if !is_publish {
+            self.flush_publishes();
+        }
         if is_ack {
             self.acks_pending = true;
         } else {
-            // Whatever else the client sends sees every earlier ack applied.
             self.flush_acks();
         }
         match frame {

@@ -37,61 +37,103 @@ impl ClassicQueue {
         now: Now,
         fx: &mut Followups,
     ) -> Result<Pushed, StoreError> {
-        let store = self.store().filter(|_| msg.is_persistent());
+        let mut out = Vec::with_capacity(1);
+        self.push_messages(q, std::slice::from_ref(msg), now, fx, &mut out)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Pushes `msgs` in order under one lock and one store bookkeeping pass (the messages of a
+    /// publisher's read batch bound for this queue), appending one [`Pushed`] per message to
+    /// `out`. A store error stops the batch: what was pushed before it is kept and accounted.
+    pub(super) fn push_messages(
+        &self,
+        q: &Arc<Queue>,
+        msgs: &[Arc<Message>],
+        now: Now,
+        fx: &mut Followups,
+        out: &mut Vec<Pushed>,
+    ) -> Result<(), StoreError> {
+        let first = out.len();
         let mut work = Work::default();
-        let mut pushed = Pushed::default();
-        let id;
+        let mut failed = None;
         {
             let mut st = self.lock();
-            if st.deleted {
-                return Ok(pushed);
-            }
-            if st.settings.overflow != Overflow::DropHead && would_overflow(&st, msg) {
-                pushed.refused = true;
-                if st.settings.overflow == Overflow::RejectPublishDlx {
-                    let refused = QueuedMessage::new(0, Arc::clone(msg), false);
-                    self.drop_message(q, &st, refused, Reason::Maxlen, &mut work, fx);
+            for msg in msgs {
+                match self.push_locked(q, &mut st, msg, now, &mut work, fx) {
+                    Ok(p) => out.push(p),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                drop(st);
-                self.finish(q, work, now, fx)?;
-                return Ok(pushed);
             }
-            q.stats
-                .published
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            id = st.next_id;
-            st.next_id += 1;
-            let mut qm = QueuedMessage::new(id, Arc::clone(msg), store.is_some());
-            let ttl = match (st.settings.message_ttl, message_ttl(msg)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(ttl) = ttl {
-                qm.expires_at = now.unix_ms.saturating_add(ttl).max(1);
-                st.ttl_seen = true;
-            }
-            if let Some(store) = store {
-                let meta = qm.meta();
-                work.write_sealed = store.put(id, to_view(msg, &meta))? == PutOutcome::WriteDue;
-                work.put = true;
-            }
-            if st.ready.is_empty() && st.ready.tails_empty() {
-                // Nothing ahead of it: a consumer with credit takes it now, TTL 0 included.
-                match self.deliver_first(q, &mut st, qm, &mut work) {
-                    Ok(()) => {}
-                    Err(qm) => self.enqueue(q, &mut st, qm, now, &mut work, fx),
-                }
-            } else {
-                self.enqueue(q, &mut st, qm, now, &mut work, fx);
-                pushed.flow = needs_flow(&st);
-            }
-            Self::rearm(&mut st, now, &mut work);
         }
         let seq = self.finish(q, work, now, fx)?;
-        if store.is_some() {
-            pushed.flush = seq;
+        for p in &mut out[first..] {
+            if p.stored.is_some() {
+                p.flush = seq;
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One message of [`Self::push_messages`], under the queue's lock (its confirm's flush
+    /// sequence is filled in by the caller, after the lock).
+    fn push_locked(
+        &self,
+        q: &Arc<Queue>,
+        st: &mut State,
+        msg: &Arc<Message>,
+        now: Now,
+        work: &mut Work,
+        fx: &mut Followups,
+    ) -> Result<Pushed, StoreError> {
+        let mut pushed = Pushed::default();
+        if st.deleted {
+            return Ok(pushed);
+        }
+        if st.settings.overflow != Overflow::DropHead && would_overflow(st, msg) {
+            pushed.refused = true;
+            if st.settings.overflow == Overflow::RejectPublishDlx {
+                let refused = QueuedMessage::new(0, Arc::clone(msg), false);
+                self.drop_message(q, st, refused, Reason::Maxlen, work, fx);
+            }
+            return Ok(pushed);
+        }
+        let store = self.store().filter(|_| msg.is_persistent());
+        q.stats
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = st.next_id;
+        st.next_id += 1;
+        let mut qm = QueuedMessage::new(id, Arc::clone(msg), store.is_some());
+        let ttl = match (st.settings.message_ttl, message_ttl(msg)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(ttl) = ttl {
+            qm.expires_at = now.unix_ms.saturating_add(ttl).max(1);
+            st.ttl_seen = true;
+        }
+        if let Some(store) = store {
+            let meta = qm.meta();
+            if store.put(id, to_view(msg, &meta))? == PutOutcome::WriteDue {
+                work.write_sealed = true;
+            }
+            work.put = true;
             pushed.stored = Some(id);
         }
+        if st.ready.is_empty() && st.ready.tails_empty() {
+            // Nothing ahead of it: a consumer with credit takes it now, TTL 0 included.
+            match self.deliver_first(q, st, qm, work) {
+                Ok(()) => {}
+                Err(qm) => self.enqueue(q, st, qm, now, work, fx),
+            }
+        } else {
+            self.enqueue(q, st, qm, now, work, fx);
+            pushed.flow = needs_flow(st);
+        }
+        Self::rearm(st, now, work);
         Ok(pushed)
     }
 

@@ -318,6 +318,17 @@ impl super::QueueType for ClassicQueue {
         self.push_message(q, msg, now, fx)
     }
 
+    fn push_many(
+        &self,
+        q: &Arc<Queue>,
+        msgs: &[Arc<Message>],
+        now: Now,
+        fx: &mut Followups,
+        out: &mut Vec<super::Pushed>,
+    ) -> Result<(), StoreError> {
+        self.push_messages(q, msgs, now, fx, out)
+    }
+
     fn consume(
         &self,
         _q: &Arc<Queue>,

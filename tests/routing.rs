@@ -412,3 +412,67 @@ async fn a_cc_header_of_the_wrong_type_is_a_precondition_failure() {
             .expect("recorded text")
     );
 }
+
+/// A publishing channel remembers the exchange and queue it last published to; deleting and
+/// declaring them again from another channel must not leave it publishing to the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_follows_exchanges_and_queues_declared_again() {
+    let b = start().await;
+    let (_c, p) = b.channel().await;
+    within(p.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .expect("confirm mode");
+    // Confirmed: routed and pushed before anything else happens.
+    let publish = |x: &str, key: &str, body: &'static [u8]| {
+        let (p, x, key) = (p.clone(), x.to_string(), key.to_string());
+        async move {
+            let confirm = within(p.basic_publish(
+                x.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            ))
+            .await
+            .expect("publish");
+            assert!(within(confirm).await.expect("confirm").is_ack());
+        }
+    };
+    let (_c2, admin) = b.channel().await;
+    let named = |n: &str| {
+        let n = n.to_string();
+        let admin = admin.clone();
+        async move {
+            within(admin.queue_declare(
+                n.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            ))
+            .await
+            .expect("declare");
+        }
+    };
+    let q = unique("again");
+    named(&q).await;
+    publish("", &q, b"one").await;
+    within(admin.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete");
+    named(&q).await;
+    publish("", &q, b"two").await;
+    assert_eq!(drain(&admin, &q).await, ["two"]);
+
+    let x = unique("again-x");
+    let (q1, q2) = (queue(&admin).await, queue(&admin).await);
+    declare_x(&admin, &x, ExchangeKind::Fanout).await;
+    bind(&admin, &q1, &x, "", FieldTable::default()).await;
+    publish(&x, "", b"one").await;
+    within(admin.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default()))
+        .await
+        .expect("delete exchange");
+    declare_x(&admin, &x, ExchangeKind::Fanout).await;
+    bind(&admin, &q2, &x, "", FieldTable::default()).await;
+    publish(&x, "", b"two").await;
+    assert_eq!(drain(&admin, &q1).await, ["one"]);
+    assert_eq!(drain(&admin, &q2).await, ["two"]);
+}

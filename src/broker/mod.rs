@@ -51,7 +51,7 @@ pub use message::{Delivery, Message, QueuedMessage};
 pub use publish::{Prepared, PublishOutcome, PublishRequest, Routed};
 pub use queue::{MemoryWindow, Queue};
 pub use time::{Monotonic, Now};
-pub use vhost::VHost;
+pub use vhost::{NameCache, VHost};
 
 /// The connection.blocked reason while only the memory alarm is set (RabbitMQ's wording; see
 /// [`alarm`] for the others).

@@ -34,7 +34,7 @@ use super::queue::args::MAX_EXPIRY;
 use super::queue::{Followups, Pushed, Queue};
 use super::reply_to::{REPLY_PREFIX, REPLY_QUEUE};
 use super::time::Now;
-use super::vhost::VHost;
+use super::vhost::{NameCache, VHost};
 
 /// A complete basic.publish, as the session assembled it.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl VHost {
         reply_suffix: Option<&str>,
         now: Now,
     ) -> BrokerResult<PublishOutcome> {
-        match self.route_publish(req, reply_suffix, now)? {
+        match self.route_publish(req, reply_suffix, &mut NameCache::default(), now)? {
             Prepared::Done(outcome) => Ok(outcome),
             Prepared::Routed(r) => self.push_routed(r, now),
         }
@@ -158,17 +158,19 @@ impl VHost {
 
     /// Everything [`VHost::publish_from`] does before the pushes: the checks, deduplication,
     /// delayed messages, direct replies and routing. A publisher's session may then push a
-    /// read batch of routed publishes together ([`VHost::push_batch`]).
+    /// read batch of routed publishes together ([`VHost::push_batch`]). `names` is the
+    /// publisher's cache of the exchange and queue it last published to.
     pub fn route_publish(
         &self,
         mut req: PublishRequest<'_>,
         reply_suffix: Option<&str>,
+        names: &mut NameCache,
         now: Now,
     ) -> BrokerResult<Prepared> {
         req.grant
             .check_publish(&req.exchange, None, &req.routing_key)?;
-        let x = self
-            .find_exchange(&req.exchange)
+        let x = names
+            .exchange(self, &req.exchange)
             .ok_or_else(|| no_exchange(&req.exchange, &self.name))?;
         if x.internal {
             return Err(BrokerError::AccessRefused(format!(
@@ -234,7 +236,12 @@ impl VHost {
         }
         let mut queues = Vec::new();
         if cc.keys.is_empty() {
-            self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+            if x.name.is_empty() {
+                // The default exchange: the queue named by the key (what `route_to` finds).
+                queues.extend(names.queue(self, &msg.routing_key));
+            } else {
+                self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
+            }
         } else {
             let mut keys: Vec<&str> = vec![&msg.routing_key];
             keys.extend(cc.keys.iter().map(|k| k.as_str()));

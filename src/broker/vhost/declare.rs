@@ -156,6 +156,7 @@ impl VHost {
                 self.attach_dedup(false, &x.name, spec.durable, d, None)?;
             }
             self.exchanges.insert(Arc::clone(&x.name), x);
+            self.names_changed();
             Ok(())
         })
     }
@@ -182,6 +183,7 @@ impl VHost {
 
     pub(super) fn remove_exchange_locked(&self, defs: &mut Changes, x: &Arc<Exchange>) {
         self.exchanges.remove(&*x.name);
+        self.names_changed();
         x.mark_deleted();
         self.detach_dedup(false, &x.name);
         if x.delay.is_some() {
@@ -273,6 +275,7 @@ impl VHost {
                     self.attach_dedup(true, &name, stored, d, None)?;
                 }
                 self.queues.insert(Arc::clone(&name), Arc::clone(&q));
+                self.names_changed();
                 Ok(Some(Ok(q)))
             })?;
             match created {
@@ -411,6 +414,7 @@ impl VHost {
         {
             return 0;
         }
+        self.names_changed();
         self.detach_dedup(true, &q.name);
         let dest = Destination::Queue(Arc::clone(q));
         for x in self.exchanges() {

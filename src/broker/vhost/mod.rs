@@ -62,6 +62,55 @@ pub struct VHost {
     /// How many entries `dedup` has: read on every publish, where `DashMap::is_empty` would
     /// read-lock every shard.
     dedup_owners: std::sync::atomic::AtomicUsize,
+    /// Bumped whenever an exchange or a queue is added or removed: a [`NameCache`] is good
+    /// while it has not moved.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// A publishing channel's last exchange and queue looked up by name, so that a publisher
+/// sending to one place does not hash and look up both names per message. Valid while the
+/// vhost's generation is the one it was filled at (no exchange or queue added or removed
+/// since); a publish racing a delete pushes to a deleted queue, which drops it, as a publish
+/// that looked the queue up just before the delete would.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    generation: u64,
+    exchange: Option<Arc<Exchange>>,
+    queue: Option<Arc<Queue>>,
+}
+
+impl NameCache {
+    fn check(&mut self, vh: &VHost) {
+        let g = vh.generation.load(std::sync::atomic::Ordering::Acquire);
+        if g != self.generation {
+            *self = NameCache {
+                generation: g,
+                ..NameCache::default()
+            };
+        }
+    }
+
+    /// [`VHost::find_exchange`], from the cache when it is the last one looked up.
+    pub(crate) fn exchange(&mut self, vh: &VHost, name: &str) -> Option<Arc<Exchange>> {
+        self.check(vh);
+        if let Some(x) = self.exchange.as_ref().filter(|x| *x.name == *name) {
+            return Some(Arc::clone(x));
+        }
+        let x = vh.find_exchange(name)?;
+        self.exchange = Some(Arc::clone(&x));
+        Some(x)
+    }
+
+    /// [`VHost::find_queue`], from the cache when it is the last one looked up.
+    pub(crate) fn queue(&mut self, vh: &VHost, name: &str) -> Option<Arc<Queue>> {
+        self.check(vh);
+        if let Some(q) = self.queue.as_ref().filter(|q| *q.name == *name) {
+            return Some(Arc::clone(q));
+        }
+        let q = vh.find_queue(name)?;
+        self.queue = Some(Arc::clone(&q));
+        Some(q)
+    }
 }
 
 /// Names of the exchanges every vhost has, with their types.
@@ -94,7 +143,14 @@ impl VHost {
             shared,
             dedup: DashMap::new(),
             dedup_owners: std::sync::atomic::AtomicUsize::new(0),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// An exchange or a queue was added or removed: every [`NameCache`] is stale.
+    pub(super) fn names_changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     fn defs(&self) -> MutexGuard<'_, Changes> {

@@ -41,6 +41,7 @@ impl VHost {
                 self.attach_dedup(false, &e.name, true, d, Some(now))?;
             }
             self.exchanges.insert(Arc::clone(&e.name), e);
+            self.names_changed();
         }
         for r in defs.queues.iter().filter(|q| q.vhost == vh) {
             let area = self.shared.store.open_queue(vh, &r.name)?;
@@ -59,6 +60,7 @@ impl VHost {
                 self.attach_dedup(true, &name, true, d, Some(now))?;
             }
             self.queues.insert(name, q);
+            self.names_changed();
         }
         for b in defs.bindings.iter().filter(|b| b.vhost == vh) {
             let Some(x) = self.find_exchange(&b.source) else {

@@ -318,7 +318,10 @@ impl Channel {
             grant: ctx.grant,
         };
         let reply = self.reply.as_ref().map(|(_, suffix)| suffix.as_str());
-        let outcome = match ctx.vhost.route_publish(req, reply, ctx.now) {
+        let outcome = match ctx
+            .vhost
+            .route_publish(req, reply, &mut self.names, ctx.now)
+        {
             Ok(Prepared::Routed(r)) if may_batch && r.batchable() => {
                 self.batch.push(r);
                 ctx.batched = true;

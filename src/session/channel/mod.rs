@@ -13,7 +13,7 @@ mod tx_confirm;
 
 use crate::broker::access::ChannelSlot;
 use crate::broker::queue::Pushed;
-use crate::broker::{Credit, Queue, QueuedMessage, Routed};
+use crate::broker::{Credit, NameCache, Queue, QueuedMessage, Routed};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::{LongStr, ShortStr};
@@ -104,6 +104,8 @@ pub(crate) struct Channel {
     batch: Vec<Routed>,
     /// What the last batch's pushes did, one per publish (kept for its allocation).
     batch_out: Vec<Pushed>,
+    /// The exchange and queue this channel last published to.
+    names: NameCache,
     /// The direct reply-to consumer: its tag and the suffix of its reply key.
     reply: Option<(ShortStr, String)>,
     /// This channel's place in its user's channel count (`max-channels`).
@@ -138,6 +140,7 @@ impl Channel {
             pending_acks: Vec::new(),
             batch: Vec::new(),
             batch_out: Vec::new(),
+            names: NameCache::default(),
             reply: None,
         }
     }

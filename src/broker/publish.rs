@@ -74,7 +74,27 @@ pub struct PublishOutcome {
 #[derive(Debug)]
 pub struct Routed {
     message: Arc<Message>,
-    queues: Vec<Arc<Queue>>,
+    queues: Targets,
+}
+
+/// The queues of a routed publish: one queue (most publishes) needs no allocation.
+#[derive(Debug)]
+enum Targets {
+    One(Arc<Queue>),
+    Many(Vec<Arc<Queue>>),
+}
+
+impl Targets {
+    fn as_slice(&self) -> &[Arc<Queue>] {
+        match self {
+            Targets::One(q) => std::slice::from_ref(q),
+            Targets::Many(v) => v,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
 }
 
 /// Most queues a publish may go to and still be pushed with the rest of its batch.
@@ -85,7 +105,8 @@ impl Routed {
     /// message bound for several durable queues (stored in all or none, on its own), nor one
     /// routed to so many queues that grouping would cost more than it saves.
     pub fn batchable(&self) -> bool {
-        self.queues.len() <= BATCH_FANOUT && !stored_in_several(&self.queues, &self.message)
+        let queues = self.queues.as_slice();
+        queues.len() <= BATCH_FANOUT && !stored_in_several(queues, &self.message)
     }
 }
 
@@ -234,25 +255,9 @@ impl VHost {
         {
             return self.delay(&x, msg, props, delay, now).map(Prepared::Done);
         }
-        let mut queues = Vec::new();
-        if cc.keys.is_empty() {
-            if x.name.is_empty() {
-                // The default exchange: the queue named by the key (what `route_to` finds).
-                queues.extend(names.queue(self, &msg.routing_key));
-            } else {
-                self.route_to(&x, &msg.routing_key, &msg.properties, &mut queues);
-            }
-        } else {
-            let mut keys: Vec<&str> = vec![&msg.routing_key];
-            keys.extend(cc.keys.iter().map(|k| k.as_str()));
-            self.route_keys(&x, &keys, &msg.properties, &mut queues);
-        }
+        let (queues, routed) = self.targets(&x, &msg, &cc.keys, names, now)?;
         if x.name.is_empty() {
             self.deliver_replies(&msg, &cc.keys);
-        }
-        let routed = !queues.is_empty();
-        if !self.no_dedup() {
-            self.drop_queue_duplicates(&mut queues, &msg, now)?;
         }
         if queues.is_empty() {
             if !routed {
@@ -272,7 +277,40 @@ impl VHost {
         }))
     }
 
-    /// Pushes one routed publish into its queues (see [`VHost::push_all`]).
+    /// The queues `msg` goes to from `x` (with its `CC`/`BCC` keys), less the deduplicating
+    /// queues that already had it; and whether any queue matched before that.
+    fn targets(
+        &self,
+        x: &Arc<Exchange>,
+        msg: &Message,
+        cc: &[ShortStr],
+        names: &mut NameCache,
+        now: Now,
+    ) -> BrokerResult<(Targets, bool)> {
+        if x.name.is_empty() && cc.is_empty() && self.no_dedup() {
+            // The default exchange: the queue named by the key (what `route_to` finds).
+            return Ok(match names.queue(self, &msg.routing_key) {
+                Some(q) => (Targets::One(q), true),
+                None => (Targets::Many(Vec::new()), false),
+            });
+        }
+        let mut queues = Vec::new();
+        if cc.is_empty() {
+            self.route_to(x, &msg.routing_key, &msg.properties, &mut queues);
+        } else {
+            let mut keys: Vec<&str> = vec![&msg.routing_key];
+            keys.extend(cc.iter().map(|k| k.as_str()));
+            self.route_keys(x, &keys, &msg.properties, &mut queues);
+        }
+        let routed = !queues.is_empty();
+        if !self.no_dedup() {
+            self.drop_queue_duplicates(&mut queues, msg, now)?;
+        }
+        Ok((Targets::Many(queues), routed))
+    }
+
+    /// Pushes one routed publish into its queues: a persistent message bound for several
+    /// durable queues is stored in all of them or none.
     pub fn push_routed(&self, r: Routed, now: Now) -> BrokerResult<PublishOutcome> {
         let mut outcome = PublishOutcome {
             routed: true,
@@ -282,7 +320,7 @@ impl VHost {
             message: Arc::clone(&r.message),
         };
         let mut fx = Followups::default();
-        let pushed = self.push_all(&r.queues, &r.message, now, &mut fx, &mut outcome);
+        let pushed = self.push_all(r.queues.as_slice(), &r.message, now, &mut fx, &mut outcome);
         self.run(fx, now)?;
         pushed?;
         Ok(outcome)
@@ -304,7 +342,7 @@ impl VHost {
         // group in publish order.
         let mut order: Vec<(usize, usize, usize)> = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
-            for (j, q) in r.queues.iter().enumerate() {
+            for (j, q) in r.queues.as_slice().iter().enumerate() {
                 order.push((Arc::as_ptr(q) as usize, i, j));
             }
         }
@@ -315,7 +353,7 @@ impl VHost {
         let mut result = Ok(());
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let (_, i, j) = group[0];
-            let q = &batch[i].queues[j];
+            let q = &batch[i].queues.as_slice()[j];
             msgs.clear();
             msgs.extend(group.iter().map(|&(_, i, _)| Arc::clone(&batch[i].message)));
             pushed.clear();

@@ -81,6 +81,13 @@ fn every_method_round_trips() {
     });
 }
 
+/// A property list's encoding: equal exactly when the lists are, NaN floats included.
+fn encoded(p: &BasicProperties) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    encode_properties(p, &mut buf);
+    buf.to_vec()
+}
+
 proptest! {
     #[test]
     fn properties_round_trip(p in properties(false)) {
@@ -127,7 +134,8 @@ proptest! {
             let raw = Bytes::from(raw);
             let full = decode_properties(&raw);
             let checked = Properties::from_bytes(raw.clone());
-            prop_assert_eq!(checked.map(|c| c.decode()), full.clone());
+            // Compared encoded: damaged bytes can make a float NaN, which equals nothing.
+            prop_assert_eq!(checked.map(|c| encoded(&c.decode())), full.clone().map(|v| encoded(&v)));
             // The same list in a content header frame: the same verdict, named for the frame.
             let mut frame = BytesMut::new();
             frame.extend_from_slice(&[2, 0, 1]);
@@ -138,7 +146,7 @@ proptest! {
             match (frame::decode(&mut frame, 0), full) {
                 (Ok(Some(Frame::Header { header, .. })), Ok(v)) => {
                     prop_assert_eq!(header.properties.as_bytes(), &raw[..]);
-                    prop_assert_eq!(header.properties.decode(), v);
+                    prop_assert_eq!(encoded(&header.properties.decode()), encoded(&v));
                 }
                 (Err(got), Err(want)) => prop_assert_eq!(got, rename(want)),
                 (got, want) => {

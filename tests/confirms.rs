@@ -95,9 +95,8 @@ async fn raw_confirms(r: &mut Raw, q: &str, n: u64, persistent: bool) -> Vec<Bas
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confirms_are_coalesced_in_order() {
-    let b = start().await;
+/// A raw connection with channel 1 open in confirm mode.
+async fn confirming(b: &support::TestBroker) -> Raw {
     let mut r = Raw::connect(b.addr).await;
     r.open_channel(1).await;
     r.send(1, ConfirmSelect { nowait: false }.into()).await;
@@ -108,6 +107,13 @@ async fn confirms_are_coalesced_in_order() {
             ..
         }
     ));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_are_coalesced_in_order() {
+    let b = start().await;
+    let mut r = confirming(&b).await;
     let q = unique("coalesce");
     r.send(
         1,
@@ -209,16 +215,7 @@ fn encode_publish(out: &mut bytes::BytesMut, key: &str, mandatory: bool, body: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_batch_of_publishes_is_answered_in_order() {
     let b = start().await;
-    let mut r = Raw::connect(b.addr).await;
-    r.open_channel(1).await;
-    r.send(1, ConfirmSelect { nowait: false }.into()).await;
-    assert!(matches!(
-        r.recv().await,
-        Frame::Method {
-            method: Method::ConfirmSelectOk(_),
-            ..
-        }
-    ));
+    let mut r = confirming(&b).await;
     let q = unique("batch");
     let declare = |passive| QueueDeclare {
         queue: ShortStr::try_from(q.as_str()).expect("name"),

@@ -93,24 +93,36 @@ impl NameCache {
     /// [`VHost::find_exchange`], from the cache when it is the last one looked up.
     pub(crate) fn exchange(&mut self, vh: &VHost, name: &str) -> Option<Arc<Exchange>> {
         self.check(vh);
-        if let Some(x) = self.exchange.as_ref().filter(|x| *x.name == *name) {
-            return Some(Arc::clone(x));
-        }
-        let x = vh.find_exchange(name)?;
-        self.exchange = Some(Arc::clone(&x));
-        Some(x)
+        cached(
+            &mut self.exchange,
+            |x| *x.name == *name,
+            || vh.find_exchange(name),
+        )
     }
 
     /// [`VHost::find_queue`], from the cache when it is the last one looked up.
     pub(crate) fn queue(&mut self, vh: &VHost, name: &str) -> Option<Arc<Queue>> {
         self.check(vh);
-        if let Some(q) = self.queue.as_ref().filter(|q| *q.name == *name) {
-            return Some(Arc::clone(q));
-        }
-        let q = vh.find_queue(name)?;
-        self.queue = Some(Arc::clone(&q));
-        Some(q)
+        cached(
+            &mut self.queue,
+            |q| *q.name == *name,
+            || vh.find_queue(name),
+        )
     }
+}
+
+/// What `slot` holds when it is the one wanted (`is`), else what `find` finds, kept in `slot`.
+fn cached<T>(
+    slot: &mut Option<Arc<T>>,
+    is: impl Fn(&T) -> bool,
+    find: impl FnOnce() -> Option<Arc<T>>,
+) -> Option<Arc<T>> {
+    if let Some(v) = slot.as_ref().filter(|v| is(v)) {
+        return Some(Arc::clone(v));
+    }
+    let v = find()?;
+    *slot = Some(Arc::clone(&v));
+    Some(v)
 }
 
 /// Names of the exchanges every vhost has, with their types.

@@ -212,7 +212,7 @@ impl Connection {
             broker,
             info,
             state: State::Header,
-            out: Output::with_capacity(16 * 1024),
+            out: Output::with_capacity(super::output::START_CAPACITY),
             frame_max,
             channel_max: 0,
             heartbeat: None,

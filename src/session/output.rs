@@ -23,6 +23,13 @@ use std::io::IoSlice;
 /// Bodies (or body frames) at least this long are queued by reference, not copied.
 pub(crate) const SHARE_MIN: usize = 1024;
 
+/// A connection's encoding buffer until it has written more than this at once: an idle
+/// connection (of thousands) keeps a small one.
+pub(crate) const START_CAPACITY: usize = 2 * 1024;
+
+/// The encoding buffer of a connection that has: fewer, larger allocations for busy ones.
+const BUSY_CAPACITY: usize = 16 * 1024;
+
 /// The bytes waiting to be written, in order: `parts`, then `buf`.
 #[derive(Debug, Default)]
 pub(crate) struct Output {
@@ -32,6 +39,8 @@ pub(crate) struct Output {
     parts_len: usize,
     /// Where frames are encoded; always after every part.
     buf: BytesMut,
+    /// `buf` was replaced by one of [`BUSY_CAPACITY`].
+    grown: bool,
 }
 
 impl Output {
@@ -123,6 +132,11 @@ impl Output {
             remaining += self.buf.len();
             parts.push_back(self.buf.split().freeze());
         }
+        if !self.grown && remaining > START_CAPACITY {
+            // Busy: later buffers come in the larger size (`buf` is empty after the split).
+            self.grown = true;
+            self.buf = BytesMut::with_capacity(BUSY_CAPACITY);
+        }
         Some(Transmit { parts, remaining })
     }
 }
@@ -201,6 +215,25 @@ mod tests {
             t.advance(c.len());
         }
         v
+    }
+
+    #[test]
+    fn the_encoding_buffer_grows_once_the_connection_writes_much() {
+        let mut o = Output::with_capacity(START_CAPACITY);
+        o.buf().put_slice(&[1; 100]);
+        assert_eq!(collect(o.take().expect("bytes")), [1; 100]);
+        assert!(
+            o.buf().capacity() < BUSY_CAPACITY,
+            "small writes keep it small"
+        );
+        o.buf().put_slice(&[2; START_CAPACITY + 1]);
+        assert_eq!(collect(o.take().expect("bytes")), [2; START_CAPACITY + 1]);
+        assert!(
+            o.buf().capacity() >= BUSY_CAPACITY,
+            "a large write grows it"
+        );
+        o.buf().put_slice(b"next");
+        assert_eq!(collect(o.take().expect("bytes")), b"next");
     }
 
     #[test]

@@ -385,11 +385,12 @@ impl Channel {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let pushed = ctx
-            .vhost
-            .push_batch(&self.batch, ctx.now, &mut self.batch_out);
-        self.batch.clear();
-        for p in &self.batch_out {
+        // Taken, not kept: an idle channel holds no batch-sized buffers.
+        let batch = std::mem::take(&mut self.batch);
+        let mut out = Vec::with_capacity(batch.len());
+        let pushed = ctx.vhost.push_batch(&batch, ctx.now, &mut out);
+        drop(batch);
+        for p in &out {
             ctx.flow |= p.flow;
             if let Some(c) = &mut self.confirms {
                 if p.refused {

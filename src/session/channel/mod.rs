@@ -12,7 +12,6 @@ mod queue;
 mod tx_confirm;
 
 use crate::broker::access::ChannelSlot;
-use crate::broker::queue::Pushed;
 use crate::broker::{Credit, NameCache, Queue, QueuedMessage, Routed};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
@@ -102,8 +101,6 @@ pub(crate) struct Channel {
     /// channel answers anything else and, from the connection, before any frame that is not
     /// part of a publish and at the end of every read batch.
     batch: Vec<Routed>,
-    /// What the last batch's pushes did, one per publish (kept for its allocation).
-    batch_out: Vec<Pushed>,
     /// The exchange and queue this channel last published to.
     names: NameCache,
     /// The direct reply-to consumer: its tag and the suffix of its reply key.
@@ -139,7 +136,6 @@ impl Channel {
             last_queue: None,
             pending_acks: Vec::new(),
             batch: Vec::new(),
-            batch_out: Vec::new(),
             names: NameCache::default(),
             reply: None,
         }

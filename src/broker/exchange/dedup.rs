@@ -242,7 +242,7 @@ mod tests {
     use crate::protocol::properties::BasicProperties;
     use crate::protocol::types::LongStr;
     use crate::storage::MemoryStore;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     fn msg(id: &str, ttl: Option<i32>) -> Properties {
         let mut h = vec![(
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn duplicates_size_bound_and_ttl() {
-        let now = Now::new(Instant::now(), 1_000_000);
+        let now = Now::new(crate::clock::now().mono, 1_000_000);
         let d = Deduper::new(spec(2, Some(100)), None);
         assert!(!d.check(&msg("a", None), now).expect("ok"));
         assert!(d.check(&msg("a", None), now).expect("ok"));
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn persisted_entries_come_back_in_order_and_evictions_are_deleted() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let now = Now::new(Instant::now(), 5_000);
+        let now = Now::new(crate::clock::now().mono, 5_000);
         let kind = object_kind("/", false, "x");
         let d = Deduper::new(spec(2, None), Some((Arc::clone(&store), kind.clone())));
         for id in ["a", "b", "c"] {

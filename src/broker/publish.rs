@@ -355,7 +355,7 @@ impl VHost {
             let (_, i, j) = group[0];
             let q = &batch[i].queues.as_slice()[j];
             msgs.clear();
-            msgs.extend(group.iter().map(|&(_, i, _)| Arc::clone(&batch[i].message)));
+            msgs.extend(group.iter().map(|&(_, i, _)| &batch[i].message));
             pushed.clear();
             let r = q.push_many(&msgs, now, &mut fx, &mut pushed);
             for (&(_, i, _), p) in group.iter().zip(&pushed) {

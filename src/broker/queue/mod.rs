@@ -105,7 +105,7 @@ pub trait QueueType: Send + Sync + std::fmt::Debug {
     fn push_many(
         &self,
         q: &Arc<Queue>,
-        msgs: &[Arc<Message>],
+        msgs: &[&Arc<Message>],
         now: Now,
         fx: &mut Followups,
         out: &mut Vec<Pushed>,
@@ -253,7 +253,7 @@ impl Queue {
     /// See [`QueueType::push_many`].
     pub fn push_many(
         self: &Arc<Self>,
-        msgs: &[Arc<Message>],
+        msgs: &[&Arc<Message>],
         now: Now,
         fx: &mut Followups,
         out: &mut Vec<Pushed>,

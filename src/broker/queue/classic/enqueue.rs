@@ -37,9 +37,15 @@ impl ClassicQueue {
         now: Now,
         fx: &mut Followups,
     ) -> Result<Pushed, StoreError> {
-        let mut out = Vec::with_capacity(1);
-        self.push_messages(q, std::slice::from_ref(msg), now, fx, &mut out)?;
-        Ok(out.pop().unwrap_or_default())
+        let mut work = Work::default();
+        // The guard is a temporary: the lock is released before `finish`.
+        let pushed = self.push_locked(q, &mut self.lock(), msg, now, &mut work, fx);
+        let seq = self.finish(q, work, now, fx)?;
+        let mut p = pushed?;
+        if p.stored.is_some() {
+            p.flush = seq;
+        }
+        Ok(p)
     }
 
     /// Pushes `msgs` in order under one lock and one store bookkeeping pass (the messages of a
@@ -48,7 +54,7 @@ impl ClassicQueue {
     pub(super) fn push_messages(
         &self,
         q: &Arc<Queue>,
-        msgs: &[Arc<Message>],
+        msgs: &[&Arc<Message>],
         now: Now,
         fx: &mut Followups,
         out: &mut Vec<Pushed>,

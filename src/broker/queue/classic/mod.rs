@@ -321,7 +321,7 @@ impl super::QueueType for ClassicQueue {
     fn push_many(
         &self,
         q: &Arc<Queue>,
-        msgs: &[Arc<Message>],
+        msgs: &[&Arc<Message>],
         now: Now,
         fx: &mut Followups,
         out: &mut Vec<super::Pushed>,

@@ -49,6 +49,15 @@ pub struct CommitPoint {
 }
 
 impl CommitPoint {
+    /// The commit point just past the index record at `record`.
+    pub fn after(record: &Loc) -> Self {
+        CommitPoint {
+            seg: record.seg,
+            end: record.end(),
+            next_lsn: record.lsn.saturating_add(1),
+        }
+    }
+
     /// The encoding stored in sled.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);

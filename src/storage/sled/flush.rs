@@ -6,8 +6,9 @@
 //! chunks and the moved ones to the body log, then one *index record* ([`super::wal`]) with
 //! every index change, definition, quarantine move, deleted queue and segment-table change of
 //! the flush, and fdatasync the log: the one fsync of the flush, after which it is durable;
-//! (3) apply the same changes and the commit point (the end of the index record) to sled in
-//! one transaction, without flushing sled (a checkpoint does that, see [`super::checkpoint`]);
+//! (3) apply the changes other than the message index's to sled, without flushing it, and hand
+//! the index changes to the checkpointer, which applies them with the commit point (the end of
+//! the index record) at the next checkpoint (see [`super::checkpoint`]);
 //! (4) tell each queue its chunks are stored, count each segment's live bytes down, note the
 //! segments with none left for deletion at a checkpoint, pick the next one to compact.
 //!
@@ -20,9 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::StoreError;
-use super::super::bodylog::{CommitPoint, Loc};
+use super::super::bodylog::Loc;
 use super::super::chunk::{Work, compact};
 use super::super::record;
+use super::checkpoint::Unapplied;
 use super::defs::Target;
 use super::queue::{Move, Pending, SledQueue};
 use super::wal::{self, Change};
@@ -222,7 +224,7 @@ impl SledStore {
     /// The second half, steps (3) and (4): sled, then the queues and the space. Waits for the
     /// commit of every flush prepared before this one; a flush prepared before a failed commit
     /// fails too (its confirms would otherwise cover the failed one's writes).
-    pub(super) fn commit(&self, p: Prepared) -> Result<(), StoreError> {
+    pub(super) fn commit(&self, mut p: Prepared) -> Result<(), StoreError> {
         {
             let mut order = lock(&self.order);
             while order.committed + 1 < p.seq {
@@ -236,23 +238,26 @@ impl SledStore {
             Err(StoreError::Io(
                 "an earlier flush failed; this one is written again later".into(),
             ))
-        } else if let Some(loc) = p.record {
-            let commit = CommitPoint {
-                seg: loc.seg,
-                end: loc.end(),
-                next_lsn: loc.lsn.saturating_add(1),
-            };
-            wal::apply(&self.trees, &p.changes, &commit)
         } else {
-            Ok(())
+            // Index changes wait for the next checkpoint; the rest (rare) goes to sled now,
+            // without the commit point, which moves only with the index.
+            let (index, rest): (Vec<Change>, Vec<Change>) = std::mem::take(&mut p.changes)
+                .into_iter()
+                .partition(Change::is_index);
+            p.changes = index;
+            wal::apply(&self.trees, &rest, None)
         };
         let seq = p.seq;
         match result {
             Ok(()) => {
                 let (target, record) = (p.target, p.record);
+                let mut index = Unapplied::default();
+                for c in std::mem::take(&mut p.changes) {
+                    index.add(c);
+                }
                 self.finish_flush(p.collected, &p.pending, target, seq);
                 if let Some(loc) = record {
-                    self.checkpoints.committed(seq, loc);
+                    self.checkpoints.committed(seq, loc, index);
                 }
             }
             Err(_) => {

@@ -29,12 +29,15 @@
 //! [`Store::flush`]) collects every queue's work while no [`Store::hold_flush`] guard lives,
 //! appends the open chunks, then one *index record* (module `wal`) holding every index entry,
 //! deletion, definition and segment-table change of the flush, and fdatasyncs the body log:
-//! the flush's one fsync. It then applies the same changes and the commit point (the end of the
-//! index record) to sled in **one transaction** without flushing sled; only then do confirms go
-//! out. The index record and the chunks it points at are synced together before sled sees an
-//! entry: an index entry never points at unsynced bytes. A checkpoint (module `checkpoint`, every
+//! the flush's one fsync. It then applies the definition, queue-id and segment-table changes to
+//! sled without flushing it, and keeps the message-index changes in memory (the latest value
+//! of each key) for the next checkpoint; only then do confirms go out. The index record and the
+//! chunks it points at are synced together before sled sees an entry: an index entry never
+//! points at unsynced bytes. A checkpoint (module `checkpoint`, every
 //! [`SledOptions::checkpoint_ms`] or [`SledOptions::checkpoint_bytes`] of log, and at
-//! shutdown) flushes and fdatasyncs sled; after a crash, recovery applies the index records
+//! shutdown) applies the gathered index changes and the commit point (the end of the last
+//! committed index record) in **one transaction**, then flushes and fdatasyncs sled; an entry
+//! written and removed between two checkpoints never reaches sled. After a crash, recovery applies the index records
 //! past the commit point sled holds again, in order (every change is a value: applying one
 //! twice is harmless), so a flush is all-or-nothing, as its index record is. Acks and delivered
 //! marks flip bits in memory; a message acked before its chunk is written is never written.
@@ -155,6 +158,7 @@ pub struct LogStats {
 }
 
 /// Every sled tree of the store.
+#[derive(Clone)]
 pub(super) struct Trees {
     pub(super) exchanges: Tree,
     pub(super) queues: Tree,
@@ -285,6 +289,7 @@ impl SledStore {
         });
         let checkpoints = Arc::new(checkpoint::Checkpointer::new(
             db.clone(),
+            trees.clone(),
             sled_log,
             Arc::clone(&shared),
             Duration::from_millis(opts.checkpoint_ms.max(1)),

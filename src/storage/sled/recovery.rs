@@ -179,7 +179,7 @@ fn replay_records(trees: &Trees, replay: &[Replay]) -> Result<u64, StoreError> {
     let mut n = 0;
     for r in replay {
         match wal::decode(&r.payload) {
-            Ok(changes) => wal::apply(trees, &changes, &r.commit)?,
+            Ok(changes) => wal::apply(trees, &changes, Some(&r.commit))?,
             Err(e) => {
                 tracing::error!(
                     segment = r.commit.seg,

@@ -46,6 +46,13 @@ pub(super) enum Change {
     DropQueue(u64),
 }
 
+impl Change {
+    /// Whether it changes the message index (applied to sled only at checkpoints).
+    pub(super) fn is_index(&self) -> bool {
+        matches!(self, Change::Put(Target::Index, ..) | Change::DropQueue(_))
+    }
+}
+
 fn tree_code(t: Target) -> u8 {
     match t {
         Target::Exchanges => 1,
@@ -189,13 +196,16 @@ pub(super) fn decode(payload: &[u8]) -> Result<Vec<Change>, DecodeError> {
     Ok(out)
 }
 
-/// Applies `changes` and the commit point `commit` to sled in one transaction (no flush). A
-/// deleted queue's entries are those sled holds now, before this transaction.
+/// Applies `changes`, and the commit point `commit` if given, to sled in one transaction (no
+/// flush). A deleted queue's entries are those sled holds now, before this transaction.
 pub(super) fn apply(
     trees: &Trees,
     changes: &[Change],
-    commit: &CommitPoint,
+    commit: Option<&CommitPoint>,
 ) -> Result<(), StoreError> {
+    if changes.is_empty() && commit.is_none() {
+        return Ok(());
+    }
     let mut batches: HashMap<Target, sled::Batch> = HashMap::new();
     let mut put = |t: Target, k: &[u8], v: Option<&[u8]>| {
         let b = batches.entry(t).or_default();
@@ -214,7 +224,9 @@ pub(super) fn apply(
             }
         }
     }
-    put(Target::Meta, COMMIT_KEY, Some(&commit.encode()));
+    if let Some(commit) = commit {
+        put(Target::Meta, COMMIT_KEY, Some(&commit.encode()));
+    }
     transact(trees, batches)
 }
 

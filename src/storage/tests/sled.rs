@@ -17,8 +17,8 @@ pub(super) fn qid(s: &SledStore, vhost: &str, name: &str) -> u64 {
     u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes"))
 }
 
-/// The index entries of a queue as sled holds them: (first id, location, live ids, delivered
-/// ids).
+/// The index entries of a queue as sled holds them after a checkpoint (which applies the
+/// committed flushes' index changes): (first id, location, live ids, delivered ids).
 pub(super) fn raw_index(
     s: &SledStore,
     vhost: &str,
@@ -30,6 +30,7 @@ pub(super) fn raw_index(
             .map(|i| first + i)
             .collect()
     };
+    s.checkpoint().expect("checkpoint");
     s.raw_tree(b"index")
         .scan_prefix(qid(s, vhost, name).to_be_bytes())
         .map(|kv| {
@@ -340,6 +341,7 @@ fn restart_after_delete_and_purge() {
         let qa = qid(&s, "/", "a");
         s.delete_queue("/", "a").expect("delete");
         s.flush().expect("flush");
+        s.checkpoint().expect("checkpoint");
         assert_eq!(
             s.raw_tree(b"index").scan_prefix(qa.to_be_bytes()).count(),
             0

@@ -188,19 +188,23 @@ impl VHost {
         names: &mut NameCache,
         now: Now,
     ) -> BrokerResult<Prepared> {
-        req.grant
-            .check_publish(&req.exchange, None, &req.routing_key)?;
-        let x = names
-            .exchange(self, &req.exchange)
-            .ok_or_else(|| no_exchange(&req.exchange, &self.name))?;
-        if x.internal {
-            return Err(BrokerError::AccessRefused(format!(
-                "cannot publish to internal exchange '{}' in vhost '{}'",
-                x.name, self.name
-            )));
-        }
-        req.grant
-            .check_publish(&req.exchange, Some(x.kind), &req.routing_key)?;
+        let x = {
+            // Read as a `str` once (each read checks its UTF-8).
+            let exchange = req.exchange.as_str();
+            req.grant.check_publish(exchange, None, &req.routing_key)?;
+            let x = names
+                .exchange(self, exchange)
+                .ok_or_else(|| no_exchange(exchange, &self.name))?;
+            if x.internal {
+                return Err(BrokerError::AccessRefused(format!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    x.name, self.name
+                )));
+            }
+            req.grant
+                .check_publish(exchange, Some(x.kind), &req.routing_key)?;
+            x
+        };
         if req.properties.reply_to() == Some(REPLY_QUEUE) {
             let Some(suffix) = reply_suffix else {
                 return Err(BrokerError::PreconditionFailed(

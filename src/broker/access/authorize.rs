@@ -24,7 +24,7 @@ use super::pattern::{Matcher, expand};
 use crate::broker::error::{BrokerError, BrokerResult};
 use crate::broker::exchange::ExchangeKind;
 use crate::broker::vhost::VHost;
-use crate::protocol::types::{FieldTable, FieldValue};
+use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
 use std::sync::Arc;
 
 /// A kind of right.
@@ -208,16 +208,18 @@ impl Grant {
 
     /// basic.publish: write on the exchange, then (once it is known to be a topic exchange)
     /// topic write on the routing key. `kind` is `None` while the exchange is not looked up.
+    /// The routing key is read (as a `str`, which checks its UTF-8) only when a topic
+    /// permission needs it.
     pub fn check_publish(
         &self,
         exchange: &str,
         kind: Option<ExchangeKind>,
-        routing_key: &str,
+        routing_key: &ShortStr,
     ) -> BrokerResult<()> {
         match kind {
             None => self.authorize(Perm::Write, Resource::Exchange(exchange)),
             Some(ExchangeKind::Topic) if !self.topics.is_empty() => {
-                self.authorize_topic(Perm::Write, exchange, routing_key)
+                self.authorize_topic(Perm::Write, exchange, routing_key.as_str())
             }
             Some(_) => Ok(()),
         }

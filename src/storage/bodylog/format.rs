@@ -121,24 +121,27 @@ pub fn encode_record(id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
 
 /// Appends a record of `kind` to `out` and returns its CRC.
 pub fn encode_kind(kind: u8, id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    // Payloads are chunk values, far below 4 GiB (a message is at most 512 MiB).
-    out.extend_from_slice(
-        &u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(&[kind, 1, 0, 0]);
-    out.extend_from_slice(&id.lsn.to_be_bytes());
-    out.extend_from_slice(&id.queue.to_be_bytes());
-    out.extend_from_slice(&id.first.to_be_bytes());
+    let (header, crc) = record_header(kind, id, payload);
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
-    let crc = crc32c::crc32c(out.get(start + 4..).unwrap_or_default());
-    if let Some(slot) = out.get_mut(start..start + 4) {
-        slot.copy_from_slice(&crc.to_be_bytes());
-    }
     crc
+}
+
+/// The header of a record of `kind` holding `payload` (written before it, so that the payload
+/// itself is never copied), and the record's CRC: over the header after the CRC field, then
+/// the payload.
+pub fn record_header(kind: u8, id: RecordId, payload: &[u8]) -> ([u8; RECORD_HEADER], u32) {
+    let mut h = [0u8; RECORD_HEADER];
+    // Payloads are chunk values, far below 4 GiB (a message is at most 512 MiB).
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    h[4..8].copy_from_slice(&len.to_be_bytes());
+    h[8..12].copy_from_slice(&[kind, 1, 0, 0]);
+    h[12..20].copy_from_slice(&id.lsn.to_be_bytes());
+    h[20..28].copy_from_slice(&id.queue.to_be_bytes());
+    h[28..36].copy_from_slice(&id.first.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), payload);
+    h[..4].copy_from_slice(&crc.to_be_bytes());
+    (h, crc)
 }
 
 /// A record header that passed its checks.

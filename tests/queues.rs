@@ -255,6 +255,65 @@ async fn deleting_a_queue_cancels_its_consumers() {
     );
 }
 
+/// A consumer acks deliveries of a durable queue that another client deleted meanwhile: the
+/// acks settle nothing and the connection stays open, as RabbitMQ 3.10 does
+/// (tests/fixtures/rabbitmq-3.10/queues.json, "acks_after_the_queue_is_deleted").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_after_the_queue_is_deleted_are_accepted() {
+    let b = start().await;
+    let (c, ch) = b.channel().await;
+    let q = unique("acked-after-delete");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare");
+    for _ in 0..3 {
+        within(ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"persistent",
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .expect("publish");
+    }
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        let got = within(ch.basic_get(q.as_str().into(), BasicGetOptions::default()))
+            .await
+            .expect("get")
+            .expect("a message");
+        tags.push(got.delivery.delivery_tag);
+    }
+    let (_c2, ch2) = b.channel().await;
+    within(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default()))
+        .await
+        .expect("delete");
+    within(ch.basic_ack(tags[0], BasicAckOptions::default()))
+        .await
+        .expect("ack one");
+    within(ch.basic_ack(tags[2], BasicAckOptions { multiple: true }))
+        .await
+        .expect("ack the rest");
+    // Still open: a round trip on the same channel answers.
+    let again = within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("declare after the acks");
+    assert_eq!(again.message_count(), 0);
+    assert!(c.status().connected());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_delete_if_unused() {
     let b = start().await;

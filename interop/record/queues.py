@@ -611,5 +611,27 @@ policies["queue_view_after_delete"] = {k: q.get(k) for k in ["policy", "operator
 cleanup("polq")
 out["policies"] = policies
 
+# Acks for deliveries of a durable queue another client deleted meanwhile.
+_c = conn()
+_ch = _c.channel()
+_ch.queue_declare("acked-after-delete", durable=True)
+for _ in range(3):
+    _ch.basic_publish("", "acked-after-delete", b"persistent", pika.BasicProperties(delivery_mode=2))
+_tags = [_ch.basic_get("acked-after-delete")[0].delivery_tag for _ in range(3)]
+_c2 = conn()
+_c2.channel().queue_delete("acked-after-delete")
+_c2.close()
+try:
+    _ch.basic_ack(_tags[0])
+    _ch.basic_ack(_tags[2], multiple=True)
+    _ok = _ch.queue_declare("acked-after-delete")
+    out["acks_after_the_queue_is_deleted"] = {
+        "acks": "accepted", "channel_open": _ch.is_open, "connection_open": _c.is_open,
+        "redeclared_message_count": _ok.method.message_count}
+except Exception as e:
+    out["acks_after_the_queue_is_deleted"] = err(e)
+cleanup("acked-after-delete")
+_c.close()
+
 json.dump(out, sys.stdout, indent=2, sort_keys=True)
 print()

@@ -675,7 +675,12 @@ mod tests {
                 .expect("index");
             let tail = log.append(&[(1, 3, b"never indexed")]).expect("append")[0];
             log.sync().expect("sync");
-            (CommitPoint::after(&first), CommitPoint::after(&second), loc, tail)
+            (
+                CommitPoint::after(&first),
+                CommitPoint::after(&second),
+                loc,
+                tail,
+            )
         };
         let seg_path = segment_path(&dir.path().join(DIR), commit.seg);
         // A torn record after the unindexed one.

@@ -166,8 +166,11 @@ impl ClassicQueue {
                     q.stats
                         .acked
                         .fetch_add(msgs.len() as u64, Ordering::Relaxed);
-                    work.remove
-                        .extend(msgs.iter().filter(|m| m.persisted).map(|m| m.id));
+                    // A deleted queue's stored messages went with it.
+                    if !st.deleted {
+                        work.remove
+                            .extend(msgs.iter().filter(|m| m.persisted).map(|m| m.id));
+                    }
                 }
                 Settle::Reject => {
                     for m in msgs {

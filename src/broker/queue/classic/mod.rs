@@ -191,6 +191,37 @@ impl ClassicQueue {
         self.deps.store.as_ref()
     }
 
+    /// The store writes decided under the lock; the group-commit sequence that covers them (0
+    /// when there were none).
+    fn store_work(&self, work: &Work) -> Result<u64, StoreError> {
+        let Some(store) = self.store() else {
+            return Ok(0);
+        };
+        for &id in &work.delivered {
+            store.mark_delivered(id)?;
+        }
+        for &(id, n) in &work.counts {
+            store.set_delivery_count(id, n)?;
+        }
+        for &id in &work.remove {
+            store.remove(id)?;
+        }
+        if work.write_sealed {
+            store.write_sealed()?;
+        }
+        Ok(
+            if work.put
+                || !work.delivered.is_empty()
+                || !work.counts.is_empty()
+                || !work.remove.is_empty()
+            {
+                self.deps.commit.note_write()
+            } else {
+                0
+            },
+        )
+    }
+
     /// Does what was decided under the lock: store writes, timers, the spill tail, read-back.
     /// Returns the group-commit sequence of the store writes (0 when there were none).
     fn finish(
@@ -200,28 +231,13 @@ impl ClassicQueue {
         now: Now,
         fx: &mut Followups,
     ) -> Result<u64, StoreError> {
-        let mut seq = 0;
-        if let Some(store) = self.store() {
-            for &id in &work.delivered {
-                store.mark_delivered(id)?;
-            }
-            for &(id, n) in &work.counts {
-                store.set_delivery_count(id, n)?;
-            }
-            for &id in &work.remove {
-                store.remove(id)?;
-            }
-            if work.write_sealed {
-                store.write_sealed()?;
-            }
-            if work.put
-                || !work.delivered.is_empty()
-                || !work.counts.is_empty()
-                || !work.remove.is_empty()
-            {
-                seq = self.deps.commit.note_write();
-            }
-        }
+        let seq = match self.store_work(&work) {
+            Ok(seq) => seq,
+            // Deleted after the work was decided (the flag is set before its store is
+            // deleted): its stored messages went with it, so there is nothing to write.
+            Err(_) if self.deleted.load(Ordering::Acquire) => 0,
+            Err(e) => return Err(e),
+        };
         if let Some(at) = work.arm {
             self.deps.timers.arm(at, q);
         }
@@ -427,8 +443,12 @@ impl super::QueueType for ClassicQueue {
         if let Some(store) = self.store()
             && !self.deleted.load(Ordering::Acquire)
         {
-            store.remove(id)?;
-            self.deps.commit.note_write();
+            match store.remove(id) {
+                Ok(()) => self.deps.commit.note_write(),
+                // Deleted meanwhile (see `finish`).
+                Err(_) if self.deleted.load(Ordering::Acquire) => return Ok(()),
+                Err(e) => return Err(e),
+            };
         }
         Ok(())
     }

@@ -226,8 +226,32 @@ impl BodyLog {
     /// Appends records (one write per segment touched) and returns where each went. No fsync:
     /// [`BodyLog::sync`] makes them durable.
     pub fn append(&self, records: &[Append<'_>]) -> Result<Vec<Loc>, StoreError> {
+        self.append_locked(&mut lock(&self.writer), records)
+    }
+
+    /// [`BodyLog::append`] unless another append (a group commit's) is under way: `None` then,
+    /// and nothing is written. For writes ahead of a flush, which the flush makes anyway.
+    pub fn try_append(&self, records: &[Append<'_>]) -> Result<Option<Vec<Loc>>, StoreError> {
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        self.append_locked(&mut w, records).map(Some)
+    }
+
+    /// Holds the writer as an append would (tests of writes that must not wait for one).
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> impl Sized + '_ {
+        lock(&self.writer)
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        records: &[Append<'_>],
+    ) -> Result<Vec<Loc>, StoreError> {
         let mut out = Vec::with_capacity(records.len());
-        let mut w = lock(&self.writer);
         // Headers built here; payloads written from where they lie (no copy of a chunk).
         let mut headers: Vec<[u8; RECORD_HEADER]> = Vec::with_capacity(records.len());
         let mut payloads: Vec<&[u8]> = Vec::with_capacity(records.len());
@@ -242,11 +266,11 @@ impl BodyLog {
                 }
             };
             if need_new {
-                self.write_records(&mut w, &headers, &payloads)?;
+                self.write_records(w, &headers, &payloads)?;
                 headers.clear();
                 payloads.clear();
                 pending = 0;
-                self.roll(&mut w)?;
+                self.roll(w)?;
             }
             let Some((seg, _, end)) = &w.active else {
                 return Err(StoreError::Io("invariant: an active segment".into()));
@@ -269,7 +293,7 @@ impl BodyLog {
             pending += rec_len;
             w.next_lsn += 1;
         }
-        self.write_records(&mut w, &headers, &payloads)?;
+        self.write_records(w, &headers, &payloads)?;
         Ok(out)
     }
 

@@ -291,7 +291,7 @@ impl SledStore {
     /// syncs the body log.
     fn write_log(&self, p: &mut Prepared) -> Result<(), StoreError> {
         for (queue, work, moves) in p.collected.iter_mut() {
-            queue.append_bodies(work)?;
+            queue.append_bodies(work, true)?;
             self.append_moves(queue, moves)?;
             let mut space = lock(&self.shared.space);
             for loc in moves.iter().filter_map(|m| m.to) {

@@ -351,6 +351,12 @@ impl SledStore {
             .collect()
     }
 
+    /// Holds the body log's writer, as a group commit appending does (tests).
+    #[cfg(test)]
+    pub(super) fn hold_log_writer(&self) -> impl Sized + '_ {
+        self.shared.log.hold_writer()
+    }
+
     /// The payload of the body-log record at `loc` (tests that look at what was written).
     #[cfg(test)]
     pub(super) fn raw_body(&self, loc: &super::bodylog::Loc, qid: u64, first: u64) -> Bytes {

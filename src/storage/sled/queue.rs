@@ -192,8 +192,14 @@ impl SledQueue {
 
     /// Appends sealed chunks to the body log ahead of a flush (bounding the memory they hold;
     /// no fsync). Their index entries follow in the next flush, which syncs the log first.
+    /// Skipped while a flush is collecting this queue or appending to the log: that flush, or
+    /// the next, writes them, and the caller (a connection's task) does not wait for it.
     fn write_ahead(&self) -> Result<(), StoreError> {
-        let _io = lock(&self.io);
+        let _io = match self.io.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -201,8 +207,12 @@ impl SledQueue {
         if work.is_empty() {
             return Ok(());
         }
-        match self.append_bodies(&mut work) {
-            Ok(()) => {
+        match self.append_bodies(&mut work, false) {
+            Ok(false) => {
+                self.undo(work, &[]);
+                Ok(())
+            }
+            Ok(true) => {
                 self.update(|ix| {
                     ix.finish_work(&work, false);
                     ((), true)
@@ -217,16 +227,24 @@ impl SledQueue {
     }
 
     /// Appends the new chunk bodies of `work` to the body log and fills in their locations.
-    pub(super) fn append_bodies(&self, work: &mut Work) -> Result<(), StoreError> {
+    /// Unless `wait`, gives up (false, nothing written) while another append is under way.
+    pub(super) fn append_bodies(&self, work: &mut Work, wait: bool) -> Result<bool, StoreError> {
         let appends: Vec<_> = work
             .writes
             .iter()
             .filter_map(|w| Some((self.qid, w.first, w.body.as_deref()?)))
             .collect();
         if appends.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let locs = self.shared.log.append(&appends)?;
+        let locs = if wait {
+            self.shared.log.append(&appends)?
+        } else {
+            match self.shared.log.try_append(&appends)? {
+                Some(locs) => locs,
+                None => return Ok(false),
+            }
+        };
         let mut space = lock(&self.shared.space);
         for loc in &locs {
             space.add(loc);
@@ -236,7 +254,7 @@ impl SledQueue {
         for w in work.writes.iter_mut().filter(|w| w.body.is_some()) {
             w.loc = locs.next();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Moves a chunk that a read found missing or damaged aside: forgotten now, its index

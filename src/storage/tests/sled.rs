@@ -255,6 +255,48 @@ fn entries_acked_before_their_chunk_is_sealed_are_never_written() {
     assert_eq!(ids(&*q), [1, 3, 5]);
 }
 
+/// A write ahead never waits for a group commit's append (it runs on a connection's task):
+/// while one holds the log it writes nothing, and the next flush writes the chunk.
+#[test]
+fn a_write_ahead_does_not_wait_for_a_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = MessageRecord {
+        body: Bytes::from(vec![7u8; 40_000]),
+        ..msg(0)
+    };
+    let logged = || -> u64 {
+        std::fs::read_dir(dir.path().join("bodies"))
+            .map(|d| {
+                d.map(|e| e.expect("entry").metadata().expect("meta").len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let before = logged();
+    let mut due = false;
+    for id in 0..7 {
+        due |= q.put(id, m.view()).expect("put") == PutOutcome::WriteDue;
+    }
+    assert!(due, "the seventh message seals the first chunk");
+    {
+        let _held = s.hold_log_writer();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q2 = std::sync::Arc::clone(&q);
+        std::thread::spawn(move || tx.send(q2.write_sealed().is_ok()));
+        // Waiting here would be a deadlock; the guard goes with the panic, freeing the thread.
+        let done = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(done, Ok(true), "the write ahead waited for the log");
+    }
+    assert_eq!(logged(), before, "nothing written while the log was held");
+    q.write_sealed().expect("write sealed");
+    assert!(logged() > before + 240_000, "written once the log is free");
+    s.flush().expect("flush");
+    assert_eq!(raw_chunks(&s, "/", "q")[0].1, (0..6).collect::<Vec<_>>());
+    assert_eq!(ids(&*q), (0..7).collect::<Vec<_>>());
+}
+
 #[test]
 fn full_chunks_are_written_before_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,7 +3,8 @@
 //!
 //! Owns the segment files and nothing else: what a record means, which records are live and
 //! where the index points is the store's business ([`super::sled`]). Writes are positional
-//! (`pwrite` at the end of the active segment, under one short lock); reads are positional too
+//! (`pwritev` of headers and payloads at the end of the active segment, under one short lock;
+//! a write ahead of a flush does not wait for it, [`BodyLog::try_append`]); reads are positional too
 //! (`pread` into a fresh buffer, no mmap: the crate forbids unsafe code) and check the record
 //! against what the index entry expects (CRC32C, lsn, queue, first id, length). Nothing here
 //! fsyncs except [`BodyLog::sync`], called by the group commit once per flush, after it has
@@ -97,28 +98,11 @@ struct Writer {
     unrecorded: Vec<u64>,
 }
 
-/// Bytes appended since the last sync after which the write-behind thread starts the device
-/// on them (see [`WriteBehind`]).
-const WRITE_BEHIND_BYTES: u64 = 1 << 20;
-
-/// A thread that `fdatasync`s the active segment in the background whenever a megabyte has
-/// been appended since, so that the group commit's own `fdatasync` finds little left to write:
-/// the device writes bodies while the previous flush is busy with sled. Extra syncs change
-/// nothing about what is durable when: only [`BodyLog::sync`] counts.
-#[derive(Default)]
-struct WriteBehind {
-    /// Bytes appended since the thread last synced, and whether to stop.
-    state: Mutex<(u64, bool)>,
-    wake: std::sync::Condvar,
-}
-
 /// The body log of one data directory. See the module docs.
 pub struct BodyLog {
     dir: PathBuf,
     segment_bytes: u64,
-    writer: Arc<Mutex<Writer>>,
-    behind: Arc<WriteBehind>,
-    behind_thread: Option<std::thread::JoinHandle<()>>,
+    writer: Mutex<Writer>,
     /// Every segment file, by id, for reads.
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// Length of each segment at open (what reads may reach in segments that existed then).
@@ -168,28 +152,18 @@ impl BodyLog {
             next_lsn,
             replay,
         } = scan::open_segments(&dir, commit, table)?;
-        let writer = Arc::new(Mutex::new(Writer {
+        let writer = Mutex::new(Writer {
             active: None,
             next_seg,
             next_lsn,
             unsynced: BTreeMap::new(),
             created: Vec::new(),
             unrecorded: Vec::new(),
-        }));
-        let behind = Arc::new(WriteBehind::default());
-        let behind_thread = {
-            let (writer, behind) = (Arc::clone(&writer), Arc::clone(&behind));
-            std::thread::Builder::new()
-                .name("lagomorph-write-behind".into())
-                .spawn(move || write_behind(&writer, &behind))
-                .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
-        };
+        });
         let log = BodyLog {
             dir,
             segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
             writer,
-            behind,
-            behind_thread: Some(behind_thread),
             files: RwLock::new(files),
             sizes_at_open: sizes,
             appended: AtomicU64::new(0),
@@ -333,12 +307,6 @@ impl BodyLog {
         *end += total;
         self.appended.fetch_add(total, Ordering::Relaxed);
         w.unsynced.insert(seg, file);
-        let mut st = lock(&self.behind.state);
-        st.0 += total;
-        if st.0 >= WRITE_BEHIND_BYTES {
-            self.behind.wake.notify_one();
-        }
-        drop(st);
         Ok(())
     }
 
@@ -538,37 +506,6 @@ impl BodyLog {
             .collect();
         v.sort_unstable();
         v
-    }
-}
-
-impl Drop for BodyLog {
-    fn drop(&mut self) {
-        lock(&self.behind.state).1 = true;
-        self.behind.wake.notify_one();
-        if let Some(t) = self.behind_thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The write-behind thread's loop (see [`WriteBehind`]).
-fn write_behind(writer: &Mutex<Writer>, behind: &WriteBehind) {
-    loop {
-        {
-            let mut st = lock(&behind.state);
-            while st.0 < WRITE_BEHIND_BYTES && !st.1 {
-                st = behind.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-            if st.1 {
-                return;
-            }
-            st.0 = 0;
-        }
-        let file = lock(writer).active.as_ref().map(|(_, f, _)| Arc::clone(f));
-        if let Some(f) = file {
-            // Only a head start for the device: a failure here shows again at the real sync.
-            let _ = f.sync_data();
-        }
     }
 }
 

@@ -255,6 +255,24 @@ fn entries_acked_before_their_chunk_is_sealed_are_never_written() {
     assert_eq!(ids(&*q), [1, 3, 5]);
 }
 
+/// A message of about 40 KB (seven fill a 256 KiB chunk).
+fn big_message(byte: u8) -> MessageRecord {
+    MessageRecord {
+        body: Bytes::from(vec![byte; 40_000]),
+        ..msg(0)
+    }
+}
+
+/// Bytes in the body log's segment files.
+fn logged_bytes(dir: &tempfile::TempDir) -> u64 {
+    std::fs::read_dir(dir.path().join("bodies"))
+        .map(|d| {
+            d.map(|e| e.expect("entry").metadata().expect("meta").len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// A write ahead never waits for a group commit's append (it runs on a connection's task):
 /// while one holds the log it writes nothing, and the next flush writes the chunk.
 #[test]
@@ -262,18 +280,8 @@ fn a_write_ahead_does_not_wait_for_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(&dir);
     let q = s.open_queue("/", "q").expect("open");
-    let m = MessageRecord {
-        body: Bytes::from(vec![7u8; 40_000]),
-        ..msg(0)
-    };
-    let logged = || -> u64 {
-        std::fs::read_dir(dir.path().join("bodies"))
-            .map(|d| {
-                d.map(|e| e.expect("entry").metadata().expect("meta").len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    let m = big_message(7);
+    let logged = || logged_bytes(&dir);
     let before = logged();
     let mut due = false;
     for id in 0..7 {
@@ -302,10 +310,7 @@ fn full_chunks_are_written_before_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(&dir);
     let q = s.open_queue("/", "q").expect("open");
-    let m = MessageRecord {
-        body: Bytes::from(vec![9u8; 40_000]),
-        ..msg(0)
-    };
+    let m = big_message(9);
     let mut due = 0;
     for id in 0..20 {
         if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
@@ -317,10 +322,7 @@ fn full_chunks_are_written_before_a_flush() {
     assert_eq!(due, 3);
     // Three full chunks are in the body log already; the flush indexes them with the rest.
     assert!(s.raw_tree(b"index").is_empty());
-    let logged: u64 = std::fs::read_dir(dir.path().join("bodies"))
-        .expect("bodies")
-        .map(|e| e.expect("entry").metadata().expect("meta").len())
-        .sum();
+    let logged = logged_bytes(&dir);
     assert!(logged > 3 * 240_000, "{logged}");
     s.flush().expect("flush");
     assert_eq!(raw_chunks(&s, "/", "q")[0].1.len(), 6);

@@ -61,6 +61,20 @@ impl Unapplied {
         }
     }
 
+    /// A flush's changes split into its message-index changes, gathered, and the rest.
+    pub(super) fn split(changes: Vec<Change>) -> (Self, Vec<Change>) {
+        let mut index = Unapplied::default();
+        let mut rest = Vec::new();
+        for c in changes {
+            if c.is_index() {
+                index.add(c);
+            } else {
+                rest.push(c);
+            }
+        }
+        (index, rest)
+    }
+
     /// Puts `later`'s changes on top of these.
     fn extend(&mut self, later: Unapplied) {
         // Every key change in `later` of a queue it drops came after the drop.

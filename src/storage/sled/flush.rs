@@ -234,27 +234,20 @@ impl SledStore {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         }
+        // Index changes wait for the next checkpoint; the rest (rare) goes to sled now, without
+        // the commit point, which moves only with the index.
+        let (index, rest) = Unapplied::split(std::mem::take(&mut p.changes));
         let result = if p.epoch != self.failures.load(std::sync::atomic::Ordering::Acquire) {
             Err(StoreError::Io(
                 "an earlier flush failed; this one is written again later".into(),
             ))
         } else {
-            // Index changes wait for the next checkpoint; the rest (rare) goes to sled now,
-            // without the commit point, which moves only with the index.
-            let (index, rest): (Vec<Change>, Vec<Change>) = std::mem::take(&mut p.changes)
-                .into_iter()
-                .partition(Change::is_index);
-            p.changes = index;
             wal::apply(&self.trees, &rest, None)
         };
         let seq = p.seq;
         match result {
             Ok(()) => {
                 let (target, record) = (p.target, p.record);
-                let mut index = Unapplied::default();
-                for c in std::mem::take(&mut p.changes) {
-                    index.add(c);
-                }
                 self.finish_flush(p.collected, &p.pending, target, seq);
                 if let Some(loc) = record {
                     self.checkpoints.committed(seq, loc, index);

@@ -222,6 +222,16 @@ impl ClassicQueue {
         )
     }
 
+    /// `r`, the result of store writes decided under the lock, or 0 (no group commit to wait
+    /// for) when they failed because the queue was deleted since: its flag is set before its
+    /// store is deleted, and its stored messages went with it.
+    fn unless_deleted(&self, r: Result<u64, StoreError>) -> Result<u64, StoreError> {
+        match r {
+            Err(_) if self.deleted.load(Ordering::Acquire) => Ok(0),
+            r => r,
+        }
+    }
+
     /// Does what was decided under the lock: store writes, timers, the spill tail, read-back.
     /// Returns the group-commit sequence of the store writes (0 when there were none).
     fn finish(
@@ -231,13 +241,7 @@ impl ClassicQueue {
         now: Now,
         fx: &mut Followups,
     ) -> Result<u64, StoreError> {
-        let seq = match self.store_work(&work) {
-            Ok(seq) => seq,
-            // Deleted after the work was decided (the flag is set before its store is
-            // deleted): its stored messages went with it, so there is nothing to write.
-            Err(_) if self.deleted.load(Ordering::Acquire) => 0,
-            Err(e) => return Err(e),
-        };
+        let seq = self.unless_deleted(self.store_work(&work))?;
         if let Some(at) = work.arm {
             self.deps.timers.arm(at, q);
         }
@@ -443,12 +447,7 @@ impl super::QueueType for ClassicQueue {
         if let Some(store) = self.store()
             && !self.deleted.load(Ordering::Acquire)
         {
-            match store.remove(id) {
-                Ok(()) => self.deps.commit.note_write(),
-                // Deleted meanwhile (see `finish`).
-                Err(_) if self.deleted.load(Ordering::Acquire) => return Ok(()),
-                Err(e) => return Err(e),
-            };
+            self.unless_deleted(store.remove(id).map(|()| self.deps.commit.note_write()))?;
         }
         Ok(())
     }

@@ -119,6 +119,14 @@ impl BudgetShare {
         self.used = 0;
     }
 
+    /// Bytes this share could charge now: what it reserved and does not use, plus what the
+    /// budget has left. A queue's own reservation is room for its refills: counting only the
+    /// budget's free bytes starves a queue whose room is all in its own share (a thousand
+    /// queues' shares may hold the whole budget between them).
+    pub fn room(&self, budget: &MemoryBudget) -> usize {
+        (self.held - self.used) + budget.limit().saturating_sub(budget.used())
+    }
+
     /// Bytes charged.
     pub fn used(&self) -> usize {
         self.used
@@ -146,6 +154,7 @@ mod tests {
             "the share used nearly the whole budget"
         );
         assert!(!c.charge(&b, CHUNK), "nothing left for another queue");
+
         c.force(&b, 10);
         assert!(b.used() > b.limit(), "one forced message may go over");
         a.credit(&b, charged);
@@ -153,5 +162,25 @@ mod tests {
         a.release_all(&b);
         c.release_all(&b);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_share_counts_its_own_slack_as_room_when_the_budget_is_spent() {
+        let b = MemoryBudget::new(4 * CHUNK);
+        let mut a = BudgetShare::default();
+        let mut c = BudgetShare::default();
+        assert!(a.charge(&b, 2 * CHUNK));
+        assert!(c.charge(&b, 2 * CHUNK));
+        assert_eq!(b.used(), b.limit(), "the shares hold the whole budget");
+        assert_eq!(a.room(&b), 0);
+        a.credit(&b, CHUNK);
+        assert_eq!(
+            b.used(),
+            b.limit(),
+            "slack under two chunks stays with the share"
+        );
+        assert_eq!(a.room(&b), CHUNK, "what it gave back is its room");
+        assert_eq!(c.room(&b), 0, "and not another share's");
+        assert!(a.charge(&b, CHUNK), "room means a charge fits");
     }
 }

@@ -225,11 +225,7 @@ impl ClassicQueue {
             head.in_memory(),
             head.paged_start(),
         );
-        let free = self
-            .deps
-            .budget
-            .limit()
-            .saturating_sub(self.deps.budget.used());
+        let free = st.share.room(&self.deps.budget);
         let by_budget = free / (paged_avg + crate::broker::message::MESSAGE_OVERHEAD);
         if in_memory > 0 {
             want = want.min(by_budget);

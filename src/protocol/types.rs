@@ -455,6 +455,17 @@ pub fn decode_table(payload: &Bytes) -> Result<FieldTable, FrameError> {
 }
 
 impl FieldTable {
+    /// The table with its strings and byte arrays moved into one allocation of its own.
+    ///
+    /// A decoded table's values are slices of the read buffer they came in, and a slice keeps
+    /// the whole buffer (64 KiB) alive: a table kept for a connection's or a binding's life
+    /// must not pin one. Re-encoding gives one buffer of the table's size.
+    pub fn detached(&self) -> FieldTable {
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        put_table(self, &mut buf);
+        decode_table(&buf.freeze()).unwrap_or_else(|_| self.clone())
+    }
+
     /// Bytes this table takes on the wire, its u32 length prefix included.
     pub fn encoded_len(&self) -> usize {
         4 + self
@@ -703,6 +714,41 @@ mod tests {
 
     fn key(s: &'static str) -> ShortStr {
         ShortStr::from_static(s)
+    }
+
+    #[test]
+    fn a_detached_table_is_equal_and_keeps_nothing_of_its_read_buffer() {
+        // A table as a client sends it, at the front of a large read buffer.
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        encode_table(&every_type(), &mut buf);
+        let len = buf.len();
+        buf.resize(64 * 1024, 0);
+        let read = buf.freeze();
+        let table = decode_table(&read.slice(..len)).expect("decodes");
+        let detached = table.detached();
+        assert_eq!(detached, table);
+        let inside = read.as_ptr_range();
+        fn slices(t: &FieldTable, out: &mut Vec<*const u8>) {
+            for (_, v) in &t.0 {
+                match v {
+                    FieldValue::LongStr(s) => out.push(s.0.as_ptr()),
+                    FieldValue::ByteArray(b) => out.push(b.as_ptr()),
+                    FieldValue::Table(t) => slices(t, out),
+                    _ => {}
+                }
+            }
+        }
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        slices(&table, &mut before);
+        slices(&detached, &mut after);
+        assert!(
+            before.iter().any(|p| inside.contains(p)),
+            "decoding slices the read buffer"
+        );
+        assert!(
+            after.iter().all(|p| !inside.contains(p)),
+            "the detached table does not"
+        );
     }
 
     fn every_type() -> FieldTable {

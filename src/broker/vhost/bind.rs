@@ -50,7 +50,7 @@ impl VHost {
         self.change(|defs| {
             let (x, destination) = self.binding_ends(source, dest, dest_is_exchange, conn)?;
             let added = x
-                .bind(destination.clone(), key, args.clone())
+                .bind(destination.clone(), key, args.detached())
                 .map_err(BrokerError::PreconditionFailed)?;
             if added && x.durable && self.dest_durable(&destination) {
                 defs.push(DefOp::PutBinding(self.binding_record(

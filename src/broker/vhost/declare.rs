@@ -137,7 +137,7 @@ impl VHost {
                 spec.durable,
                 spec.auto_delete,
                 spec.internal,
-                spec.arguments.clone(),
+                spec.arguments.detached(),
             )
             .ok_or_else(|| {
                 BrokerError::NotImplemented(format!("invalid exchange type '{type_name}'"))
@@ -229,7 +229,7 @@ impl VHost {
         } else {
             Arc::from(spec.name.as_str())
         };
-        let args = QueueArgs::parse(spec.arguments.clone(), &name, &self.name)?;
+        let args = QueueArgs::parse(spec.arguments.detached(), &name, &self.name)?;
         let dedup = Self::dedup_spec(&spec.arguments)?;
         if let Some(q) = self.find_queue(&name) {
             return self.redeclare(&q, spec, conn, now);

@@ -115,7 +115,7 @@ impl Connection {
             .info
             .client_properties
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = m.client_properties.clone();
+            .unwrap_or_else(|e| e.into_inner()) = m.client_properties.detached();
         if let Some(FieldValue::Table(caps)) = m.client_properties.get("capabilities") {
             let flag = |k: &str| caps.get(k).and_then(FieldValue::as_bool).unwrap_or(false);
             self.caps = ClientCaps {

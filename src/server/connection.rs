@@ -18,8 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Stop taking deliveries from the mailbox while this much output waits to be written.
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
-/// Read buffer growth step.
+/// Read buffer growth step, at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer growth step at first: it doubles (up to [`READ_CHUNK`]) each time a read fills
+/// the buffer, so a busy publisher soon reads 64 KiB at a time while each of a thousand
+/// connections that only send acks keeps a few KiB, not 64.
+const READ_START: usize = 4 * 1024;
 
 /// Where a connection came from and what it offers.
 pub(crate) struct Peer {
@@ -46,7 +50,8 @@ where
     let commit = std::sync::Arc::clone(broker.commit());
     let mut flushed_rx = commit.subscribe();
     let mut session = Connection::new(broker, info, clock::now()).with_mechanisms(peer.mechanisms);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(READ_START);
+    let mut step = READ_START;
     let mut requested = 0u64;
     let mut shutting_down = false;
     // One timer for the connection's life. It is moved only when the session's deadline comes
@@ -82,16 +87,22 @@ where
             timer.as_mut().reset(d);
             armed = Some(d);
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < step / 4 {
+            buf.reserve(step);
         }
+        let spare = buf.capacity() - buf.len();
         tokio::select! {
             r = stream.read_buf(&mut buf), if session.wants_read() => match r {
                 Ok(0) | Err(_) => {
                     session.handle_disconnect();
                     return;
                 }
-                Ok(_) => session.handle_bytes(&mut buf, clock::now()),
+                Ok(n) => {
+                    if n == spare {
+                        step = (step * 2).min(READ_CHUNK);
+                    }
+                    session.handle_bytes(&mut buf, clock::now());
+                }
             },
             Some(msg) = rx.recv(), if session.pending_output() < OUTPUT_HIGH_WATER => {
                 let now = clock::now();

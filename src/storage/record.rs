@@ -277,13 +277,21 @@ impl ChunkEntry {
     }
 
     /// As [`ChunkEntry::decode`], but `properties`, `meta` and `body` are slices of one copy of
-    /// the entry, so they do not keep the whole chunk alive.
-    pub fn decode_owned(&self, chunk: &[u8]) -> Result<MessageRecord, DecodeError> {
-        let entry = chunk
-            .get(self.range.clone())
-            .ok_or(DecodeError("entry out of bounds"))?;
-        let copy = Bytes::copy_from_slice(entry);
-        decode_fields(&copy, ENTRY_HEADER_LEN.min(copy.len())..copy.len())
+    /// them (not of the entry's names and header), so they do not keep the whole chunk alive.
+    pub fn decode_owned(&self, chunk: &Bytes) -> Result<MessageRecord, DecodeError> {
+        let r = self.decode(chunk)?;
+        let (p, m) = (r.properties.len(), r.meta.len());
+        let mut copy = Vec::with_capacity(p + m + r.body.len());
+        for part in [&r.properties, &r.meta, &r.body] {
+            copy.extend_from_slice(part);
+        }
+        let copy = Bytes::from(copy);
+        Ok(MessageRecord {
+            properties: copy.slice(..p),
+            meta: copy.slice(p..p + m),
+            body: copy.slice(p + m..),
+            ..r
+        })
     }
 }
 

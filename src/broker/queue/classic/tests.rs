@@ -595,3 +595,41 @@ fn a_consumer_drains_a_paged_backlog_in_order() {
     let want: Vec<String> = (0..300).map(|i: i32| i.to_string()).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_queue_refills_from_its_own_reservation_when_other_queues_hold_the_budget() {
+    // A grain of 4 KiB: each queue that ever held a message keeps one reservation of slack.
+    let h = Harness::with(BrokerOptions {
+        queue_memory_budget: 64 * 4096,
+        ..BrokerOptions::default()
+    });
+    let body = "x".repeat(100);
+    for i in 0..63 {
+        let q = h.declare(&format!("idle{i}"), false, FieldTable::new());
+        assert!(h.publish(&q.name, &body));
+        assert!(h.get(&q).is_some());
+    }
+    let q = h.declare("backlog", true, FieldTable::new());
+    for i in 0..200 {
+        assert!(h.publish_persistent("backlog", &format!("{i:03}{body}")));
+    }
+    let budget = h.broker.memory_budget();
+    assert!(
+        budget.used() >= budget.limit(),
+        "the shares hold the whole budget"
+    );
+    let mut got = Vec::new();
+    for _ in 0..30 {
+        got.extend(h.get(&q));
+        // Refilled from what its own deliveries gave back, not one message at a time.
+        assert!(
+            q.counts().in_memory >= 4,
+            "{} in memory after {} gets",
+            q.counts().in_memory,
+            got.len()
+        );
+    }
+    got.extend(h.drain(&q));
+    let want: Vec<String> = (0..200).map(|i| format!("{i:03}{body}")).collect();
+    assert_eq!(got, want);
+}

@@ -72,7 +72,8 @@ proptest! {
     fn content_headers_match_amq_protocol(
         p in properties(true),
         body_size in any::<u64>(),
-        channel in any::<u16>(),
+        // Content frames on channel 0 are a connection error, rejected by the decoder.
+        channel in 1..=u16::MAX,
     ) {
         let frame = Frame::Header {
             channel,
@@ -103,7 +104,8 @@ proptest! {
     #[test]
     fn body_frames_match_amq_protocol(
         body in proptest::collection::vec(any::<u8>(), 0..2000),
-        channel in any::<u16>(),
+        // Content frames on channel 0 are a connection error, rejected by the decoder.
+        channel in 1..=u16::MAX,
     ) {
         let frame = Frame::Body { channel, payload: Bytes::from(body.clone()) };
         let amq = AMQPFrame::Body(channel, body);

@@ -648,3 +648,29 @@ fn several_frames_in_one_buffer() {
     assert_eq!(n, 3);
     assert!(buf.is_empty());
 }
+
+#[test]
+fn content_frames_on_channel_zero_are_unexpected() {
+    for frame in [
+        Frame::Body {
+            channel: 0,
+            payload: Bytes::from_static(b"x"),
+        },
+        Frame::Header {
+            channel: 0,
+            header: ContentHeader {
+                class_id: 60,
+                body_size: 1,
+                properties: Properties::EMPTY,
+            },
+        },
+    ] {
+        let mut buf = BytesMut::new();
+        encode(&frame, &mut buf);
+        let got = decode(&mut buf, 4096);
+        assert!(
+            matches!(got, Err(FrameError::UnexpectedFrame { .. })),
+            "{got:?}"
+        );
+    }
+}

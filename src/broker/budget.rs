@@ -124,7 +124,7 @@ impl BudgetShare {
     /// budget's free bytes starves a queue whose room is all in its own share (a thousand
     /// queues' shares may hold the whole budget between them).
     pub fn room(&self, budget: &MemoryBudget) -> usize {
-        (self.held - self.used) + budget.limit().saturating_sub(budget.used())
+        self.held.saturating_sub(self.used) + budget.limit().saturating_sub(budget.used())
     }
 
     /// Bytes charged.
@@ -154,7 +154,6 @@ mod tests {
             "the share used nearly the whole budget"
         );
         assert!(!c.charge(&b, CHUNK), "nothing left for another queue");
-
         c.force(&b, 10);
         assert!(b.used() > b.limit(), "one forced message may go over");
         a.credit(&b, charged);

@@ -50,6 +50,21 @@ pub use self::sled::{LogStats, SledOptions, SledStore};
 pub use memory::MemoryStore;
 pub use spill::Spill;
 
+/// Locks a mutex of the stores. Every critical section leaves its data consistent before
+/// anything can panic, so a poisoned lock is still safe to use.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`lock`] if the mutex is free now; `None` while another thread holds it.
+fn try_lock<T>(m: &std::sync::Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 
@@ -33,7 +33,7 @@ pub use format::Loc;
 use format::{RECORD_HEADER, RecordId, SEGMENT_HEADER};
 pub use scan::Replay;
 
-use super::StoreError;
+use super::{StoreError, lock, try_lock};
 
 /// Folder of the segment files, under the data directory.
 pub const DIR: &str = "bodies";
@@ -123,11 +123,6 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the writer consistent before anything can fail.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl BodyLog {
     /// Opens the log in `data_dir/bodies`, given the last durable commit point and segment table
     /// from sled (see the module docs for what recovery does), and returns the index records past the
@@ -206,12 +201,10 @@ impl BodyLog {
     /// [`BodyLog::append`] unless another append (a group commit's) is under way: `None` then,
     /// and nothing is written. For writes ahead of a flush, which the flush makes anyway.
     pub fn try_append(&self, records: &[Append<'_>]) -> Result<Option<Vec<Loc>>, StoreError> {
-        let mut w = match self.writer.try_lock() {
-            Ok(w) => w,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-        };
-        self.append_locked(&mut w, records).map(Some)
+        match try_lock(&self.writer) {
+            Some(mut w) => self.append_locked(&mut w, records).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Holds the writer as an append would (tests of writes that must not wait for one).

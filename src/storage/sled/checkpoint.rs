@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use super::super::StoreError;
 use super::super::bodylog::{CommitPoint, Loc};
+use super::super::lock;
 use super::defs::Target;
 use super::queue::Shared;
 use super::wal::{self, Change};
-use super::{Trees, io, lock};
+use super::{Trees, io};
 
 /// Message-index changes committed (synced in the body log) and not yet applied to sled.
 /// Applying [`Unapplied::changes`] leaves sled's index as applying every gathered change in

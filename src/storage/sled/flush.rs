@@ -23,12 +23,13 @@ use std::sync::Arc;
 use super::super::StoreError;
 use super::super::bodylog::Loc;
 use super::super::chunk::{Work, compact};
+use super::super::lock;
 use super::super::record;
 use super::checkpoint::Unapplied;
 use super::defs::Target;
 use super::queue::{Move, Pending, SledQueue};
 use super::wal::{self, Change};
-use super::{LogStats, SledStore, lock};
+use super::{LogStats, SledStore};
 
 /// Flushes in a row that must leave a segment under the threshold unchanged before it is
 /// compacted (at the idle background tick of 200 ms, about 4 s).

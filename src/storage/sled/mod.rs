@@ -68,7 +68,7 @@ mod wal;
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,7 +78,7 @@ use super::chunk::Index;
 use super::record;
 use super::{
     BindingRecord, Definitions, ExchangeRecord, FlushGate, FlushHold, PreparedFlush, QueueRecord,
-    QueueStore, Store, StoreError,
+    QueueStore, Store, StoreError, lock,
 };
 use defs::Target;
 use queue::{Pending, Shared, SledQueue};
@@ -660,12 +660,6 @@ fn open_err(path: &Path, e: sled::Error) -> StoreError {
     } else {
         io(e)
     }
-}
-
-/// Locks a mutex whose every critical section leaves its data consistent before anything can
-/// panic, so a poisoned lock is still safe to use.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn io(e: sled::Error) -> StoreError {

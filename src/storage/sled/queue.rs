@@ -16,8 +16,8 @@ use super::super::bodylog::{BodyLog, Loc};
 use super::super::chunk::{Index, ReadPart, Work};
 use super::super::record::{self, DecodeError};
 use super::super::{MessageView, PutOutcome, QueueStore, StoreError, StoredMessage};
+use super::super::{lock, try_lock};
 use super::defs::{Op, Target};
-use super::lock;
 use super::quarantine::Quarantine;
 
 /// Bound on read rounds that each meet a damaged or moved chunk.
@@ -195,10 +195,8 @@ impl SledQueue {
     /// Skipped while a flush is collecting this queue or appending to the log: that flush, or
     /// the next, writes them, and the caller (a connection's task) does not wait for it.
     fn write_ahead(&self) -> Result<(), StoreError> {
-        let _io = match self.io.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        let Some(_io) = try_lock(&self.io) else {
+            return Ok(());
         };
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());

@@ -114,19 +114,6 @@ pub struct RecordId {
     pub first: u64,
 }
 
-/// Appends a chunk record to `out` and returns its CRC.
-pub fn encode_record(id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
-    encode_kind(KIND_CHUNK, id, payload, out)
-}
-
-/// Appends a record of `kind` to `out` and returns its CRC.
-pub fn encode_kind(kind: u8, id: RecordId, payload: &[u8], out: &mut Vec<u8>) -> u32 {
-    let (header, crc) = record_header(kind, id, payload);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
-    crc
-}
-
 /// The header of a record of `kind` holding `payload` (written before it, so that the payload
 /// itself is never copied), and the record's CRC: over the header after the CRC field, then
 /// the payload.
@@ -208,8 +195,8 @@ mod tests {
             lsn: u64, queue: u64, first: u64, flip in any::<proptest::sample::Index>(), bit in 0u8..8,
         ) {
             let id = RecordId { lsn, queue, first };
-            let mut rec = Vec::new();
-            let crc = encode_record(id, &payload, &mut rec);
+            let (header, crc) = record_header(KIND_CHUNK, id, &payload);
+            let mut rec = [&header[..], &payload].concat();
             let h = check_record(&rec).expect("valid");
             prop_assert_eq!(h, Header { kind: KIND_CHUNK, id, payload_len: payload.len() as u32, crc });
             let at = flip.index(rec.len());

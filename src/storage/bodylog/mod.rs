@@ -279,13 +279,6 @@ impl BodyLog {
         self.write_parts(w, &parts)
     }
 
-    /// Appends `buf` at the active segment's end.
-    fn write_out(&self, w: &mut Writer, buf: &mut Vec<u8>) -> Result<(), StoreError> {
-        self.write_parts(w, &[buf])?;
-        buf.clear();
-        Ok(())
-    }
-
     /// Appends `parts`, one after the other, at the active segment's end.
     fn write_parts(&self, w: &mut Writer, parts: &[&[u8]]) -> Result<(), StoreError> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
@@ -352,20 +345,15 @@ impl BodyLog {
             return Err(StoreError::Io("invariant: an active segment".into()));
         };
         let (seg, offset, lsn) = (*seg, *end, w.next_lsn);
-        let mut buf = Vec::with_capacity(RECORD_HEADER + payload.len());
-        let crc = format::encode_kind(
-            format::KIND_INDEX,
-            RecordId {
-                lsn,
-                queue: 0,
-                first: 0,
-            },
-            &payload,
-            &mut buf,
-        );
-        let len = u32::try_from(buf.len())
+        let id = RecordId {
+            lsn,
+            queue: 0,
+            first: 0,
+        };
+        let (header, crc) = format::record_header(format::KIND_INDEX, id, &payload);
+        let len = u32::try_from(RECORD_HEADER + payload.len())
             .map_err(|_| StoreError::Io("body-log index record over 4 GiB".into()))?;
-        if let Err(e) = self.write_out(&mut w, &mut buf) {
+        if let Err(e) = self.write_records(&mut w, &[header], &[&payload]) {
             let later = std::mem::replace(&mut w.unrecorded, created);
             w.unrecorded.extend(later);
             return Err(e);

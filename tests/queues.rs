@@ -6,7 +6,7 @@ mod support;
 use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use support::{assert_amqp_err, start, unique, within};
+use support::{assert_amqp_err, publish_with, start, unique, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declare_ok_carries_counts_and_server_names() {
@@ -274,15 +274,7 @@ async fn acks_after_the_queue_is_deleted_are_accepted() {
     .await
     .expect("declare");
     for _ in 0..3 {
-        within(ch.basic_publish(
-            "".into(),
-            q.as_str().into(),
-            BasicPublishOptions::default(),
-            b"persistent",
-            BasicProperties::default().with_delivery_mode(2),
-        ))
-        .await
-        .expect("publish");
+        publish_with(&ch, &q, "persistent", None, true).await;
     }
     let mut tags = Vec::new();
     for _ in 0..3 {

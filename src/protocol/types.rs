@@ -458,7 +458,7 @@ impl FieldTable {
     /// The table with its strings and byte arrays moved into one allocation of its own.
     ///
     /// A decoded table's values are slices of the read buffer they came in, and a slice keeps
-    /// the whole buffer (64 KiB) alive: a table kept for a connection's or a binding's life
+    /// the whole buffer (up to 64 KiB) alive: a table kept for a connection's or a binding's life
     /// must not pin one. Re-encoding gives one buffer of the table's size.
     pub fn detached(&self) -> FieldTable {
         let mut buf = BytesMut::with_capacity(self.encoded_len());

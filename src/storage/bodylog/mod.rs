@@ -98,6 +98,29 @@ struct Writer {
     unrecorded: Vec<u64>,
 }
 
+/// The writer as [`BodyLog::try_settled`] shows it: no append under way.
+pub struct Settled<'a> {
+    w: &'a mut Writer,
+}
+
+impl Settled<'_> {
+    /// The active segment's id, if any (appends go there; it is never deleted).
+    pub fn active(&self) -> Option<u64> {
+        self.w.active.as_ref().map(|(s, _, _)| *s)
+    }
+
+    /// Bytes written to the active segment so far.
+    pub fn active_len(&self) -> u64 {
+        self.w.active.as_ref().map_or(0, |(_, _, end)| *end)
+    }
+
+    /// Closes the active segment: the next append starts a new one (so an emptied active
+    /// segment can be deleted).
+    pub fn seal(&mut self) {
+        self.w.active = None;
+    }
+}
+
 /// The body log of one data directory. See the module docs.
 pub struct BodyLog {
     dir: PathBuf,
@@ -193,18 +216,43 @@ impl BodyLog {
     }
 
     /// Appends records (one write per segment touched) and returns where each went. No fsync:
-    /// [`BodyLog::sync`] makes them durable.
-    pub fn append(&self, records: &[Append<'_>]) -> Result<Vec<Loc>, StoreError> {
-        self.append_locked(&mut lock(&self.writer), records)
+    /// [`BodyLog::sync`] makes them durable. `written` runs with their locations before the
+    /// writer is released: what it records about them (the store counts them live) is in place
+    /// before any other append, or any [`BodyLog::try_settled`], can run.
+    pub fn append(
+        &self,
+        records: &[Append<'_>],
+        written: impl FnOnce(&[Loc]),
+    ) -> Result<Vec<Loc>, StoreError> {
+        let mut w = lock(&self.writer);
+        let locs = self.append_locked(&mut w, records)?;
+        written(&locs);
+        Ok(locs)
     }
 
     /// [`BodyLog::append`] unless another append (a group commit's) is under way: `None` then,
     /// and nothing is written. For writes ahead of a flush, which the flush makes anyway.
-    pub fn try_append(&self, records: &[Append<'_>]) -> Result<Option<Vec<Loc>>, StoreError> {
-        match try_lock(&self.writer) {
-            Some(mut w) => self.append_locked(&mut w, records).map(Some),
-            None => Ok(None),
-        }
+    pub fn try_append(
+        &self,
+        records: &[Append<'_>],
+        written: impl FnOnce(&[Loc]),
+    ) -> Result<Option<Vec<Loc>>, StoreError> {
+        let Some(mut w) = try_lock(&self.writer) else {
+            return Ok(None);
+        };
+        let locs = self.append_locked(&mut w, records)?;
+        written(&locs);
+        Ok(Some(locs))
+    }
+
+    /// Runs `f` with the active segment while no append is under way (every record appended
+    /// so far has been through its `written`), or returns `None` at once when one is. Which
+    /// segments are empty, and whether to close the active one, is decided here: a segment
+    /// an append has just left for a new one cannot look empty while its last records are
+    /// still uncounted.
+    pub fn try_settled<R>(&self, f: impl FnOnce(&mut Settled<'_>) -> R) -> Option<R> {
+        let mut w = try_lock(&self.writer)?;
+        Some(f(&mut Settled { w: &mut w }))
     }
 
     /// Holds the writer as an append would (tests of writes that must not wait for one).
@@ -323,12 +371,14 @@ impl BodyLog {
 
     /// Appends one index record (see [`format::KIND_INDEX`]): `payload`, extended by
     /// `add_segments` with the segments created since the previous index record (this record's
-    /// own included), each adding at most `per_segment` bytes. No fsync. Returns its location.
+    /// own included), each adding at most `per_segment` bytes. No fsync. Returns its location,
+    /// which `written` sees first, as [`BodyLog::append`]'s does.
     pub fn append_index(
         &self,
         mut payload: Vec<u8>,
         per_segment: usize,
         add_segments: impl FnOnce(&mut Vec<u8>, &[u64]),
+        written: impl FnOnce(&Loc),
     ) -> Result<Loc, StoreError> {
         let mut w = lock(&self.writer);
         let bound = (RECORD_HEADER + payload.len() + per_segment * (w.unrecorded.len() + 1)) as u64;
@@ -359,13 +409,15 @@ impl BodyLog {
             return Err(e);
         }
         w.next_lsn += 1;
-        Ok(Loc {
+        let loc = Loc {
             seg,
             offset,
             len,
             crc,
             lsn,
-        })
+        };
+        written(&loc);
+        Ok(loc)
     }
 
     /// Makes every record appended so far durable (`fdatasync` of each segment written, and of
@@ -443,20 +495,6 @@ impl BodyLog {
     /// The active segment's id (never deleted), if any.
     pub fn active(&self) -> Option<u64> {
         lock(&self.writer).active.as_ref().map(|(s, _, _)| *s)
-    }
-
-    /// Bytes written to the active segment so far.
-    pub fn active_len(&self) -> u64 {
-        lock(&self.writer)
-            .active
-            .as_ref()
-            .map_or(0, |(_, _, end)| *end)
-    }
-
-    /// Closes the active segment: the next append starts a new one (so an emptied active
-    /// segment can be deleted).
-    pub fn seal_active(&self) {
-        lock(&self.writer).active = None;
     }
 
     /// Deletes a segment no index entry points into any more (durably so).
@@ -557,7 +595,7 @@ mod tests {
             .enumerate()
             .map(|(i, p)| (3, i as u64, p.as_slice()))
             .collect();
-        let locs = log.append(&recs).expect("append");
+        let locs = log.append(&recs, |_| ()).expect("append");
         log.sync().expect("sync");
         assert_eq!(log.segments().len(), 1);
         for (i, loc) in locs.iter().enumerate() {
@@ -577,15 +615,18 @@ mod tests {
             .enumerate()
             .map(|(i, p)| (7, i as u64 * 10, p.as_slice()))
             .collect();
-        let locs = log.append(&recs).expect("append");
+        let locs = log.append(&recs, |_| ()).expect("append");
         // A record bigger than a segment gets one of its own.
         let big = vec![9u8; 5000];
-        let big_loc = log.append(&[(7, 999, &big)]).expect("append big")[0];
+        let big_loc = log.append(&[(7, 999, &big)], |_| ()).expect("append big")[0];
         let mut recorded = Vec::new();
         let ix = log
-            .append_index(b"changes".to_vec(), 8, |_, segs| {
-                recorded.extend_from_slice(segs)
-            })
+            .append_index(
+                b"changes".to_vec(),
+                8,
+                |_, segs| recorded.extend_from_slice(segs),
+                |_| (),
+            )
             .expect("index record");
         log.sync().expect("sync");
         assert!(log.segments().len() >= 4, "{:?}", log.segments());
@@ -606,16 +647,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (commit, second, loc, tail) = {
             let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 1 << 20).expect("open");
-            let loc = log.append(&[(1, 1, b"kept")]).expect("append")[0];
+            let loc = log.append(&[(1, 1, b"kept")], |_| ()).expect("append")[0];
             let first = log
-                .append_index(b"first".to_vec(), 0, no_segments)
+                .append_index(b"first".to_vec(), 0, no_segments, |_| ())
                 .expect("index");
-            log.append(&[(1, 2, b"indexed after the checkpoint")])
+            log.append(&[(1, 2, b"indexed after the checkpoint")], |_| ())
                 .expect("append");
             let second = log
-                .append_index(b"second".to_vec(), 0, no_segments)
+                .append_index(b"second".to_vec(), 0, no_segments, |_| ())
                 .expect("index");
-            let tail = log.append(&[(1, 3, b"never indexed")]).expect("append")[0];
+            let tail = log
+                .append(&[(1, 3, b"never indexed")], |_| ())
+                .expect("append")[0];
             log.sync().expect("sync");
             (
                 CommitPoint::after(&first),
@@ -644,7 +687,7 @@ mod tests {
             tail.end()
         );
         assert_eq!(log.read(&loc, 1, 1).expect("io").expect("ok"), &b"kept"[..]);
-        let next = log.append(&[(1, 4, b"new")]).expect("append")[0];
+        let next = log.append(&[(1, 4, b"new")], |_| ()).expect("append")[0];
         assert!(next.seg > 0xff && next.lsn > tail.lsn, "{next:?}");
     }
 
@@ -654,13 +697,13 @@ mod tests {
         let (commit, first_ix, second_ix) = {
             let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 200).expect("open");
             let a = log
-                .append_index(vec![1; 100], 0, no_segments)
+                .append_index(vec![1; 100], 0, no_segments, |_| ())
                 .expect("index");
             let b = log
-                .append_index(vec![2; 100], 0, no_segments)
+                .append_index(vec![2; 100], 0, no_segments, |_| ())
                 .expect("index");
             let c = log
-                .append_index(vec![3; 100], 0, no_segments)
+                .append_index(vec![3; 100], 0, no_segments, |_| ())
                 .expect("index");
             log.sync().expect("sync");
             assert!(a.seg < b.seg && b.seg < c.seg, "{a:?} {b:?} {c:?}");

@@ -10,7 +10,11 @@
 //! the index changes to the checkpointer, which applies them with the commit point (the end of
 //! the index record) at the next checkpoint (see [`super::checkpoint`]);
 //! (4) tell each queue its chunks are stored, count each segment's live bytes down, note the
-//! segments with none left for deletion at a checkpoint, pick the next one to compact.
+//! segments with none left for deletion at a checkpoint, pick the next one to compact. The
+//! last two need the body log's writer idle ([`BodyLog::try_settled`]): the flusher may be
+//! appending the next flush's chunks meanwhile, and a segment it has just filled and left
+//! must not look empty before they count as live. When the writer is busy, a later flush
+//! decides.
 //!
 //! A failure before (3) completes puts every queue's work and the buffered writes back for the
 //! next flush; records already appended are either garbage that no index entry points at, or an
@@ -21,7 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::StoreError;
-use super::super::bodylog::Loc;
+#[cfg(doc)]
+use super::super::bodylog::BodyLog;
+use super::super::bodylog::{Loc, Settled};
 use super::super::chunk::{Work, compact};
 use super::super::lock;
 use super::super::record;
@@ -60,6 +66,11 @@ pub(super) struct Space {
     doomed: Vec<(u64, u64)>,
     /// Segment of the last index record written.
     last_record_seg: u64,
+    /// Segments whose live bytes changed since compaction last looked.
+    changed: std::collections::HashSet<u64>,
+    /// A flush could not decide which segments are empty (an append was under way): the next
+    /// one must, even with nothing else to do.
+    unsettled: bool,
     pub(super) stats: LogStats,
 }
 
@@ -145,6 +156,7 @@ impl SledStore {
     pub(super) fn maintenance_due(&self) -> bool {
         let space = lock(&self.shared.space);
         space.target.is_some()
+            || space.unsettled
             || !space.unlisted.is_empty()
             || space.needs_advance()
             || !space.quiet.is_empty()
@@ -287,10 +299,6 @@ impl SledStore {
         for (queue, work, moves) in p.collected.iter_mut() {
             queue.append_bodies(work, true)?;
             self.append_moves(queue, moves)?;
-            let mut space = lock(&self.shared.space);
-            for loc in moves.iter().filter_map(|m| m.to) {
-                space.add(&loc);
-            }
         }
         // Delayed messages put before this flush began become durable with it.
         self.delayed.sync()?;
@@ -301,11 +309,13 @@ impl SledStore {
                 wal::encode(&changes),
                 wal::SEGMENT_ADD_BYTES,
                 |out, segs| added = wal::add_segments(out, segs),
+                |loc| {
+                    let mut space = lock(&self.shared.space);
+                    space.note_size(loc.seg, loc.end());
+                    space.last_record_seg = loc.seg;
+                },
             )?;
             changes.extend(added);
-            let mut space = lock(&self.shared.space);
-            space.note_size(loc.seg, loc.end());
-            space.last_record_seg = loc.seg;
             p.record = Some(loc);
         }
         p.changes = changes;
@@ -338,7 +348,14 @@ impl SledStore {
         if appends.is_empty() {
             return Ok(());
         }
-        let mut locs = self.shared.log.append(&appends)?.into_iter();
+        // Counted live before the writer is released (see `BodyLog::try_settled`).
+        let count = |locs: &[Loc]| {
+            let mut space = lock(&self.shared.space);
+            for loc in locs {
+                space.add(loc);
+            }
+        };
+        let mut locs = self.shared.log.append(&appends, count)?.into_iter();
         for (m, _) in moves.iter_mut().zip(&payloads).filter(|(_, p)| p.is_some()) {
             m.to = locs.next();
         }
@@ -376,17 +393,44 @@ impl SledStore {
             dead.extend(queue.finish(work, moves));
         }
         drop(collected);
-        let active = self.shared.log.active();
-        let mut space = lock(&self.shared.space);
-        let mut changed = std::collections::HashSet::new();
-        for &(seg, bytes) in &dead {
-            space.sub(seg, bytes);
-            if bytes > 0 {
-                changed.insert(seg);
+        {
+            let mut space = lock(&self.shared.space);
+            for &(seg, bytes) in &dead {
+                space.sub(seg, bytes);
+                if bytes > 0 {
+                    space.changed.insert(seg);
+                }
+            }
+            space.stats.chunks_moved += moved;
+            space.stats.bytes_copied += copied;
+            if let Some(t) = target
+                && moved == 0
+            {
+                // Nothing could be moved (its chunks belong to no open queue, or are
+                // unreadable): give others a turn and try this one again once it has been
+                // quiet as long.
+                space.target = None;
+                space.quiet.insert(t, 0);
             }
         }
-        space.stats.chunks_moved += moved;
-        space.stats.bytes_copied += copied;
+        // Which segments are empty depends on which one is active, and on every append having
+        // counted its records live: decided while no append is under way, else by a later
+        // flush (the flusher may be appending the next one's chunks right now).
+        let settled = self.shared.log.try_settled(|log| {
+            let mut space = lock(&self.shared.space);
+            self.settle(&mut space, log, seq);
+        });
+        if settled.is_none() {
+            lock(&self.shared.space).unsettled = true;
+        }
+    }
+
+    /// Notes the segments with nothing live (but the active one) for deletion by the first
+    /// checkpoint that covers flush `seq` and lies past them, closes an emptied active segment
+    /// that has grown large, and picks the next segment to compact.
+    fn settle(&self, space: &mut Space, log: &mut Settled<'_>, seq: u64) {
+        space.unsettled = false;
+        let active = log.active();
         let mut empty: Vec<u64> = space
             .size
             .keys()
@@ -395,12 +439,11 @@ impl SledStore {
             .collect();
         empty.sort_unstable();
         for seg in empty {
-            // Deleted by the first checkpoint that covers this flush and lies past it.
             space.size.remove(&seg);
             space.live.remove(&seg);
             space.quiet.remove(&seg);
             space.doomed.push((seg, seq));
-            if target == Some(seg) {
+            if space.target == Some(seg) {
                 space.stats.segments_compacted += 1;
                 tracing::info!(
                     segment = seg,
@@ -412,22 +455,15 @@ impl SledStore {
         }
         if let Some(a) = active
             && space.live(a) == 0
-            && self.shared.log.active_len() > SEAL_EMPTY_ACTIVE
+            && log.active_len() > SEAL_EMPTY_ACTIVE
         {
             // Nothing live in the active segment: close it so the next flush can delete it.
-            self.shared.log.seal_active();
+            log.seal();
         }
-        if let Some(t) = target
-            && moved == 0
-        {
-            // Nothing could be moved (its chunks belong to no open queue, or are unreadable):
-            // give others a turn and try this one again once it has been quiet as long.
-            space.target = None;
-            space.quiet.insert(t, 0);
-        }
-        let active = self.shared.log.active();
-        self.note_quiet(&mut space, &changed, active);
-        space.target = self.pick_target(&space, active);
+        let active = log.active();
+        let changed = std::mem::take(&mut space.changed);
+        self.note_quiet(space, &changed, active);
+        space.target = self.pick_target(space, active);
     }
 
     /// Updates how long each segment under the threshold has gone unchanged.

@@ -81,6 +81,8 @@ use super::{
     QueueStore, Store, StoreError, lock,
 };
 use defs::Target;
+#[cfg(test)]
+pub(super) use queue::WHILE_APPENDING;
 use queue::{Pending, Shared, SledQueue};
 
 pub(super) const EXCHANGES: &[u8] = b"exchanges";

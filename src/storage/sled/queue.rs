@@ -23,6 +23,14 @@ use super::quarantine::Quarantine;
 /// Bound on read rounds that each meet a damaged or moved chunk.
 const MAX_READ_ROUNDS: usize = 1000;
 
+#[cfg(test)]
+thread_local! {
+    /// Runs once, on this thread, inside its next append of chunk bodies, after they are
+    /// written and before they are counted live (tests of what other threads may do then).
+    pub(in crate::storage) static WHILE_APPENDING: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// What every queue shares with the store.
 pub(super) struct Shared {
     /// Queues with writes for the next flush.
@@ -31,8 +39,9 @@ pub(super) struct Shared {
     pub(super) pending: Mutex<Pending>,
     pub(super) log: BodyLog,
     pub(super) quarantine: Quarantine,
-    /// Live bytes per segment: a record counts from the moment it is appended (so a segment
-    /// holding chunks written ahead of their flush is never taken for empty).
+    /// Live bytes per segment: a record counts from its append, before the body log's writer
+    /// is released (so a segment holding chunks written ahead of their flush, or chunks an
+    /// append wrote before moving on to a new segment, is never taken for empty).
     pub(super) space: Mutex<super::flush::Space>,
 }
 
@@ -235,19 +244,25 @@ impl SledQueue {
         if appends.is_empty() {
             return Ok(true);
         }
+        // Counted live before the writer is released (see `BodyLog::try_settled`).
+        let count = |locs: &[Loc]| {
+            #[cfg(test)]
+            if let Some(f) = WHILE_APPENDING.with(|h| h.borrow_mut().take()) {
+                f();
+            }
+            let mut space = lock(&self.shared.space);
+            for loc in locs {
+                space.add(loc);
+            }
+        };
         let locs = if wait {
-            self.shared.log.append(&appends)?
+            self.shared.log.append(&appends, count)?
         } else {
-            match self.shared.log.try_append(&appends)? {
+            match self.shared.log.try_append(&appends, count)? {
                 Some(locs) => locs,
                 None => return Ok(false),
             }
         };
-        let mut space = lock(&self.shared.space);
-        for loc in &locs {
-            space.add(loc);
-        }
-        drop(space);
         let mut locs = locs.into_iter();
         for w in work.writes.iter_mut().filter(|w| w.body.is_some()) {
             w.loc = locs.next();

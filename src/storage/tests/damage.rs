@@ -211,6 +211,59 @@ fn sparse_segments_are_compacted() {
     assert_eq!(s.quarantined(), 0);
 }
 
+/// The flusher appends the next flush's chunks while the committer finishes the flush before.
+/// A segment that such an append wrote into and then left for a new one is not taken for
+/// empty before those chunks count as live: here the segment holds only the first flush's
+/// index record when the second flush's chunk goes in, and another queue's write ahead opens
+/// the next segment while the first flush commits. The chunk survives the checkpoint and a
+/// restart.
+#[test]
+fn a_segment_an_append_just_left_is_not_deleted_under_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SledOptions {
+        cache_bytes: CACHE,
+        segment_bytes: 64 << 10,
+        ..SledOptions::default()
+    };
+    let put = |q: &dyn QueueStore, id: u64, len: usize| {
+        let m = MessageRecord {
+            body: Bytes::from(vec![id as u8; len]),
+            ..msg(id)
+        };
+        q.put(id, m.view()).expect("put")
+    };
+    {
+        let s = Arc::new(SledStore::open_with(dir.path(), opts).expect("open"));
+        let a = s.open_queue("/", "a").expect("open");
+        let b = s.open_queue("/", "b").expect("open");
+        // A chunk larger than a segment gets one of its own; the flush's index record starts
+        // the next one, which then holds nothing live.
+        assert_eq!(put(&*a, 0, 100 << 10), PutOutcome::Buffered);
+        let first = s.flush_prepare().expect("prepare");
+        assert_eq!(put(&*a, 1, 1000), PutOutcome::Buffered);
+        let (store, other) = (Arc::clone(&s), Arc::clone(&b));
+        crate::storage::sled::WHILE_APPENDING.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // Over a chunk's largest size: sealed by the next put, and written ahead.
+                assert_eq!(put(&*other, 0, 300 << 10), PutOutcome::Buffered);
+                assert_eq!(put(&*other, 1, 10), PutOutcome::WriteDue);
+                other.write_sealed().expect("write ahead");
+                store.flush_commit(first).expect("commit the first flush");
+            }))
+        });
+        let second = s.flush_prepare().expect("prepare");
+        s.flush_commit(second).expect("commit the second flush");
+        s.flush().expect("flush");
+        s.checkpoint().expect("checkpoint");
+        assert_eq!(ids(&*a), [0, 1]);
+        assert_eq!(s.quarantined(), 0);
+    }
+    let s = SledStore::open_with(dir.path(), opts).expect("reopen");
+    assert_eq!(ids(&*s.open_queue("/", "a").expect("open")), [0, 1]);
+    assert_eq!(ids(&*s.open_queue("/", "b").expect("open")), [0, 1]);
+    assert_eq!(s.quarantined(), 0);
+}
+
 /// Pipelined flushes: the second is prepared while the first is not yet committed; acks of
 /// chunks the first one is writing wait for the flush after; everything lands, in order.
 #[test]

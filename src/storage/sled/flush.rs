@@ -57,7 +57,7 @@ pub(super) struct Space {
     /// bytes unchanged: a segment a consumer is draining (FIFO use) keeps changing and is never
     /// copied; one kept alive by a few old messages goes quiet and is compacted.
     quiet: HashMap<u64, u32>,
-    /// Segments compaction has copied chunks out of.
+    /// Segments compaction has copied chunks out of (counted as compacted once empty).
     evacuating: std::collections::HashSet<u64>,
     /// Segments deleted, whose table entries go in the next flush.
     unlisted: Vec<u64>,
@@ -443,7 +443,7 @@ impl SledStore {
             space.live.remove(&seg);
             space.quiet.remove(&seg);
             space.doomed.push((seg, seq));
-            if space.target == Some(seg) {
+            if space.evacuating.remove(&seg) {
                 space.stats.segments_compacted += 1;
                 tracing::info!(
                     segment = seg,

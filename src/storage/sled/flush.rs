@@ -167,6 +167,12 @@ impl SledStore {
             }
     }
 
+    /// The segment compaction moves chunks out of next (tests).
+    #[cfg(test)]
+    pub(in crate::storage) fn compaction_target(&self) -> Option<u64> {
+        lock(&self.shared.space).target
+    }
+
     /// One group commit, both halves. See the module docs.
     pub(super) fn flush_all(&self) -> Result<(), StoreError> {
         let prepared = self.prepare()?;

@@ -170,9 +170,21 @@ impl SledQueue {
     }
 
     /// Records that a flush wrote `work` (with the new bodies' locations filled in) and moved
-    /// `moves`; returns the bytes the moved chunks counted as live where they were, by segment.
+    /// `moves`; returns the bytes that stopped being live, by segment: what the moved chunks
+    /// counted where they were (all the flush wrote, if the queue was deleted meanwhile).
     pub(super) fn finish(&self, work: &Work, moves: &[Move]) -> Vec<(u64, u64)> {
         let mut area = self.area();
+        if self.deleted.load(Ordering::Acquire) {
+            // Deleted since the flush collected it: `delete` gives back what the chunks count
+            // where the index has them (now, or once it has the area after us), so what this
+            // flush wrote for the queue, new chunks and moved copies, is dead where it went.
+            let new = work.writes.iter().filter(|w| w.body.is_some());
+            return new
+                .filter_map(|w| w.loc)
+                .chain(moves.iter().filter_map(|m| m.to))
+                .map(|loc| (loc.seg, u64::from(loc.len)))
+                .collect();
+        }
         area.index.finish_work(work, true);
         let mut freed = Vec::new();
         for m in moves {

@@ -264,6 +264,72 @@ fn a_segment_an_append_just_left_is_not_deleted_under_it() {
     assert_eq!(s.quarantined(), 0);
 }
 
+/// A queue deleted while a flush in flight moves one of its chunks out of a segment being
+/// compacted: the chunk's bytes stop counting in that segment once, not twice, so the segment
+/// is not taken for empty while a chunk that compaction cannot move (its queue not opened
+/// since the restart) is still live in it.
+#[test]
+fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SledOptions {
+        cache_bytes: CACHE,
+        segment_bytes: 16 << 10,
+        compact_live_percent: 50,
+        // One chunk moved per flush.
+        compact_bytes_per_flush: 1,
+        ..SledOptions::default()
+    };
+    let put = |q: &dyn QueueStore, id: u64, len: usize| {
+        let m = MessageRecord {
+            body: Bytes::from(vec![id as u8; len]),
+            ..msg(id)
+        };
+        assert_eq!(q.put(id, m.view()).expect("put"), PutOutcome::Buffered);
+    };
+    {
+        let s = SledStore::open_with(dir.path(), opts).expect("open");
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| s.open_queue("/", n).expect("open"));
+        // One segment with a chunk of each of a, b and c; then d's chunk starts another.
+        put(&*a, 0, 4000);
+        put(&*b, 0, 1000);
+        put(&*c, 0, 9000);
+        s.flush().expect("flush");
+        put(&*d, 0, 20_000);
+        s.flush().expect("flush");
+        // c's chunk acked: the first segment is a third live.
+        c.remove(0).expect("ack");
+        s.flush().expect("flush");
+    }
+    {
+        // b is not opened after the restart: compaction cannot move its chunk.
+        let s = SledStore::open_with(dir.path(), opts).expect("open");
+        let a = s.open_queue("/", "a").expect("open");
+        for _ in 0..100 {
+            if s.compaction_target().is_some() {
+                break;
+            }
+            s.flush().expect("flush");
+        }
+        assert!(
+            s.compaction_target().is_some(),
+            "no segment picked for compaction"
+        );
+        a.mark_delivered(0).expect("mark");
+        let moving = s.flush_prepare().expect("prepare");
+        s.delete_queue("/", "a").expect("delete");
+        s.flush_commit(moving).expect("commit");
+        assert_eq!(s.log_stats().chunks_moved, 1);
+        for _ in 0..3 {
+            s.flush().expect("flush");
+            s.checkpoint().expect("checkpoint");
+        }
+    }
+    let s = SledStore::open_with(dir.path(), opts).expect("reopen");
+    assert_eq!(ids(&*s.open_queue("/", "b").expect("open")), [0]);
+    assert_eq!(ids(&*s.open_queue("/", "d").expect("open")), [0]);
+    assert_eq!(s.quarantined(), 0);
+}
+
 /// Pipelined flushes: the second is prepared while the first is not yet committed; acks of
 /// chunks the first one is writing wait for the flush after; everything lands, in order.
 #[test]

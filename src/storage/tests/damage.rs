@@ -18,6 +18,15 @@ fn flip_byte(path: &std::path::Path, at: u64) {
     f.write_all_at(&b, at).expect("write");
 }
 
+/// Puts message `id` with a body of `len` bytes (no write ahead).
+fn put_sized(q: &dyn QueueStore, id: u64, len: usize) -> PutOutcome {
+    let m = MessageRecord {
+        body: Bytes::from(vec![id as u8; len]),
+        ..msg(id)
+    };
+    q.put(id, m.view()).expect("put")
+}
+
 fn segment_path(dir: &tempfile::TempDir, seg: u64) -> std::path::PathBuf {
     dir.path().join("bodies").join(format!("seg-{seg:016x}"))
 }
@@ -225,28 +234,21 @@ fn a_segment_an_append_just_left_is_not_deleted_under_it() {
         segment_bytes: 64 << 10,
         ..SledOptions::default()
     };
-    let put = |q: &dyn QueueStore, id: u64, len: usize| {
-        let m = MessageRecord {
-            body: Bytes::from(vec![id as u8; len]),
-            ..msg(id)
-        };
-        q.put(id, m.view()).expect("put")
-    };
     {
         let s = Arc::new(SledStore::open_with(dir.path(), opts).expect("open"));
         let a = s.open_queue("/", "a").expect("open");
         let b = s.open_queue("/", "b").expect("open");
         // A chunk larger than a segment gets one of its own; the flush's index record starts
         // the next one, which then holds nothing live.
-        assert_eq!(put(&*a, 0, 100 << 10), PutOutcome::Buffered);
+        assert_eq!(put_sized(&*a, 0, 100 << 10), PutOutcome::Buffered);
         let first = s.flush_prepare().expect("prepare");
-        assert_eq!(put(&*a, 1, 1000), PutOutcome::Buffered);
+        assert_eq!(put_sized(&*a, 1, 1000), PutOutcome::Buffered);
         let (store, other) = (Arc::clone(&s), Arc::clone(&b));
         crate::storage::sled::WHILE_APPENDING.with(|h| {
             *h.borrow_mut() = Some(Box::new(move || {
                 // Over a chunk's largest size: sealed by the next put, and written ahead.
-                assert_eq!(put(&*other, 0, 300 << 10), PutOutcome::Buffered);
-                assert_eq!(put(&*other, 1, 10), PutOutcome::WriteDue);
+                assert_eq!(put_sized(&*other, 0, 300 << 10), PutOutcome::Buffered);
+                assert_eq!(put_sized(&*other, 1, 10), PutOutcome::WriteDue);
                 other.write_sealed().expect("write ahead");
                 store.flush_commit(first).expect("commit the first flush");
             }))
@@ -279,22 +281,15 @@ fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
         compact_bytes_per_flush: 1,
         ..SledOptions::default()
     };
-    let put = |q: &dyn QueueStore, id: u64, len: usize| {
-        let m = MessageRecord {
-            body: Bytes::from(vec![id as u8; len]),
-            ..msg(id)
-        };
-        assert_eq!(q.put(id, m.view()).expect("put"), PutOutcome::Buffered);
-    };
     {
         let s = SledStore::open_with(dir.path(), opts).expect("open");
         let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| s.open_queue("/", n).expect("open"));
         // One segment with a chunk of each of a, b and c; then d's chunk starts another.
-        put(&*a, 0, 4000);
-        put(&*b, 0, 1000);
-        put(&*c, 0, 9000);
+        assert_eq!(put_sized(&*a, 0, 4000), PutOutcome::Buffered);
+        assert_eq!(put_sized(&*b, 0, 1000), PutOutcome::Buffered);
+        assert_eq!(put_sized(&*c, 0, 9000), PutOutcome::Buffered);
         s.flush().expect("flush");
-        put(&*d, 0, 20_000);
+        assert_eq!(put_sized(&*d, 0, 20_000), PutOutcome::Buffered);
         s.flush().expect("flush");
         // c's chunk acked: the first segment is a third live.
         c.remove(0).expect("ack");

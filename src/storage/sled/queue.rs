@@ -41,7 +41,8 @@ pub(super) struct Shared {
     pub(super) quarantine: Quarantine,
     /// Live bytes per segment: a record counts from its append, before the body log's writer
     /// is released (so a segment holding chunks written ahead of their flush, or chunks an
-    /// append wrote before moving on to a new segment, is never taken for empty).
+    /// append wrote before moving on to a new segment, is never taken for empty). Taken inside
+    /// the body log's writer (appends, `BodyLog::try_settled`), never the other way round.
     pub(super) space: Mutex<super::flush::Space>,
 }
 

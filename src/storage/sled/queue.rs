@@ -172,7 +172,8 @@ impl SledQueue {
 
     /// Records that a flush wrote `work` (with the new bodies' locations filled in) and moved
     /// `moves`; returns the bytes that stopped being live, by segment: what the moved chunks
-    /// counted where they were (all the flush wrote, if the queue was deleted meanwhile).
+    /// counted where they were, or their copies when they were set aside meanwhile (all the
+    /// flush wrote, if the queue was deleted meanwhile).
     pub(super) fn finish(&self, work: &Work, moves: &[Move]) -> Vec<(u64, u64)> {
         let mut area = self.area();
         if self.deleted.load(Ordering::Acquire) {
@@ -190,11 +191,12 @@ impl SledQueue {
         let mut freed = Vec::new();
         for m in moves {
             match m.to {
-                Some(to) => freed.extend(
-                    area.index
-                        .relocate(m.first, m.from, to)
-                        .map(|bytes| (m.from.seg, bytes)),
-                ),
+                Some(to) => freed.push(match area.index.relocate(m.first, m.from, to) {
+                    Some(bytes) => (m.from.seg, bytes),
+                    // Set aside by a read meanwhile (its old place given back then): the copy
+                    // belongs to nothing.
+                    None => (to.seg, u64::from(to.len)),
+                }),
                 None => area.index.unmove(m.first),
             }
         }

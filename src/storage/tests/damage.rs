@@ -325,6 +325,66 @@ fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
     assert_eq!(s.quarantined(), 0);
 }
 
+/// A chunk that a read sets aside (damaged where it was) while a flush in flight moves it: the
+/// copy the flush wrote belongs to nothing, so it does not keep its segment alive. Once every
+/// other message before the last one is acked, every segment before the last one goes.
+#[test]
+fn a_copy_of_a_chunk_set_aside_during_its_move_is_not_kept_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = SledOptions {
+        cache_bytes: CACHE,
+        segment_bytes: 16 << 10,
+        compact_live_percent: 50,
+        compact_bytes_per_flush: 1,
+        ..SledOptions::default()
+    };
+    let s = SledStore::open_with(dir.path(), opts).expect("open");
+    let q = s.open_queue("/", "q").expect("open");
+    assert_eq!(put_sized(&*q, 0, 4000), PutOutcome::Buffered);
+    s.flush().expect("flush");
+    assert_eq!(put_sized(&*q, 1, 9000), PutOutcome::Buffered);
+    s.flush().expect("flush");
+    // A chunk larger than a segment: the first segment is closed, then a third live.
+    assert_eq!(put_sized(&*q, 2, 20_000), PutOutcome::Buffered);
+    s.flush().expect("flush");
+    q.remove(1).expect("ack");
+    s.flush().expect("flush");
+    let victim = raw_index(&s, "/", "q")[0].1;
+    for _ in 0..100 {
+        if s.compaction_target() == Some(victim.seg) {
+            break;
+        }
+        s.flush().expect("flush");
+    }
+    assert_eq!(s.compaction_target(), Some(victim.seg));
+    let moving = s.flush_prepare().expect("prepare");
+    // Damaged where it was: the read sets it aside while its copy is being written.
+    flip_byte(&segment_path(&dir, victim.seg), victim.offset + 40);
+    assert_eq!(ids(&*q), [2]);
+    s.flush_commit(moving).expect("commit");
+    assert_eq!(s.log_stats().chunks_moved, 1);
+    q.remove(2).expect("ack");
+    assert_eq!(put_sized(&*q, 3, 20_000), PutOutcome::Buffered);
+    for _ in 0..5 {
+        s.flush().expect("flush");
+        s.checkpoint().expect("checkpoint");
+    }
+    let last = raw_index(&s, "/", "q")
+        .into_iter()
+        .find(|e| e.0 == 3)
+        .expect("message 3 indexed")
+        .1;
+    let kept: Vec<u64> = std::fs::read_dir(dir.path().join("bodies"))
+        .expect("list")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("seg-")?, 16).ok()
+        })
+        .filter(|&seg| seg < last.seg)
+        .collect();
+    assert_eq!(kept, Vec::<u64>::new(), "segments before {} kept", last.seg);
+}
+
 /// Pipelined flushes: the second is prepared while the first is not yet committed; acks of
 /// chunks the first one is writing wait for the flush after; everything lands, in order.
 #[test]

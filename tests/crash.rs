@@ -105,18 +105,129 @@ async fn publish(
     (last, seq)
 }
 
+/// A seed for a test's random choices, printed so that a failure can be read against it.
+fn seed(fallback: u64) -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(fallback, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("crash test seed {seed}");
+    seed
+}
+
+/// A cycle's publishers: (publisher, first sequence, last confirmed, next unused).
+type Publishers = Vec<tokio::task::JoinHandle<(usize, u64, Option<u64>, u64)>>;
+
+/// What the publishers of the cycles so far have had confirmed.
+#[derive(Default)]
+struct Ledger {
+    /// Per publisher, the ranges of sequences confirmed in each cycle (a cycle's unconfirmed
+    /// tail may be lost; the next cycle starts after it).
+    confirmed: BTreeMap<usize, Vec<std::ops::Range<u64>>>,
+    next_seq: BTreeMap<usize, u64>,
+}
+
+impl Ledger {
+    /// Starts the publishers, each on a channel of its own with confirms, where its last cycle
+    /// ended; `count` counts their confirms.
+    async fn start(
+        &self,
+        conn: &lapin::Connection,
+        count: &Arc<AtomicU64>,
+        route: fn(usize, u64) -> &'static str,
+    ) -> Publishers {
+        let mut tasks = Vec::new();
+        for p in 0..PUBLISHERS {
+            let ch = conn.create_channel().await.expect("channel");
+            ch.confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("select");
+            let start = *self.next_seq.get(&p).unwrap_or(&0);
+            let count = Arc::clone(count);
+            tasks.push(tokio::spawn(async move {
+                let (last, seq) = publish(ch, p, start, count, route).await;
+                (p, start, last, seq)
+            }));
+        }
+        tasks
+    }
+
+    /// Waits (boundedly) for the publishers of a cycle whose broker was killed, and notes
+    /// what they had confirmed.
+    async fn finish(&mut self, tasks: Publishers) {
+        for t in tasks {
+            let (p, start, last, seq) = tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("a publisher ends after the kill")
+                .expect("publisher");
+            if let Some(l) = last {
+                self.confirmed.entry(p).or_default().push(start..l + 1);
+            }
+            self.next_seq.insert(p, seq);
+        }
+    }
+
+    /// Every confirmed (publisher, sequence).
+    fn each_confirmed(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.confirmed.iter().flat_map(|(&p, ranges)| {
+            ranges
+                .iter()
+                .flat_map(move |r| r.clone().map(move |s| (p, s)))
+        })
+    }
+}
+
+/// Each publisher's messages in `seen` (read from `queue`) came in ascending order, none twice.
+fn assert_in_order(seen: &BTreeMap<usize, Vec<u64>>, queue: &str) {
+    for (p, got) in seen {
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{queue}: publisher {p}: out of order or duplicated"
+        );
+    }
+}
+
+/// Confirmed message `p:s` is among `seen` (read from `queue`).
+fn assert_kept(seen: &BTreeMap<usize, Vec<u64>>, queue: &str, p: usize, s: u64) {
+    assert!(
+        seen.get(&p).is_some_and(|g| g.binary_search(&s).is_ok()),
+        "{queue}: publisher {p}: confirmed message {s} lost"
+    );
+}
+
+/// Reads `total` messages from `queue` with automatic acks, checking each body.
+async fn drain(ch: &Channel, queue: &str, total: u32) -> Vec<lapin::message::Delivery> {
+    let mut cons = ch
+        .basic_consume(
+            queue.into(),
+            format!("drain-{queue}").as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut out = Vec::new();
+    for _ in 0..total {
+        let d = tokio::time::timeout(Duration::from_secs(30), cons.next())
+            .await
+            .expect("timely")
+            .expect("open")
+            .expect("delivery");
+        let (p, seq) = parse(&d.data);
+        assert_eq!(d.data, body(p, seq), "message {p}:{seq} damaged");
+        out.push(d);
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_messages_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("crash test seed {seed}");
-    // Per publisher, the ranges of sequences confirmed in each cycle (a cycle's unconfirmed
-    // tail may be lost; the next cycle starts after it).
-    let mut confirmed: BTreeMap<usize, Vec<std::ops::Range<u64>>> = BTreeMap::new();
-    let mut next_seq: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut seed = seed(7);
+    let mut ledger = Ledger::default();
     let mut delivered: BTreeSet<(usize, u64)> = BTreeSet::new();
     for _cycle in 0..CYCLES {
         seed = mix(seed);
@@ -124,19 +235,7 @@ async fn confirmed_messages_survive_kill_9() {
         let conn = connect(&b).await;
         declare(&conn.create_channel().await.expect("channel")).await;
         let count = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for p in 0..PUBLISHERS {
-            let ch = conn.create_channel().await.expect("channel");
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("select");
-            let start = *next_seq.get(&p).unwrap_or(&0);
-            let count = Arc::clone(&count);
-            tasks.push(tokio::spawn(async move {
-                let (last, seq) = publish(ch, p, start, count, |_, _| QUEUE).await;
-                (p, start, last, seq)
-            }));
-        }
+        let tasks = ledger.start(&conn, &count, |_, _| QUEUE).await;
         // A consumer that takes a few messages and never acks them.
         let cons_ch = conn.create_channel().await.expect("channel");
         cons_ch
@@ -176,13 +275,7 @@ async fn confirmed_messages_survive_kill_9() {
         tokio::time::sleep(Duration::from_millis(mix(seed) % 1500)).await;
         b.child.kill().expect("SIGKILL");
         let _ = b.child.wait();
-        for t in tasks {
-            let (p, start, last, seq) = t.await.expect("publisher");
-            if let Some(l) = last {
-                confirmed.entry(p).or_default().push(start..l + 1);
-            }
-            next_seq.insert(p, seq);
-        }
+        ledger.finish(tasks).await;
         drop(conn);
     }
     // Final restart: read everything back.
@@ -190,28 +283,10 @@ async fn confirmed_messages_survive_kill_9() {
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.expect("channel");
     let total = declare(&ch).await;
-    let mut cons = ch
-        .basic_consume(
-            QUEUE.into(),
-            "check".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
     let mut seen: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     let mut redelivered = BTreeSet::new();
-    for _ in 0..total {
-        let d = tokio::time::timeout(Duration::from_secs(30), cons.next())
-            .await
-            .expect("timely")
-            .expect("open")
-            .expect("delivery");
+    for d in drain(&ch, QUEUE, total).await {
         let (p, seq) = parse(&d.data);
-        assert_eq!(d.data, body(p, seq), "message {p}:{seq} damaged");
         if d.redelivered {
             redelivered.insert((p, seq));
         }
@@ -219,22 +294,11 @@ async fn confirmed_messages_survive_kill_9() {
     }
     b.child.kill().expect("kill");
     let _ = b.child.wait();
+    assert_in_order(&seen, QUEUE);
     let mut total_confirmed = 0;
-    for (p, ranges) in &confirmed {
-        let got = seen.get(p).cloned().unwrap_or_default();
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "publisher {p}: out of order or duplicated"
-        );
-        for r in ranges {
-            total_confirmed += r.end - r.start;
-            for s in r.clone() {
-                assert!(
-                    got.binary_search(&s).is_ok(),
-                    "publisher {p}: confirmed message {s} lost"
-                );
-            }
-        }
+    for (p, s) in ledger.each_confirmed() {
+        total_confirmed += 1;
+        assert_kept(&seen, QUEUE, p, s);
     }
     assert!(total_confirmed > 0, "something was confirmed");
     let missing: Vec<_> = delivered.difference(&redelivered).collect();
@@ -267,13 +331,8 @@ fn kept_or_drained(p: usize, seq: u64) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(13, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("crash test seed {seed}");
-    let mut confirmed: BTreeMap<usize, Vec<std::ops::Range<u64>>> = BTreeMap::new();
-    let mut next_seq: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut seed = seed(13);
+    let mut ledger = Ledger::default();
     let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     for _cycle in 0..CYCLES {
         seed = mix(seed);
@@ -284,19 +343,7 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
             process::declare(&ch, q, false).await;
         }
         let count = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for p in 0..PUBLISHERS {
-            let ch = conn.create_channel().await.expect("channel");
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("select");
-            let start = *next_seq.get(&p).unwrap_or(&0);
-            let count = Arc::clone(&count);
-            tasks.push(tokio::spawn(async move {
-                let (last, seq) = publish(ch, p, start, count, kept_or_drained).await;
-                (p, start, last, seq)
-            }));
-        }
+        let tasks = ledger.start(&conn, &count, kept_or_drained).await;
         ch.basic_qos(50, BasicQosOptions::default())
             .await
             .expect("qos");
@@ -336,16 +383,7 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
         tokio::time::sleep(Duration::from_millis(300 + mix(seed) % 1500)).await;
         b.child.kill().expect("SIGKILL");
         let _ = b.child.wait();
-        for t in tasks {
-            let (p, start, last, seq) = tokio::time::timeout(Duration::from_secs(60), t)
-                .await
-                .expect("a publisher ends after the kill")
-                .expect("publisher");
-            if let Some(l) = last {
-                confirmed.entry(p).or_default().push(start..l + 1);
-            }
-            next_seq.insert(p, seq);
-        }
+        ledger.finish(tasks).await;
         tokio::time::timeout(Duration::from_secs(60), acker)
             .await
             .expect("the consumer ends after the kill")
@@ -359,55 +397,25 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
     let mut seen: BTreeMap<&str, BTreeMap<usize, Vec<u64>>> = BTreeMap::new();
     for q in ["kept", "drained"] {
         let total = process::declare(&ch, q, true).await;
-        let mut cons = ch
-            .basic_consume(
-                q.into(),
-                q.into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        for _ in 0..total {
-            let d = tokio::time::timeout(Duration::from_secs(30), cons.next())
-                .await
-                .expect("timely")
-                .expect("open")
-                .expect("delivery");
+        let by_publisher = seen.entry(q).or_default();
+        for d in drain(&ch, q, total).await {
             let (p, seq) = parse(&d.data);
-            assert_eq!(d.data, body(p, seq), "message {p}:{seq} damaged");
             assert_eq!(kept_or_drained(p, seq), q, "{p}:{seq} in the wrong queue");
-            seen.entry(q).or_default().entry(p).or_default().push(seq);
+            by_publisher.entry(p).or_default().push(seq);
         }
+        assert_in_order(by_publisher, q);
     }
     b.child.kill().expect("kill");
     let _ = b.child.wait();
     let acked = acked.lock().expect("acked");
     let mut total_confirmed = 0;
-    for (q, by_publisher) in &seen {
-        for (p, got) in by_publisher {
-            assert!(
-                got.windows(2).all(|w| w[0] < w[1]),
-                "{q}: publisher {p}: out of order or duplicated"
-            );
+    for (p, s) in ledger.each_confirmed() {
+        let q = kept_or_drained(p, s);
+        if q == "drained" && acked.contains(&(p, s)) {
+            continue;
         }
-    }
-    for (p, ranges) in &confirmed {
-        for s in ranges.iter().flat_map(|r| r.clone()) {
-            let q = kept_or_drained(*p, s);
-            if q == "drained" && acked.contains(&(*p, s)) {
-                continue;
-            }
-            total_confirmed += 1;
-            let got = seen.get(q).and_then(|m| m.get(p));
-            assert!(
-                got.is_some_and(|g| g.binary_search(&s).is_ok()),
-                "{q}: publisher {p}: confirmed message {s} lost"
-            );
-        }
+        total_confirmed += 1;
+        assert_kept(&seen[q], q, p, s);
     }
     assert!(total_confirmed > 0, "something was confirmed and kept");
     assert!(!acked.is_empty(), "something was acked");
@@ -420,10 +428,7 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_between_durable_queues_survive_kill_9_exactly_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(11, |d| d.as_nanos() as u64)
-        | 1;
+    let mut seed = seed(11);
     const CYCLES: usize = 3;
     const MESSAGES: u64 = 3000;
     let durable = || QueueDeclareOptions {

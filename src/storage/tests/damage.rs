@@ -27,6 +27,28 @@ fn put_sized(q: &dyn QueueStore, id: u64, len: usize) -> PutOutcome {
     q.put(id, m.view()).expect("put")
 }
 
+/// Small segments, compacted under half live, one chunk moved per flush.
+fn one_move_per_flush() -> SledOptions {
+    SledOptions {
+        cache_bytes: CACHE,
+        segment_bytes: 16 << 10,
+        compact_live_percent: 50,
+        compact_bytes_per_flush: 1,
+        ..SledOptions::default()
+    }
+}
+
+/// Flushes (boundedly) until compaction picks a segment; returns it.
+fn flush_until_compacting(s: &SledStore) -> u64 {
+    for _ in 0..100 {
+        if let Some(seg) = s.compaction_target() {
+            return seg;
+        }
+        s.flush().expect("flush");
+    }
+    panic!("no segment picked for compaction");
+}
+
 fn segment_path(dir: &tempfile::TempDir, seg: u64) -> std::path::PathBuf {
     dir.path().join("bodies").join(format!("seg-{seg:016x}"))
 }
@@ -273,14 +295,7 @@ fn a_segment_an_append_just_left_is_not_deleted_under_it() {
 #[test]
 fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = SledOptions {
-        cache_bytes: CACHE,
-        segment_bytes: 16 << 10,
-        compact_live_percent: 50,
-        // One chunk moved per flush.
-        compact_bytes_per_flush: 1,
-        ..SledOptions::default()
-    };
+    let opts = one_move_per_flush();
     {
         let s = SledStore::open_with(dir.path(), opts).expect("open");
         let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| s.open_queue("/", n).expect("open"));
@@ -299,16 +314,7 @@ fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
         // b is not opened after the restart: compaction cannot move its chunk.
         let s = SledStore::open_with(dir.path(), opts).expect("open");
         let a = s.open_queue("/", "a").expect("open");
-        for _ in 0..100 {
-            if s.compaction_target().is_some() {
-                break;
-            }
-            s.flush().expect("flush");
-        }
-        assert!(
-            s.compaction_target().is_some(),
-            "no segment picked for compaction"
-        );
+        flush_until_compacting(&s);
         a.mark_delivered(0).expect("mark");
         let moving = s.flush_prepare().expect("prepare");
         s.delete_queue("/", "a").expect("delete");
@@ -331,14 +337,7 @@ fn deleting_a_queue_during_its_compaction_move_keeps_its_neighbours() {
 #[test]
 fn a_copy_of_a_chunk_set_aside_during_its_move_is_not_kept_alive() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = SledOptions {
-        cache_bytes: CACHE,
-        segment_bytes: 16 << 10,
-        compact_live_percent: 50,
-        compact_bytes_per_flush: 1,
-        ..SledOptions::default()
-    };
-    let s = SledStore::open_with(dir.path(), opts).expect("open");
+    let s = SledStore::open_with(dir.path(), one_move_per_flush()).expect("open");
     let q = s.open_queue("/", "q").expect("open");
     assert_eq!(put_sized(&*q, 0, 4000), PutOutcome::Buffered);
     s.flush().expect("flush");
@@ -350,13 +349,7 @@ fn a_copy_of_a_chunk_set_aside_during_its_move_is_not_kept_alive() {
     q.remove(1).expect("ack");
     s.flush().expect("flush");
     let victim = raw_index(&s, "/", "q")[0].1;
-    for _ in 0..100 {
-        if s.compaction_target() == Some(victim.seg) {
-            break;
-        }
-        s.flush().expect("flush");
-    }
-    assert_eq!(s.compaction_target(), Some(victim.seg));
+    assert_eq!(flush_until_compacting(&s), victim.seg);
     let moving = s.flush_prepare().expect("prepare");
     // Damaged where it was: the read sets it aside while its copy is being written.
     flip_byte(&segment_path(&dir, victim.seg), victim.offset + 40);

@@ -355,12 +355,7 @@ impl SledStore {
             return Ok(());
         }
         // Counted live before the writer is released (see `BodyLog::try_settled`).
-        let count = |locs: &[Loc]| {
-            let mut space = lock(&self.shared.space);
-            for loc in locs {
-                space.add(loc);
-            }
-        };
+        let count = |locs: &[Loc]| self.shared.count_live(locs);
         let mut locs = self.shared.log.append(&appends, count)?.into_iter();
         for (m, _) in moves.iter_mut().zip(&payloads).filter(|(_, p)| p.is_some()) {
             m.to = locs.next();

@@ -46,6 +46,16 @@ pub(super) struct Shared {
     pub(super) space: Mutex<super::flush::Space>,
 }
 
+impl Shared {
+    /// Counts appended records as live (the `written` step of a body-log append).
+    pub(super) fn count_live(&self, locs: &[Loc]) {
+        let mut space = lock(&self.space);
+        for loc in locs {
+            space.add(loc);
+        }
+    }
+}
+
 /// Writes buffered for the next flush besides the queues' own work.
 #[derive(Default)]
 pub(super) struct Pending {
@@ -265,10 +275,7 @@ impl SledQueue {
             if let Some(f) = WHILE_APPENDING.with(|h| h.borrow_mut().take()) {
                 f();
             }
-            let mut space = lock(&self.shared.space);
-            for loc in locs {
-                space.add(loc);
-            }
+            self.shared.count_live(locs);
         };
         let locs = if wait {
             self.shared.log.append(&appends, count)?

@@ -13,7 +13,8 @@
 //! ([`SledStore`](super::SledStore)) keeps an [`Index`] per queue behind a mutex, asks
 //! [`Index::take_work`] what to write, writes it, and reports back with [`Index::finish_work`]
 //! or [`Index::undo_work`]. In memory it holds the open chunk, chunks sealed but not yet written
-//! (one per publisher at most: a put that fills a chunk asks its caller to write it) and, per
+//! (a put that fills a chunk asks its caller to have it written; the store bounds how many
+//! wait, see `sled::ahead`) and, per
 //! chunk, about 250 bytes plus two bits per id of its span: about 0.3 bytes per stored 16-byte
 //! message, 4 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them:
 //! memory grows with the backlog by that much.)
@@ -378,7 +379,8 @@ impl Index {
     }
 
     /// Appends message `id` to the open chunk, sealing it first if `m` would overflow it.
-    /// Returns whether sealed chunks wait to be written ([`PutOutcome::WriteDue`](super::PutOutcome)).
+    /// Returns whether it sealed a chunk, which now waits to be written
+    /// ([`PutOutcome::WriteDue`](super::PutOutcome)).
     pub fn append(&mut self, id: u64, m: &MessageView<'_>) -> Result<bool, StoreError> {
         if let Some(last) = self.last_put
             && id <= last
@@ -386,6 +388,7 @@ impl Index {
             return Err(StoreError::OutOfOrder { id, last });
         }
         let len = record::entry_len(m);
+        let sealed_before = self.sealed.len();
         if let Some(first) = self.open
             && let Some(c) = self.chunks.get(&first)
             && let Body::Open(buf) = &c.body
@@ -425,7 +428,7 @@ impl Index {
         chunk.live_count += 1;
         self.count += 1;
         self.last_put = Some(id);
-        Ok(!self.sealed.is_empty())
+        Ok(self.sealed.len() > sealed_before)
     }
 
     /// Seals the open chunk: it waits to be written, or is dropped if every entry is acked.
@@ -528,6 +531,11 @@ impl Index {
     /// written by a flush in flight): the queue needs the next flush too.
     pub fn has_deferred(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    /// Sealed chunks waiting to be written.
+    pub fn sealed_count(&self) -> usize {
+        self.sealed.len()
     }
 
     /// Whether a flush has anything to write.
@@ -896,14 +904,15 @@ mod tests {
     fn full_chunks_are_sealed_and_due() {
         let mut ix = Index::new();
         let body = vec![7u8; 4000];
-        let mut due_at = None;
+        let mut due_at = Vec::new();
         for id in 0..200 {
-            if ix.append(id, &view(&body)).expect("append") && due_at.is_none() {
-                due_at = Some(id);
+            if ix.append(id, &view(&body)).expect("append") {
+                due_at.push(id);
             }
         }
-        // 256 KiB hold 65 entries of 4,032 bytes: the 66th seals the first chunk.
-        assert_eq!(due_at, Some(65));
+        // 256 KiB hold 65 entries of 4,032 bytes: the 66th seals the first chunk. Only the put
+        // that seals one says so (the chunk waits for its writer, not for every later put).
+        assert_eq!(due_at, vec![65, 130, 195]);
         let work = ix.take_work(false, false);
         assert!(work.writes.len() >= 3);
         assert!(

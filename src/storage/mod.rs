@@ -425,9 +425,9 @@ impl FlushGate {
 pub enum PutOutcome {
     /// Nothing: the message waits in memory for the next [`Store::flush`].
     Buffered,
-    /// A chunk of messages is full: call [`QueueStore::write_sealed`] once no lock of the
-    /// caller's is held. That hands it to the storage engine (no fsync) and bounds the memory
-    /// held by unwritten messages.
+    /// This put sealed a full chunk of messages: call [`QueueStore::write_sealed`] once no
+    /// lock of the caller's is held. That hands it to the storage engine (no fsync) and bounds
+    /// the memory held by unwritten messages.
     WriteDue,
 }
 

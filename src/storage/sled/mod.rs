@@ -24,8 +24,9 @@
 //!   - `quarantine`: damaged records moved aside, counted by [`SledStore::quarantined`].
 //!
 //! The life of a persistent message: [`QueueStore::put`] appends it to its queue's open chunk
-//! in memory (a copy under a short lock). A full chunk is appended to the body log by
-//! [`QueueStore::write_sealed`] outside the caller's locks (no fsync). A flush (group commit,
+//! in memory (a copy under a short lock). A full chunk is appended to the body log ahead of
+//! its flush (no fsync) by the write-ahead thread (module `ahead`) that
+//! [`QueueStore::write_sealed`] hands it to, outside the caller's locks. A flush (group commit,
 //! [`Store::flush`]) collects every queue's work while no [`Store::hold_flush`] guard lives,
 //! appends the open chunks, then one *index record* (module `wal`) holding every index entry,
 //! deletion, definition and segment-table change of the flush, and fdatasyncs the body log:
@@ -57,6 +58,7 @@
 //! segment (present, long enough), and every read checks the record's CRC and identity: what
 //! fails is quarantined, counted ([`SledStore::quarantined`]) and logged, the rest is served.
 
+mod ahead;
 mod checkpoint;
 mod defs;
 mod flush;
@@ -201,6 +203,8 @@ pub struct SledStore {
     /// Checkpoints (sled made durable), and the thread that takes them.
     checkpoints: Arc<checkpoint::Checkpointer>,
     checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The write-ahead thread ([`ahead`]).
+    ahead_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Delayed messages (synced by each flush).
     delayed: super::delayed_log::DelayedLog,
     /// Index records replayed at open.
@@ -288,6 +292,7 @@ impl SledStore {
             log: found.log,
             quarantine: found.quarantine,
             space: Mutex::new(found.space),
+            ahead: Arc::new(ahead::Ahead::default()),
         });
         let checkpoints = Arc::new(checkpoint::Checkpointer::new(
             db.clone(),
@@ -304,7 +309,15 @@ impl SledStore {
                 .spawn(move || c.run())
                 .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
         };
+        let ahead_thread = {
+            let a = Arc::clone(&shared.ahead);
+            std::thread::Builder::new()
+                .name("lagomorph-write-ahead".into())
+                .spawn(move || a.run())
+                .map_err(|e| StoreError::Io(format!("cannot start a thread: {e}")))?
+        };
         Ok(SledStore {
+            ahead_thread: Mutex::new(Some(ahead_thread)),
             shared,
             checkpoints,
             checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
@@ -351,6 +364,22 @@ impl SledStore {
             .iter()
             .map(|n| n.to_vec())
             .collect()
+    }
+
+    /// Waits until the write-ahead thread has written every queue handed to it (tests).
+    #[cfg(test)]
+    pub(super) fn wait_write_ahead(&self) {
+        self.shared.ahead.wait_idle();
+    }
+
+    /// Pauses (`true`) or resumes the write-ahead thread (tests of what publishers do meanwhile).
+    #[cfg(test)]
+    pub(super) fn pause_write_ahead(&self, pause: bool) {
+        if pause {
+            self.shared.ahead.pause();
+        } else {
+            self.shared.ahead.resume();
+        }
     }
 
     /// Holds the body log's writer, as a group commit appending does (tests).
@@ -578,6 +607,10 @@ impl Drop for SledStore {
     /// A store dropped without a final flush still writes what is buffered and syncs, so a clean
     /// shutdown never loses it; then a final checkpoint, so the next open replays nothing.
     fn drop(&mut self) {
+        self.shared.ahead.stop();
+        if let Some(t) = lock(&self.ahead_thread).take() {
+            let _ = t.join();
+        }
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, path = %self.path.display(), "final flush failed");
         }

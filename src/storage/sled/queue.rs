@@ -44,6 +44,8 @@ pub(super) struct Shared {
     /// append wrote before moving on to a new segment, is never taken for empty). Taken inside
     /// the body log's writer (appends, `BodyLog::try_settled`), never the other way round.
     pub(super) space: Mutex<super::flush::Space>,
+    /// Queues whose sealed chunks wait for the write-ahead thread.
+    pub(super) ahead: Arc<super::ahead::Ahead>,
 }
 
 impl Shared {
@@ -84,6 +86,8 @@ pub(super) struct SledQueue {
     io: Mutex<()>,
     /// Set by `delete_queue`: further use is an error, not a silent write.
     deleted: AtomicBool,
+    /// Handed to the write-ahead thread and not yet taken by it.
+    handed: AtomicBool,
     me: Weak<SledQueue>,
     shared: Arc<Shared>,
 }
@@ -99,6 +103,7 @@ impl SledQueue {
             }),
             io: Mutex::new(()),
             deleted: AtomicBool::new(false),
+            handed: AtomicBool::new(false),
             me: me.clone(),
             shared,
         })
@@ -224,12 +229,43 @@ impl SledQueue {
         });
     }
 
+    /// Hands the queue's sealed chunks to the write-ahead thread, or writes them here when
+    /// enough wait already (see [`super::ahead`]).
+    fn write_or_hand(&self) -> Result<(), StoreError> {
+        if self.area().index.sealed_count() >= super::ahead::INLINE_AFTER {
+            return self.write_ahead(false);
+        }
+        if self.handed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.shared.ahead.hand(self.me.clone()) {
+            return Ok(());
+        }
+        self.handed.store(false, Ordering::Release);
+        self.write_ahead(false)
+    }
+
+    /// The write-ahead thread's turn: writes what is sealed now. A failure is logged; the next
+    /// flush writes the chunks (and fails loudly if the log still cannot take them).
+    pub(super) fn write_handed(&self) {
+        self.handed.store(false, Ordering::Release);
+        if let Err(e) = self.write_ahead(true) {
+            tracing::warn!(queue = %self.name, error = %e, "write-ahead failed; the next flush writes the chunks");
+        }
+    }
+
     /// Appends sealed chunks to the body log ahead of a flush (bounding the memory they hold;
     /// no fsync). Their index entries follow in the next flush, which syncs the log first.
-    /// Skipped while a flush is collecting this queue or appending to the log: that flush, or
-    /// the next, writes them, and the caller (a connection's task) does not wait for it.
-    fn write_ahead(&self) -> Result<(), StoreError> {
-        let Some(_io) = try_lock(&self.io) else {
+    /// Unless `wait`, skipped while a flush is collecting this queue or appending to the log:
+    /// that flush, or the next, writes them, and the caller (a connection's task) does not
+    /// wait for it.
+    fn write_ahead(&self, wait: bool) -> Result<(), StoreError> {
+        let io = if wait {
+            Some(lock(&self.io))
+        } else {
+            try_lock(&self.io)
+        };
+        let Some(_io) = io else {
             return Ok(());
         };
         if self.deleted.load(Ordering::Acquire) {
@@ -239,7 +275,7 @@ impl SledQueue {
         if work.is_empty() {
             return Ok(());
         }
-        match self.append_bodies(&mut work, false) {
+        match self.append_bodies(&mut work, wait) {
             Ok(false) => {
                 self.undo(work, &[]);
                 Ok(())
@@ -413,7 +449,7 @@ impl QueueStore for SledQueue {
 
     fn write_sealed(&self) -> Result<(), StoreError> {
         self.check_live()?;
-        self.write_ahead()
+        self.write_or_hand()
     }
 
     fn mark_delivered(&self, id: u64) -> Result<(), StoreError> {

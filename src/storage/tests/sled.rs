@@ -273,8 +273,8 @@ fn logged_bytes(dir: &tempfile::TempDir) -> u64 {
         .unwrap_or(0)
 }
 
-/// A write ahead never waits for a group commit's append (it runs on a connection's task):
-/// while one holds the log it writes nothing, and the next flush writes the chunk.
+/// A publisher never waits for a group commit's append (it runs on a connection's task): it
+/// hands the sealed chunk to the write-ahead thread, which writes it once the log is free.
 #[test]
 fn a_write_ahead_does_not_wait_for_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -296,9 +296,9 @@ fn a_write_ahead_does_not_wait_for_a_flush() {
         // Waiting here would be a deadlock; the guard goes with the panic, freeing the thread.
         let done = rx.recv_timeout(std::time::Duration::from_secs(10));
         assert_eq!(done, Ok(true), "the write ahead waited for the log");
+        assert_eq!(logged(), before, "nothing written while the log is held");
     }
-    assert_eq!(logged(), before, "nothing written while the log was held");
-    q.write_sealed().expect("write sealed");
+    s.wait_write_ahead();
     assert!(logged() > before + 240_000, "written once the log is free");
     s.flush().expect("flush");
     assert_eq!(raw_chunks(&s, "/", "q")[0].1, (0..6).collect::<Vec<_>>());
@@ -320,6 +320,7 @@ fn full_chunks_are_written_before_a_flush() {
     }
     // 256 KiB chunks of ~40 KB messages: every 7th message starts the next (at 6, 12, 18).
     assert_eq!(due, 3);
+    s.wait_write_ahead();
     // Three full chunks are in the body log already; the flush indexes them with the rest.
     assert!(s.raw_tree(b"index").is_empty());
     let logged = logged_bytes(&dir);
@@ -331,6 +332,47 @@ fn full_chunks_are_written_before_a_flush() {
         .flat_map(|(_, ids)| ids)
         .collect();
     assert_eq!(all, (0..20).collect::<Vec<_>>());
+}
+
+/// Sealed chunks do not pile up behind a busy write-ahead thread: the publisher that seals the
+/// fourth one waiting writes them all itself.
+#[test]
+fn a_publisher_writes_its_chunks_itself_when_four_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = big_message(9);
+    let before = logged_bytes(&dir);
+    s.pause_write_ahead(true);
+    let mut due = 0;
+    // Chunks seal at ids 6, 12, 18 and 24: the fourth is written here, with the three before.
+    for id in 0..25 {
+        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+            due += 1;
+            q.write_sealed().expect("write sealed");
+            let written = logged_bytes(&dir) - before;
+            if due < 4 {
+                assert!(
+                    written < 240_000,
+                    "chunk {due} left to the thread: {written}"
+                );
+            } else {
+                assert!(
+                    written > 4 * 240_000,
+                    "the fourth writes all four: {written}"
+                );
+            }
+        }
+    }
+    assert_eq!(due, 4);
+    s.pause_write_ahead(false);
+    s.wait_write_ahead();
+    s.flush().expect("flush");
+    let all: Vec<u64> = raw_chunks(&s, "/", "q")
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    assert_eq!(all, (0..25).collect::<Vec<_>>());
 }
 
 #[test]

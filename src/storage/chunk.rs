@@ -334,6 +334,9 @@ pub struct Index {
     count: usize,
     /// The highest id put, or found live at recovery: the next put must be above it.
     last_put: Option<u64>,
+    /// How long the last chunk sealed was: the next one starts at that size (a busy queue's
+    /// chunks fill up again, and growing there by doubling copies every byte once more).
+    last_sealed_len: usize,
 }
 
 impl Index {
@@ -397,15 +400,20 @@ impl Index {
             self.seal_open();
         }
         let first = *self.open.get_or_insert(id);
+        // A lone small message in a queue of many costs a small buffer, a busy queue's next
+        // chunk what its last one held.
+        let cap = self
+            .last_sealed_len
+            .min(MAX_CHUNK_BYTES)
+            .max(len + 1)
+            .max(256);
         let chunk = self.chunks.entry(first).or_insert_with(|| Chunk {
             last: id,
             live: Bits::default(),
             delivered: Bits::default(),
             counts: Counts::default(),
             live_count: 0,
-            // Sized for what fills a chunk, up to a cap so that a lone small message in a
-            // queue of many does not cost 64 KiB.
-            body: Body::Open(record::new_chunk((len + 1).clamp(256, MAX_CHUNK_BYTES))),
+            body: Body::Open(record::new_chunk(cap)),
             loc: None,
             accounted: 0,
             base: 0,
@@ -444,6 +452,7 @@ impl Index {
             return;
         }
         if let Body::Open(buf) = std::mem::replace(&mut c.body, Body::Stored) {
+            self.last_sealed_len = buf.len();
             c.body = Body::Sealed(Bytes::from(buf));
             self.sealed.push(first);
         }

@@ -21,9 +21,10 @@ const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// Read buffer growth step, at most.
 const READ_CHUNK: usize = 64 * 1024;
 /// Read buffer growth step at first: it doubles (up to [`READ_CHUNK`]) each time a read fills
-/// the buffer, so a busy publisher soon reads 64 KiB at a time while each of a thousand
-/// connections that only send acks keeps a few KiB, not 64.
-const READ_START: usize = 4 * 1024;
+/// the buffer, so a busy publisher soon reads 64 KiB at a time (after six full reads) while
+/// each of a thousand connections that only send acks keeps 1 KiB, not 64. The handshake's
+/// largest frame, a client's connection.start-ok, is a few hundred bytes.
+const READ_START: usize = 1024;
 
 /// Where a connection came from and what it offers.
 pub(crate) struct Peer {

@@ -25,7 +25,7 @@ pub(crate) const SHARE_MIN: usize = 1024;
 
 /// A connection's encoding buffer until it has written more than this at once: an idle
 /// connection (of thousands) keeps a small one.
-pub(crate) const START_CAPACITY: usize = 2 * 1024;
+pub(crate) const START_CAPACITY: usize = 1024;
 
 /// The encoding buffer of a connection that has: fewer, larger allocations for busy ones.
 const BUSY_CAPACITY: usize = 16 * 1024;

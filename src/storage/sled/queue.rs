@@ -4,8 +4,10 @@
 //!
 //! Locks: `area` is held only for in-memory work (appends, bit flips, planning); `io` is held
 //! by a write-ahead while it appends sealed chunks, and by a flush while it collects, so that a
-//! flush never misses a chunk that is half written ahead. `io` is taken before `area`, never
-//! while holding it. Neither is held during an fsync or a read's I/O.
+//! flush never misses a chunk that is half written ahead (the write-ahead thread, which may
+//! wait for the body log's writer with `io` held, waits only for another append: the writer is
+//! never held during an fsync). `io` is taken before `area`, never while holding it. Neither is
+//! held during an fsync or a read's I/O.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -245,12 +247,13 @@ impl SledQueue {
         self.write_ahead(false)
     }
 
-    /// The write-ahead thread's turn: writes what is sealed now. A failure is logged; the next
-    /// flush writes the chunks (and fails loudly if the log still cannot take them).
+    /// The write-ahead thread's turn: writes what is sealed now. A failure is logged and the
+    /// chunks stay sealed: the next flush writes them, and fails loudly (no confirm) if the log
+    /// still cannot take them.
     pub(super) fn write_handed(&self) {
         self.handed.store(false, Ordering::Release);
         if let Err(e) = self.write_ahead(true) {
-            tracing::warn!(queue = %self.name, error = %e, "write-ahead failed; the next flush writes the chunks");
+            tracing::error!(queue = %self.name, error = %e, "write-ahead failed; the next flush writes the chunks");
         }
     }
 

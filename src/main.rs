@@ -9,13 +9,13 @@ use lagomorph::server::tls::{CertLogin, ClientAuth, SanKind, Tls, TlsOptions, Tl
 use lagomorph::storage::{SledOptions, SledStore, Store};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// jemalloc, with the defaults set in `.cargo/config.toml` (one arena, unused pages given back
 /// after 100 ms by a background thread); `_RJEM_MALLOC_CONF` overrides them at run time.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Exit status when the storage engine is stuck (EX_SOFTWARE).
 const EXIT_STALLED: i32 = 70;

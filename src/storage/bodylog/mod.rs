@@ -560,12 +560,12 @@ fn write_all_at(file: &File, parts: &[&[u8]], offset: u64) -> std::io::Result<()
 }
 
 /// The path of segment `seg` in the folder `dir`.
-fn segment_path(dir: &Path, seg: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, seg: u64) -> PathBuf {
     dir.join(format!("seg-{seg:016x}"))
 }
 
 /// The segment id of a file name `seg-<16 hex digits>`.
-fn parse_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?;
     (hex.len() == 16).then_some(())?;
     u64::from_str_radix(hex, 16).ok()

@@ -3,6 +3,7 @@
 
 use super::sled::*;
 use super::*;
+use crate::storage::bodylog;
 
 /// Flips one byte of a file.
 fn flip_byte(path: &std::path::Path, at: u64) {
@@ -50,7 +51,15 @@ fn flush_until_compacting(s: &SledStore) -> u64 {
 }
 
 fn segment_path(dir: &tempfile::TempDir, seg: u64) -> std::path::PathBuf {
-    dir.path().join("bodies").join(format!("seg-{seg:016x}"))
+    bodylog::segment_path(&dir.path().join(bodylog::DIR), seg)
+}
+
+/// The ids of the body-log segment files in the data directory `dir`.
+fn segments_on_disk(dir: &tempfile::TempDir) -> Vec<u64> {
+    std::fs::read_dir(dir.path().join(bodylog::DIR))
+        .expect("list")
+        .filter_map(|e| bodylog::parse_name(e.expect("entry").file_name().to_str()?))
+        .collect()
 }
 
 #[test]
@@ -367,12 +376,8 @@ fn a_copy_of_a_chunk_set_aside_during_its_move_is_not_kept_alive() {
         .find(|e| e.0 == 3)
         .expect("message 3 indexed")
         .1;
-    let kept: Vec<u64> = std::fs::read_dir(dir.path().join("bodies"))
-        .expect("list")
-        .filter_map(|e| {
-            let name = e.expect("entry").file_name().into_string().ok()?;
-            u64::from_str_radix(name.strip_prefix("seg-")?, 16).ok()
-        })
+    let kept: Vec<u64> = segments_on_disk(&dir)
+        .into_iter()
         .filter(|&seg| seg < last.seg)
         .collect();
     assert_eq!(kept, Vec::<u64>::new(), "segments before {} kept", last.seg);

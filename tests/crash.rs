@@ -15,7 +15,6 @@ mod process;
 use process::{connect, spawn};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const QUEUE: &str = "crash";
@@ -61,6 +60,15 @@ async fn declare(ch: &Channel) -> u32 {
     process::declare(ch, QUEUE, false).await
 }
 
+/// A cycle's confirms, counted as they come, so that the test can wait for the next ones.
+type Confirms = Arc<tokio::sync::watch::Sender<u64>>;
+
+/// Waits until `confirms` reaches `n`, or 30 s have passed (the kill comes either way).
+async fn confirms_reach(confirms: &Confirms, n: u64) {
+    let mut rx = confirms.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|&c| c >= n)).await;
+}
+
 /// Publishes in windows of 20 with confirms until the connection dies, each message to the
 /// queue `route` names; returns the highest confirmed sequence and the next unused one.
 /// `confirmed` counts confirms as they come.
@@ -68,7 +76,7 @@ async fn publish(
     ch: Channel,
     p: usize,
     start: u64,
-    confirmed: Arc<AtomicU64>,
+    confirmed: Confirms,
     route: fn(usize, u64) -> &'static str,
 ) -> (Option<u64>, u64) {
     let mut last = None;
@@ -96,7 +104,7 @@ async fn publish(
             match c.await {
                 Ok(conf) if conf.is_ack() => {
                     last = Some(s);
-                    confirmed.fetch_add(1, Ordering::Relaxed);
+                    confirmed.send_modify(|c| *c += 1);
                 }
                 _ => break 'outer,
             }
@@ -133,7 +141,7 @@ impl Ledger {
     async fn start(
         &self,
         conn: &lapin::Connection,
-        count: &Arc<AtomicU64>,
+        count: &Confirms,
         route: fn(usize, u64) -> &'static str,
     ) -> Publishers {
         let mut tasks = Vec::new();
@@ -234,7 +242,7 @@ async fn confirmed_messages_survive_kill_9() {
         let mut b = spawn(dir.path(), 4, None);
         let conn = connect(&b).await;
         declare(&conn.create_channel().await.expect("channel")).await;
-        let count = Arc::new(AtomicU64::new(0));
+        let count: Confirms = Arc::new(tokio::sync::watch::Sender::new(0));
         let tasks = ledger.start(&conn, &count, |_, _| QUEUE).await;
         // A consumer that takes a few messages and never acks them.
         let cons_ch = conn.create_channel().await.expect("channel");
@@ -265,11 +273,8 @@ async fn confirmed_messages_survive_kill_9() {
         // Two flushes after the deliveries (a publisher's next window waits for the flush of
         // the one before; a mark on a chunk that a flush in flight is writing waits for the
         // flush after it): their delivered marks are on disk.
-        let after = count.load(Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while count.load(Ordering::Relaxed) < after + 100 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let after = *count.borrow();
+        confirms_reach(&count, after + 100).await;
         delivered.extend(held);
         // Then kill at a random moment.
         tokio::time::sleep(Duration::from_millis(mix(seed) % 1500)).await;
@@ -342,7 +347,7 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
         for q in ["kept", "drained"] {
             process::declare(&ch, q, false).await;
         }
-        let count = Arc::new(AtomicU64::new(0));
+        let count: Confirms = Arc::new(tokio::sync::watch::Sender::new(0));
         let tasks = ledger.start(&conn, &count, kept_or_drained).await;
         ch.basic_qos(50, BasicQosOptions::default())
             .await
@@ -376,10 +381,7 @@ async fn acks_and_compaction_under_kill_9_keep_every_unacked_confirmed_message()
             })
         };
         // Kill at a random moment once publishing is under way (bounded in time).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while count.load(Ordering::Relaxed) < 200 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        confirms_reach(&count, 200).await;
         tokio::time::sleep(Duration::from_millis(300 + mix(seed) % 1500)).await;
         b.child.kill().expect("SIGKILL");
         let _ = b.child.wait();

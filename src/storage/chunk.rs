@@ -7,14 +7,15 @@
 //! acks, delivered marks and delivery counts only change its state (two bitmaps over its id
 //! span and a sparse list of counts), written with its location as its index entry. A chunk
 //! whose every entry is acked is deleted; one whose every entry is acked before it is sealed is
-//! never written at all, and entries acked before their chunk is sealed are left out of it.
+//! never written at all, and entries acked before their chunk is written are left out of it.
 //!
 //! This module owns that bookkeeping and nothing else: no I/O, no locks. The store that uses it
 //! ([`SledStore`](super::SledStore)) keeps an [`Index`] per queue behind a mutex, asks
 //! [`Index::take_work`] what to write, writes it, and reports back with [`Index::finish_work`]
 //! or [`Index::undo_work`]. In memory it holds the open chunk, chunks sealed but not yet written
-//! (a put that fills a chunk asks its caller to have it written; the store bounds how many
-//! wait, see `sled::ahead`) and, per
+//! (a put that fills a chunk asks its caller to have it written; the store keeps a few for the
+//! flush, so that entries acked meanwhile are left out, and bounds how many wait, see
+//! `sled::ahead`) and, per
 //! chunk, about 250 bytes plus two bits per id of its span: about 0.3 bytes per stored 16-byte
 //! message, 4 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them:
 //! memory grows with the backlog by that much.)
@@ -337,7 +338,15 @@ pub struct Index {
     /// How long the last chunk sealed was: the next one starts at that size (a busy queue's
     /// chunks fill up again, and growing there by doubling copies every byte once more).
     last_sealed_len: usize,
+    /// Flushes to go during which a consumer counts as reading entries before they are
+    /// written: set to [`READ_FLUSHES`] by a delivery from an unwritten chunk, one less at each
+    /// flush's [`Index::take_work`].
+    reads_unwritten: u8,
 }
+
+/// How many flushes a delivery from an unwritten chunk counts for (see
+/// [`Index::consumer_keeps_up`]).
+const READ_FLUSHES: u8 = 4;
 
 impl Index {
     /// An empty index.
@@ -466,8 +475,18 @@ impl Index {
         if !c.live.get(id - first) || !c.delivered.set(id - first) {
             return false;
         }
+        if !c.in_engine() {
+            self.reads_unwritten = READ_FLUSHES;
+        }
         c.touch(first, &mut self.dirty);
         true
+    }
+
+    /// Whether a consumer has been taking entries before they were written, within the last
+    /// few flushes: then it may ack sealed chunks' entries before the next flush, which leaves
+    /// them out (the store keeps such a queue's sealed chunks for that flush).
+    pub fn consumer_keeps_up(&self) -> bool {
+        self.reads_unwritten > 0
     }
 
     /// Sets `id`'s delivery count; false if it is not live or the count is unchanged.
@@ -547,6 +566,17 @@ impl Index {
         self.sealed.len()
     }
 
+    /// Bytes of the sealed chunks waiting to be written.
+    pub fn sealed_bytes(&self) -> usize {
+        self.sealed
+            .iter()
+            .filter_map(|first| match &self.chunks.get(first)?.body {
+                Body::Sealed(b) => Some(b.len()),
+                _ => None,
+            })
+            .sum()
+    }
+
     /// Whether a flush has anything to write.
     pub fn has_work(&self) -> bool {
         !self.sealed.is_empty() || !self.dirty.is_empty() || self.open.is_some()
@@ -600,6 +630,9 @@ impl Index {
         let mut work = Work::default();
         if seal_open {
             self.seal_open();
+        }
+        if states {
+            self.reads_unwritten = self.reads_unwritten.saturating_sub(1);
         }
         for first in std::mem::take(&mut self.sealed) {
             let Some(c) = self.chunks.get_mut(&first) else {

@@ -13,8 +13,20 @@
 //! sealed chunk not yet written and writes it itself, and this thread skips a queue whose `io`
 //! lock a flush holds.
 //!
+//! Before any of that, a queue whose consumer keeps up (it was delivered entries of chunks not
+//! yet written, within the last few flushes) **keeps** up to [`HOLD_CHUNKS`] sealed chunks for
+//! its next flush instead of writing them ahead (the node at most [`HOLD_BYTES`] of them,
+//! counted in [`Hold`]): entries the consumer acks before that flush are left out of the chunks
+//! it writes ([`compact`](super::super::chunk::compact)), as RabbitMQ does not write a message
+//! consumed and acked before its turn came. Such a queue writes only what its consumers have
+//! not acked within a flush or so. A queue nobody reads, or whose consumers are behind, writes
+//! ahead at once: there holding would only move the writes into the flush, after the fsync
+//! before it. Durability is the same: the confirm still waits for the flush that wrote, or left
+//! out, every entry before it.
+//!
 //! [`QueueStore::put`]: super::super::QueueStore::put
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use super::super::lock;
@@ -25,6 +37,67 @@ pub(super) const INLINE_AFTER: usize = 4;
 
 /// With this many queues waiting for the thread, publishers write their own chunks.
 pub(super) const MAX_WAITING: usize = 32;
+
+/// A queue keeps up to this many sealed chunks (4 MiB of 256 KiB chunks, a confirm window of
+/// 1,000 4 KiB messages) for its next flush rather than writing them ahead.
+pub(super) const HOLD_CHUNKS: usize = 16;
+
+/// The node keeps at most this many bytes of sealed chunks for the next flush; beyond it,
+/// sealed chunks are written ahead at once.
+pub(super) const HOLD_BYTES: usize = 16 << 20;
+
+/// How many sealed chunks queues keep for the next flush (see the module docs), and the bytes
+/// they keep now, node-wide. Each queue reports its own share (under its area lock) when it
+/// seals a chunk and when its sealed chunks are taken.
+#[derive(Debug)]
+pub(super) struct Hold {
+    chunks: AtomicUsize,
+    bytes: AtomicUsize,
+    held: AtomicUsize,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold {
+            chunks: AtomicUsize::new(HOLD_CHUNKS),
+            bytes: AtomicUsize::new(HOLD_BYTES),
+            held: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Hold {
+    /// A queue that reported `old` bytes kept now keeps `new`; returns the node's total.
+    pub(super) fn report(&self, old: usize, new: usize) -> usize {
+        if new >= old {
+            self.held.fetch_add(new - old, Ordering::AcqRel) + (new - old)
+        } else {
+            self.held.fetch_sub(old - new, Ordering::AcqRel) - (old - new)
+        }
+    }
+
+    /// How many sealed chunks a queue may keep while the node keeps `total` bytes.
+    pub(super) fn chunks(&self, total: usize) -> usize {
+        if total <= self.bytes.load(Ordering::Relaxed) {
+            self.chunks.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Bytes the node keeps for the next flush.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Sets the limits (tests: 0 writes every sealed chunk ahead at once).
+    #[cfg(test)]
+    pub(super) fn set(&self, chunks: usize, bytes: usize) {
+        self.chunks.store(chunks, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+}
 
 /// Queues waiting for the write-ahead thread, and whether it should stop.
 #[derive(Default)]
@@ -41,6 +114,8 @@ struct Waiting {
 /// The hand-over between publishers and the write-ahead thread.
 #[derive(Default)]
 pub(super) struct Ahead {
+    /// Sealed chunks kept for the next flush.
+    pub(super) hold: Hold,
     waiting: Mutex<Waiting>,
     wake: Condvar,
     /// Signalled after every batch written.

@@ -372,6 +372,19 @@ impl SledStore {
         self.shared.ahead.wait_idle();
     }
 
+    /// Sets how many sealed chunks a queue, and how many bytes the node, keep for the next flush
+    /// (tests; 0 writes every sealed chunk ahead at once, as before the hold).
+    #[cfg(test)]
+    pub(super) fn set_hold(&self, chunks: usize, bytes: usize) {
+        self.shared.ahead.hold.set(chunks, bytes);
+    }
+
+    /// Bytes of sealed chunks the node keeps for the next flush (tests).
+    #[cfg(test)]
+    pub(super) fn held_bytes(&self) -> usize {
+        self.shared.ahead.hold.held()
+    }
+
     /// Pauses (`true`) or resumes the write-ahead thread (tests of what publishers do meanwhile).
     #[cfg(test)]
     pub(super) fn pause_write_ahead(&self, pause: bool) {

@@ -9,7 +9,7 @@
 //! never held during an fsync). `io` is taken before `area`, never while holding it. Neither is
 //! held during an fsync or a read's I/O.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -90,8 +90,20 @@ pub(super) struct SledQueue {
     deleted: AtomicBool,
     /// Handed to the write-ahead thread and not yet taken by it.
     handed: AtomicBool,
+    /// Bytes of sealed chunks this queue last reported kept for its next flush
+    /// ([`super::ahead::Hold`]); changed only under the area lock.
+    held: AtomicUsize,
     me: Weak<SledQueue>,
     shared: Arc<Shared>,
+}
+
+impl Drop for SledQueue {
+    fn drop(&mut self) {
+        // A queue dropped with chunks kept (its flush writes them or it was deleted) keeps no
+        // share of the node's hold.
+        let old = std::mem::take(self.held.get_mut());
+        self.shared.ahead.hold.report(old, 0);
+    }
 }
 
 impl SledQueue {
@@ -106,6 +118,7 @@ impl SledQueue {
             io: Mutex::new(()),
             deleted: AtomicBool::new(false),
             handed: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             me: me.clone(),
             shared,
         })
@@ -113,6 +126,14 @@ impl SledQueue {
 
     fn area(&self) -> MutexGuard<'_, Area> {
         lock(&self.area)
+    }
+
+    /// Reports the bytes of sealed chunks the queue keeps now (`area` is its locked area);
+    /// returns the node's total.
+    fn report_held(&self, area: &Area) -> usize {
+        let now = area.index.sealed_bytes();
+        let old = self.held.swap(now, Ordering::AcqRel);
+        self.shared.ahead.hold.report(old, now)
     }
 
     fn check_live(&self) -> Result<(), StoreError> {
@@ -130,7 +151,10 @@ impl SledQueue {
     pub(super) fn delete(&self) -> Vec<(u64, u64)> {
         let _io = lock(&self.io);
         self.deleted.store(true, Ordering::Release);
-        self.area().index.accounted()
+        let area = self.area();
+        let old = self.held.swap(0, Ordering::AcqRel);
+        self.shared.ahead.hold.report(old, 0);
+        area.index.accounted()
     }
 
     /// Runs `f` on the index, then puts the queue on the dirty list if `f` changed something.
@@ -163,6 +187,7 @@ impl SledQueue {
         let (work, moves, again) = {
             let mut area = self.area();
             let work = area.index.take_work(true, true);
+            self.report_held(&area);
             // State writes put off until a flush in flight is done need the next flush.
             let again = area.index.has_deferred();
             area.queued = again;
@@ -231,10 +256,23 @@ impl SledQueue {
         });
     }
 
-    /// Hands the queue's sealed chunks to the write-ahead thread, or writes them here when
-    /// enough wait already (see [`super::ahead`]).
+    /// Keeps the queue's sealed chunks for the next flush, or hands them to the write-ahead
+    /// thread, or writes them here when enough wait already (see [`super::ahead`]).
     fn write_or_hand(&self) -> Result<(), StoreError> {
-        if self.area().index.sealed_count() >= super::ahead::INLINE_AFTER {
+        let (sealed, keep) = {
+            let area = self.area();
+            let total = self.report_held(&area);
+            let keep = if area.index.consumer_keeps_up() {
+                self.shared.ahead.hold.chunks(total)
+            } else {
+                0
+            };
+            (area.index.sealed_count(), keep)
+        };
+        if sealed <= keep {
+            return Ok(());
+        }
+        if sealed >= keep + super::ahead::INLINE_AFTER {
             return self.write_ahead(false);
         }
         if self.handed.swap(true, Ordering::AcqRel) {
@@ -274,7 +312,12 @@ impl SledQueue {
         if self.deleted.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut work = self.area().index.take_work(false, false);
+        let mut work = {
+            let mut area = self.area();
+            let work = area.index.take_work(false, false);
+            self.report_held(&area);
+            work
+        };
         if work.is_empty() {
             return Ok(());
         }

@@ -279,6 +279,7 @@ fn logged_bytes(dir: &tempfile::TempDir) -> u64 {
 fn a_write_ahead_does_not_wait_for_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(&dir);
+    s.set_hold(0, 0);
     let q = s.open_queue("/", "q").expect("open");
     let m = big_message(7);
     let logged = || logged_bytes(&dir);
@@ -309,6 +310,7 @@ fn a_write_ahead_does_not_wait_for_a_flush() {
 fn full_chunks_are_written_before_a_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(&dir);
+    s.set_hold(0, 0);
     let q = s.open_queue("/", "q").expect("open");
     let m = big_message(9);
     let mut due = 0;
@@ -340,6 +342,7 @@ fn full_chunks_are_written_before_a_flush() {
 fn a_publisher_writes_its_chunks_itself_when_four_wait() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(&dir);
+    s.set_hold(0, 0);
     let q = s.open_queue("/", "q").expect("open");
     let m = big_message(9);
     let before = logged_bytes(&dir);
@@ -373,6 +376,123 @@ fn a_publisher_writes_its_chunks_itself_when_four_wait() {
         .flat_map(|(_, ids)| ids)
         .collect();
     assert_eq!(all, (0..25).collect::<Vec<_>>());
+}
+
+/// A queue keeps its sealed chunks for the next flush: entries acked before it are never
+/// written, and a chunk acked whole is not written at all.
+#[test]
+fn sealed_chunks_wait_for_the_flush_and_leave_acked_entries_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = big_message(3);
+    let before = logged_bytes(&dir);
+    let mut due = 0;
+    // Chunks seal at ids 6 and 12; a consumer takes each message as it comes, so both are kept.
+    for id in 0..13 {
+        let sealed = q.put(id, m.view()).expect("put") == PutOutcome::WriteDue;
+        q.mark_delivered(id).expect("deliver");
+        if sealed {
+            due += 1;
+            q.write_sealed().expect("write sealed");
+        }
+    }
+    assert_eq!(due, 2);
+    s.wait_write_ahead();
+    assert_eq!(logged_bytes(&dir), before, "nothing written ahead");
+    assert!(s.held_bytes() > 2 * 240_000, "{}", s.held_bytes());
+    // A consumer acks the whole first chunk and half the second before the flush.
+    for id in 0..9 {
+        q.remove(id).expect("ack");
+    }
+    s.flush().expect("flush");
+    assert_eq!(s.held_bytes(), 0);
+    let chunks = raw_chunks(&s, "/", "q");
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    assert_eq!(chunks[0].1, (9..12).collect::<Vec<_>>());
+    assert_eq!(chunks[1].1, vec![12]);
+    // Four 40 KB messages and some headers: the acked ones never reached the log.
+    let written = logged_bytes(&dir) - before;
+    assert!(written < 5 * 40_000, "{written}");
+    assert_eq!(ids(&*q), (9..13).collect::<Vec<_>>());
+}
+
+/// A queue keeps at most its share of chunks, and the node at most its bytes: past either,
+/// sealed chunks are written ahead as before.
+#[test]
+fn kept_chunks_are_bounded_per_queue_and_per_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    s.set_hold(2, 600_000);
+    let m = big_message(5);
+    let before = logged_bytes(&dir);
+    let a = s.open_queue("/", "a").expect("open");
+    let b = s.open_queue("/", "b").expect("open");
+    let put_chunks = |q: &std::sync::Arc<dyn QueueStore>, from: u64, n: u64| {
+        for id in from..from + 7 * n {
+            let sealed = q.put(id, m.view()).expect("put") == PutOutcome::WriteDue;
+            q.mark_delivered(id).expect("deliver");
+            if sealed {
+                q.write_sealed().expect("write sealed");
+            }
+        }
+        s.wait_write_ahead();
+    };
+    // Queue a seals two chunks (at ids 6 and 12) and keeps both.
+    put_chunks(&a, 0, 2);
+    assert_eq!(logged_bytes(&dir), before);
+    // Its third goes ahead with the two before it.
+    put_chunks(&a, 14, 1);
+    let after_a = logged_bytes(&dir);
+    assert!(after_a > before + 3 * 240_000, "{}", after_a - before);
+    // Queue b keeps one chunk (some 280 KB of the node's 600 KB); a keeps one more; then the
+    // node is past its bytes and b's second chunk goes ahead at once.
+    put_chunks(&b, 0, 1);
+    put_chunks(&a, 21, 1);
+    assert_eq!(logged_bytes(&dir), after_a);
+    put_chunks(&b, 7, 1);
+    assert!(logged_bytes(&dir) > after_a + 2 * 240_000);
+    s.flush().expect("flush");
+    assert_eq!(s.held_bytes(), 0);
+    let all = |name: &str| -> Vec<u64> {
+        raw_chunks(&s, "/", name)
+            .into_iter()
+            .flat_map(|(_, ids)| ids)
+            .collect()
+    };
+    assert_eq!(all("a"), (0..28).collect::<Vec<_>>());
+    assert_eq!(all("b"), (0..14).collect::<Vec<_>>());
+}
+
+/// Chunks of a queue nobody reads (or whose consumers are behind) are written ahead at once:
+/// keeping them would only move their writes into the flush.
+#[test]
+fn chunks_nobody_reads_yet_are_written_ahead_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let q = s.open_queue("/", "q").expect("open");
+    let m = big_message(4);
+    let before = logged_bytes(&dir);
+    for id in 0..7 {
+        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+            q.write_sealed().expect("write sealed");
+        }
+    }
+    s.wait_write_ahead();
+    assert!(logged_bytes(&dir) > before + 240_000, "written ahead");
+    assert_eq!(s.held_bytes(), 0);
+    // A consumer far behind (reading what is written) does not make the queue keep chunks.
+    s.flush().expect("flush");
+    q.mark_delivered(0).expect("deliver");
+    let after = logged_bytes(&dir);
+    // The open chunk starts at 7 and seals at 13.
+    for id in 7..14 {
+        if q.put(id, m.view()).expect("put") == PutOutcome::WriteDue {
+            q.write_sealed().expect("write sealed");
+        }
+    }
+    s.wait_write_ahead();
+    assert!(logged_bytes(&dir) > after + 240_000, "written ahead");
 }
 
 #[test]

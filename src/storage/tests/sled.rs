@@ -59,6 +59,14 @@ pub(super) fn raw_chunks(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Ve
         .collect()
 }
 
+/// Every id the queue's written chunks hold, in order.
+fn written_ids(s: &SledStore, name: &str) -> Vec<u64> {
+    raw_chunks(s, "/", name)
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect()
+}
+
 /// The chunk states of a queue as sled holds them: (first id, live ids, delivered ids).
 pub(super) fn raw_states(s: &SledStore, vhost: &str, name: &str) -> Vec<(u64, Vec<u64>, Vec<u64>)> {
     raw_index(s, vhost, name)
@@ -329,11 +337,7 @@ fn full_chunks_are_written_before_a_flush() {
     assert!(logged > 3 * 240_000, "{logged}");
     s.flush().expect("flush");
     assert_eq!(raw_chunks(&s, "/", "q")[0].1.len(), 6);
-    let all: Vec<u64> = raw_chunks(&s, "/", "q")
-        .into_iter()
-        .flat_map(|(_, ids)| ids)
-        .collect();
-    assert_eq!(all, (0..20).collect::<Vec<_>>());
+    assert_eq!(written_ids(&s, "q"), (0..20).collect::<Vec<_>>());
 }
 
 /// Sealed chunks do not pile up behind a busy write-ahead thread: the publisher that seals the
@@ -371,11 +375,7 @@ fn a_publisher_writes_its_chunks_itself_when_four_wait() {
     s.pause_write_ahead(false);
     s.wait_write_ahead();
     s.flush().expect("flush");
-    let all: Vec<u64> = raw_chunks(&s, "/", "q")
-        .into_iter()
-        .flat_map(|(_, ids)| ids)
-        .collect();
-    assert_eq!(all, (0..25).collect::<Vec<_>>());
+    assert_eq!(written_ids(&s, "q"), (0..25).collect::<Vec<_>>());
 }
 
 /// A queue keeps its sealed chunks for the next flush: entries acked before it are never
@@ -454,14 +454,8 @@ fn kept_chunks_are_bounded_per_queue_and_per_node() {
     assert!(logged_bytes(&dir) > after_a + 2 * 240_000);
     s.flush().expect("flush");
     assert_eq!(s.held_bytes(), 0);
-    let all = |name: &str| -> Vec<u64> {
-        raw_chunks(&s, "/", name)
-            .into_iter()
-            .flat_map(|(_, ids)| ids)
-            .collect()
-    };
-    assert_eq!(all("a"), (0..28).collect::<Vec<_>>());
-    assert_eq!(all("b"), (0..14).collect::<Vec<_>>());
+    assert_eq!(written_ids(&s, "a"), (0..28).collect::<Vec<_>>());
+    assert_eq!(written_ids(&s, "b"), (0..14).collect::<Vec<_>>());
 }
 
 /// Chunks of a queue nobody reads (or whose consumers are behind) are written ahead at once:

@@ -28,7 +28,7 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{BindingRecord, ExchangeRecord, MessageRecord, MessageView, QueueRecord};
 
@@ -216,6 +216,26 @@ pub fn decode_message(buf: Bytes) -> Result<MessageRecord, DecodeError> {
 
 /// Decodes the message fields in `buf[range]`; `properties` and `body` are slices of `buf`.
 fn decode_fields(buf: &Bytes, range: Range<usize>) -> Result<MessageRecord, DecodeError> {
+    let f = field_ranges(buf, range)?;
+    Ok(MessageRecord {
+        exchange: f.exchange,
+        routing_key: f.routing_key,
+        properties: buf.slice(f.properties),
+        meta: buf.slice(f.meta),
+        body: buf.slice(f.body),
+    })
+}
+
+/// An entry's names, and where its other fields are in the chunk.
+struct FieldRanges {
+    exchange: String,
+    routing_key: String,
+    properties: Range<usize>,
+    meta: Range<usize>,
+    body: Range<usize>,
+}
+
+fn field_ranges(buf: &[u8], range: Range<usize>) -> Result<FieldRanges, DecodeError> {
     let fields = buf
         .get(..range.end)
         .ok_or(DecodeError("entry out of bounds"))?;
@@ -225,15 +245,14 @@ fn decode_fields(buf: &Bytes, range: Range<usize>) -> Result<MessageRecord, Deco
     };
     let exchange = r.string("exchange")?;
     let routing_key = r.string("routing_key")?;
-    let props = r.range("properties")?;
+    let properties = r.range("properties")?;
     let meta = r.range("meta")?;
-    let body_start = r.pos;
-    Ok(MessageRecord {
+    Ok(FieldRanges {
         exchange,
         routing_key,
-        properties: buf.slice(props),
-        meta: buf.slice(meta),
-        body: buf.slice(body_start..range.end),
+        properties,
+        meta,
+        body: r.pos..range.end,
     })
 }
 
@@ -275,24 +294,63 @@ impl ChunkEntry {
     pub fn decode(&self, chunk: &Bytes) -> Result<MessageRecord, DecodeError> {
         decode_fields(chunk, self.range.start + ENTRY_HEADER_LEN..self.range.end)
     }
+}
 
-    /// As [`ChunkEntry::decode`], but `properties`, `meta` and `body` are slices of one copy of
-    /// them (not of the entry's names and header), so they do not keep the whole chunk alive.
-    pub fn decode_owned(&self, chunk: &Bytes) -> Result<MessageRecord, DecodeError> {
-        let r = self.decode(chunk)?;
-        let (p, m) = (r.properties.len(), r.meta.len());
-        let mut copy = Vec::with_capacity(p + m + r.body.len());
-        for part in [&r.properties, &r.meta, &r.body] {
-            copy.extend_from_slice(part);
+/// Most bytes [`decode_packed`] copies into one buffer.
+pub const PACK_BYTES: usize = 64 * 1024;
+
+/// Decodes `entries` of `chunk` with their properties, meta and bodies copied out of it, packed
+/// one after the other into shared buffers of at most [`PACK_BYTES`] (a larger message gets one
+/// of its own), and hands each to `emit` with its index in `entries`. A few messages taken from
+/// a chunk do not keep the whole chunk alive, nor its entries' headers and names, and a
+/// thousand small messages cost a few allocations, not a thousand; a message kept long
+/// (requeued, unacked) keeps at most its buffer alive. All or nothing: every entry is decoded
+/// before the first is handed out.
+pub fn decode_packed(
+    chunk: &Bytes,
+    entries: &[ChunkEntry],
+    mut emit: impl FnMut(usize, MessageRecord),
+) -> Result<(), DecodeError> {
+    let fields = entries
+        .iter()
+        .map(|e| field_ranges(chunk, e.range.start + ENTRY_HEADER_LEN..e.range.end))
+        .collect::<Result<Vec<_>, _>>()?;
+    let size = |f: &FieldRanges| f.properties.len() + f.meta.len() + f.body.len();
+    // Runs of entries that fit one buffer (at least one entry each): (end, bytes).
+    let mut runs = Vec::new();
+    let mut bytes = 0;
+    for (i, f) in fields.iter().enumerate() {
+        if bytes > 0 && bytes + size(f) > PACK_BYTES {
+            runs.push((i, bytes));
+            bytes = 0;
         }
-        let copy = Bytes::from(copy);
-        Ok(MessageRecord {
-            properties: copy.slice(..p),
-            meta: copy.slice(p..p + m),
-            body: copy.slice(p + m..),
-            ..r
-        })
+        bytes += size(f);
     }
+    runs.push((fields.len(), bytes));
+    let mut fields = fields.into_iter().enumerate();
+    let mut start = 0;
+    for (end, bytes) in runs {
+        let mut buf = BytesMut::with_capacity(bytes);
+        let mut copy = |r: &Range<usize>| {
+            if r.is_empty() {
+                return Bytes::new();
+            }
+            buf.extend_from_slice(chunk.get(r.clone()).unwrap_or_default());
+            buf.split().freeze()
+        };
+        for (i, f) in fields.by_ref().take(end - start) {
+            let record = MessageRecord {
+                properties: copy(&f.properties),
+                meta: copy(&f.meta),
+                body: copy(&f.body),
+                exchange: f.exchange,
+                routing_key: f.routing_key,
+            };
+            emit(i, record);
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 /// The entries of a chunk value, checked for structure (schema byte, lengths within the value,
@@ -581,10 +639,16 @@ mod tests {
             for (e, (id, m)) in entries.iter().zip(&expected) {
                 prop_assert_eq!(e.id, *id);
                 prop_assert_eq!(&e.decode(&chunk).expect("decode"), m);
-                // The owned decoding is equal and shares no memory with the chunk.
-                let owned = e.decode_owned(&chunk).expect("decode owned");
-                prop_assert_eq!(&owned, m);
-                let inside = chunk.as_ptr_range();
+            }
+            // The packed decoding is equal and shares no memory with the chunk.
+            let mut packed = Vec::new();
+            decode_packed(&chunk, &entries, |i, r| packed.push((i, r))).expect("decode packed");
+            prop_assert!(packed.iter().enumerate().all(|(k, (i, _))| k == *i));
+            let packed: Vec<MessageRecord> = packed.into_iter().map(|(_, r)| r).collect();
+            prop_assert_eq!(packed.len(), expected.len());
+            let inside = chunk.as_ptr_range();
+            for (owned, (_, m)) in packed.iter().zip(&expected) {
+                prop_assert_eq!(owned, m);
                 for part in [&owned.properties, &owned.meta, &owned.body] {
                     prop_assert!(part.is_empty() || !inside.contains(&part.as_ptr()));
                 }

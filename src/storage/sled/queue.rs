@@ -424,44 +424,49 @@ impl SledQueue {
             Ok(e) => e,
             Err(DecodeError(reason)) => return Ok(Err(reason.into())),
         };
-        let start = out.len();
-        let mut wanted = Vec::with_capacity(entries.len().min(limit - start));
+        // The entries taken and their bit indices in the chunk's state.
+        let (mut taken, mut bits) = (Vec::new(), Vec::new());
         for e in entries {
-            if start + wanted.len() == limit {
+            if out.len() + taken.len() == limit {
                 break;
             }
             let Some(i) = e.id.checked_sub(part.first) else {
                 return Ok(Err("entry below its chunk's first id".into()));
             };
             if e.id >= from && part.live.get(i) {
-                wanted.push((i, e));
+                taken.push(e);
+                bits.push(i);
             }
         }
         // Messages sliced out of the chunk keep all of it alive until the last of them is
-        // acked: a refill that takes a few messages of a 256 KiB chunk, in each of a thousand
-        // queues, would hold gigabytes that the memory budget never sees. Take copies unless
-        // most of the chunk is taken.
-        let taken: usize = wanted.iter().map(|(_, e)| e.range.len()).sum();
-        let copy = taken.saturating_mul(2) < value.len();
-        for (i, e) in wanted {
-            let decoded = if copy {
-                e.decode_owned(&value)
-            } else {
-                e.decode(&value)
-            };
-            match decoded {
-                Ok(record) => out.push(StoredMessage {
+        // acked, which the memory budget does not see: a refill that takes a few messages of a
+        // 256 KiB chunk, in each of a thousand queues, would hold gigabytes. Slice only when
+        // nearly all of the chunk is taken (what is left over is within what a message's
+        // budget charge allows for); else copy what is taken out, packed.
+        let taken_bytes: usize = taken.iter().map(|e| e.range.len()).sum();
+        let start = out.len();
+        let mut push = |k: usize, record| {
+            if let (Some(e), Some(&i)) = (taken.get(k), bits.get(k)) {
+                out.push(StoredMessage {
                     id: e.id,
                     delivered: part.delivered.get(i),
                     delivery_count: part.counts.get(i),
                     record,
-                }),
-                Err(DecodeError(reason)) => {
-                    // All or nothing: a chunk with one bad entry is moved aside whole.
-                    out.truncate(start);
-                    return Ok(Err(reason.into()));
-                }
+                });
             }
+        };
+        let decoded = if taken_bytes.saturating_mul(8) >= value.len().saturating_mul(7) {
+            taken.iter().enumerate().try_for_each(|(k, e)| {
+                push(k, e.decode(&value)?);
+                Ok(())
+            })
+        } else {
+            record::decode_packed(&value, &taken, &mut push)
+        };
+        if let Err(DecodeError(reason)) = decoded {
+            // All or nothing: a chunk with one bad entry is moved aside whole.
+            out.truncate(start);
+            return Ok(Err(reason.into()));
         }
         Ok(Ok(()))
     }

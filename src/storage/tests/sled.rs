@@ -271,6 +271,43 @@ fn big_message(byte: u8) -> MessageRecord {
     }
 }
 
+/// Where each message read back from `q` sits relative to the one before it: the bytes between
+/// one body's end and the next body's start.
+fn body_gaps(q: &dyn QueueStore, from: u64, n: usize) -> Vec<isize> {
+    let read = q.read(from, n).expect("read");
+    assert_eq!(read.len(), n);
+    read.windows(2)
+        .map(|w| {
+            let (a, b) = (&w[0].record, &w[1].record);
+            b.body.as_ptr() as isize - (a.body.as_ptr() as isize + a.body.len() as isize)
+        })
+        .collect()
+}
+
+/// Messages read back do not keep their chunk alive (the entries not taken, their headers and
+/// names) when they are a part of it: a part is copied out, packed one after the other (each
+/// body follows the next one's properties and meta); a chunk read whole is sliced (an entry's
+/// header and names sit between two bodies).
+#[test]
+fn messages_read_back_from_part_of_a_chunk_are_packed_copies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(&dir);
+    let small = s.open_queue("/", "small").expect("open");
+    for id in 1..=100 {
+        put(&*small, id);
+    }
+    s.flush().expect("flush");
+    let expected: Vec<isize> = (2..=10)
+        .map(|n| (msg(n).properties.len() + msg(n).meta.len()) as isize)
+        .collect();
+    assert_eq!(body_gaps(&*small, 1, 10), expected, "packed copies");
+    let packed_gap = expected.iter().max().copied().unwrap_or(0);
+    assert!(
+        body_gaps(&*small, 1, 100).iter().all(|g| *g > packed_gap),
+        "a chunk read whole is sliced"
+    );
+}
+
 /// Bytes in the body log's segment files.
 fn logged_bytes(dir: &tempfile::TempDir) -> u64 {
     std::fs::read_dir(dir.path().join("bodies"))

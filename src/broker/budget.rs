@@ -3,21 +3,28 @@
 //! A queue keeps a window of its ready messages in memory (at most its [`MemoryWindow`]) and
 //! pages the rest out; the budget bounds the sum over all queues, so a thousand queues with
 //! backlogs use what one budget allows, not a thousand windows. Each queue holds a
-//! [`BudgetShare`] that reserves from the budget in chunks, so the hot path touches the shared
-//! counter about once per [`CHUNK`] bytes, not once per message. A queue with nothing in memory
-//! may always take one message, whatever the budget says, so that every queue makes progress.
+//! [`BudgetShare`] that reserves from the budget in units ([`MemoryBudget::unit`], at most
+//! [`CHUNK`] bytes), so the hot path touches the shared counter about once per unit, not once per
+//! message. The unit is a 1,024th of the budget (within 4 KiB and [`CHUNK`]), so that a thousand
+//! queues can each hold one: with fewer units than busy queues, the queues without one find no
+//! room and refill one message at a time. A queue with nothing in memory may always take one
+//! message, whatever the budget says, so that every queue makes progress.
 //!
 //! [`MemoryWindow`]: super::queue::MemoryWindow
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Bytes a share reserves from or returns to the budget at a time.
+/// Most bytes a share reserves from or returns to the budget at a time.
 pub const CHUNK: usize = 256 * 1024;
+
+/// Budgets are split into at least this many reservation units (see the module docs).
+const UNITS: usize = 1024;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: usize,
+    unit: usize,
     used: AtomicUsize,
 }
 
@@ -26,6 +33,7 @@ impl MemoryBudget {
     pub fn new(limit: usize) -> MemoryBudget {
         MemoryBudget {
             limit,
+            unit: (limit / UNITS).clamp(4096, CHUNK).min(limit / 64).max(1),
             used: AtomicUsize::new(0),
         }
     }
@@ -61,6 +69,11 @@ impl MemoryBudget {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// Bytes a share reserves at a time.
+    pub fn unit(&self) -> usize {
+        self.unit
+    }
 }
 
 /// One queue's part of the budget: what it reserved and what of that it uses.
@@ -75,7 +88,7 @@ impl BudgetShare {
     /// (nothing charged) when the budget has no room.
     pub fn charge(&mut self, budget: &MemoryBudget, cost: usize) -> bool {
         if self.used + cost > self.held {
-            let want = (self.used + cost - self.held).max(CHUNK.min(budget.limit / 64).max(cost));
+            let want = (self.used + cost - self.held).max(budget.unit.max(cost));
             if !budget.try_reserve(want) {
                 // Less than a chunk may still fit.
                 let exact = self.used + cost - self.held;
@@ -101,12 +114,12 @@ impl BudgetShare {
         self.used += cost;
     }
 
-    /// Gives `cost` bytes back; returns reserved room to `budget` beyond two chunks of slack.
+    /// Gives `cost` bytes back; returns reserved room to `budget` beyond two units of slack.
     pub fn credit(&mut self, budget: &MemoryBudget, cost: usize) {
         self.used = self.used.saturating_sub(cost);
         let slack = self.held - self.used;
-        if slack > 2 * CHUNK {
-            let give = slack - CHUNK;
+        if slack > 2 * budget.unit {
+            let give = slack - budget.unit;
             budget.release(give);
             self.held -= give;
         }
@@ -138,12 +151,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_reserve_in_chunks_and_stay_within_the_budget() {
+    fn shares_reserve_in_units_and_stay_within_the_budget() {
         let b = MemoryBudget::new(256 * CHUNK);
+        assert_eq!(b.unit(), 256 * CHUNK / UNITS);
         let mut a = BudgetShare::default();
         let mut c = BudgetShare::default();
         assert!(a.charge(&b, 100));
-        assert_eq!(b.used(), CHUNK, "one chunk reserved for a small charge");
+        assert_eq!(b.used(), b.unit(), "one unit reserved for a small charge");
         let mut charged = 100;
         while a.charge(&b, 1000) {
             charged += 1000;
@@ -157,26 +171,43 @@ mod tests {
         c.force(&b, 10);
         assert!(b.used() > b.limit(), "one forced message may go over");
         a.credit(&b, charged);
-        assert!(b.used() <= 2 * CHUNK + 10, "slack beyond a chunk went back");
+        assert!(
+            b.used() <= 2 * b.unit() + 10,
+            "slack beyond a unit went back"
+        );
         a.release_all(&b);
         c.release_all(&b);
         assert_eq!(b.used(), 0);
     }
 
     #[test]
+    fn a_thousand_shares_each_get_a_unit_of_any_budget() {
+        for mb in [8, 32, 128, 256, 1024] {
+            let b = MemoryBudget::new(mb << 20);
+            assert!(b.unit() <= CHUNK);
+            let mut shares: Vec<BudgetShare> = (0..1000).map(|_| BudgetShare::default()).collect();
+            for s in &mut shares {
+                assert!(s.charge(&b, 300), "{mb} MB: every queue finds room");
+            }
+            assert!(b.used() <= b.limit());
+        }
+    }
+
+    #[test]
     fn a_share_counts_its_own_slack_as_room_when_the_budget_is_spent() {
-        let b = MemoryBudget::new(4 * CHUNK);
+        let b = MemoryBudget::new(UNITS * CHUNK);
+        assert_eq!(b.unit(), CHUNK);
         let mut a = BudgetShare::default();
         let mut c = BudgetShare::default();
-        assert!(a.charge(&b, 2 * CHUNK));
-        assert!(c.charge(&b, 2 * CHUNK));
+        assert!(a.charge(&b, UNITS / 2 * CHUNK));
+        assert!(c.charge(&b, UNITS / 2 * CHUNK));
         assert_eq!(b.used(), b.limit(), "the shares hold the whole budget");
         assert_eq!(a.room(&b), 0);
         a.credit(&b, CHUNK);
         assert_eq!(
             b.used(),
             b.limit(),
-            "slack under two chunks stays with the share"
+            "slack under two units stays with the share"
         );
         assert_eq!(a.room(&b), CHUNK, "what it gave back is its room");
         assert_eq!(c.room(&b), 0, "and not another share's");

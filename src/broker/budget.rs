@@ -90,7 +90,7 @@ impl BudgetShare {
         if self.used + cost > self.held {
             let want = (self.used + cost - self.held).max(budget.unit.max(cost));
             if !budget.try_reserve(want) {
-                // Less than a chunk may still fit.
+                // Less than a unit may still fit.
                 let exact = self.used + cost - self.held;
                 if exact == want || !budget.try_reserve(exact) {
                     return false;

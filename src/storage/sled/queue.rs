@@ -424,8 +424,7 @@ impl SledQueue {
             Ok(e) => e,
             Err(DecodeError(reason)) => return Ok(Err(reason.into())),
         };
-        // The entries taken and their bit indices in the chunk's state.
-        let (mut taken, mut bits) = (Vec::new(), Vec::new());
+        let mut taken = Vec::new();
         for e in entries {
             if out.len() + taken.len() == limit {
                 break;
@@ -435,7 +434,6 @@ impl SledQueue {
             };
             if e.id >= from && part.live.get(i) {
                 taken.push(e);
-                bits.push(i);
             }
         }
         // Messages sliced out of the chunk keep all of it alive until the last of them is
@@ -446,7 +444,9 @@ impl SledQueue {
         let taken_bytes: usize = taken.iter().map(|e| e.range.len()).sum();
         let start = out.len();
         let mut push = |k: usize, record| {
-            if let (Some(e), Some(&i)) = (taken.get(k), bits.get(k)) {
+            if let Some(e) = taken.get(k) {
+                // At or past `part.first`: checked above.
+                let i = e.id - part.first;
                 out.push(StoredMessage {
                     id: e.id,
                     delivered: part.delivered.get(i),

@@ -25,6 +25,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// each of a thousand connections that only send acks keeps 1 KiB, not 64. The handshake's
 /// largest frame, a client's connection.start-ok, is a few hundred bytes.
 const READ_START: usize = 1024;
+/// Consecutive small reads (at most an eighth of the step) after which the step halves.
+const SMALL_READS: u32 = 16;
 
 /// Where a connection came from and what it offers.
 pub(crate) struct Peer {
@@ -51,8 +53,7 @@ where
     let commit = std::sync::Arc::clone(broker.commit());
     let mut flushed_rx = commit.subscribe();
     let mut session = Connection::new(broker, info, clock::now()).with_mechanisms(peer.mechanisms);
-    let mut buf = BytesMut::with_capacity(READ_START);
-    let mut step = READ_START;
+    let mut rb = ReadBuffer::default();
     let mut requested = 0u64;
     let mut shutting_down = false;
     // One timer for the connection's life. It is moved only when the session's deadline comes
@@ -88,21 +89,17 @@ where
             timer.as_mut().reset(d);
             armed = Some(d);
         }
-        if buf.capacity() - buf.len() < step / 4 {
-            buf.reserve(step);
-        }
-        let spare = buf.capacity() - buf.len();
+        let spare = rb.prepare();
         tokio::select! {
-            r = stream.read_buf(&mut buf), if session.wants_read() => match r {
+            r = stream.read_buf(&mut rb.buf), if session.wants_read() => match r {
                 Ok(0) | Err(_) => {
                     session.handle_disconnect();
                     return;
                 }
                 Ok(n) => {
-                    if n == spare {
-                        step = (step * 2).min(READ_CHUNK);
-                    }
-                    session.handle_bytes(&mut buf, clock::now());
+                    rb.read(n, spare);
+                    session.handle_bytes(&mut rb.buf, clock::now());
+                    rb.settle();
                 }
             },
             Some(msg) = rx.recv(), if session.pending_output() < OUTPUT_HIGH_WATER => {
@@ -138,6 +135,62 @@ where
     }
 }
 
+/// A connection's read buffer, sized by how the peer sends: the step doubles (up to
+/// [`READ_CHUNK`]) while reads fill it and halves (down to [`READ_START`]) after a run of small
+/// reads, and an empty buffer much larger than the step is let go. A burst of acks from each of
+/// a thousand consumers grows their buffers; without the way back each would keep 16-64 KiB for
+/// the connection's life.
+#[derive(Debug)]
+struct ReadBuffer {
+    buf: BytesMut,
+    step: usize,
+    small: u32,
+}
+
+impl Default for ReadBuffer {
+    fn default() -> Self {
+        ReadBuffer {
+            buf: BytesMut::with_capacity(READ_START),
+            step: READ_START,
+            small: 0,
+        }
+    }
+}
+
+impl ReadBuffer {
+    /// Makes room for the next read; returns the spare capacity it may fill.
+    fn prepare(&mut self) -> usize {
+        if self.buf.capacity() - self.buf.len() < self.step / 4 {
+            self.buf.reserve(self.step);
+        }
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// A read of `n` bytes into `spare` bytes of room.
+    fn read(&mut self, n: usize, spare: usize) {
+        if n == spare {
+            self.step = (self.step * 2).min(READ_CHUNK);
+            self.small = 0;
+        } else if n <= self.step / 8 {
+            self.small += 1;
+            if self.small >= SMALL_READS {
+                self.step = (self.step / 2).max(READ_START);
+                self.small = 0;
+            }
+        } else {
+            self.small = 0;
+        }
+    }
+
+    /// After the session took what it could: an empty buffer over twice the step is dropped
+    /// for one of the step (frames split off it keep their part alive on their own).
+    fn settle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.step {
+            self.buf = BytesMut::with_capacity(self.step);
+        }
+    }
+}
+
 /// Writes all of `out` with vectored writes of up to [`IOV_BATCH`] parts each (tokio's
 /// `write_all_buf` passes at most 64: a syscall per 32 large deliveries), then flushes (a no-op
 /// on TCP; TLS may hold the last record until flushed).
@@ -163,3 +216,48 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 /// Parts per vectored write at most (Linux takes up to 1024).
 const IOV_BATCH: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One read of `n` bytes (at most the spare room), consumed whole by the session.
+    fn read(rb: &mut ReadBuffer, n: usize) {
+        let spare = rb.prepare();
+        let n = n.min(spare);
+        rb.buf.extend_from_slice(&vec![0; n]);
+        rb.read(n, spare);
+        rb.buf.clear();
+        rb.settle();
+    }
+
+    #[test]
+    fn the_read_buffer_grows_with_full_reads_and_shrinks_back_after_small_ones() {
+        let mut rb = ReadBuffer::default();
+        for _ in 0..10 {
+            read(&mut rb, usize::MAX);
+        }
+        assert_eq!(rb.step, READ_CHUNK, "full reads grow the step to the most");
+        assert!(rb.buf.capacity() >= READ_CHUNK / 4);
+        // Acks trickling in: 13 bytes a read.
+        for _ in 0..(SMALL_READS as usize * 8) {
+            read(&mut rb, 13);
+        }
+        assert_eq!(rb.step, READ_START, "small reads bring the step back down");
+        assert!(
+            rb.buf.capacity() <= 2 * READ_START,
+            "the large buffer was let go: {} bytes kept",
+            rb.buf.capacity()
+        );
+        // Reads of a middling size keep the step where it is.
+        let mut rb = ReadBuffer::default();
+        for _ in 0..4 {
+            read(&mut rb, usize::MAX);
+        }
+        let step = rb.step;
+        for _ in 0..100 {
+            read(&mut rb, step / 5);
+        }
+        assert_eq!(rb.step, step);
+    }
+}

@@ -252,6 +252,12 @@ impl Connection {
         self.info.id
     }
 
+    /// Test view: the capacity of the vector channel `ch` keeps for deferred acks.
+    #[cfg(test)]
+    pub(crate) fn pending_acks_capacity(&self, ch: u16) -> Option<usize> {
+        self.channels.get(&ch).map(|c| c.pending_acks_capacity())
+    }
+
     /// True when the socket should be closed once the output is written.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::super::connection::Ctx;
 use super::super::error::AmqpError;
-use super::{Channel, Settle, Unacked, err};
+use super::{Channel, KEEP_PENDING_ACKS, Settle, Unacked, err};
 
 impl Channel {
     pub(super) fn basic_ack(&mut self, ctx: &mut Ctx<'_>, m: BasicAck) -> Result<(), AmqpError> {
@@ -107,6 +107,14 @@ impl Channel {
         self.apply_settles(ctx, &mut taken)
     }
 
+    /// Test view: see [`Connection::pending_acks_capacity`].
+    ///
+    /// [`Connection::pending_acks_capacity`]: super::super::Connection::pending_acks_capacity
+    #[cfg(test)]
+    pub(crate) fn pending_acks_capacity(&self) -> usize {
+        self.pending_acks.capacity()
+    }
+
     /// Applies the acks deferred by this read batch.
     pub(crate) fn flush_acks(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AmqpError> {
         if self.pending_acks.is_empty() {
@@ -114,9 +122,11 @@ impl Channel {
         }
         let mut pending = std::mem::take(&mut self.pending_acks);
         let r = self.apply_settles(ctx, &mut pending);
-        // Keep the allocation for the next batch.
+        // Keep the allocation for the next batch, unless a burst made it large.
         pending.clear();
-        self.pending_acks = pending;
+        if pending.capacity() <= KEEP_PENDING_ACKS {
+            self.pending_acks = pending;
+        }
         r
     }
 

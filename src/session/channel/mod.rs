@@ -47,6 +47,11 @@ struct Unacked {
     timeout: Option<u64>,
 }
 
+/// Deferred acks whose vector a channel keeps between read batches, at most (about 100 bytes
+/// each): a burst's larger vector is let go, so that a thousand consumers' channels do not each
+/// keep their largest batch's worth.
+pub(crate) const KEEP_PENDING_ACKS: usize = 64;
+
 /// How a delivery is settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Settle {

@@ -16,6 +16,9 @@ use std::collections::VecDeque;
 use super::MemoryWindow;
 use crate::broker::message::QueuedMessage;
 
+/// Slots a ready list keeps however few messages it holds (see [`ReadyList::pop_front`]).
+const SHRINK_ABOVE: usize = 256;
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct ReadyList {
@@ -50,6 +53,13 @@ impl ReadyList {
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         let qm = self.items.pop_front()?;
         self.bytes -= qm.msg.body.len();
+        // A list that held many and now holds few gives half its room back (amortized: at
+        // least a quarter of the room was popped since the last change), so that a thousand
+        // queues that held a window each at the start of a drain do not keep its slots.
+        let cap = self.items.capacity();
+        if cap > SHRINK_ABOVE && self.items.len() < cap / 4 {
+            self.items.shrink_to(cap / 2);
+        }
         Some(qm)
     }
 
@@ -193,6 +203,26 @@ mod tests {
             Arc::new(Message::for_tests("", "k", vec![0; size])),
             false,
         )
+    }
+
+    #[test]
+    fn a_list_that_held_many_gives_its_room_back_as_it_empties() {
+        let mut l = ReadyList::default();
+        for id in 1..=5000 {
+            l.insert(qm(id, 1));
+        }
+        let full = l.items.capacity();
+        assert!(full >= 5000);
+        for id in 1..=4990 {
+            assert_eq!(l.pop_front().map(|m| m.id), Some(id));
+        }
+        assert!(
+            l.items.capacity() <= 4 * SHRINK_ABOVE,
+            "{} slots kept for 10 messages (had {full})",
+            l.items.capacity()
+        );
+        let rest: Vec<u64> = std::iter::from_fn(|| l.pop_front().map(|m| m.id)).collect();
+        assert_eq!(rest, (4991..=5000).collect::<Vec<_>>());
     }
 
     const W: MemoryWindow = MemoryWindow {

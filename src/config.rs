@@ -188,8 +188,10 @@ pub struct StorageConfig {
     /// Message body MiB kept in RAM per queue, besides the message count above: whichever is
     /// reached first pages the rest out (at least 1).
     pub queue_memory_window_mb: u64,
-    /// MiB of ready messages that all queues together keep in memory (bodies plus about 200
-    /// bytes each): the global budget each queue's window comes out of (at least 1).
+    /// MiB of ready messages that all queues together keep in memory (bodies plus about 300
+    /// bytes each): the global budget each queue's window comes out of, lowered while the rest
+    /// of the process holds memory beyond it (down to an eighth; see
+    /// [`crate::broker::MemoryBudget`]) (at least 1).
     pub queue_memory_budget_mb: u64,
     /// Seconds a store flush may run before the broker takes its storage engine for stuck,
     /// logs it and exits with status 70 so that its supervisor restarts it (what was confirmed

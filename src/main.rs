@@ -291,6 +291,10 @@ async fn run(config: Config, tls: TlsConfigs) -> Result<(), String> {
         Duration::from_millis(config.disk.check_interval_ms),
         token.clone(),
     ));
+    tokio::spawn(lagomorph::server::budget_monitor(
+        broker.clone(),
+        token.clone(),
+    ));
     let high_watermark = config
         .memory
         .high_watermark_bytes(lagomorph::process::total_memory());

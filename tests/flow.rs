@@ -1,6 +1,7 @@
 //! Publisher flow control: a publisher whose queue falls behind a consumer's connection is read
 //! more slowly (RabbitMQ's credit flow; management shows the connection in state `flow`), and
-//! a queue whose consumers are at their prefetch limit absorbs the publishers' peak instead.
+//! a queue whose consumers are at their prefetch limit absorbs the publishers' peak instead;
+//! and the queues' memory cap follows the process's resident memory.
 
 mod support;
 
@@ -132,4 +133,53 @@ async fn a_queue_whose_consumers_are_at_their_prefetch_limit_absorbs_the_peak() 
     .await
     .expect("passive declare");
     assert_eq!(depth.message_count(), 20_000 - 10);
+}
+
+/// The queues' memory cap follows the process: with a budget smaller than what this test
+/// process holds, the broker's budget monitor brings the cap down to its floor (an eighth of
+/// the budget), a backlog published then stays mostly paged, and every message still comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_memory_cap_follows_the_process_and_a_backlog_pages_under_it() {
+    let b = support::start_with(lagomorph::broker::BrokerOptions {
+        queue_memory_budget: 4 << 20,
+        ..Default::default()
+    })
+    .await;
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(lagomorph::server::budget_monitor(
+        b.broker.clone(),
+        token.clone(),
+    ));
+    let budget = b.broker.memory_budget();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while budget.cap() > budget.limit() / 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cap stayed at {} of {}",
+            budget.cap(),
+            budget.limit()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let q = unique("capped");
+    let (_c, ch) = confirming(&b).await;
+    within(ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default()))
+        .await
+        .expect("declare");
+    // 1,000 x 4 KiB: about 4.4 MB at their charge, more than the whole budget.
+    publish_confirmed(&ch, &q, 1000, 4096).await;
+    let queue = b
+        .broker
+        .vhost("/")
+        .expect("vhost")
+        .queue(&q)
+        .expect("queue");
+    let in_memory = queue.counts().in_memory;
+    assert!(
+        in_memory < 250,
+        "{in_memory} of 1,000 messages in memory under a {} byte cap",
+        budget.cap()
+    );
+    assert_eq!(support::drain(&ch, &q).await.len(), 1000);
+    token.cancel();
 }

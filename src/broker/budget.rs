@@ -6,9 +6,18 @@
 //! [`BudgetShare`] that reserves from the budget in units ([`MemoryBudget::unit`], at most
 //! [`CHUNK`] bytes), so the hot path touches the shared counter about once per unit, not once per
 //! message. The unit is a 1,024th of the budget (within 4 KiB and [`CHUNK`]), so that a thousand
-//! queues can each hold one: with fewer units than busy queues, the queues without one find no
-//! room and refill one message at a time. A queue with nothing in memory may always take one
-//! message, whatever the budget says, so that every queue makes progress.
+//! queues can each hold one.
+//!
+//! **The cap.** The queues may reserve up to the budget's *cap*, not its limit. The broker
+//! steers the cap from the process's resident memory ([`MemoryBudget::follow`], ten times a
+//! second): what connections, unacknowledged deliveries, indexes and the allocator hold comes out
+//! of the queues' part, so the whole process stays near the budget, down to a floor of an eighth
+//! of it for the queues. Without that steering (tests, non-Linux hosts) the cap is the limit.
+//!
+//! **When the cap is reached** the budget is *full*: a share's unused reservation no longer
+//! counts as room and goes back at its next credit, and a queue refills only up to a small floor
+//! ([`REFILL_FLOOR`] messages, at most [`REFILL_FLOOR_BYTES`]), so that every queue keeps moving
+//! in batches, never one message per disk read, while the charges come down.
 //!
 //! [`MemoryWindow`]: super::queue::MemoryWindow
 
@@ -20,12 +29,24 @@ pub const CHUNK: usize = 256 * 1024;
 /// Budgets are split into at least this many reservation units (see the module docs).
 const UNITS: usize = 1024;
 
+/// Messages a queue may refill up to when the budget is full (see the module docs).
+pub const REFILL_FLOOR: usize = 64;
+
+/// Bytes (messages at their charge) a queue may refill up to when the budget is full: the floor
+/// in messages is lowered for large ones, to at least one.
+pub const REFILL_FLOOR_BYTES: usize = 64 * 1024;
+
+/// The cap never goes under this share of the budget (1/8).
+const CAP_FLOOR_DIV: usize = 8;
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: usize,
     unit: usize,
     used: AtomicUsize,
+    /// What the queues may reserve now, within the limit (see the module docs).
+    cap: AtomicUsize,
 }
 
 impl MemoryBudget {
@@ -35,14 +56,16 @@ impl MemoryBudget {
             limit,
             unit: (limit / UNITS).clamp(4096, CHUNK).min(limit / 64).max(1),
             used: AtomicUsize::new(0),
+            cap: AtomicUsize::new(limit),
         }
     }
 
-    /// Takes `n` bytes if they fit.
+    /// Takes `n` bytes if they fit under the cap.
     fn try_reserve(&self, n: usize) -> bool {
+        let cap = self.cap();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|&t| t <= self.limit)
+                u.checked_add(n).filter(|&t| t <= cap)
             })
             .is_ok()
     }
@@ -68,6 +91,40 @@ impl MemoryBudget {
     /// The budget.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// What the queues may reserve now: the limit, or less while the rest of the process holds
+    /// memory (see [`MemoryBudget::follow`]).
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// Sets the cap, within an eighth of the limit and the limit.
+    pub fn set_cap(&self, cap: usize) {
+        let floor = (self.limit / CAP_FLOOR_DIV).max(1);
+        self.cap
+            .store(cap.clamp(floor, self.limit), Ordering::Relaxed);
+    }
+
+    /// Whether the queues' reservations reached the cap.
+    pub fn full(&self) -> bool {
+        self.used() >= self.cap()
+    }
+
+    /// One step of steering the cap from the process's resident memory `resident` (bytes):
+    /// it moves by half the distance between `resident` and the target, seven eighths of the
+    /// limit (the eighth above absorbs what refills add between two steps). A process that
+    /// holds more than the target outside the queues leaves them the floor. Returns the new cap.
+    pub fn follow(&self, resident: usize) -> usize {
+        let target = self.limit - self.limit / 8;
+        let cap = self.cap();
+        let next = if resident > target {
+            cap.saturating_sub((resident - target) / 2)
+        } else {
+            cap.saturating_add((target - resident) / 2)
+        };
+        self.set_cap(next);
+        self.cap()
     }
 
     /// Bytes a share reserves at a time.
@@ -114,12 +171,19 @@ impl BudgetShare {
         self.used += cost;
     }
 
-    /// Gives `cost` bytes back; returns reserved room to `budget` beyond two units of slack.
+    /// Gives `cost` bytes back; returns reserved room to `budget` beyond two units of slack,
+    /// or all of it while the budget is over its cap.
     pub fn credit(&mut self, budget: &MemoryBudget, cost: usize) {
         self.used = self.used.saturating_sub(cost);
         let slack = self.held - self.used;
-        if slack > 2 * budget.unit {
-            let give = slack - budget.unit;
+        let give = if slack > 0 && budget.used() > budget.cap() {
+            slack
+        } else if slack > 2 * budget.unit {
+            slack - budget.unit
+        } else {
+            0
+        };
+        if give > 0 {
             budget.release(give);
             self.held -= give;
         }
@@ -133,11 +197,16 @@ impl BudgetShare {
     }
 
     /// Bytes this share could charge now: what it reserved and does not use, plus what the
-    /// budget has left. A queue's own reservation is room for its refills: counting only the
-    /// budget's free bytes starves a queue whose room is all in its own share (a thousand
-    /// queues' shares may hold the whole budget between them).
+    /// budget has left under its cap; nothing when the budget is full (the queue then refills
+    /// up to the floor only, and its slack goes back at its next credit). While the budget has
+    /// room a queue's own reservation counts: a thousand queues' shares may hold most of it.
     pub fn room(&self, budget: &MemoryBudget) -> usize {
-        self.held.saturating_sub(self.used) + budget.limit().saturating_sub(budget.used())
+        let cap = budget.cap();
+        let used = budget.used();
+        if used >= cap {
+            return 0;
+        }
+        self.held.saturating_sub(self.used) + (cap - used)
     }
 
     /// Bytes charged.
@@ -194,23 +263,75 @@ mod tests {
     }
 
     #[test]
-    fn a_share_counts_its_own_slack_as_room_when_the_budget_is_spent() {
+    fn a_share_counts_its_own_slack_as_room_until_the_budget_is_full() {
         let b = MemoryBudget::new(UNITS * CHUNK);
         assert_eq!(b.unit(), CHUNK);
         let mut a = BudgetShare::default();
         let mut c = BudgetShare::default();
         assert!(a.charge(&b, UNITS / 2 * CHUNK));
-        assert!(c.charge(&b, UNITS / 2 * CHUNK));
-        assert_eq!(b.used(), b.limit(), "the shares hold the whole budget");
-        assert_eq!(a.room(&b), 0);
+        assert!(c.charge(&b, UNITS / 2 * CHUNK - CHUNK));
         a.credit(&b, CHUNK);
         assert_eq!(
-            b.used(),
-            b.limit(),
-            "slack under two units stays with the share"
+            a.room(&b),
+            2 * CHUNK,
+            "its slack and the budget's last unit"
         );
-        assert_eq!(a.room(&b), CHUNK, "what it gave back is its room");
-        assert_eq!(c.room(&b), 0, "and not another share's");
-        assert!(a.charge(&b, CHUNK), "room means a charge fits");
+        assert_eq!(c.room(&b), CHUNK, "the budget's last unit only");
+        assert!(c.charge(&b, CHUNK));
+        assert!(b.full());
+        assert_eq!(a.room(&b), 0, "a full budget leaves no room, slack or not");
+        assert!(!c.charge(&b, 1));
+    }
+
+    #[test]
+    fn a_lower_cap_fills_the_budget_and_shares_give_their_slack_back() {
+        let b = MemoryBudget::new(UNITS * CHUNK);
+        let mut a = BudgetShare::default();
+        assert!(a.charge(&b, 200 * CHUNK));
+        a.credit(&b, CHUNK + 1);
+        assert!(
+            b.used() > a.used(),
+            "slack under two units stays while there is room"
+        );
+        b.set_cap(0);
+        assert_eq!(b.cap(), b.limit() / 8, "the cap has a floor");
+        assert!(b.full());
+        assert_eq!(a.room(&b), 0);
+        assert!(
+            !a.charge(&b, 2 * CHUNK),
+            "nothing beyond the share's own reservation fits over the cap"
+        );
+        a.credit(&b, 1);
+        assert_eq!(b.used(), a.used(), "over the cap, all slack goes back");
+        b.set_cap(usize::MAX);
+        assert_eq!(b.cap(), b.limit());
+    }
+
+    #[test]
+    fn following_resident_memory_brings_it_to_seven_eighths_of_the_budget() {
+        // A process whose queues hold what the cap allows and whose other memory is `other`:
+        // its resident memory is the two together.
+        for other in [0usize, 100, 180, 300] {
+            let b = MemoryBudget::new(256 << 20);
+            let mut resident = 0;
+            for _ in 0..40 {
+                resident = (other << 20) + b.cap();
+                b.follow(resident);
+            }
+            let target = 224usize << 20;
+            if other << 20 <= target - b.limit() / 8 {
+                assert!(
+                    resident.abs_diff(target) <= 1 << 20,
+                    "other {other} MB: resident {} MB",
+                    resident >> 20
+                );
+            } else {
+                assert_eq!(
+                    b.cap(),
+                    b.limit() / 8,
+                    "other {other} MB: the queues keep the floor"
+                );
+            }
+        }
     }
 }

@@ -220,6 +220,12 @@ pub(crate) fn render(st: &ApiState, per_object: bool) -> String {
         budget.limit() as u64,
     );
     t.single(
+        "lagomorph_queue_memory_cap_bytes",
+        "gauge",
+        "What the queues may keep in memory now: the budget less what the rest of the process holds, at least an eighth of it",
+        budget.cap() as u64,
+    );
+    t.single(
         "lagomorph_queue_memory_used_bytes",
         "gauge",
         "Bytes of ready messages kept in memory, charged to the budget",

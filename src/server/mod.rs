@@ -1,7 +1,7 @@
 //! The only socket code: accept loops and one task per connection that shuttles bytes between
 //! the socket (plain TCP, or TLS in [`tls`]) and a sans-IO [`crate::session::Connection`]; the
-//! clock-driven tasks: the broker's timer [`ticker`], the [`memory_monitor`] and the
-//! [`disk`] monitor. Imports `session`, `broker`.
+//! clock-driven tasks: the broker's timer [`ticker`], the [`memory_monitor`], the
+//! [`budget_monitor`] and the [`disk`] monitor. Imports `session`, `broker`.
 
 mod connection;
 pub mod disk;
@@ -236,6 +236,28 @@ pub async fn ticker(broker: Broker, token: CancellationToken) {
             _ = token.cancelled() => return,
         }
         broker.tick(crate::clock::now());
+    }
+}
+
+/// Steers the queues' memory cap from the process's resident memory ten times a second (see
+/// [`MemoryBudget::follow`]), so that the process stays near the queue memory budget. Linux
+/// only (reads /proc); elsewhere it does nothing and the cap stays the budget.
+///
+/// [`MemoryBudget::follow`]: crate::broker::MemoryBudget::follow
+pub async fn budget_monitor(broker: Broker, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = token.cancelled() => return,
+        }
+        let Some(rss) = crate::process::resident_memory() else {
+            return;
+        };
+        broker
+            .memory_budget()
+            .follow(usize::try_from(rss).unwrap_or(usize::MAX));
     }
 }
 

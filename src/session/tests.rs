@@ -646,7 +646,10 @@ fn a_channel_keeps_a_small_ack_batch_vector_and_lets_a_large_one_go() {
     s.send_bytes(&b);
     assert_eq!(s.acked(), 8);
     let kept = s.conn.pending_acks_capacity(1).expect("channel 1");
-    assert!(kept >= 8, "a small batch's vector is kept for the next: {kept}");
+    assert!(
+        kept >= 8,
+        "a small batch's vector is kept for the next: {kept}"
+    );
     // A burst of acks in one read: its vector is not kept for the channel's life.
     let mut b = BytesMut::new();
     for tag in 9..=300 {

@@ -179,7 +179,7 @@ impl ClassicQueue {
                 l.tail.push(qm);
                 st.share.force(&self.deps.budget, cost);
                 if st.ready.tail_bytes() >= TAIL_FLUSH.min(self.deps.window.bytes)
-                    || self.deps.budget.used() > self.deps.budget.limit()
+                    || self.deps.budget.used() > self.deps.budget.cap()
                 {
                     work.flush_tail = true;
                 }

@@ -21,6 +21,7 @@ use super::super::Queue;
 use super::super::outcome::Followups;
 use super::recovery::to_queued;
 use super::{ClassicQueue, State, Work};
+use crate::broker::budget::{REFILL_FLOOR, REFILL_FLOOR_BYTES};
 use crate::broker::message::QueuedMessage;
 use crate::broker::time::Now;
 use crate::storage::{Spill, StoreError, StoredMessage};
@@ -225,15 +226,14 @@ impl ClassicQueue {
             head.in_memory(),
             head.paged_start(),
         );
-        let free = st.share.room(&self.deps.budget);
-        let by_budget = free / (paged_avg + crate::broker::message::MESSAGE_OVERHEAD);
-        if in_memory > 0 {
-            want = want.min(by_budget);
-            if want == 0 {
-                return None;
-            }
-        } else {
-            want = want.min(by_budget.max(1));
+        let per = paged_avg + crate::broker::message::MESSAGE_OVERHEAD;
+        let by_budget = st.share.room(&self.deps.budget) / per;
+        // A full budget still lets a queue refill up to the floor: in batches, not a disk
+        // read per message.
+        let floor = (REFILL_FLOOR_BYTES / per).clamp(1, REFILL_FLOOR);
+        want = want.min(by_budget.max(floor.saturating_sub(in_memory)));
+        if want == 0 {
+            return None;
         }
         let (tails, bytes) = st.ready.take_tails();
         st.share.credit(&self.deps.budget, bytes);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::broker::budget::REFILL_FLOOR;
 use crate::broker::consumer::{ConnId, ConsumerHandle, Credit, Outbound, TRANSIT_LIMIT};
 use crate::broker::queue::{Queue, Settle};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec};
@@ -631,5 +632,57 @@ fn a_queue_refills_from_its_own_reservation_when_other_queues_hold_the_budget() 
     }
     got.extend(h.drain(&q));
     let want: Vec<String> = (0..200).map(|i| format!("{i:03}{body}")).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn over_its_cap_the_budget_lets_a_queue_refill_up_to_the_floor_only() {
+    // 8 MiB, its cap lowered to the floor (1 MiB) as when the rest of the process grows; idle
+    // queues hold more than the cap, so the budget stays full.
+    let h = Harness::with(BrokerOptions {
+        queue_memory_budget: 8 << 20,
+        ..BrokerOptions::default()
+    });
+    let budget = h.broker.memory_budget();
+    let body = "x".repeat(1000);
+    for i in 0..12 {
+        let q = h.declare(&format!("idle{i}"), false, FieldTable::new());
+        for _ in 0..100 {
+            assert!(h.publish(&q.name, &body));
+        }
+    }
+    budget.set_cap(0);
+    assert_eq!(budget.cap(), 1 << 20);
+    assert!(budget.full(), "{} used", budget.used());
+    let idle = budget.used();
+    let q = h.declare("backlog", true, FieldTable::new());
+    for i in 0..2000 {
+        assert!(h.publish_persistent("backlog", &format!("{i:04}")));
+    }
+    assert!(q.counts().in_memory <= 1, "published over the cap: paged");
+    let mut got = Vec::new();
+    while got.len() < 2000 {
+        let Some(m) = h.get(&q) else { break };
+        got.push(m);
+        let in_memory = q.counts().in_memory;
+        if got.len() < 2000 - REFILL_FLOOR {
+            // Refilled in batches (not a disk read per message), and no further than the floor.
+            assert!(
+                in_memory >= 4,
+                "{in_memory} in memory after {} gets",
+                got.len()
+            );
+        }
+        assert!(
+            in_memory <= REFILL_FLOOR,
+            "{in_memory} in memory over the cap"
+        );
+    }
+    assert!(
+        budget.used() <= idle + 2 * budget.unit(),
+        "{} used",
+        budget.used()
+    );
+    let want: Vec<String> = (0..2000).map(|i| format!("{i:04}")).collect();
     assert_eq!(got, want);
 }

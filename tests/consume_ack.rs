@@ -418,12 +418,7 @@ async fn a_consumer_that_does_not_read_leaves_the_backlog_in_the_queue() {
     }
     // Socket buffers, the session's output cap and the mailbox credit hold a few MiB at most;
     // the rest must still be ready in the queue, not buffered for the stalled client.
-    let queue = b
-        .broker
-        .vhost("/")
-        .expect("vhost")
-        .queue(&q)
-        .expect("queue");
+    let queue = b.queue(&q);
     let ready = queue.counts().ready;
     assert!(
         ready > 1024,

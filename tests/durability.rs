@@ -267,12 +267,7 @@ async fn a_backlog_beyond_the_memory_window_pages_out_and_comes_back_in_order() 
         (0..500u32).map(|i| format!("{i}").into_bytes()),
     )
     .await;
-    let q = b
-        .broker
-        .vhost("/")
-        .expect("vhost")
-        .queue("backlog")
-        .expect("queue");
+    let q = b.queue("backlog");
     let seen = within(ch.queue_declare(
         "backlog".into(),
         QueueDeclareOptions {
@@ -369,12 +364,7 @@ async fn the_memory_window_is_bounded_in_bytes_too_before_and_after_restart() {
             batch.push((numbered_kib(i), 2));
         }
         publish_confirmed(&ch, "kib", batch).await;
-        let q = b
-            .broker
-            .vhost("/")
-            .expect("vhost")
-            .queue("kib")
-            .expect("queue");
+        let q = b.queue("kib");
         let c = q.counts();
         let (ready, in_memory_bytes) = (c.ready, c.in_memory_bytes);
         assert_eq!(ready, 200);
@@ -385,12 +375,7 @@ async fn the_memory_window_is_bounded_in_bytes_too_before_and_after_restart() {
         b.stop().await;
     }
     let b = start_in(tmp.path(), byte_window()).await;
-    let q = b
-        .broker
-        .vhost("/")
-        .expect("vhost")
-        .queue("kib")
-        .expect("queue");
+    let q = b.queue("kib");
     let c = q.counts();
     let (ready, in_memory_bytes) = (c.ready, c.in_memory_bytes);
     assert_eq!(
@@ -426,12 +411,7 @@ async fn a_transient_backlog_of_large_messages_keeps_only_the_byte_window_in_mem
     .await
     .expect("passive");
     assert_eq!(seen.message_count(), 200);
-    let q = b
-        .broker
-        .vhost("/")
-        .expect("vhost")
-        .queue("big-transient")
-        .expect("queue");
+    let q = b.queue("big-transient");
     let in_memory_bytes = q.counts().in_memory_bytes;
     assert!(
         in_memory_bytes <= 8 * 1024,

@@ -168,12 +168,7 @@ async fn the_queues_memory_cap_follows_the_process_and_a_backlog_pages_under_it(
         .expect("declare");
     // 1,000 x 4 KiB: about 4.4 MB at their charge, more than the whole budget.
     publish_confirmed(&ch, &q, 1000, 4096).await;
-    let queue = b
-        .broker
-        .vhost("/")
-        .expect("vhost")
-        .queue(&q)
-        .expect("queue");
+    let queue = b.queue(&q);
     let in_memory = queue.counts().in_memory;
     assert!(
         in_memory < 250,

@@ -245,7 +245,28 @@ pub async fn ticker(broker: Broker, token: CancellationToken) {
 ///
 /// [`MemoryBudget::follow`]: crate::broker::MemoryBudget::follow
 pub async fn budget_monitor(broker: Broker, token: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    on_resident_memory(Duration::from_millis(100), token, |rss| {
+        broker
+            .memory_budget()
+            .follow(usize::try_from(rss).unwrap_or(usize::MAX));
+    })
+    .await;
+}
+
+/// Watches the process's resident memory once a second and raises the broker's memory alarm
+/// above `high_watermark` bytes (clearing it below), like RabbitMQ's vm_memory_high_watermark.
+/// Linux only (reads /proc, see [`crate::process`]); elsewhere it does nothing.
+pub async fn memory_monitor(broker: Broker, high_watermark: u64, token: CancellationToken) {
+    on_resident_memory(Duration::from_secs(1), token, |rss| {
+        broker.set_memory_alarm(rss > high_watermark);
+    })
+    .await;
+}
+
+/// Calls `on` with the process's resident memory every `period` until `token` is cancelled;
+/// returns at once where it cannot be read (not Linux).
+async fn on_resident_memory(period: Duration, token: CancellationToken, mut on: impl FnMut(u64)) {
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -255,25 +276,6 @@ pub async fn budget_monitor(broker: Broker, token: CancellationToken) {
         let Some(rss) = crate::process::resident_memory() else {
             return;
         };
-        broker
-            .memory_budget()
-            .follow(usize::try_from(rss).unwrap_or(usize::MAX));
-    }
-}
-
-/// Watches the process's resident memory once a second and raises the broker's memory alarm
-/// above `high_watermark` bytes (clearing it below), like RabbitMQ's vm_memory_high_watermark.
-/// Linux only (reads /proc, see [`crate::process`]); elsewhere it does nothing.
-pub async fn memory_monitor(broker: Broker, high_watermark: u64, token: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
-        let Some(rss) = crate::process::resident_memory() else {
-            return;
-        };
-        broker.set_memory_alarm(rss > high_watermark);
+        on(rss);
     }
 }

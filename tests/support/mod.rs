@@ -62,6 +62,15 @@ pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
 }
 
 impl TestBroker {
+    /// The broker's queue `name` in vhost `/` (it must exist).
+    pub fn queue(&self, name: &str) -> Arc<lagomorph::broker::Queue> {
+        self.broker
+            .vhost("/")
+            .expect("vhost")
+            .queue(name)
+            .expect("queue")
+    }
+
     /// amqp://guest:guest@addr/%2f
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)

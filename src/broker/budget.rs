@@ -114,8 +114,8 @@ impl MemoryBudget {
     /// One step of steering the cap from the process's resident memory `resident` (bytes):
     /// it moves by half the distance between `resident` and the target, seven eighths of the
     /// limit (the eighth above absorbs what refills add between two steps). A process that
-    /// holds more than the target outside the queues leaves them the floor. Returns the new cap.
-    pub fn follow(&self, resident: usize) -> usize {
+    /// holds more than the target outside the queues leaves them the floor.
+    pub fn follow(&self, resident: usize) {
         let target = self.limit - self.limit / 8;
         let cap = self.cap();
         let next = if resident > target {
@@ -124,7 +124,6 @@ impl MemoryBudget {
             cap.saturating_add((target - resident) / 2)
         };
         self.set_cap(next);
-        self.cap()
     }
 
     /// Bytes a share reserves at a time.

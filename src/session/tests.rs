@@ -635,15 +635,20 @@ fn acks_of_one_read_are_applied_together_and_free_prefetch() {
     assert_eq!(s.counts(), (0, 2));
 }
 
+/// Sends one ack (not multiple) for each of `tags`, all in one read.
+fn ack_each(s: &mut Script, tags: std::ops::RangeInclusive<u64>) {
+    let mut b = BytesMut::new();
+    for tag in tags {
+        ack(tag, false, &mut b);
+    }
+    s.send_bytes(&b);
+}
+
 #[test]
 fn a_channel_keeps_a_small_ack_batch_vector_and_lets_a_large_one_go() {
     let mut s = Script::open(0);
     s.consume_manual(1000, 300);
-    let mut b = BytesMut::new();
-    for tag in 1..=8 {
-        ack(tag, false, &mut b);
-    }
-    s.send_bytes(&b);
+    ack_each(&mut s, 1..=8);
     assert_eq!(s.acked(), 8);
     let kept = s.conn.pending_acks_capacity(1).expect("channel 1");
     assert!(
@@ -651,11 +656,7 @@ fn a_channel_keeps_a_small_ack_batch_vector_and_lets_a_large_one_go() {
         "a small batch's vector is kept for the next: {kept}"
     );
     // A burst of acks in one read: its vector is not kept for the channel's life.
-    let mut b = BytesMut::new();
-    for tag in 9..=300 {
-        ack(tag, false, &mut b);
-    }
-    s.send_bytes(&b);
+    ack_each(&mut s, 9..=300);
     assert_eq!(s.acked(), 300);
     let kept = s.conn.pending_acks_capacity(1).expect("channel 1");
     assert!(kept <= super::channel::KEEP_PENDING_ACKS, "kept {kept}");

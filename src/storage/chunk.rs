@@ -16,11 +16,11 @@
 //! (a put that fills a chunk asks its caller to have it written; the store keeps a few for the
 //! flush, so that entries acked meanwhile are left out, and bounds how many wait, see
 //! `sled::ahead`) and, per
-//! chunk, about 250 bytes plus two bits per id of its span: about 0.3 bytes per stored 16-byte
-//! message, 4 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them:
-//! memory grows with the backlog by that much.)
-
-use std::collections::BTreeMap;
+//! chunk, a slot of about 100 bytes in a ring buffer ([`list`]) plus a bit per id of its span
+//! (two while it is being consumed): about 0.1 bytes per stored 16-byte message in full chunks,
+//! 2 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them: memory grows
+//! with the backlog by that much, and with the number of chunks: a queue that takes few
+//! messages between two group commits seals a small chunk at each.)
 
 use bytes::Bytes;
 
@@ -28,12 +28,14 @@ use super::bodylog::Loc;
 use super::record;
 use super::{MessageView, StoreError};
 
+mod list;
 mod state;
+use list::ChunkList;
 pub use state::{Bits, Counts};
 
 /// A chunk is sealed when its value would grow past this many bytes (a message larger than
 /// this gets a chunk of its own): large enough that a backlog of two million 4 KiB messages
-/// needs about 33,000 chunks in memory (some 250 bytes each), small enough that a queue's open
+/// needs about 33,000 chunks in memory (about 100 bytes each), small enough that a queue's open
 /// chunk stays a modest buffer. A chunk is one body-log record, read with one `pread`.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -41,40 +43,53 @@ pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 /// are gaps in its chunks), which bounds each state record to 2 x 512 bytes.
 pub const MAX_CHUNK_SPAN: u64 = 4096;
 
-/// Where a chunk's entries are.
-#[derive(Debug)]
-enum Body {
-    /// The open chunk: puts append here.
-    Open(Vec<u8>),
-    /// Sealed, waiting in [`Index::sealed`] to be written.
-    Sealed(Bytes),
-    /// Handed out by [`Index::take_work`]; kept for readers until the write is done.
-    Writing(Bytes),
+/// Where a chunk's entries are (the bytes themselves are kept by the [`Index`]: the open
+/// chunk's buffer and the sealed ones waiting or being written; most chunks are stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The open chunk: puts append to [`Index::open_buf`].
+    Open,
+    /// Sealed, waiting in [`Index::sealed`] to be written (its value in [`Index::bodies`]).
+    Sealed,
+    /// Handed out by [`Index::take_work`]; its value is kept for readers until the write is done.
+    Writing,
     /// In the storage engine (with its state record).
     Stored,
+    /// Not a chunk: the place of one removed from the middle of the list (see [`list`]).
+    Gone,
 }
 
-/// One chunk's bookkeeping.
-#[derive(Debug)]
-struct Chunk {
-    /// The highest id it holds or held.
-    last: u64,
-    /// Live ids (stored, not acked), bit `id - first`.
-    live: Bits,
+/// Delivery marks of a chunk: only chunks being consumed (or recovered with unacked
+/// deliveries) have any, so they are kept apart from the chunk.
+#[derive(Clone, Debug, Default)]
+struct Marks {
     /// Delivered ids, bit `id - first`.
     delivered: Bits,
     /// Delivery counts set, as (id - first, count), ascending; only live ids.
     counts: Counts,
-    live_count: usize,
-    body: Body,
+}
+
+/// One chunk's bookkeeping (about 100 bytes: a queue of many small chunks keeps one each).
+#[derive(Debug)]
+struct Chunk {
+    /// Its first id, its key.
+    first: u64,
+    /// The highest id it holds or held.
+    last: u64,
+    /// Live ids (stored, not acked), bit `id - first`.
+    live: Bits,
+    /// Delivered ids and delivery counts, once there are any.
+    marks: Option<Box<Marks>>,
     /// Where its record is in the body log, once written.
     loc: Option<Loc>,
     /// Bytes of its record counted as live in its segment: the whole record when written,
     /// then shrinking with its live entries (`len * live / base`), so that a segment kept by a
     /// few old messages shows as mostly dead and gets compacted.
-    accounted: u64,
+    accounted: u32,
+    live_count: usize,
     /// Live entries when the record was written (or found at startup).
     base: usize,
+    stage: Stage,
     /// Being copied by compaction: its index entry is written by that flush, so state writes
     /// wait until the move is done (a pipelined flush must not write the old location).
     moving: bool,
@@ -84,28 +99,64 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn state(&self, first: u64) -> Vec<u8> {
-        let n = record::bitmap_len(first, self.last);
-        record::encode_state(
-            self.last,
-            &self.live.to_bytes(n, None),
-            &self.delivered.to_bytes(n, Some(&self.live)),
-            &self.counts.live(&self.live),
-        )
+    /// A new chunk at `first`, with nothing in it yet.
+    fn new(first: u64, stage: Stage) -> Chunk {
+        Chunk {
+            first,
+            last: first,
+            live: Bits::default(),
+            marks: None,
+            loc: None,
+            accounted: 0,
+            live_count: 0,
+            base: 0,
+            stage,
+            moving: false,
+            dirty: false,
+        }
+    }
+
+    /// The place of a chunk removed from the middle of the list.
+    fn gap(first: u64, last: u64) -> Chunk {
+        Chunk {
+            last,
+            ..Chunk::new(first, Stage::Gone)
+        }
+    }
+
+    fn state(&self) -> Vec<u8> {
+        let n = record::bitmap_len(self.first, self.last);
+        let (delivered, counts) = match &self.marks {
+            Some(m) => (
+                m.delivered.to_bytes(n, Some(&self.live)),
+                m.counts.live(&self.live),
+            ),
+            None => (vec![0; n], Vec::new()),
+        };
+        record::encode_state(self.last, &self.live.to_bytes(n, None), &delivered, &counts)
     }
 
     /// Marks the state changed (and the chunk for a state write, once it is in the engine).
-    fn touch(&mut self, first: u64, dirty: &mut Vec<u64>) {
+    fn touch(&mut self, dirty: &mut Vec<u64>) {
         if !self.dirty {
             self.dirty = true;
             if self.in_engine() {
-                dirty.push(first);
+                dirty.push(self.first);
             }
         }
     }
 
     fn in_engine(&self) -> bool {
-        matches!(self.body, Body::Writing(_) | Body::Stored)
+        matches!(self.stage, Stage::Writing | Stage::Stored)
+    }
+
+    fn marks_mut(&mut self) -> &mut Marks {
+        self.marks.get_or_insert_with(Box::default)
+    }
+
+    /// Bytes of its record at `loc`.
+    fn set_accounted(&mut self, bytes: u64) {
+        self.accounted = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
 }
 
@@ -162,9 +213,13 @@ pub struct ReadPart {
 /// One queue's chunks. See the module docs.
 #[derive(Debug, Default)]
 pub struct Index {
-    chunks: BTreeMap<u64, Chunk>,
+    chunks: ChunkList,
     /// Key of the open chunk, always the last one.
     open: Option<u64>,
+    /// The open chunk's entries.
+    open_buf: Vec<u8>,
+    /// Values of the sealed chunks waiting or being written, by key (few: see `sled::ahead`).
+    bodies: Vec<(u64, Bytes)>,
     /// Keys of sealed chunks not yet handed out, oldest first.
     sealed: Vec<u64>,
     /// Keys of chunks in the engine whose state changed (each once: see [`Chunk::dirty`]).
@@ -208,22 +263,23 @@ impl Index {
             self.last_put = Some(self.last_put.map_or(top, |l| l.max(top)));
         }
         self.count += live_count;
-        self.chunks.insert(
-            first,
-            Chunk {
-                last,
-                live,
-                delivered,
-                counts,
-                live_count,
-                body: Body::Stored,
-                loc: Some(loc),
-                accounted: u64::from(loc.len),
-                base: live_count,
-                moving: false,
-                dirty: false,
-            },
-        );
+        let marks = (delivered != Bits::default() || counts != Counts::default())
+            .then(|| Box::new(Marks { delivered, counts }));
+        let mut chunk = Chunk {
+            last,
+            live,
+            marks,
+            loc: Some(loc),
+            live_count,
+            base: live_count,
+            ..Chunk::new(first, Stage::Stored)
+        };
+        chunk.set_accounted(u64::from(loc.len));
+        if let Some(old) = self.chunks.get(first) {
+            // The same key twice (a damaged index): the later one stands.
+            self.count -= old.live_count;
+        }
+        self.chunks.insert(chunk);
         live_count
     }
 
@@ -239,36 +295,27 @@ impl Index {
         let len = record::entry_len(m);
         let sealed_before = self.sealed.len();
         if let Some(first) = self.open
-            && let Some(c) = self.chunks.get(&first)
-            && let Body::Open(buf) = &c.body
-            && (buf.len() + len > MAX_CHUNK_BYTES || id - first >= MAX_CHUNK_SPAN)
+            && (self.open_buf.len() + len > MAX_CHUNK_BYTES || id - first >= MAX_CHUNK_SPAN)
         {
             self.seal_open();
         }
-        let first = *self.open.get_or_insert(id);
-        // A lone small message in a queue of many costs a small buffer, a busy queue's next
-        // chunk what its last one held.
-        let cap = self
-            .last_sealed_len
-            .min(MAX_CHUNK_BYTES)
-            .max(len + 1)
-            .max(256);
-        let chunk = self.chunks.entry(first).or_insert_with(|| Chunk {
-            last: id,
-            live: Bits::default(),
-            delivered: Bits::default(),
-            counts: Counts::default(),
-            live_count: 0,
-            body: Body::Open(record::new_chunk(cap)),
-            loc: None,
-            accounted: 0,
-            base: 0,
-            moving: false,
-            dirty: false,
-        });
-        let Body::Open(buf) = &mut chunk.body else {
-            return Err(StoreError::Io("invariant: the open chunk is open".into()));
+        if self.open.is_none() {
+            // A lone small message in a queue of many costs a small buffer, a busy queue's
+            // next chunk what its last one held.
+            let cap = self
+                .last_sealed_len
+                .min(MAX_CHUNK_BYTES)
+                .max(len + 1)
+                .max(256);
+            self.open_buf = record::new_chunk(cap);
+            self.chunks.insert(Chunk::new(id, Stage::Open));
+            self.open = Some(id);
+        }
+        let first = self.open.unwrap_or(id);
+        let Some(chunk) = self.chunks.get_mut(first) else {
+            return Err(StoreError::Io("invariant: the open chunk is listed".into()));
         };
+        let buf = &mut self.open_buf;
         if buf.capacity() - buf.len() < len {
             // Grow geometrically, up to the chunk's cap.
             let want = (buf.len() + len)
@@ -290,32 +337,43 @@ impl Index {
         let Some(first) = self.open.take() else {
             return;
         };
-        let Some(c) = self.chunks.get_mut(&first) else {
+        let buf = std::mem::take(&mut self.open_buf);
+        let Some(c) = self.chunks.get_mut(first) else {
             return;
         };
         if c.live_count == 0 {
-            self.chunks.remove(&first);
+            self.chunks.remove(first);
             return;
         }
-        if let Body::Open(buf) = std::mem::replace(&mut c.body, Body::Stored) {
-            self.last_sealed_len = buf.len();
-            c.body = Body::Sealed(Bytes::from(buf));
-            self.sealed.push(first);
-        }
+        self.last_sealed_len = buf.len();
+        c.stage = Stage::Sealed;
+        self.bodies.push((first, Bytes::from(buf)));
+        self.sealed.push(first);
+    }
+
+    /// The value kept in memory for sealed chunk `first`.
+    fn body(&self, first: u64) -> Option<&Bytes> {
+        self.bodies.iter().find(|b| b.0 == first).map(|b| &b.1)
+    }
+
+    /// Lets go of the value kept for sealed chunk `first`.
+    fn drop_body(&mut self, first: u64) {
+        self.bodies.retain(|b| b.0 != first);
     }
 
     /// Marks `id` delivered; false if it is not live or was marked already.
     pub fn mark_delivered(&mut self, id: u64) -> bool {
-        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+        let Some(c) = self.chunks.holding_mut(id) else {
             return false;
         };
-        if !c.live.get(id - first) || !c.delivered.set(id - first) {
+        let i = id - c.first;
+        if !c.live.get(i) || !c.marks_mut().delivered.set(i) {
             return false;
         }
         if !c.in_engine() {
             self.reads_unwritten = READ_FLUSHES;
         }
-        c.touch(first, &mut self.dirty);
+        c.touch(&mut self.dirty);
         true
     }
 
@@ -328,47 +386,54 @@ impl Index {
 
     /// Sets `id`'s delivery count; false if it is not live or the count is unchanged.
     pub fn set_delivery_count(&mut self, id: u64, count: u32) -> bool {
-        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+        let Some(c) = self.chunks.holding_mut(id) else {
             return false;
         };
-        if !c.live.get(id - first) || !c.counts.set(id - first, count) {
+        let i = id - c.first;
+        if !c.live.get(i) {
             return false;
         }
-        c.touch(first, &mut self.dirty);
+        let changed = match &mut c.marks {
+            Some(m) => m.counts.set(i, count),
+            None if count == 0 => false,
+            None => c.marks_mut().counts.set(i, count),
+        };
+        if !changed {
+            return false;
+        }
+        c.touch(&mut self.dirty);
         true
     }
 
     /// Acks `id`; false if it is not live.
     pub fn remove(&mut self, id: u64) -> bool {
-        let Some((first, c)) = chunk_of(&mut self.chunks, id) else {
+        let Some(c) = self.chunks.holding_mut(id) else {
             return false;
         };
-        if !c.live.clear(id - first) {
+        let i = id - c.first;
+        if !c.live.clear(i) {
             return false;
         }
         c.live_count -= 1;
         self.count -= 1;
-        c.counts.set(id - first, 0);
-        c.touch(first, &mut self.dirty);
+        if let Some(m) = &mut c.marks {
+            m.counts.set(i, 0);
+        }
+        c.touch(&mut self.dirty);
         true
     }
 
     /// Acks every live id of `from` or more; returns how many there were.
     pub fn remove_from(&mut self, from: u64) -> usize {
-        let start = self
-            .chunks
-            .range(..=from)
-            .next_back()
-            .map_or(from, |(&k, _)| k);
         let mut removed = 0;
-        for (&first, c) in self.chunks.range_mut(start..) {
-            let n = c.live.clear_from(from.saturating_sub(first));
+        for c in self.chunks.starting_mut(from) {
+            let n = c.live.clear_from(from.saturating_sub(c.first));
             if n == 0 {
                 continue;
             }
             c.live_count -= n;
             removed += n;
-            c.touch(first, &mut self.dirty);
+            c.touch(&mut self.dirty);
         }
         self.count -= removed;
         removed
@@ -389,7 +454,7 @@ impl Index {
         self.chunks
             .iter()
             .rev()
-            .find_map(|(&first, c)| Some(first + c.live.last_set()?))
+            .find_map(|c| Some(c.first + c.live.last_set()?))
     }
 
     /// Whether state writes were put off by [`Index::take_work`] (their chunks are still being
@@ -407,10 +472,7 @@ impl Index {
     pub fn sealed_bytes(&self) -> usize {
         self.sealed
             .iter()
-            .filter_map(|first| match &self.chunks.get(first)?.body {
-                Body::Sealed(b) => Some(b.len()),
-                _ => None,
-            })
+            .filter_map(|&first| Some(self.body(first)?.len()))
             .sum()
     }
 
@@ -426,29 +488,25 @@ impl Index {
         if limit == 0 {
             return out;
         }
-        let start = self
-            .chunks
-            .range(..=from)
-            .next_back()
-            .map_or(from, |(&k, _)| k);
         let mut wanted = limit;
-        for (&first, c) in self.chunks.range(start..) {
-            let n = c.live.count_from(from.saturating_sub(first));
+        for c in self.chunks.starting(from) {
+            let n = c.live.count_from(from.saturating_sub(c.first));
             if n == 0 {
                 continue;
             }
-            let body = match &c.body {
-                Body::Open(buf) => Some(Bytes::copy_from_slice(buf)),
-                Body::Sealed(b) | Body::Writing(b) => Some(b.clone()),
-                Body::Stored => None,
+            let body = match c.stage {
+                Stage::Open => Some(Bytes::copy_from_slice(&self.open_buf)),
+                Stage::Sealed | Stage::Writing => self.body(c.first).cloned(),
+                Stage::Stored | Stage::Gone => None,
             };
+            let marks = c.marks.as_deref().cloned().unwrap_or_default();
             out.push(ReadPart {
-                first,
+                first: c.first,
                 body,
                 loc: c.loc,
                 live: c.live.clone(),
-                delivered: c.delivered.clone(),
-                counts: c.counts.clone(),
+                delivered: marks.delivered,
+                counts: marks.counts,
             });
             wanted = wanted.saturating_sub(n);
             if wanted == 0 {
@@ -472,67 +530,72 @@ impl Index {
             self.reads_unwritten = self.reads_unwritten.saturating_sub(1);
         }
         for first in std::mem::take(&mut self.sealed) {
-            let Some(c) = self.chunks.get_mut(&first) else {
+            let body = self.body(first).cloned();
+            let Some(c) = self.chunks.get_mut(first) else {
                 continue;
             };
             if c.live_count == 0 {
-                self.chunks.remove(&first);
+                self.chunks.remove(first);
+                self.drop_body(first);
                 continue;
             }
-            let Body::Sealed(body) = &c.body else {
+            let (Stage::Sealed, Some(body)) = (c.stage, body) else {
                 continue;
             };
-            let body = body.clone();
             let value = compact(&body, first, &c.live);
-            c.body = Body::Writing(body);
+            c.stage = Stage::Writing;
             c.dirty = false;
             c.base = c.live_count;
             work.writes.push(ChunkWrite {
                 first,
                 body: Some(value),
-                state: c.state(first),
+                state: c.state(),
                 loc: None,
                 freed: 0,
             });
         }
         if states {
-            let mut later = Vec::new();
-            for first in std::mem::take(&mut self.dirty) {
-                let Some(c) = self.chunks.get_mut(&first) else {
-                    continue;
-                };
-                if !c.dirty {
-                    continue;
-                }
-                if c.moving || matches!(c.body, Body::Writing(_)) {
-                    // A flush still in flight writes this chunk's entry: the next one writes
-                    // the state as it is then.
-                    later.push(first);
-                    continue;
-                }
-                c.dirty = false;
-                if c.live_count == 0 {
-                    work.removes
-                        .push((first, c.loc, std::mem::take(&mut c.accounted)));
-                } else {
-                    let still = c.loc.map_or(0, |l| {
-                        u64::from(l.len) * c.live_count as u64
-                            / c.base.max(c.live_count).max(1) as u64
-                    });
-                    let freed = c.accounted.saturating_sub(still);
-                    c.accounted -= freed;
-                    work.writes.push(ChunkWrite {
-                        first,
-                        body: None,
-                        state: c.state(first),
-                        loc: c.loc,
-                        freed,
-                    });
-                }
-            }
-            self.dirty.extend(later);
+            self.take_states(&mut work);
         }
         work
+    }
+
+    /// The state writes and removals of [`Index::take_work`].
+    fn take_states(&mut self, work: &mut Work) {
+        let mut later = Vec::new();
+        for first in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.chunks.get_mut(first) else {
+                continue;
+            };
+            if !c.dirty {
+                continue;
+            }
+            if c.moving || c.stage == Stage::Writing {
+                // A flush still in flight writes this chunk's entry: the next one writes the
+                // state as it is then.
+                later.push(first);
+                continue;
+            }
+            c.dirty = false;
+            if c.live_count == 0 {
+                work.removes
+                    .push((first, c.loc, u64::from(std::mem::take(&mut c.accounted))));
+            } else {
+                let still = c.loc.map_or(0, |l| {
+                    u64::from(l.len) * c.live_count as u64 / c.base.max(c.live_count).max(1) as u64
+                });
+                let freed = u64::from(c.accounted).saturating_sub(still);
+                c.set_accounted(u64::from(c.accounted) - freed);
+                work.writes.push(ChunkWrite {
+                    first,
+                    body: None,
+                    state: c.state(),
+                    loc: c.loc,
+                    freed,
+                });
+            }
+        }
+        self.dirty.extend(later);
     }
 
     /// Records that `work` is in the engine: written chunks no longer need their value in
@@ -540,46 +603,41 @@ impl Index {
     /// written), the written chunks' states are due at the next full [`Index::take_work`].
     pub fn finish_work(&mut self, work: &Work, states_written: bool) {
         for w in work.writes.iter().filter(|w| w.body.is_some()) {
-            if let Some(c) = self.chunks.get_mut(&w.first) {
-                c.body = Body::Stored;
+            if let Some(c) = self.chunks.get_mut(w.first) {
+                c.stage = Stage::Stored;
                 c.loc = w.loc;
-                c.accounted = w.loc.map_or(0, |l| u64::from(l.len));
+                c.set_accounted(w.loc.map_or(0, |l| u64::from(l.len)));
                 if !states_written {
                     c.dirty = true;
                     self.dirty.push(w.first);
                 }
             }
+            self.drop_body(w.first);
         }
         for (first, ..) in &work.removes {
             // Nothing revives a chunk with no live entry, so it is still dead.
-            self.chunks.remove(first);
+            self.chunks.remove(*first);
         }
     }
 
     /// Puts back what `work` was to write, for the next attempt.
     pub fn undo_work(&mut self, work: Work) {
         for w in work.writes {
-            let Some(c) = self.chunks.get_mut(&w.first) else {
+            let Some(c) = self.chunks.get_mut(w.first) else {
                 continue;
             };
-            c.accounted += w.freed;
-            match std::mem::replace(&mut c.body, Body::Stored) {
-                Body::Writing(b) => {
-                    c.body = Body::Sealed(b);
-                    self.sealed.push(w.first);
-                }
-                other => {
-                    c.body = other;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(w.first);
-                    }
-                }
+            c.set_accounted(u64::from(c.accounted) + w.freed);
+            if c.stage == Stage::Writing {
+                c.stage = Stage::Sealed;
+                self.sealed.push(w.first);
+            } else if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(w.first);
             }
         }
         for (first, _, freed) in work.removes {
-            if let Some(c) = self.chunks.get_mut(&first) {
-                c.accounted += freed;
+            if let Some(c) = self.chunks.get_mut(first) {
+                c.set_accounted(u64::from(c.accounted) + freed);
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push(first);
@@ -595,11 +653,11 @@ impl Index {
     pub fn stored_in(&mut self, seg: u64, budget: u64) -> Vec<(u64, Loc, Bits, Vec<u8>)> {
         let mut out = Vec::new();
         let mut taken = 0u64;
-        for (&first, c) in self.chunks.iter_mut() {
+        for c in self.chunks.iter_mut() {
             let Some(loc) = c.loc.filter(|l| l.seg == seg) else {
                 continue;
             };
-            if !matches!(c.body, Body::Stored) || c.live_count == 0 || c.moving {
+            if c.stage != Stage::Stored || c.live_count == 0 || c.moving {
                 continue;
             }
             if taken >= budget {
@@ -609,14 +667,14 @@ impl Index {
             c.moving = true;
             // The move writes the entry with the state as it is now.
             c.dirty = false;
-            out.push((first, loc, c.live.clone(), c.state(first)));
+            out.push((c.first, loc, c.live.clone(), c.state()));
         }
         out
     }
 
     /// Ends a move that did not happen.
     pub fn unmove(&mut self, first: u64) {
-        if let Some(c) = self.chunks.get_mut(&first) {
+        if let Some(c) = self.chunks.get_mut(first) {
             c.moving = false;
             if !c.dirty {
                 c.dirty = true;
@@ -628,42 +686,44 @@ impl Index {
     /// Records that the chunk at `first` moved from `old` to `new`: returns the bytes it still
     /// counted as live at `old`, `None` (and nothing done) when it is gone or elsewhere.
     pub fn relocate(&mut self, first: u64, old: Loc, new: Loc) -> Option<u64> {
-        if let Some(c) = self.chunks.get_mut(&first) {
-            c.moving = false;
+        let c = self.chunks.get_mut(first)?;
+        c.moving = false;
+        if c.loc != Some(old) {
+            return None;
         }
-        match self.chunks.get_mut(&first) {
-            Some(c) if c.loc == Some(old) => {
-                c.loc = Some(new);
-                c.base = c.live_count;
-                Some(std::mem::replace(&mut c.accounted, u64::from(new.len)))
-            }
-            _ => None,
-        }
+        c.loc = Some(new);
+        c.base = c.live_count;
+        let was = u64::from(c.accounted);
+        c.set_accounted(u64::from(new.len));
+        Some(was)
     }
 
     /// Where the chunk at `first` is stored, if it is.
     pub fn loc_of(&self, first: u64) -> Option<Loc> {
-        self.chunks.get(&first).and_then(|c| c.loc)
+        self.chunks.get(first).and_then(|c| c.loc)
     }
 
     /// Forgets a chunk found damaged or missing in the engine; returns the live messages lost.
     /// It also returns the segment and bytes it counted as live there.
     pub fn forget(&mut self, first: u64) -> (usize, Option<(u64, u64)>) {
-        let Some(c) = self.chunks.remove(&first) else {
+        let Some(c) = self.chunks.remove(first) else {
             return (0, None);
         };
         if self.open == Some(first) {
             self.open = None;
+            self.open_buf = Vec::new();
         }
+        self.drop_body(first);
+        self.sealed.retain(|&s| s != first);
         self.count -= c.live_count;
-        (c.live_count, c.loc.map(|l| (l.seg, c.accounted)))
+        (c.live_count, c.loc.map(|l| (l.seg, u64::from(c.accounted))))
     }
 
     /// The bytes every stored chunk counts as live, by segment (when the queue is deleted).
     pub fn accounted(&self) -> Vec<(u64, u64)> {
         self.chunks
-            .values()
-            .filter_map(|c| Some((c.loc?.seg, c.accounted)))
+            .iter()
+            .filter_map(|c| Some((c.loc?.seg, u64::from(c.accounted))))
             .collect()
     }
 
@@ -678,12 +738,6 @@ impl Index {
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }
-}
-
-/// The chunk that would hold `id`, with its key.
-fn chunk_of(chunks: &mut BTreeMap<u64, Chunk>, id: u64) -> Option<(u64, &mut Chunk)> {
-    let (&first, c) = chunks.range_mut(..=id).next_back()?;
-    (id <= c.last).then_some((first, c))
 }
 
 /// A sealed chunk's value without the entries acked before it was written (the value itself

@@ -19,6 +19,12 @@
 //! ([`REFILL_FLOOR`] messages, at most [`REFILL_FLOOR_BYTES`]), so that every queue keeps moving
 //! in batches, never one message per disk read, while the charges come down.
 //!
+//! **Refills claim before they read** ([`BudgetShare::claim`]): the room a refill plans for is
+//! reserved when it is planned, not when the messages arrive. Messages read back are charged
+//! whether they fit or not (they were in memory before), so a thousand queues that each counted
+//! the budget's free room as their own would read a thousand times it; that happened when a
+//! falling cap made the shares give their slack back at the start of a drain.
+//!
 //! [`MemoryWindow`]: super::queue::MemoryWindow
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +74,19 @@ impl MemoryBudget {
                 u.checked_add(n).filter(|&t| t <= cap)
             })
             .is_ok()
+    }
+
+    /// Takes up to `n` bytes of what is left under the cap; returns how many it took.
+    fn reserve_up_to(&self, n: usize) -> usize {
+        let cap = self.cap();
+        match self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < cap).then(|| u + n.min(cap - u))
+            }) {
+            Ok(before) => n.min(cap - before),
+            Err(_) => 0,
+        }
     }
 
     /// Takes `n` bytes whether they fit or not.
@@ -188,6 +207,12 @@ impl BudgetShare {
         }
     }
 
+    /// Gives `cost` bytes back to this share only: the room stays reserved (a refill about to
+    /// charge what it reads moves messages out before it reads); the next credit returns it.
+    pub fn uncharge(&mut self, cost: usize) {
+        self.used = self.used.saturating_sub(cost);
+    }
+
     /// Returns everything (the queue is gone).
     pub fn release_all(&mut self, budget: &MemoryBudget) {
         budget.release(self.held);
@@ -195,17 +220,24 @@ impl BudgetShare {
         self.used = 0;
     }
 
-    /// Bytes this share could charge now: what it reserved and does not use, plus what the
-    /// budget has left under its cap; nothing when the budget is full (the queue then refills
-    /// up to the floor only, and its slack goes back at its next credit). While the budget has
-    /// room a queue's own reservation counts: a thousand queues' shares may hold most of it.
-    pub fn room(&self, budget: &MemoryBudget) -> usize {
-        let cap = budget.cap();
-        let used = budget.used();
-        if used >= cap {
+    /// Reserves room for up to `want` bytes of messages read back (a refill), and returns how
+    /// many this share may now charge: its own unused reservation first, then what the budget
+    /// has left under its cap, *taken* here, so that a thousand queues refilling at once do not
+    /// each count the same room (they would read a thousand times it, and read-back messages
+    /// are charged whether they fit or not). Nothing when the budget is full (the queue then
+    /// refills up to the floor only, and its slack goes back at its next credit). Room taken
+    /// and not used goes back at the next [`BudgetShare::credit`].
+    pub fn claim(&mut self, budget: &MemoryBudget, want: usize) -> usize {
+        if budget.full() {
             return 0;
         }
-        self.held.saturating_sub(self.used) + (cap - used)
+        let slack = self.held - self.used;
+        if slack >= want {
+            return want;
+        }
+        let more = budget.reserve_up_to(want - slack);
+        self.held += more;
+        slack + more
     }
 
     /// Bytes charged.
@@ -262,24 +294,31 @@ mod tests {
     }
 
     #[test]
-    fn a_share_counts_its_own_slack_as_room_until_the_budget_is_full() {
+    fn a_share_claims_its_own_slack_first_and_takes_what_else_it_claims() {
         let b = MemoryBudget::new(UNITS * CHUNK);
         assert_eq!(b.unit(), CHUNK);
         let mut a = BudgetShare::default();
         let mut c = BudgetShare::default();
         assert!(a.charge(&b, UNITS / 2 * CHUNK));
-        assert!(c.charge(&b, UNITS / 2 * CHUNK - CHUNK));
+        assert!(c.charge(&b, UNITS / 2 * CHUNK - 4 * CHUNK));
         a.credit(&b, CHUNK);
-        assert_eq!(
-            a.room(&b),
-            2 * CHUNK,
-            "its slack and the budget's last unit"
-        );
-        assert_eq!(c.room(&b), CHUNK, "the budget's last unit only");
-        assert!(c.charge(&b, CHUNK));
+        assert_eq!(a.claim(&b, CHUNK / 2), CHUNK / 2, "its own slack covers it");
+        assert_eq!(b.used(), (UNITS - 4) * CHUNK, "nothing taken for that");
+        // The budget has four units left: the first claim takes three, the next finds one.
+        assert_eq!(a.claim(&b, 4 * CHUNK), 4 * CHUNK);
+        assert_eq!(c.claim(&b, 4 * CHUNK), CHUNK, "what the first claim left");
         assert!(b.full());
-        assert_eq!(a.room(&b), 0, "a full budget leaves no room, slack or not");
-        assert!(!c.charge(&b, 1));
+        assert_eq!(
+            a.claim(&b, 1),
+            0,
+            "a full budget leaves no room, slack or not"
+        );
+        assert!(!c.charge(&b, CHUNK + 1));
+        // What was claimed and not charged goes back at the next credit.
+        b.set_cap(b.limit() / 2);
+        a.credit(&b, 0);
+        c.credit(&b, 0);
+        assert_eq!(b.used(), a.used() + c.used());
     }
 
     #[test]
@@ -295,7 +334,7 @@ mod tests {
         b.set_cap(0);
         assert_eq!(b.cap(), b.limit() / 8, "the cap has a floor");
         assert!(b.full());
-        assert_eq!(a.room(&b), 0);
+        assert_eq!(a.claim(&b, CHUNK), 0);
         assert!(
             !a.charge(&b, 2 * CHUNK),
             "nothing beyond the share's own reservation fits over the cap"

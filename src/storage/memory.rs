@@ -37,6 +37,36 @@ struct Defs {
 pub struct MemoryStore {
     defs: Mutex<Defs>,
     gate: FlushGate,
+    #[cfg(test)]
+    reads: Arc<ReadGate>,
+}
+
+/// Tests only: holds the next `n` message reads until all `n` wait, so that a test can have
+/// several queues' refills planned before any of them reads (as on a busy broker).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct ReadGate {
+    waiting: Mutex<usize>,
+    all_there: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl ReadGate {
+    fn pass(&self) {
+        let mut left = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if *left == 0 {
+            return;
+        }
+        *left -= 1;
+        if *left == 0 {
+            self.all_there.notify_all();
+            return;
+        }
+        // Bounded: a test whose reads never all come fails on its assertions, not by hanging.
+        let _ = self
+            .all_there
+            .wait_timeout_while(left, std::time::Duration::from_secs(30), |l| *l > 0);
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -49,6 +79,16 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tests only: the next `n` message reads wait for each other (see [`ReadGate`]).
+    #[cfg(test)]
+    pub(crate) fn hold_reads(&self, n: usize) {
+        *self
+            .reads
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = n;
     }
 
     fn defs(&self) -> MutexGuard<'_, Defs> {
@@ -151,7 +191,18 @@ impl Store for MemoryStore {
 
     fn open_queue(&self, vhost: &str, name: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
         let key = record::queue_key(vhost, name);
-        let area = self.defs().areas.entry(key).or_default().clone();
+        let area = self
+            .defs()
+            .areas
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(MemoryQueue {
+                    #[cfg(test)]
+                    reads: Arc::clone(&self.reads),
+                    ..MemoryQueue::default()
+                })
+            })
+            .clone();
         Ok(area)
     }
 
@@ -211,6 +262,8 @@ struct MemoryQueue {
     messages: Mutex<Messages>,
     /// Set by `delete_queue`: further use is an error, as with the sled store.
     deleted: AtomicBool,
+    #[cfg(test)]
+    reads: Arc<ReadGate>,
 }
 
 impl MemoryQueue {
@@ -282,6 +335,8 @@ impl QueueStore for MemoryQueue {
     }
 
     fn read(&self, from_id: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        #[cfg(test)]
+        self.reads.pass();
         self.check_live()?;
         Ok(self
             .messages()

@@ -189,6 +189,8 @@ impl ClassicQueue {
                     let progress = !back.read.is_empty()
                         || back.read_to.is_some_and(|to| to >= plan.paged_start);
                     self.insert_read(&mut st, plan.lane, back);
+                    // Room claimed for messages the read did not find goes back.
+                    st.share.credit(&self.deps.budget, 0);
                     // A paged head may have kept drop-head from working; it is in memory now.
                     self.drop_over_limit(q, &mut st, &mut work, fx);
                     self.dispatch_locked(q, &mut st, now, &mut work, fx);
@@ -227,7 +229,10 @@ impl ClassicQueue {
             head.paged_start(),
         );
         let per = paged_avg + crate::broker::message::MESSAGE_OVERHEAD;
-        let by_budget = st.share.room(&self.deps.budget) / per;
+        // The budget's room is taken before the read (read-back messages are charged whether
+        // they fit or not): other queues refilling meanwhile see what is left.
+        let want_bytes = want.saturating_mul(per);
+        let by_budget = st.share.claim(&self.deps.budget, want_bytes) / per;
         // A full budget still lets a queue refill up to the floor: in batches, not a disk
         // read per message.
         let floor = (REFILL_FLOOR_BYTES / per).clamp(1, REFILL_FLOOR);
@@ -236,7 +241,8 @@ impl ClassicQueue {
             return None;
         }
         let (tails, bytes) = st.ready.take_tails();
-        st.share.credit(&self.deps.budget, bytes);
+        // A credit would hand back the room just claimed; the one after the read does.
+        st.share.uncharge(bytes);
         Some(Plan {
             lane,
             want,

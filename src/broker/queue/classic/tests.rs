@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::broker::budget::REFILL_FLOOR;
+use crate::broker::budget::{REFILL_FLOOR, REFILL_FLOOR_BYTES};
 use crate::broker::consumer::{ConnId, ConsumerHandle, Credit, Outbound, TRANSIT_LIMIT};
 use crate::broker::queue::{Queue, Settle};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec};
@@ -70,7 +70,11 @@ impl Harness {
     }
 
     fn with(opts: BrokerOptions) -> Harness {
-        let broker = Broker::new(Arc::new(MemoryStore::new()), opts);
+        Self::with_store(Arc::new(MemoryStore::new()), opts)
+    }
+
+    fn with_store(store: Arc<MemoryStore>, opts: BrokerOptions) -> Harness {
+        let broker = Broker::new(store, opts);
         let vh = broker.vhost("/").expect("default vhost");
         // A fixed time: 2023-11-14T22:13:20Z, and a monotonic instant taken once.
         let now = Now::new(std::time::Instant::now(), 1_700_000_000_000);
@@ -633,6 +637,58 @@ fn a_queue_refills_from_its_own_reservation_when_other_queues_hold_the_budget() 
     got.extend(h.drain(&q));
     let want: Vec<String> = (0..200).map(|i| format!("{i:03}{body}")).collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn queues_refilling_at_once_share_the_budget_s_room() {
+    // 8 MiB, the backlogs published under the cap's floor (1 MiB), so paged. When the cap
+    // comes back up twenty queues refill at once, each wanting its whole backlog (1.2 MB):
+    // together they may fill the ~7 MiB of room once, not each of them count it as its own.
+    let store = Arc::new(MemoryStore::new());
+    let h = Harness::with_store(
+        Arc::clone(&store),
+        BrokerOptions {
+            queue_memory_budget: 8 << 20,
+            ..BrokerOptions::default()
+        },
+    );
+    let budget = h.broker.memory_budget();
+    budget.set_cap(0);
+    let body = "x".repeat(1000);
+    let queues: Vec<Arc<Queue>> = (0..20)
+        .map(|i| {
+            let q = h.declare(&format!("q{i}"), true, FieldTable::new());
+            for _ in 0..1000 {
+                assert!(h.publish_persistent(&q.name, &body));
+            }
+            q
+        })
+        .collect();
+    // The first queue filled the cap; the others hold one message each.
+    for q in &queues[1..] {
+        assert_eq!(q.counts().in_memory, 1);
+    }
+    budget.set_cap(budget.limit());
+    // Every refill is planned before any of them reads.
+    let refilling = &queues[1..];
+    store.hold_reads(refilling.len());
+    std::thread::scope(|s| {
+        for q in refilling {
+            let h = &h;
+            s.spawn(move || assert!(h.get(q).is_some()));
+        }
+    });
+    // Beyond the room, each queue may refill up to the floor.
+    assert!(
+        budget.used() <= budget.limit() + refilling.len() * 2 * REFILL_FLOOR_BYTES,
+        "{} used of {}",
+        budget.used(),
+        budget.limit()
+    );
+    assert_eq!(h.drain(&queues[0]).len(), 1000);
+    for q in refilling {
+        assert_eq!(h.drain(q).len(), 999);
+    }
 }
 
 #[test]

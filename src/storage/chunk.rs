@@ -16,7 +16,7 @@
 //! (a put that fills a chunk asks its caller to have it written; the store keeps a few for the
 //! flush, so that entries acked meanwhile are left out, and bounds how many wait, see
 //! `sled::ahead`) and, per
-//! chunk, a slot of about 100 bytes in a ring buffer ([`list`]) plus a bit per id of its span
+//! chunk, a slot of about 100 bytes in a ring buffer (`chunk::list`) plus a bit per id of its span
 //! (two while it is being consumed): about 0.1 bytes per stored 16-byte message in full chunks,
 //! 2 per 4 KiB one. (It keeps every chunk of the queue, not only a window of them: memory grows
 //! with the backlog by that much, and with the number of chunks: a queue that takes few

@@ -252,4 +252,68 @@ mod tests {
         assert_eq!(l.len(), 10);
         assert!(l.capacity() <= 128, "kept room for {}", l.capacity());
     }
+    #[test]
+    fn random_appends_removals_and_lookups_agree_with_a_btree() {
+        use std::collections::BTreeMap;
+        // A fixed linear congruential sequence: the same run every time, no crate.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut l = ChunkList::default();
+        let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut top = 0;
+        for step in 0..20_000 {
+            match next(10) {
+                // Append a chunk after a possible run of ids that never were stored.
+                0..=3 => {
+                    let first = top + next(3);
+                    let last = first + next(8);
+                    top = last + 1;
+                    l.insert(chunk(first, last));
+                    model.insert(first, last);
+                }
+                // Remove: mostly the oldest chunk (a queue consumed in order), else any.
+                4..=6 if !model.is_empty() => {
+                    let keys: Vec<u64> = model.keys().copied().collect();
+                    let k = if next(4) == 0 {
+                        keys[next(keys.len() as u64) as usize]
+                    } else {
+                        keys[0]
+                    };
+                    assert_eq!(l.remove(k).map(|c| c.first), Some(k), "step {step}");
+                    model.remove(&k);
+                }
+                _ => {
+                    let id = next(top + 2);
+                    let held = model
+                        .range(..=id)
+                        .next_back()
+                        .filter(|(_, last)| id <= **last)
+                        .map(|(k, _)| *k);
+                    assert_eq!(l.holding_mut(id).map(|c| c.first), held, "step {step}");
+                    let from = model
+                        .range(..=id)
+                        .next_back()
+                        .or_else(|| model.range(id + 1..).next())
+                        .map(|(k, _)| *k);
+                    let want: Vec<u64> = from
+                        .map(|f| model.range(f..).map(|(k, _)| *k).collect())
+                        .unwrap_or_default();
+                    let got: Vec<u64> = l.starting(id).map(|c| c.first).collect();
+                    assert_eq!(got, want, "step {step}, id {id}");
+                    assert_eq!(l.get(id).is_some(), model.contains_key(&id));
+                }
+            }
+            assert_eq!(l.len(), model.len());
+            assert!(
+                l.gone * 2 <= l.items.len().max(1),
+                "step {step}: gaps not packed"
+            );
+        }
+        assert_eq!(keys(&l), model.keys().copied().collect::<Vec<_>>());
+    }
 }

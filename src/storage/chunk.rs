@@ -299,19 +299,22 @@ impl Index {
         {
             self.seal_open();
         }
-        if self.open.is_none() {
-            // A lone small message in a queue of many costs a small buffer, a busy queue's
-            // next chunk what its last one held.
-            let cap = self
-                .last_sealed_len
-                .min(MAX_CHUNK_BYTES)
-                .max(len + 1)
-                .max(256);
-            self.open_buf = record::new_chunk(cap);
-            self.chunks.insert(Chunk::new(id, Stage::Open));
-            self.open = Some(id);
-        }
-        let first = self.open.unwrap_or(id);
+        let first = match self.open {
+            Some(first) => first,
+            None => {
+                // A lone small message in a queue of many costs a small buffer, a busy queue's
+                // next chunk what its last one held.
+                let cap = self
+                    .last_sealed_len
+                    .min(MAX_CHUNK_BYTES)
+                    .max(len + 1)
+                    .max(256);
+                self.open_buf = record::new_chunk(cap);
+                self.chunks.insert(Chunk::new(id, Stage::Open));
+                self.open = Some(id);
+                id
+            }
+        };
         let Some(chunk) = self.chunks.get_mut(first) else {
             return Err(StoreError::Io("invariant: the open chunk is listed".into()));
         };

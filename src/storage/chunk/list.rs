@@ -75,7 +75,8 @@ impl ChunkList {
         {
             return (hint, true);
         }
-        let mut at = self.items.partition_point(|c| c.first <= id);
+        let end = self.items.partition_point(|c| c.first <= id);
+        let mut at = end;
         while at > 0 {
             at -= 1;
             if self.items.get(at).is_some_and(|c| c.stage != Stage::Gone) {
@@ -83,7 +84,7 @@ impl ChunkList {
                 return (at, true);
             }
         }
-        (self.items.partition_point(|c| c.first <= id), false)
+        (end, false)
     }
 
     /// The chunk whose span holds `id`.

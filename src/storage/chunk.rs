@@ -2,7 +2,9 @@
 //! live (stored and not acked) or delivered, and the open chunk that puts append to.
 //!
 //! A durable queue's persistent messages are stored in chunks: runs of messages with ascending
-//! ids, encoded one after the other into one value (layout in [`record`]). A chunk is appended
+//! ids, encoded one after the other into one value (layout in [`record`]; in memory, a value is
+//! the parts it was built from, the bodies of large messages referenced rather than copied:
+//! `chunk::value`). A chunk is appended
 //! to the body log once, when it is sealed (full, or at a flush), and moved only by compaction;
 //! acks, delivered marks and delivery counts only change its state (two bitmaps over its id
 //! span and a sparse list of counts), written with its location as its index entry. A chunk
@@ -30,8 +32,10 @@ use super::{MessageView, StoreError};
 
 mod list;
 mod state;
+mod value;
 use list::ChunkList;
 pub use state::{Bits, Counts};
+pub use value::{SHARE_MIN, Value};
 
 /// A chunk is sealed when its value would grow past this many bytes (a message larger than
 /// this gets a chunk of its own): large enough that a backlog of two million 4 KiB messages
@@ -166,7 +170,7 @@ pub struct ChunkWrite {
     /// The chunk's first id (its key).
     pub first: u64,
     /// A newly sealed chunk's value; `None` when only the state changed.
-    pub body: Option<Bytes>,
+    pub body: Option<Value>,
     /// The state record's value.
     pub state: Vec<u8>,
     /// Where the body is in the body log: the current place for a state write, filled in by
@@ -217,9 +221,9 @@ pub struct Index {
     /// Key of the open chunk, always the last one.
     open: Option<u64>,
     /// The open chunk's entries.
-    open_buf: Vec<u8>,
+    open_buf: value::Builder,
     /// Values of the sealed chunks waiting or being written, by key (few: see `sled::ahead`).
-    bodies: Vec<(u64, Bytes)>,
+    bodies: Vec<(u64, Value)>,
     /// Keys of sealed chunks not yet handed out, oldest first.
     sealed: Vec<u64>,
     /// Keys of chunks in the engine whose state changed (each once: see [`Chunk::dirty`]).
@@ -307,9 +311,9 @@ impl Index {
                 let cap = self
                     .last_sealed_len
                     .min(MAX_CHUNK_BYTES)
-                    .max(len + 1)
+                    .max(value::Builder::encoded_len(m) + 1)
                     .max(256);
-                self.open_buf = record::new_chunk(cap);
+                self.open_buf = value::Builder::with_capacity(cap);
                 self.chunks.insert(Chunk::new(id, Stage::Open));
                 self.open = Some(id);
                 id
@@ -319,14 +323,15 @@ impl Index {
             return Err(StoreError::Io("invariant: the open chunk is listed".into()));
         };
         let buf = &mut self.open_buf;
-        if buf.capacity() - buf.len() < len {
+        let encoded = value::Builder::encoded_len(m);
+        if buf.room() < encoded {
             // Grow geometrically, up to the chunk's cap.
-            let want = (buf.len() + len)
-                .max(buf.capacity() * 2)
-                .min(MAX_CHUNK_BYTES.max(buf.len() + len));
-            buf.reserve_exact(want - buf.len());
+            let want = (buf.buffered() + encoded)
+                .max((buf.buffered() + buf.room()) * 2)
+                .min(MAX_CHUNK_BYTES.max(buf.buffered() + encoded));
+            buf.reserve(want - buf.buffered());
         }
-        record::encode_entry_into(id, m, buf);
+        buf.push(id, m);
         chunk.last = id;
         chunk.live.set(id - first);
         chunk.live_count += 1;
@@ -348,14 +353,14 @@ impl Index {
             self.chunks.remove(first);
             return;
         }
-        self.last_sealed_len = buf.len();
+        self.last_sealed_len = buf.encoded();
         c.stage = Stage::Sealed;
-        self.bodies.push((first, Bytes::from(buf)));
+        self.bodies.push((first, buf.finish()));
         self.sealed.push(first);
     }
 
     /// The value kept in memory for sealed chunk `first`.
-    fn body(&self, first: u64) -> Option<&Bytes> {
+    fn body(&self, first: u64) -> Option<&Value> {
         self.bodies.iter().find(|b| b.0 == first).map(|b| &b.1)
     }
 
@@ -498,8 +503,8 @@ impl Index {
                 continue;
             }
             let body = match c.stage {
-                Stage::Open => Some(Bytes::copy_from_slice(&self.open_buf)),
-                Stage::Sealed | Stage::Writing => self.body(c.first).cloned(),
+                Stage::Open => Some(self.open_buf.to_bytes()),
+                Stage::Sealed | Stage::Writing => self.body(c.first).map(Value::to_bytes),
                 Stage::Stored | Stage::Gone => None,
             };
             let marks = c.marks.as_deref().cloned().unwrap_or_default();
@@ -714,7 +719,7 @@ impl Index {
         };
         if self.open == Some(first) {
             self.open = None;
-            self.open_buf = Vec::new();
+            self.open_buf = value::Builder::default();
         }
         self.drop_body(first);
         self.sealed.retain(|&s| s != first);
@@ -744,34 +749,19 @@ impl Index {
 }
 
 /// A sealed chunk's value without the entries acked before it was written (the value itself
-/// when none was).
-pub fn compact(body: &Bytes, first: u64, live: &Bits) -> Bytes {
+/// when none was), referencing the kept entries' bytes where they are.
+pub fn compact(body: &Value, first: u64, live: &Bits) -> Value {
     // We wrote this value ourselves, so it parses; if it somehow does not, write it whole and
     // let the state's bitmaps say what is live.
-    let Ok(entries) = record::chunk_entries(body) else {
-        return body.clone();
-    };
-    let keep = |e: &record::ChunkEntry| e.id.checked_sub(first).is_some_and(|i| live.get(i));
-    if entries.iter().all(keep) {
-        return body.clone();
-    }
-    let len: usize = entries
-        .iter()
-        .filter(|e| keep(e))
-        .map(|e| e.range.len())
-        .sum();
-    let mut out = record::new_chunk(1 + len);
-    for e in entries.iter().filter(|e| keep(e)) {
-        out.extend_from_slice(body.get(e.range.clone()).unwrap_or_default());
-    }
-    Bytes::from(out)
+    body.retain(|id| id.checked_sub(first).is_some_and(|i| live.get(i)))
+        .unwrap_or_else(|| body.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn view(body: &[u8]) -> MessageView<'_> {
+    fn view(body: &Bytes) -> MessageView<'_> {
         MessageView {
             exchange: "",
             routing_key: "q",
@@ -811,14 +801,17 @@ mod tests {
     fn entries_acked_before_sealing_are_never_written() {
         let mut ix = Index::new();
         for id in 1..=10 {
-            assert!(!ix.append(id, &view(b"x")).expect("append"));
+            assert!(
+                !ix.append(id, &view(&Bytes::from_static(b"x")))
+                    .expect("append")
+            );
         }
         for id in [2, 3, 10] {
             assert!(ix.remove(id));
         }
         let work = ix.take_work(true, true);
         assert_eq!(work.writes.len(), 1);
-        let body = work.writes[0].body.clone().expect("a new chunk");
+        let body = work.writes[0].body.clone().expect("a new chunk").to_bytes();
         let ids: Vec<u64> = record::chunk_entries(&body)
             .expect("entries")
             .iter()
@@ -828,7 +821,9 @@ mod tests {
         ix.finish_work(&work, true);
         // A chunk acked entirely while open is dropped without a write.
         for id in 11..=20 {
-            let _ = ix.append(id, &view(b"y")).expect("append");
+            let _ = ix
+                .append(id, &view(&Bytes::from_static(b"y")))
+                .expect("append");
             assert!(ix.remove(id));
         }
         assert!(ix.take_work(true, true).is_empty());
@@ -839,7 +834,7 @@ mod tests {
     #[test]
     fn full_chunks_are_sealed_and_due() {
         let mut ix = Index::new();
-        let body = vec![7u8; 4000];
+        let body = Bytes::from(vec![7u8; 4000]);
         let mut due_at = Vec::new();
         for id in 0..200 {
             if ix.append(id, &view(&body)).expect("append") {
@@ -860,28 +855,37 @@ mod tests {
         // The open chunk stays open without `seal_open`, and the span cap also seals.
         assert!(ix.open.is_some());
         let mut ix = Index::new();
-        let _ = ix.append(0, &view(b"a")).expect("append");
-        assert!(ix.append(MAX_CHUNK_SPAN, &view(b"b")).expect("append"));
+        let _ = ix
+            .append(0, &view(&Bytes::from_static(b"a")))
+            .expect("append");
+        assert!(
+            ix.append(MAX_CHUNK_SPAN, &view(&Bytes::from_static(b"b")))
+                .expect("append")
+        );
     }
 
     #[test]
     fn puts_must_ascend() {
         let mut ix = Index::new();
-        let _ = ix.append(5, &view(b"a")).expect("append");
+        let _ = ix
+            .append(5, &view(&Bytes::from_static(b"a")))
+            .expect("append");
         assert!(matches!(
-            ix.append(5, &view(b"b")),
+            ix.append(5, &view(&Bytes::from_static(b"b"))),
             Err(StoreError::OutOfOrder { id: 5, last: 5 })
         ));
         assert!(ix.remove(5));
-        assert!(ix.append(4, &view(b"b")).is_err());
-        assert!(ix.append(6, &view(b"b")).is_ok());
+        assert!(ix.append(4, &view(&Bytes::from_static(b"b"))).is_err());
+        assert!(ix.append(6, &view(&Bytes::from_static(b"b"))).is_ok());
     }
 
     #[test]
     fn acks_after_writing_rewrite_the_state_and_remove_dead_chunks() {
         let mut ix = Index::new();
         for id in 0..4 {
-            let _ = ix.append(id, &view(b"m")).expect("append");
+            let _ = ix
+                .append(id, &view(&Bytes::from_static(b"m")))
+                .expect("append");
         }
         let work = ix.take_work(true, true);
         ix.finish_work(&work, true);

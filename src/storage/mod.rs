@@ -172,8 +172,8 @@ pub struct MessageView<'a> {
     /// Broker-owned metadata stored with the message (e.g. an expiry deadline), opaque here:
     /// [`QueueStore::read`] returns it unchanged.
     pub meta: &'a [u8],
-    /// Message body.
-    pub body: &'a [u8],
+    /// Message body (a large one is referenced by its chunk, not copied: `chunk::value`).
+    pub body: &'a Bytes,
 }
 
 /// One stored copy of a message, as read back.

@@ -28,7 +28,7 @@
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{BindingRecord, ExchangeRecord, MessageRecord, MessageView, QueueRecord};
 
@@ -186,11 +186,17 @@ fn fields_len(m: &MessageView<'_>) -> usize {
 }
 
 fn put_fields(m: &MessageView<'_>, out: &mut Vec<u8>) {
+    put_head_fields(m, out);
+    out.extend_from_slice(m.body);
+}
+
+/// Every field but the body, which comes last and unprefixed (its length is what the entry or
+/// record has left).
+fn put_head_fields<B: BufMut>(m: &MessageView<'_>, out: &mut B) {
     put_field(out, m.exchange.as_bytes());
     put_field(out, m.routing_key.as_bytes());
     put_field(out, m.properties);
     put_field(out, m.meta);
-    out.extend_from_slice(m.body);
 }
 
 /// Appends the encoding of a message record to `out` (reserve [`message_len`] first to write it
@@ -257,27 +263,33 @@ fn field_ranges(buf: &[u8], range: Range<usize>) -> Result<FieldRanges, DecodeEr
 }
 
 /// Bytes an entry adds to a chunk besides its message fields: its id and length.
-const ENTRY_HEADER_LEN: usize = 8 + 4;
-
-/// A new, empty chunk value (its schema byte), with room for `capacity` bytes.
-pub fn new_chunk(capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity.max(1));
-    out.push(MESSAGE_SCHEMA);
-    out
-}
+pub const ENTRY_HEADER_LEN: usize = 8 + 4;
 
 /// The bytes message `m` adds to a chunk.
 pub fn entry_len(m: &MessageView<'_>) -> usize {
     ENTRY_HEADER_LEN + fields_len(m)
 }
 
-/// Appends message `id` to a chunk value begun by [`new_chunk`].
-pub fn encode_entry_into(id: u64, m: &MessageView<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&id.to_be_bytes());
+/// Appends message `id` to a chunk value (which begins with its schema byte,
+/// [`MESSAGE_SCHEMA`]) up to its body, which the caller puts right after (copied, or as a part
+/// of its own: see `chunk::value`).
+pub fn encode_entry_head_into<B: BufMut>(id: u64, m: &MessageView<'_>, out: &mut B) {
+    out.put_slice(&id.to_be_bytes());
     // Bounded like every field (see `put_field`).
     let len = u32::try_from(fields_len(m)).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    put_fields(m, out);
+    out.put_slice(&len.to_be_bytes());
+    put_head_fields(m, out);
+}
+
+/// The id and entry length (id and length excluded) that an entry's first
+/// [`ENTRY_HEADER_LEN`] bytes hold.
+pub fn entry_header(h: &[u8; ENTRY_HEADER_LEN]) -> (u64, usize) {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h[..8]);
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&h[8..]);
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    (u64::from_be_bytes(id), len)
 }
 
 /// Where one entry sits in a chunk value.
@@ -487,12 +499,12 @@ pub fn decode_state(first: u64, value: &[u8]) -> Result<StateRecord<'_>, DecodeE
     })
 }
 
-fn put_field(out: &mut Vec<u8>, field: &[u8]) {
+fn put_field<B: BufMut>(out: &mut B, field: &[u8]) {
     // Field lengths are bounded far below 4 GiB (AMQP short strings, field tables, and message
     // bodies capped by the broker's max message size), so the length always fits in a u32.
     let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(field);
+    out.put_slice(&len.to_be_bytes());
+    out.put_slice(field);
 }
 
 /// A checked cursor over an encoded value.
@@ -619,7 +631,7 @@ mod tests {
             msgs in proptest::collection::vec((1u64..1000, ".*", ".*", arb_bytes(), arb_bytes()), 0..20),
             start: u64,
         ) {
-            let mut chunk = new_chunk(0);
+            let mut chunk = vec![MESSAGE_SCHEMA];
             let mut id = start;
             let mut expected = Vec::new();
             for (gap, exchange, rk, props, body) in msgs {
@@ -629,7 +641,8 @@ mod tests {
                 }
                 let m = MessageRecord { exchange, routing_key: rk, meta: props.slice(..props.len() / 2), properties: props, body };
                 let before = chunk.len();
-                encode_entry_into(id, &m.view(), &mut chunk);
+                encode_entry_head_into(id, &m.view(), &mut chunk);
+                chunk.extend_from_slice(&m.body);
                 prop_assert_eq!(chunk.len() - before, entry_len(&m.view()));
                 expected.push((id, m));
             }

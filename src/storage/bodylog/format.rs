@@ -114,19 +114,26 @@ pub struct RecordId {
     pub first: u64,
 }
 
-/// The header of a record of `kind` holding `payload` (written before it, so that the payload
-/// itself is never copied), and the record's CRC: over the header after the CRC field, then
-/// the payload.
-pub fn record_header(kind: u8, id: RecordId, payload: &[u8]) -> ([u8; RECORD_HEADER], u32) {
+/// The header of a record of `kind` whose payload is the concatenation of `payload`'s parts
+/// (written after it where they lie, so that the payload itself is never copied), and the
+/// record's CRC: over the header after the CRC field, then the payload.
+pub fn record_header<P: AsRef<[u8]>>(
+    kind: u8,
+    id: RecordId,
+    payload: &[P],
+) -> ([u8; RECORD_HEADER], u32) {
     let mut h = [0u8; RECORD_HEADER];
     // Payloads are chunk values, far below 4 GiB (a message is at most 512 MiB).
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let len: usize = payload.iter().map(|p| p.as_ref().len()).sum();
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
     h[4..8].copy_from_slice(&len.to_be_bytes());
     h[8..12].copy_from_slice(&[kind, 1, 0, 0]);
     h[12..20].copy_from_slice(&id.lsn.to_be_bytes());
     h[20..28].copy_from_slice(&id.queue.to_be_bytes());
     h[28..36].copy_from_slice(&id.first.to_be_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[4..]), payload);
+    let crc = payload.iter().fold(crc32c::crc32c(&h[4..]), |crc, p| {
+        crc32c::crc32c_append(crc, p.as_ref())
+    });
     h[..4].copy_from_slice(&crc.to_be_bytes());
     (h, crc)
 }
@@ -195,7 +202,7 @@ mod tests {
             lsn: u64, queue: u64, first: u64, flip in any::<proptest::sample::Index>(), bit in 0u8..8,
         ) {
             let id = RecordId { lsn, queue, first };
-            let (header, crc) = record_header(KIND_CHUNK, id, &payload);
+            let (header, crc) = record_header(KIND_CHUNK, id, &[&payload]);
             let mut rec = [&header[..], &payload].concat();
             let h = check_record(&rec).expect("valid");
             prop_assert_eq!(h, Header { kind: KIND_CHUNK, id, payload_len: payload.len() as u32, crc });

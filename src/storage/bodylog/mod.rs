@@ -81,8 +81,8 @@ impl CommitPoint {
 }
 
 /// One append of a flush or a write-ahead: the queue's numeric id, the chunk's first id and
-/// the chunk value.
-pub type Append<'a> = (u64, u64, &'a [u8]);
+/// the chunk value, as the parts it is made of (see `chunk::value`).
+pub type Append<'a> = (u64, u64, &'a [Bytes]);
 
 /// The active segment and what the next sync must cover.
 struct Writer {
@@ -269,10 +269,11 @@ impl BodyLog {
         let mut out = Vec::with_capacity(records.len());
         // Headers built here; payloads written from where they lie (no copy of a chunk).
         let mut headers: Vec<[u8; RECORD_HEADER]> = Vec::with_capacity(records.len());
-        let mut payloads: Vec<&[u8]> = Vec::with_capacity(records.len());
+        let mut payloads: Vec<&[Bytes]> = Vec::with_capacity(records.len());
         let mut pending = 0u64;
         for &(queue, first, payload) in records {
-            let rec_len = (RECORD_HEADER + payload.len()) as u64;
+            let payload_len: usize = payload.iter().map(Bytes::len).sum();
+            let rec_len = (RECORD_HEADER + payload_len) as u64;
             let need_new = match &w.active {
                 None => true,
                 Some((_, _, end)) => {
@@ -313,17 +314,17 @@ impl BodyLog {
     }
 
     /// Writes records (each header followed by its payload) at the active segment's end.
-    fn write_records(
+    fn write_records<P: AsRef<[u8]>>(
         &self,
         w: &mut Writer,
         headers: &[[u8; RECORD_HEADER]],
-        payloads: &[&[u8]],
+        payloads: &[&[P]],
     ) -> Result<(), StoreError> {
-        let parts: Vec<&[u8]> = headers
-            .iter()
-            .zip(payloads)
-            .flat_map(|(h, p)| [&h[..], p])
-            .collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(headers.len() * 3);
+        for (h, p) in headers.iter().zip(payloads) {
+            parts.push(&h[..]);
+            parts.extend(p.iter().map(AsRef::as_ref));
+        }
         self.write_parts(w, &parts)
     }
 
@@ -400,10 +401,11 @@ impl BodyLog {
             queue: 0,
             first: 0,
         };
-        let (header, crc) = format::record_header(format::KIND_INDEX, id, &payload);
+        let (header, crc) =
+            format::record_header(format::KIND_INDEX, id, std::slice::from_ref(&payload));
         let len = u32::try_from(RECORD_HEADER + payload.len())
             .map_err(|_| StoreError::Io("body-log index record over 4 GiB".into()))?;
-        if let Err(e) = self.write_records(&mut w, &[header], &[&payload]) {
+        if let Err(e) = self.write_records(&mut w, &[header], &[std::slice::from_ref(&payload)]) {
             let later = std::mem::replace(&mut w.unrecorded, created);
             w.unrecorded.extend(later);
             return Err(e);
@@ -587,20 +589,20 @@ mod tests {
     fn a_large_batch_is_written_in_several_vectored_writes() {
         let dir = tempfile::tempdir().expect("tmp");
         let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 1 << 20).expect("open");
-        let payloads: Vec<Vec<u8>> = (0..1500u32)
-            .map(|i| vec![(i % 251) as u8; (i % 7) as usize * 3])
+        let payloads: Vec<[Bytes; 1]> = (0..1500u32)
+            .map(|i| [Bytes::from(vec![(i % 251) as u8; (i % 7) as usize * 3])])
             .collect();
         let recs: Vec<Append<'_>> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| (3, i as u64, p.as_slice()))
+            .map(|(i, p)| (3, i as u64, &p[..]))
             .collect();
         let locs = log.append(&recs, |_| ()).expect("append");
         log.sync().expect("sync");
         assert_eq!(log.segments().len(), 1);
         for (i, loc) in locs.iter().enumerate() {
             let got = log.read(loc, 3, i as u64).expect("io").expect("valid");
-            assert_eq!(got, payloads[i], "record {i}");
+            assert_eq!(got, payloads[i][0], "record {i}");
         }
     }
 
@@ -609,15 +611,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (log, replay) = BodyLog::open(dir.path(), None, &table(&[]), 1000).expect("open");
         assert!(replay.is_empty());
-        let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let payloads: Vec<[Bytes; 1]> = (0..20u8)
+            .map(|i| [Bytes::from(vec![i; 100 + i as usize])])
+            .collect();
         let recs: Vec<Append<'_>> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| (7, i as u64 * 10, p.as_slice()))
+            .map(|(i, p)| (7, i as u64 * 10, &p[..]))
             .collect();
         let locs = log.append(&recs, |_| ()).expect("append");
         // A record bigger than a segment gets one of its own.
-        let big = vec![9u8; 5000];
+        let big = [Bytes::from(vec![9u8; 5000])];
         let big_loc = log.append(&[(7, 999, &big)], |_| ()).expect("append big")[0];
         let mut recorded = Vec::new();
         let ix = log
@@ -634,10 +638,10 @@ mod tests {
         assert_eq!(ix.lsn, 22);
         for (i, loc) in locs.iter().enumerate() {
             let got = log.read(loc, 7, i as u64 * 10).expect("io").expect("valid");
-            assert_eq!(got, payloads[i]);
+            assert_eq!(got, payloads[i][0]);
             assert!(log.read(loc, 8, i as u64 * 10).expect("io").is_err());
         }
-        assert_eq!(log.read(&big_loc, 7, 999).expect("io").expect("ok"), big);
+        assert_eq!(log.read(&big_loc, 7, 999).expect("io").expect("ok"), big[0]);
         // An index record is never served as a chunk.
         assert!(log.read(&ix, 0, 0).expect("io").is_err());
     }
@@ -647,17 +651,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (commit, second, loc, tail) = {
             let (log, _) = BodyLog::open(dir.path(), None, &table(&[]), 1 << 20).expect("open");
-            let loc = log.append(&[(1, 1, b"kept")], |_| ()).expect("append")[0];
+            let loc = log
+                .append(&[(1, 1, &[Bytes::from_static(b"kept")][..])], |_| ())
+                .expect("append")[0];
             let first = log
                 .append_index(b"first".to_vec(), 0, no_segments, |_| ())
                 .expect("index");
-            log.append(&[(1, 2, b"indexed after the checkpoint")], |_| ())
-                .expect("append");
+            log.append(
+                &[(
+                    1,
+                    2,
+                    &[Bytes::from_static(b"indexed after the checkpoint")][..],
+                )],
+                |_| (),
+            )
+            .expect("append");
             let second = log
                 .append_index(b"second".to_vec(), 0, no_segments, |_| ())
                 .expect("index");
             let tail = log
-                .append(&[(1, 3, b"never indexed")], |_| ())
+                .append(
+                    &[(1, 3, &[Bytes::from_static(b"never indexed")][..])],
+                    |_| (),
+                )
                 .expect("append")[0];
             log.sync().expect("sync");
             (
@@ -687,7 +703,9 @@ mod tests {
             tail.end()
         );
         assert_eq!(log.read(&loc, 1, 1).expect("io").expect("ok"), &b"kept"[..]);
-        let next = log.append(&[(1, 4, b"new")], |_| ()).expect("append")[0];
+        let next = log
+            .append(&[(1, 4, &[Bytes::from_static(b"new")][..])], |_| ())
+            .expect("append")[0];
         assert!(next.seg > 0xff && next.lsn > tail.lsn, "{next:?}");
     }
 

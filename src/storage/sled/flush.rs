@@ -28,7 +28,7 @@ use super::super::StoreError;
 #[cfg(doc)]
 use super::super::bodylog::BodyLog;
 use super::super::bodylog::{Loc, Settled};
-use super::super::chunk::{Work, compact};
+use super::super::chunk::{Value, Work, compact};
 use super::super::lock;
 use super::super::record;
 use super::checkpoint::Unapplied;
@@ -333,7 +333,7 @@ impl SledStore {
         let mut payloads = Vec::with_capacity(moves.len());
         for m in moves.iter() {
             match self.shared.log.read(&m.from, queue.qid, m.first)? {
-                Ok(body) => payloads.push(Some(compact(&body, m.first, &m.live))),
+                Ok(body) => payloads.push(Some(compact(&Value::from(body), m.first, &m.live))),
                 Err(reason) => {
                     // A read will quarantine it; compaction leaves it where it is.
                     tracing::warn!(
@@ -349,7 +349,7 @@ impl SledStore {
         let appends: Vec<_> = moves
             .iter()
             .zip(&payloads)
-            .filter_map(|(m, p)| Some((queue.qid, m.first, p.as_deref()?)))
+            .filter_map(|(m, p)| Some((queue.qid, m.first, p.as_ref()?.parts())))
             .collect();
         if appends.is_empty() {
             return Ok(());

@@ -346,7 +346,7 @@ impl SledQueue {
         let appends: Vec<_> = work
             .writes
             .iter()
-            .filter_map(|w| Some((self.qid, w.first, w.body.as_deref()?)))
+            .filter_map(|w| Some((self.qid, w.first, w.body.as_ref()?.parts())))
             .collect();
         if appends.is_empty() {
             return Ok(true);

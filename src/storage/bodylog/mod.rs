@@ -18,6 +18,7 @@
 //! segment: writing resumes in a new one with lsns above any seen.
 
 pub mod format;
+mod recycle;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -80,6 +81,9 @@ impl CommitPoint {
     }
 }
 
+/// Deleted segments' files the log keeps for reuse, in bytes: this many segments' worth.
+const POOL_SEGMENTS: u64 = 2;
+
 /// One append of a flush or a write-ahead: the queue's numeric id, the chunk's first id and
 /// the chunk value, as the parts it is made of (see `chunk::value`).
 pub type Append<'a> = (u64, u64, &'a [Bytes]);
@@ -96,6 +100,25 @@ struct Writer {
     created: Vec<u64>,
     /// Segments created since the last index record (which adds them to the segment table).
     unrecorded: Vec<u64>,
+    /// The active segment's file was reused (`recycle`): it holds stale bytes past `end`.
+    recycled: bool,
+}
+
+impl Writer {
+    /// Stops appending to the active segment. A reused file is first cut to its real end, and
+    /// that length is synced with the next sync, before anything of a later segment: the scan
+    /// at startup reads a segment to its file length (see `recycle`).
+    fn leave_active(&mut self) -> std::io::Result<()> {
+        if let Some((seg, file, end)) = &self.active
+            && self.recycled
+        {
+            file.set_len(*end)?;
+            self.unsynced.insert(*seg, Arc::clone(file));
+        }
+        self.active = None;
+        self.recycled = false;
+        Ok(())
+    }
 }
 
 /// The writer as [`BodyLog::try_settled`] shows it: no append under way.
@@ -115,9 +138,11 @@ impl Settled<'_> {
     }
 
     /// Closes the active segment: the next append starts a new one (so an emptied active
-    /// segment can be deleted).
+    /// segment can be deleted). If its reused file cannot be cut to its end, it stays active.
     pub fn seal(&mut self) {
-        self.w.active = None;
+        if let Err(e) = self.w.leave_active() {
+            tracing::error!(error = %e, "cannot cut a reused body-log segment to its end; it stays active");
+        }
     }
 }
 
@@ -132,6 +157,26 @@ pub struct BodyLog {
     sizes_at_open: HashMap<u64, u64>,
     /// Bytes appended since open (the store checkpoints every so many).
     appended: AtomicU64,
+    /// Deleted segments' files kept for new segments.
+    pool: recycle::Pool,
+}
+
+impl Drop for BodyLog {
+    /// A clean close cuts a reused active segment to its end (so that the next open finds no
+    /// stale tail to report) and deletes the files kept for reuse.
+    fn drop(&mut self) {
+        let w = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, file, _)) = &w.active {
+            let file = Arc::clone(file);
+            if w.leave_active().is_ok() {
+                let _ = file.sync_data();
+            }
+        }
+        self.pool.clear();
+    }
 }
 
 impl std::fmt::Debug for BodyLog {
@@ -158,6 +203,9 @@ impl BodyLog {
     ) -> Result<(Self, Vec<Replay>), StoreError> {
         let dir = data_dir.join(DIR);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let segment_bytes = segment_bytes.max(SEGMENT_HEADER + 1);
+        // Before the scan: what a crash left in the pool is deleted, not taken for a segment.
+        let pool = recycle::Pool::open(&dir, POOL_SEGMENTS * segment_bytes);
         let commit = commit.unwrap_or(CommitPoint {
             seg: 0,
             end: 0,
@@ -177,14 +225,16 @@ impl BodyLog {
             unsynced: BTreeMap::new(),
             created: Vec::new(),
             unrecorded: Vec::new(),
+            recycled: false,
         });
         let log = BodyLog {
             dir,
-            segment_bytes: segment_bytes.max(SEGMENT_HEADER + 1),
+            segment_bytes,
             writer,
             files: RwLock::new(files),
             sizes_at_open: sizes,
             appended: AtomicU64::new(0),
+            pool,
         };
         Ok((log, replay))
     }
@@ -345,16 +395,27 @@ impl BodyLog {
         Ok(())
     }
 
-    /// Starts a new segment.
+    /// Starts a new segment, in a deleted segment's file when the pool has one.
     fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+        if let Some((seg, _, _)) = &w.active {
+            let seg = *seg;
+            w.leave_active()
+                .map_err(|e| io_err("cannot cut", &self.path(seg), e))?;
+        }
         let seg = w.next_seg;
         let path = self.path(seg);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_err("cannot create", &path, e))?;
+        let (file, recycled) = match self.pool.take(&path) {
+            Some(file) => (file, true),
+            None => (
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io_err("cannot create", &path, e))?,
+                false,
+            ),
+        };
         file.write_all_at(&format::segment_header(seg, w.next_lsn), 0)
             .map_err(|e| io_err("cannot write", &path, e))?;
         let file = Arc::new(file);
@@ -367,6 +428,7 @@ impl BodyLog {
         w.unrecorded.push(seg);
         w.unsynced.insert(seg, Arc::clone(&file));
         w.active = Some((seg, file, SEGMENT_HEADER));
+        w.recycled = recycled;
         Ok(())
     }
 
@@ -504,16 +566,35 @@ impl BodyLog {
         if self.active() == Some(seg) {
             return Ok(());
         }
-        self.files
+        let file = self
+            .files
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&seg);
         let path = self.path(seg);
+        let size = file.and_then(|f| f.metadata().ok()).map(|m| m.len());
+        if let Some(size) = size
+            && self.pool.give(seg, &path, size)
+        {
+            return Ok(());
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("cannot remove", &path, e)),
         }
+    }
+
+    /// Deletes the files kept for reuse unless a new segment took one since the last call (the
+    /// checkpointer calls this once per checkpoint: a log that stopped rolling gives the space
+    /// back within two).
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Files and bytes kept for reuse.
+    pub fn pooled(&self) -> (usize, u64) {
+        self.pool.held()
     }
 
     /// Ids of the segment files present.
@@ -707,6 +788,133 @@ mod tests {
             .append(&[(1, 4, &[Bytes::from_static(b"new")][..])], |_| ())
             .expect("append")[0];
         assert!(next.seg > 0xff && next.lsn > tail.lsn, "{next:?}");
+    }
+
+    /// Two segments of three 316-byte records (980 bytes each) deleted into the pool, then
+    /// three 536-byte records: the first fits the active segment, the next two roll into the
+    /// two reused files, each written to 568 bytes of its 980. Returns the log, the commit
+    /// point before the three, and the ids of the reused segments.
+    fn log_with_reused_segments(dir: &Path) -> (BodyLog, CommitPoint, [u64; 2]) {
+        let (log, _) = BodyLog::open(dir, None, &table(&[]), 1000).expect("open");
+        let first = (0..6u8)
+            .map(|i| {
+                log.append_index(vec![i; 280], 0, no_segments, |_| ())
+                    .expect("index")
+            })
+            .collect::<Vec<_>>();
+        assert_eq!((first[0].seg, first[5].seg), (1, 2));
+        let x = log
+            .append_index(vec![9; 280], 0, no_segments, |_| ())
+            .expect("index");
+        assert_eq!(x.seg, 3);
+        log.sync().expect("sync");
+        log.delete(1).expect("delete");
+        log.delete(2).expect("delete");
+        assert_eq!(log.pooled(), (2, 1960));
+        let locs = (0..3u8)
+            .map(|i| {
+                log.append_index(vec![10 + i; 500], 0, no_segments, |_| ())
+                    .expect("index")
+            })
+            .collect::<Vec<_>>();
+        log.sync().expect("sync");
+        assert_eq!(log.pooled(), (0, 0));
+        let segs = [locs[1].seg, locs[2].seg];
+        assert_eq!((locs[0].seg, segs), (3, [4, 5]));
+        assert_eq!(locs[2].end(), 568);
+        (log, CommitPoint::after(&x), segs)
+    }
+
+    /// The three records after the commit point come back in order; nothing of the reused
+    /// segments' stale bytes does, and no segment is dropped.
+    fn check_reopened(dir: &Path, commit: CommitPoint) -> BodyLog {
+        let (log, replay) =
+            BodyLog::open(dir, Some(commit), &table(&[3, 4, 5]), 1000).expect("reopen");
+        let payloads: Vec<u8> = replay.iter().map(|r| r.payload[0]).collect();
+        assert_eq!(payloads, [10, 11, 12]);
+        assert!(replay.iter().all(|r| r.payload.len() == 500));
+        assert_eq!(log.segments(), [3, 4, 5]);
+        log
+    }
+
+    /// A reused segment left for the next one is cut to its end: the scan after a crash reads
+    /// across it (with its stale tail, it took the first stale record for the end of the log
+    /// and dropped every later segment), and cuts the active one's stale tail as a torn one.
+    #[test]
+    fn reused_segments_are_cut_at_their_end_and_a_crash_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join(DIR);
+        let (log, commit, [left, active]) = log_with_reused_segments(dir.path());
+        let len = |seg| {
+            std::fs::metadata(segment_path(&d, seg))
+                .expect("meta")
+                .len()
+        };
+        assert_eq!(len(left), 568);
+        assert_eq!(len(active), 980, "the active segment keeps its stale tail");
+        // A crash: no clean close.
+        std::mem::forget(log);
+        let log = check_reopened(dir.path(), commit);
+        assert_eq!(len(active), 568, "the stale tail is cut at open");
+        // Appends go on after it, in a new segment.
+        let next = log
+            .append_index(vec![1; 10], 0, no_segments, |_| ())
+            .expect("index");
+        assert!(next.seg > active, "{next:?}");
+    }
+
+    /// A clean close cuts the reused active segment and deletes what the pool holds; files a
+    /// crash left in the pool are deleted at open; a pool no new segment drew from since the
+    /// last trim is emptied by the next.
+    #[test]
+    fn the_pool_is_emptied_at_close_at_open_and_when_unused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join(DIR);
+        let (log, commit, [_, active]) = log_with_reused_segments(dir.path());
+        drop(log);
+        assert_eq!(
+            std::fs::metadata(segment_path(&d, active))
+                .expect("meta")
+                .len(),
+            568
+        );
+        std::fs::write(d.join("free-0000000000000001"), [7u8; 300]).expect("leftover");
+        let log = check_reopened(dir.path(), commit);
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(
+            names(&d).iter().all(|n| n.starts_with("seg-")),
+            "{:?}",
+            names(&d)
+        );
+        // A new active segment, then segment 3 into the pool; a trim with no roll since
+        // deletes it, and the log still opens whole.
+        let next = log
+            .append_index(vec![1; 900], 0, no_segments, |_| ())
+            .expect("index");
+        log.sync().expect("sync");
+        log.delete(3).expect("delete");
+        assert_eq!(log.pooled().0, 1);
+        log.trim_pool();
+        assert_eq!(log.pooled(), (0, 0));
+        assert_eq!(names(&d), [4, 5, next.seg].map(|s| format!("seg-{s:016x}")));
+        // Given back and taken by a roll: the trim after keeps what is left.
+        log.delete(4).expect("delete");
+        log.delete(5).expect("delete");
+        assert_eq!(log.pooled().0, 2);
+        log.append_index(vec![2; 900], 0, no_segments, |_| ())
+            .expect("index");
+        assert_eq!(log.pooled().0, 1);
+        log.trim_pool();
+        assert_eq!(log.pooled().0, 1, "a file was taken since the last trim");
+        log.trim_pool();
+        assert_eq!(log.pooled().0, 0);
     }
 
     #[test]

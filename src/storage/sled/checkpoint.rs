@@ -169,12 +169,15 @@ impl Checkpointer {
     }
 
     /// Applies the index changes of the flushes committed so far to sled, with the last one's
-    /// commit point, and makes sled durable; then deletes the segments that may go.
+    /// commit point, and makes sled durable; then deletes the segments that may go (keeping
+    /// some files for reuse while the log rolls, see `BodyLog::trim_pool`).
     pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
         let _one = lock(&self.running);
         let (target, at_bytes, unapplied) = {
             let mut st = lock(&self.state);
             if st.committed == st.durable {
+                drop(st);
+                self.shared.log.trim_pool();
                 return Ok(());
             }
             let unapplied = std::mem::take(&mut st.unapplied);
@@ -204,6 +207,7 @@ impl Checkpointer {
         if let Some((seq, loc)) = target {
             self.delete_covered(seq, loc.seg);
         }
+        self.shared.log.trim_pool();
         Ok(())
     }
 

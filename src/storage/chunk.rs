@@ -35,7 +35,7 @@ mod state;
 mod value;
 use list::ChunkList;
 pub use state::{Bits, Counts};
-pub use value::{SHARE_MIN, Value};
+pub use value::Value;
 
 /// A chunk is sealed when its value would grow past this many bytes (a message larger than
 /// this gets a chunk of its own): large enough that a backlog of two million 4 KiB messages
@@ -322,16 +322,7 @@ impl Index {
         let Some(chunk) = self.chunks.get_mut(first) else {
             return Err(StoreError::Io("invariant: the open chunk is listed".into()));
         };
-        let buf = &mut self.open_buf;
-        let encoded = value::Builder::encoded_len(m);
-        if buf.room() < encoded {
-            // Grow geometrically, up to the chunk's cap.
-            let want = (buf.buffered() + encoded)
-                .max((buf.buffered() + buf.room()) * 2)
-                .min(MAX_CHUNK_BYTES.max(buf.buffered() + encoded));
-            buf.reserve(want - buf.buffered());
-        }
-        buf.push(id, m);
+        self.open_buf.push(id, m);
         chunk.last = id;
         chunk.live.set(id - first);
         chunk.live_count += 1;

@@ -593,7 +593,8 @@ impl BodyLog {
     }
 
     /// Files and bytes kept for reuse.
-    pub fn pooled(&self) -> (usize, u64) {
+    #[cfg(test)]
+    pub(crate) fn pooled(&self) -> (usize, u64) {
         self.pool.held()
     }
 

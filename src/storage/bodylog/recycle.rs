@@ -117,7 +117,8 @@ impl Pool {
         self.trim();
     }
 
-    /// Files and bytes waiting (tests, metrics).
+    /// Files and bytes waiting.
+    #[cfg(test)]
     pub(super) fn held(&self) -> (usize, u64) {
         let f = lock(&self.files);
         (f.free.len(), f.bytes)
@@ -125,7 +126,7 @@ impl Pool {
 }
 
 /// Whether `name` is a file waiting for reuse.
-pub(super) fn is_free(name: &str) -> bool {
+fn is_free(name: &str) -> bool {
     name.strip_prefix(PREFIX)
         .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -17,9 +17,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::super::MessageView;
 use super::super::record::{self, ENTRY_HEADER_LEN};
+use super::MAX_CHUNK_BYTES;
 
 /// Bodies at least this long are referenced by the chunk, not copied into it.
-pub const SHARE_MIN: usize = 1024;
+pub(super) const SHARE_MIN: usize = 1024;
 
 /// A chunk's value: the concatenation of its parts.
 #[derive(Clone, Debug, Default)]
@@ -62,13 +63,7 @@ impl Value {
         match self.parts.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
-            parts => {
-                let mut out = BytesMut::with_capacity(self.len);
-                for p in parts {
-                    out.put_slice(p);
-                }
-                out.freeze()
-            }
+            parts => concat(parts.iter().map(|p| &p[..]), self.len),
         }
     }
 
@@ -190,24 +185,25 @@ impl Builder {
         self.done_len + self.buf.len()
     }
 
-    /// Bytes of the value so far that its encoding buffer holds now.
-    pub(super) fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
     /// Bytes of the value so far that were encoded (all but the referenced bodies).
     pub(super) fn encoded(&self) -> usize {
         self.len() - self.shared
     }
 
-    /// The buffer's room left before it must grow.
-    pub(super) fn room(&self) -> usize {
-        self.buf.capacity() - self.buf.len()
-    }
-
-    /// Makes room for `additional` more encoded bytes.
-    pub(super) fn reserve(&mut self, additional: usize) {
-        self.buf.reserve(additional);
+    /// Makes room for `n` more encoded bytes: a new buffer twice what was encoded so far, but
+    /// not past a chunk's cap unless the entry needs it (a split-off buffer's own capacity says
+    /// nothing of how busy the chunk is, and `BytesMut::reserve` would double past the cap).
+    fn make_room(&mut self, n: usize) {
+        let len = self.buf.len();
+        if self.buf.capacity() - len >= n {
+            return;
+        }
+        let want = (len + n)
+            .max(self.encoded() * 2)
+            .min(MAX_CHUNK_BYTES.max(len + n));
+        let mut grown = BytesMut::with_capacity(want);
+        grown.put_slice(&self.buf);
+        self.buf = grown;
     }
 
     /// The bytes message `id` adds to the encoding buffer (its whole entry, or all but a
@@ -223,6 +219,7 @@ impl Builder {
 
     /// Appends message `id`'s entry.
     pub(super) fn push(&mut self, id: u64, m: &MessageView<'_>) {
+        self.make_room(Self::encoded_len(m));
         record::encode_entry_head_into(id, m, &mut self.buf);
         if m.body.len() < SHARE_MIN {
             self.buf.put_slice(m.body);
@@ -237,12 +234,8 @@ impl Builder {
 
     /// A copy of the value so far as one buffer (a read of the open chunk).
     pub(super) fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.len());
-        for p in &self.done {
-            out.put_slice(p);
-        }
-        out.put_slice(&self.buf);
-        out.freeze()
+        let parts = self.done.iter().map(|p| &p[..]);
+        concat(parts.chain([&self.buf[..]]), self.len())
     }
 
     /// The finished value.
@@ -251,6 +244,15 @@ impl Builder {
         self.done.push(rest);
         Value::new(self.done)
     }
+}
+
+/// `parts` (`len` bytes in all) copied into one buffer.
+fn concat<'a>(parts: impl Iterator<Item = &'a [u8]>, len: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(len);
+    for p in parts {
+        out.put_slice(p);
+    }
+    out.freeze()
 }
 
 #[cfg(test)]

@@ -280,3 +280,134 @@ async fn a_read_batch_of_publishes_is_answered_in_order() {
         assert_eq!(body, i.to_be_bytes(), "message {i} in order");
     }
 }
+
+/// Declares `q` (durable or not, with `args`) and binds it to fanout exchange `x`.
+async fn bound(ch: &lapin::Channel, x: &str, q: &str, durable: bool, args: FieldTable) {
+    within(ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable,
+            ..Default::default()
+        },
+        args,
+    ))
+    .await
+    .expect("declare");
+    within(ch.queue_bind(
+        q.into(),
+        x.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
+}
+
+/// The next delivery of a consumer.
+async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    within(c.next())
+        .await
+        .expect("stream open")
+        .expect("delivery")
+}
+
+/// RabbitMQ confirms a persistent message "when it is persisted to disk or when it is consumed
+/// on every queue". With every flush held back (so no confirm can come from the disk), a
+/// message acknowledged on one queue and taken by a no-ack consumer on the other is confirmed;
+/// one that a third queue refused is nacked although its other copy was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_consumed_on_every_queue_is_confirmed_before_any_flush() {
+    let b = start().await;
+    let (_pc, publ) = support::confirming(&b).await;
+    let (_cc, cons) = b.channel().await;
+    let (x, refusing) = (unique("early-x"), unique("early-refusing"));
+    let (stored, plain, full) = (unique("stored"), unique("plain"), unique("full"));
+    for name in [&x, &refusing] {
+        within(cons.exchange_declare(
+            name.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        ))
+        .await
+        .expect("exchange");
+    }
+    // One durable queue per exchange: a persistent message stored in several durable queues
+    // holds the flush itself (all or none), which this test holds already.
+    bound(&cons, &x, &stored, true, FieldTable::default()).await;
+    bound(&cons, &x, &plain, false, FieldTable::default()).await;
+    bound(&cons, &refusing, &stored, true, FieldTable::default()).await;
+    let limit = support::table(&[
+        ("x-max-length", lapin::types::AMQPValue::LongInt(0)),
+        (
+            "x-overflow",
+            lapin::types::AMQPValue::LongString("reject-publish".into()),
+        ),
+    ]);
+    bound(&cons, &refusing, &full, false, limit).await;
+    let mut manual = within(cons.basic_consume(
+        stored.as_str().into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
+    let mut auto = within(cons.basic_consume(
+        plain.as_str().into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .expect("consume");
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let publish = |x: &str| {
+        publ.basic_publish(
+            x.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"m",
+            persistent.clone(),
+        )
+    };
+
+    let hold = b.store.hold_flush();
+    let flushed = b.broker.commit().flushed();
+    let confirm = within(publish(&x)).await.expect("publish");
+    next_delivery(&mut manual)
+        .await
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    next_delivery(&mut auto).await;
+    assert!(within(confirm).await.expect("confirm").is_ack());
+
+    let confirm = within(publish(&refusing)).await.expect("publish");
+    next_delivery(&mut manual)
+        .await
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    assert!(within(confirm).await.expect("confirm").is_nack());
+    // And the channel goes on: the next consumed message is confirmed as the first was.
+    let confirm = within(publish(&x)).await.expect("publish");
+    next_delivery(&mut manual)
+        .await
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    next_delivery(&mut auto).await;
+    assert!(within(confirm).await.expect("confirm").is_ack());
+    assert_eq!(
+        b.broker.commit().flushed(),
+        flushed,
+        "no flush happened while held"
+    );
+    drop(hold);
+}

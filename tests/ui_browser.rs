@@ -39,6 +39,7 @@ fn publish(u: &ui::Ui, vhost: &str, queue: &str, body: &'static [u8]) {
         body: bytes::Bytes::from_static(body),
         user: "guest",
         grant: &lagomorph::broker::Grant::all("guest", vhost),
+        awaited: None,
     };
     vh.publish(req, lagomorph::clock::now()).expect("publish");
 }

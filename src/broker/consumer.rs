@@ -50,6 +50,14 @@ pub enum Outbound {
     },
     /// The memory alarm changed: `Some(reason)` blocks publishers, `None` unblocks.
     Blocked(Option<String>),
+    /// Publishes of a confirm-mode channel whose every copy was consumed: their confirms need
+    /// no flush (see [`super::consumed`]).
+    Consumed {
+        /// The publisher's channel (its session checks it is still the same channel).
+        to: Arc<super::consumed::ConfirmTo>,
+        /// Their sequence numbers.
+        tags: Vec<u64>,
+    },
 }
 
 /// The sending side of a connection's mailbox.

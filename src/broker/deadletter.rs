@@ -91,6 +91,7 @@ pub fn dead_letter_copy(dl: &DeadLetter, now: Now) -> (Message, Vec<String>) {
             .unwrap_or_default(),
         properties: Properties::from(&props),
         body: m.body.clone(),
+        awaited: None,
     };
     (msg, keys)
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::consumed::Awaited;
 use super::queue::Queue;
 
 /// An immutable published message. Shared (`Arc`) by every queue it was routed to, so a fanout
@@ -25,6 +26,10 @@ pub struct Message {
     pub properties: Properties,
     /// Its body: a slice of the read buffer when it came in one frame.
     pub body: Bytes,
+    /// Its publisher's confirm, when that may go out once every copy is consumed (a
+    /// persistent message on a confirm-mode channel; see [`super::consumed`]). Copies made
+    /// from it (dead letters, delayed, read back) carry none.
+    pub awaited: Option<Awaited>,
 }
 
 impl Message {
@@ -46,6 +51,7 @@ impl Message {
             routing_key: ShortStr::try_from(routing_key).unwrap_or_default(),
             properties: Properties::EMPTY,
             body: Bytes::from(body),
+            awaited: None,
         }
     }
 }

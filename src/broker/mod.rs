@@ -9,15 +9,17 @@
 //! a driver task in `server/` calls.
 //!
 //! Files: [`access`] (users, vhost metadata, permissions, topic permissions, limits, logins
-//! and authorisation), [`vhost`] (definitions and queue operations), [`publish`] (the publish entry point
-//! and routing), [`queue`] (the queue record and the queue-type seam, classic queues),
-//! [`exchange`], [`consumer`], [`message`], [`deadletter`] (x-death), [`policy`], [`budget`]
-//! (the global memory budget), [`timers`], [`time`], [`group_commit`], [`alarm`] (memory and
-//! disk alarms).
+//! and authorisation), [`vhost`] (definitions and queue operations), [`publish`] (the publish
+//! entry point and routing), [`queue`] (the queue record and the queue-type seam, classic
+//! queues), [`exchange`], [`consumer`], [`consumed`] (confirms of messages consumed before
+//! they were written), [`message`], [`deadletter`] (x-death), [`policy`], [`budget`] (the
+//! global memory budget), [`timers`], [`time`], [`group_commit`], [`alarm`] (memory and disk
+//! alarms).
 
 pub mod access;
 pub mod alarm;
 pub mod budget;
+pub mod consumed;
 pub mod consumer;
 pub mod deadletter;
 pub mod error;
@@ -44,6 +46,7 @@ use std::time::SystemTime;
 pub use access::{Access, Grant, Permission, User};
 pub use alarm::Alarm;
 pub use budget::MemoryBudget;
+pub use consumed::{Awaited, ConfirmTo, Consumed};
 pub use consumer::{ConnId, Credit, Mailbox, Outbound};
 pub use error::{BrokerError, BrokerResult};
 pub use group_commit::{FlushPolicy, GroupCommit, StallWatch};

@@ -51,6 +51,8 @@ pub struct PublishRequest<'a> {
     pub user: &'a str,
     /// The publisher's rights in this vhost (write on the exchange, topic write on the key).
     pub grant: &'a super::access::Grant,
+    /// Its confirm, to release early when every copy is consumed (see [`super::consumed`]).
+    pub awaited: Option<super::consumed::Awaited>,
 }
 
 /// What happened to a publish.
@@ -101,6 +103,11 @@ impl Targets {
 const BATCH_FANOUT: usize = 64;
 
 impl Routed {
+    /// The message being published.
+    pub fn message(&self) -> &Arc<Message> {
+        &self.message
+    }
+
     /// Whether it may be pushed with other publishes ([`VHost::push_batch`]): not a persistent
     /// message bound for several durable queues (stored in all or none, on its own), nor one
     /// routed to so many queues that grouping would cost more than it saves.
@@ -238,6 +245,7 @@ impl VHost {
             routing_key: req.routing_key,
             properties: cc.stripped.unwrap_or(req.properties),
             body: req.body,
+            awaited: req.awaited,
         });
         if !self.no_dedup()
             && let Some(d) = self.deduper(false, &x.name)
@@ -274,6 +282,10 @@ impl VHost {
                 flush: 0,
                 message: msg,
             }));
+        }
+        if let Some(a) = &msg.awaited {
+            // Before any push: a consumer may take the first copy while the rest are pushed.
+            a.expect(queues.as_slice().len());
         }
         Ok(Prepared::Routed(Routed {
             message: msg,
@@ -416,6 +428,7 @@ impl VHost {
             routing_key: msg.routing_key.clone(),
             properties: props,
             body: msg.body.clone(),
+            awaited: None,
         });
         let flush = self.shared().delayed.delay(
             &self.name,

@@ -353,6 +353,7 @@ mod tests {
                 body: bytes::Bytes::from_static(b"x"),
                 user: "guest",
                 grant: &crate::broker::Grant::all("guest", "/"),
+                awaited: None,
             };
             vh.publish(req, crate::clock::now()).expect("publish");
         }

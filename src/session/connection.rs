@@ -23,7 +23,9 @@
 //!   [`SILENT_CLOSE_DELAY`], as RabbitMQ does with errors before the connection is open.
 
 use crate::broker::access::{ConnectionSlot, Grant};
-use crate::broker::{Broker, ConnId, ConnectionInfo, Mailbox, Now, Outbound, User, VHost};
+use crate::broker::{
+    Broker, ConnId, ConnectionInfo, Consumed, Mailbox, Now, Outbound, User, VHost,
+};
 use crate::protocol::ReplyCode;
 use crate::protocol::frame::{
     ContentHeader, Frame, PROTOCOL_HEADER, decode, decode_protocol_header, encode_heartbeat,
@@ -77,6 +79,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) flow: bool,
     /// Set by a publish that joined its channel's batch (see `Channel::flush_publishes`).
     pub(crate) batched: bool,
+    /// Confirms released by consuming (see [`crate::broker::consumed`]).
+    pub(crate) consumed: &'a mut Consumed,
 }
 
 impl Ctx<'_> {
@@ -134,6 +138,9 @@ pub struct Connection {
     mechanisms: Mechanisms,
     flushed: u64,
     confirm_buf: Vec<Confirm>,
+    /// Confirms that this connection's consumers released (they consumed every copy), for
+    /// their publishers: sent before this connection's next output.
+    consumed: Consumed,
     /// The resource alarms' blocked reason while any is set (see `broker::alarm`).
     blocked: Option<String>,
     /// The client published while an alarm was set: it has been sent connection.blocked (if
@@ -230,6 +237,7 @@ impl Connection {
             mechanisms: Mechanisms::default(),
             flushed: 0,
             confirm_buf: Vec::new(),
+            consumed: Consumed::default(),
             blocked: None,
             publish_blocked: false,
             flow_until: None,
@@ -278,6 +286,7 @@ impl Connection {
     /// parts of their own (write them with vectored writes of many parts: see
     /// [`Transmit`]).
     pub fn take_output(&mut self, now: Now) -> Option<Transmit> {
+        self.send_consumed();
         let t = self.out.take()?;
         self.last_send = now.mono;
         Some(t)
@@ -541,6 +550,16 @@ impl Connection {
                     });
                 }
             }
+            Outbound::Consumed { to, tags } => {
+                if let Some(c) = self
+                    .channels
+                    .get_mut(&to.channel)
+                    .and_then(|ch| ch.confirms.as_mut())
+                    && c.consumed(&to, &tags)
+                {
+                    self.emit_confirms();
+                }
+            }
             Outbound::Blocked(reason) => {
                 // A second alarm or one of two clearing changes nothing on the wire; the last
                 // one clearing unblocks.
@@ -553,6 +572,11 @@ impl Connection {
                 self.blocked = reason;
             }
         }
+    }
+
+    /// Sends the confirms this connection's consumers released to their publishers.
+    fn send_consumed(&mut self) {
+        std::mem::take(&mut self.consumed).send();
     }
 
     /// A publish arrived: under an alarm, block this connection (once) and tell the client.
@@ -690,6 +714,7 @@ impl Connection {
             now: self.now,
             flow: false,
             batched: false,
+            consumed: &mut self.consumed,
         };
         let r = f(ch, &mut ctx);
         self.publishes_pending |= ctx.batched;
@@ -828,6 +853,7 @@ impl Connection {
 
     /// The socket ended (peer closed, IO error): release everything.
     pub fn handle_disconnect(&mut self) {
+        self.send_consumed();
         if !matches!(self.state, State::Closed | State::Draining) {
             tracing::info!(
                 conn = self.info.id.0,

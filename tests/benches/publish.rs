@@ -80,6 +80,7 @@ impl Setup {
             body: body.clone(),
             user: "guest",
             grant: &self.grant,
+            awaited: None,
         }
     }
 

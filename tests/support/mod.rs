@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub broker: Broker,
+    /// Its store (to hold flushes back).
+    pub store: Arc<dyn Store>,
     pub dir: PathBuf,
     token: CancellationToken,
     handle: Option<JoinHandle<()>>,
@@ -38,7 +40,7 @@ pub async fn start_with(opts: BrokerOptions) -> TestBroker {
 /// Starts a broker on `dir` (for restart tests).
 pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir, 16 << 20).expect("open store"));
-    let broker = Broker::new(store, opts);
+    let broker = Broker::new(Arc::clone(&store), opts);
     broker.recover(lagomorph::clock::now()).expect("recover");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -54,6 +56,7 @@ pub async fn start_in(dir: &Path, opts: BrokerOptions) -> TestBroker {
     TestBroker {
         addr,
         broker,
+        store,
         dir: dir.to_path_buf(),
         token,
         handle: Some(handle),

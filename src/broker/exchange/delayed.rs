@@ -200,6 +200,7 @@ fn decode(mut b: Bytes, full: bool) -> Option<Decoded> {
         routing_key,
         properties,
         body: b,
+        awaited: None,
     };
     Some(Decoded {
         durable,
@@ -347,6 +348,7 @@ impl DelayedMessages {
             properties: Properties::from_bytes(Bytes::copy_from_slice(msg.properties.as_bytes()))
                 .unwrap_or_else(|_| msg.properties.clone()),
             body: Bytes::copy_from_slice(&msg.body),
+            awaited: None,
         });
         let entry = Entry {
             vhost: Arc::clone(vhost),

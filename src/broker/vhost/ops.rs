@@ -242,6 +242,7 @@ fn with_body(m: &Message, body: bytes::Bytes) -> Message {
         routing_key: m.routing_key.clone(),
         properties: m.properties.clone(),
         body,
+        awaited: None,
     }
 }
 

@@ -213,6 +213,7 @@ pub(crate) async fn publish(
         body: payload,
         user: &user.name,
         grant: &grant,
+        awaited: None,
     };
     let outcome = vh.publish(req, crate::clock::now()).map_err(|e| {
         let code = e.reply_code();

@@ -403,6 +403,7 @@ pub(crate) async fn aliveness(
         body: body.clone(),
         user: &user.name,
         grant: &grant,
+        awaited: None,
     };
     vh.publish(req, now)?;
     let got = vh.get(&q, true, now)?;

@@ -6,6 +6,7 @@ use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use std::sync::Arc;
 
+use super::super::confirms::EARLY_BYTES;
 use super::super::connection::Ctx;
 use super::super::error::AmqpError;
 use super::{Channel, KEEP_PENDING_ACKS, Settle, Unacked, err};
@@ -147,6 +148,8 @@ impl Channel {
         let mut run: Vec<QueuedMessage> = Vec::with_capacity(items.len());
         let mut run_of: Option<(Arc<Queue>, Settle)> = None;
         let mut credit_run: Option<(Arc<Credit>, Arc<Queue>, u32)> = None;
+        // Whether the last queue seen keeps up with its publishers (see `keeps_up`).
+        let mut keeping_up: Option<(Arc<Queue>, bool)> = None;
         let mut result = Ok(());
         for (u, how) in items.drain(..) {
             if let Some(p) = u.prefetch {
@@ -166,6 +169,19 @@ impl Channel {
                     if let Some((q, h)) = run_of.replace((Arc::clone(&u.queue), how)) {
                         result = result.and(settle_run(ctx, &q, h, &mut run));
                     }
+                }
+            }
+            if how != Settle::Requeue && u.msg.msg.awaited.is_some() {
+                let ok = match &keeping_up {
+                    Some((q, ok)) if Arc::ptr_eq(q, &u.queue) => *ok,
+                    _ => {
+                        let ok = keeps_up(&u.queue);
+                        keeping_up = Some((Arc::clone(&u.queue), ok));
+                        ok
+                    }
+                };
+                if ok {
+                    super::basic::consumed(ctx, &u.msg);
                 }
             }
             run.push(u.msg);
@@ -259,4 +275,13 @@ fn release_prefetch(
     if credit.release(n) && !wake.iter().any(|q| Arc::ptr_eq(q, &queue)) {
         wake.push(queue);
     }
+}
+
+/// Whether `q`'s consumers keep up with its publishers: at most [`EARLY_BYTES`] of ready
+/// messages wait. Only then may an ack release its publisher's confirm before the flush (see
+/// [`crate::broker::consumed`]); a queue that builds a backlog lets its publishers go only as
+/// fast as the disk, or a publisher matched to its consumer's rate would grow the backlog with
+/// every pause of the consumer and never drain it. One look at the queue per read batch.
+fn keeps_up(q: &Queue) -> bool {
+    q.counts().ready_bytes <= EARLY_BYTES
 }

@@ -4,16 +4,18 @@
 use crate::broker::access::{Perm, Resource};
 use crate::broker::consumer::Outbound;
 use crate::broker::consumer::{ConsumerHandle, TRANSIT_LIMIT};
+use crate::broker::message::MESSAGE_OVERHEAD;
 use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
 use crate::broker::reply_to::REPLY_QUEUE;
 use crate::broker::vhost::generate_name;
-use crate::broker::{Credit, Delivery, Prepared, PublishRequest};
+use crate::broker::{Awaited, Credit, Delivery, Message, Prepared, PublishRequest, QueuedMessage};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::ShortStr;
 use std::sync::Arc;
 
 use super::super::assembler::Publish;
+use super::super::confirms::Confirms;
 use super::super::connection::Ctx;
 use super::super::error::AmqpError;
 use super::acks::{dispatch, store_failure};
@@ -261,7 +263,9 @@ impl Channel {
             &msg.body,
             ctx.frame_max,
         );
-        if !m.no_ack {
+        if m.no_ack {
+            consumed(ctx, &got.message);
+        } else {
             self.unacked.push_back(Unacked {
                 tag,
                 timeout: q.consumer_timeout(),
@@ -309,6 +313,13 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let ch = self.id;
         let mandatory = p.method.mandatory;
+        // A persistent message's confirm may go out early, once every copy is consumed; its
+        // sequence number comes after those of the publishes batched before it.
+        let awaited = self
+            .confirms
+            .as_ref()
+            .filter(|_| p.header.properties.is_persistent())
+            .map(|c| c.awaited(self.batch.len()));
         let req = PublishRequest {
             exchange: p.method.exchange,
             routing_key: p.method.routing_key,
@@ -316,6 +327,7 @@ impl Channel {
             body: p.body,
             user: ctx.user,
             grant: ctx.grant,
+            awaited,
         };
         let reply = self.reply.as_ref().map(|(_, suffix)| suffix.as_str());
         let outcome = match ctx
@@ -373,7 +385,7 @@ impl Channel {
             if outcome.refused {
                 c.refuse();
             } else {
-                c.publish(outcome.flush);
+                record(c, &outcome.message, outcome.flush);
             }
         }
         Ok(())
@@ -389,17 +401,17 @@ impl Channel {
         let batch = std::mem::take(&mut self.batch);
         let mut out = Vec::with_capacity(batch.len());
         let pushed = ctx.vhost.push_batch(&batch, ctx.now, &mut out);
-        drop(batch);
-        for p in &out {
+        for (r, p) in batch.iter().zip(&out) {
             ctx.flow |= p.flow;
             if let Some(c) = &mut self.confirms {
                 if p.refused {
                     c.refuse();
                 } else {
-                    c.publish(p.flush);
+                    record(c, r.message(), p.flush);
                 }
             }
         }
+        drop(batch);
         pushed.map_err(|e| AmqpError::from_broker(self.id, e).on(60, 40))
     }
 
@@ -441,6 +453,9 @@ impl Channel {
         );
         // The delivery is recorded before the queue is asked for more, which may fail.
         let wake = c.transit.release(1).then(|| Arc::clone(&d.queue));
+        if d.no_ack && !d.copy {
+            consumed(ctx, &d.message);
+        }
         if !d.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
@@ -530,5 +545,27 @@ impl Channel {
     /// The queue of a consumer was deleted: forget the consumer; true if it was ours.
     pub(crate) fn consumer_cancelled(&mut self, tag: &str) -> bool {
         self.consumers.remove(tag).is_some()
+    }
+}
+
+/// Records a publish the queues took: its confirm waits for the flush of `flush`, or for
+/// nothing when every copy was consumed before the last queue took it.
+fn record(c: &mut Confirms, msg: &Message, flush: u64) {
+    let consumed = msg.awaited.as_ref().is_some_and(Awaited::pushed);
+    let early_bytes = msg
+        .awaited
+        .as_ref()
+        .map_or(0, |_| msg.body.len() + MESSAGE_OVERHEAD);
+    let seq = c.publish(if consumed { 0 } else { flush }, early_bytes);
+    debug_assert!(
+        msg.awaited.as_ref().is_none_or(|a| a.tag() == seq),
+        "a publish's early confirm carries its sequence number"
+    );
+}
+
+/// A copy of a message left its queue, consumed: its publisher's confirm may be due.
+pub(super) fn consumed(ctx: &mut Ctx<'_>, qm: &QueuedMessage) {
+    if let Some(a) = &qm.msg.awaited {
+        ctx.consumed.copy(a);
     }
 }

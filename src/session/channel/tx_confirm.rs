@@ -1,5 +1,6 @@
 //! confirm.select and the tx class (select, commit, rollback).
 
+use crate::broker::ConfirmTo;
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 
@@ -24,7 +25,7 @@ impl Channel {
             ));
         }
         if self.confirms.is_none() {
-            self.confirms = Some(Confirms::default());
+            self.confirms = Some(Confirms::new(ConfirmTo::new(self.id, ctx.mailbox.clone())));
         }
         if !m.nowait {
             ctx.send(self.id, &ConfirmSelectOk.into());

@@ -132,6 +132,7 @@ pub(crate) fn to_queued(queue: &str, sm: StoredMessage, persisted: bool) -> Opti
         routing_key: ShortStr::try_from(sm.record.routing_key.as_str()).unwrap_or_default(),
         properties,
         body: sm.record.body,
+        awaited: None,
     };
     Some(QueuedMessage {
         id: sm.id,

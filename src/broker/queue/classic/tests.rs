@@ -122,6 +122,7 @@ impl Harness {
                     body: bytes::Bytes::copy_from_slice(body.as_bytes()),
                     user: "guest",
                     grant: &crate::broker::Grant::all("guest", "/"),
+                    awaited: None,
                 },
                 self.now,
             )

@@ -6,7 +6,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::raw::Raw;
-use support::{LogLines, free_port};
+use support::{LogLines, free_port, free_ports};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lagomorph");
 
@@ -63,14 +63,11 @@ fn port_in_use_exits_1_with_a_clear_message() {
 fn second_broker_on_the_same_data_dir_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tmp");
     let first = lagomorph::storage::SledStore::open(dir.path(), 1 << 20).expect("first");
+    let [amqp, http] = free_ports();
     let out = Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{amqp}"), "--data-dir"])
         .arg(dir.path())
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--management-listen", &format!("127.0.0.1:{http}")])
         .output()
         .expect("run");
     drop(first);
@@ -82,11 +79,11 @@ fn second_broker_on_the_same_data_dir_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_320_and_exits_0() {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = free_port();
+    let [port, http] = free_ports();
     let mut child = Command::new(BIN)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())
-        .args(["--management-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--management-listen", &format!("127.0.0.1:{http}")])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");

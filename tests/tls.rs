@@ -548,10 +548,10 @@ fn write_config(path: &Path, pki: &Pki, amqp: u16, amqps: u16, http: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     use std::process::{Command, Stdio};
-    use support::{LogLines, free_port};
+    use support::{LogLines, free_ports};
     let pki = Pki::new();
     let data = tempfile::tempdir().expect("tmp");
-    let (amqp, amqps, http) = (free_port(), free_port(), free_port());
+    let [amqp, amqps, http] = free_ports();
     let config = pki.path("lagomorph.toml");
     write_config(&config, &pki, amqp, amqps, http);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))

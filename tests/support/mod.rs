@@ -199,14 +199,19 @@ pub fn typed_table(t: &lagomorph::protocol::types::FieldTable) -> serde_json::Va
     )
 }
 
-/// A free loopback port (bound, then released), for a broker binary started with explicit
-/// addresses.
+/// `N` distinct free loopback ports (bound all at once, then released), for a broker binary
+/// started with explicit addresses. Ports taken one at a time may repeat: the kernel may hand a
+/// port just released out again (a crash test once got its AMQP port for management too).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+}
+
+/// One free loopback port (see [`free_ports`] for more than one).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    free_ports::<1>()[0]
 }
 
 /// The stderr lines of a spawned broker binary, read on a thread.

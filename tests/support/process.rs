@@ -9,13 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// Two distinct free loopback ports (bound at once, then released: ports taken one at a time
+/// may repeat, and a broker given the same port twice refuses to start).
+pub(crate) fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+    (port(&a), port(&b))
 }
 
 /// A running broker; dropping it kills it, so a failing test leaves nothing running.
@@ -37,8 +37,7 @@ impl Drop for Broker {
 /// Starts the binary on `data_dir` with body-log segments of `segment_mb` MiB, its
 /// stderr to `stderr` (inherited when `None`).
 pub(crate) fn spawn(data_dir: &Path, segment_mb: u32, stderr: Option<std::fs::File>) -> Broker {
-    let port = free_port();
-    let http = free_port();
+    let (port, http) = free_ports();
     let child = Command::new(env!("CARGO_BIN_EXE_lagomorph"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)

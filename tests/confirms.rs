@@ -313,6 +313,15 @@ async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
         .expect("delivery")
 }
 
+/// Acknowledges a consumer's next delivery.
+async fn ack_next(c: &mut lapin::Consumer) {
+    next_delivery(c)
+        .await
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+}
+
 /// RabbitMQ confirms a persistent message "when it is persisted to disk or when it is consumed
 /// on every queue". With every flush held back (so no confirm can come from the disk), a
 /// message acknowledged on one queue and taken by a no-ack consumer on the other is confirmed;
@@ -380,28 +389,16 @@ async fn a_message_consumed_on_every_queue_is_confirmed_before_any_flush() {
     let hold = b.store.hold_flush();
     let flushed = b.broker.commit().flushed();
     let confirm = within(publish(&x)).await.expect("publish");
-    next_delivery(&mut manual)
-        .await
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack_next(&mut manual).await;
     next_delivery(&mut auto).await;
     assert!(within(confirm).await.expect("confirm").is_ack());
 
     let confirm = within(publish(&refusing)).await.expect("publish");
-    next_delivery(&mut manual)
-        .await
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack_next(&mut manual).await;
     assert!(within(confirm).await.expect("confirm").is_nack());
     // And the channel goes on: the next consumed message is confirmed as the first was.
     let confirm = within(publish(&x)).await.expect("publish");
-    next_delivery(&mut manual)
-        .await
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack_next(&mut manual).await;
     next_delivery(&mut auto).await;
     assert!(within(confirm).await.expect("confirm").is_ack());
     assert_eq!(

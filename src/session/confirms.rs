@@ -29,6 +29,8 @@ pub(crate) struct Confirms {
     early: VecDeque<(u64, u32)>,
     /// Their bytes (at most [`EARLY_BYTES`], unless one message is larger).
     early_bytes: usize,
+    /// The highest store write among them (0 when there are none).
+    early_max: u64,
 }
 
 /// One confirm to send.
@@ -52,6 +54,7 @@ impl Confirms {
             to,
             early: VecDeque::new(),
             early_bytes: 0,
+            early_max: 0,
         }
     }
 
@@ -80,6 +83,7 @@ impl Confirms {
             }
             self.early.push_back((p.1, p.2));
             self.early_bytes += bytes;
+            self.early_max = self.early_max.max(p.1);
             p.1 = 0;
         }
         true
@@ -109,7 +113,7 @@ impl Confirms {
         self.pending
             .iter()
             .map(|&(_, f, _)| f)
-            .chain(self.early.iter().map(|&(f, _)| f))
+            .chain([self.early_max])
             .filter(|&f| f > flushed)
             .max()
     }
@@ -132,6 +136,9 @@ impl Confirms {
         while let Some(&(_, bytes)) = self.early.front().filter(|e| e.0 <= flushed) {
             self.early.pop_front();
             self.early_bytes -= bytes as usize;
+        }
+        if self.early.is_empty() {
+            self.early_max = 0;
         }
         let mut count = 0;
         let mut last = 0;

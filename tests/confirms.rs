@@ -10,7 +10,7 @@ use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use support::raw::Raw;
-use support::{assert_amqp_err, start, unique, within};
+use support::{assert_amqp_err, next_delivery, start, unique, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_publish_is_confirmed_with_lapin() {
@@ -302,15 +302,6 @@ async fn bound(ch: &lapin::Channel, x: &str, q: &str, durable: bool, args: Field
     ))
     .await
     .expect("bind");
-}
-
-/// The next delivery of a consumer.
-async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
-    use futures_lite::StreamExt;
-    within(c.next())
-        .await
-        .expect("stream open")
-        .expect("delivery")
 }
 
 /// Acknowledges a consumer's next delivery.

@@ -2,12 +2,11 @@
 
 mod support;
 
-use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Consumer};
-use support::{assert_amqp_err, start, unique, within};
+use lapin::{BasicProperties, Channel};
+use support::{assert_amqp_err, next_delivery, start, unique, within};
 
 async fn declare(ch: &Channel) -> String {
     let q = unique("q");
@@ -35,13 +34,6 @@ async fn publish_n(ch: &Channel, q: &str, n: usize) {
     }
 }
 
-async fn next(c: &mut Consumer) -> Delivery {
-    within(c.next())
-        .await
-        .expect("stream open")
-        .expect("delivery")
-}
-
 fn body(d: &Delivery) -> String {
     String::from_utf8_lossy(&d.data).into_owned()
 }
@@ -62,7 +54,7 @@ async fn fifo_tags_from_one_and_server_consumer_tags() {
     .expect("consume");
     assert!(c.tag().as_str().starts_with("amq.ctag-"), "{}", c.tag());
     for i in 0..5u64 {
-        let d = next(&mut c).await;
+        let d = next_delivery(&mut c).await;
         assert_eq!(body(&d), i.to_string());
         assert_eq!(d.delivery_tag, i + 1);
         assert!(!d.redelivered);
@@ -98,8 +90,14 @@ async fn round_robin_across_consumers() {
     .await
     .expect("z");
     publish_n(&ch, &q, 4).await;
-    let got_a = [body(&next(&mut a).await), body(&next(&mut a).await)];
-    let got_z = [body(&next(&mut z).await), body(&next(&mut z).await)];
+    let got_a = [
+        body(&next_delivery(&mut a).await),
+        body(&next_delivery(&mut a).await),
+    ];
+    let got_z = [
+        body(&next_delivery(&mut z).await),
+        body(&next_delivery(&mut z).await),
+    ];
     assert_eq!(got_a, ["0", "2"]);
     assert_eq!(got_z, ["1", "3"]);
 }
@@ -121,7 +119,11 @@ async fn prefetch_limits_unacked_deliveries() {
     ))
     .await
     .expect("consume");
-    let first: Vec<Delivery> = vec![next(&mut c).await, next(&mut c).await, next(&mut c).await];
+    let first: Vec<Delivery> = vec![
+        next_delivery(&mut c).await,
+        next_delivery(&mut c).await,
+        next_delivery(&mut c).await,
+    ];
     // Three unacked: the queue must hold the other seven. Passive declare shows it.
     let ch2 = within(_c.create_channel()).await.expect("channel");
     let seen = within(ch2.queue_declare(
@@ -140,7 +142,7 @@ async fn prefetch_limits_unacked_deliveries() {
         .await
         .expect("ack");
     for want in ["3", "4", "5"] {
-        assert_eq!(body(&next(&mut c).await), want);
+        assert_eq!(body(&next_delivery(&mut c).await), want);
     }
     let seen = within(ch2.queue_declare(
         q.as_str().into(),
@@ -243,7 +245,7 @@ async fn unacked_messages_return_when_the_channel_closes() {
     .await
     .expect("consume");
     for _ in 0..3 {
-        next(&mut cons).await;
+        next_delivery(&mut cons).await;
     }
     within(ch.close(200, "bye".into())).await.expect("close");
     let ch2 = within(c.create_channel()).await.expect("channel");
@@ -360,7 +362,7 @@ async fn channel_flow_on_is_accepted_and_off_is_not_implemented() {
     .await
     .expect("consume");
     publish_n(&ch, &q, 1).await;
-    assert_eq!(body(&next(&mut c).await), "0");
+    assert_eq!(body(&next_delivery(&mut c).await), "0");
     let r = within(ch.channel_flow(ChannelFlowOptions { active: false })).await;
     support::assert_amqp_err(r, 540, "NOT_IMPLEMENTED - active=false");
 }

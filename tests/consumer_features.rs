@@ -4,14 +4,13 @@
 
 mod support;
 
-use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Consumer};
 use serde_json::Value;
 use support::table;
-use support::{assert_amqp_err, rabbitmq, within};
+use support::{assert_amqp_err, next_delivery, rabbitmq, within};
 
 fn priority(p: i32) -> FieldTable {
     table(&[("x-priority", AMQPValue::LongInt(p))])
@@ -55,13 +54,6 @@ async fn publish(ch: &Channel, queue: &str, body: &str) {
     )
     .await
     .expect("confirm");
-}
-
-async fn next(c: &mut Consumer) -> Delivery {
-    within(c.next())
-        .await
-        .expect("a delivery")
-        .expect("delivery ok")
 }
 
 fn text(d: &Delivery) -> String {
@@ -132,11 +124,11 @@ async fn the_highest_priority_consumer_with_credit_gets_messages() {
     for n in 0..5 {
         publish(&publisher, "cp", &format!("m{n}")).await;
     }
-    let h: Vec<Delivery> = vec![next(&mut hi).await, next(&mut hi).await];
+    let h: Vec<Delivery> = vec![next_delivery(&mut hi).await, next_delivery(&mut hi).await];
     assert_eq!(h.iter().map(text).collect::<Vec<_>>(), ["m0", "m1"]);
     let mut l = Vec::new();
     for _ in 0..3 {
-        l.push(text(&next(&mut lo).await));
+        l.push(text(&next_delivery(&mut lo).await));
     }
     assert_eq!(l, ["m2", "m3", "m4"], "hi is full: lo works meanwhile");
     // hi has room again: the next message is its.
@@ -145,7 +137,7 @@ async fn the_highest_priority_consumer_with_credit_gets_messages() {
         .expect("ack");
     sync(&hi_ch, "cp").await;
     publish(&publisher, "cp", "m5").await;
-    assert_eq!(text(&next(&mut hi).await), "m5");
+    assert_eq!(text(&next_delivery(&mut hi).await), "m5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,10 +153,10 @@ async fn consumers_of_equal_priority_take_turns() {
     for n in 0..4 {
         publish(&publisher, "cp-rr", &format!("m{n}")).await;
     }
-    assert_eq!(text(&next(&mut a).await), "m0");
-    assert_eq!(text(&next(&mut bb).await), "m1");
-    assert_eq!(text(&next(&mut a).await), "m2");
-    assert_eq!(text(&next(&mut bb).await), "m3");
+    assert_eq!(text(&next_delivery(&mut a).await), "m0");
+    assert_eq!(text(&next_delivery(&mut bb).await), "m1");
+    assert_eq!(text(&next_delivery(&mut a).await), "m2");
+    assert_eq!(text(&next_delivery(&mut bb).await), "m3");
     // The low one got nothing: cancelling the others hands it the next one.
     within(ch.basic_cancel("a".into(), BasicCancelOptions::default()))
         .await
@@ -173,7 +165,7 @@ async fn consumers_of_equal_priority_take_turns() {
         .await
         .expect("cancel");
     publish(&publisher, "cp-rr", "m4").await;
-    assert_eq!(text(&next(&mut low).await), "m4");
+    assert_eq!(text(&next_delivery(&mut low).await), "m4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +181,7 @@ async fn single_active_consumer_fails_over_on_cancel_as_rabbitmq_does() {
         publish(&ch, "sacq", &format!("a{i}")).await;
     }
     for _ in 0..3 {
-        seen.push(("c1".to_string(), text(&next(&mut c1).await)));
+        seen.push(("c1".to_string(), text(&next_delivery(&mut c1).await)));
     }
     within(ch.basic_cancel("c1".into(), BasicCancelOptions::default()))
         .await
@@ -198,7 +190,7 @@ async fn single_active_consumer_fails_over_on_cancel_as_rabbitmq_does() {
         publish(&ch, "sacq", &format!("b{i}")).await;
     }
     for _ in 0..3 {
-        seen.push(("c2".to_string(), text(&next(&mut c2).await)));
+        seen.push(("c2".to_string(), text(&next_delivery(&mut c2).await)));
     }
     let want = &rabbitmq("consumers")["single_active_consumer_failover"]["result"];
     let want_seen: Vec<(String, String)> =
@@ -253,18 +245,18 @@ async fn on_connection_loss_the_next_consumer_gets_the_unacked_first() {
         publish(&publisher, "sac-loss", &format!("m{n}")).await;
     }
     for n in 0..3 {
-        assert_eq!(text(&next(&mut c1).await), format!("m{n}"));
+        assert_eq!(text(&next_delivery(&mut c1).await), format!("m{n}"));
     }
     // More arrive while c1 holds three unacked.
     publish(&publisher, "sac-loss", "m3").await;
-    assert_eq!(text(&next(&mut c1).await), "m3");
+    assert_eq!(text(&next_delivery(&mut c1).await), "m3");
     publish(&publisher, "sac-loss", "m4").await;
     within(c1_conn.close(200, "bye".into()))
         .await
         .expect("close");
     let mut got = Vec::new();
     for _ in 0..5 {
-        let d = next(&mut c2).await;
+        let d = next_delivery(&mut c2).await;
         got.push((text(&d), d.redelivered));
     }
     assert_eq!(
@@ -558,7 +550,7 @@ mod timeout {
         ))
         .await
         .expect("publish");
-        let d = next(&mut c).await;
+        let d = next_delivery(&mut c).await;
         within(d.ack(BasicAckOptions::default()))
             .await
             .expect("ack");
@@ -572,7 +564,7 @@ mod timeout {
         ))
         .await
         .expect("publish");
-        let d = next(&mut c).await;
+        let d = next_delivery(&mut c).await;
         assert_eq!(text(&d), "b");
         // Not acked: the channel goes (polled with a deadline), the message is requeued.
         let deadline = Instant::now() + Duration::from_secs(10);

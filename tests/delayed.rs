@@ -11,7 +11,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{amqp_error, start, start_in, unique, within};
+use support::{amqp_error, next_delivery, start, start_in, unique, within};
 
 fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
@@ -103,10 +103,6 @@ async fn consumer(ch: &Channel, q: &str) -> Consumer {
     .expect("consume")
 }
 
-async fn next(c: &mut Consumer) -> lapin::message::Delivery {
-    within(c.next()).await.expect("open").expect("delivery")
-}
-
 fn body(d: &lapin::message::Delivery) -> String {
     String::from_utf8_lossy(&d.data).into_owned()
 }
@@ -131,7 +127,7 @@ async fn delayed_messages_are_released_in_due_order() {
     let mut c = consumer(&ch, &q).await;
     let mut got = Vec::new();
     for _ in 0..5 {
-        let d = next(&mut c).await;
+        let d = next_delivery(&mut c).await;
         let delay = d
             .properties
             .headers()
@@ -262,7 +258,7 @@ async fn lavinmq_delayed_exchange_argument_and_management_count() {
     assert_eq!(v["type"], "fanout");
     let t0 = Instant::now();
     let mut c = consumer(&ch, &q).await;
-    assert_eq!(body(&next(&mut c).await), "later");
+    assert_eq!(body(&next_delivery(&mut c).await), "later");
     assert!(t0.elapsed() >= Duration::from_millis(150));
 }
 
@@ -289,7 +285,7 @@ async fn durable_delayed_messages_survive_a_restart() {
     assert_eq!(b.broker.delayed().count("/", x), 1);
     let (_c, ch) = b.channel().await;
     let mut c = consumer(&ch, q).await;
-    let d = next(&mut c).await;
+    let d = next_delivery(&mut c).await;
     assert_eq!(body(&d), "kept");
     assert!(unix_ms() >= due, "released early");
     // Nothing else: the transient one went with the restart.

@@ -599,6 +599,15 @@ pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> lapin::types::Field
     t
 }
 
+/// A consumer's next delivery (bounded wait).
+pub async fn next_delivery(c: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    within(c.next())
+        .await
+        .expect("stream open")
+        .expect("delivery")
+}
+
 /// A connection and a channel in confirm mode.
 pub async fn confirming(b: &TestBroker) -> (lapin::Connection, lapin::Channel) {
     let (c, ch) = b.channel().await;

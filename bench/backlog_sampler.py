@@ -76,7 +76,10 @@ peak_i = max(range(len(pts)), key=lambda i: pts[i][1]) if pts else 0
 fill = pts[: peak_i + 1]
 fill = [p for p in fill if p[1] > 0] or fill
 drain = pts[peak_i:]
+# The load generator deletes its queue when it is done: a queue gone after its peak is drained.
 drain_end = next((t for t, d in drain if d == 0), None)
+if drain_end is None and pts and pts[-1][1] > 0:
+    drain_end = next((t for t, d, _, _ in samples if t > pts[-1][0] and d is None), None)
 under = None
 if drain_end is not None:
     for t, _, _, b in samples:

@@ -6,7 +6,8 @@
 # when missing) and a release build of Lagomorph on loopback with fresh data directories, runs
 # every scenario against each in turn (L R V L R V ..., --rounds rounds), samples each broker's
 # CPU (utime + stime) and peak RSS from /proc, and writes docs/BENCHMARKS.md (bench/report.py
-# renders it). Without LavinMQ the comparison runs with the other two.
+# renders it). Without LavinMQ the comparison runs with the other two. The latency scenarios
+# also run against `lagomorph-perf sink --relay` (the floor: the tool, loopback, one relay).
 #
 #   bench/compare.sh                 full run: 3 rounds of 10 s, 1M backlog (about 45-60 min)
 #   bench/compare.sh --quick         smoke run: 1 round of 5 s, 200k backlog
@@ -100,6 +101,23 @@ stop_lagomorph() {
         wait_gone "$LAGO_PID" 15
         wait "$LAGO_PID" 2>/dev/null || true
         LAGO_PID=""
+    fi
+}
+
+# The latency floor (7a, 7b): the tool's sink forwarding publishes to consumers, no broker.
+start_relay() {
+    "$PERF" sink --relay --listen "127.0.0.1:$SINK_PORT" > "$WORK/relay.log" 2>&1 &
+    SINK_PID=$!
+    if ! wait_port "$SINK_PORT" 10 || ! kill -0 "$SINK_PID" 2>/dev/null; then
+        log "the relay sink did not start"; cat "$WORK/relay.log" >&2; exit 1
+    fi
+}
+
+stop_relay() {
+    if [[ -n "$SINK_PID" ]]; then
+        kill -TERM "$SINK_PID" 2>/dev/null || true
+        wait "$SINK_PID" 2>/dev/null || true
+        SINK_PID=""
     fi
 }
 
@@ -244,10 +262,10 @@ start_rabbitmq() {
     fi
 }
 
-start_broker() { case $1 in lagomorph) start_lagomorph ;; rabbitmq) start_rabbitmq ;; lavinmq) start_lavinmq ;; esac; }
-stop_broker() { case $1 in lagomorph) stop_lagomorph ;; rabbitmq) stop_rabbitmq ;; lavinmq) stop_lavinmq ;; esac; }
-broker_pid() { case $1 in lagomorph) echo "$LAGO_PID" ;; rabbitmq) echo "$RMQ_PID" ;; lavinmq) echo "$LMQ_PID" ;; esac; }
-broker_port() { case $1 in lagomorph) echo "$LAGO_PORT" ;; rabbitmq) echo "$RMQ_PORT" ;; lavinmq) echo "$LMQ_PORT" ;; esac; }
+start_broker() { case $1 in lagomorph) start_lagomorph ;; rabbitmq) start_rabbitmq ;; lavinmq) start_lavinmq ;; relay) start_relay ;; esac; }
+stop_broker() { case $1 in lagomorph) stop_lagomorph ;; rabbitmq) stop_rabbitmq ;; lavinmq) stop_lavinmq ;; relay) stop_relay ;; esac; }
+broker_pid() { case $1 in lagomorph) echo "$LAGO_PID" ;; rabbitmq) echo "$RMQ_PID" ;; lavinmq) echo "$LMQ_PID" ;; relay) echo "$SINK_PID" ;; esac; }
+broker_port() { case $1 in lagomorph) echo "$LAGO_PORT" ;; rabbitmq) echo "$RMQ_PORT" ;; lavinmq) echo "$LMQ_PORT" ;; relay) echo "$SINK_PORT" ;; esac; }
 
 # --- sampling ------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
@@ -374,8 +392,11 @@ for s in "${LIST[@]}"; do
         9) limit=300 ;;
     esac
     log "scenario $s: ${ARGS[*]}"
+    RUN_LIST=("${BROKER_LIST[@]}")
+    # The latency scenarios also run against the relay: the floor no broker can go under.
+    case $s in 7a|7b) RUN_LIST+=(relay) ;; esac
     for ((r = 1; r <= ROUNDS; r++)); do
-        for b in "${BROKER_LIST[@]}"; do
+        for b in "${RUN_LIST[@]}"; do
             if over_budget; then log "  budget of $BUDGET_MIN min spent: skipping $s/$b/$r"; continue; fi
             # A fresh broker for every run: one broker runs at a time (an idle Erlang VM spins
             # its schedulers and would take CPU from the others' runs), and rounds do not share

@@ -32,7 +32,9 @@ SCENARIOS = [
 ]
 TITLE = dict(SCENARIOS)
 BROKERS = ("lagomorph", "rabbitmq", "lavinmq")
-NAME = {"lagomorph": "Lagomorph", "rabbitmq": "RabbitMQ", "lavinmq": "LavinMQ"}
+# Not a broker: `lagomorph-perf sink --relay`, run in 7a and 7b for the latency floor.
+FLOOR = "relay"
+NAME = {"lagomorph": "Lagomorph", "rabbitmq": "RabbitMQ", "lavinmq": "LavinMQ", FLOOR: "relay (floor)"}
 # Scenarios with persistent messages: LavinMQ 1.0.1 confirms them without an fsync.
 PERSISTENT = ("4", "4k")
 FSYNC_NOTE = ("LavinMQ 1.0.1 confirms persistent messages without an fsync (msync MS_ASYNC on "
@@ -162,7 +164,7 @@ def main():
     brokers = [b for b in BROKERS if any(r["broker"] == b for r in rows)]
     peers = [b for b in brokers if b != "lagomorph"]
     runs = {(s, b): Runs([r for r in rows if r["scenario"] == s and r["broker"] == b])
-            for s, _ in SCENARIOS for b in BROKERS}
+            for s, _ in SCENARIOS for b in BROKERS + (FLOOR,)}
     present = [s for s, _ in SCENARIOS if any(runs[(s, b)].rows for b in brokers)]
 
     L = lambda s: runs[(s, "lagomorph")]
@@ -270,7 +272,9 @@ def main():
                 continue
             lv, vv = L(s).lat("p99_us"), V(s).lat("p99_us")
             ok = None if lv is None or vv is None else lv <= vv and lv <= 200
-            target_row(f"({s}) p99 latency ≤ LavinMQ and ≤ 200 µs", lv, vv, ratio(vv, lv), ok, us)
+            f99 = runs[(s, FLOOR)].lat("p99_us")
+            floor_note = f" (relay floor: {us(f99)})" if f99 is not None else ""
+            target_row(f"({s}) p99 latency ≤ LavinMQ and ≤ 200 µs{floor_note}", lv, vv, ratio(vv, lv), ok, us)
         worse = [s for s in present if L(s).max_rss_mb() is not None and V(s).max_rss_mb() is not None
                  and L(s).max_rss_mb() > V(s).max_rss_mb()]
         w(f"| Peak RSS ≤ LavinMQ's in every scenario | | | | "
@@ -317,13 +321,29 @@ def main():
     lat_h = " | ".join(f"{NAME[b]} p50 / p99 / p99.9 / max" for b in brokers)
     w(f"| # | {lat_h} |")
     w("|---|" + "---|" * len(brokers))
+    def q(x):
+        return " / ".join(us(x.lat(k)) for k in ("p50_us", "p99_us", "p999_us", "max_us"))
     for s in present:
         if s in ("8", "9"):
             continue
-        def q(x):
-            return " / ".join(us(x.lat(k)) for k in ("p50_us", "p99_us", "p999_us", "max_us"))
         w(f"| {s}{mark(s)} | " + " | ".join(q(runs[(s, b)]) for b in brokers) + " |")
     w("")
+    floor = [s for s in ("7a", "7b") if runs[(s, FLOOR)].ok]
+    if floor:
+        w("**The floor.** The same runs against `lagomorph-perf sink --relay`, which forwards each "
+          "publish to the consumer as a delivery and does nothing else (no queue, routing or "
+          "storage; one tokio task per connection, as in a broker). Its latency is what this "
+          "tool, loopback TCP and waking one process in between cost on this machine: no broker "
+          "can go under it. The brokers' figures above include it.\n")
+        w("| # | relay p50 / p99 / p99.9 / max | " + " | ".join(f"{NAME[b]} p99 − relay p99" for b in brokers) + " |")
+        w("|---|---|" + "---|" * len(brokers))
+        for s in floor:
+            f99 = runs[(s, FLOOR)].lat("p99_us")
+            extra = " | ".join(
+                us(runs[(s, b)].lat("p99_us") - f99) if runs[(s, b)].lat("p99_us") is not None and f99 is not None
+                else "–" for b in brokers)
+            w(f"| {s} | {q(runs[(s, FLOOR)])} | {extra} |")
+        w("")
 
     if "8" in present:
         w(f"## Backlog (scenario 8, {a.backlog:,} messages)\n")
@@ -402,7 +422,7 @@ def main():
     w("## Every run\n")
     w("| # | Broker | Round | published | delivered msg/s | broker CPU s | CPU µs/msg | peak RSS MB | p99 | clean |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    order = {b: i for i, b in enumerate(BROKERS)}
+    order = {b: i for i, b in enumerate(BROKERS + (FLOOR,))}
     for s in present:
         for r in sorted([r for r in rows if r["scenario"] == s], key=lambda r: (r["round"], order[r["broker"]])):
             d = r["summary"] or {}

@@ -141,10 +141,11 @@ async fn backlog_run_fills_then_drains() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sink_confirms_everything_and_feeds_consumers() {
+/// Starts `lagomorph-perf sink` with `extra` flags on a free port; returns it and its URI.
+async fn start_sink(extra: &[&str]) -> (std::process::Child, String) {
     let mut sink = Command::new(PERF)
         .args(["sink", "--listen", "127.0.0.1:0", "--time", "60"])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sink");
@@ -159,13 +160,38 @@ async fn sink_confirms_everything_and_feeds_consumers() {
     })
     .await
     .expect("join");
-    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    (sink, format!("amqp://guest:guest@{addr}/%2f"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_confirms_everything_and_feeds_consumers() {
+    let (mut sink, uri) = start_sink(&[]).await;
     let j = perf(args(&uri, &["-y", "0", "-C", "20000", "-c", "500"])).await;
     assert_eq!(field(&j, "published"), 20000.0);
     assert_eq!(field(&j, "confirmed"), 20000.0);
     let j = perf(args(&uri, &["-x", "0", "-D", "20000", "-q", "100"])).await;
     assert_eq!(field(&j, "delivered"), 20000.0);
     assert_eq!(field(&j, "acked"), 20000.0);
+    assert_clean(&j);
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_sink_delivers_every_publish_once_in_order() {
+    let (mut sink, uri) = start_sink(&["--relay"]).await;
+    // Two producers to two consumers, taken in turn; then bodies of several frames each.
+    let j = perf(args(&uri, &["-x", "2", "-y", "2", "-C", "10000", "-a"])).await;
+    assert_eq!(field(&j, "published"), 20000.0);
+    assert_eq!(field(&j, "delivered"), 20000.0);
+    assert_eq!(
+        field(&j, "count"),
+        20000.0,
+        "one latency sample per delivery"
+    );
+    assert_clean(&j);
+    let j = perf(args(&uri, &["-C", "200", "-s", "300000", "-a"])).await;
+    assert_eq!(field(&j, "delivered"), 200.0);
     assert_clean(&j);
     let _ = sink.kill();
     let _ = sink.wait();

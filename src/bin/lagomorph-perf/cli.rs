@@ -219,6 +219,10 @@ pub(crate) struct SinkArgs {
     /// Stop after this many seconds (0 = run until killed).
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub(crate) time: f64,
+    /// Forward every publish to a consumer as a delivery instead of discarding it (consumers
+    /// get nothing else): latency through it is the floor under any broker.
+    #[arg(long)]
+    pub(crate) relay: bool,
 }
 
 /// Options of `connections`.

@@ -5,8 +5,8 @@
 //! - [`scan`]: the read fast path for deliver/publish, header and body frames;
 //! - [`stats`], [`histogram`]: counters, body format, continuity and latency;
 //! - [`run`]: a load run end to end; [`report`]: live rates and the summary (text or JSON);
-//! - [`sink`]: a discard server for the tool's own ceiling; [`connections`]: many idle
-//!   connections.
+//! - [`sink`]: a discard server for the tool's own ceiling, [`relay`] its forwarding mode (the
+//!   latency floor); [`connections`]: many idle connections.
 //!
 //! Exit code: 0 for a clean run, 1 when messages were lost, duplicated, reordered or an error
 //! occurred, 2 for bad flags.
@@ -18,6 +18,7 @@ mod consumer;
 mod delayed;
 mod histogram;
 mod producer;
+mod relay;
 mod report;
 mod rpc;
 mod run;
@@ -80,7 +81,7 @@ async fn async_main(cli: Cli) -> ExitCode {
                 });
             }
             tokio::select! {
-                _ = sink::serve(listener, stop.clone()) => {}
+                _ = sink::serve(listener, stop.clone(), a.relay.then(Default::default)) => {}
                 _ = tokio::signal::ctrl_c() => stop.cancel(),
             }
             ExitCode::SUCCESS

@@ -7,7 +7,8 @@
 //! acks every publish with one basic.ack (multiple) per read. Frames are fully decoded with
 //! the project's codec, as a broker would. A consumer gets an endless stream of 16-byte
 //! deliveries, as fast as it reads them (prefetch is ignored), which measures the consumer
-//! side's ceiling the same way.
+//! side's ceiling the same way. With `--relay` consumers get what producers publish instead
+//! ([`crate::relay`]): the latency floor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::READ_CHUNK;
+use crate::relay::{self, Assembler, Relay};
 use crate::report::group;
 use crate::scan::{Scanned, scan};
 use crate::stats;
@@ -30,8 +32,13 @@ use crate::stats;
 /// The frame_max the sink offers.
 const FRAME_MAX: u32 = 131_072;
 
-/// Runs the sink until `stop`; prints the message rate to stderr once a second.
-pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken) {
+/// Runs the sink until `stop`; prints the message rate to stderr once a second. With a
+/// `relay`, publishes go to consumers instead of being discarded.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    stop: CancellationToken,
+    relay: Option<Arc<Relay>>,
+) {
     let received = Arc::new(AtomicU64::new(0));
     let rate = {
         let (received, stop) = (Arc::clone(&received), stop.clone());
@@ -56,10 +63,10 @@ pub(crate) async fn serve(listener: TcpListener, stop: CancellationToken) {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => {
-                    let (received, stop) = (Arc::clone(&received), stop.clone());
+                    let (received, stop, relay) = (Arc::clone(&received), stop.clone(), relay.clone());
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = connection(s, received) => {}
+                            _ = connection(s, received, relay) => {}
                             _ = stop.cancelled() => {}
                         }
                     });
@@ -89,6 +96,8 @@ struct ChannelState {
 struct Feed {
     channel: u16,
     template: Vec<u8>,
+    /// Bytes of the basic.deliver method frame at the start of `template`.
+    method_len: usize,
     tag_at: usize,
     seq_at: usize,
     next_seq: u32,
@@ -109,6 +118,7 @@ impl Feed {
             }),
             &mut b,
         );
+        let method_len = b.len();
         // frame header (7), class and method ids (4), the tag's length octet and bytes
         let tag_at = 7 + 4 + 1 + tag.len();
         let properties = Properties::from(BasicProperties {
@@ -123,10 +133,21 @@ impl Feed {
         Feed {
             channel,
             template: b.to_vec(),
+            method_len,
             tag_at,
             seq_at,
             next_seq: 0,
             delivery_tag: 0,
+        }
+    }
+
+    /// Appends the relayed `messages` as deliveries (with the next delivery tags).
+    fn relay(&mut self, messages: &[bytes::Bytes], out: &mut BytesMut) {
+        for m in messages {
+            self.delivery_tag += 1;
+            let t = self.tag_at;
+            self.template[t..t + 8].copy_from_slice(&self.delivery_tag.to_be_bytes());
+            relay::deliver(&self.template[..self.method_len], self.channel, m, out);
         }
     }
 }
@@ -135,7 +156,11 @@ impl Feed {
 const FEED_BYTES: usize = 128 * 1024;
 
 /// One connection; ends on EOF, error or connection.close.
-async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Result<()> {
+async fn connection(
+    mut s: TcpStream,
+    received: Arc<AtomicU64>,
+    relay: Option<Arc<Relay>>,
+) -> std::io::Result<()> {
     let _ = s.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(FEED_BYTES * 2);
@@ -166,11 +191,47 @@ async fn connection(mut s: TcpStream, received: Arc<AtomicU64>) -> std::io::Resu
     );
     let mut channels: Vec<ChannelState> = vec![ChannelState::default(); 2];
     let mut feeds: Vec<Feed> = Vec::new();
+    let mut assembler = relay.as_ref().map(|_| Assembler::default());
+    let mut inbox = None;
     loop {
-        let closing = process(&mut rbuf, &mut channels, &mut feeds, &mut out, &received);
+        let closing = process(
+            &mut rbuf,
+            &mut channels,
+            &mut feeds,
+            &mut out,
+            &received,
+            assembler.as_mut(),
+        );
         if closing {
             s.write_all(&out).await?;
             return Ok(());
+        }
+        if let (Some(relay), Some(a)) = (&relay, assembler.as_mut()) {
+            let batch = a.take();
+            if !batch.is_empty() {
+                relay.forward(batch);
+            }
+            if inbox.is_none() && !feeds.is_empty() {
+                inbox = Some(relay.subscribe());
+            }
+        }
+        if let Some(rx) = inbox.as_mut() {
+            // A relay consumer: what producers publish, as it comes, round-robin over this
+            // connection's consumers.
+            if !out.is_empty() {
+                s.write_all(&out).await?;
+                out.clear();
+            }
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                r = s.read_buf(&mut rbuf) => if r? == 0 { return Ok(()) },
+                m = rx.recv() => if let (Some(batch), Some(f)) = (m, feeds.first_mut()) {
+                    f.relay(&batch, &mut out);
+                },
+            }
+            continue;
         }
         if feeds.is_empty() {
             if !out.is_empty() {
@@ -217,14 +278,26 @@ fn feed(feeds: &mut [Feed], out: &mut BytesMut) {
     }
 }
 
+/// A content frame the scanner left to the codec, given to the assembler as it was sent.
+fn assemble_decoded(a: &mut Assembler, f: &Frame) {
+    let mut raw = BytesMut::new();
+    frame::encode(f, &mut raw);
+    match f {
+        Frame::Header { header, .. } => a.header(&raw, header.body_size),
+        Frame::Body { payload, .. } => a.body(&raw, payload.len()),
+        _ => {}
+    }
+}
+
 /// Decodes every frame in `rbuf` and encodes the replies into `out`; true once the client
-/// sent connection.close (close-ok is then in `out`).
+/// sent connection.close (close-ok is then in `out`). Messages go to `relay` when there is one.
 fn process(
     rbuf: &mut BytesMut,
     channels: &mut Vec<ChannelState>,
     feeds: &mut Vec<Feed>,
     out: &mut BytesMut,
     received: &AtomicU64,
+    mut relay: Option<&mut Assembler>,
 ) -> bool {
     let mut messages = 0u64;
     let mut pos = 0;
@@ -235,6 +308,9 @@ fn process(
             Ok(Scanned::Publish { channel, len }) => {
                 pos += len;
                 messages += 1;
+                if let Some(a) = relay.as_deref_mut() {
+                    a.publish();
+                }
                 let ch = usize::from(channel);
                 if ch >= channels.len() {
                     channels.resize(ch + 1, ChannelState::default());
@@ -242,11 +318,21 @@ fn process(
                 channels[ch].published += 1;
                 continue;
             }
-            Ok(
-                Scanned::Header { len, .. }
-                | Scanned::Body { len, .. }
-                | Scanned::Deliver { len, .. },
-            ) => {
+            Ok(Scanned::Header { body_size, len }) => {
+                if let Some(a) = relay.as_deref_mut() {
+                    a.header(&rbuf[pos..pos + len], body_size);
+                }
+                pos += len;
+                continue;
+            }
+            Ok(Scanned::Body { payload, len }) => {
+                if let Some(a) = relay.as_deref_mut() {
+                    a.body(&rbuf[pos..pos + len], payload.len());
+                }
+                pos += len;
+                continue;
+            }
+            Ok(Scanned::Deliver { len, .. }) => {
                 pos += len;
                 continue;
             }
@@ -264,8 +350,15 @@ fn process(
                 return true;
             }
         };
-        let Frame::Method { channel, method } = f else {
-            continue; // headers, bodies, heartbeats: discarded
+        let (channel, method) = match f {
+            Frame::Method { channel, method } => (channel, method),
+            Frame::Header { .. } | Frame::Body { .. } => {
+                if let Some(a) = relay.as_deref_mut() {
+                    assemble_decoded(a, &f);
+                }
+                continue; // without a relay: discarded
+            }
+            Frame::Heartbeat => continue,
         };
         let ch = usize::from(channel);
         if ch >= channels.len() {
@@ -274,6 +367,9 @@ fn process(
         let reply = match method {
             Method::BasicPublish(_) => {
                 messages += 1;
+                if let Some(a) = relay.as_deref_mut() {
+                    a.publish();
+                }
                 channels[ch].published += 1;
                 None
             }

@@ -63,7 +63,8 @@ pub(crate) async fn serve(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => {
-                    let (received, stop, relay) = (Arc::clone(&received), stop.clone(), relay.clone());
+                    let (received, stop) = (Arc::clone(&received), stop.clone());
+                    let relay = relay.clone();
                     tokio::spawn(async move {
                         tokio::select! {
                             _ = connection(s, received, relay) => {}
@@ -215,42 +216,31 @@ async fn connection(
                 inbox = Some(relay.subscribe());
             }
         }
+        if inbox.is_none() && !feeds.is_empty() {
+            feed(&mut feeds, &mut out);
+        }
+        if !out.is_empty() {
+            s.write_all(&out).await?;
+            out.clear();
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
         if let Some(rx) = inbox.as_mut() {
-            // A relay consumer: what producers publish, as it comes, round-robin over this
-            // connection's consumers.
-            if !out.is_empty() {
-                s.write_all(&out).await?;
-                out.clear();
-            }
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
-            }
+            // A relay consumer gets what producers publish, as it comes, on its first consumer.
             tokio::select! {
                 r = s.read_buf(&mut rbuf) => if r? == 0 { return Ok(()) },
-                m = rx.recv() => if let (Some(batch), Some(f)) = (m, feeds.first_mut()) {
-                    f.relay(&batch, &mut out);
+                m = rx.recv() => match (m, feeds.first_mut()) {
+                    (Some(batch), Some(f)) => f.relay(&batch, &mut out),
+                    (Some(_), None) => {} // its consumers were cancelled
+                    (None, _) => return Ok(()),
                 },
             }
-            continue;
-        }
-        if feeds.is_empty() {
-            if !out.is_empty() {
-                s.write_all(&out).await?;
-                out.clear();
-            }
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
-            }
+        } else if feeds.is_empty() {
             if s.read_buf(&mut rbuf).await? == 0 {
                 return Ok(());
             }
         } else {
-            feed(&mut feeds, &mut out);
-            s.write_all(&out).await?;
-            out.clear();
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
-            }
             match s.try_read_buf(&mut rbuf) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
@@ -290,14 +280,14 @@ fn assemble_decoded(a: &mut Assembler, f: &Frame) {
 }
 
 /// Decodes every frame in `rbuf` and encodes the replies into `out`; true once the client
-/// sent connection.close (close-ok is then in `out`). Messages go to `relay` when there is one.
+/// sent connection.close (close-ok is then in `out`). Messages go to the `assembler` of a relay.
 fn process(
     rbuf: &mut BytesMut,
     channels: &mut Vec<ChannelState>,
     feeds: &mut Vec<Feed>,
     out: &mut BytesMut,
     received: &AtomicU64,
-    mut relay: Option<&mut Assembler>,
+    mut assembler: Option<&mut Assembler>,
 ) -> bool {
     let mut messages = 0u64;
     let mut pos = 0;
@@ -308,7 +298,7 @@ fn process(
             Ok(Scanned::Publish { channel, len }) => {
                 pos += len;
                 messages += 1;
-                if let Some(a) = relay.as_deref_mut() {
+                if let Some(a) = assembler.as_deref_mut() {
                     a.publish();
                 }
                 let ch = usize::from(channel);
@@ -319,14 +309,14 @@ fn process(
                 continue;
             }
             Ok(Scanned::Header { body_size, len }) => {
-                if let Some(a) = relay.as_deref_mut() {
+                if let Some(a) = assembler.as_deref_mut() {
                     a.header(&rbuf[pos..pos + len], body_size);
                 }
                 pos += len;
                 continue;
             }
             Ok(Scanned::Body { payload, len }) => {
-                if let Some(a) = relay.as_deref_mut() {
+                if let Some(a) = assembler.as_deref_mut() {
                     a.body(&rbuf[pos..pos + len], payload.len());
                 }
                 pos += len;
@@ -353,7 +343,7 @@ fn process(
         let (channel, method) = match f {
             Frame::Method { channel, method } => (channel, method),
             Frame::Header { .. } | Frame::Body { .. } => {
-                if let Some(a) = relay.as_deref_mut() {
+                if let Some(a) = assembler.as_deref_mut() {
                     assemble_decoded(a, &f);
                 }
                 continue; // without a relay: discarded
@@ -367,7 +357,7 @@ fn process(
         let reply = match method {
             Method::BasicPublish(_) => {
                 messages += 1;
-                if let Some(a) = relay.as_deref_mut() {
+                if let Some(a) = assembler.as_deref_mut() {
                     a.publish();
                 }
                 channels[ch].published += 1;

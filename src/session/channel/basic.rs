@@ -8,7 +8,7 @@ use crate::broker::message::MESSAGE_OVERHEAD;
 use crate::broker::queue::{ConsumerArgs, MAX_BROWSE_REACH};
 use crate::broker::reply_to::REPLY_QUEUE;
 use crate::broker::vhost::generate_name;
-use crate::broker::{Awaited, Credit, Delivery, Message, Prepared, PublishRequest, QueuedMessage};
+use crate::broker::{Credit, Delivery, Message, Prepared, PublishRequest, QueuedMessage};
 use crate::protocol::ReplyCode;
 use crate::protocol::method::*;
 use crate::protocol::types::ShortStr;
@@ -453,9 +453,6 @@ impl Channel {
         );
         // The delivery is recorded before the queue is asked for more, which may fail.
         let wake = c.transit.release(1).then(|| Arc::clone(&d.queue));
-        if d.no_ack && !d.copy {
-            consumed(ctx, &d.message);
-        }
         if !d.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
@@ -465,6 +462,8 @@ impl Channel {
                 msg: d.message,
                 prefetch: Some(Arc::clone(&c.prefetch)),
             });
+        } else if !d.copy {
+            consumed(ctx, &d.message);
         }
         match wake {
             Some(q) => dispatch(ctx, &q),
@@ -551,12 +550,15 @@ impl Channel {
 /// Records a publish the queues took: its confirm waits for the flush of `flush`, or for
 /// nothing when every copy was consumed before the last queue took it.
 fn record(c: &mut Confirms, msg: &Message, flush: u64) {
-    let consumed = msg.awaited.as_ref().is_some_and(Awaited::pushed);
-    let early_bytes = msg
-        .awaited
-        .as_ref()
-        .map_or(0, |_| msg.body.len() + MESSAGE_OVERHEAD);
-    let seq = c.publish(if consumed { 0 } else { flush }, early_bytes);
+    let (flush, early_bytes) = match &msg.awaited {
+        // The publisher's guard goes; every copy consumed already means no flush to wait for.
+        Some(a) => (
+            if a.pushed() { 0 } else { flush },
+            msg.body.len() + MESSAGE_OVERHEAD,
+        ),
+        None => (flush, 0),
+    };
+    let seq = c.publish(flush, early_bytes);
     debug_assert!(
         msg.awaited.as_ref().is_none_or(|a| a.tag() == seq),
         "a publish's early confirm carries its sequence number"
